@@ -1,0 +1,1 @@
+"""Single-cell label transfer: scVI latent space + XGBoost classifier."""

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Set everything up (Python packages, Debian packages, a real single-node SLURM and SGE
+# on loopback) and run the whole test suite. Extra arguments go to pytest.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh || exit 1
+VENV=${DCOEX_VENV:-$PWD/.venv}
+
+clusters=0
+if [[ -f tests/cluster/clusters_up.sh ]]; then
+    if bash tests/cluster/clusters_up.sh; then
+        clusters=1
+    else
+        echo "test: the test clusters did not start (see above)" >&2
+        [[ ${CI:-} == true ]] && exit 1
+    fi
+fi
+
+"$VENV/bin/python" -m pytest -ra "$@"
+rc=$?
+if ((clusters)) && [[ -f tests/cluster/clusters_down.sh && -z ${DCOEX_KEEP_CLUSTERS:-} ]]; then
+    bash tests/cluster/clusters_down.sh >/dev/null 2>&1 || true
+fi
+exit $rc
