@@ -169,6 +169,8 @@ def memory_record(
         "pid": os.getpid(),
         "job_id": os.environ.get("SLURM_JOB_ID") or os.environ.get("JOB_ID"),
         "task_id": os.environ.get("SLURM_ARRAY_TASK_ID") or os.environ.get("SGE_TASK_ID"),
+        # SLURM gives each array task its own SLURM_JOB_ID; the review joins on the array's id
+        "array_job_id": os.environ.get("SLURM_ARRAY_JOB_ID"),
         "timeline_s_bytes": recorder.timeline[:: max(1, len(recorder.timeline) // 500)],
     }
     if estimate and record["peak_rss_bytes"]:

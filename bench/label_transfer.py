@@ -1,0 +1,298 @@
+"""Benchmark of label transfer (issue 7, item 5): accuracy vs peers, memory vs a naive run, estimator.
+
+  python bench/label_transfer.py accuracy  [--seeds 0,1,2]   # pbmc68k_reduced split + synthetic_iid
+  python bench/label_transfer.py memory                        # estimator vs measured, sizes + naive run
+  python bench/label_transfer.py all                           # both; writes bench/results/label_transfer.json
+
+Accuracy: this pipeline (scVI latent + XGBoost), SCANVI (scvi-tools, from the same kind of
+scVI model) and CellTypist (use_SGD=True; bench-only dependency) trained on the same
+reference, evaluated on the same query, 3 seeds. Memory: each size is run in a fresh
+process (`label_transfer.py run`); the naive run (outer join, dense float64, no HVG, scVI
+on all genes) is run the same way on the largest size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "lib"))
+CLI = ROOT / "src" / "scripts" / "labeltransfer" / "label_transfer.py"
+RESULTS = ROOT / "bench" / "results" / "label_transfer.json"
+PY = sys.executable
+
+warnings.filterwarnings("ignore")
+
+
+# ---------------------------------------------------------------- data sets
+def pbmc_split(seed: int, out: Path) -> tuple[Path, Path, str]:
+    """pbmc68k_reduced raw counts split 50/50 (stratified); query binomially thinned per gene."""
+    import anndata
+    import pandas as pd
+    import scanpy as sc
+    import scipy.sparse as sp
+
+    pb = sc.datasets.pbmc68k_reduced()
+    raw = pb.raw.to_adata()
+    x = raw.X.toarray() if sp.issparse(raw.X) else np.asarray(raw.X)
+    counts = np.rint(np.expm1(x) * pb.obs["n_counts"].to_numpy()[:, None] / 1e4).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    labels = pb.obs["bulk_labels"].astype(str).to_numpy()
+    is_query = np.zeros(len(labels), dtype=bool)
+    for lab in np.unique(labels):
+        idx = np.flatnonzero(labels == lab)
+        rng.shuffle(idx)
+        is_query[idx[: len(idx) // 2]] = True
+    rates = np.clip(0.5 * np.exp(rng.normal(0, 0.3, size=counts.shape[1])), 0.02, 1.0)
+    thinned = rng.binomial(counts[is_query].astype(np.int64), rates[None, :]).astype(np.float32)
+    var = pd.DataFrame(index=raw.var_names.astype(str))
+    obs = pd.DataFrame({"cell_type": pd.Categorical(labels)}, index=pb.obs_names.astype(str))
+    ref = anndata.AnnData(sp.csr_matrix(counts[~is_query]), obs=obs[~is_query].copy(), var=var.copy())
+    qry = anndata.AnnData(sp.csr_matrix(thinned), obs=obs[is_query].copy(), var=var.copy())
+    return _write(ref, qry, out, "pbmc")
+
+
+def synthetic_iid_split(seed: int, out: Path) -> tuple[Path, Path, str]:
+    """scvi.data.synthetic_iid: batch_0 = reference, batch_1 = query (its labels are random)."""
+    import pandas as pd
+    import scipy.sparse as sp
+    import scvi
+
+    scvi.settings.seed = seed
+    data = scvi.data.synthetic_iid(batch_size=500, n_genes=300, n_batches=2, n_labels=3)
+    data.X = sp.csr_matrix(data.X.astype(np.float32))
+    data.obs = pd.DataFrame({"cell_type": data.obs["labels"].astype(str).astype("category")},
+                            index=data.obs_names.astype(str))
+    keep = ["cell_type"]
+    is_query = np.arange(data.n_obs) >= 500
+    ref = data[~is_query].copy()
+    qry = data[is_query].copy()
+    for d in (ref, qry):
+        d.obsm.clear()
+        d.uns.clear()
+        d.obs = d.obs[keep]
+    return _write(ref, qry, out, "synthetic_iid")
+
+
+def _write(ref, qry, out: Path, name: str) -> tuple[Path, Path, str]:
+    out.mkdir(parents=True, exist_ok=True)
+    r, q = out / f"{name}_ref.h5ad", out / f"{name}_query.h5ad"
+    ref.write_h5ad(r)
+    qry.write_h5ad(q)
+    return r, q, "cell_type"
+
+
+# ---------------------------------------------------------------- methods
+def ours(ref: Path, qry: Path, seed: int, out: Path, n_hvg: int, min_common: int) -> dict:
+    from labeltransfer.run import RunOptions, run_label_transfer
+
+    opts = RunOptions(
+        reference=str(ref), query=str(qry), label_key="cell_type", query_label_key="cell_type",
+        out_dir=str(out), n_hvg=n_hvg, seed=seed, device="cpu", xgb_tuning="quick",
+        unknown_threshold=0.0, min_common_genes=min_common, quiet=True, ignore_memory_check=True,
+    )
+    report = run_label_transfer(opts)
+    return {"accuracy": report["metrics"]["accuracy"], "macro_f1": report["metrics"]["macro_f1"]}
+
+
+def _joint(ref: Path, qry: Path):
+    import anndata
+
+    a, b = anndata.read_h5ad(ref), anndata.read_h5ad(qry)
+    joint = anndata.concat({"reference": a, "query": b}, label="dataset", join="inner", index_unique="-")
+    return a, b, joint
+
+
+def scanvi(ref: Path, qry: Path, seed: int) -> dict:
+    import scvi
+
+    from labeltransfer.evaluate import evaluate
+
+    scvi.settings.seed = seed
+    a, b, joint = _joint(ref, qry)
+    truth = b.obs["cell_type"].astype(str).to_numpy()
+    joint.obs["label"] = np.concatenate([a.obs["cell_type"].astype(str), ["__unlabeled__"] * b.n_obs])
+    scvi.model.SCVI.setup_anndata(joint, batch_key="dataset", labels_key="label")
+    model = scvi.model.SCVI(joint, n_latent=30)
+    model.train(max_epochs=400, early_stopping=True, early_stopping_patience=10, enable_progress_bar=False, accelerator="cpu")
+    sv = scvi.model.SCANVI.from_scvi_model(model, unlabeled_category="__unlabeled__", labels_key="label")
+    sv.train(max_epochs=20, n_samples_per_label=100, enable_progress_bar=False, accelerator="cpu")
+    pred = sv.predict(joint[joint.obs["dataset"] == "query"])
+    m = evaluate(truth, np.asarray(pred, dtype=str))
+    return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+
+
+def celltypist_peer(ref: Path, qry: Path, seed: int) -> dict:
+    import anndata
+    import celltypist
+    import scanpy as sc
+
+    from labeltransfer.evaluate import evaluate
+
+    a, b = anndata.read_h5ad(ref), anndata.read_h5ad(qry)
+    common = a.var_names.intersection(b.var_names)
+    a, b = a[:, common].copy(), b[:, common].copy()
+    for d in (a, b):
+        sc.pp.normalize_total(d, target_sum=1e4)
+        sc.pp.log1p(d)
+    np.random.seed(seed)
+    model = celltypist.train(a, labels="cell_type", use_SGD=True, check_expression=False, n_jobs=1)
+    pred = celltypist.annotate(b, model=model, majority_voting=False).predicted_labels["predicted_labels"]
+    m = evaluate(b.obs["cell_type"].astype(str).to_numpy(), pred.astype(str).to_numpy())
+    return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+
+
+def accuracy(seeds: list[int]) -> dict:
+    results: dict = {}
+    splits = {"pbmc68k_reduced": (pbmc_split, 0, 200), "synthetic_iid": (synthetic_iid_split, 0, 100)}
+    for name, (make, n_hvg, min_common) in splits.items():
+        rows = []
+        for seed in seeds:
+            with tempfile.TemporaryDirectory() as tmp:
+                ref, qry, _ = make(seed, Path(tmp))
+                row = {"seed": seed}
+                for method, fn in (
+                    ("scvi_xgboost", lambda: ours(ref, qry, seed, Path(tmp) / "out", n_hvg, min_common)),
+                    ("scanvi", lambda: scanvi(ref, qry, seed)),
+                    ("celltypist", lambda: celltypist_peer(ref, qry, seed)),
+                ):
+                    t0 = time.monotonic()
+                    row[method] = fn()
+                    row[method]["wall_s"] = round(time.monotonic() - t0, 1)
+                    print(name, seed, method, row[method], file=sys.stderr, flush=True)
+                rows.append(row)
+        mean = {
+            m: {k: float(np.mean([r[m][k] for r in rows])) for k in ("accuracy", "macro_f1")}
+            for m in ("scvi_xgboost", "scanvi", "celltypist")
+        }
+        results[name] = {"per_seed": rows, "mean": mean}
+    return results
+
+
+# ---------------------------------------------------------------- memory
+SIZES = [  # reference cells, query cells, genes, mean count of a non-marker gene
+    (2000, 1000, 1500, 0.15),
+    (8000, 4000, 4000, 0.15),
+    (20000, 10000, 6000, 0.15),
+]
+
+
+def _make_sparse(size: tuple, out: Path) -> tuple[Path, Path]:
+    from labeltransfer.synthetic import synthetic_counts
+
+    n_ref, n_query, n_genes, mean = size
+    r, q = out / f"ref_{n_ref}_{n_genes}.h5ad", out / f"query_{n_query}_{n_genes}.h5ad"
+    synthetic_counts(n_ref, n_genes, n_types=8, seed=1, mean_count=mean).write_h5ad(r)
+    synthetic_counts(n_query, n_genes, n_types=8, seed=2, mean_count=mean, batch_shift=0.3).write_h5ad(q)
+    return r, q
+
+
+def _peak_of(cmd: list[str]) -> tuple[float, str]:
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd} failed: {proc.stderr[-2000:]}")
+    return time.monotonic() - start, proc.stdout
+
+
+def memory(max_epochs: int = 5) -> dict:
+    rows = []
+    naive = None
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for size in SIZES:
+            ref, qry = _make_sparse(size, tmp)
+            out = tmp / f"out_{size[0]}"
+            wall, _ = _peak_of([PY, str(CLI), "run", "--reference", str(ref), "--query", str(qry),
+                                "--out-dir", str(out), "--max-epochs", str(max_epochs), "--device", "cpu",
+                                "--query-label-key", "cell_type", "--quiet"])
+            report = json.loads((out / "report.json").read_text())
+            measured = report["peak_rss_bytes"]
+            est = report["estimate"]["total_bytes"]
+            row = {
+                "n_reference": size[0], "n_query": size[1], "n_genes": size[2],
+                "nnz": report["matrices"]["concatenate"]["nnz"],
+                "measured_peak_bytes": measured, "estimate_bytes": est,
+                "estimate_over_measured": round(est / measured, 3),
+                "peak_step_estimated": report["estimate"]["params"]["peak_step"],
+                "steps_measured": {k: v["peak_rss_bytes"] for k, v in report["steps"].items()},
+                "steps_estimated": _step_totals(report),
+                "accuracy": report["metrics"]["accuracy"], "wall_s": round(wall, 1),
+            }
+            rows.append(row)
+            print("memory", row, file=sys.stderr, flush=True)
+        wall, stdout = _peak_of([PY, __file__, "naive", "--reference", str(ref), "--query", str(qry),
+                                 "--max-epochs", str(max_epochs)])
+        naive = json.loads(stdout.strip().splitlines()[-1])
+        naive["wall_s"] = round(wall, 1)
+        naive["ours_peak_bytes"] = rows[-1]["measured_peak_bytes"]
+        naive["ours_over_naive"] = round(rows[-1]["measured_peak_bytes"] / naive["peak_rss_bytes"], 3)
+        print("naive", naive, file=sys.stderr, flush=True)
+    return {"sizes": rows, "naive": naive, "max_epochs": max_epochs}
+
+
+def _step_totals(report: dict) -> dict:
+    from memfit.estimators.label_transfer import step_estimates
+
+    params = {k: v for k, v in report["estimate"]["params"].items() if k != "peak_step"}
+    return {k: v.total_bytes for k, v in step_estimates(**params).items()}
+
+
+def naive_run(reference: str, query: str, max_epochs: int) -> dict:
+    """The same steps without care: outer join, dense float64, no HVG, scVI on every gene."""
+    import anndata
+    import scvi
+
+    from labeltransfer.classify import fit_classifier
+    from memfit.record import PeakRecorder
+
+    with PeakRecorder() as rec:
+        a, b = anndata.read_h5ad(reference), anndata.read_h5ad(query)
+        joint = anndata.concat({"reference": a, "query": b}, label="dataset", join="outer", index_unique="-")
+        joint.X = np.asarray(joint.X.toarray(), dtype=np.float64)
+        scvi.settings.seed = 0
+        scvi.model.SCVI.setup_anndata(joint, batch_key="dataset")
+        model = scvi.model.SCVI(joint, n_latent=30)
+        model.train(max_epochs=max_epochs, early_stopping=True, early_stopping_patience=10,
+                    enable_progress_bar=False, accelerator="cpu")
+        latent = model.get_latent_representation()
+        is_ref = (joint.obs["dataset"] == "reference").to_numpy()
+        clf = fit_classifier(latent[is_ref], joint.obs["cell_type"].astype(str).to_numpy()[is_ref])
+        clf.predict_proba(latent[~is_ref])
+    return {"peak_rss_bytes": rec.peak_rss_bytes, "shape": list(joint.shape), "dtype": str(joint.X.dtype)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["accuracy", "memory", "all", "naive"])
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--max-epochs", type=int, default=5)
+    parser.add_argument("--reference")
+    parser.add_argument("--query")
+    args = parser.parse_args()
+    if args.what == "naive":
+        print(json.dumps(naive_run(args.reference, args.query, args.max_epochs)))
+        return
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if args.what in ("memory", "all"):
+        results["memory"] = memory(args.max_epochs)
+    if args.what in ("accuracy", "all"):
+        results["accuracy"] = accuracy([int(s) for s in args.seeds.split(",")])
+    results["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

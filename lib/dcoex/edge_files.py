@@ -1,0 +1,117 @@
+"""Per-gene edge files of stages 02a (``base_correlations/``) and 02b (``bootstrap_significant/``).
+
+Layouts are fixed in DESIGN.md §3 and docs/stage02a.md / docs/stage02b.md. Every file has a
+``meta`` group (attrs), a root ``gene_names`` dataset and sparse edge tables; the
+``/memfit`` group (memory figures) is written by the stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import h5py
+import numpy as np
+
+from dcoex.pergene import open_h5, text_attr
+
+STRING_DTYPE = h5py.string_dtype("utf-8")
+BASE_EDGE_DTYPES = {
+    "pair_index": np.int64, "gene_i": np.int32, "gene_j": np.int32,
+    "r_low": np.float32, "r_high": np.float32, "delta": np.float32,
+    "p_low": np.float64, "p_high": np.float64, "p_diff": np.float64,
+    "q_low": np.float64, "q_high": np.float64, "q_diff": np.float64,
+    "sig_low": np.bool_, "sig_high": np.bool_,
+}
+BOOT_DATASETS = {
+    "edges/pair_index": np.int64, "edges/gene_i": np.int32, "edges/gene_j": np.int32,
+    "base/delta": np.float32, "base/r_low": np.float32, "base/r_high": np.float32,
+    "boot/delta_mean": np.float32, "boot/delta_std": np.float32, "boot/ci_low": np.float32,
+    "boot/ci_high": np.float32, "boot/bias": np.float32, "boot/n_finite": np.int32,
+    "pval/bootstrap_pval": np.float64,
+}
+_GZIP = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+
+
+def _write_column(group: h5py.Group, name: str, data: np.ndarray, dtype: type) -> None:
+    data = np.ascontiguousarray(data, dtype=dtype)
+    if data.size:
+        chunks = (min(data.size, 1 << 18),)
+        group.create_dataset(name, data=data, chunks=chunks, **_GZIP)
+    else:
+        group.create_dataset(name, shape=(0,), dtype=dtype)
+
+
+def _write_names(f: h5py.File, gene_names: list[str]) -> None:
+    f.create_dataset("gene_names", data=np.array(gene_names, dtype=object), dtype=STRING_DTYPE, **_GZIP)
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    return str(value)
+
+
+def write_base_file(f: h5py.File, edges: Mapping[str, np.ndarray], meta: Mapping[str, object], gene_names: list[str]) -> None:
+    """Write a 02a file into the open (new) h5py file ``f``."""
+    f.require_group("meta").attrs.update({k: _plain(v) for k, v in meta.items()})
+    _write_names(f, gene_names)
+    group = f.require_group("edges")
+    for name, dtype in BASE_EDGE_DTYPES.items():
+        _write_column(group, name, edges[name], dtype)
+
+
+def read_meta(f: h5py.File) -> dict[str, object]:
+    """The ``meta`` attrs as plain Python values."""
+    return {k: (text_attr(v) if isinstance(v, (bytes, str)) else v) for k, v in f["meta"].attrs.items()}
+
+
+def read_base_edges(path: Path) -> tuple[dict[str, object], dict[str, np.ndarray]]:
+    """(meta, edge columns) of a 02a file; ValueError naming it if unreadable or incomplete."""
+    with open_h5(path, "base correlations file") as f:
+        try:
+            meta = read_meta(f)
+            edges = {name: f[f"edges/{name}"][()] for name in BASE_EDGE_DTYPES}
+        except KeyError as exc:
+            raise ValueError(f"base correlations file {path} lacks {exc}") from None
+        except OSError as exc:
+            raise ValueError(f"base correlations file {path} is unreadable or truncated ({exc})") from None
+    n_edges = edges["pair_index"].shape[0]
+    if any(col.shape != (n_edges,) for col in edges.values()):
+        raise ValueError(f"base correlations file {path}: edge columns have different lengths")
+    return meta, edges
+
+
+def meta_matches(path: Path, expected: Mapping[str, object], datasets: list[str]) -> bool:
+    """True if the file opens, its meta attrs equal ``expected`` and the datasets exist."""
+    with h5py.File(path, "r") as f:
+        meta = read_meta(f)
+        for key, value in expected.items():
+            if key not in meta:
+                return False
+            got = meta[key]
+            if isinstance(value, float):
+                if not np.isclose(float(got), value, rtol=0, atol=1e-12):
+                    return False
+            elif _plain(got) != _plain(value):
+                return False
+        return all(name in f for name in datasets) and "gene_names" in f
+
+
+def base_datasets() -> list[str]:
+    return [f"edges/{name}" for name in BASE_EDGE_DTYPES]
+
+
+def write_boot_file(
+    f: h5py.File, columns: Mapping[str, np.ndarray], meta: Mapping[str, object], gene_names: list[str]
+) -> None:
+    """Write a 02b file's meta, names and columns (keys of BOOT_DATASETS) into ``f``."""
+    f.require_group("meta").attrs.update({k: _plain(v) for k, v in meta.items()})
+    _write_names(f, gene_names)
+    for name, dtype in BOOT_DATASETS.items():
+        group_name, column = name.split("/")
+        _write_column(f.require_group(group_name), column, columns[name], dtype)

@@ -1,0 +1,122 @@
+"""Reconstruct the differential network of one reference gene from its inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dcoex.network.classify import CLASS_LABELS, class_counts, classify, presence, select_edges
+from dcoex.network.focus import focus_metrics, neighbourhood
+from dcoex.network.io import NETWORK_FORMAT, GeneInputs
+from dcoex.network.topology import global_topology
+
+
+@dataclass(frozen=True)
+class NetworkOptions:
+    """Stage 03 options (DESIGN.md §4)."""
+
+    min_effect: float = 0.0
+    corr_threshold: float = 1e-4
+    ci_filter: bool = True
+    zero_undefined: bool = False
+
+    @property
+    def undefined(self) -> float:
+        """The value written for undefined quotients and statistics over empty sets."""
+        return 0.0 if self.zero_undefined else float("nan")
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "min_effect": float(self.min_effect),
+            "corr_threshold": float(self.corr_threshold),
+            "require_ci_exclude_zero": bool(self.ci_filter),
+            "zero_undefined": bool(self.zero_undefined),
+        }
+
+
+@dataclass
+class Network:
+    """Everything written to ``networks/{gi}_{gene}.h5`` (see io.write_network)."""
+
+    meta: dict[str, Any]
+    edges: dict[str, np.ndarray]
+    qual_summary: dict[str, int]
+    topology: dict[str, tuple[dict[str, Any], np.ndarray]]
+    focus: dict[str, Any]
+
+
+def reconstruct(inputs: GeneInputs, options: NetworkOptions) -> Network:
+    """Filter E0 to E, classify, compute topology and the focus-gene metrics."""
+    e0 = inputs.edges
+    n = inputs.n_genes
+    und = options.undefined
+    keep = select_edges(e0["delta"], e0["ci_low"], e0["ci_high"], options.min_effect, options.ci_filter)
+    e = {k: v[keep] for k, v in e0.items()}
+    present_low = presence(e["r_low"], e["sig_low"], options.corr_threshold)
+    present_high = presence(e["r_high"], e["sig_high"], options.corr_threshold)
+    codes = classify(e["r_low"], e["r_high"], present_low, present_high)
+    gi, gj = e["gene_i"].astype(np.int32), e["gene_j"].astype(np.int32)
+    edges = {
+        "pair_index": e["pair_index"].astype(np.int64),
+        "gene_i": gi,
+        "gene_j": gj,
+        "delta_base": e["delta"].astype(np.float32),
+        "delta_boot_mean": e["delta_mean"].astype(np.float32),
+        "delta_boot_std": e["delta_std"].astype(np.float32),
+        "ci_low": e["ci_low"].astype(np.float32),
+        "ci_high": e["ci_high"].astype(np.float32),
+        "bias": e["bias"].astype(np.float32),
+        "r_low": e["r_low"].astype(np.float32),
+        "r_high": e["r_high"].astype(np.float32),
+        "pval_diff": e["p_diff"].astype(np.float64),
+        "qval_diff": e["q_diff"].astype(np.float64),
+        "pval_boot": e["bootstrap_pval"].astype(np.float64),
+        "sig_low": e["sig_low"].astype(bool),
+        "sig_high": e["sig_high"].astype(bool),
+        "present_low": present_low,
+        "present_high": present_high,
+        "qual_score": codes,
+        "qual_label": np.asarray(CLASS_LABELS, dtype=object)[codes],
+    }
+    counts = class_counts(codes)
+    topology = {
+        "low": global_topology(gi[present_low], gj[present_low], n, und),
+        "high": global_topology(gi[present_high], gj[present_high], n, und),
+        "diff": global_topology(gi, gj, n, und),
+    }
+    hood = neighbourhood(gi, gj, inputs.gene_index, n)
+    metrics, stats = focus_metrics(hood, codes, present_low, present_high, e["r_low"], e["r_high"], e["delta"], und)
+    focus = {
+        "attrs": {
+            "gene_index": inputs.gene_index,
+            "n_direct_partners": int(hood.l1.size),
+            "n_indirect_partners": int(hood.l2.size),
+        },
+        "direct_partners": hood.l1,
+        "indirect_partners": hood.l2,
+        "direct_stats": stats["direct"],
+        "two_layer_stats": stats["outer"],
+        "full_stats": stats["full"],
+        "metrics": metrics,
+    }
+    abs_delta = np.abs(e["delta"].astype(np.float64))
+    meta: dict[str, Any] = {
+        "format": NETWORK_FORMAT,
+        "n_genes": n,
+        "gene_index_used": inputs.gene_index,
+        "gene_name": inputs.gene_name,
+        "focus_gene": inputs.gene_index,
+        "edge_selection": "",
+        "ci_alpha": float("nan"),
+        "n_bootstrap": -1,
+        **inputs.upstream,
+        **options.meta(),
+        "n_candidate_edges": inputs.n_edges,
+        "n_significant": int(keep.sum()),
+        **counts,
+        "mean_abs_delta": float(abs_delta.mean()) if abs_delta.size else und,
+        "max_abs_delta": float(abs_delta.max()) if abs_delta.size else und,
+    }
+    return Network(meta, edges, counts, topology, focus)

@@ -1,0 +1,305 @@
+"""Stage 03 files: read and cross-check the 02a/02b inputs of a gene, write and read
+``networks/{gi}_{gene}.h5`` (layout in docs/stage03.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import h5py
+import numpy as np
+
+from dcoex.errors import InputError
+
+#: Format tag of the stage 03 files; 03b refuses files of another format.
+NETWORK_FORMAT = "dcoex-network/1"
+
+#: meta attributes that must be equal across the gene files of one run (03b checks them).
+RUN_PARAMETERS: tuple[str, ...] = (
+    "format", "n_genes", "min_effect", "corr_threshold", "require_ci_exclude_zero",
+    "zero_undefined", "edge_selection", "fdr_alpha", "ci_alpha", "n_bootstrap",
+    "k_low", "k_high", "expr_content_sha256",
+)
+
+#: Stage 03 options recorded in meta; an existing output is reused only if they match.
+STAGE_PARAMETERS: tuple[str, ...] = ("min_effect", "corr_threshold", "require_ci_exclude_zero", "zero_undefined")
+
+#: meta attribute holding meta + focus metrics as one JSON text (NaN allowed), so that
+#: 03b reads one attribute per file instead of ~80.
+SUMMARY_ATTR = "summary_json"
+
+#: 02b edge selections: all 02a edges, or those also significant in a group.
+EDGE_SELECTIONS = ("sig_differential", "sig_edges")
+
+_BASE_EDGE_FIELDS = ("pair_index", "gene_i", "gene_j", "r_low", "r_high", "delta", "p_diff", "q_diff", "sig_low", "sig_high")
+_BOOT_FIELDS = {
+    "delta_mean": "boot/delta_mean", "delta_std": "boot/delta_std", "ci_low": "boot/ci_low",
+    "ci_high": "boot/ci_high", "bias": "boot/bias", "bootstrap_pval": "pval/bootstrap_pval",
+}
+_BOOT_DTYPES = {"bootstrap_pval": np.float64}
+
+
+@dataclass
+class GeneInputs:
+    """The candidate edges E0 of one reference gene with their 02a and 02b values."""
+
+    gene_index: int
+    gene_name: str
+    n_genes: int
+    edges: dict[str, np.ndarray]
+    upstream: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.edges["pair_index"].size)
+
+
+def _attr(value: Any) -> Any:
+    """An HDF5 attribute value as a plain Python value."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _open(path: Path, what: str, gene: str) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except FileNotFoundError:
+        raise InputError(f"gene {gene}: {what} file {path} is missing") from None
+    except OSError as exc:
+        raise InputError(f"gene {gene}: {what} file {path} is not a readable HDF5 file ({exc})") from None
+
+
+def _check_gene(meta: Mapping[str, Any], path: Path, what: str, gene: str, gene_index: int, gene_name: str, n_genes: int) -> None:
+    used = meta.get("gene_index_used")
+    if used is None or int(used) != gene_index:
+        raise InputError(f"gene {gene}: {what} file {path} is for gene index {used}, not {gene_index}")
+    name = meta.get("gene_name")
+    if name is not None and str(name) != gene_name:
+        raise InputError(f"gene {gene}: {what} file {path} is for gene {name!r}, not {gene_name!r}")
+    if int(meta.get("n_genes", -1)) != n_genes:
+        raise InputError(f"gene {gene}: {what} file {path} has n_genes={meta.get('n_genes')}, expected {n_genes}")
+
+
+def base_summary(base_path: Path) -> tuple[int, dict[str, Any]]:
+    """(number of candidate edges, the upstream attributes an output must match) of a 02a
+    file; (0, {}) if it cannot be read (the gene then fails when it is processed)."""
+    try:
+        with h5py.File(base_path, "r") as f:
+            meta = f["meta"].attrs
+            upstream = {k: _attr(meta[k]) for k in ("expr_content_sha256", "fdr_alpha", "k_low", "k_high") if k in meta}
+            return int(f["edges/pair_index"].shape[0]), upstream
+    except (OSError, KeyError):
+        return 0, {}
+
+
+def read_gene_inputs(base_path: Path, boot_path: Path, gene_index: int, gene_name: str, n_genes: int) -> GeneInputs:
+    """Read E0 of one gene from its 02a and 02b files and check that they agree.
+
+    Raises InputError naming the gene and the disagreement (gene, n_genes, expression
+    checksum, group sizes, or the edge set). A missing 02b file is accepted only when
+    the 02a file has no edges.
+    """
+    gene = f"{gene_index} ({gene_name})"
+    with _open(base_path, "base (02a)", gene) as f:
+        try:
+            meta = {k: _attr(v) for k, v in f["meta"].attrs.items()}
+            _check_gene(meta, base_path, "base (02a)", gene, gene_index, gene_name, n_genes)
+            edges = {name: f[f"edges/{name}"][()] for name in _BASE_EDGE_FIELDS}
+        except KeyError as exc:
+            raise InputError(f"gene {gene}: base (02a) file {base_path} lacks {exc}") from None
+    n0 = edges["pair_index"].size
+    if any(v.shape != (n0,) for v in edges.values()):
+        raise InputError(f"gene {gene}: base (02a) file {base_path} has edge datasets of different lengths")
+    pair = edges["pair_index"].astype(np.int64)
+    gi, gj = edges["gene_i"].astype(np.int64), edges["gene_j"].astype(np.int64)
+    if n0 and (np.any(np.diff(pair) <= 0) or np.any(gi >= gj) or gi.min() < 0 or gj.max() >= n_genes
+               or np.any(pair != gi * (2 * n_genes - gi - 1) // 2 + (gj - gi - 1))):
+        raise InputError(
+            f"gene {gene}: base (02a) file {base_path} has unsorted, duplicate, out-of-range edges "
+            "or pair_index not matching gene_i/gene_j"
+        )
+    upstream = {
+        "n_tests": int(meta.get("n_tests", n_genes * (n_genes - 1) // 2)),
+        "fdr_alpha": float(meta.get("fdr_alpha", float("nan"))),
+        "k_low": int(meta.get("k_low", -1)),
+        "k_high": int(meta.get("k_high", -1)),
+        "expr_content_sha256": str(meta.get("expr_content_sha256", "")),
+    }
+    if not Path(boot_path).exists():
+        if n0:
+            raise InputError(f"gene {gene}: bootstrap (02b) file {boot_path} is missing but the base file has {n0} edges")
+        for name in _BOOT_FIELDS:
+            edges[name] = np.zeros(0, dtype=_BOOT_DTYPES.get(name, np.float32))
+        return GeneInputs(gene_index, gene_name, n_genes, edges, upstream)
+    with _open(Path(boot_path), "bootstrap (02b)", gene) as f:
+        try:
+            bmeta = {k: _attr(v) for k, v in f["meta"].attrs.items()}
+            _check_gene(bmeta, boot_path, "bootstrap (02b)", gene, gene_index, gene_name, n_genes)
+            boot_pairs = f["edges/pair_index"][()].astype(np.int64)
+            mode = str(bmeta.get("edge_selection_mode", "sig_differential"))
+            if mode not in EDGE_SELECTIONS:
+                raise InputError(f"gene {gene}: bootstrap (02b) file {boot_path} has unknown edge_selection_mode {mode!r}")
+            if mode == "sig_edges":
+                chosen = edges["sig_low"].astype(bool) | edges["sig_high"].astype(bool)
+                edges = {k: v[chosen] for k, v in edges.items()}
+                pair, n0 = pair[chosen], int(chosen.sum())
+            _check_edge_sets(pair, boot_pairs, gene, mode)
+            for name, dset in _BOOT_FIELDS.items():
+                edges[name] = f[dset][()]
+        except KeyError as exc:
+            raise InputError(f"gene {gene}: bootstrap (02b) file {boot_path} lacks {exc}") from None
+    if any(edges[name].shape != (n0,) for name in _BOOT_FIELDS):
+        raise InputError(f"gene {gene}: bootstrap (02b) file {boot_path} has value datasets not of length {n0}")
+    for key in ("expr_content_sha256", "k_low", "k_high", "fdr_alpha"):
+        if key in bmeta and key in meta and _attr(bmeta[key]) != _attr(meta[key]):
+            raise InputError(
+                f"gene {gene}: base and bootstrap files disagree on {key} ({meta[key]!r} vs {bmeta[key]!r})"
+            )
+    upstream.update(
+        edge_selection=mode,
+        ci_alpha=float(bmeta.get("ci_alpha", float("nan"))),
+        n_bootstrap=int(bmeta.get("n_bootstrap", -1)),
+    )
+    return GeneInputs(gene_index, gene_name, n_genes, edges, upstream)
+
+
+def _check_edge_sets(base_pairs: np.ndarray, boot_pairs: np.ndarray, gene: str, mode: str) -> None:
+    """The 02b edges must be exactly the 02a edges that its edge_selection_mode selects."""
+    if base_pairs.size != boot_pairs.size:
+        raise InputError(
+            f"gene {gene}: edge sets differ: base (02a) file has {base_pairs.size} {mode} edges, "
+            f"bootstrap (02b) file has {boot_pairs.size} (edge_selection_mode={mode})"
+        )
+    differ = np.flatnonzero(base_pairs != boot_pairs)
+    if differ.size:
+        k = int(differ[0])
+        raise InputError(
+            f"gene {gene}: edge sets differ at {differ.size} of {base_pairs.size} positions "
+            f"(first: position {k}, base pair_index {base_pairs[k]}, bootstrap {boot_pairs[k]}; "
+            f"edge_selection_mode={mode})"
+        )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (bool, np.bool_)):
+        return np.bool_(value)
+    if isinstance(value, (int, np.integer)):
+        return np.int64(value)
+    if isinstance(value, (float, np.floating)):
+        return np.float64(value)
+    return value
+
+
+def _set_attrs(obj: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
+    for key, value in attrs.items():
+        obj.attrs[key] = _plain(value)
+
+
+def write_dataset(group: h5py.Group, name: str, data: np.ndarray) -> h5py.Dataset:
+    """A dataset, gzip-compressed when non-empty and not tiny (deterministic bytes)."""
+    if data.dtype == object:
+        return group.create_dataset(name, data=data, dtype=h5py.string_dtype())
+    if data.size >= 1024:
+        return group.create_dataset(name, data=data, compression="gzip", compression_opts=4, shuffle=True)
+    return group.create_dataset(name, data=data)
+
+
+def write_network(
+    path: Path,
+    meta: Mapping[str, Any],
+    edges: Mapping[str, np.ndarray],
+    qual_summary: Mapping[str, int],
+    topology: Mapping[str, tuple[Mapping[str, Any], np.ndarray]],
+    focus: Mapping[str, Any],
+    gene_names: np.ndarray,
+) -> h5py.File:
+    """Create the stage 03 file at ``path`` (a temporary name) and return it still open,
+    so the caller can add the /memfit attributes before closing it."""
+    f = h5py.File(path, "w")
+    try:
+        _set_attrs(f.create_group("meta"), meta)
+        group = f.create_group("edges")
+        for name, data in edges.items():
+            write_dataset(group, name, np.asarray(data))
+        _set_attrs(group.create_group("qual_summary"), qual_summary)
+        topo = f.create_group("topology")
+        for name, (attrs, degrees) in topology.items():
+            sub = topo.create_group(f"global_{name}")
+            _set_attrs(sub, attrs)
+            write_dataset(sub, "degrees", degrees.astype(np.int32))
+        fg = f.create_group("focus_gene")
+        _set_attrs(fg, focus["attrs"])
+        write_dataset(fg, "direct_partners", focus["direct_partners"])
+        write_dataset(fg, "indirect_partners", focus["indirect_partners"])
+        for name in ("direct_stats", "two_layer_stats", "full_stats", "metrics"):
+            _set_attrs(fg.create_group(name), focus[name])
+        f.create_dataset("gene_names", data=gene_names, dtype=h5py.string_dtype())
+        record = {"meta": {k: _attr(_plain(v)) for k, v in meta.items()},
+                  "metrics": {k: _attr(_plain(v)) for k, v in focus["metrics"].items()}}
+        f["meta"].attrs[SUMMARY_ATTR] = json.dumps(record, sort_keys=True)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """The meta attributes of a stage 03 file as plain values."""
+    with h5py.File(path, "r") as f:
+        return {k: _attr(v) for k, v in f["meta"].attrs.items()}
+
+
+def is_valid_network(path: Path, gene_index: int, gene_name: str, n_genes: int, params: Mapping[str, Any]) -> bool:
+    """True if ``path`` is a complete stage 03 file for this gene whose meta holds these
+    values (the stage options and the upstream checksum, alpha and group sizes)."""
+    if not path.exists():
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            meta = {k: _attr(v) for k, v in f["meta"].attrs.items()}
+            complete = "focus_gene/metrics" in f and "topology/global_diff/degrees" in f
+    except (OSError, KeyError):
+        return False
+    if not complete or meta.get("format") != NETWORK_FORMAT:
+        return False
+    if meta.get("gene_index_used") != gene_index or meta.get("gene_name") != gene_name or meta.get("n_genes") != n_genes:
+        return False
+    return all(meta.get(k) == _attr(_plain(v)) for k, v in params.items())
+
+
+@dataclass
+class NetworkSummary:
+    """What 03b needs from one stage 03 file."""
+
+    path: Path
+    meta: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+def read_network_summary(path: Path) -> NetworkSummary:
+    """meta and focus_gene/metrics values of a stage 03 file (from its SUMMARY_ATTR);
+    InputError if unreadable."""
+    try:
+        with h5py.File(path, "r") as f:
+            record = json.loads(_attr(f["meta"].attrs[SUMMARY_ATTR]))
+        meta, metrics = record["meta"], record["metrics"]
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise InputError(f"{path}: not a readable stage 03 network file ({exc})") from None
+    if meta.get("format") != NETWORK_FORMAT:
+        raise InputError(f"{path}: format {meta.get('format')!r}, expected {NETWORK_FORMAT!r}")
+    return NetworkSummary(path, meta, metrics)
+
+
+def read_gene_names(path: str | os.PathLike) -> list[str]:
+    """The root ``gene_names`` dataset of an HDF5 file (expression.h5, 02a, 03 files)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return [s.decode() if isinstance(s, bytes) else str(s) for s in f["gene_names"][()]]
+    except (OSError, KeyError) as exc:
+        raise InputError(f"{path}: cannot read gene_names ({exc})") from None

@@ -1,0 +1,187 @@
+"""The finaliser job of a stage attempt: ``python -m dcoex.pipeline.finalise``.
+
+It runs in the scheduler after every task of the attempt has ended (SLURM
+``afterany``, SGE ``-hold_jid``), so recovery works when the user has logged out:
+
+* tasks killed for memory (the stage's exit 3, SLURM OUT_OF_MEMORY or "exceeded memory
+  limit", SGE ``failed 37``/exit 137) are resubmitted with 1.5x the memory (never less
+  than the plan), up to ``--max-retries``, with a finaliser of their own; the dependents
+  are re-pointed to the retry (SLURM ``scontrol update`` of the pending task or job,
+  whose dependency can otherwise never be satisfied; SGE ``qalter -hold_jid`` for whole
+  jobs, while per-task successors stay user-held until the retried task releases them);
+* other failures are not retried: they are reported with their log path in the
+  manifest, and the same task of the later per-gene stages is cancelled;
+* successful tasks release the user hold of their SGE successor (a backstop: the task
+  itself releases it first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from dcoex.pipeline.jobs import attempt_record, finaliser_job, stage_job
+from dcoex.pipeline.manifest import latest_attempt, locked_manifest, now_iso
+from dcoex.pipeline.schedulers import Scheduler, SubmitError, get_scheduler
+from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGES
+from dcoex.pipeline.task import status_path
+from memfit.units import MiB
+
+RETRY_FACTOR = 1.5
+
+
+def log_path(out: Path, stage: str, job_id: str, task: int | None) -> Path:
+    return Scheduler.log_path(out / "logs", stage, job_id, task)
+
+
+def classify(out: Path, scheduler: Scheduler, stage: str, attempt: dict, task: int | None) -> tuple[str, str]:
+    """("ok" | "oom" | "failed", reason) for one task of one attempt."""
+    status = status_path(out, stage, task, attempt["attempt"])
+    log = log_path(out, stage, attempt["job_id"], task)
+    state, reason = "", ""
+    if status.is_file():
+        import json
+
+        record = json.loads(status.read_text())
+        state = record.get("state", "")
+        if state == "ok":
+            return "ok", ""
+        if state == "oom":
+            return "oom", "stage reported out of memory (exit 3)"
+        if state == "failed":
+            return "failed", f"exit status {record.get('exit')}"
+    text = ""
+    try:
+        text = log.read_text(errors="replace")[-20000:]
+    except OSError:
+        pass
+    if scheduler.killed_for_memory(attempt["job_id"], task, text):
+        return "oom", "killed by the scheduler for memory"
+    return "failed", reason or "killed or did not run (no status written)"
+
+
+def attempts_of(entry: dict, task: int | None) -> int:
+    return sum(1 for a in entry["attempts"] if a.get("task_list") is None or task in a["task_list"])
+
+
+def next_stages(manifest: dict, stage: str) -> list[str]:
+    order = manifest["stage_order"]
+    return order[order.index(stage) + 1:]
+
+
+def finalise(out: Path, stage: str, attempt_no: int, scheduler: Scheduler | None = None) -> int:
+    with locked_manifest(out) as m:
+        scheduler = scheduler or get_scheduler(m["scheduler"])
+        entry = m["stages"][stage]
+        attempt = entry["attempts"][attempt_no - 1]
+        tasks = attempt.get("task_list") or [None]
+        cancelled = set(entry.get("cancelled_tasks", []))
+        results = {t: classify(out, scheduler, stage, attempt, t) for t in tasks if t not in cancelled
+                   and not entry.get("cancelled")}
+        max_retries = int(m["parameters"]["max_retries"])
+        retry = [t for t, (state, _) in results.items() if state == "oom" and attempts_of(entry, t) <= max_retries]
+        give_up = {t: why for t, (state, why) in results.items() if state != "ok" and t not in retry}
+        later = next_stages(m, stage)
+        per_task_next = later[0] if later and stage in PER_GENE_CHAIN and later[0] in PER_GENE_CHAIN else None
+        actions: list[str] = []
+        if retry:
+            new_attempt = len(entry["attempts"]) + 1
+            request = max(int(math.ceil(attempt["requested_bytes"] * RETRY_FACTOR / MiB)) * MiB,
+                          int(entry["requested_bytes"]))
+            task_list = None if retry == [None] else sorted(retry)
+            params = m["parameters"]
+            job = stage_job(entry, stage, out, new_attempt, task_list, request, params["mem_safety"],
+                            params.get("queue"), params.get("account"),
+                            only_tasks=task_list if scheduler.name == "sge" and task_list else None)
+            job_id, argv = scheduler.submit(job)
+            record = attempt_record(new_attempt, job_id, task_list, request,
+                                    scheduler.request_string(request, entry["slots"]), argv, "oom-retry")
+            fin = finaliser_job(scheduler, stage, out, new_attempt, job_id, params["mem_safety"], params.get("queue"),
+                                params.get("account"))
+            fin_id, fin_argv = scheduler.submit(fin)
+            record.update(finaliser_job_id=fin_id, finaliser_command=fin_argv)
+            entry["attempts"].append(record)
+            actions.append(f"resubmitted {stage} tasks {record['tasks'] or '1'} as job {job_id} with "
+                           f"{record['request']} (attempt {new_attempt}), finaliser {fin_id}")
+            if per_task_next:
+                nxt = m["stages"][per_task_next]
+                for t in task_list or []:
+                    a = latest_attempt(nxt, t)
+                    if a is not None and t not in nxt.get("cancelled_tasks", []):
+                        scheduler.repoint_task(a["job_id"], t, job_id)
+            elif later:
+                a = latest_attempt(m["stages"][later[0]], None)
+                if a is not None:
+                    scheduler.repoint_job(a["job_id"], fin_id)
+                    actions.append(f"stage {later[0]} (job {a['job_id']}) now waits for finaliser {fin_id}")
+        if per_task_next and scheduler.per_task_holds:
+            nxt = m["stages"][per_task_next]
+            for t, (state, _) in results.items():
+                a = latest_attempt(nxt, t)
+                if state == "ok" and a is not None:
+                    try:
+                        scheduler.release(a["job_id"], t)
+                    except SubmitError:
+                        pass  # already released by the task itself
+        for t, why in sorted(give_up.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)):
+            log = log_path(out, stage, attempt["job_id"], t)
+            entry.setdefault("failures", []).append(
+                {"task": t, "attempt": attempt_no, "job_id": attempt["job_id"], "reason": why, "log": str(log),
+                 "time": now_iso()})
+            actions.append(f"FAILED: stage {stage} task {t or 1} ({why}); log {log}")
+            _cancel_downstream(m, scheduler, stage, t, later, actions)
+        entry.setdefault("finalised", []).append({"attempt": attempt_no, "time": now_iso(),
+                                                 "ok": sum(1 for s, _ in results.values() if s == "ok"),
+                                                 "retried": len(retry), "failed": len(give_up)})
+        if give_up:
+            m["status"] = "failed"
+        elif not later and not retry:
+            m.setdefault("status", "complete")
+    for line in actions:
+        print(f"dcoex finalise {stage}: {line}")
+    print(f"dcoex finalise {stage} attempt {attempt_no}: "
+          f"{sum(1 for s, _ in results.values() if s == 'ok')} ok, {len(retry)} retried, {len(give_up)} failed")
+    return 0
+
+
+def _cancel_downstream(m: dict, scheduler: Scheduler, stage: str, task: int | None, later: list[str],
+                       actions: list[str]) -> None:
+    """Cancel what can no longer run: the same task of later per-gene stages, or everything after a
+    single-job stage. A collect stage still runs on the genes that completed."""
+    for s in later:
+        nxt = m["stages"][s]
+        if task is not None and STAGES[s].per_gene and stage in PER_GENE_CHAIN:
+            a = latest_attempt(nxt, task)
+            if a is None or task in nxt.get("cancelled_tasks", []):
+                continue
+            try:
+                scheduler.cancel(a["job_id"], task)
+            except SubmitError as exc:
+                actions.append(f"could not cancel {s} task {task}: {exc}")
+            nxt.setdefault("cancelled_tasks", []).append(task)
+            actions.append(f"cancelled {s} task {task} (job {a['job_id']})")
+        elif task is None:
+            for a in nxt["attempts"]:
+                for job_id in (a["job_id"], a.get("finaliser_job_id")):
+                    if job_id:
+                        try:
+                            scheduler.cancel(job_id)
+                        except SubmitError:
+                            pass
+            nxt["cancelled"] = True
+            actions.append(f"cancelled stage {s}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dcoex.pipeline.finalise")
+    parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--stage", required=True, choices=sorted(STAGES))
+    parser.add_argument("--attempt", type=int, default=1)
+    args = parser.parse_args(argv)
+    return finalise(Path(args.out_dir), args.stage, args.attempt)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

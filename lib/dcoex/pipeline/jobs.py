@@ -1,0 +1,187 @@
+"""Job scripts and the chain of submissions: stages, per-task dependencies, finalisers."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from pathlib import Path
+
+from dcoex import __version__
+from dcoex.pipeline.manifest import MANIFEST_VERSION, locked_manifest, now_iso, state_dir, write_json_atomic
+from dcoex.pipeline.plan import RunPlan, StagePlan, first_request
+from dcoex.pipeline.schedulers import JobSpec, Scheduler, SubmitError, compress_tasks
+from dcoex.pipeline.stages import STAGES
+
+#: Peak RSS of a finaliser job (a small Python process that reads JSON and runs qsub/sbatch).
+FINALISER_BYTES = 200 << 20
+
+
+def job_tag(out_dir: Path) -> str:
+    """A short name part without spaces or colons, from the output folder."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", out_dir.name)[:24] or "run"
+
+
+def write_script(path: Path, module: str, args: list[str], slots: int, mem_safety: float,
+                 write: bool = True) -> Path:
+    """A bash job script: thread counts = slots, no HDF5 file locking, absolute Python."""
+    threads = str(slots)
+    lines = [
+        "#!/bin/bash",
+        "# written by dcoex.pipeline; runs one task of the pipeline",
+        f"export OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
+        f" NUMEXPR_NUM_THREADS={threads}",
+        "export HDF5_USE_FILE_LOCKING=FALSE",
+        f"export MEMFIT_SAFETY={mem_safety:g}",
+        'export TMPDIR="${TMPDIR:-${TMP:-/tmp}}"',
+        "export PYTHONUNBUFFERED=1",
+        "exec " + shlex.join([sys.executable, "-m", module, *args]),
+    ]
+    if not write:  # dry run: name the script, write nothing
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o755)
+    return path
+
+
+def stage_entry(plan: RunPlan, p: StagePlan) -> dict:
+    out = Path(plan.options.out_dir)
+    spec = STAGES[p.stage]
+    sidecars = (f"memory/{p.stage}.genes_*.memory.json" if spec.per_gene
+                else f"{spec.output}.memory.json")
+    return {
+        "genes_per_task": p.genes_per_task, "n_tasks": p.n_tasks, "slots": p.slots, "time_limit": p.time_limit,
+        "raw_estimate_bytes": p.raw_estimate.total_bytes, "calibration_factor": p.calibration_factor,
+        "estimate": p.estimate.to_dict(), "requested_bytes": p.requested_bytes, "request": p.request,
+        "sidecars": sidecars, "stage_command": [sys.executable, "-m", f"dcoex.stages.{spec.module}", *p.argv],
+        "tasks_planned": compress_tasks(p.tasks) if p.tasks is not None else None,
+        "output": str(out / spec.output), "attempts": [], "cancelled_tasks": [], "failures": [],
+    }
+
+
+def base_manifest(plan: RunPlan, scheduler: Scheduler) -> dict:
+    o = plan.options
+    return {
+        "manifest_version": MANIFEST_VERSION, "scheduler": scheduler.name, "dcoex_version": __version__,
+        "created": now_iso(), "out_dir": o.out_dir,
+        "parameters": dict(o.stage_params(), genes_per_task=plan.genes_per_task, mem_safety=o.mem_safety,
+                           max_retries=o.max_retries, slots=o.slots, queue=o.queue, account=o.account,
+                           force=o.force, stages=list(plan.stages)),
+        "data_shape": {"n_genes": plan.shape.n_genes, "n_samples": plan.shape.n_samples},
+        "calibration": {"file": plan.calibration_file, "factors": plan.factors},
+        "python": sys.executable,
+        "skipped": plan.skipped,
+        "stage_order": list(plan.stages),
+        "stages": {s: stage_entry(plan, p) for s, p in plan.stages.items()},
+    }
+
+
+def attempt_record(n: int, job_id: str, tasks: list[int] | None, requested: int, request: str,
+                   argv: list[str], reason: str) -> dict:
+    return {"attempt": n, "job_id": job_id, "tasks": compress_tasks(tasks) if tasks is not None else None,
+            "task_list": tasks, "requested_bytes": requested, "request": request, "command": argv,
+            "submitted": now_iso(), "reason": reason, "finaliser_job_id": None}
+
+
+def stage_job(plan_entry: dict, stage: str, out_dir: Path, attempt: int, tasks: list[int] | None,
+              request_bytes: int, mem_safety: float, queue: str | None, account: str | None,
+              only_tasks: list[int] | None = None, write: bool = True) -> JobSpec:
+    args = ["--out-dir", str(out_dir), "--stage", stage, "--attempt", str(attempt)]
+    if only_tasks is not None:
+        args += ["--only-tasks", compress_tasks(only_tasks)]
+    script = write_script(state_dir(out_dir) / "jobs" / f"{stage}.a{attempt}.sh", "dcoex.pipeline.task", args,
+                          plan_entry["slots"], mem_safety, write)
+    suffix = f"_r{attempt - 1}" if attempt > 1 else ""
+    return JobSpec(name=f"dcoex_{stage}{suffix}_{job_tag(out_dir)}", script=script, log=out_dir / "logs",
+                   log_stem=stage, mem_bytes=request_bytes, slots=plan_entry["slots"],
+                   time_limit=plan_entry["time_limit"], tasks=tasks, queue=queue, account=account)
+
+
+def finaliser_job(scheduler: Scheduler, stage: str, out_dir: Path, attempt: int, after: str, mem_safety: float,
+                  queue: str | None, account: str | None, write: bool = True) -> JobSpec:
+    script = write_script(state_dir(out_dir) / "jobs" / f"fin-{stage}.a{attempt}.sh", "dcoex.pipeline.finalise",
+                          ["--out-dir", str(out_dir), "--stage", stage, "--attempt", str(attempt)], 1, mem_safety,
+                          write)
+    return JobSpec(name=f"dcoex_fin{stage}_a{attempt}_{job_tag(out_dir)}", script=script, log=out_dir / "logs",
+                   log_stem=f"fin-{stage}", mem_bytes=scheduler.request_bytes(FINALISER_BYTES, 1.0, 1), slots=1, time_limit="01:00:00",
+                   after_any=[after], queue=queue, account=account)
+
+
+def submit_all(plan: RunPlan, scheduler: Scheduler) -> dict:
+    """Write the manifest and job scripts, submit every stage and its finaliser, release the first.
+
+    Returns the manifest. On a submission error, cancels what was already submitted and
+    raises SubmitError.
+    """
+    o = plan.options
+    out = Path(o.out_dir)
+    manifest = base_manifest(plan, scheduler)
+    submitted: list[str] = []
+    prev: tuple[str, StagePlan, str, str] | None = None  # stage, plan, job id, finaliser id
+    first_job: str | None = None
+    try:
+        for s, p in plan.stages.items():
+            entry = manifest["stages"][s]
+            request = first_request(p)
+            job = stage_job(entry, s, out, 1, p.tasks, request, o.mem_safety, o.queue, o.account,
+                            write=not scheduler.dry_run)
+            job.mem_bytes = request
+            per_task = prev is not None and prev[1].per_gene and p.per_gene
+            if prev is not None:
+                if per_task:
+                    job.per_task_after = prev[2]
+                    job.hold = scheduler.per_task_holds  # SGE: task i is released by its predecessor
+                else:
+                    job.after_ok = [prev[3]]
+            if first_job is None:
+                job.hold = True  # released once the manifest lists every job
+            job_id, argv = scheduler.submit(job)
+            submitted.append(job_id)
+            first_job = first_job or job_id
+            record = attempt_record(1, job_id, p.tasks, request, scheduler.request_string(request, p.slots), argv,
+                                    "initial")
+            fin = finaliser_job(scheduler, s, out, 1, job_id, o.mem_safety, o.queue, o.account, write=not scheduler.dry_run)
+            fin_id, fin_argv = scheduler.submit(fin)
+            submitted.append(fin_id)
+            record["finaliser_job_id"] = fin_id
+            record["finaliser_command"] = fin_argv
+            entry["attempts"].append(record)
+            prev = (s, p, job_id, fin_id)
+    except SubmitError:
+        for job_id in reversed(submitted):
+            try:
+                scheduler.cancel(job_id)
+            except SubmitError:
+                pass
+        raise
+    if not scheduler.dry_run:
+        keep_history(out)
+        with locked_manifest(out) as current:
+            current.clear()
+            current.update(manifest)
+        if first_job is not None:
+            scheduler.release(first_job)
+    return manifest
+
+
+def keep_history(out: Path) -> None:
+    """Move an earlier run's manifest to ``.dcoex/history/`` before a rerun replaces it."""
+    from dcoex.pipeline.manifest import manifest_path
+
+    old = manifest_path(out)
+    if old.is_file():
+        history = state_dir(out) / "history"
+        history.mkdir(parents=True, exist_ok=True)
+        n = len(list(history.glob("run_manifest.*.json"))) + 1
+        old.replace(history / f"run_manifest.{n}.json")
+
+
+def prepare_out_dir(plan: RunPlan) -> None:
+    """Folders, the gene list file the per-gene stages read, and an empty status area."""
+    out = Path(plan.options.out_dir)
+    for d in (out / "logs", state_dir(out) / "jobs", state_dir(out) / "status"):
+        d.mkdir(parents=True, exist_ok=True)
+    if plan.options.gene_subset:
+        (state_dir(out) / "gene_list.txt").write_text("".join(f"{gi}\n" for gi in plan.universe))
+    write_json_atomic(state_dir(out) / "plan.json", {"created": now_iso(), "stages": list(plan.stages)})

@@ -1,0 +1,309 @@
+"""Plan a run: stages to submit, tasks, and the memory each asks for (memfit × calibration)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dcoex.errors import InputError
+from dcoex.genes import read_gene_list
+from dcoex.pipeline import validate
+from dcoex.pipeline.options import Options
+from dcoex.pipeline.schedulers import Scheduler
+from dcoex.pipeline.shapes import DataShape, read_shape
+from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGE_ORDER, STAGES, HUBS_TSV, stage_argv, stage_options
+from memfit.estimate import PYTHON_BASELINE_BYTES, MemoryEstimate
+from memfit.units import MiB, format_bytes
+
+#: Tasks per array that ``--genes-per-task auto`` aims at (fewer if the array limit is lower).
+AUTO_TARGET_TASKS = 500
+#: Testing knob: ``DCOEX_TEST_MEM_SCALE_<STAGE>=0.1`` scales the first request of one stage.
+TEST_SCALE_ENV = "DCOEX_TEST_MEM_SCALE_"
+#: Testing knob: ``DCOEX_TEST_ESTIMATE_SCALE_<STAGE>=0.5`` scales the planned raw estimate of one stage.
+TEST_ESTIMATE_SCALE_ENV = "DCOEX_TEST_ESTIMATE_SCALE_"
+#: With ``--batch-size auto`` the stages fit their batch to the limit they are given; the
+#: driver plans for these (genes per batch of stage 01; edges per chunk of stage 02b) and
+#: for at most PLAN_EDGES_02B selected edges per reference gene (unknown before 02a runs;
+#: a calibration file corrects the estimate from a reviewed run).
+AUTO_BATCH_01 = 256
+AUTO_EDGE_CHUNK_02B = 4096
+PLAN_EDGES_02B = 200_000
+
+
+@dataclass
+class StagePlan:
+    """What one stage will ask for: tasks, memory (bytes), slots and time."""
+
+    stage: str
+    per_gene: bool
+    genes_per_task: int | None
+    n_tasks: int
+    tasks: list[int] | None  # tasks to run (per-gene stages), None for single jobs
+    slots: int
+    time_limit: str
+    raw_estimate: MemoryEstimate
+    calibration_factor: float
+    requested_bytes: int
+    request: str
+    argv: list[str]
+    estimator_note: str = ""
+    test_scale: float | None = None
+
+    @property
+    def estimate(self) -> MemoryEstimate:
+        return self.raw_estimate.scaled(self.calibration_factor) if self.calibration_factor != 1 else self.raw_estimate
+
+
+@dataclass
+class RunPlan:
+    options: Options
+    shape: DataShape
+    expr_h5: Path
+    universe: list[int]
+    genes_per_task: int
+    task_genes: dict[int, list[int]]
+    calibration_file: str | None
+    factors: dict[str, float]
+    stages: dict[str, StagePlan] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # stage -> why it is not submitted
+
+    def table(self) -> str:
+        head = ("stage", "jobs/tasks", "genes/task", "memory requested", "estimated peak", "time")
+        rows = [head]
+        for s, p in self.stages.items():
+            jobs = f"{len(p.tasks)} of {p.n_tasks} tasks" if p.tasks is not None else "1 job"
+            peak = format_bytes(p.estimate.total_bytes)
+            if p.calibration_factor != 1:
+                peak += f" (x{p.calibration_factor:g})"
+            req = p.request + (f" [test scale {p.test_scale:g}]" if p.test_scale else "")
+            rows.append((s, jobs, str(p.genes_per_task or "-"), req, peak, p.time_limit))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        for s, why in self.skipped.items():
+            lines.append(f"{s}: skipped ({why})")
+        return "\n".join(lines)
+
+
+def load_factors(options: Options) -> tuple[str | None, dict[str, float]]:
+    """Calibration factors per stage from ``--calibration`` or ``OUT_DIR/memfit_calibration.json``."""
+    path = options.calibration
+    if path is None:
+        candidate = Path(options.out_dir) / "memfit_calibration.json"
+        path = str(candidate) if candidate.is_file() else None
+    if path is None:
+        return None, {}
+    try:
+        from memfit.calibration import load_calibration
+
+        return path, {k: float(v) for k, v in load_calibration(path).items()}
+    except ImportError:
+        pass
+    except Exception as exc:  # noqa: BLE001 - CalibrationError and friends: one line
+        raise InputError(f"{path}: unusable calibration file ({exc})") from None
+    try:
+        data = json.loads(Path(path).read_text())
+        return path, {k: float(v["factor"]) for k, v in data["stages"].items()}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{path}: unusable calibration file ({exc})") from None
+
+
+def apply_test_estimate_scale(stage: str, raw: MemoryEstimate) -> MemoryEstimate:
+    """Testing knob ``DCOEX_TEST_ESTIMATE_SCALE_<STAGE>=F``: the planned raw estimate times F
+    (an estimator off by 1/F, for the calibration round-trip test of ``memfit review``)."""
+    scale = os.environ.get(f"{TEST_ESTIMATE_SCALE_ENV}{stage.upper()}")
+    if not scale:
+        return raw
+    try:
+        factor = float(scale)
+    except ValueError:
+        raise InputError(f"{TEST_ESTIMATE_SCALE_ENV}{stage.upper()}={scale!r}: not a number") from None
+    return MemoryEstimate(raw.stage, {k: int(v * factor) for k, v in raw.components.items()},
+                          dict(raw.params, test_estimate_scale=factor))
+
+
+def stage_estimate(stage: str, params: dict) -> tuple[MemoryEstimate, str]:
+    """The stage estimator's prediction (bytes) with the parameters it accepts."""
+    try:
+        from memfit.estimators import get_estimator
+
+        estimator = get_estimator(stage)
+        signature = inspect.signature(estimator)
+        accepts_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+        kwargs = {k: v for k, v in params.items() if accepts_any or k in signature.parameters}
+        return estimator(**kwargs), ""
+    except Exception as exc:  # noqa: BLE001 - estimator missing or incompatible: rough fallback
+        n, s = params["n_genes"], params["n_samples"]
+        components = {"python": PYTHON_BASELINE_BYTES, "expr": 3 * n * s * 4, "corr_rows": 4 * n * 8 * 64}
+        return MemoryEstimate(stage, components, {"fallback": True}), f"no estimator ({type(exc).__name__})"
+
+
+def _auto_genes_per_task(n_universe: int, array_limit: int) -> int:
+    target = max(1, min(AUTO_TARGET_TASKS, array_limit))
+    return max(1, math.ceil(n_universe / target))
+
+
+def selected_stages(options: Options) -> list[str]:
+    if options.stages is None:
+        return [s for s in STAGE_ORDER if s != "00" or options.expr_tsv]
+    chosen = [s for s in STAGE_ORDER if s in options.stages]
+    if "00" in chosen and not options.expr_tsv:
+        raise InputError("--stages 00 needs --expr-tsv (stage 00 converts a TSV)")
+    return chosen
+
+
+def make_plan(options: Options, scheduler: Scheduler) -> RunPlan:
+    """Read shapes, check the input, choose tasks and memory for every stage to submit."""
+    out_dir = Path(options.out_dir)
+    shape = read_shape(options.expr_tsv, options.expr_h5)
+    expr_h5 = Path(options.expr_h5).resolve() if options.expr_h5 else out_dir / STAGES["00"].output
+    stages = selected_stages(options)
+    universe = list(range(shape.n_genes))
+    if options.gene_subset:
+        universe = read_gene_list(options.gene_subset, shape.gene_names)
+        if not universe:
+            raise InputError(f"{options.gene_subset}: the gene subset is empty")
+    array_limit = scheduler.array_limit()
+    if options.genes_per_task == "auto":
+        gpt = _auto_genes_per_task(len(universe), array_limit)
+    else:
+        gpt = int(options.genes_per_task)
+    n_tasks = math.ceil(len(universe) / gpt)
+    if n_tasks > array_limit:
+        raise InputError(
+            f"{n_tasks} tasks of {gpt} genes exceed the scheduler's array limit ({array_limit}); "
+            f"use --genes-per-task {math.ceil(len(universe) / array_limit)} or more"
+        )
+    task_genes = {t: universe[(t - 1) * gpt: t * gpt] for t in range(1, n_tasks + 1)}
+    cal_file, factors = load_factors(options)
+    plan = RunPlan(options, shape, expr_h5, universe, gpt, task_genes, cal_file, factors)
+    _choose_work(plan, stages)
+    _size_stages(plan, scheduler)
+    return plan
+
+
+def _choose_work(plan: RunPlan, stages: list[str]) -> None:
+    """Decide per stage: skip (outputs validate), run all, or run some tasks."""
+    o, out = plan.options, Path(plan.options.out_dir)
+    params = o.stage_params()
+    dirty = bool(o.force)  # something upstream runs again: everything downstream must too
+    chain_tasks: list[int] | None = None
+    all_tasks = sorted(plan.task_genes)
+    for s in stages:
+        spec = STAGES[s]
+        if not spec.per_gene:
+            if s == "00":
+                ok = validate.expression_valid(plan.expr_h5)
+            elif s == "01":
+                ok = validate.indices_valid(spec.output_path(out), params)
+            else:
+                ok = validate.collect_valid(spec.output_path(out), out / HUBS_TSV)
+            if dirty or not ok:
+                plan.stages[s] = None  # type: ignore[assignment]  # sized later
+                dirty = True
+            else:
+                plan.skipped[s] = "outputs exist and validate"
+            continue
+        if chain_tasks is None:
+            if dirty:
+                chain_tasks = all_tasks
+            else:
+                here = validate.missing_tasks(
+                    spec.output_path(out), plan.task_genes, plan.shape.gene_names, plan.shape.n_genes)
+                if not here:
+                    plan.skipped[s] = "outputs exist and validate"
+                    continue
+                later = [c for c in stages if c in PER_GENE_CHAIN and STAGE_ORDER.index(c) > STAGE_ORDER.index(s)]
+                missing = set(here)
+                for c in later:
+                    missing |= set(validate.missing_tasks(
+                        STAGES[c].output_path(out), plan.task_genes, plan.shape.gene_names, plan.shape.n_genes))
+                chain_tasks = sorted(missing)
+        plan.stages[s] = chain_tasks  # type: ignore[assignment]  # sized later
+        dirty = True  # the collect after re-run per-gene stages must run again
+
+
+def _size_stages(plan: RunPlan, scheduler: Scheduler) -> None:
+    o = plan.options
+    shape = plan.shape
+    k_low = int(shape.n_samples * o.low_frac + 1e-9)
+    k_high = int(shape.n_samples * o.high_frac + 1e-9)
+    est_params = dict(
+        n_genes=shape.n_genes, n_samples=shape.n_samples, n_bootstrap=o.n_bootstrap, low_frac=o.low_frac,
+        high_frac=o.high_frac, bootstrap_frac=o.bootstrap_frac, genes_per_task=plan.genes_per_task,
+        n_reference_genes=len(plan.universe), n_files=len(plan.universe), k_low=k_low, k_high=k_high,
+        kr_low=int(k_low * o.bootstrap_frac + 1e-9), kr_high=int(k_high * o.bootstrap_frac + 1e-9),
+        fdr_alpha=o.fdr_alpha, threads=o.slots,
+        input_kind="tsv" if o.expr_tsv and "00" not in plan.stages and not plan.expr_h5.exists() else "h5",
+    )
+    batch = o.batch_size if isinstance(o.batch_size, int) else None
+    stage_extra = {
+        # with "auto" the stages fit their batch to the limit they get: plan for a moderate one
+        "01": {"batch_size": min(batch or AUTO_BATCH_01, shape.n_genes)},
+        "02b": {"n_edges": min(shape.n_genes * (shape.n_genes - 1) // 2, PLAN_EDGES_02B),
+                "edge_chunk": batch or AUTO_EDGE_CHUNK_02B},
+    }
+    if batch is not None:
+        stage_extra["02a"] = {"tile_rows": batch}
+    params = o.stage_params()
+    params["genes_per_task"] = plan.genes_per_task
+    params["gene_list_file"] = (Path(o.out_dir) / ".dcoex" / "gene_list.txt") if o.gene_subset else None
+    # per-gene outputs made from a previous 00/01 must be recomputed
+    params["force"] = o.force or "00" in plan.stages or "01" in plan.stages
+    for s, tasks in list(plan.stages.items()):
+        spec = STAGES[s]
+        raw, note = stage_estimate(s, dict(est_params, **stage_extra.get(s, {})))
+        raw = apply_test_estimate_scale(s, raw)
+        factor = plan.factors.get(s, 1.0)
+        peak = int(raw.total_bytes * factor)
+        requested = scheduler.request_bytes(peak, o.mem_safety, o.slots)
+        scale = os.environ.get(f"{TEST_SCALE_ENV}{s.upper()}")
+        test_scale = None
+        if scale:
+            try:
+                test_scale = float(scale)
+            except ValueError:
+                raise InputError(f"{TEST_SCALE_ENV}{s.upper()}={scale!r}: not a number") from None
+        plan.stages[s] = StagePlan(
+            stage=s, per_gene=spec.per_gene, genes_per_task=plan.genes_per_task if spec.per_gene else None,
+            n_tasks=len(plan.task_genes) if spec.per_gene else 1, tasks=tasks if spec.per_gene else None,
+            slots=o.slots, time_limit=o.times.get(s, o.default_time), raw_estimate=raw,
+            calibration_factor=factor, requested_bytes=requested,
+            request=scheduler.request_string(requested, o.slots),
+            argv=stage_argv(s, Path(o.out_dir), plan.expr_h5, params, stage_options(s)),
+            estimator_note=note, test_scale=test_scale,
+        )
+    limit = None if o.local else scheduler.max_request_bytes()
+    if limit:
+        too_big = [p for p in plan.stages.values() if p.requested_bytes > limit]
+        if too_big:
+            p = too_big[0]
+            raise InputError(
+                f"stage {p.stage} needs {p.request} ({format_bytes(p.requested_bytes)} for "
+                f"{format_bytes(p.estimate.total_bytes)} estimated peak / safety {o.mem_safety:g}) but the largest "
+                f"node offers {format_bytes(limit)}; lower --batch-size or --genes-per-task, or use a bigger node"
+            )
+
+
+def first_request(plan: StagePlan) -> int:
+    """Bytes the first attempt asks for (the test knob scales it down)."""
+    if plan.test_scale:
+        unit = MiB * plan.slots  # whole MiB per slot, as the schedulers are asked
+        return max(int(math.ceil(plan.requested_bytes * plan.test_scale / unit)), 1) * unit
+    return plan.requested_bytes
+
+
+def print_plan(plan: RunPlan, scheduler: Scheduler, out=sys.stdout) -> None:
+    o = plan.options
+    print(f"dcoex pipeline plan ({scheduler.name}): {plan.shape.n_genes} genes x {plan.shape.n_samples} samples, "
+          f"{len(plan.universe)} reference genes, {plan.genes_per_task} per task, memory safety {o.mem_safety:g}"
+          + (f", calibration {plan.calibration_file}" if plan.calibration_file else ""), file=out)
+    print(plan.table(), file=out)
+    for p in plan.stages.values():
+        if p.estimator_note:
+            print(f"note: stage {p.stage}: {p.estimator_note}; using a rough estimate", file=out)

@@ -1,0 +1,366 @@
+"""Scheduler adaptors: how a job is submitted, released, cancelled and re-pointed.
+
+The planner and the finaliser speak only to :class:`Scheduler`; SLURM and SGE differ in
+their commands and in memory semantics (SLURM ``--mem``: resident memory per node;
+SGE ``h_vmem``: virtual memory per slot).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dcoex.errors import InputError
+from memfit.allocation import VIRTUAL_OVERHEAD_BYTES
+from memfit.units import MiB, format_bytes
+
+#: Phrases in a task's log that mean the scheduler killed it for memory.
+MEMORY_KILL_PATTERNS = (
+    "exceeded memory limit", "exceeded job memory limit", "out_of_memory", "oom-kill",
+    "oom_kill", "out of memory", "memoryerror",
+)
+
+
+class SubmitError(RuntimeError):
+    """A submission command failed; the message is one line with the scheduler's answer."""
+
+
+@dataclass
+class JobSpec:
+    """One submission: a job script run as a single job or an array of tasks."""
+
+    name: str
+    script: Path
+    log: Path  # folder of the logs; the file name pattern comes from the scheduler
+    log_stem: str  # "<stage>" (tasks) or "fin-<stage>" (finalisers)
+    mem_bytes: int  # total for the job (all slots), bytes of resident memory planned
+    slots: int = 1
+    time_limit: str = "24:00:00"
+    tasks: list[int] | None = None
+    per_task_after: str | None = None  # job id: task i waits for its task i
+    after_ok: list[str] = field(default_factory=list)  # whole jobs that must succeed
+    after_any: list[str] = field(default_factory=list)  # whole jobs that must end
+    hold: bool = False
+    queue: str | None = None
+    account: str | None = None
+
+
+def compress_tasks(tasks: list[int]) -> str:
+    """[1,2,3,7,9,10] -> '1-3,7,9-10'."""
+    parts, run = [], []
+    for t in sorted(set(tasks)):
+        if run and t == run[-1] + 1:
+            run.append(t)
+            continue
+        if run:
+            parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [t]
+    if run:
+        parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(parts)
+
+
+def _run(argv: list[str], what: str, timeout: float = 120) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise SubmitError(f"{argv[0]} not found on PATH") from None
+    except subprocess.TimeoutExpired:
+        raise SubmitError(f"{what}: {argv[0]} did not answer within {timeout:.0f} s") from None
+    if done.returncode != 0:
+        message = " ".join((done.stderr or done.stdout).split()) or f"exit status {done.returncode}"
+        raise SubmitError(f"{what} failed: {message}")
+    return done.stdout
+
+
+class Scheduler:
+    """Base class. ``dry_run`` prints each command instead of running it."""
+
+    name = "none"
+    submit_command = ""
+    per_task_holds = False  # SGE: per-task successors are user-held and released by the task
+
+    def __init__(self, dry_run: bool = False, out=sys.stdout):
+        self.dry_run = dry_run
+        self.out = out
+        self._fake = 0
+
+    def require(self) -> None:
+        """InputError if the submission command is missing (not checked for a dry run)."""
+        if not self.dry_run and shutil.which(self.submit_command) is None:
+            raise InputError(
+                f"{self.submit_command} not found on PATH: run this on a {self.name.upper()} "
+                "submit host, or use --local to run without a scheduler"
+            )
+
+    # --- planning -------------------------------------------------------------------
+    def array_limit(self) -> int:
+        """Largest array task id the scheduler accepts."""
+        raise NotImplementedError
+
+    def request_bytes(self, peak_bytes: int, safety: float, slots: int) -> int:
+        """What the scheduler is asked for (bytes, whole job) for a predicted peak RSS.
+
+        The stage itself plans for ``safety`` × its limit (memfit), so the limit is the
+        peak divided by ``safety``.
+        """
+        raise NotImplementedError
+
+    def request_string(self, request_bytes: int, slots: int) -> str:
+        raise NotImplementedError
+
+    def max_request_bytes(self) -> int | None:
+        """Largest request any node can offer (bytes, whole job), or None if unknown."""
+        return None
+
+    # --- submission -----------------------------------------------------------------
+    def command(self, job: JobSpec) -> list[str]:
+        raise NotImplementedError
+
+    def parse_job_id(self, text: str) -> str:
+        raise NotImplementedError
+
+    def submit(self, job: JobSpec) -> tuple[str, list[str]]:
+        """Submit; returns (job id, the exact command)."""
+        argv = self.command(job)
+        if self.dry_run:
+            self._fake += 1
+            print(shlex.join(argv), file=self.out)
+            return f"DRYRUN{self._fake}", argv
+        return self.parse_job_id(_run(argv, f"{self.submit_command} of {job.name}")), argv
+
+    # --- supervision (used by the finaliser and the tasks) --------------------------
+    def release(self, job_id: str, task: int | None = None) -> None:
+        raise NotImplementedError
+
+    def cancel(self, job_id: str, task: int | None = None) -> None:
+        raise NotImplementedError
+
+    def repoint_task(self, job_id: str, task: int, after_job: str) -> None:
+        """Make task ``task`` of ``job_id`` wait for task ``task`` of ``after_job``."""
+
+    def repoint_job(self, job_id: str, after_job: str) -> None:
+        """Make the whole job ``job_id`` wait for ``after_job`` instead of what it waited for."""
+        raise NotImplementedError
+
+    def killed_for_memory(self, job_id: str, task: int | None, log_text: str) -> bool:
+        """Whether a task that left no status was killed for memory."""
+        low = log_text.lower()
+        return any(p in low for p in MEMORY_KILL_PATTERNS)
+
+    def log_name(self, job: JobSpec) -> str:
+        raise NotImplementedError
+
+    @staticmethod
+    def log_path(log_dir: Path, stem: str, job_id: str, task: int | None) -> Path:
+        return log_dir / f"{stem}.{job_id}.{task if task is not None else 1}.log"
+
+
+class Slurm(Scheduler):
+    name = "slurm"
+    submit_command = "sbatch"
+
+    def array_limit(self) -> int:
+        try:
+            text = _run(["scontrol", "show", "config"], "scontrol show config")
+        except SubmitError:
+            if self.dry_run:  # a dry run works away from the cluster: SLURM's default
+                return 1000
+            raise
+        match = re.search(r"^MaxArraySize\s*=\s*(\d+)", text, re.M)
+        return (int(match.group(1)) if match else 1001) - 1
+
+    def request_bytes(self, peak_bytes: int, safety: float, slots: int) -> int:
+        return int(math.ceil(peak_bytes / safety / MiB)) * MiB
+
+    def request_string(self, request_bytes: int, slots: int) -> str:
+        return f"--mem={request_bytes // MiB}M"
+
+    def max_request_bytes(self) -> int | None:
+        if shutil.which("sinfo") is None:
+            return None
+        try:
+            text = _run(["sinfo", "-h", "-N", "-o", "%m"], "sinfo")
+        except SubmitError:
+            return None
+        values = [int(v) for v in re.findall(r"\d+", text)]
+        return max(values) * MiB if values else None
+
+    def log_name(self, job: JobSpec) -> str:
+        return f"{job.log_stem}.%A.%a.log" if job.tasks is not None else f"{job.log_stem}.%j.1.log"
+
+    def command(self, job: JobSpec) -> list[str]:
+        argv = ["sbatch", "--parsable", f"--job-name={job.name}", f"--output={job.log / self.log_name(job)}",
+                self.request_string(job.mem_bytes, job.slots), "--ntasks=1", f"--cpus-per-task={job.slots}",
+                f"--time={job.time_limit}"]
+        if job.tasks is not None:
+            argv.append(f"--array={compress_tasks(job.tasks)}")
+        deps = []
+        if job.per_task_after:
+            deps.append(f"aftercorr:{job.per_task_after}")
+        if job.after_ok:
+            deps.append("afterok:" + ":".join(job.after_ok))
+        if job.after_any:
+            deps.append("afterany:" + ":".join(job.after_any))
+        if deps:
+            argv.append("--dependency=" + ",".join(deps))
+        if job.hold:
+            argv.append("--hold")
+        if job.queue:
+            argv.append(f"--partition={job.queue}")
+        if job.account:
+            argv.append(f"--account={job.account}")
+        argv.append(str(job.script))
+        return argv
+
+    def parse_job_id(self, text: str) -> str:
+        match = re.match(r"\s*(\d+)", text)
+        if not match:
+            raise SubmitError(f"sbatch: unexpected answer {text.strip()!r}")
+        return match.group(1)
+
+    @staticmethod
+    def _target(job_id: str, task: int | None) -> str:
+        return f"{job_id}_{task}" if task is not None else job_id
+
+    def release(self, job_id: str, task: int | None = None) -> None:
+        _run(["scontrol", "release", self._target(job_id, task)], "scontrol release")
+
+    def cancel(self, job_id: str, task: int | None = None) -> None:
+        _run(["scancel", self._target(job_id, task)], "scancel")
+
+    def repoint_task(self, job_id: str, task: int, after_job: str) -> None:
+        _run(["scontrol", "update", f"JobId={job_id}_{task}", f"Dependency=aftercorr:{after_job}"],
+             "scontrol update")
+
+    def repoint_job(self, job_id: str, after_job: str) -> None:
+        _run(["scontrol", "update", f"JobId={job_id}", f"Dependency=afterok:{after_job}"], "scontrol update")
+
+    def killed_for_memory(self, job_id: str, task: int | None, log_text: str) -> bool:
+        if super().killed_for_memory(job_id, task, log_text):
+            return True
+        try:
+            text = _run(["sacct", "-n", "-P", "-X", "-j", self._target(job_id, task), "-o", "State,ExitCode"], "sacct")
+        except SubmitError:
+            return False
+        return "OUT_OF_MEMORY" in text
+
+
+class Sge(Scheduler):
+    name = "sge"
+    submit_command = "qsub"
+    per_task_holds = True
+
+    def array_limit(self) -> int:
+        try:
+            text = _run(["qconf", "-sconf", "global"], "qconf -sconf")
+        except SubmitError:
+            if self.dry_run:  # a dry run works away from the cluster: SGE's default
+                return 75000
+            raise
+        match = re.search(r"^max_aj_tasks\s+(\d+)", text, re.M)
+        value = int(match.group(1)) if match else 75000
+        return value if value > 0 else 10**9
+
+    def request_bytes(self, peak_bytes: int, safety: float, slots: int) -> int:
+        # h_vmem limits virtual memory (RLIMIT_AS) per slot: cover the process's mappings
+        # too, as memfit.Allocation.usable_bytes subtracts them under SGE
+        total = (peak_bytes + VIRTUAL_OVERHEAD_BYTES) / safety
+        return int(math.ceil(total / slots / MiB)) * MiB * slots
+
+    def request_string(self, request_bytes: int, slots: int) -> str:
+        return f"h_vmem={request_bytes // slots // MiB}M"
+
+    def max_request_bytes(self) -> int | None:
+        if shutil.which("qhost") is None:
+            return None
+        try:
+            text = _run(["qhost", "-F", "h_vmem"], "qhost")
+        except SubmitError:
+            return None
+        from memfit.units import parse_bytes
+
+        values = [parse_bytes(v) for v in re.findall(r"h_vmem=([0-9.]+[KMGT]?)", text)]
+        return max(values) if values else None
+
+    def log_name(self, job: JobSpec) -> str:
+        return f"{job.log_stem}.$JOB_ID.$TASK_ID.log" if job.tasks is not None else f"{job.log_stem}.$JOB_ID.1.log"
+
+    def command(self, job: JobSpec) -> list[str]:
+        argv = ["qsub", "-terse", "-w", "e", "-N", job.name, "-o", str(job.log / self.log_name(job)), "-j", "y",
+                "-S", "/bin/bash", "-l", self.request_string(job.mem_bytes, job.slots), "-l", f"h_rt={job.time_limit}"]
+        if job.slots > 1:
+            argv += ["-pe", "smp", str(job.slots)]
+        if job.tasks is not None:
+            argv += ["-t", f"{min(job.tasks)}-{max(job.tasks)}"]
+        if job.per_task_after:
+            argv += ["-hold_jid_ad", job.per_task_after]
+        holds = job.after_ok + job.after_any
+        if holds:
+            argv += ["-hold_jid", ",".join(holds)]
+        if job.hold:
+            argv.append("-h")
+        if job.queue:
+            argv += ["-q", job.queue]
+        if job.account:
+            argv += ["-P", job.account]
+        argv.append(str(job.script))
+        return argv
+
+    def parse_job_id(self, text: str) -> str:
+        match = re.match(r"\s*(\d+)", text)
+        if not match:
+            raise SubmitError(f"qsub: unexpected answer {text.strip()!r}")
+        return match.group(1)
+
+    def release(self, job_id: str, task: int | None = None) -> None:
+        _run(["qrls", "-h", "u", f"{job_id}.{task}" if task is not None else job_id], "qrls")
+
+    def cancel(self, job_id: str, task: int | None = None) -> None:
+        _run(["qdel", job_id] + (["-t", str(task)] if task is not None else []), "qdel")
+
+    def repoint_job(self, job_id: str, after_job: str) -> None:
+        _run(["qalter", "-hold_jid", after_job, job_id], "qalter")
+
+    def killed_for_memory(self, job_id: str, task: int | None, log_text: str) -> bool:
+        if super().killed_for_memory(job_id, task, log_text):
+            return True
+        try:
+            text = _run(["qacct", "-j", job_id] + (["-t", str(task)] if task is not None else []), "qacct")
+        except SubmitError:
+            return False
+        failed = re.search(r"^failed\s+(\d+)", text, re.M)
+        status = re.search(r"^exit_status\s+(\d+)", text, re.M)
+        return bool((failed and failed.group(1) == "37") or (status and status.group(1) == "137"))
+
+
+class Local(Scheduler):
+    """No scheduler: the driver runs each task itself, in order."""
+
+    name = "local"
+
+    def require(self) -> None:
+        return None
+
+    def array_limit(self) -> int:
+        return 10**9
+
+    def request_bytes(self, peak_bytes: int, safety: float, slots: int) -> int:
+        return int(math.ceil(peak_bytes / safety))
+
+    def request_string(self, request_bytes: int, slots: int) -> str:
+        return f"(local; plan {format_bytes(request_bytes)})"
+
+
+def get_scheduler(name: str, dry_run: bool = False, out=sys.stdout) -> Scheduler:
+    classes = {"slurm": Slurm, "sge": Sge, "local": Local}
+    try:
+        return classes[name](dry_run=dry_run, out=out)
+    except KeyError:
+        raise InputError(f"unknown scheduler {name!r}; expected slurm, sge or local") from None

@@ -1,0 +1,138 @@
+"""Run one task of a stage inside a job (or locally): ``python -m dcoex.pipeline.task``.
+
+Runs the stage's command (from the run manifest) in this process, writes a status file
+``OUT_DIR/.dcoex/status/<stage>/<task>.a<attempt>.json`` and maps the exit status so a
+stage never exits 99 or 100 (requeue / error state under SGE). Under SGE, a task that
+succeeds releases the user hold of the same task of the next per-gene stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+from dcoex.errors import EXIT_OUT_OF_MEMORY
+from dcoex.genes import task_id_from_env
+from dcoex.pipeline.manifest import latest_attempt, now_iso, read_manifest, state_dir, write_json_atomic
+from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGES
+
+#: Exit statuses SGE reserves (99: requeue, 100: error state); mapped to 1.
+SGE_RESERVED = (99, 100)
+
+
+def status_path(out_dir: Path, stage: str, task: int | None, attempt: int) -> Path:
+    return state_dir(out_dir) / "status" / stage / f"{task if task is not None else 1}.a{attempt}.json"
+
+
+def parse_tasks(text: str | None) -> set[int] | None:
+    if not text:
+        return None
+    tasks: set[int] = set()
+    for part in text.split(","):
+        a, _, b = part.partition("-")
+        tasks.update(range(int(a), int(b or a) + 1))
+    return tasks
+
+
+def job_id_from_env() -> str:
+    return os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID") or os.environ.get("JOB_ID") or "local"
+
+
+def run_stage(argv: list[str]) -> int:
+    """Run ``[python, -m, module, args...]`` in this process; return its exit status."""
+    from dcoex.cli import run_command
+
+    try:
+        module = importlib.import_module(argv[2])
+    except MemoryError:
+        print(f"dcoex task: out of memory while importing {argv[2]}", file=sys.stderr)
+        return EXIT_OUT_OF_MEMORY
+    except (ImportError, OSError) as exc:  # a shared library that cannot be mapped under h_vmem
+        text = str(exc).lower()
+        if "memory" in text or "map" in text:
+            print(f"dcoex task: out of memory while importing {argv[2]}: {exc}", file=sys.stderr)
+            return EXIT_OUT_OF_MEMORY
+        raise
+    try:
+        run_command(module.main, argv[3:])
+    except SystemExit as exc:
+        code = exc.code
+        if code is None:
+            return 0
+        if isinstance(code, int):
+            return code
+        print(code, file=sys.stderr)
+        return 1
+    return 0
+
+
+def release_successor(out_dir: Path, stage: str, task: int) -> None:
+    """SGE: release task ``task`` of the next per-gene stage (held with -h)."""
+    manifest = read_manifest(out_dir)
+    if manifest.get("scheduler") != "sge" or stage not in PER_GENE_CHAIN:
+        return
+    order = manifest.get("stage_order", [])
+    later = [s for s in order[order.index(stage) + 1:]] if stage in order else []
+    if not later or later[0] not in PER_GENE_CHAIN:
+        return
+    attempt = latest_attempt(manifest["stages"][later[0]], task)
+    if attempt is None:
+        return
+    from dcoex.pipeline.schedulers import SubmitError, get_scheduler
+
+    try:
+        get_scheduler("sge").release(attempt["job_id"], task)
+    except SubmitError as exc:  # the finaliser releases it too
+        print(f"dcoex task: could not release {later[0]} task {task}: {exc}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dcoex.pipeline.task")
+    parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--stage", required=True, choices=sorted(STAGES))
+    parser.add_argument("--attempt", type=int, default=1)
+    parser.add_argument("--task", type=int, default=None, help="array task id (default: from the scheduler)")
+    parser.add_argument("--only-tasks", default=None, help="run only these task ids, e.g. 2,5-7")
+    args = parser.parse_args(argv)
+    out = Path(args.out_dir)
+    manifest = read_manifest(out)
+    entry = manifest["stages"][args.stage]
+    per_gene = STAGES[args.stage].per_gene
+    task = (args.task if args.task is not None else task_id_from_env()) if per_gene else None
+    only = parse_tasks(args.only_tasks)
+    if only is not None and task not in only:
+        print(f"dcoex task: stage {args.stage} task {task} is not part of this attempt; nothing to do")
+        return 0
+    if per_gene and task is not None:
+        os.environ["DCOEX_TASK_ID"] = str(task)
+    command = list(entry["stage_command"])
+    if per_gene and task is not None:
+        command += ["--task-id", str(task)]
+    status = status_path(out, args.stage, task, args.attempt)
+    status.parent.mkdir(parents=True, exist_ok=True)
+    record = {"stage": args.stage, "task": task, "attempt": args.attempt, "job_id": job_id_from_env(),
+              "host": socket.gethostname(), "started": now_iso(), "state": "running"}
+    write_json_atomic(status, record)
+    print(f"dcoex task: stage {args.stage} task {task} attempt {args.attempt} on {record['host']}: "
+          + " ".join(command), flush=True)
+    t0 = time.time()
+    code = run_stage(command)
+    if code in SGE_RESERVED:
+        print(f"dcoex task: stage exited {code}; reported as 1 (99/100 are reserved by SGE)", file=sys.stderr)
+        code = 1
+    state = "ok" if code == 0 else ("oom" if code == EXIT_OUT_OF_MEMORY else "failed")
+    record.update(ended=now_iso(), wall_s=round(time.time() - t0, 3), exit=code, state=state)
+    write_json_atomic(status, record)
+    print(f"dcoex task: stage {args.stage} task {task} {state} (exit {code})", flush=True)
+    if code == 0 and task is not None:
+        release_successor(out, args.stage, task)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

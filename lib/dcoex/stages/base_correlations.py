@@ -1,0 +1,154 @@
+"""Stage 02a: base Spearman correlations, tests and BH of each reference gene.
+
+For every selected gene g, reads LOW_g/HIGH_g from ``bootstrap_indices.h5``, computes the
+tests of every gene pair (dcoex.base_correlations) and writes
+``{out_dir}/{gi}_{gene}.h5`` atomically (layout: docs/stage02a.md). The expression matrix
+is loaded once per task. Genes whose output exists and matches the parameters are
+skipped (``--force`` recomputes); a gene that fails does not stop the others.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import h5py
+
+from dcoex.atomic import atomic_output, ensure_writable_dir
+from dcoex.base_correlations import base_correlations
+from dcoex.cli import gene_selection_options
+from dcoex.edge_files import base_datasets, meta_matches, write_base_file
+from dcoex.errors import InputError
+from dcoex.expression_store import open_expression
+from dcoex.genes import gene_file_path, index_width
+from dcoex.indices_file import IndicesFile, check_groups, groups_sha
+from dcoex.pergene import blas_threads, resolve_genes, run_genes
+from memfit.allocation import detect_allocation
+from memfit.estimators.base_correlations import estimate
+from memfit.plan import plan_batch
+from memfit.record import PeakRecorder, task_sidecar_path, write_h5_attrs, write_sidecar
+
+STAGE = "02a"
+#: Tiles taller than this do not run faster; cap the planner there.
+MAX_TILE_ROWS = 1024
+
+
+def run_base(
+    expr_h5: str,
+    indices_h5: str,
+    out_dir: str,
+    fdr_alpha: float = 0.05,
+    batch_size: int | str | None = "auto",
+    exact_q: bool = False,
+    selection: dict[str, Any] | None = None,
+    force: bool = False,
+    quiet: bool = True,
+) -> dict[str, Any]:
+    """Run 02a for the genes chosen by ``selection`` (select_genes keywords)."""
+    if not 0 < fdr_alpha <= 1:
+        raise InputError(f"--fdr-alpha {fdr_alpha}: must be in (0, 1]")
+    out = ensure_writable_dir(out_dir)
+    allocation = detect_allocation()
+    with open_expression(expr_h5) as store, IndicesFile(indices_h5) as indices:
+        names, n, n_samples = list(store.gene_names), store.n_genes, store.n_samples
+        expr_sha = store.content_sha256
+        indices.check_expression(n, n_samples, expr_sha, expr_h5)
+        if n < 2:
+            raise InputError(f"{expr_h5}: {n} gene(s); at least 2 are needed for pairs")
+        genes = resolve_genes(n, names, selection or {"gene_index": [0]})
+
+        def estimate_for(rows: int):
+            return estimate(n, n_samples, indices.k_low, indices.k_high, fdr_alpha, rows, exact_q)
+
+        plan = plan_batch(batch_size, estimate_for, min(MAX_TILE_ROWS, n - 1), allocation, what="tile")
+        with PeakRecorder(limit_bytes=allocation.limit_bytes) as recorder, blas_threads() as threads:
+            expr = store.read_all()
+
+            def output_of(gene: int) -> Path:
+                return gene_file_path(out, gene, names[gene], n)
+
+            def is_valid(gene: int, path: Path) -> bool:
+                low, high = indices.groups(gene)
+                expected = {
+                    "gene_index_used": gene, "n_genes": n, "fdr_alpha": float(fdr_alpha),
+                    "expr_content_sha256": expr_sha, "indices_sha": groups_sha(low, high),
+                    "q_exact": bool(exact_q), "storage_mode": "sparse",
+                }
+                return meta_matches(path, expected, base_datasets())
+
+            def process(gene: int, path: Path) -> None:
+                low, high = indices.groups(gene)
+                check_groups(low, high, n_samples, gene)
+                result = base_correlations(expr[:, low], expr[:, high], fdr_alpha, plan.batch_size, exact_q)
+                if result.attrs["n_tests_low"] == 0 or result.attrs["n_tests_high"] == 0:
+                    print(
+                        f"warning: gene {gene} ({names[gene]}): {result.attrs['n_const_low']} genes constant in LOW, "
+                        f"{result.attrs['n_const_high']} in HIGH: no testable pairs; writing an empty edge table",
+                        file=sys.stderr,
+                    )
+                meta = dict(result.attrs)
+                meta.update(
+                    gene_index_used=gene, gene_name=names[gene], storage_mode="sparse",
+                    expr_content_sha256=expr_sha, indices_sha=groups_sha(low, high),
+                )
+                with atomic_output(path) as tmp:
+                    with h5py.File(tmp, "w") as f:
+                        write_base_file(f, result.edges, meta, names)
+                        write_h5_attrs(f, STAGE, plan.estimate, allocation, recorder, plan.batch_size)
+
+            done = {"written": [], "skipped": []}
+            try:
+                done = run_genes(genes, output_of, is_valid, process, force, quiet)
+            finally:
+                recorder.stop()
+                write_sidecar(
+                    task_sidecar_path(out, STAGE, genes, index_width(n)), STAGE, plan.estimate,
+                    allocation, recorder, plan.batch_size,
+                    extra={"genes": genes, "fdr_alpha": fdr_alpha, "threads": threads,
+                           "n_genes": n, "n_samples": n_samples, **done},
+                )
+    return {**done, "genes": genes, "tile_rows": plan.batch_size, "estimate_bytes": plan.estimate.total_bytes,
+            "peak_rss_bytes": recorder.peak_rss_bytes, "wall_s": recorder.elapsed()[0]}
+
+
+def _size(value: str) -> int | str:
+    if value == "auto":
+        return "auto"
+    try:
+        size = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected a positive integer or 'auto'") from None
+    if size < 1:
+        raise click.BadParameter(f"{value}: must be >= 1")
+    return size
+
+
+@click.command(name="02a_calc_base_correlations")
+@click.option("--expr-h5", required=True, type=click.Path(dir_okay=False), help="expression.h5 from stage 00.")
+@click.option("--indices-h5", required=True, type=click.Path(dir_okay=False), help="bootstrap_indices.h5 from stage 01.")
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Folder of the per-gene {gi}_{gene}.h5 files.")
+@click.option("--fdr-alpha", type=float, default=0.05, show_default=True, help="BH level; significant means q < alpha.")
+@click.option("--batch-size", default="auto", show_default=True, help="Gene rows per correlation tile, or 'auto' (largest that fits memory, <= 1024).")
+@click.option("--exact-q", is_flag=True, help="Compute every q-value exactly (all tests become BH candidates; slower, more memory).")
+@gene_selection_options
+def main(expr_h5, indices_h5, out_dir, fdr_alpha, batch_size, exact_q, gene_index, gene_range,
+         genes_per_task, task_id, gene_list, force, quiet) -> None:
+    """Base Spearman correlations, t / Fisher-z tests and BH per reference gene (DESIGN.md §4)."""
+    selection = {"gene_index": list(gene_index) or None, "gene_range": gene_range,
+                 "genes_per_task": genes_per_task, "task_id": task_id, "gene_list": gene_list}
+    info = run_base(expr_h5, indices_h5, out_dir, fdr_alpha, _size(str(batch_size)), exact_q,
+                    selection, force, quiet)
+    if not quiet:
+        print(
+            f"02a: {len(info['written'])} written, {len(info['skipped'])} skipped; tile {info['tile_rows']} rows; "
+            f"peak RSS {info['peak_rss_bytes'] / 2**20:.0f} MiB (estimate {info['estimate_bytes'] / 2**20:.0f} MiB)",
+            file=sys.stderr,
+        )
+
+
+if __name__ == "__main__":
+    from dcoex.cli import run_command
+
+    run_command(main)

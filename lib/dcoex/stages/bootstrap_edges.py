@@ -1,0 +1,254 @@
+"""Stage 02b: bootstrap of the selected edges of each reference gene.
+
+For every selected gene g, reads the edges of ``{base_dir}/{gi}_{gene}.h5`` (02a) chosen by
+``--edge-selection``, the gene's LOW/HIGH resamples from ``bootstrap_indices.h5`` and
+computes Δ^b = r_H^b − r_L^b for every replicate (dcoex.bootstrap_edges), then writes
+``{out_dir}/{gi}_{gene}.h5`` atomically (layout: docs/stage02b.md). Edges are processed in
+chunks sized by memfit so memory is O(chunk × B). Genes whose output exists and matches
+the parameters and inputs are skipped (``--force`` recomputes); a failing gene does not
+stop the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import h5py
+import numpy as np
+
+from dcoex.atomic import atomic_output, ensure_writable_dir
+from dcoex.bootstrap_edges import ResampleSide, boot_stats, positions_in_group, replicate_deltas
+from dcoex.cli import gene_selection_options
+from dcoex.edge_files import BOOT_DATASETS, meta_matches, read_base_edges, write_boot_file
+from dcoex.errors import InputError
+from dcoex.expression_store import open_expression
+from dcoex.genes import gene_file_path, index_width
+from dcoex.indices_file import IndicesFile, check_groups, groups_sha
+from dcoex.pergene import blas_threads, resolve_genes, run_genes
+from memfit.allocation import detect_allocation
+from memfit.estimate import MemoryEstimate
+from memfit.estimators.bootstrap_edges import estimate
+from memfit.plan import plan_batch
+from memfit.record import PeakRecorder, task_sidecar_path, write_h5_attrs, write_sidecar
+
+STAGE = "02b"
+EDGE_SELECTIONS = ("sig_differential", "sig_edges")
+CI_METHOD = "percentile (numpy linear interpolation over the finite replicates)"
+
+
+def _sha(*arrays: np.ndarray) -> str:
+    sha = hashlib.sha256()
+    for array in arrays:
+        sha.update(np.ascontiguousarray(array).tobytes())
+    return sha.hexdigest()
+
+
+def select_edges(edges: dict[str, np.ndarray], mode: str) -> np.ndarray:
+    """Boolean mask of the base edges that E0 keeps: all (sig_differential) or those also
+    significant in a group (sig_edges = sig_differential ∧ (sig_low ∨ sig_high))."""
+    if mode == "sig_differential":
+        return np.ones(edges["pair_index"].shape, dtype=bool)
+    return edges["sig_low"].astype(bool) | edges["sig_high"].astype(bool)
+
+
+def run_bootstrap(
+    expr_h5: str,
+    indices_h5: str,
+    base_dir: str,
+    out_dir: str,
+    edge_selection: str = "sig_differential",
+    ci_alpha: float = 0.05,
+    fdr_alpha: float | None = None,
+    n_bootstrap: int | None = None,
+    batch_size: int | str | None = "auto",
+    store_replicates: bool = False,
+    selection: dict[str, Any] | None = None,
+    force: bool = False,
+    quiet: bool = True,
+) -> dict[str, Any]:
+    """Run 02b for the genes chosen by ``selection`` (select_genes keywords)."""
+    if edge_selection not in EDGE_SELECTIONS:
+        raise InputError(f"--edge-selection {edge_selection!r}: expected one of {', '.join(EDGE_SELECTIONS)}")
+    if not 0 < ci_alpha < 1:
+        raise InputError(f"--ci-alpha {ci_alpha}: must be in (0, 1)")
+    base = Path(base_dir)
+    if not base.is_dir():
+        raise InputError(f"{base}: base correlations folder does not exist (run 02a first)")
+    out = ensure_writable_dir(out_dir)
+    allocation = detect_allocation()
+    with open_expression(expr_h5) as store, IndicesFile(indices_h5) as indices:
+        names, n, n_samples = list(store.gene_names), store.n_genes, store.n_samples
+        expr_sha = store.content_sha256
+        indices.check_expression(n, n_samples, expr_sha, expr_h5)
+        n_boot = indices.n_bootstrap
+        if n_bootstrap is not None and int(n_bootstrap) != n_boot:
+            raise InputError(f"{indices_h5}: holds B = {n_boot} bootstrap replicates, --n-bootstrap asks {n_bootstrap}")
+        genes = resolve_genes(n, names, selection or {"gene_index": [0]})
+
+        def estimate_for(n_edges: int, chunk: int) -> MemoryEstimate:
+            return estimate(n, n_samples, n_boot, indices.k_low, indices.k_high, indices.kr_low,
+                            indices.kr_high, n_edges, chunk, store_replicates)
+
+        largest = {"estimate": estimate_for(0, 1), "chunk": 1}
+        with PeakRecorder(limit_bytes=allocation.limit_bytes) as recorder, blas_threads() as threads:
+            expr = store.read_all()
+
+            def output_of(gene: int) -> Path:
+                return gene_file_path(out, gene, names[gene], n)
+
+            def gene_inputs(gene: int) -> dict[str, Any]:
+                base_path = gene_file_path(base, gene, names[gene], n)
+                meta, edges = read_base_edges(base_path)
+                low, high = indices.groups(gene)
+                check_groups(low, high, n_samples, gene)
+                problems = []
+                if int(meta.get("gene_index_used", -1)) != gene or int(meta.get("n_genes", -1)) != n:
+                    problems.append(f"is for gene {meta.get('gene_index_used')} of {meta.get('n_genes')}")
+                if str(meta.get("expr_content_sha256", "")) != expr_sha:
+                    problems.append("was made from a different expression file")
+                if str(meta.get("indices_sha", groups_sha(low, high))) != groups_sha(low, high):
+                    problems.append("was made from different LOW/HIGH groups (another bootstrap_indices.h5)")
+                if fdr_alpha is not None and not np.isclose(float(meta.get("fdr_alpha", np.nan)), fdr_alpha, rtol=0, atol=1e-12):
+                    problems.append(f"was made with --fdr-alpha {meta.get('fdr_alpha')}, not the {fdr_alpha} asked")
+                if problems:
+                    raise InputError(f"base file {base_path} " + "; ".join(problems))
+                keep = select_edges(edges, edge_selection)
+                chosen = {name: col[keep] for name, col in edges.items()}
+                return {"meta": meta, "edges": chosen, "low": low, "high": high, "n_base": int(keep.size)}
+
+            def expected_meta(gene: int, inputs: dict[str, Any], boot_sha: str) -> dict[str, Any]:
+                e = inputs["edges"]
+                return {
+                    "gene_index_used": gene, "n_genes": n, "n_bootstrap": n_boot,
+                    "edge_selection_mode": edge_selection, "ci_alpha": float(ci_alpha),
+                    "fdr_alpha": float(inputs["meta"]["fdr_alpha"]), "expr_content_sha256": expr_sha,
+                    "indices_sha": groups_sha(inputs["low"], inputs["high"]), "bootstrap_sha": boot_sha,
+                    "base_edges_sha": _sha(e["pair_index"].astype(np.int64), e["r_low"].astype(np.float32),
+                                           e["r_high"].astype(np.float32)),
+                    "store_replicates": bool(store_replicates),
+                }
+
+            def is_valid(gene: int, path: Path) -> bool:
+                inputs = gene_inputs(gene)
+                lb, hb = indices.boot(gene)
+                datasets = list(BOOT_DATASETS) + (["boot/delta_replicates"] if store_replicates else [])
+                return meta_matches(path, expected_meta(gene, inputs, _sha(lb, hb)), datasets)
+
+            def process(gene: int, path: Path) -> None:
+                inputs = gene_inputs(gene)
+                e = inputs["edges"]
+                lb, hb = indices.boot(gene)
+                low, high = inputs["low"], inputs["high"]
+                n_edges = int(e["pair_index"].size)
+                plan = plan_batch(batch_size, lambda c: estimate_for(n_edges, c), max(n_edges, 1),
+                                  allocation, what="edge chunk")
+                if plan.estimate.total_bytes > largest["estimate"].total_bytes:
+                    largest.update(estimate=plan.estimate, chunk=plan.batch_size)
+                gi, gj = e["gene_i"].astype(np.int64), e["gene_j"].astype(np.int64)
+                genes_used = np.unique(np.concatenate([gi, gj]))
+                rows_i, rows_j = np.searchsorted(genes_used, gi), np.searchsorted(genes_used, gj)
+                rows = expr[genes_used]
+                low_side = ResampleSide(rows[:, low], positions_in_group(lb, low))
+                high_side = ResampleSide(rows[:, high], positions_in_group(hb, high))
+                del rows
+                delta_base = (e["r_high"].astype(np.float32) - e["r_low"].astype(np.float32))
+                columns = {
+                    "edges/pair_index": e["pair_index"], "edges/gene_i": gi, "edges/gene_j": gj,
+                    "base/delta": delta_base, "base/r_low": e["r_low"], "base/r_high": e["r_high"],
+                }
+                stat_names = ("delta_mean", "delta_std", "ci_low", "ci_high", "bias", "n_finite")
+                for name in stat_names:
+                    columns[f"boot/{name}"] = np.empty(n_edges, dtype=BOOT_DATASETS[f"boot/{name}"])
+                columns["pval/bootstrap_pval"] = np.empty(n_edges, dtype=np.float64)
+                meta = expected_meta(gene, inputs, _sha(lb, hb))
+                meta.update(
+                    n_sig_edges=n_edges, n_base_edges=inputs["n_base"], gene_name=names[gene],
+                    k_low=low.size, k_high=high.size, kr_low=lb.shape[1], kr_high=hb.shape[1],
+                    ci_method=CI_METHOD, edge_chunk=plan.batch_size,
+                )
+                with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
+                    replicates = None
+                    if store_replicates:
+                        rows_per_chunk = int(max(1, min(max(n_edges, 1), (1 << 20) // max(n_boot, 1))))
+                        replicates = f.create_dataset(
+                            "boot/delta_replicates", (n_edges, n_boot), np.float32,
+                            chunks=(rows_per_chunk, n_boot) if n_edges else None,
+                            **({"compression": "gzip", "compression_opts": 4, "shuffle": True} if n_edges else {}),
+                        )
+                    for e0 in range(0, n_edges, plan.batch_size):
+                        e1 = min(e0 + plan.batch_size, n_edges)
+                        deltas = replicate_deltas(low_side, high_side, rows_i[e0:e1], rows_j[e0:e1])
+                        if replicates is not None:
+                            replicates[e0:e1] = deltas
+                        stats = boot_stats(deltas, delta_base[e0:e1], ci_alpha)
+                        del deltas
+                        for name in stat_names:
+                            columns[f"boot/{name}"][e0:e1] = getattr(stats, name)
+                        columns["pval/bootstrap_pval"][e0:e1] = stats.bootstrap_pval
+                    write_boot_file(f, columns, meta, names)
+                    write_h5_attrs(f, STAGE, plan.estimate, allocation, recorder, plan.batch_size)
+
+            done = {"written": [], "skipped": []}
+            try:
+                done = run_genes(genes, output_of, is_valid, process, force, quiet)
+            finally:
+                recorder.stop()
+                write_sidecar(
+                    task_sidecar_path(out, STAGE, genes, index_width(n)), STAGE, largest["estimate"],
+                    allocation, recorder, largest["chunk"],
+                    extra={"genes": genes, "n_bootstrap": n_boot, "edge_selection": edge_selection,
+                           "threads": threads, "n_genes": n, "n_samples": n_samples, **done},
+                )
+    return {**done, "genes": genes, "edge_chunk": largest["chunk"],
+            "estimate_bytes": largest["estimate"].total_bytes,
+            "peak_rss_bytes": recorder.peak_rss_bytes, "wall_s": recorder.elapsed()[0]}
+
+
+def _size(value: str) -> int | str:
+    if value == "auto":
+        return "auto"
+    try:
+        size = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected a positive integer or 'auto'") from None
+    if size < 1:
+        raise click.BadParameter(f"{value}: must be >= 1")
+    return size
+
+
+@click.command(name="02b_bootstrap_significant_edges")
+@click.option("--expr-h5", required=True, type=click.Path(dir_okay=False), help="expression.h5 from stage 00.")
+@click.option("--indices-h5", required=True, type=click.Path(dir_okay=False), help="bootstrap_indices.h5 from stage 01.")
+@click.option("--base-dir", required=True, type=click.Path(file_okay=False), help="Folder of the 02a files.")
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Folder of the per-gene {gi}_{gene}.h5 files.")
+@click.option("--edge-selection", type=click.Choice(EDGE_SELECTIONS), default="sig_differential", show_default=True,
+              help="E0: every stored (sig_differential) edge, or those also significant in LOW or HIGH (sig_edges).")
+@click.option("--ci-alpha", type=float, default=0.05, show_default=True, help="Percentile CI level is 1 - ci_alpha.")
+@click.option("--fdr-alpha", type=float, default=None, help="Check that the base files were made with this alpha.")
+@click.option("--n-bootstrap", type=int, default=None, help="Check that the indices file holds this many replicates.")
+@click.option("--batch-size", default="auto", show_default=True, help="Edges per chunk, or 'auto' (largest that fits memory).")
+@click.option("--store-replicates", is_flag=True, help="Also store the (E0, B) replicate matrix boot/delta_replicates.")
+@gene_selection_options
+def main(expr_h5, indices_h5, base_dir, out_dir, edge_selection, ci_alpha, fdr_alpha, n_bootstrap, batch_size,
+         store_replicates, gene_index, gene_range, genes_per_task, task_id, gene_list, force, quiet) -> None:
+    """Bootstrap CI and statistics of Δ = r_H − r_L for each gene's selected edges (DESIGN.md §4)."""
+    selection = {"gene_index": list(gene_index) or None, "gene_range": gene_range,
+                 "genes_per_task": genes_per_task, "task_id": task_id, "gene_list": gene_list}
+    info = run_bootstrap(expr_h5, indices_h5, base_dir, out_dir, edge_selection, ci_alpha, fdr_alpha, n_bootstrap,
+                         _size(str(batch_size)), store_replicates, selection, force, quiet)
+    if not quiet:
+        print(
+            f"02b: {len(info['written'])} written, {len(info['skipped'])} skipped; edge chunk {info['edge_chunk']}; "
+            f"peak RSS {info['peak_rss_bytes'] / 2**20:.0f} MiB (estimate {info['estimate_bytes'] / 2**20:.0f} MiB)",
+            file=sys.stderr,
+        )
+
+
+if __name__ == "__main__":
+    from dcoex.cli import run_command
+
+    run_command(main)

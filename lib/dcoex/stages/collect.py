@@ -1,0 +1,77 @@
+"""Stage 03b: collect networks/{gi}_{gene}.h5 into differential_network_summary.h5 and
+rewiring_hubs.tsv (docs/stage03b.md). Both outputs are renamed into place together, after
+every input has been read and checked."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import h5py
+
+from dcoex.atomic import atomic_output, ensure_writable_dir
+from dcoex.genes import read_gene_list
+from dcoex.network.collect import collect, network_files, tsv_rows, write_summary
+from dcoex.network.io import read_gene_names, read_network_summary
+from dcoex.progress import progress
+from memfit.allocation import detect_allocation
+from memfit.estimators.collect import estimate
+from memfit.record import PeakRecorder, write_h5_attrs, write_sidecar
+
+STAGE = "03b"
+
+
+def run_collect(
+    networks_dir: str | Path,
+    out_h5: str | Path,
+    out_focus_tsv: str | Path | None = None,
+    gene_list: str | Path | None = None,
+    quiet: bool = True,
+) -> dict[str, int]:
+    """Collect the stage 03 files; returns the counts per status."""
+    networks_dir, out_h5 = Path(networks_dir), Path(out_h5)
+    files = network_files(networks_dir)
+    ensure_writable_dir(out_h5.parent)
+    if out_focus_tsv is not None:
+        ensure_writable_dir(Path(out_focus_tsv).parent)
+    allocation = detect_allocation()
+    with PeakRecorder(allocation.limit_bytes) as recorder:
+        summaries = [read_network_summary(p) for p in progress(files, quiet=quiet, unit="file")]
+        gene_names = read_gene_names(files[0])
+        expected = read_gene_list(gene_list, gene_names) if gene_list else None
+        col = collect(summaries, gene_names, expected)
+        est = estimate(n_genes=len(gene_names), n_files=len(files))
+        lines = tsv_rows(col) if out_focus_tsv is not None else None
+        with atomic_output(out_h5) as tmp_h5:
+            with h5py.File(tmp_h5, "w") as f:
+                write_summary(f, col, gene_names, "gene_list" if gene_list else "all")
+                write_h5_attrs(f, STAGE, est, allocation, recorder, None)
+            if lines is not None:
+                with atomic_output(out_focus_tsv) as tmp_tsv:
+                    tmp_tsv.write_text("\n".join(lines) + "\n")
+    counts = {s: col.status.count(s) for s in ("ok", "no-edges", "missing")}
+    write_sidecar(out_h5, STAGE, est, allocation, recorder, None,
+                  extra={"n_files": len(files), "n_genes": len(gene_names), **counts})
+    return counts
+
+
+@click.command(name="03b_collect_networks")
+@click.option("--networks-dir", required=True, type=click.Path(file_okay=False), help="Folder of stage 03 networks/{gi}_{gene}.h5.")
+@click.option("--out-h5", required=True, type=click.Path(dir_okay=False), help="differential_network_summary.h5 to write.")
+@click.option("--out-focus-tsv", default=None, type=click.Path(dir_okay=False), help="rewiring_hubs.tsv to write (optional).")
+@click.option("--gene-list", default=None, type=click.Path(dir_okay=False), help="Reference genes expected (names or 0-based indices, one per line); default: all N genes. Expected genes without a file get status 'missing'.")
+@click.option("--quiet", is_flag=True, help="No progress bar or summary line.")
+def main(networks_dir: str, out_h5: str, out_focus_tsv: str | None, gene_list: str | None, quiet: bool) -> None:
+    """Collect per-gene differential networks into one summary and rewiring_hubs.tsv."""
+    counts = run_collect(networks_dir, out_h5, out_focus_tsv, gene_list, quiet)
+    if counts["missing"]:
+        print(f"03b: warning: {counts['missing']} expected gene(s) have no network file (status 'missing')", file=sys.stderr)
+    if not quiet:
+        print(f"03b: {counts['ok']} ok, {counts['no-edges']} without edges, {counts['missing']} missing", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    from dcoex.cli import run_command
+
+    run_command(main)

@@ -1,0 +1,83 @@
+"""Stage 00: convert an expression TSV (genes × samples, optionally .gz) to expression.h5.
+
+Streams the TSV in blocks of genes, so memory does not grow with the number of genes
+(only the gene names are kept, for the duplicate check). Writes atomically and records
+its measured memory in ``<out>.memory.json`` and the ``/memfit`` attrs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from dcoex.atomic import atomic_output, ensure_writable_dir
+from dcoex.errors import InputError
+from dcoex.expression_store import ExpressionWriter
+from dcoex.expression_tsv import DEFAULT_BLOCK_ROWS, TsvExpressionReader
+from dcoex.progress import progress
+from memfit.allocation import detect_allocation
+from memfit.estimators.convert import estimate
+from memfit.record import PeakRecorder, write_h5_attrs, write_sidecar
+
+STAGE = "00"
+
+
+def convert(
+    expr_tsv: str | Path,
+    out_h5: str | Path,
+    compression: str = "gzip",
+    compression_level: int | None = None,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    quiet: bool = True,
+) -> dict:
+    """Convert ``expr_tsv`` to ``out_h5``; returns n_genes, n_samples and content_sha256."""
+    out = Path(out_h5)
+    ensure_writable_dir(out.parent)
+    allocation = detect_allocation()
+    with PeakRecorder(allocation.limit_bytes) as recorder:
+        with TsvExpressionReader(expr_tsv, block_rows=block_rows) as reader:
+            with atomic_output(out) as tmp:
+                writer = ExpressionWriter(tmp, reader.sample_names, compression, compression_level)
+                try:
+                    for genes, block in progress(reader.blocks(), quiet=quiet, unit="block"):
+                        writer.append(genes, block)
+                    if not writer.gene_names:
+                        raise InputError(f"{expr_tsv}: header only, no data rows")
+                    sha = writer.finish()
+                    n_genes, n_samples = len(writer.gene_names), reader.n_samples
+                    est = estimate(n_samples, n_genes, block_rows, compression)
+                    write_h5_attrs(writer.file, STAGE, est, allocation, recorder, block_rows)
+                finally:
+                    writer.close()
+    write_sidecar(
+        out, STAGE, est, allocation, recorder, block_rows,
+        extra={"n_genes": n_genes, "n_samples": n_samples, "compression": compression,
+               "content_sha256": sha, "output_bytes": out.stat().st_size},
+    )
+    return {"n_genes": n_genes, "n_samples": n_samples, "content_sha256": sha}
+
+
+@click.command(name="00convert_expr_to_hdf5")
+@click.option("--expr-tsv", required=True, type=click.Path(dir_okay=False), help="Genes × samples TSV (gene name first column; .gz accepted).")
+@click.option("--out-h5", required=True, type=click.Path(dir_okay=False), help="Output expression.h5 (folder created if missing).")
+@click.option("--compression", type=click.Choice(["gzip", "lzf", "none"]), default="gzip", show_default=True, help="Filter of /expr (with shuffle).")
+@click.option("--compression-level", type=click.IntRange(0, 9), default=4, show_default=True, help="gzip level.")
+@click.option("--block-rows", type=click.IntRange(1, None), default=DEFAULT_BLOCK_ROWS, show_default=True, help="Genes parsed per block (bounds memory).")
+@click.option("--quiet", is_flag=True, help="No progress bar or summary.")
+def main(expr_tsv: str, out_h5: str, compression: str, compression_level: int, block_rows: int, quiet: bool) -> None:
+    """Convert an expression TSV to expression.h5 (DESIGN.md §3)."""
+    info = convert(expr_tsv, out_h5, compression, compression_level, block_rows, quiet)
+    if not quiet:
+        print(
+            f"wrote {out_h5}: {info['n_genes']} genes x {info['n_samples']} samples, "
+            f"content_sha256 {info['content_sha256']}",
+            file=sys.stderr,
+        )
+
+
+if __name__ == "__main__":
+    from dcoex.cli import run_command
+
+    run_command(main)

@@ -1,0 +1,172 @@
+"""Stage 03: the differential network of each reference gene (DESIGN.md §4, docs/stage03.md).
+
+For every selected gene, reads ``base_correlations/{gi}_{gene}.h5`` (02a) and
+``bootstrap_significant/{gi}_{gene}.h5`` (02b), checks that they agree, keeps the edges E
+(CI excludes 0, |delta| >= min_effect), classifies them, computes the topology of the
+low / high / diff networks and the focus-gene L1/L2 metrics, and writes
+``{out_dir}/{gi}_{gene}.h5`` atomically. Genes are independent: a failing gene does not
+stop the others (exit 1 at the end, naming them).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import click
+import numpy as np
+
+from dcoex.atomic import atomic_output, ensure_writable_dir
+from dcoex.cli import gene_selection_options
+from dcoex.errors import GenesFailedError, InputError
+from dcoex.genes import gene_file_path, index_width, read_gene_list, select_genes
+from dcoex.network.build import NetworkOptions, reconstruct
+from dcoex.network.io import base_summary, is_valid_network, read_gene_inputs, read_gene_names, write_network
+from dcoex.progress import progress
+from memfit.allocation import detect_allocation
+from memfit.estimators.network import estimate
+from memfit.plan import MemoryPlanError
+from memfit.record import PeakRecorder, task_sidecar_path, write_h5_attrs, write_sidecar
+from memfit.units import format_bytes
+
+STAGE = "03"
+
+
+def gene_universe(base_dir: Path, expr_h5: str | None) -> tuple[list[str], str | None]:
+    """(gene names, expression checksum or None): from --expr-h5 if given, else from the
+    first ``*.h5`` of the base folder (its root ``gene_names``)."""
+    if expr_h5:
+        from dcoex.expression_store import open_expression
+
+        with open_expression(expr_h5) as store:
+            return list(store.gene_names), store.content_sha256
+    if not base_dir.is_dir():
+        raise InputError(f"{base_dir}: base correlations folder does not exist")
+    files = sorted(p for p in base_dir.glob("*.h5") if not p.name.startswith("."))
+    if not files:
+        raise InputError(f"{base_dir}: no base correlation files (*.h5); give --expr-h5 or run 02a first")
+    return read_gene_names(files[0]), None
+
+
+def run_network(
+    base_dir: str | Path,
+    boot_dir: str | Path,
+    out_dir: str | Path,
+    genes: Sequence[int] | None = None,
+    options: NetworkOptions = NetworkOptions(),
+    expr_h5: str | None = None,
+    gene_selection: dict[str, Any] | None = None,
+    force: bool = False,
+    quiet: bool = True,
+) -> dict[str, Any]:
+    """Run stage 03 for the selected genes; returns {"written", "skipped", "failed"}.
+
+    ``genes`` are 0-based indices; otherwise ``gene_selection`` (the select_genes
+    keyword arguments) chooses them. Raises GenesFailedError after the loop if any failed.
+    """
+    base_dir, boot_dir, out_dir = Path(base_dir), Path(boot_dir), Path(out_dir)
+    names, expr_sha = gene_universe(base_dir, expr_h5)
+    n = len(names)
+    if genes is None:
+        selection = dict(gene_selection or {})
+        if selection.get("gene_list"):
+            selection["gene_list"] = read_gene_list(selection["gene_list"], names)
+        genes = select_genes(n, **selection)
+    genes = sorted(set(int(g) for g in genes))
+    if not genes:
+        raise InputError("no reference genes selected")
+    bad = [g for g in genes if not 0 <= g < n]
+    if bad:
+        raise InputError(f"gene index {bad[0]} out of range 0..{n - 1}")
+    ensure_writable_dir(out_dir)
+    params = options.meta()
+    allocation = detect_allocation()
+    names_array = np.asarray(names, dtype=object)
+
+    todo, skipped, max_edges = [], [], 0
+    for g in genes:
+        out = gene_file_path(out_dir, g, names[g], n)
+        n_edges, upstream = base_summary(gene_file_path(base_dir, g, names[g], n))
+        if not force and upstream and is_valid_network(out, g, names[g], n, {**params, **upstream}):
+            skipped.append(g)
+        else:
+            todo.append(g)
+            max_edges = max(max_edges, n_edges)
+    est = estimate(n_genes=n, n_edges=max_edges)
+    if est.total_bytes > allocation.usable_bytes:
+        raise MemoryPlanError(
+            f"stage 03 for {max_edges} edges is estimated at {format_bytes(est.total_bytes)} "
+            f"> usable {format_bytes(allocation.usable_bytes)} ({allocation.describe()}); request more memory",
+            est, allocation,
+        )
+
+    failures: dict[int, str] = {}
+    written: list[int] = []
+    per_gene: dict[str, Any] = {}
+    with PeakRecorder(allocation.limit_bytes) as recorder:
+        for g in progress(todo, quiet=quiet, unit="gene"):
+            t0 = time.monotonic()
+            name = names[g]
+            try:
+                inputs = read_gene_inputs(
+                    gene_file_path(base_dir, g, name, n), gene_file_path(boot_dir, g, name, n), g, name, n
+                )
+                if expr_sha and inputs.upstream.get("expr_content_sha256") not in ("", expr_sha):
+                    raise InputError(f"gene {g} ({name}): base file was made from another expression matrix than {expr_h5}")
+                network = reconstruct(inputs, options)
+                out = gene_file_path(out_dir, g, name, n)
+                with atomic_output(out) as tmp:
+                    f = write_network(tmp, network.meta, network.edges, network.qual_summary,
+                                      network.topology, network.focus, names_array)
+                    try:
+                        write_h5_attrs(f, STAGE, est, allocation, recorder, 1)
+                    finally:
+                        f.close()
+                written.append(g)
+                per_gene[str(g)] = {"n_candidate_edges": inputs.n_edges,
+                                    "n_edges": network.meta["n_significant"],
+                                    "wall_s": round(time.monotonic() - t0, 4)}
+            except InputError as exc:
+                failures[g] = str(exc)
+            except (OSError, KeyError, ValueError) as exc:
+                failures[g] = f"{type(exc).__name__}: {exc}"
+    write_sidecar(
+        task_sidecar_path(out_dir, STAGE, genes, index_width(n)), STAGE, est, allocation, recorder, 1,
+        extra={"genes": genes, "written": written, "skipped": skipped,
+               "failed": {str(k): v for k, v in failures.items()}, "per_gene": per_gene,
+               "n_genes": n, "max_candidate_edges": max_edges, **params},
+    )
+    if failures:
+        raise GenesFailedError(failures)
+    return {"written": written, "skipped": skipped, "failed": failures}
+
+
+@click.command(name="03_reconstruct_diff_network")
+@click.option("--base-dir", required=True, type=click.Path(file_okay=False), help="Folder of 02a base_correlations/{gi}_{gene}.h5.")
+@click.option("--boot-dir", required=True, type=click.Path(file_okay=False), help="Folder of 02b bootstrap_significant/{gi}_{gene}.h5.")
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Output folder networks/ (created if missing).")
+@click.option("--expr-h5", default=None, type=click.Path(dir_okay=False), help="expression.h5: gene names and checksum (default: gene_names of the first base file).")
+@click.option("--min-effect", type=click.FloatRange(0, None), default=0.0, show_default=True, help="Keep edges with |delta| >= this.")
+@click.option("--corr-threshold", type=click.FloatRange(0, None), default=1e-4, show_default=True, help="tau: present = significant and |r| >= tau.")
+@click.option("--no-ci-filter", is_flag=True, help="Keep edges whose bootstrap CI contains 0.")
+@click.option("--zero-undefined", is_flag=True, help="Write 0 instead of NaN for undefined ratios and means (established behaviour).")
+@gene_selection_options
+def main(base_dir: str, boot_dir: str, out_dir: str, expr_h5: str | None, min_effect: float,
+         corr_threshold: float, no_ci_filter: bool, zero_undefined: bool, gene_index: tuple[int, ...],
+         gene_range: str | None, genes_per_task: int | None, task_id: int | None, gene_list: str | None,
+         force: bool, quiet: bool) -> None:
+    """Reconstruct the differential network of each selected reference gene."""
+    options = NetworkOptions(min_effect, corr_threshold, not no_ci_filter, zero_undefined)
+    selection = {"gene_index": list(gene_index) or None, "gene_range": gene_range,
+                 "genes_per_task": genes_per_task, "task_id": task_id, "gene_list": gene_list}
+    result = run_network(base_dir, boot_dir, out_dir, None, options, expr_h5, selection, force, quiet)
+    if not quiet:
+        print(f"03: {len(result['written'])} written, {len(result['skipped'])} skipped (valid output exists)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    from dcoex.cli import run_command
+
+    run_command(main)

@@ -1,0 +1,83 @@
+"""Correlation tests of DESIGN.md §4 and the flat pair index of the upper triangle.
+
+- per-group test: t = r·sqrt(df/(1−r²)), df = k−2, two-sided Student-t p from the survival
+  function (r clipped to [−1, 1]; 1−r² floored at float32 eps as in the established code);
+- differential test: Z = (atanh r_H − atanh r_L)/sqrt(1/(k_L−3) + 1/(k_H−3)), r clipped to
+  ±0.9999, two-sided p = 2·norm.sf(|Z|) (no underflow to 0 before ~1e-308).
+All p-value functions take float32 or float64 arrays and compute in float64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import special, stats
+
+FISHER_CLIP = 0.9999
+_EPS32 = float(np.finfo(np.float32).eps)
+
+
+def t_statistic(r: np.ndarray, df: int) -> np.ndarray:
+    """|t| of a correlation r with df degrees of freedom (float64)."""
+    r64 = np.clip(np.abs(np.asarray(r, dtype=np.float64)), 0.0, 1.0)
+    return r64 * np.sqrt(df / np.maximum(1.0 - r64 * r64, _EPS32))
+
+
+def t_pvalue(r: np.ndarray, df: int) -> np.ndarray:
+    """Two-sided p of H0: rho = 0 for correlation(s) r (float64)."""
+    return 2.0 * special.stdtr(df, -t_statistic(r, df))
+
+
+def fisher_z(r_low: np.ndarray, r_high: np.ndarray, k_low: int, k_high: int) -> np.ndarray:
+    """Z of the difference r_high − r_low (float64); positive when r_high > r_low."""
+    zl = np.arctanh(np.clip(np.asarray(r_low, dtype=np.float64), -FISHER_CLIP, FISHER_CLIP))
+    zh = np.arctanh(np.clip(np.asarray(r_high, dtype=np.float64), -FISHER_CLIP, FISHER_CLIP))
+    return (zh - zl) / np.sqrt(1.0 / (k_low - 3) + 1.0 / (k_high - 3))
+
+
+def z_pvalue(z: np.ndarray) -> np.ndarray:
+    """Two-sided normal p of Z from the survival function (float64)."""
+    return 2.0 * special.ndtr(-np.abs(np.asarray(z, dtype=np.float64)))
+
+
+def r_critical(alpha: float, df: int) -> float:
+    """|r| at which the t-test p equals alpha (0 if alpha >= 1)."""
+    if alpha >= 1.0:
+        return 0.0
+    t = float(stats.t.isf(alpha / 2.0, df))
+    return t / np.sqrt(df + t * t)
+
+
+def z_critical(alpha: float) -> float:
+    """|Z| at which the normal two-sided p equals alpha (0 if alpha >= 1)."""
+    if alpha >= 1.0:
+        return 0.0
+    return float(stats.norm.isf(alpha / 2.0))
+
+
+def n_pairs(n: int) -> int:
+    """Number of unordered pairs of n items."""
+    return n * (n - 1) // 2
+
+
+def flat_index(i: np.ndarray, j: np.ndarray, n_genes: int) -> np.ndarray:
+    """Row-major upper-triangle index of pairs i < j: i(2N−i−1)/2 + (j−i−1), int64."""
+    i64 = np.asarray(i, dtype=np.int64)
+    j64 = np.asarray(j, dtype=np.int64)
+    return i64 * (2 * n_genes - i64 - 1) // 2 + (j64 - i64 - 1)
+
+
+def pair_from_flat(k: np.ndarray, n_genes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of flat_index in exact int64 arithmetic: (i, j) as int64 arrays."""
+    k64 = np.asarray(k, dtype=np.int64)
+    n = np.int64(n_genes)
+    # float estimate of the row, then exact integer correction
+    disc = (2 * n - 1) ** 2 - 8 * k64.astype(np.float64)
+    i = np.floor(((2 * n - 1) - np.sqrt(np.maximum(disc, 0.0))) / 2).astype(np.int64)
+    i = np.clip(i, 0, n - 2)
+    for _ in range(3):
+        start = i * (2 * n - i - 1) // 2
+        i = np.where(start > k64, i - 1, i)
+        nxt = (i + 1) * (2 * n - i - 2) // 2
+        i = np.where(nxt <= k64, i + 1, i)
+    j = k64 - i * (2 * n - i - 1) // 2 + i + 1
+    return i, j

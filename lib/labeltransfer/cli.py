@@ -1,0 +1,65 @@
+"""The click group ``label_transfer`` with ``run`` and ``diagnose`` (logic lives in the package)."""
+
+from __future__ import annotations
+
+import click
+
+DEVICE = click.Choice(["auto", "cpu", "gpu"])
+TUNING = click.Choice(["none", "quick", "full"])
+
+
+def common_options(func):
+    """Options shared by ``run`` and ``diagnose`` (so diagnose predicts the run's memory)."""
+    options = [
+        click.option("--reference", required=True, type=click.Path(), help="Reference .h5ad (raw counts)."),
+        click.option("--query", required=True, type=click.Path(), help="Query .h5ad (raw counts)."),
+        click.option("--label-key", default="cell_type", show_default=True, help="obs column of the reference labels."),
+        click.option("--counts-layer", default=None, help="Layer holding raw counts (default: X)."),
+        click.option("--query-label-key", default=None, help="obs column of query labels, for evaluation."),
+        click.option("--min-cells-per-type", default=10, show_default=True, type=int, help="Drop reference types with fewer cells."),
+        click.option("--n-hvg", default=3000, show_default=True, type=int, help="Highly variable genes (seurat_v3, dataset as batch); 0 = all common genes."),
+        click.option("--n-latent", default=30, show_default=True, type=int, help="scVI latent dimensions."),
+        click.option("--batch-size", default=128, show_default=True, type=int, help="scVI mini-batch size (cells)."),
+        click.option("--device", default="auto", show_default=True, type=DEVICE, help="auto uses a GPU when torch sees one; gpu fails (exit 2) without one."),
+        click.option("--min-common-genes", default=200, show_default=True, type=int, help="Refuse fewer common genes."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.group(name="label_transfer")
+def main() -> None:
+    """Transfer cell-type labels from a reference to a query (scVI latent + XGBoost)."""
+
+
+@main.command()
+@common_options
+@click.option("--out-dir", required=True, type=click.Path(), help="Output folder.")
+@click.option("--max-epochs", default=400, show_default=True, type=int, help="scVI epochs at most (early stopping, patience 10).")
+@click.option("--xgb-tuning", default="none", show_default=True, type=TUNING, help="Stratified K-fold grid search: quick (4 combos, 3 folds), full (48 combos, 5 folds).")
+@click.option("--unknown-threshold", default=0.5, show_default=True, type=float, help="Max probability below this -> label 'unknown'.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--allow-non-integer", is_flag=True, help="Accept non-integer / negative values in the counts.")
+@click.option("--ignore-memory-check", is_flag=True, help="Warn instead of refusing (exit 3) when the estimate exceeds the allocation.")
+@click.option("--quiet", is_flag=True, help="No step messages on stderr.")
+def run(**kwargs) -> None:
+    """Run the whole pipeline and write predictions, report, figures and the model."""
+    from labeltransfer.run import RunOptions, run_label_transfer
+
+    report = run_label_transfer(RunOptions(**kwargs))
+    metrics = report.get("metrics")
+    line = f"label_transfer: wrote {kwargs['out_dir']} ({report['predictions']['n_query']} query cells"
+    if metrics:
+        line += f"; accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}"
+    click.echo(line + ")", err=True)
+
+
+@main.command()
+@common_options
+@click.option("--json", "as_json", is_flag=True, help="Print the diagnosis as JSON instead of text.")
+def diagnose(as_json: bool, **kwargs) -> None:
+    """Predict the run's memory from the files' headers and recommend settings (loads no matrix)."""
+    from labeltransfer.diagnose import diagnose as run_diagnose
+
+    click.echo(run_diagnose(as_json=as_json, **kwargs))

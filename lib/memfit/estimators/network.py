@@ -1,0 +1,52 @@
+"""Memory estimator of stage 03 (per reference gene differential network).
+
+Peak RSS of one task = interpreter and imports + per-gene vectors + the work of its
+largest gene (genes run one after another): per candidate edge (inputs, the E columns,
+masks, three adjacency matrices, output buffers) and the two-path products of the
+triangle count. Calibrated with bench/stage03.py --scan at N = 8,763 (320 to 506k
+candidate edges measured 82-237 MiB; this estimate is 5-16 % above each).
+"""
+
+from __future__ import annotations
+
+from memfit.estimate import PYTHON_BASELINE_BYTES, MemoryEstimate
+from memfit.units import MiB
+
+#: Resident bytes of stage 03's imports beyond the Python baseline (scipy.sparse, csgraph, h5py).
+IMPORTS_BYTES = 4 * MiB
+#: Bytes per candidate edge (|E0|) while one gene is processed.
+BYTES_PER_EDGE = 360
+#: Bytes per gene of the universe (names, degree/clustering vectors, component labels).
+BYTES_PER_GENE = 300
+#: The clustering step's row chunks hold at most this many two-path entries (the
+#: topology module's cap), at about BYTES_PER_TWO_PATH bytes each.
+TWO_PATH_CHUNK_ENTRIES = 4_000_000
+BYTES_PER_TWO_PATH = 4
+#: Candidate edges assumed when the caller does not know them yet (before 02a has run).
+DEFAULT_PLANNING_EDGES = 500_000
+
+
+def two_path_entries(n_genes: int, n_edges: int) -> int:
+    """Two-path entries priced for the triangle count: the sum of squared degrees of a
+    random graph of this size (4E^2/N + 2E, an upper bound for the degree-oriented
+    products), capped at the chunk size."""
+    expected = 4 * n_edges * n_edges // max(int(n_genes), 1) + 2 * n_edges
+    return int(min(TWO_PATH_CHUNK_ENTRIES, expected))
+
+
+def estimate(n_genes: int, n_edges: int | None = None, **_: object) -> MemoryEstimate:
+    """Predicted peak RSS (bytes) of a stage 03 task.
+
+    n_genes: genes in the expression matrix (N); n_edges: the largest number of
+    candidate edges (|E0|, from the 02a files) among the task's genes; when unknown
+    (planning before 02a ran), DEFAULT_PLANNING_EDGES.
+    """
+    edges = DEFAULT_PLANNING_EDGES if n_edges is None else int(n_edges)
+    components = {
+        "python": PYTHON_BASELINE_BYTES,
+        "imports": IMPORTS_BYTES,
+        "genes": BYTES_PER_GENE * int(n_genes),
+        "edges": BYTES_PER_EDGE * edges,
+        "clustering_two_paths": BYTES_PER_TWO_PATH * two_path_entries(n_genes, edges),
+    }
+    return MemoryEstimate("03", components, {"n_genes": int(n_genes), "n_edges": edges})

@@ -1,0 +1,3 @@
+from dcoex.stages.bootstrap_indices import main
+from dcoex.cli import run_command
+run_command(main)

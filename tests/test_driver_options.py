@@ -1,0 +1,128 @@
+"""Driver command line: identical flags for both schedulers; bad input is one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cluster_util import DRIVERS, run_driver, write_dataset
+from dcoex.errors import InputError
+from dcoex.pipeline.options import parse_args
+
+
+@pytest.fixture(scope="module")
+def tsv(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("opts") / "expr.tsv", n_genes=16, n_samples=30)
+
+
+def _bad(tmp_path, args, env=None, scheduler="slurm", **kw):
+    out = tmp_path / "out"
+    done = run_driver(scheduler, [*args, "--out-dir", out] if "--out-dir" not in args else args, env=env, **kw)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert not out.exists(), "bad input must not create the output folder"
+    return lines[0]
+
+
+@pytest.mark.parametrize("scheduler", ["slurm", "sge"])
+def test_unknown_flag(tmp_path, tsv, scheduler):
+    line = _bad(tmp_path, ["--expr-tsv", tsv, "--frobnicate", "3", "--dry-run"], scheduler=scheduler)
+    assert "--frobnicate" in line
+
+
+def test_both_or_neither_input(tmp_path, tsv):
+    assert "exactly one of --expr-tsv and --expr-h5" in _bad(tmp_path, ["--expr-tsv", tsv, "--expr-h5", tsv])
+    assert "exactly one of --expr-tsv and --expr-h5" in _bad(tmp_path, ["--dry-run"])
+
+
+def test_missing_file(tmp_path):
+    line = _bad(tmp_path, ["--expr-tsv", tmp_path / "nope.tsv", "--dry-run"])
+    assert "nope.tsv" in line and "no such file" in line
+
+
+def test_genes_per_task_zero(tmp_path, tsv):
+    assert "--genes-per-task must be >= 1, got 0" in _bad(tmp_path, ["--expr-tsv", tsv, "--genes-per-task", "0"])
+
+
+def test_gene_subset_with_unknown_genes_lists_them(tmp_path, tsv):
+    subset = tmp_path / "subset.txt"
+    subset.write_text("G01\nNOPE1\nG03\nNOPE2\n")
+    line = _bad(tmp_path, ["--expr-tsv", tsv, "--gene-subset", subset, "--dry-run"])
+    assert "2 unknown gene(s)" in line and "NOPE1" in line and "NOPE2" in line
+
+
+def test_bad_stage_and_time(tmp_path, tsv):
+    assert "unknown stage" in _bad(tmp_path, ["--expr-tsv", tsv, "--stages", "01,04"])
+    assert "HH:MM:SS" in _bad(tmp_path, ["--expr-tsv", tsv, "--time-02a", "5 hours"])
+    assert "unknown stage" in _bad(tmp_path, ["--expr-tsv", tsv, "--time-09", "01:00:00"])
+
+
+@pytest.mark.parametrize("scheduler,command", [("slurm", "sbatch"), ("sge", "qsub")])
+def test_missing_scheduler_command_is_named(tmp_path, tsv, scheduler, command):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    done = subprocess.run([sys.executable, "-m", "dcoex.pipeline", "--scheduler", scheduler, "--expr-tsv", str(tsv),
+                           "--out-dir", str(tmp_path / "out")], capture_output=True, text=True,
+                          env=dict(os.environ, PATH=str(empty)))
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and f"{command} not found on PATH" in done.stderr
+    assert "--local" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("scheduler,field,unit", [("slurm", "--mem=", "M"), ("sge", "h_vmem=", "M")])
+def test_plan_larger_than_any_node_is_rejected_before_submitting(tmp_path, tsv, scheduler, field, unit):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    # a cluster whose only node offers 1 GiB: sinfo (SLURM, MB) / qhost -F h_vmem (SGE)
+    (fake / "sinfo").write_text("#!/bin/sh\necho 1024\n")
+    (fake / "qhost").write_text("#!/bin/sh\necho 'vm lx-amd64 2'\necho '    hc:h_vmem=1.000G'\n")
+    (fake / "scontrol").write_text("#!/bin/sh\necho 'MaxArraySize            = 1001'\n")
+    (fake / "qconf").write_text("#!/bin/sh\necho 'max_aj_tasks 75000'\n")
+    for name in ("sbatch", "qsub"):
+        (fake / name).write_text("#!/bin/sh\necho SUBMITTED >> \"$(dirname \"$0\")/log\"; exit 1\n")
+    for p in fake.iterdir():
+        p.chmod(0o755)
+    done = subprocess.run([sys.executable, "-m", "dcoex.pipeline", "--scheduler", scheduler, "--expr-tsv", str(tsv),
+                           "--out-dir", str(tmp_path / "out"), "--n-bootstrap", "5000000", "--genes-per-task", "4"],
+                          capture_output=True, text=True, env=dict(os.environ, PATH=f"{fake}:/usr/bin:/bin"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1
+    assert field in done.stderr and "largest node offers 1.00 GiB" in done.stderr
+    assert not (fake / "log").exists(), "nothing may be submitted"
+
+
+def test_help_lists_the_same_flags_for_both(tmp_path):
+    texts = [run_driver(s, ["--help"]).stdout for s in ("slurm", "sge")]
+    assert texts[0] == texts[1]
+    for flag in ("--expr-tsv", "--expr-h5", "--out-dir", "--n-bootstrap", "--batch-size", "--seed", "--low-frac",
+                 "--high-frac", "--bootstrap-frac", "--fdr-alpha", "--edge-selection", "--genes-per-task",
+                 "--gene-subset", "--stages", "--local", "--dry-run", "--mem-safety", "--max-retries",
+                 "--queue/--partition", "--account/--project", "--slots", "--time-<stage>", "DCOEX_TEST_MEM_SCALE_"):
+        assert flag in texts[0], flag
+
+
+def test_driver_scripts_differ_only_in_scheduler_name():
+    slurm, sge = (DRIVERS[s].read_text().splitlines() for s in ("slurm", "sge"))
+    assert len(slurm) == len(sge)
+    differ = [(a, b) for a, b in zip(slurm, sge) if a != b]
+    assert [a.replace("SLURM", "SGE") for a, _ in differ[:-1]] == [b for _, b in differ[:-1]]  # comment
+    assert differ[-1][0].endswith("--scheduler slurm \"$@\"") and differ[-1][1].endswith("--scheduler sge \"$@\"")
+    assert differ[-1][0].replace("slurm", "sge") == differ[-1][1]
+
+
+def test_parse_args_values(tmp_path, tsv):
+    o = parse_args(["--expr-tsv", str(tsv), "--out-dir", str(tmp_path), "--partition", "long", "--project", "p1",
+                    "--time-02a", "02:00:00", "--time-03b=00:10:00", "--slots", "4", "--batch-size", "64",
+                    "--stages", "02b,03,03b", "--max-retries", "0"], "slurm")
+    assert (o.queue, o.account, o.slots, o.batch_size, o.max_retries) == ("long", "p1", 4, 64, 0)
+    assert o.times == {"02a": "02:00:00", "03b": "00:10:00"}
+    assert o.stages == ["02b", "03", "03b"]
+    with pytest.raises(InputError, match="--low-frac must be in"):
+        parse_args(["--expr-tsv", str(tsv), "--out-dir", str(tmp_path), "--low-frac", "0.7"], "sge")

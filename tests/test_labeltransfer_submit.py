@@ -1,0 +1,107 @@
+"""Submit scripts: --dry-run commands (memory from the estimate / safety), and the manifest with a fake scheduler."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import subprocess
+
+import pytest
+
+from memfit.allocation import VIRTUAL_OVERHEAD_BYTES
+from memfit.units import MiB
+from util_labeltransfer import PYTHON, SGE_SCRIPT, SLURM_SCRIPT, counts_adata, gene_names, write
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    d = tmp_path_factory.mktemp("lt_submit")
+    ref = write(counts_adata(60, gene_names(250), seed=1), d / "ref.h5ad")
+    qry = write(counts_adata(30, gene_names(250), seed=2), d / "query.h5ad")
+    return ref, qry
+
+
+def _estimate(ref, qry, device="cpu") -> int:
+    from labeltransfer.diagnose import diagnose
+
+    return json.loads(diagnose(str(ref), str(qry), "cell_type", device=device, as_json=True))["peak_bytes"]
+
+
+def _script(script, *args, env=None):
+    full_env = dict(os.environ, DCOEX_PYTHON=PYTHON, **(env or {}))
+    return subprocess.run(["bash", str(script), *map(str, args)], capture_output=True, text=True, env=full_env, timeout=300)
+
+
+def test_slurm_dry_run(pair, tmp_path):
+    ref, qry = pair
+    out = tmp_path / "out"
+    proc = _script(SLURM_SCRIPT, "--reference", ref, "--query", qry, "--out-dir", out, "--dry-run",
+                   "--partition", "long", "--time", "02:00:00", "--n-hvg", "0", "--max-epochs", "50")
+    assert proc.returncode == 0, proc.stderr
+    argv = shlex.split(proc.stdout.strip().splitlines()[-1])
+    assert argv[0] == "sbatch"
+    expected = math.ceil(_estimate(ref, qry) / 0.7 / MiB)  # n_hvg does not change it: all 250 genes
+    assert f"--mem={expected}M" in argv
+    assert "--partition=long" in argv and "--time=02:00:00" in argv
+    assert not any(a.startswith("--gres") for a in argv)
+    job = shlex.split(argv[argv.index("--wrap") + 1])
+    assert job[1:4] == ["-m", "labeltransfer", "run"]
+    assert job[job.index("--n-hvg") + 1] == "0" and job[job.index("--max-epochs") + 1] == "50"
+    assert job[job.index("--device") + 1] == "auto"
+    assert not out.exists()  # a dry run writes nothing
+
+
+def test_slurm_gpu_and_sge_dry_run(pair, tmp_path):
+    ref, qry = pair
+    proc = _script(SLURM_SCRIPT, "--reference", ref, "--query", qry, "--out-dir", tmp_path / "o", "--dry-run", "--gpu")
+    argv = shlex.split(proc.stdout.strip().splitlines()[-1])
+    assert "--gres=gpu:1" in argv
+    assert "--device gpu" in argv[argv.index("--wrap") + 1]
+    assert f"--mem={math.ceil(_estimate(ref, qry, 'gpu') / 0.7 / MiB)}M" in argv
+    proc = _script(SGE_SCRIPT, "--reference", ref, "--query", qry, "--out-dir", tmp_path / "o", "--dry-run",
+                   "--gpu", "--gpu-resource", "gpu_card=1", "--queue", "all.q", "--cpus", "4", "--mem-safety", "0.5")
+    assert proc.returncode == 0, proc.stderr
+    argv = shlex.split(proc.stdout.strip().splitlines()[-1])
+    assert argv[:2] == ["qsub", "-terse"]
+    total = math.ceil((_estimate(ref, qry, "gpu") + VIRTUAL_OVERHEAD_BYTES + 1024 * MiB) / 0.5 / MiB)
+    assert f"h_vmem={math.ceil(total / 4)}M,h_rt=24:00:00" in argv
+    assert argv[argv.index("-pe") + 1: argv.index("-pe") + 3] == ["smp", "4"]
+    assert argv[argv.index("-q") + 1] == "all.q"
+    assert "gpu_card=1" in argv
+    assert argv[argv.index("-m") - 1] == PYTHON or os.path.abspath(PYTHON) in argv
+
+
+def test_wrong_scheduler_flag_is_bad_input(pair, tmp_path):
+    ref, qry = pair
+    proc = _script(SLURM_SCRIPT, "--reference", ref, "--query", qry, "--out-dir", tmp_path / "o", "--queue", "q", "--dry-run")
+    assert proc.returncode == 2 and "--queue is for SGE" in proc.stderr
+    proc = _script(SGE_SCRIPT, "--reference", tmp_path / "none.h5ad", "--query", qry, "--out-dir", tmp_path / "o", "--dry-run")
+    assert proc.returncode == 2 and "no such file" in proc.stderr
+
+
+def test_manifest_with_fake_sbatch(pair, tmp_path):
+    ref, qry = pair
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "sbatch_args.txt"
+    fake = bin_dir / "sbatch"
+    fake.write_text(f"#!/bin/bash\necho \"$@\" >> {record}\necho 4242\n")
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    for _ in range(2):
+        proc = _script(SLURM_SCRIPT, "--reference", ref, "--query", qry, "--out-dir", out, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip().splitlines()[-1] == "4242"
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    assert manifest["manifest_version"] == 1 and manifest["scheduler"] == "slurm"
+    stage = manifest["stages"]["label_transfer"]
+    est = _estimate(ref, qry)
+    assert stage["estimate"]["total_bytes"] == est == stage["raw_estimate_bytes"]
+    assert stage["requested_bytes"] == math.ceil(est / 0.7 / MiB) * MiB
+    assert [a["attempt"] for a in stage["attempts"]] == [1, 2]
+    assert all(a["job_id"] == "4242" and a["command"][0] == "sbatch" for a in stage["attempts"])
+    assert manifest["data_shape"]["n_reference"] == 60 and manifest["data_shape"]["n_query"] == 30
+    assert len(record.read_text().splitlines()) == 2

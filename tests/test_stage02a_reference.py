@@ -1,0 +1,112 @@
+"""Stage 02a against independent references: scipy spearmanr, scipy t/normal survival
+functions, statsmodels BH and a naive dense implementation of the stored edge set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from scipy import stats
+
+from dcoex.genes import gene_file_path
+from dcoex.stats import flat_index, pair_from_flat
+from util_stage02 import SCRIPT_02A, planted_matrix, read_edges, reference_base, run_script, write_inputs
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    x, data = planted_matrix(n_genes=48, n_samples=120, seed=3, module_size=5)
+    folder = tmp_path_factory.mktemp("s02a_ref")
+    expr, idx = write_inputs(folder, x, n_bootstrap=10)
+    genes = [5, *data.modulators, 9]
+    outputs = {}
+    for alpha in (0.05, 0.5):
+        out = folder / f"base_{alpha}"
+        args = ["--expr-h5", expr, "--indices-h5", idx, "--out-dir", out, "--fdr-alpha", alpha, "--batch-size", 7]
+        for g in genes:
+            args += ["--gene-index", g]
+        done = run_script(SCRIPT_02A, *args)
+        assert done.returncode == 0, done.stderr
+        outputs[alpha] = out
+    return x, idx, genes, outputs
+
+
+def _groups(idx: Path, gene: int) -> tuple[np.ndarray, np.ndarray]:
+    with h5py.File(idx, "r") as f:
+        return f["indices/low"][gene], f["indices/high"][gene]
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.5])
+def test_edges_match_dense_reference(planted, alpha):
+    x, idx, genes, outputs = planted
+    n = x.shape[0]
+    found_any = False
+    for gene in genes:
+        low, high = _groups(idx, gene)
+        ref = reference_base(x.astype(np.float64), low, high, alpha)
+        meta, d = read_edges(gene_file_path(outputs[alpha], gene, f"g{gene}", n))
+        sig = ref["sig_diff"]
+        found_any |= sig.size > 0
+        # the stored edge set is the naive sig_differential set, in ascending flat order
+        np.testing.assert_array_equal(d["edges/pair_index"], sig)
+        np.testing.assert_array_equal(d["edges/gene_i"], ref["i"][sig])
+        np.testing.assert_array_equal(d["edges/gene_j"], ref["j"][sig])
+        # r equals scipy's spearmanr (ties included)
+        np.testing.assert_allclose(d["edges/r_low"], ref["r_low"][sig], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(d["edges/r_high"], ref["r_high"][sig], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(d["edges/delta"], ref["r_high"][sig] - ref["r_low"][sig], atol=2e-5, rtol=0)
+        # significance masks and counts equal statsmodels BH over the whole families
+        np.testing.assert_array_equal(d["edges/sig_low"], ref["q_low"][sig] < alpha)
+        np.testing.assert_array_equal(d["edges/sig_high"], ref["q_high"][sig] < alpha)
+        assert meta["n_sig_low"] == np.sum(ref["q_low"] < alpha)
+        assert meta["n_sig_high"] == np.sum(ref["q_high"] < alpha)
+        assert meta["n_sig_differential"] == sig.size
+        assert meta["n_sig_edges"] == np.sum((ref["q_low"][sig] < alpha) | (ref["q_high"][sig] < alpha))
+        # q: statsmodels within 1e-6 relative (float32 r moves the most extreme p's by < 1e-4),
+        # exact below alpha, NaN (not computed) at or above alpha
+        for fam in ("low", "high", "diff"):
+            got, want = d[f"edges/q_{fam}"], ref[f"q_{fam}"][sig]
+            below = want < alpha
+            np.testing.assert_allclose(got[below], want[below], rtol=1e-4)
+            assert np.all(np.isnan(got[~below]))
+        # p from the survival functions at the stored r (and near scipy's at scipy's r)
+        k_low, k_high = low.size, high.size
+        for fam, k in (("low", k_low), ("high", k_high)):
+            r = d[f"edges/r_{fam}"].astype(np.float64)
+            t = r * np.sqrt((k - 2) / np.maximum(1 - r * r, np.finfo(np.float32).eps))
+            np.testing.assert_allclose(d[f"edges/p_{fam}"], 2 * stats.t.sf(np.abs(t), k - 2), rtol=1e-9)
+            np.testing.assert_allclose(d[f"edges/p_{fam}"], ref[f"p_{fam}"][sig], rtol=1e-3)
+        rl, rh = (np.clip(d[f"edges/r_{f}"].astype(np.float64), -0.9999, 0.9999) for f in ("low", "high"))
+        z = (np.arctanh(rh) - np.arctanh(rl)) / np.sqrt(1 / (k_low - 3) + 1 / (k_high - 3))
+        np.testing.assert_allclose(d["edges/p_diff"], 2 * stats.norm.sf(np.abs(z)), rtol=1e-9)
+        assert np.all(d["edges/p_diff"] > 0)
+    assert found_any
+
+
+def test_constant_rows_leave_the_family(planted):
+    x, idx, genes, outputs = planted
+    n = x.shape[0]
+    meta, d = read_edges(gene_file_path(outputs[0.5], 5, "g5", n))
+    low, _ = _groups(idx, 5)
+    const_low = int(sum(np.all(row == row[0]) for row in x[:, low]))
+    assert meta["n_const_low"] == const_low == 2
+    assert meta["n_tests_low"] == (n - 2) * (n - 3) // 2
+    assert meta["n_excluded"] == n * (n - 1) // 2 - meta["n_tests_diff"] > 0
+    bad = {5, 6}
+    assert not any(int(i) in bad or int(j) in bad for i, j in zip(d["edges/gene_i"], d["edges/gene_j"]))
+
+
+def test_flat_index_round_trip_above_int32():
+    n = 70_000  # n_tests > 2**31
+    i = np.array([0, 1, 12_345, n - 3, n - 2], dtype=np.int64)
+    j = np.array([1, n - 1, 50_000, n - 1, n - 1], dtype=np.int64)
+    k = flat_index(i, j, n)
+    assert k[-1] == n * (n - 1) // 2 - 1 > 2**31
+    ii, jj = pair_from_flat(k, n)
+    np.testing.assert_array_equal(ii, i)
+    np.testing.assert_array_equal(jj, j)
+    small = 9
+    iu, ju = np.triu_indices(small, 1)
+    np.testing.assert_array_equal(flat_index(iu, ju, small), np.arange(iu.size))
