@@ -50,15 +50,16 @@ def _run_stage(args: list[str], scratch: Path) -> tuple[float, int, int]:
 def main(n_genes, n_samples, n_bootstrap, batch_sizes, compression, compression_level,
          deflate_strategy, threads, work_dir, out_json, seed) -> None:
     """Time stage 01 at several batch sizes on one shape."""
-    from dcoex.expression_store import write_expression
-    from dcoex.synthetic import make_synthetic
-
     scratch = Path(work_dir or tempfile.mkdtemp(prefix="dcoex-bench01-"))
     scratch.mkdir(parents=True, exist_ok=True)
     expr = scratch / "expression.h5"
-    data = make_synthetic(n_genes, n_samples, seed=1, n_modulators=0)
-    write_expression(expr, data.matrix, data.gene_names, data.sample_names)
-    del data
+    # built in a child process: a large parent would inflate the stage's ru_maxrss
+    # (Linux keeps the forking parent's high-water mark across exec)
+    subprocess.run([sys.executable, "-c", (
+        "import sys; from dcoex.synthetic import make_synthetic; "
+        "from dcoex.expression_store import write_expression; "
+        f"d = make_synthetic({n_genes}, {n_samples}, seed=1, n_modulators=0); "
+        "write_expression(sys.argv[1], d.matrix, d.gene_names, d.sample_names)"), str(expr)], check=True)
     rows = []
     for batch in [b.strip() for b in batch_sizes.split(",") if b.strip()]:
         out = scratch / f"bootstrap_indices.{batch}.h5"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -29,13 +28,16 @@ SGE_ACCOUNTING = Path("/var/lib/gridengine/default/common/accounting")
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Start every run at once (they mostly wait on the schedulers), then wait for all."""
+    if not any(cluster_status(s)[0] for s in SCHEDULERS):
+        require_cluster("slurm")  # skips with the reason (fails under CI=true)
     base = tmp_path_factory.mktemp("cluster_runs")
     tsv = write_dataset(base / "expr.tsv")
     started: dict[str, Path] = {}
     for sched in SCHEDULERS:
         if not cluster_status(sched)[0]:
             continue
-        for kind, env in (("plain", {}), ("oom", {f"DCOEX_TEST_MEM_SCALE_{OOM_STAGE}": "0.2"})):
+        oom_env = {f"DCOEX_TEST_MEM_SCALE_{OOM_STAGE}": "0.2", "DCOEX_TEST_MEM_SCALE_01": "0.2"}
+        for kind, env in (("plain", {}), ("oom", oom_env)):
             out = base / f"{sched}_{kind}"
             done = run_driver(sched, ["--expr-tsv", tsv, "--out-dir", out, *ARGS], env=env)
             assert done.returncode == 0, done.stderr
@@ -93,7 +95,7 @@ def stage_rows(acct: dict, attempt: dict) -> dict[int | None, dict]:
     """Rows of one attempt by task (None for a single job)."""
     job = attempt["job_id"]
     if attempt["task_list"] is None:
-        return {None: acct.get(job) or acct[f"{job}_1"] if job in acct or f"{job}_1" in acct else acct[job]}
+        return {None: acct[job]}
     return {t: acct[f"{job}_{t}"] for t in attempt["task_list"]}
 
 
@@ -170,6 +172,18 @@ def test_oom_task_is_retried_with_more_memory(runs, sched):
         for row in stage_rows(acct, attempt).values():
             assert row["req_mib"] == pytest.approx(attempt["requested_bytes"] / 2**20 / (slots if sched == "sge" else 1))
     assert_same_outputs(runs["local"], out)
+
+
+@pytest.mark.parametrize("sched", SCHEDULERS)
+def test_oom_of_a_single_job_repoints_the_next_stage(runs, sched):
+    """Stage 01 (one job) fails for memory: its retry's finaliser becomes what 02a waits for."""
+    out, manifest = _need(runs, f"{sched}_oom")
+    attempts = manifest["stages"]["01"]["attempts"]
+    assert [a["reason"] for a in attempts] == ["initial", "oom-retry"]
+    acct = accounting(sched, [attempts[1]["job_id"], manifest["stages"]["02a"]["attempts"][0]["job_id"]])
+    retry_end = stage_rows(acct, attempts[1])[None]["end"]
+    for t, row in stage_rows(acct, manifest["stages"]["02a"]["attempts"][0]).items():
+        assert row["start"] >= retry_end, f"02a task {t} started before the retried 01 ended"
 
 
 @pytest.mark.parametrize("sched", SCHEDULERS)

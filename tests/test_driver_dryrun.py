@@ -105,7 +105,11 @@ def test_dry_run_memory_follows_estimators(tmp_path, tsv, scheduler):
 
 
 def test_dry_run_plan_table_and_stage_selection(tmp_path, tsv):
-    text, cmds = dry_run("slurm", tsv, tmp_path / "run", "--stages", "02b,03,03b")
-    assert "stage  jobs/tasks" in text
-    assert [_opt(c, "--job-name") for c in cmds[0::2]] == ["dcoex_02b_run", "dcoex_03_run", "dcoex_03b_run"]
-    assert _opt(cmds[0], "--dependency") is None
+    text, cmds = dry_run("slurm", tsv, tmp_path / "run", "--stages", "00,01")
+    assert "stage  jobs/tasks" in text and "\n02a" not in text
+    assert [_opt(c, "--job-name") for c in cmds[0::2]] == ["dcoex_00_run", "dcoex_01_run"]
+    # later stages alone need their inputs on disk
+    done = run_driver("slurm", ["--expr-tsv", tsv, "--out-dir", tmp_path / "run", "--stages", "02b,03,03b",
+                                "--dry-run"])
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "stage 02b needs the outputs of stage 02a" in done.stderr

@@ -204,3 +204,59 @@ def test_slurm_calibration_round_trip(slurm_cluster, oom_runs, tmp_path):
     row = review_rows(tmp_path / "second")["02a"]
     assert row["oom_killed"] == 0 and row["done"] == row["tasks"]
     assert os.path.exists(tmp_path / "second" / "memory_review.json")
+
+
+def copy_run(out: Path, target: Path, unknown_job: str | None = None) -> Path:
+    """A copy of a run's manifest and sidecars (optionally with one attempt's job id replaced)."""
+    import shutil
+
+    shutil.copytree(out, target, ignore=shutil.ignore_patterns("*.h5", "logs", ".dcoex", "memory_review.*"))
+    if unknown_job:
+        manifest = json.loads((target / "run_manifest.json").read_text())
+        manifest["stages"]["00"]["attempts"][0]["job_id"] = unknown_job
+        for entry in manifest["stages"].values():
+            if entry.get("output"):
+                entry["output"] = str(target / Path(entry["output"]).name)
+        (target / "run_manifest.json").write_text(json.dumps(manifest))
+    return target
+
+
+@pytest.mark.parametrize("scheduler", ["slurm", "sge"])
+def test_unknown_job_ids_live(scheduler, request, oom_runs, tmp_path):
+    request.getfixturevalue(f"{scheduler}_cluster")
+    out, _ = oom_run(oom_runs, scheduler)
+    copy = copy_run(out, tmp_path / "copy", unknown_job="987654")
+    proc = memory_review("--out-dir", str(copy), "--no-plot")
+    assert "987654" in proc.stderr and "unknown" in proc.stderr
+    report = json.loads((copy / "memory_review.json").read_text())
+    assert report["accounting"]["unknown_job_ids"] == ["987654"]
+    assert review_rows(copy)["02a"]["oom_killed"] >= 1  # the rest is still reviewed
+
+
+def test_slurm_accounting_disabled_live(slurm_cluster, oom_runs, tmp_path):
+    """The real sacct of a SLURM without slurmdbd ('Slurm accounting storage is disabled')."""
+    out, manifest = oom_run(oom_runs, "slurm")
+    copy = copy_run(out, tmp_path / "copy")
+    conf = tmp_path / "slurm.conf"
+    lines = Path("/etc/slurm/slurm.conf").read_text().splitlines()
+    conf.write_text("\n".join(l for l in lines if not l.startswith("AccountingStorage"))
+                    + "\nAccountingStorageType=accounting_storage/none\n")
+    proc = subprocess.run([sys.executable, "-m", "memfit", "review", "--out-dir", str(copy), "--no-plot"],
+                          capture_output=True, text=True, timeout=180, env=dict(os.environ, SLURM_CONF=str(conf)))
+    assert proc.returncode == 0, proc.stderr
+    assert "accounting storage is disabled" in proc.stderr and "Traceback" not in proc.stderr
+    row = review_rows(copy)["02a"]
+    assert row["used_max_bytes"] is None
+    assert row["peak_rss_max_bytes"] == max(sidecar_peaks(out, manifest, "02a").values())
+    assert row["done"] == row["tasks"]
+
+
+def test_slurm_jobs_mode_live(slurm_cluster, oom_runs, tmp_path):
+    out, manifest = oom_run(oom_runs, "slurm")
+    job = manifest["stages"]["02a"]["attempts"][0]["job_id"]
+    memory_review("--jobs", job, "--scheduler", "slurm", "--report-dir", str(tmp_path), "--no-plot")
+    row = review_rows(tmp_path)[job]
+    reference = sacct_maxrss([job])
+    assert row["tasks"] == manifest["stages"]["02a"]["n_tasks"]
+    assert row["used_max_bytes"] == max(v for k, v in reference.items() if k.startswith(f"{job}_"))
+    assert row["oom_killed"] >= 1

@@ -233,6 +233,11 @@ def test_jobs_mode_without_manifest(tmp_path: Path):
                                                                     0.95) * 1.2)
     assert rows["4"]["oom_killed"] == 1
     assert rows["424242"]["unknown"] == 1
+    # one task of an array
+    assert review("--jobs", "5_2", "--sacct-file", str(SACCT), "--report-dir", str(tmp_path),
+                  "--no-plot").returncode == 0
+    row = stages_of(tmp_path)["5_2"]
+    assert row["tasks"] == 1 and row["used_max_bytes"] == sacct_maxrss("5_2")
 
 
 def test_unknown_job_ids_are_reported_not_fatal(slurm_run: Path):

@@ -99,3 +99,10 @@ def test_gene_without_inputs_for_bootstrap_does_not_mix_parameters(inputs, tmp_p
         assert f["meta"].attrs["n_bootstrap"] == 250 and f["meta"].attrs["edge_selection"] == "sig_differential"
         status = [s.decode() for s in f["per_gene/status"][()]]
     assert status[0] == "ok" and status[7] == "no-edges" and status.count("missing") == N - 2
+
+
+def test_summary_inside_the_networks_folder_is_not_read_as_a_network(inputs, tmp_path):
+    run_network(inputs / "base", inputs / "boot", tmp_path / "net", genes=[0])
+    for _ in range(2):
+        res = run_cli(STAGE03B, "--networks-dir", tmp_path / "net", "--out-h5", tmp_path / "net" / "summary.h5", "--quiet")
+        assert res.returncode == 0, res.stderr

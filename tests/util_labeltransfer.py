@@ -36,14 +36,14 @@ def counts_adata(
     # distribution (and marker role) in every file whatever its position
     data = synthetic_counts(n_cells, 1000, n_types=n_types, seed=seed, mean_count=0.4, label_key=label_key,
                             markers_per_type=100)
-    data = data[:, [zlib.crc32(g.encode()) % 1000 for g in genes]].copy()
+    columns = [zlib.crc32(g.encode()) % 1000 for g in genes]
     labels = data.obs[label_key].astype(str).to_numpy().copy()
     if rare:
         start = 0
         for name, count in rare.items():
             labels[start : start + count] = name
             start += count
-    x = data.X.astype(dtype)
+    x = sp.csr_matrix(data.X[:, columns]).astype(dtype)
     obs = pd.DataFrame({label_key: pd.Categorical(labels), "batch": "b0"}, index=[f"s{seed}_c{i}" for i in range(n_cells)])
     var = pd.DataFrame(index=pd.Index(genes))
     return anndata.AnnData(X=x.toarray() if dense else sp.csr_matrix(x), obs=obs, var=var)

@@ -3,16 +3,18 @@
 A bootstrap resample of a group repeats some of its samples (positions drawn with
 replacement). Its Spearman correlation is the Pearson correlation of the resample's
 average ranks, where duplicated samples are ties. Only the genes of the selected edges are
-ranked, and each is ranked from its dense ranks within the group (computed once):
+ranked, each from its order within the group (computed once per chunk of edges):
 
-- a resample is its support (distinct positions p) and counts c_p (sum c_p = k_r);
-- the number of resample values at or below a gene's dense value v is a cumulative sum of
-  counts, so the average rank of value v is cum_v − (w_v − 1)/2 (w_v = count at v);
-- the rank vector centred on (k_r + 1)/2, weighted by sqrt(c_p) and scaled to unit norm
-  gives y with r = Σ_p y_i,p·y_j,p: exactly the correlation over the k_r columns.
+- a resample is a vector of counts c_p over the k positions of the group (sum c_p = k_r);
+- along a gene's sorted positions, the cumulative sum of counts gives the average rank of
+  each value: cum − (c − 1)/2, or for a run of tied values (cum_last + cum_before_first + 1)/2;
+- the ranks centred on (k_r + 1)/2, weighted by sqrt(c_p) and scaled to unit norm give
+  y with r = Σ_p y_i,p·y_j,p: exactly the correlation over the k_r resampled columns.
 
 Edges are processed in chunks (memory O(chunk × B)); within a chunk, replicates in
-blocks and edges in sub-blocks so temporaries stay bounded. A gene constant within a
+blocks and edges in sub-blocks so temporaries stay bounded. Within a chunk, a dense core
+of high-degree genes (e.g. a rewired module) is computed by matrix products, the other
+edges by row gathers. A gene constant within a
 resample has no correlation: its replicate is NaN and the statistics use the finite
 replicates (``n_finite``).
 """
@@ -24,8 +26,15 @@ from typing import Iterator
 
 import numpy as np
 
-from dcoex.ranks import dense_ranks
-from memfit.estimators.bootstrap_edges import GATHER_WORK_BYTES, RANK_WORK_BYTES
+from dcoex.ranks import tie_bounds
+from memfit.estimators.bootstrap_edges import GATHER_WORK_BYTES, RANK_WORK_BYTES, STATS_WORK_BYTES
+
+#: Dense-core sizes tried: MIN_CORE, MIN_CORE + CORE_STEP, ... up to MAX_CORE genes.
+MIN_CORE = 64
+CORE_STEP = 32
+MAX_CORE = 2048
+#: Cost of one gathered edge relative to one pair of a core matrix product.
+GATHER_COST_RATIO = 24.0
 
 
 def positions_in_group(samples: np.ndarray, group: np.ndarray) -> np.ndarray:
@@ -38,48 +47,55 @@ def positions_in_group(samples: np.ndarray, group: np.ndarray) -> np.ndarray:
 
 
 class ResampleSide:
-    """One group (LOW or HIGH) of one reference gene: its genes' dense ranks and resamples."""
+    """One group (LOW or HIGH) of one reference gene for a set of genes: their order within
+    the group and the resamples' counts."""
 
     def __init__(self, x_group: np.ndarray, boot_positions: np.ndarray) -> None:
-        """``x_group``: (n_g, k) values of the genes in the group's samples; ``boot_positions``:
+        """``x_group``: (g, k) values of the genes in the group's samples; ``boot_positions``:
         (B, k_r) positions (0..k−1) of each resample."""
-        self.dense = dense_ranks(x_group)
-        self.n_genes, self.k = self.dense.shape
+        x_group = np.atleast_2d(x_group)
+        self.n_genes, self.k = x_group.shape
         self.n_boot, self.kr = boot_positions.shape
-        counts = np.zeros((self.n_boot, self.k), dtype=np.int64)
-        rows = np.repeat(np.arange(self.n_boot), self.kr)
-        np.add.at(counts, (rows, boot_positions.ravel()), 1)
-        support = counts > 0
-        self.m = int(support.sum(axis=1).max())
-        order = np.argsort(~support, axis=1, kind="stable")[:, : self.m]
-        self.support = order
-        self.weights = np.take_along_axis(counts, order, axis=1).astype(np.float64)
+        self.order = np.argsort(x_group, axis=1, kind="stable")
+        first, last = tie_bounds(np.take_along_axis(x_group, self.order, axis=1))
+        sorted_position = np.empty_like(self.order)
+        np.put_along_axis(sorted_position, self.order, np.arange(self.k), axis=1)
+        self.rank_index = np.arange(self.n_genes)[:, None] * self.k + sorted_position
+        self.tied = np.flatnonzero(np.any(first != last, axis=1))
+        self.first, self.last = first[self.tied], last[self.tied]
+        flat = (np.arange(self.n_boot)[:, None] * self.k + boot_positions).ravel()
+        self.counts = np.bincount(flat, minlength=self.n_boot * self.k).reshape(self.n_boot, self.k).astype(np.float32)
+        self.sqrt_counts = np.sqrt(self.counts)
 
-    def bytes_per_replicate(self, n_genes: int) -> int:
-        """Ranking temporaries of one replicate for ``n_genes`` genes (bytes)."""
-        return n_genes * (16 * self.k + 40 * self.m)
+    def bytes_per_replicate(self) -> int:
+        """Ranking temporaries of one replicate (bytes)."""
+        return self.n_genes * self.k * 16
 
-    def unit_values(self, genes: np.ndarray, b0: int, b1: int) -> np.ndarray:
-        """y (len(genes), b1−b0, m) float32: unit-norm weighted centred resample ranks;
-        NaN rows for genes constant in a resample."""
-        nb, k, m = b1 - b0, self.k, self.m
-        dense = self.dense[genes][:, self.support[b0:b1]]  # (g, nb, m)
-        w = self.weights[b0:b1]  # (nb, m)
-        offsets = (np.arange(len(genes))[:, None, None] * nb + np.arange(nb)[None, :, None]) * k
-        flat = (dense + offsets).ravel()
-        counts = np.bincount(flat, weights=np.broadcast_to(w, dense.shape).ravel(), minlength=len(genes) * nb * k)
-        counts = counts.reshape(len(genes), nb, k)
-        avg = np.cumsum(counts, axis=2)
-        avg -= (counts - 1.0) / 2.0
-        del counts
-        ranks = np.take_along_axis(avg, dense, axis=2)
-        del avg, dense
+    def unit_values(self, b0: int, b1: int) -> np.ndarray:
+        """y (b1−b0, g, k) float32: unit-norm, count-weighted, centred resample ranks of every
+        gene at every group position (0 where a position is not drawn); NaN rows for genes
+        constant in a resample."""
+        nb, g, k = b1 - b0, self.n_genes, self.k
+        weights = self.counts[b0:b1][:, self.order]  # (nb, g, k): counts in sorted order
+        avg = np.cumsum(weights, axis=2)
+        if self.tied.size:
+            cum_t, w_t = avg[:, self.tied], weights[:, self.tied]
+            before = np.take_along_axis(cum_t, self.first[None], 2) - np.take_along_axis(w_t, self.first[None], 2)
+            tied_avg = (np.take_along_axis(cum_t, self.last[None], 2) + before + 1.0) / 2.0
+        weights *= -0.5
+        avg += weights
+        avg += 0.5
+        del weights
+        if self.tied.size:
+            avg[:, self.tied] = tied_avg
+        ranks = avg.reshape(nb, g * k)[:, self.rank_index]
+        del avg
         ranks -= (self.kr + 1) / 2.0
-        ranks *= np.sqrt(w)[None, :, :]
-        norm = np.sqrt(np.einsum("gbt,gbt->gb", ranks, ranks))
+        ranks *= self.sqrt_counts[b0:b1][:, None, :]
+        norm = np.sqrt(np.einsum("bgk,bgk->bg", ranks, ranks))
         with np.errstate(invalid="ignore", divide="ignore"):
             ranks /= np.where(norm > 0, norm, np.nan)[:, :, None]
-        return ranks.astype(np.float32)
+        return ranks
 
 
 def replicate_blocks(n_boot: int, per_replicate_bytes: int) -> Iterator[tuple[int, int]]:
@@ -90,29 +106,83 @@ def replicate_blocks(n_boot: int, per_replicate_bytes: int) -> Iterator[tuple[in
 
 
 def edge_correlations(y: np.ndarray, li: np.ndarray, lj: np.ndarray) -> np.ndarray:
-    """r (E, nb) float32 of edges (li, lj) from unit values y (g, nb, m), in edge sub-blocks."""
-    n_edges = li.size
-    nb, m = y.shape[1], y.shape[2]
-    step = int(max(1, GATHER_WORK_BYTES // (12 * nb * m)))
-    out = np.empty((n_edges, nb), dtype=np.float32)
-    for e0 in range(0, n_edges, step):
-        e1 = min(e0 + step, n_edges)
-        prod = y[li[e0:e1]]
-        prod *= y[lj[e0:e1]]
-        out[e0:e1] = prod.sum(axis=2)
+    """r (nb, E) float32 of edges (li, lj) from unit values y (nb, g, k), in edge sub-blocks."""
+    nb, k = y.shape[0], y.shape[2]
+    step = int(max(1, GATHER_WORK_BYTES // (12 * nb * k)))
+    out = np.empty((nb, li.size), dtype=np.float32)
+    for e0 in range(0, li.size, step):
+        e1 = min(e0 + step, li.size)
+        prod = y[:, li[e0:e1]]
+        prod *= y[:, lj[e0:e1]]
+        out[:, e0:e1] = prod.sum(axis=2)
     return out
 
 
-def replicate_deltas(low: ResampleSide, high: ResampleSide, gene_i: np.ndarray, gene_j: np.ndarray) -> np.ndarray:
-    """Δ^b = r_H^b − r_L^b of edges whose genes are rows of the sides: (E, B) float32."""
+class EdgeLayout:
+    """Edges of a chunk split into a dense core and the rest.
+
+    Genes are ordered by degree; the core is the prefix of D genes (D <= MAX_CORE) that
+    minimises D(D−1)/2 + GATHER_COST_RATIO·(edges outside it). Core edges come from one
+    matrix product Y_core·Y_coreᵀ per replicate (BLAS); the others from row gathers.
+    """
+
+    def __init__(self, li: np.ndarray, lj: np.ndarray, n_genes: int) -> None:
+        degree = np.bincount(li, minlength=n_genes) + np.bincount(lj, minlength=n_genes)
+        order = np.argsort(-degree, kind="stable")
+        position = np.empty(n_genes, dtype=np.int64)
+        position[order] = np.arange(n_genes)
+        a, b = position[li], position[lj]
+        top = np.maximum(a, b)
+        sorted_top = np.sort(top)
+        sizes = np.arange(MIN_CORE, min(MAX_CORE, n_genes) + 1, CORE_STEP)
+        size, best = 0, GATHER_COST_RATIO * li.size
+        if sizes.size:
+            inside = np.searchsorted(sorted_top, sizes)
+            cost = sizes * (sizes - 1) / 2 + GATHER_COST_RATIO * (li.size - inside)
+            if cost.min() < best:
+                size = int(sizes[int(np.argmin(cost))])
+        in_core = top < size
+        self.core_genes = order[:size]
+        self.core_edges = np.flatnonzero(in_core)
+        self.core_a, self.core_b = a[in_core], b[in_core]
+        self.rest_edges = np.flatnonzero(~in_core)
+        self.rest_i, self.rest_j = li[~in_core], lj[~in_core]
+        self.n_edges = li.size
+
+    def correlations(self, y: np.ndarray) -> np.ndarray:
+        """r (nb, E) float32 of the chunk's edges from unit values y (nb, g, k)."""
+        nb = y.shape[0]
+        out = np.empty((nb, self.n_edges), dtype=np.float32)
+        if self.rest_edges.size:
+            out[:, self.rest_edges] = edge_correlations(y, self.rest_i, self.rest_j)
+        if self.core_edges.size:
+            core = y[:, self.core_genes]  # (nb, D, k)
+            d = core.shape[1]
+            step = int(max(1, GATHER_WORK_BYTES // (4 * d * d)))
+            for b0 in range(0, nb, step):
+                gram = np.matmul(core[b0 : b0 + step], core[b0 : b0 + step].transpose(0, 2, 1))
+                out[b0 : b0 + step, self.core_edges] = gram[:, self.core_a, self.core_b]
+        return out
+
+
+def replicate_deltas(
+    x_low: np.ndarray, x_high: np.ndarray, pos_low: np.ndarray, pos_high: np.ndarray,
+    gene_i: np.ndarray, gene_j: np.ndarray,
+) -> np.ndarray:
+    """Δ^b = r_H^b − r_L^b, (E, B) float32, of edges (gene_i, gene_j) given as rows of
+    ``x_low`` (g, k_L) / ``x_high`` (g, k_H), the genes' values in the LOW/HIGH samples;
+    ``pos_low`` (B, k_rL) / ``pos_high`` (B, k_rH) are resample positions in the groups."""
     genes = np.unique(np.concatenate([gene_i, gene_j]))
-    li, lj = np.searchsorted(genes, gene_i), np.searchsorted(genes, gene_j)
+    layout = EdgeLayout(np.searchsorted(genes, gene_i), np.searchsorted(genes, gene_j), genes.size)
+    low = ResampleSide(x_low[genes], pos_low)
+    high = ResampleSide(x_high[genes], pos_high)
     deltas = np.empty((gene_i.size, low.n_boot), dtype=np.float32)
-    per_rep = max(low.bytes_per_replicate(genes.size), high.bytes_per_replicate(genes.size))
+    per_rep = max(low.bytes_per_replicate(), high.bytes_per_replicate())
     for b0, b1 in replicate_blocks(low.n_boot, per_rep):
-        r_high = edge_correlations(high.unit_values(genes, b0, b1), li, lj)
-        r_low = edge_correlations(low.unit_values(genes, b0, b1), li, lj)
-        np.subtract(r_high, r_low, out=deltas[:, b0:b1])
+        r_high = layout.correlations(high.unit_values(b0, b1))
+        r_low = layout.correlations(low.unit_values(b0, b1))
+        r_high -= r_low
+        deltas[:, b0:b1] = r_high.T
     return deltas
 
 
@@ -136,13 +206,24 @@ def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def boot_stats(deltas: np.ndarray, delta_base: np.ndarray, ci_alpha: float) -> BootStats:
-    """Statistics of DESIGN.md §4 over each row of ``deltas`` (sorted in place).
+    """Statistics of DESIGN.md §4 over each row of ``deltas`` (rows sorted in place).
 
     Over the n finite replicates of an edge: mean, sd (ddof 1), percentile CI at
     100·ci_alpha/2 and 100·(1 − ci_alpha/2) with numpy.percentile's "linear" method
     (virtual index (n−1)·q), bias = mean − Δ_base, and
-    bootstrap_pval = max(2·min(#{Δ>0}, #{Δ<0})/n, 1/n). NaN where n < 2.
+    bootstrap_pval = max(2·min(#{Δ>0}, #{Δ<0})/n, 1/n). NaN where n < 2. Rows are
+    processed in blocks so temporaries stay within STATS_WORK_BYTES.
     """
+    n_edges, n_boot = deltas.shape
+    step = int(max(1, STATS_WORK_BYTES // max(16 * n_boot, 1)))
+    parts = [_block_stats(deltas[e0 : e0 + step], delta_base[e0 : e0 + step], ci_alpha)
+             for e0 in range(0, n_edges, step)]
+    if not parts:
+        parts = [_block_stats(deltas, delta_base, ci_alpha)]
+    return BootStats(*(np.concatenate([getattr(p, f) for p in parts]) for f in BootStats.__dataclass_fields__))
+
+
+def _block_stats(deltas: np.ndarray, delta_base: np.ndarray, ci_alpha: float) -> BootStats:
     finite = np.isfinite(deltas)
     n_f = finite.sum(axis=1)
     n_safe = np.maximum(n_f, 1)
@@ -151,10 +232,9 @@ def boot_stats(deltas: np.ndarray, delta_base: np.ndarray, ci_alpha: float) -> B
     centred = np.where(finite, deltas - mean[:, None].astype(np.float32), 0)
     np.square(centred, out=centred)
     var = centred.sum(axis=1, dtype=np.float64) / np.maximum(n_f - 1, 1)
-    del centred
+    del centred, finite
     pos = (deltas > 0).sum(axis=1)
     neg = (deltas < 0).sum(axis=1)
-    del finite
     pval = np.maximum(2.0 * np.minimum(pos, neg) / n_safe, 1.0 / n_safe)
     deltas.sort(axis=1)  # NaN last
     bounds = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def _tie_bounds(sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def tie_bounds(sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """0-based first and last position of each element's tie run in row-sorted values."""
     n_rows, k = sorted_values.shape
     pos = np.arange(k)
@@ -22,7 +22,7 @@ def average_ranks(x: np.ndarray) -> np.ndarray:
     """Average ranks (1..k, ties share the mean of their positions) of each row, float64."""
     x = np.atleast_2d(x)
     order = np.argsort(x, axis=1)  # tie order is irrelevant: ties share their mean rank
-    first, last = _tie_bounds(np.take_along_axis(x, order, axis=1))
+    first, last = tie_bounds(np.take_along_axis(x, order, axis=1))
     ranks = np.empty(x.shape, dtype=np.float64)
     np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=1)
     return ranks

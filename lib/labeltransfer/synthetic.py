@@ -27,10 +27,11 @@ def synthetic_counts(
     rng = np.random.default_rng(seed)
     weights = np.ones(n_types) if type_weights is None else np.asarray(type_weights, dtype=float)
     types = rng.choice(n_types, size=n_cells, p=weights / weights.sum())
-    base = mean_count * rng.gamma(1.0, 1.0, size=n_genes)
+    gene_rng = np.random.default_rng(12345)  # gene means and markers are shared by every data set
+    base = mean_count * gene_rng.gamma(1.0, 1.0, size=n_genes)
     if batch_shift:
         base = base * np.exp(rng.normal(0.0, batch_shift, size=n_genes))
-    marker_rng = np.random.default_rng(12345)  # markers are the same genes in every data set
+    marker_rng = gene_rng
     markers = [marker_rng.choice(n_genes, size=markers_per_type, replace=False) for _ in range(n_types)]
     library = rng.lognormal(0.0, 0.3, size=n_cells)
     rows = []

@@ -200,6 +200,9 @@ def review_command(out_dir, jobs, scheduler, sacct_file, qacct_file, no_accounti
     click.echo(format_table(report))
     for note in notes:
         click.echo(f"note: {note}")
+    for row in report["stages"]:
+        for note in row["notes"]:
+            click.echo(f"note: stage {row['stage']}: {note}")
     if not no_plot:
         from memfit.review_plot import plot_review
 

@@ -12,8 +12,9 @@ Per stage it reports tasks done / failed / OOM-killed / retried, requested, esti
 used (max, median, p95 over tasks), efficiency (used / requested), estimate error
 (peak RSS / estimate), wall time and a recommended request: the ``quantile`` of used
 times ``margin`` (1 / the memfit safety factor for pipeline runs, so the stage's own
-budget covers the peak again; 1.2 for other jobs), raised to max used × margin when a task was OOM-killed, always above
-the largest request that was OOM-killed, rounded up to the scheduler's units.
+budget covers the peak again; 1.2 for other jobs), raised to max used × margin when a
+task was OOM-killed, always above the largest request that was OOM-killed, rounded up
+to the scheduler's units.
 """
 
 from __future__ import annotations

@@ -55,6 +55,11 @@ def plot_review(report: Mapping[str, Any], path: str | Path) -> Path:
         if ooms:
             ax.scatter([x] * len(ooms), np.array(ooms) / MiB, marker="x", s=80, color="tab:red",
                        linewidths=2, label="OOM-killed at request", zorder=4)
+            for value in sorted(set(ooms)):
+                count = ooms.count(value)
+                if count > 1:
+                    ax.annotate(f"x{count}", (x, value / MiB), xytext=(7, -3), textcoords="offset points",
+                                color="tab:red", fontsize=8)
         if row.get("requested_bytes"):
             ax.hlines(row["requested_bytes"] / MiB, x - 0.32, x + 0.32, color="black", lw=2.5,
                       label="requested", zorder=2)

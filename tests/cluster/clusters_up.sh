@@ -16,13 +16,18 @@ if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null; then
   exit 0
 fi
 t0=$(date +%s)
-# the two installs would fight over the dpkg lock: install first, sequentially, then start in parallel
+# Both clusters start at once (their ports do not clash); but when packages must be installed,
+# SLURM's up script runs first so the two apt-get runs do not contend for the dpkg/apt locks.
+missing=0
+for p in slurmctld slurmd slurmdbd munge mariadb-server slurm-client gridengine-master gridengine-exec gridengine-client; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing=1
+done
 bash "$here/slurm_up.sh" >"$status_dir/slurm.log" 2>&1 & ps=$!
-sleep 0.5
+((missing)) && { echo "clusters: installing packages (first start)"; wait $ps; rs=$?; ps=; }
 bash "$here/sge_up.sh" >"$status_dir/sge.log" 2>&1 & pg=$!
 rc=0
 for c in slurm sge; do
-  if [[ $c == slurm ]]; then wait $ps; r=$?; else wait $pg; r=$?; fi
+  if [[ $c == slurm ]]; then if [[ -n $ps ]]; then wait $ps; r=$?; else r=$rs; fi; else wait $pg; r=$?; fi
   if ((r == 0)); then
     tail -1 "$status_dir/$c.log" > "$status_dir/$c.status"
     echo "clusters: $(cat "$status_dir/$c.status")"

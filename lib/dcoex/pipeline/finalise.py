@@ -105,13 +105,14 @@ def finalise(out: Path, stage: str, attempt_no: int, scheduler: Scheduler | None
             entry["attempts"].append(record)
             actions.append(f"resubmitted {stage} tasks {record['tasks'] or '1'} as job {job_id} with "
                            f"{record['request']} (attempt {new_attempt}), finaliser {fin_id}")
-            if per_task_next:
+            if per_task_next and not scheduler.per_task_holds:
+                # SLURM: the successor task waits for a job that failed ("DependencyNeverSatisfied")
                 nxt = m["stages"][per_task_next]
                 for t in task_list or []:
                     a = latest_attempt(nxt, t)
                     if a is not None and t not in nxt.get("cancelled_tasks", []):
                         scheduler.repoint_task(a["job_id"], t, job_id)
-            elif later:
+            elif later and not per_task_next:
                 a = latest_attempt(m["stages"][later[0]], None)
                 if a is not None:
                     scheduler.repoint_job(a["job_id"], fin_id)

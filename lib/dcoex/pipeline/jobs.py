@@ -48,7 +48,7 @@ def write_script(path: Path, module: str, args: list[str], slots: int, mem_safet
 def stage_entry(plan: RunPlan, p: StagePlan) -> dict:
     out = Path(plan.options.out_dir)
     spec = STAGES[p.stage]
-    sidecars = (f"memory/{p.stage}.genes_*.memory.json" if spec.per_gene
+    sidecars = (f"{spec.output}/memory/{p.stage}.genes_*.memory.json" if spec.per_gene
                 else f"{spec.output}.memory.json")
     return {
         "genes_per_task": p.genes_per_task, "n_tasks": p.n_tasks, "slots": p.slots, "time_limit": p.time_limit,

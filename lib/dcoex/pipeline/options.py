@@ -48,7 +48,9 @@ work split and scheduling:
   -h, --help              this help
 
 Testing knob: DCOEX_TEST_MEM_SCALE_<STAGE>=F (e.g. DCOEX_TEST_MEM_SCALE_02B=0.05) scales the
-first attempt's memory request of that stage by F, so OOM recovery can be exercised."""
+first attempt's memory request of that stage by F, so OOM recovery can be exercised;
+DCOEX_TEST_ESTIMATE_SCALE_<STAGE>=F scales the stage's planned raw estimate (an estimator off
+by 1/F), so memory-review calibration can be exercised."""
 
 
 @dataclass

@@ -14,7 +14,7 @@ from dcoex.errors import InputError
 from dcoex.genes import read_gene_list
 from dcoex.pipeline import validate
 from dcoex.pipeline.options import Options
-from dcoex.pipeline.schedulers import Scheduler
+from dcoex.pipeline.schedulers import Scheduler, compress_tasks
 from dcoex.pipeline.shapes import DataShape, read_shape
 from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGE_ORDER, STAGES, HUBS_TSV, stage_argv, stage_options
 from memfit.estimate import PYTHON_BASELINE_BYTES, MemoryEstimate
@@ -183,8 +183,32 @@ def make_plan(options: Options, scheduler: Scheduler) -> RunPlan:
     cal_file, factors = load_factors(options)
     plan = RunPlan(options, shape, expr_h5, universe, gpt, task_genes, cal_file, factors)
     _choose_work(plan, stages)
+    _check_upstream(plan)
     _size_stages(plan, scheduler)
     return plan
+
+
+def _check_upstream(plan: RunPlan) -> None:
+    """Every stage to run has its inputs: from a stage that runs too, or already on disk."""
+    out = Path(plan.options.out_dir)
+    running = list(plan.stages)
+    for s in running:
+        before = STAGE_ORDER[STAGE_ORDER.index(s) - 1] if s != "00" else None
+        if before is None or before in running or (before == "00" and plan.options.expr_h5):
+            continue
+        spec = STAGES[before]
+        hint = f"stage {s} needs the outputs of stage {before}; add {before} to --stages (or run it first)"
+        if not spec.per_gene:
+            path = plan.expr_h5 if before == "00" else spec.output_path(out)
+            if not path.exists():
+                raise InputError(f"{hint}: {path} is missing")
+            continue
+        tasks = plan.stages[s] if STAGES[s].per_gene else sorted(plan.task_genes)
+        missing = validate.missing_tasks(spec.output_path(out), {t: plan.task_genes[t] for t in tasks},
+                                         plan.shape.gene_names, plan.shape.n_genes)
+        if missing:
+            raise InputError(f"{hint}: outputs of {len(missing)} task(s) are missing or invalid in "
+                             f"{spec.output_path(out)} (tasks {compress_tasks(missing)})")
 
 
 def _choose_work(plan: RunPlan, stages: list[str]) -> None:

@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from dcoex.errors import EXIT_OUT_OF_MEMORY
@@ -52,12 +53,14 @@ def run_stage(argv: list[str]) -> int:
     except MemoryError:
         print(f"dcoex task: out of memory while importing {argv[2]}", file=sys.stderr)
         return EXIT_OUT_OF_MEMORY
-    except (ImportError, OSError) as exc:  # a shared library that cannot be mapped under h_vmem
+    except Exception as exc:  # noqa: BLE001 - e.g. a shared library that cannot be mapped under h_vmem
         text = str(exc).lower()
-        if "memory" in text or "map" in text:
+        if isinstance(exc, (ImportError, OSError)) and ("memory" in text or "failed to map" in text):
             print(f"dcoex task: out of memory while importing {argv[2]}: {exc}", file=sys.stderr)
             return EXIT_OUT_OF_MEMORY
-        raise
+        traceback.print_exc()
+        print(f"dcoex task: cannot import {argv[2]}: {exc}", file=sys.stderr)
+        return 1
     try:
         run_command(module.main, argv[3:])
     except SystemExit as exc:

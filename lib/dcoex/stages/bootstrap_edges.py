@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 
 from dcoex.atomic import atomic_output, ensure_writable_dir
-from dcoex.bootstrap_edges import ResampleSide, boot_stats, positions_in_group, replicate_deltas
+from dcoex.bootstrap_edges import boot_stats, positions_in_group, replicate_deltas
 from dcoex.cli import gene_selection_options
 from dcoex.edge_files import BOOT_DATASETS, meta_matches, read_base_edges, write_boot_file
 from dcoex.errors import InputError
@@ -31,7 +31,7 @@ from dcoex.indices_file import IndicesFile, check_groups, groups_sha
 from dcoex.pergene import blas_threads, resolve_genes, run_genes
 from memfit.allocation import detect_allocation
 from memfit.estimate import MemoryEstimate
-from memfit.estimators.bootstrap_edges import estimate
+from memfit.estimators.bootstrap_edges import estimate, max_chunk
 from memfit.plan import plan_batch
 from memfit.record import PeakRecorder, task_sidecar_path, write_h5_attrs, write_sidecar
 
@@ -144,17 +144,15 @@ def run_bootstrap(
                 lb, hb = indices.boot(gene)
                 low, high = inputs["low"], inputs["high"]
                 n_edges = int(e["pair_index"].size)
-                plan = plan_batch(batch_size, lambda c: estimate_for(n_edges, c), max(n_edges, 1),
-                                  allocation, what="edge chunk")
+                plan = plan_batch(batch_size, lambda c: estimate_for(n_edges, c),
+                                  max(1, min(n_edges, max_chunk(n_boot))), allocation, what="edge chunk")
                 if plan.estimate.total_bytes > largest["estimate"].total_bytes:
                     largest.update(estimate=plan.estimate, chunk=plan.batch_size)
                 gi, gj = e["gene_i"].astype(np.int64), e["gene_j"].astype(np.int64)
                 genes_used = np.unique(np.concatenate([gi, gj]))
                 rows_i, rows_j = np.searchsorted(genes_used, gi), np.searchsorted(genes_used, gj)
-                rows = expr[genes_used]
-                low_side = ResampleSide(rows[:, low], positions_in_group(lb, low))
-                high_side = ResampleSide(rows[:, high], positions_in_group(hb, high))
-                del rows
+                x_low, x_high = expr[genes_used][:, low], expr[genes_used][:, high]
+                pos_low, pos_high = positions_in_group(lb, low), positions_in_group(hb, high)
                 delta_base = (e["r_high"].astype(np.float32) - e["r_low"].astype(np.float32))
                 columns = {
                     "edges/pair_index": e["pair_index"], "edges/gene_i": gi, "edges/gene_j": gj,
@@ -181,7 +179,7 @@ def run_bootstrap(
                         )
                     for e0 in range(0, n_edges, plan.batch_size):
                         e1 = min(e0 + plan.batch_size, n_edges)
-                        deltas = replicate_deltas(low_side, high_side, rows_i[e0:e1], rows_j[e0:e1])
+                        deltas = replicate_deltas(x_low, x_high, pos_low, pos_high, rows_i[e0:e1], rows_j[e0:e1])
                         if replicates is not None:
                             replicates[e0:e1] = deltas
                         stats = boot_stats(deltas, delta_base[e0:e1], ci_alpha)

@@ -11,6 +11,7 @@ import click
 import h5py
 
 from dcoex.atomic import atomic_output, ensure_writable_dir
+from dcoex.errors import InputError
 from dcoex.genes import read_gene_list
 from dcoex.network.collect import collect, network_files, tsv_rows, write_summary
 from dcoex.network.io import read_gene_names, read_network_summary
@@ -31,7 +32,9 @@ def run_collect(
 ) -> dict[str, int]:
     """Collect the stage 03 files; returns the counts per status."""
     networks_dir, out_h5 = Path(networks_dir), Path(out_h5)
-    files = network_files(networks_dir)
+    files = [p for p in network_files(networks_dir) if p.resolve() != out_h5.resolve()]
+    if not files:
+        raise InputError(f"{networks_dir}: no network files (*.h5) besides the output; run stage 03 first")
     ensure_writable_dir(out_h5.parent)
     if out_focus_tsv is not None:
         ensure_writable_dir(Path(out_focus_tsv).parent)

@@ -1,20 +1,23 @@
 """Stage 02b (bootstrap of one reference gene's selected edges) peak-RSS estimate, in bytes.
 
-Memory model (N genes, S samples, B replicates, k group size, E edges selected, c edges
-per chunk, n_c genes touched by a chunk, at most min(N, 2c)):
+Memory model (N genes, S samples, B replicates, k = k_L + k_H, E selected edges, c edges
+per chunk, n_c <= min(N, 2c) genes touched by a chunk):
 
 - ``python``: interpreter + numpy/scipy/h5py/click imports (measured);
 - ``expr``: the whole N × S float32 matrix, loaded once per task;
-- ``base_edges``: the base file's edge table read in full (~60 B per edge: 14 columns)
-  plus the selected edges' output columns (~60 B per edge);
-- ``indices``: the gene's bootstrap indices (int64) and resample supports/counts:
-  B·(k_rL + k_rH)·8 + B·(k_L + k_H)·(8 + 8 + 8) (counts, order, weights);
-- ``dense_ranks``: n_c × (k_L + k_H) int32 dense ranks plus the ranking transient;
-- ``deltas``: the chunk's Δ matrix (c × B float32) and the statistics' temporaries
-  (masked copy, centred copy, comparison masks): c·B·(4 + 4 + 4 + 3);
-- ``rank_work`` / ``gather_work``: the replicate-block and edge-sub-block temporaries of
-  dcoex.bootstrap_edges, capped at RANK_WORK_BYTES / GATHER_WORK_BYTES, plus the unit
-  rank values y of a block (both sides) and the block's r columns.
+- ``edge_tables``: the base file's edge table (~80 B per edge), the selected copy and the
+  output columns: ~220 B per selected edge;
+- ``indices``: the gene's bootstrap indices and positions (int64) and the resample
+  counts: B·(k_rL + k_rH)·16 + B·k·8;
+- ``chunk_genes``: per group the chunk's gene values, sort order, rank index and tie
+  bounds: n_c·k·44;
+- ``deltas``: the chunk's Δ matrix (c × B float32) and the r blocks of one replicate block;
+- ``rank_work``: ranking temporaries of one replicate block, capped at RANK_WORK_BYTES;
+- ``gather_work``: edge sub-block / dense-core temporaries, capped at GATHER_WORK_BYTES
+  (×1.5 for the gathered result);
+- ``stats``: the statistics' row-block temporaries, capped at STATS_WORK_BYTES.
+
+The chunk is at most MAX_CHUNK_DELTA_BYTES of Δ: bigger chunks are no faster.
 """
 
 from __future__ import annotations
@@ -22,13 +25,24 @@ from __future__ import annotations
 from memfit.estimate import MemoryEstimate
 from memfit.units import MiB
 
+#: Resident bytes of the stage before data (interpreter, numpy, scipy, h5py, click, psutil,
+#: threadpoolctl), measured on CPython 3.11.
 STAGE_BASELINE_BYTES = 105 * MiB
+#: Temporaries of the per-edge statistics (dcoex.bootstrap_edges works in row blocks of this).
+STATS_WORK_BYTES = 64 * MiB
+#: Largest Δ matrix of one edge chunk (bytes): bigger chunks are no faster.
+MAX_CHUNK_DELTA_BYTES = 512 * MiB
 #: Ranking temporaries of one block of replicates (dcoex.bootstrap_edges sizes blocks to it).
 RANK_WORK_BYTES = 96 * MiB
 #: Edge-gather temporaries of one sub-block of edges (dcoex.bootstrap_edges sizes them to it).
 GATHER_WORK_BYTES = 48 * MiB
-DELTA_BYTES_PER_CELL = 15
-EDGE_BYTES = 120
+EDGE_TABLE_BYTES = 220
+CHUNK_GENE_BYTES_PER_CELL = 44
+
+
+def max_chunk(n_bootstrap: int) -> int:
+    """Most edges per chunk: MAX_CHUNK_DELTA_BYTES of float32 Δ."""
+    return max(1, MAX_CHUNK_DELTA_BYTES // (4 * max(int(n_bootstrap), 1)))
 
 
 def estimate(
@@ -47,21 +61,21 @@ def estimate(
     n, b = int(n_genes), int(n_bootstrap)
     e = max(0, int(n_edges))
     c = max(1, min(int(edge_chunk), max(e, 1)))
-    n_c = min(n, 2 * c)
+    n_c = min(n, 2 * c) if e else 0
     k = int(k_low) + int(k_high)
     k_max = max(int(k_low), int(k_high))
-    m = min(k_max, max(int(kr_low), int(kr_high)))
-    per_replicate = n_c * (16 * k_max + 40 * m)
-    b_block = max(1, min(b, RANK_WORK_BYTES // max(per_replicate, 1)))
+    per_replicate = 16 * n_c * k_max
+    block = max(1, min(b, RANK_WORK_BYTES // max(per_replicate, 1)))
     components = {
         "python": STAGE_BASELINE_BYTES,
         "expr": n * int(n_samples) * 4,
-        "base_edges": e * EDGE_BYTES,
-        "indices": b * (int(kr_low) + int(kr_high)) * 8 + b * k * 24,
-        "dense_ranks": n_c * k * 4 + n_c * max(k_low, k_high) * 45,
-        "deltas": c * b * DELTA_BYTES_PER_CELL,
-        "rank_work": min(RANK_WORK_BYTES, b * n_c * (16 * k_max + 40 * m)) + 2 * n_c * b_block * m * 4,
-        "gather_work": min(GATHER_WORK_BYTES, c * b_block * m * 12) + c * b_block * 8,
+        "edge_tables": e * EDGE_TABLE_BYTES,
+        "indices": b * (int(kr_low) + int(kr_high)) * 16 + b * k * 8,
+        "chunk_genes": n_c * k * CHUNK_GENE_BYTES_PER_CELL,
+        "deltas": (c * b * 4 + c * block * 12) if e else 0,
+        "rank_work": min(RANK_WORK_BYTES, b * per_replicate),
+        "gather_work": int(min(GATHER_WORK_BYTES, c * block * k_max * 12) * 1.5) if e else 0,
+        "stats": min(STATS_WORK_BYTES, c * b * 16) if e else 0,
     }
     if store_replicates:
         components["hdf5_chunks"] = 16 * MiB

@@ -1,0 +1,101 @@
+"""--local runs every task through the same task runner; reruns resume; the task runner maps exits."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+
+import pytest
+
+from cluster_util import assert_same_outputs, run_driver, write_dataset
+from dcoex.pipeline import task as task_mod
+from dcoex.pipeline.manifest import write_json_atomic
+
+ARGS = ["--n-bootstrap", "20", "--genes-per-task", "8", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("local")
+    tsv = write_dataset(base / "expr.tsv", n_genes=16, n_samples=40)
+    out = base / "run"
+    done = run_driver("slurm", ["--expr-tsv", tsv, "--out-dir", out, *ARGS, "--local"], timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return tsv, out
+
+
+def test_local_run_completes_with_manifest(local_run):
+    tsv, out = local_run
+    m = json.loads((out / "run_manifest.json").read_text())
+    assert m["status"] == "complete" and m["scheduler"] == "local"
+    assert list(m["stages"]) == ["00", "01", "02a", "02b", "03", "03b"]
+    for stage, folder in (("02a", "base_correlations"), ("02b", "bootstrap_significant"), ("03", "networks")):
+        assert len(list((out / folder).glob("*.h5"))) == 16
+        assert m["stages"][stage]["n_tasks"] == 2
+        assert len(list(out.glob(m["stages"][stage]["sidecars"]))) == 2
+    assert (out / "rewiring_hubs.tsv").is_file()
+
+
+def test_rerun_resumes_only_missing_tasks(local_run, tmp_path):
+    tsv, out = local_run
+    done = run_driver("slurm", ["--expr-tsv", tsv, "--out-dir", out, *ARGS, "--local"])
+    assert done.returncode == 0 and "nothing to do" in done.stdout
+    snapshot = tmp_path / "before"
+
+    shutil.copytree(out, snapshot)
+    victim = sorted((out / "bootstrap_significant").glob("0009_*.h5"))[0]  # gene 9: task 2
+    victim.unlink()
+    dry = run_driver("slurm", ["--expr-tsv", tsv, "--out-dir", out, *ARGS, "--dry-run"])
+    assert dry.returncode == 0, dry.stderr
+    cmds = [shlex.split(line) for line in dry.stdout.splitlines() if line.startswith("sbatch ")]
+    names = [next(a for a in c if a.startswith("--job-name=")).split("=")[1] for c in cmds[0::2]]
+    assert names == ["dcoex_02b_run", "dcoex_03_run", "dcoex_03b_run"]
+    assert "--array=2" in cmds[0] and "--array=2" in cmds[2]
+    done = run_driver("slurm", ["--expr-tsv", tsv, "--out-dir", out, *ARGS, "--local"])
+    assert done.returncode == 0, done.stderr
+    assert "running stage 02b task 2/2" in done.stdout and "02b task 1/2" not in done.stdout
+    assert_same_outputs(snapshot, out)
+    assert (out / ".dcoex" / "history" / "run_manifest.1.json").is_file()
+
+
+@pytest.mark.parametrize("code,state,mapped", [(0, "ok", 0), (3, "oom", 3), (2, "failed", 2), (99, "failed", 1),
+                                              (100, "failed", 1)])
+def test_task_runner_maps_exit_codes(tmp_path, monkeypatch, code, state, mapped):
+    """A stage never exits 99/100 (SGE requeue / error state); 3 is out of memory."""
+    write_json_atomic(tmp_path / "run_manifest.json", {
+        "scheduler": "slurm", "stage_order": ["02a"],
+        "stages": {"02a": {"stage_command": ["python", "-m", "dcoex.stages.base_correlations"], "attempts": []}}})
+    seen = {}
+    monkeypatch.setattr(task_mod, "run_stage", lambda argv: seen.setdefault("argv", argv) and code)
+    assert task_mod.main(["--out-dir", str(tmp_path), "--stage", "02a", "--attempt", "2", "--task", "5"]) == mapped
+    assert seen["argv"][-2:] == ["--task-id", "5"]
+    status = json.loads(task_mod.status_path(tmp_path, "02a", 5, 2).read_text())
+    assert status["state"] == state and status["exit"] == mapped
+
+
+def test_task_runner_skips_tasks_outside_its_attempt(tmp_path, monkeypatch):
+    write_json_atomic(tmp_path / "run_manifest.json", {
+        "scheduler": "sge", "stage_order": ["02a"],
+        "stages": {"02a": {"stage_command": ["python", "-m", "x"], "attempts": []}}})
+    monkeypatch.setattr(task_mod, "run_stage", lambda argv: pytest.fail("must not run"))
+    monkeypatch.setenv("SGE_TASK_ID", "4")
+    assert task_mod.main(["--out-dir", str(tmp_path), "--stage", "02a", "--only-tasks", "2,7-9"]) == 0
+    assert not task_mod.status_path(tmp_path, "02a", 4, 1).exists()
+
+
+def test_stages_rerun_from_existing_upstream_outputs(local_run, tmp_path):
+    tsv, out = local_run
+
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    done = run_driver("slurm", ["--expr-tsv", tsv, "--out-dir", copy, *ARGS, "--stages", "02b,03,03b", "--force",
+                                "--local"])
+    assert done.returncode == 0, done.stderr
+    assert "running stage 02a" not in done.stdout and "running stage 02b task 1/2" in done.stdout
+    assert_same_outputs(out, copy)
+    next((copy / "base_correlations").glob("0002_*.h5")).unlink()
+    next((copy / "bootstrap_significant").glob("0002_*.h5")).unlink()
+    bad = run_driver("slurm", ["--expr-tsv", tsv, "--out-dir", copy, *ARGS, "--stages", "02b,03,03b", "--local"])
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert "stage 02b needs the outputs of stage 02a" in bad.stderr and "(tasks 1)" in bad.stderr
