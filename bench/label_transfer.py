@@ -3,6 +3,7 @@
   python bench/label_transfer.py accuracy  [--seeds 0,1,2]   # pbmc68k_reduced split + synthetic_iid
   python bench/label_transfer.py memory                        # estimator vs measured, sizes + naive run
   python bench/label_transfer.py all                           # both; writes bench/results/label_transfer.json
+  python bench/label_transfer.py summarize                     # tables from the accuracy rows (several processes)
 
 Accuracy: this pipeline (scVI latent + XGBoost), SCANVI (scvi-tools, from the same kind of
 scVI model) and CellTypist (use_SGD=True; bench-only dependency) trained on the same
@@ -93,12 +94,12 @@ def _write(ref, qry, out: Path, name: str) -> tuple[Path, Path, str]:
 
 
 # ---------------------------------------------------------------- methods
-def ours(ref: Path, qry: Path, seed: int, out: Path, n_hvg: int, min_common: int) -> dict:
+def ours(ref: Path, qry: Path, seed: int, out: Path, n_hvg: int, min_common: int, max_epochs: int) -> dict:
     from labeltransfer.run import RunOptions, run_label_transfer
 
     opts = RunOptions(
         reference=str(ref), query=str(qry), label_key="cell_type", query_label_key="cell_type",
-        out_dir=str(out), n_hvg=n_hvg, seed=seed, device="cpu", xgb_tuning="quick",
+        out_dir=str(out), n_hvg=n_hvg, seed=seed, device="cpu", xgb_tuning="quick", max_epochs=max_epochs,
         unknown_threshold=0.0, min_common_genes=min_common, quiet=True, ignore_memory_check=True,
     )
     report = run_label_transfer(opts)
@@ -113,7 +114,7 @@ def _joint(ref: Path, qry: Path):
     return a, b, joint
 
 
-def scanvi(ref: Path, qry: Path, seed: int) -> dict:
+def scanvi(ref: Path, qry: Path, seed: int, max_epochs: int) -> dict:
     import scvi
 
     from labeltransfer.evaluate import evaluate
@@ -124,7 +125,8 @@ def scanvi(ref: Path, qry: Path, seed: int) -> dict:
     joint.obs["label"] = np.concatenate([a.obs["cell_type"].astype(str), ["__unlabeled__"] * b.n_obs])
     scvi.model.SCVI.setup_anndata(joint, batch_key="dataset", labels_key="label")
     model = scvi.model.SCVI(joint, n_latent=30)
-    model.train(max_epochs=400, early_stopping=True, early_stopping_patience=10, enable_progress_bar=False, accelerator="cpu")
+    model.train(max_epochs=max_epochs, early_stopping=True, early_stopping_patience=10, enable_progress_bar=False,
+                accelerator="cpu")
     sv = scvi.model.SCANVI.from_scvi_model(model, unlabeled_category="__unlabeled__", labels_key="label")
     sv.train(max_epochs=20, n_samples_per_label=100, enable_progress_bar=False, accelerator="cpu")
     pred = sv.predict(joint[joint.obs["dataset"] == "query"])
@@ -152,31 +154,47 @@ def celltypist_peer(ref: Path, qry: Path, seed: int) -> dict:
     return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
 
 
-def accuracy(seeds: list[int]) -> dict:
-    results: dict = {}
-    splits = {"pbmc68k_reduced": (pbmc_split, 0, 200), "synthetic_iid": (synthetic_iid_split, 0, 100)}
-    for name, (make, n_hvg, min_common) in splits.items():
-        rows = []
+SPLITS = {"pbmc68k_reduced": (pbmc_split, 0, 200), "synthetic_iid": (synthetic_iid_split, 0, 100)}
+METHODS = ("scvi_xgboost", "scanvi", "celltypist")
+ROWS = RESULTS.with_name("label_transfer_accuracy_rows.jsonl")
+
+
+def accuracy_rows(datasets: list[str], seeds: list[int], max_epochs: int) -> None:
+    """Run every method on every (data set, seed); append one JSON line per pair to ROWS."""
+    import torch
+
+    torch.set_num_threads(1)  # the benchmark machine is shared; one thread each is fairer
+    for name in datasets:
+        make, n_hvg, min_common = SPLITS[name]
         for seed in seeds:
             with tempfile.TemporaryDirectory() as tmp:
                 ref, qry, _ = make(seed, Path(tmp))
-                row = {"seed": seed}
+                row = {"dataset": name, "seed": seed, "max_epochs": max_epochs}
                 for method, fn in (
-                    ("scvi_xgboost", lambda: ours(ref, qry, seed, Path(tmp) / "out", n_hvg, min_common)),
-                    ("scanvi", lambda: scanvi(ref, qry, seed)),
+                    ("scvi_xgboost", lambda: ours(ref, qry, seed, Path(tmp) / "out", n_hvg, min_common, max_epochs)),
+                    ("scanvi", lambda: scanvi(ref, qry, seed, max_epochs)),
                     ("celltypist", lambda: celltypist_peer(ref, qry, seed)),
                 ):
                     t0 = time.monotonic()
                     row[method] = fn()
                     row[method]["wall_s"] = round(time.monotonic() - t0, 1)
                     print(name, seed, method, row[method], file=sys.stderr, flush=True)
-                rows.append(row)
-        mean = {
-            m: {k: float(np.mean([r[m][k] for r in rows])) for k in ("accuracy", "macro_f1")}
-            for m in ("scvi_xgboost", "scanvi", "celltypist")
-        }
-        results[name] = {"per_seed": rows, "mean": mean}
-    return results
+            ROWS.parent.mkdir(parents=True, exist_ok=True)
+            with ROWS.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+
+def summarize_accuracy() -> dict:
+    """Per data set: the rows of every seed and the mean accuracy / macro-F1 of each method."""
+    rows = [json.loads(line) for line in ROWS.read_text().splitlines() if line.strip()]
+    out: dict = {}
+    for name in SPLITS:
+        mine = sorted((r for r in rows if r["dataset"] == name), key=lambda r: r["seed"])
+        if not mine:
+            continue
+        mean = {m: {k: float(np.mean([r[m][k] for r in mine])) for k in ("accuracy", "macro_f1")} for m in METHODS}
+        out[name] = {"per_seed": mine, "mean": mean, "seeds": [r["seed"] for r in mine]}
+    return out
 
 
 # ---------------------------------------------------------------- memory
@@ -274,20 +292,26 @@ def naive_run(reference: str, query: str, max_epochs: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["accuracy", "memory", "all", "naive"])
+    parser.add_argument("what", choices=["accuracy", "memory", "all", "naive", "summarize"])
+    parser.add_argument("--datasets", default=",".join(SPLITS))
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--max-epochs", type=int, default=5)
+    parser.add_argument("--max-epochs", type=int, default=5, help="scVI epochs of the memory runs")
+    parser.add_argument("--accuracy-max-epochs", type=int, default=400, help="scVI epochs (early stopping) of the accuracy runs")
     parser.add_argument("--reference")
     parser.add_argument("--query")
     args = parser.parse_args()
     if args.what == "naive":
         print(json.dumps(naive_run(args.reference, args.query, args.max_epochs)))
         return
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    new = {}
     if args.what in ("memory", "all"):
-        results["memory"] = memory(args.max_epochs)
+        new["memory"] = memory(args.max_epochs)
     if args.what in ("accuracy", "all"):
-        results["accuracy"] = accuracy([int(s) for s in args.seeds.split(",")])
+        accuracy_rows(args.datasets.split(","), [int(s) for s in args.seeds.split(",")], args.accuracy_max_epochs)
+    if args.what in ("accuracy", "all", "summarize"):
+        new["accuracy"] = summarize_accuracy()
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results.update(new)
     results["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")

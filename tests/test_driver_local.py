@@ -25,6 +25,7 @@ def local_run(tmp_path_factory):
     return tsv, out
 
 
+@pytest.mark.slow
 def test_local_run_completes_with_manifest(local_run):
     tsv, out = local_run
     m = json.loads((out / "run_manifest.json").read_text())
@@ -37,6 +38,7 @@ def test_local_run_completes_with_manifest(local_run):
     assert (out / "rewiring_hubs.tsv").is_file()
 
 
+@pytest.mark.slow
 def test_rerun_resumes_only_missing_tasks(local_run, tmp_path):
     tsv, out = local_run
     done = run_driver("slurm", ["--expr-tsv", tsv, "--out-dir", out, *ARGS, "--local"])
@@ -84,6 +86,7 @@ def test_task_runner_skips_tasks_outside_its_attempt(tmp_path, monkeypatch):
     assert not task_mod.status_path(tmp_path, "02a", 4, 1).exists()
 
 
+@pytest.mark.slow
 def test_stages_rerun_from_existing_upstream_outputs(local_run, tmp_path):
     tsv, out = local_run
 

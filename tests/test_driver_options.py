@@ -80,9 +80,13 @@ def test_missing_scheduler_command_is_named(tmp_path, tsv, scheduler, command):
 def test_plan_larger_than_any_node_is_rejected_before_submitting(tmp_path, tsv, scheduler, field, unit):
     fake = tmp_path / "bin"
     fake.mkdir()
-    # a cluster whose only node offers 1 GiB: sinfo (SLURM, MB) / qhost -F h_vmem (SGE)
+    # a cluster whose only node offers 1 GiB: sinfo (SLURM, MB) / qhost MEMTOT (SGE)
     (fake / "sinfo").write_text("#!/bin/sh\necho 1024\n")
-    (fake / "qhost").write_text("#!/bin/sh\necho 'vm lx-amd64 2'\necho '    hc:h_vmem=1.000G'\n")
+    (fake / "qhost").write_text("#!/bin/sh\ncat <<'EOF'\n"
+                                "HOSTNAME ARCH NCPU NSOC NCOR NTHR LOAD MEMTOT MEMUSE SWAPTO SWAPUS\n"
+                                "-------------------------------------------------------------------\n"
+                                "global - - - - - - - - - -\n"
+                                "vm lx-amd64 2 1 2 2 0.50 1.0G 500.0M 0.0 0.0\nEOF\n")
     (fake / "scontrol").write_text("#!/bin/sh\necho 'MaxArraySize            = 1001'\n")
     (fake / "qconf").write_text("#!/bin/sh\necho 'max_aj_tasks 75000'\n")
     for name in ("sbatch", "qsub"):

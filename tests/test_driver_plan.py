@@ -187,7 +187,7 @@ def test_finaliser_retries_oom_and_cancels_failed_downstream_slurm(tmp_path, tsv
     assert m["stages"]["02b"]["cancelled_tasks"] == [3] and m["stages"]["03"]["cancelled_tasks"] == [3]
     failure = m["stages"]["02a"]["failures"][0]
     assert failure["task"] == 3 and failure["log"] == str(out / "logs" / f"02a.{j02a}.3.log")
-    assert m["status"] == "failed"
+    assert "status" not in m  # the other genes go on; the last finaliser sets the status
     # the retry's finaliser: task 2 fails again for memory, task 4 succeeds; max retries (2) not reached
     _status(out, "02a", 2, 2, "oom", 3)
     _status(out, "02a", 4, 2, "ok", 0)
@@ -202,6 +202,24 @@ def test_finaliser_retries_oom_and_cancels_failed_downstream_slurm(tmp_path, tsv
     m = read_manifest(out)
     assert len(m["stages"]["02a"]["attempts"]) == 3
     assert ("cancel", j02b, 2) in sched.calls and ("cancel", j03, 2) in sched.calls
+    # 03b collects what completed; its finaliser reports the run as failed
+    _status(out, "03b", None, 1, "ok", 0)
+    fin.finalise(out, "03b", 1, scheduler=sched)
+    assert read_manifest(out)["status"] == "failed"
+
+
+def test_failed_single_job_cancels_the_rest(tmp_path, tsv):
+    sched = FakeSlurm()
+    out, m = _submitted(tmp_path, tsv, sched)
+    _status(out, "01", None, 1, "failed", 2)
+    sched.calls.clear()
+    fin.finalise(out, "01", 1, scheduler=sched)
+    m = read_manifest(out)
+    assert m["status"] == "failed"
+    for stage in ("02a", "02b", "03", "03b"):
+        a = m["stages"][stage]["attempts"][0]
+        assert ("cancel", a["job_id"], None) in sched.calls and ("cancel", a["finaliser_job_id"], None) in sched.calls
+        assert m["stages"][stage]["cancelled"]
 
 
 def test_finaliser_repoints_whole_stage_dependents(tmp_path, tsv):
@@ -237,3 +255,58 @@ def test_sge_finaliser_releases_successors_and_uses_task_filter(tmp_path, tsv):
 def test_compress_tasks():
     assert compress_tasks([7, 1, 2, 3, 9, 10]) == "1-3,7,9-10"
     assert compress_tasks([4]) == "4"
+
+
+def test_sge_array_with_gaps_runs_only_its_tasks(tmp_path, tsv):
+    """SGE arrays are ranges: a resume of tasks 1 and 3 submits -t 1-3 and the runner skips 2."""
+    sched = FakeSge()
+    out = tmp_path / "run"
+    plan = make_plan(options(tsv, out, "--genes-per-task", "10", "--stages", "00,01,02a", scheduler="sge"), sched)
+    plan.stages["02a"].tasks = [1, 3]
+    prepare_out_dir(plan)
+    m = submit_all(plan, sched)
+    command = m["stages"]["02a"]["attempts"][0]["command"]
+    assert command[command.index("-t") + 1] == "1-3"
+    assert "--only-tasks 1,3" in Path(command[-1]).read_text()
+    assert m["stages"]["02a"]["attempts"][0]["task_list"] == [1, 3]
+
+
+def test_refused_submission_cancels_what_was_submitted(tmp_path, tsv):
+    from dcoex.pipeline.schedulers import SubmitError
+
+    class Refusing(FakeSlurm):
+        def submit(self, job):
+            if len(self.jobs) == 4:
+                raise SubmitError("sbatch of dcoex_02a_run failed: Requested time limit is invalid")
+            return super().submit(job)
+
+    sched = Refusing()
+    plan = make_plan(options(tsv, tmp_path / "run", "--genes-per-task", "10"), sched)
+    prepare_out_dir(plan)
+    with pytest.raises(SubmitError, match="time limit"):
+        submit_all(plan, sched)
+    submitted = [c[1] for c in sched.calls if c[0] == "submit"]
+    assert len(submitted) == 4
+    assert [c[1] for c in sched.calls if c[0] == "cancel"] == submitted[::-1]
+    assert not (tmp_path / "run" / "run_manifest.json").exists()
+
+
+def test_retry_that_cannot_be_submitted_is_a_failure(tmp_path, tsv):
+    from dcoex.pipeline.schedulers import SubmitError
+
+    sched = FakeSlurm()
+    out, m = _submitted(tmp_path, tsv, sched)
+    j02b = m["stages"]["02b"]["attempts"][0]["job_id"]
+    for t in (1, 3, 4):
+        _status(out, "02a", t, 1, "ok", 0)
+    _status(out, "02a", 2, 1, "oom", 3)
+
+    def refuse(job):
+        raise SubmitError("sbatch of dcoex_02a_r1_run failed: QOSMaxSubmitJobPerUserLimit")
+
+    sched.submit = refuse
+    fin.finalise(out, "02a", 1, scheduler=sched)
+    m = read_manifest(out)
+    assert len(m["stages"]["02a"]["attempts"]) == 1
+    assert "retry could not be submitted" in m["stages"]["02a"]["failures"][0]["reason"]
+    assert ("cancel", j02b, 2) in sched.calls

@@ -57,7 +57,7 @@ def test_diagnose_numbers_match_hand_computation(pair, monkeypatch):
     assert comps["reference_csr"] == pytest.approx(real * 8 + (kept + 1) * 8, rel=0.1)
     for step in report["steps"].values():
         assert step["total_bytes"] == sum(step["components"].values())
-        assert step["components"]["imports"] > 100 * MiB
+        assert step["components"]["libraries"] > 100 * MiB
     assert report["peak_bytes"] == max(s["total_bytes"] for s in report["steps"].values())
     assert report["allocation"]["usable_bytes"] == int(8 * GiB * 0.7)
 

@@ -106,5 +106,5 @@ def test_memory_refusal_exit_3(files, capsys, tmp_path, monkeypatch):
     got, err, written = _run(files, capsys, tmp_path)
     assert got == 3
     assert "out of memory (planned)" in err and "--ignore-memory-check" in err
-    assert "imports" in err  # the estimate table with named components
+    assert "libraries" in err  # the estimate table with named components
     assert written == []

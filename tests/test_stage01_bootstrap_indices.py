@@ -183,3 +183,17 @@ def test_shim_runs_as_file_and_writes_memory_record(batch_outputs, tmp_path):
     assert out.exists() and Path(str(out) + ".memory.json").exists()
     with h5py.File(out) as f:
         assert f["memfit"].attrs["peak_rss_bytes"] > 0 and f["memfit"].attrs["estimate_bytes"] > 0
+
+
+def test_group_size_floor_has_epsilon_guard():
+    from fractions import Fraction
+    import math
+
+    from dcoex.groups import floor_fraction, group_sizes
+
+    assert 100 * 0.29 < 29 and floor_fraction(100, 0.29) == 29  # 28.999999999999996
+    for n in (10, 37, 100, 938, 1000, 12345):
+        for frac in ("0.1", "0.15", "0.2", "0.25", "0.29", "0.3", "0.33", "0.5", "0.8"):
+            assert floor_fraction(n, float(frac)) == math.floor(Fraction(frac) * n), (n, frac)
+    sizes = group_sizes(938, 0.2, 0.2, 0.8)
+    assert (sizes.k_low, sizes.k_high, sizes.kr_low, sizes.kr_high) == (187, 187, 149, 149)

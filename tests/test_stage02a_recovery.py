@@ -12,7 +12,7 @@ from util_stage02 import SCRIPT_02A, SCRIPT_02B, run_inproc, write_inputs
 
 
 def test_planted_pairs_recovered(tmp_path):
-    data = make_synthetic(n_genes=200, n_samples=200, seed=1, n_modulators=3, module_size=10)
+    data = make_synthetic(n_genes=200, n_samples=400, seed=1, n_modulators=3, module_size=20)
     expr, idx = write_inputs(tmp_path, data.matrix, n_bootstrap=100)
     args = ["--expr-h5", expr, "--indices-h5", idx]
     for m in data.modulators:

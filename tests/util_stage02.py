@@ -73,7 +73,7 @@ class Done:
     stderr: str
 
 
-def run_inproc(script: Path, *args: object) -> Done:
+def run_inproc(script: Path, *args: object, mem_limit: str = "4G") -> Done:
     """Run a stage's click command in this process through dcoex.cli.run_command (fast)."""
     from dcoex.cli import run_command
 
@@ -83,7 +83,7 @@ def run_inproc(script: Path, *args: object) -> Done:
         from dcoex.stages.bootstrap_edges import main
     err = io.StringIO()
     old = os.environ.get("MEMFIT_MEM_LIMIT")
-    os.environ["MEMFIT_MEM_LIMIT"] = "4G"
+    os.environ["MEMFIT_MEM_LIMIT"] = mem_limit
     try:
         with contextlib.redirect_stderr(err):
             try:

@@ -36,14 +36,15 @@ from dcoex.stats import (
     z_critical,
     z_pvalue,
 )
+from memfit.estimators.base_correlations import DIFF_DETAIL_CAP, FILTER_CELLS
 
 #: Candidate cuts are lowered by this relative margin so float rounding never drops a test.
 CUT_MARGIN = 1e-5
 #: Absolute margin (Z units) of the float32 pre-filter of the differential test.
 Z_PREFILTER_MARGIN = 1e-2
-#: Differential candidates whose pair and r values are kept in pass 1 (24 bytes each);
-#: above this the tiles are computed again to collect the significant pairs.
-DIFF_DETAIL_CAP = 8_000_000
+#: DIFF_DETAIL_CAP: differential candidates whose pair and r values are kept in pass 1
+#: (24 bytes each); above it the tiles are computed again to collect the significant pairs.
+#: FILTER_CELLS: tile cells the differential filter works on at once (bounds its temporaries).
 EDGE_FIELDS = (
     "pair_index", "gene_i", "gene_j", "r_low", "r_high", "delta",
     "p_low", "p_high", "p_diff", "q_low", "q_high", "q_diff", "sig_low", "sig_high",
@@ -143,18 +144,27 @@ class _DiffFilter:
         return mask
 
     def __call__(self, a: int, r_low: np.ndarray, r_high: np.ndarray, cut: float) -> tuple[np.ndarray, ...]:
-        """(rows, cols, r_low, r_high, Z) of the tile's pairs with |Z| >= cut (rows/cols in the tile)."""
+        """(rows, cols, r_low, r_high, Z) of the tile's pairs with |Z| >= cut (rows/cols in the
+        tile), in row-major order; worked out in row slices of at most FILTER_CELLS cells."""
+        step = max(1, FILTER_CELLS // max(r_low.shape[1], 1))
+        parts = [self._slice(a, r0, r_low[r0 : r0 + step], r_high[r0 : r0 + step], cut)
+                 for r0 in range(0, r_low.shape[0], step)]
+        return tuple(np.concatenate([p[c] for p in parts]) for c in range(5))
+
+    def _slice(self, a: int, r0: int, r_low: np.ndarray, r_high: np.ndarray, cut: float) -> tuple[np.ndarray, ...]:
         if cut > 0:
             rows, cols = np.nonzero(self._approx_mask(r_low, r_high, cut))
         else:
-            rows, cols = np.nonzero(_pair_ok(a, r_low.shape, self.constant_any))
+            ok = np.arange(r_low.shape[1])[None, :] > np.arange(r0, r0 + r_low.shape[0])[:, None]
+            ok &= ~self.constant_any[a + r0 : a + r0 + r_low.shape[0], None] & ~self.constant_any[None, a:]
+            rows, cols = np.nonzero(ok)
         if self.constant_any.any():
-            keep = ~self.constant_any[rows + a] & ~self.constant_any[cols + a]
+            keep = ~self.constant_any[rows + a + r0] & ~self.constant_any[cols + a]
             rows, cols = rows[keep], cols[keep]
         rl, rh = r_low[rows, cols], r_high[rows, cols]
         z = fisher_z(rl, rh, self.k_low, self.k_high)
         keep = np.abs(z) >= cut
-        return rows[keep], cols[keep], rl[keep], rh[keep], z[keep]
+        return rows[keep] + r0, cols[keep], rl[keep], rh[keep], z[keep]
 
 
 def base_correlations(

@@ -99,6 +99,7 @@ class BHFamily:
         first = int(ranks[inside].min())
         b_lo, b_hi = (first - 1) // BLOCK, (top - 1) // BLOCK
         p = np.concatenate([self._p_block(b) for b in range(b_lo, b_hi + 1)])
+        self._cache.clear()
         start = b_lo * BLOCK + 1
         p = p[: top - start + 1]
         scaled = p * self.m / np.arange(start, top + 1, dtype=np.float64)

@@ -28,18 +28,6 @@ def average_ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def dense_ranks(x: np.ndarray) -> np.ndarray:
-    """Dense ranks (0 = smallest value; tied values share one rank) of each row, int32."""
-    x = np.atleast_2d(x)
-    order = np.argsort(x, axis=1)  # tie order is irrelevant: ties share their dense rank
-    sorted_values = np.take_along_axis(x, order, axis=1)
-    starts = np.zeros(x.shape, dtype=np.int32)
-    starts[:, 1:] = sorted_values[:, 1:] != sorted_values[:, :-1]
-    dense = np.empty(x.shape, dtype=np.int32)
-    np.put_along_axis(dense, order, np.cumsum(starts, axis=1, dtype=np.int32), axis=1)
-    return dense
-
-
 def unit_ranks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Centred average ranks of each row scaled to unit Euclidean norm (float32), and a mask
     of constant rows (their row is 0). Dot products of two rows are Spearman correlations.

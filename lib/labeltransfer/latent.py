@@ -55,8 +55,11 @@ def train_latent(
     device: str = "cpu",
     seed: int = 0,
     batch_key: str = "dataset",
+    progress: bool = False,
 ) -> LatentResult:
     """Train scVI (``batch_key`` batches, early stopping) on ``adata.X`` counts; save to ``model_dir``.
+
+    ``progress`` shows the epoch bar on stderr (the CLI turns it on for a TTY without --quiet).
 
     The model, its data loaders and the trainer are deleted before returning, so only the
     latent array (cells × n_latent float32) stays in memory.
@@ -80,7 +83,7 @@ def train_latent(
             batch_size=batch_size,
             early_stopping=True,
             early_stopping_patience=EARLY_STOPPING_PATIENCE,
-            enable_progress_bar=False,
+            enable_progress_bar=progress,
             enable_model_summary=False,
         )
         latent = np.asarray(model.get_latent_representation(batch_size=batch_size), dtype=np.float32)

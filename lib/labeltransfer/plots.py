@@ -59,11 +59,15 @@ def plot_confusion(confusion: dict, path: Path, title: str = "query: true vs pre
 def _scatter(ax, coords: np.ndarray, groups: np.ndarray, title: str) -> None:
     import matplotlib
 
-    names = sorted(set(groups.tolist()))
-    colours = matplotlib.colormaps["tab20"].resampled(max(len(names), 1))
-    for k, name in enumerate(names):
+    names = sorted(set(groups.tolist()) - {"unknown"})
+    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
+    colours = {name: cmap(k % cmap.N) for k, name in enumerate(names)}
+    if "unknown" in set(groups.tolist()):
+        names.append("unknown")
+        colours["unknown"] = "lightgrey"
+    for name in names:
         sel = groups == name
-        ax.scatter(coords[sel, 0], coords[sel, 1], s=3, color=colours(k), label=name, rasterized=True)
+        ax.scatter(coords[sel, 0], coords[sel, 1], s=3, color=colours[name], label=name, rasterized=True)
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])

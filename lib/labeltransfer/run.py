@@ -257,7 +257,8 @@ def _pipeline(opts: RunOptions, inputs: Inputs, device: str, staging: Path, log:
         from labeltransfer.latent import train_latent
 
         trained = train_latent(
-            joint, staging / "model", opts.n_latent, opts.max_epochs, opts.batch_size, device, opts.seed
+            joint, staging / "model", opts.n_latent, opts.max_epochs, opts.batch_size, device, opts.seed,
+            progress=not opts.quiet and sys.stderr.isatty(),
         )
         latent = trained.latent
         del joint

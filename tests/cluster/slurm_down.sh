@@ -5,7 +5,7 @@ set -u
 alive() { [[ -n $1 && -r /proc/$1/stat ]] && [[ $(awk '{print $3}' /proc/$1/stat) != Z ]]; }
 stop() { # stop PIDFILE EXE
   local f=$1 p i; [[ -f $f ]] || return 0
-  p=$(tr -dc 0-9 < "$f"); alive "$p" && [[ $(readlink /proc/$p/exe) == "$2" ]] || return 0
+  p=$(tr -dc 0-9 < "$f"); alive "$p" && [[ $(readlink /proc/$p/exe) == "$(readlink -f "$2")" ]] || return 0
   kill -TERM "$p" 2>/dev/null
   for i in $(seq 1 80); do alive "$p" || return 0; sleep 0.25; done
   kill -KILL "$p" 2>/dev/null

@@ -23,7 +23,7 @@ if [[ -n $need ]]; then
 fi
 # alive PIDFILE EXE: the PID in the file runs (not a zombie) the expected executable
 alive() { local p; [[ -f $1 ]] && p=$(tr -dc 0-9 < "$1") && [[ -n $p && -r /proc/$p/stat ]] \
-  && [[ $(awk '{print $3}' /proc/$p/stat) != Z ]] && [[ $(readlink /proc/$p/exe) == "$2" ]]; }
+  && [[ $(awk '{print $3}' /proc/$p/stat) != Z ]] && [[ $(readlink /proc/$p/exe) == "$(readlink -f "$2")" ]]; }
 H=$(hostname -s)
 getent hosts "$H" >/dev/null || echo "127.0.0.1 $H" >> /etc/hosts
 # munge

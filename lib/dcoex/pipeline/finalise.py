@@ -87,36 +87,12 @@ def finalise(out: Path, stage: str, attempt_no: int, scheduler: Scheduler | None
         per_task_next = later[0] if later and stage in PER_GENE_CHAIN and later[0] in PER_GENE_CHAIN else None
         actions: list[str] = []
         if retry:
-            new_attempt = len(entry["attempts"]) + 1
-            request = max(int(math.ceil(attempt["requested_bytes"] * RETRY_FACTOR / MiB)) * MiB,
-                          int(entry["requested_bytes"]))
-            task_list = None if retry == [None] else sorted(retry)
-            params = m["parameters"]
-            job = stage_job(entry, stage, out, new_attempt, task_list, request, params["mem_safety"],
-                            params.get("queue"), params.get("account"),
-                            only_tasks=task_list if scheduler.name == "sge" and task_list else None)
-            job_id, argv = scheduler.submit(job)
-            record = attempt_record(new_attempt, job_id, task_list, request,
-                                    scheduler.request_string(request, entry["slots"]), argv, "oom-retry")
-            fin = finaliser_job(scheduler, stage, out, new_attempt, job_id, params["mem_safety"], params.get("queue"),
-                                params.get("account"))
-            fin_id, fin_argv = scheduler.submit(fin)
-            record.update(finaliser_job_id=fin_id, finaliser_command=fin_argv)
-            entry["attempts"].append(record)
-            actions.append(f"resubmitted {stage} tasks {record['tasks'] or '1'} as job {job_id} with "
-                           f"{record['request']} (attempt {new_attempt}), finaliser {fin_id}")
-            if per_task_next and not scheduler.per_task_holds:
-                # SLURM: the successor task waits for a job that failed ("DependencyNeverSatisfied")
-                nxt = m["stages"][per_task_next]
-                for t in task_list or []:
-                    a = latest_attempt(nxt, t)
-                    if a is not None and t not in nxt.get("cancelled_tasks", []):
-                        scheduler.repoint_task(a["job_id"], t, job_id)
-            elif later and not per_task_next:
-                a = latest_attempt(m["stages"][later[0]], None)
-                if a is not None:
-                    scheduler.repoint_job(a["job_id"], fin_id)
-                    actions.append(f"stage {later[0]} (job {a['job_id']}) now waits for finaliser {fin_id}")
+            try:
+                _resubmit(m, scheduler, out, stage, attempt, retry, per_task_next, later, actions)
+            except SubmitError as exc:
+                for t in retry:
+                    give_up[t] = f"out of memory; the retry could not be submitted: {exc}"
+                retry = []
         if per_task_next and scheduler.per_task_holds:
             nxt = m["stages"][per_task_next]
             for t, (state, _) in results.items():
@@ -136,15 +112,64 @@ def finalise(out: Path, stage: str, attempt_no: int, scheduler: Scheduler | None
         entry.setdefault("finalised", []).append({"attempt": attempt_no, "time": now_iso(),
                                                  "ok": sum(1 for s, _ in results.values() if s == "ok"),
                                                  "retried": len(retry), "failed": len(give_up)})
-        if give_up:
-            m["status"] = "failed"
+        if None in give_up and later:
+            m["status"] = "failed"  # everything after a failed single job was cancelled: the run is over
         elif not later and not retry:
-            m.setdefault("status", "complete")
+            failed = any(e.get("failures") for e in m["stages"].values())
+            m["status"] = "failed" if failed else "complete"
     for line in actions:
         print(f"dcoex finalise {stage}: {line}")
     print(f"dcoex finalise {stage} attempt {attempt_no}: "
           f"{sum(1 for s, _ in results.values() if s == 'ok')} ok, {len(retry)} retried, {len(give_up)} failed")
     return 0
+
+
+def _resubmit(m: dict, scheduler: Scheduler, out: Path, stage: str, attempt: dict, retry: list,
+              per_task_next: str | None, later: list[str], actions: list[str]) -> None:
+    """Submit the retry of ``retry`` tasks with 1.5x memory (at least the plan), its finaliser,
+    and re-point what waited on the failed attempt."""
+    entry = m["stages"][stage]
+    new_attempt = len(entry["attempts"]) + 1
+    request = max(int(math.ceil(attempt["requested_bytes"] * RETRY_FACTOR / MiB)) * MiB,
+                  int(entry["requested_bytes"]))
+    task_list = None if retry == [None] else sorted(retry)
+    params = m["parameters"]
+    job = stage_job(entry, stage, out, new_attempt, task_list, request, params["mem_safety"],
+                    params.get("queue"), params.get("account"),
+                    only_tasks=task_list if scheduler.name == "sge" and task_list else None)
+    job_id, argv = scheduler.submit(job)
+    record = attempt_record(new_attempt, job_id, task_list, request,
+                            scheduler.request_string(request, entry["slots"]), argv, "oom-retry")
+    fin = finaliser_job(scheduler, stage, out, new_attempt, job_id, params["mem_safety"], params.get("queue"),
+                        params.get("account"))
+    try:
+        fin_id, fin_argv = scheduler.submit(fin)
+    except SubmitError:
+        scheduler.cancel(job_id)
+        raise
+    record.update(finaliser_job_id=fin_id, finaliser_command=fin_argv)
+    entry["attempts"].append(record)
+    actions.append(f"resubmitted {stage} tasks {record['tasks'] or '1'} as job {job_id} with "
+                   f"{record['request']} (attempt {new_attempt}), finaliser {fin_id}")
+    if per_task_next and not scheduler.per_task_holds:
+        # SLURM: the successor task waits for a job that failed ("DependencyNeverSatisfied")
+        nxt = m["stages"][per_task_next]
+        for t in task_list or []:
+            a = latest_attempt(nxt, t)
+            if a is not None and t not in nxt.get("cancelled_tasks", []):
+                try:
+                    scheduler.repoint_task(a["job_id"], t, job_id)
+                except SubmitError as exc:
+                    actions.append(f"could not re-point {per_task_next} task {t}: {exc}")
+    elif later and not per_task_next:
+        a = latest_attempt(m["stages"][later[0]], None)
+        if a is not None:
+            try:
+                scheduler.repoint_job(a["job_id"], fin_id)
+            except SubmitError as exc:
+                actions.append(f"could not re-point stage {later[0]} (job {a['job_id']}): {exc}")
+                return
+            actions.append(f"stage {later[0]} (job {a['job_id']}) now waits for finaliser {fin_id}")
 
 
 def _cancel_downstream(m: dict, scheduler: Scheduler, stage: str, task: int | None, later: list[str],

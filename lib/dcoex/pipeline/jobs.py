@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,13 +15,24 @@ from dcoex.pipeline.plan import RunPlan, StagePlan, first_request
 from dcoex.pipeline.schedulers import JobSpec, Scheduler, SubmitError, compress_tasks
 from dcoex.pipeline.stages import STAGES
 
-#: Peak RSS of a finaliser job (a small Python process that reads JSON and runs qsub/sbatch).
-FINALISER_BYTES = 200 << 20
+#: Peak RSS of a finaliser job (a small Python process that reads JSON and runs qsub/sbatch;
+#: measured 17 MiB) with room to spare.
+FINALISER_BYTES = 128 << 20
 
 
 def job_tag(out_dir: Path) -> str:
     """A short name part without spaces or colons, from the output folder."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", out_dir.name)[:24] or "run"
+
+
+def _tool_dirs() -> str:
+    """Folders of the scheduler commands on the submit host (for the jobs' PATH)."""
+    dirs: list[str] = []
+    for tool in ("sbatch", "scontrol", "sacct", "qsub", "qrls", "qalter", "qacct"):
+        found = shutil.which(tool)
+        if found and os.path.dirname(found) not in dirs:
+            dirs.append(os.path.dirname(found))
+    return ":".join(dirs) or "/usr/bin"
 
 
 def write_script(path: Path, module: str, args: list[str], slots: int, mem_safety: float,
@@ -34,6 +47,8 @@ def write_script(path: Path, module: str, args: list[str], slots: int, mem_safet
         "export HDF5_USE_FILE_LOCKING=FALSE",
         f"export MEMFIT_SAFETY={mem_safety:g}",
         'export TMPDIR="${TMPDIR:-${TMP:-/tmp}}"',
+        # finalisers and tasks call the scheduler's commands: SGE jobs do not inherit PATH
+        f'export PATH={shlex.quote(_tool_dirs())}"${{PATH:+:$PATH}}"',
         "export PYTHONUNBUFFERED=1",
         "exec " + shlex.join([sys.executable, "-m", module, *args]),
     ]
@@ -124,7 +139,9 @@ def submit_all(plan: RunPlan, scheduler: Scheduler) -> dict:
         for s, p in plan.stages.items():
             entry = manifest["stages"][s]
             request = first_request(p)
+            gaps = p.tasks is not None and len(p.tasks) != max(p.tasks) - min(p.tasks) + 1
             job = stage_job(entry, s, out, 1, p.tasks, request, o.mem_safety, o.queue, o.account,
+                            only_tasks=p.tasks if gaps and scheduler.name == "sge" else None,
                             write=not scheduler.dry_run)
             job.mem_bytes = request
             per_task = prev is not None and prev[1].per_gene and p.per_gene
@@ -148,8 +165,8 @@ def submit_all(plan: RunPlan, scheduler: Scheduler) -> dict:
             record["finaliser_command"] = fin_argv
             entry["attempts"].append(record)
             prev = (s, p, job_id, fin_id)
-    except SubmitError:
-        for job_id in reversed(submitted):
+    except BaseException:  # a refused submission, or an interrupt: leave nothing behind
+        for job_id in reversed(submitted if not scheduler.dry_run else []):
             try:
                 scheduler.cancel(job_id)
             except SubmitError:

@@ -8,6 +8,7 @@ SGE ``h_vmem``: virtual memory per slot).
 from __future__ import annotations
 
 import math
+import os
 import re
 import shlex
 import shutil
@@ -278,15 +279,20 @@ class Sge(Scheduler):
         return f"h_vmem={request_bytes // slots // MiB}M"
 
     def max_request_bytes(self) -> int | None:
+        """The largest host's total memory (qhost MEMTOT); ``qsub -w e`` checks the rest."""
         if shutil.which("qhost") is None:
             return None
         try:
-            text = _run(["qhost", "-F", "h_vmem"], "qhost")
+            text = _run(["qhost"], "qhost")
         except SubmitError:
             return None
         from memfit.units import parse_bytes
 
-        values = [parse_bytes(v) for v in re.findall(r"h_vmem=([0-9.]+[KMGT]?)", text)]
+        values = []
+        for line in text.splitlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 8 and fields[0] != "global" and re.fullmatch(r"[0-9.]+[KMGT]", fields[7]):
+                values.append(parse_bytes(fields[7]))
         return max(values) if values else None
 
     def log_name(self, job: JobSpec) -> str:
@@ -295,8 +301,8 @@ class Sge(Scheduler):
     def command(self, job: JobSpec) -> list[str]:
         argv = ["qsub", "-terse", "-w", "e", "-N", job.name, "-o", str(job.log / self.log_name(job)), "-j", "y",
                 "-S", "/bin/bash", "-l", self.request_string(job.mem_bytes, job.slots), "-l", f"h_rt={job.time_limit}"]
-        if job.slots > 1:
-            argv += ["-pe", "smp", str(job.slots)]
+        if job.slots > 1:  # the parallel environment's name is site-specific: DCOEX_SGE_PE
+            argv += ["-pe", os.environ.get("DCOEX_SGE_PE", "smp"), str(job.slots)]
         if job.tasks is not None:
             argv += ["-t", f"{min(job.tasks)}-{max(job.tasks)}"]
         if job.per_task_after:

@@ -109,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     task = (args.task if args.task is not None else task_id_from_env()) if per_gene else None
     only = parse_tasks(args.only_tasks)
     if only is not None and task not in only:
+        # an SGE array covers a range: ids outside the attempt's list only pass their hold on
         print(f"dcoex task: stage {args.stage} task {task} is not part of this attempt; nothing to do")
+        if task is not None:
+            release_successor(out, args.stage, task)
         return 0
     if per_gene and task is not None:
         os.environ["DCOEX_TASK_ID"] = str(task)

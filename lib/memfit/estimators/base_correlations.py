@@ -1,24 +1,27 @@
 """Stage 02a (base correlations of one reference gene) peak-RSS estimate, in bytes.
 
-Memory model (N genes, S samples, k_L/k_H group sizes, T tile rows, m = N(N−1)/2):
+Memory model (N genes, S samples, k_L/k_H group sizes, T tile rows, m = N(N−1)/2,
+c = candidate fraction):
 
-- ``python``: interpreter + numpy/scipy/h5py/click imports (measured);
+- ``python``: interpreter + numpy/scipy.stats/h5py/click imports (measured);
 - ``expr``: the whole N × S float32 matrix, loaded once per task;
-- ``ranks``: per group the unit-norm float32 ranks (4 B per cell, kept) plus the
-  transient of average ranking one group (argsort order, sorted copy, tie bounds and
-  float64 ranks: ~45 B per cell);
-- ``tile``: one tile of T rows × N columns: two float32 r blocks, the float32 Fisher
-  pre-filter, masks and comparison temporaries (~30 B per cell);
-- ``candidates``: BH candidates (|r_L|, |r_H| as float32, |Z| as float64) for the
-  fraction ``c`` of tests whose p can be <= alpha, plus the concatenation copy of the
-  largest family: m·c·(4 + 4 + 8 + 8);
-- ``bh``: q-values of the significant prefix (p, scaled, suffix minimum; float64) for a
-  fraction ``c_sig`` of m: m·c_sig·32;
+- ``ranks``: the unit-norm float32 ranks of both groups, N·(k_L + k_H)·4 (the float64
+  ranking transient, ~45 B per cell, is freed before the tiles start);
+- ``tile``: the reused tile buffers of T × N cells — two float32 r blocks, |r| and its
+  mask: 13 B per cell, 16 as measured — plus the differential filter's slice temporaries
+  (FILTER_CELLS cells: two float32 buffers, and ~70 B per passing cell for its indices and
+  float64 Fisher values);
+- ``candidates``: BH candidates of the three families, |r_L| and |r_H| float32 and |Z|
+  float64, plus the concatenation copy of the differential family: 24 B per candidate,
+  30 as measured (allocator slack of the per-tile lists); and, when there are at most
+  DIFF_DETAIL_CAP differential candidates, their pair index and r values (24 B each);
+- ``bh``: q-values of the significant prefixes (p, scaled, suffix minimum; float64):
+  32 B per significant test, ~``background``·m;
 - ``edges``: the stored sig_differential edges, ~120 B each while collected.
 
-``c`` defaults to min(1, alpha + background) with ``background`` the fraction of truly
-correlated pairs (tune per data set; 0.02 for mostly independent genes); ``exact_q``
-makes every test a candidate.
+c = min(1, alpha + background): every test with p <= alpha plus the truly correlated
+pairs (``background``, 0.02 by default; raise it for data with broad co-expression).
+``exact_q`` makes every test a candidate (c = 1).
 """
 
 from __future__ import annotations
@@ -26,11 +29,19 @@ from __future__ import annotations
 from memfit.estimate import MemoryEstimate
 from memfit.units import MiB
 
-#: Resident bytes of the stage before data: interpreter, numpy, scipy.special/stats,
-#: h5py, click, psutil, threadpoolctl (measured: ~105 MiB on CPython 3.11).
-STAGE_BASELINE_BYTES = 105 * MiB
-RANK_TRANSIENT_BYTES_PER_CELL = 45
-TILE_BYTES_PER_CELL = 30
+#: Resident bytes of the stage before data: interpreter, numpy, scipy.special/stats, h5py,
+#: click, psutil, threadpoolctl (measured 113 MiB on CPython 3.11) + recorder/HDF5 state.
+STAGE_BASELINE_BYTES = 116 * MiB
+TILE_BYTES_PER_CELL = 16
+#: Cells of one differential-filter slice (dcoex.base_correlations uses this); its bytes per
+#: cell are FILTER_BYTES_FIXED + FILTER_BYTES_SELECTED × (fraction of cells passing).
+FILTER_CELLS = 1 << 20
+FILTER_BYTES_FIXED = 8
+FILTER_BYTES_SELECTED = 70
+#: Differential candidates kept with their pair and r values in the first pass.
+DIFF_DETAIL_CAP = 4_000_000
+CANDIDATE_BYTES = 30
+DETAIL_BYTES = 24
 EDGE_BYTES = 120
 BH_BYTES_PER_SIG = 32
 
@@ -51,15 +62,16 @@ def estimate(
     m = n * (n - 1) // 2
     t = max(1, min(int(tile_rows), max(n - 1, 1)))
     frac = 1.0 if exact_q else min(1.0, float(fdr_alpha) + float(background))
-    frac_sig = 1.0 if exact_q else min(1.0, float(fdr_alpha) * 0.5 + float(background))
+    n_cand = int(m * frac)
     n_edges = int(m * 0.002) if n_edges is None else int(n_edges)
     components = {
         "python": STAGE_BASELINE_BYTES,
         "expr": n * int(n_samples) * 4,
-        "ranks": n * (k_low + k_high) * 4 + n * max(k_low, k_high) * RANK_TRANSIENT_BYTES_PER_CELL,
-        "tile": t * n * TILE_BYTES_PER_CELL,
-        "candidates": int(m * frac * 24),
-        "bh": int(m * frac_sig * BH_BYTES_PER_SIG),
+        "ranks": n * (int(k_low) + int(k_high)) * 4,
+        "tile": t * n * TILE_BYTES_PER_CELL
+        + int(min(FILTER_CELLS, t * n) * (FILTER_BYTES_FIXED + FILTER_BYTES_SELECTED * frac)),
+        "candidates": n_cand * CANDIDATE_BYTES + (n_cand * DETAIL_BYTES if n_cand <= DIFF_DETAIL_CAP else 0),
+        "bh": int(m * (1.0 if exact_q else float(background))) * BH_BYTES_PER_SIG,
         "edges": n_edges * EDGE_BYTES,
     }
     params = {

@@ -5,17 +5,18 @@ per chunk, n_c <= min(N, 2c) genes touched by a chunk):
 
 - ``python``: interpreter + numpy/scipy/h5py/click imports (measured);
 - ``expr``: the whole N × S float32 matrix, loaded once per task;
-- ``edge_tables``: the base file's edge table (~80 B per edge), the selected copy and the
-  output columns: ~220 B per selected edge;
+- ``edge_tables``: the base file's edge table (~80 B per edge), the selected copy, the
+  row indices and the output columns: ~240 B per selected edge;
 - ``indices``: the gene's bootstrap indices and positions (int64) and the resample
   counts: B·(k_rL + k_rH)·16 + B·k·8;
-- ``chunk_genes``: per group the chunk's gene values, sort order, rank index and tie
-  bounds: n_c·k·44;
+- ``chunk_genes``: per group the chunk's gene values, sort order and rank index (kept,
+  ~24 B per gene × group position) and the tie-bound transient of building them (~40 B per
+  gene × position of the larger group);
 - ``deltas``: the chunk's Δ matrix (c × B float32) and the r blocks of one replicate block;
-- ``rank_work``: ranking temporaries of one replicate block, capped at RANK_WORK_BYTES;
-- ``gather_work``: edge sub-block / dense-core temporaries, capped at GATHER_WORK_BYTES
-  (×1.5 for the gathered result);
-- ``stats``: the statistics' row-block temporaries, capped at STATS_WORK_BYTES.
+- ``work``: the larger of the ranking phase (two (block × n_c × k) float32 arrays: half of
+  the block budget, RANK_WORK_BYTES) and the correlation phase (one such array, the
+  unit values y, plus the gathered edge sub-block: 2/3 of GATHER_WORK_BYTES);
+- ``stats``: the statistics' row-block temporaries (~70 % of STATS_WORK_BYTES at most).
 
 The chunk is at most MAX_CHUNK_DELTA_BYTES of Δ: bigger chunks are no faster.
 """
@@ -26,8 +27,8 @@ from memfit.estimate import MemoryEstimate
 from memfit.units import MiB
 
 #: Resident bytes of the stage before data (interpreter, numpy, scipy, h5py, click, psutil,
-#: threadpoolctl), measured on CPython 3.11.
-STAGE_BASELINE_BYTES = 105 * MiB
+#: threadpoolctl; no scipy), measured on CPython 3.11: 49 MiB + recorder and HDF5 state.
+STAGE_BASELINE_BYTES = 56 * MiB
 #: Temporaries of the per-edge statistics (dcoex.bootstrap_edges works in row blocks of this).
 STATS_WORK_BYTES = 64 * MiB
 #: Largest Δ matrix of one edge chunk (bytes): bigger chunks are no faster.
@@ -36,8 +37,8 @@ MAX_CHUNK_DELTA_BYTES = 512 * MiB
 RANK_WORK_BYTES = 96 * MiB
 #: Edge-gather temporaries of one sub-block of edges (dcoex.bootstrap_edges sizes them to it).
 GATHER_WORK_BYTES = 48 * MiB
-EDGE_TABLE_BYTES = 220
-CHUNK_GENE_BYTES_PER_CELL = 44
+EDGE_TABLE_BYTES = 240
+CHUNK_GENE_BYTES_PER_CELL = 24
 
 
 def max_chunk(n_bootstrap: int) -> int:
@@ -66,16 +67,17 @@ def estimate(
     k_max = max(int(k_low), int(k_high))
     per_replicate = 16 * n_c * k_max
     block = max(1, min(b, RANK_WORK_BYTES // max(per_replicate, 1)))
+    rank_budget = block * per_replicate
+    gather = min(GATHER_WORK_BYTES, c * block * k_max * 12) * 2 // 3
     components = {
         "python": STAGE_BASELINE_BYTES,
         "expr": n * int(n_samples) * 4,
         "edge_tables": e * EDGE_TABLE_BYTES,
         "indices": b * (int(kr_low) + int(kr_high)) * 16 + b * k * 8,
-        "chunk_genes": n_c * k * CHUNK_GENE_BYTES_PER_CELL,
+        "chunk_genes": n_c * k * CHUNK_GENE_BYTES_PER_CELL + n_c * k_max * 40,
         "deltas": (c * b * 4 + c * block * 12) if e else 0,
-        "rank_work": min(RANK_WORK_BYTES, b * per_replicate),
-        "gather_work": int(min(GATHER_WORK_BYTES, c * block * k_max * 12) * 1.5) if e else 0,
-        "stats": min(STATS_WORK_BYTES, c * b * 16) if e else 0,
+        "work": max(rank_budget // 2, rank_budget // 4 + gather) if e else 0,
+        "stats": min(STATS_WORK_BYTES, c * b * 16) * 7 // 10 if e else 0,
     }
     if store_replicates:
         components["hdf5_chunks"] = 16 * MiB
