@@ -131,3 +131,35 @@ def test_second_pass_and_exact_q(planted):
     np.testing.assert_array_equal(exact.edges["pair_index"], sig)
     for fam in ("low", "high", "diff"):
         np.testing.assert_allclose(exact.edges[f"q_{fam}"], ref[f"q_{fam}"][sig], rtol=1e-4)
+
+
+def test_tile_size_does_not_change_any_bit():
+    """Integer rank products are exact: r is bit-identical for any tile shape."""
+    from dcoex.base_correlations import base_correlations
+    from dcoex.synthetic import make_synthetic
+
+    data = make_synthetic(n_genes=200, n_samples=200, seed=1, n_modulators=2, module_size=10)
+    x = data.matrix
+    order = np.argsort(x[data.modulators[0]], kind="stable")
+    low, high = np.sort(order[:40]), np.sort(order[-40:])
+    results = [base_correlations(x[:, low], x[:, high], 0.3, tile_rows=t) for t in (17, 64, 199)]
+    assert results[0].edges["pair_index"].size > 20
+    for other in results[1:]:
+        for name, col in results[0].edges.items():
+            np.testing.assert_array_equal(col, other.edges[name], err_msg=name)
+
+
+def test_large_groups_use_exact_float64_products():
+    """k(k−1)² >= 2**24 (k >= 257): rank products switch to float64 and stay exact."""
+    from dcoex.base_correlations import base_correlations
+    from dcoex.ranks import IntegerRanks
+
+    rng = np.random.default_rng(5)
+    x_low, x_high = rng.standard_normal((12, 300)), rng.standard_normal((12, 280))
+    x_high[1] = x_high[0] + 0.3 * rng.standard_normal(280)
+    assert IntegerRanks(x_low).dtype == np.float64 and IntegerRanks(x_low[:, :200]).dtype == np.float32
+    res = base_correlations(x_low, x_high, 0.5, tile_rows=4, exact_q=True)
+    iu, ju = np.triu_indices(12, 1)
+    want = stats.spearmanr(x_high, axis=1).statistic[iu, ju][res.edges["pair_index"]]
+    assert res.edges["pair_index"].size > 0
+    np.testing.assert_allclose(res.edges["r_high"], want, atol=1e-6)

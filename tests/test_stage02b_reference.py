@@ -148,3 +148,15 @@ def test_dense_core_equals_gathers():
         r_high = np.corrcoef(stats.rankdata(x[:, high_boot[b]], axis=1))
         ref[:, b] = r_high[gi, gj] - r_low[gi, gj]
     np.testing.assert_allclose(got, ref, atol=2e-6)
+
+
+def test_large_resamples_use_exact_float64_sums():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((5, 700))
+    low, high = np.arange(0, 320), np.arange(350, 670)
+    low_boot = low[rng.integers(0, 320, (3, 290))]
+    high_boot = high[rng.integers(0, 320, (3, 290))]
+    gi, gj = np.array([0, 1, 2]), np.array([1, 3, 4])
+    got = replicate_deltas(x[:, low], x[:, high], positions_in_group(low_boot, low),
+                           positions_in_group(high_boot, high), gi, gj)
+    np.testing.assert_allclose(got, naive_deltas(x, low_boot, high_boot, gi, gj), atol=2e-6)

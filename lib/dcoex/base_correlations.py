@@ -1,8 +1,10 @@
 """Stage 02a science: Spearman r of every gene pair in LOW and HIGH, tests and BH.
 
-Per reference gene (DESIGN.md §4): rank each gene once per group (average ranks), centre
-and scale to unit norm (float32), then r = Z·Zᵀ one tile of ``tile_rows`` gene rows at a
-time (upper triangle only):
+Per reference gene (DESIGN.md §4): rank each gene once per group (average ranks), double
+and centre them (integers u = 2·rank − (k+1)), then r = (U·Uᵀ)·scaleᵢ·scaleⱼ with
+scale = 1/||u|| one tile of ``tile_rows`` gene rows at a time (upper triangle only). The
+integer products are exact in float32 (float64 when k(k−1)² >= 2**24), so r is identical
+for any tile size and thread count:
 
 1. one pass over the tiles collects the BH candidates of the three families (|r_L|, |r_H|
    as float32, |Z| of the Fisher test as float64) — only tests whose p can be <= alpha
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dcoex.bh import BHFamily
-from dcoex.ranks import unit_ranks
+from dcoex.ranks import IntegerRanks
 from dcoex.stats import (
     fisher_z,
     pair_from_flat,
@@ -62,17 +64,30 @@ class BaseResult:
 class _Tiles:
     """Correlation tiles of the upper triangle: rows [a, b) against columns [a, N).
 
-    Pairs outside the family (lower triangle or diagonal of the tile, or a gene constant in
-    the group) get r = 0 exactly (constant genes have all-zero unit ranks), so any cut > 0
-    drops them without a mask; ``masks`` gives explicit masks for a cut of 0.
+    r = (u_i·u_j)·scale_i·scale_j from integer ranks (dcoex.ranks.IntegerRanks): the
+    products are exact, so r does not depend on the tile shape or BLAS threads. Pairs
+    outside the family (lower triangle or diagonal of the tile, or a gene constant in the
+    group: scale 0) get r = 0 exactly, so any cut > 0 drops them without a mask.
     """
 
-    def __init__(self, z_low: np.ndarray, z_high: np.ndarray, tile_rows: int) -> None:
-        self.z_low, self.z_high = z_low, z_high
-        self.n = z_low.shape[0]
+    def __init__(self, low: IntegerRanks, high: IntegerRanks, tile_rows: int) -> None:
+        self.low, self.high = low, high
+        self.n = low.u.shape[0]
         self.tile_rows = max(1, int(tile_rows))
         size = min(self.tile_rows, max(self.n - 1, 1)) * self.n
         self._buf = (np.empty(size, np.float32), np.empty(size, np.float32))
+        wide = [np.empty(size, np.float64) if g.dtype == np.float64 else None for g in (low, high)]
+        self._wide = wide
+
+    def _product(self, ranks: IntegerRanks, wide: np.ndarray | None, a: int, b: int, out: np.ndarray) -> None:
+        if wide is None:
+            np.matmul(ranks.u[a:b], ranks.u[a:].T, out=out)
+        else:
+            product = wide[: out.size].reshape(out.shape)
+            np.matmul(ranks.u[a:b], ranks.u[a:].T, out=product)
+            out[...] = product
+        out *= ranks.scale[a:b, None]
+        out *= ranks.scale[None, a:]
 
     def __iter__(self):
         n = self.n
@@ -81,8 +96,8 @@ class _Tiles:
             shape = (b - a, n - a)
             r_low = self._buf[0][: shape[0] * shape[1]].reshape(shape)
             r_high = self._buf[1][: shape[0] * shape[1]].reshape(shape)
-            np.matmul(self.z_low[a:b], self.z_low[a:].T, out=r_low)
-            np.matmul(self.z_high[a:b], self.z_high[a:].T, out=r_high)
+            self._product(self.low, self._wide[0], a, b, r_low)
+            self._product(self.high, self._wide[1], a, b, r_high)
             lower = np.arange(b - a)[None, :] <= np.arange(b - a)[:, None]
             r_low[:, : b - a][lower] = 0.0
             r_high[:, : b - a][lower] = 0.0
@@ -185,8 +200,8 @@ def base_correlations(
     """
     n, k_low = x_low.shape
     k_high = x_high.shape[1]
-    z_low, const_low = unit_ranks(x_low)
-    z_high, const_high = unit_ranks(x_high)
+    ranks_low, ranks_high = IntegerRanks(x_low), IntegerRanks(x_high)
+    const_low, const_high = ranks_low.constant, ranks_high.constant
     const_any = const_low | const_high
     m_low = n_pairs(n - int(const_low.sum()))
     m_high = n_pairs(n - int(const_high.sum()))
@@ -198,7 +213,7 @@ def base_correlations(
         cut_low = r_critical(alpha, df_low) * (1 - CUT_MARGIN)
         cut_high = r_critical(alpha, df_high) * (1 - CUT_MARGIN)
         cut_diff = z_critical(alpha) * (1 - CUT_MARGIN)
-    tiles = _Tiles(z_low, z_high, tile_rows)
+    tiles = _Tiles(ranks_low, ranks_high, tile_rows)
     diff = _DiffFilter(k_low, k_high, const_any)
     above = _Above()
 

@@ -8,8 +8,10 @@ ranked, each from its order within the group (computed once per chunk of edges):
 - a resample is a vector of counts c_p over the k positions of the group (sum c_p = k_r);
 - along a gene's sorted positions, the cumulative sum of counts gives the average rank of
   each value: cum − (c − 1)/2, or for a run of tied values (cum_last + cum_before_first + 1)/2;
-- the ranks centred on (k_r + 1)/2, weighted by sqrt(c_p) and scaled to unit norm give
-  y with r = Σ_p y_i,p·y_j,p: exactly the correlation over the k_r resampled columns.
+- with u = 2·rank − (k_r + 1) (integers), r_ij = Σ_p c_p·u_i,p·u_j,p / sqrt(Σ c u_i² · Σ c u_j²):
+  exactly the correlation over the k_r resampled columns. The sums are exact integers in
+  float32 (float64 when k_r(k_r−1)² >= 2**24), so r does not depend on how edges are
+  chunked or computed.
 
 Edges are processed in chunks (memory O(chunk × B)); within a chunk, replicates in
 blocks and edges in sub-blocks so temporaries stay bounded. Within a chunk, a dense core
@@ -26,7 +28,7 @@ from typing import Iterator
 
 import numpy as np
 
-from dcoex.ranks import tie_bounds
+from dcoex.ranks import exact_dtype, tie_bounds
 from memfit.estimators.bootstrap_edges import GATHER_WORK_BYTES, RANK_WORK_BYTES, STATS_WORK_BYTES
 
 #: Dense-core sizes tried: MIN_CORE, MIN_CORE + CORE_STEP, ... up to MAX_CORE genes.
@@ -64,17 +66,18 @@ class ResampleSide:
         self.tied = np.flatnonzero(np.any(first != last, axis=1))
         self.first, self.last = first[self.tied], last[self.tied]
         flat = (np.arange(self.n_boot)[:, None] * self.k + boot_positions).ravel()
-        self.counts = np.bincount(flat, minlength=self.n_boot * self.k).reshape(self.n_boot, self.k).astype(np.float32)
-        self.sqrt_counts = np.sqrt(self.counts)
+        self.dtype = exact_dtype(self.kr, self.kr - 1)
+        self.counts = np.bincount(flat, minlength=self.n_boot * self.k).reshape(self.n_boot, self.k).astype(self.dtype)
 
     def bytes_per_replicate(self) -> int:
-        """Ranking temporaries of one replicate (bytes)."""
-        return self.n_genes * self.k * 16
+        """Ranking temporaries of one replicate (bytes): four (g, k) arrays of the rank dtype."""
+        return self.n_genes * self.k * 4 * np.dtype(self.dtype).itemsize
 
-    def unit_values(self, b0: int, b1: int) -> np.ndarray:
-        """y (b1−b0, g, k) float32: unit-norm, count-weighted, centred resample ranks of every
-        gene at every group position (0 where a position is not drawn); NaN rows for genes
-        constant in a resample."""
+    def integer_ranks(self, b0: int, b1: int) -> tuple[np.ndarray, np.ndarray]:
+        """(u, scale) of replicates b0..b1: u (nb, g, k) = 2·rank − (k_r + 1) of each gene's
+        value at each group position in the resample (integers; positions not drawn carry
+        count 0), scale (nb, g) = 1/sqrt(Σ_p c_p·u_p²), NaN for a gene constant in the
+        resample. r_ij = (Σ_p c_p·u_i,p·u_j,p)·scale_i·scale_j, an exact integer sum."""
         nb, g, k = b1 - b0, self.n_genes, self.k
         weights = self.counts[b0:b1][:, self.order]  # (nb, g, k): counts in sorted order
         avg = np.cumsum(weights, axis=2)
@@ -90,12 +93,12 @@ class ResampleSide:
             avg[:, self.tied] = tied_avg
         ranks = avg.reshape(nb, g * k)[:, self.rank_index]
         del avg
-        ranks -= (self.kr + 1) / 2.0
-        ranks *= self.sqrt_counts[b0:b1][:, None, :]
-        norm = np.sqrt(np.einsum("bgk,bgk->bg", ranks, ranks))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ranks /= np.where(norm > 0, norm, np.nan)[:, :, None]
-        return ranks
+        ranks *= 2.0
+        ranks -= self.kr + 1  # u = 2·rank − (k_r + 1): integers
+        squares = np.einsum("bgk,bgk,bk->bg", ranks, ranks, self.counts[b0:b1], dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            scale = np.where(squares > 0, 1.0 / np.sqrt(squares), np.nan).astype(np.float32)
+        return ranks.astype(self.dtype, copy=False), scale
 
 
 def replicate_blocks(n_boot: int, per_replicate_bytes: int) -> Iterator[tuple[int, int]]:
@@ -105,15 +108,18 @@ def replicate_blocks(n_boot: int, per_replicate_bytes: int) -> Iterator[tuple[in
         yield b0, min(b0 + size, n_boot)
 
 
-def edge_correlations(y: np.ndarray, li: np.ndarray, lj: np.ndarray) -> np.ndarray:
-    """r (nb, E) float32 of edges (li, lj) from unit values y (nb, g, k), in edge sub-blocks."""
-    nb, k = y.shape[0], y.shape[2]
-    step = int(max(1, GATHER_WORK_BYTES // (12 * nb * k)))
-    out = np.empty((nb, li.size), dtype=np.float32)
+def edge_correlations(u: np.ndarray, counts: np.ndarray, li: np.ndarray, lj: np.ndarray) -> np.ndarray:
+    """Σ_p c_p·u_i,p·u_j,p, (nb, E), of edges (li, lj) from integer ranks u (nb, g, k) and
+    counts (nb, k), in edge sub-blocks (exact: integer products and sums)."""
+    nb, k = u.shape[0], u.shape[2]
+    step = int(max(1, GATHER_WORK_BYTES // (3 * u.itemsize * nb * k)))
+    out = np.empty((nb, li.size), dtype=u.dtype)
+    weights = counts[:, None, :]
     for e0 in range(0, li.size, step):
         e1 = min(e0 + step, li.size)
-        prod = y[:, li[e0:e1]]
-        prod *= y[:, lj[e0:e1]]
+        prod = u[:, li[e0:e1]]
+        prod *= u[:, lj[e0:e1]]
+        prod *= weights
         out[:, e0:e1] = prod.sum(axis=2)
     return out
 
@@ -123,7 +129,8 @@ class EdgeLayout:
 
     Genes are ordered by degree; the core is the prefix of D genes (D <= MAX_CORE) that
     minimises D(D−1)/2 + GATHER_COST_RATIO·(edges outside it). Core edges come from one
-    matrix product Y_core·Y_coreᵀ per replicate (BLAS); the others from row gathers.
+    matrix product per replicate (BLAS); the others from row gathers. Both are exact integer
+    sums, so r does not depend on the layout, the chunk or the BLAS threads.
     """
 
     def __init__(self, li: np.ndarray, lj: np.ndarray, n_genes: int) -> None:
@@ -147,22 +154,28 @@ class EdgeLayout:
         self.core_a, self.core_b = a[in_core], b[in_core]
         self.rest_edges = np.flatnonzero(~in_core)
         self.rest_i, self.rest_j = li[~in_core], lj[~in_core]
+        self.gene_i, self.gene_j = li, lj
         self.n_edges = li.size
 
-    def correlations(self, y: np.ndarray) -> np.ndarray:
-        """r (nb, E) float32 of the chunk's edges from unit values y (nb, g, k)."""
-        nb = y.shape[0]
-        out = np.empty((nb, self.n_edges), dtype=np.float32)
+    def correlations(self, u: np.ndarray, scale: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """r (nb, E) float32 of the chunk's edges from integer ranks u (nb, g, k), their
+        scale (nb, g) and the resample counts (nb, k) (see ResampleSide.integer_ranks)."""
+        nb = u.shape[0]
+        raw = np.empty((nb, self.n_edges), dtype=u.dtype)
         if self.rest_edges.size:
-            out[:, self.rest_edges] = edge_correlations(y, self.rest_i, self.rest_j)
+            raw[:, self.rest_edges] = edge_correlations(u, counts, self.rest_i, self.rest_j)
         if self.core_edges.size:
-            core = y[:, self.core_genes]  # (nb, D, k)
+            core = u[:, self.core_genes]  # (nb, D, k)
+            weighted = core * counts[:, None, :]
             d = core.shape[1]
-            step = int(max(1, GATHER_WORK_BYTES // (4 * d * d)))
+            step = int(max(1, GATHER_WORK_BYTES // (u.itemsize * d * d)))
             for b0 in range(0, nb, step):
-                gram = np.matmul(core[b0 : b0 + step], core[b0 : b0 + step].transpose(0, 2, 1))
-                out[b0 : b0 + step, self.core_edges] = gram[:, self.core_a, self.core_b]
-        return out
+                gram = np.matmul(core[b0 : b0 + step], weighted[b0 : b0 + step].transpose(0, 2, 1))
+                raw[b0 : b0 + step, self.core_edges] = gram[:, self.core_a, self.core_b]
+        r = raw.astype(np.float32)
+        r *= scale[:, self.gene_i]
+        r *= scale[:, self.gene_j]
+        return r
 
 
 def replicate_deltas(
@@ -179,8 +192,8 @@ def replicate_deltas(
     deltas = np.empty((gene_i.size, low.n_boot), dtype=np.float32)
     per_rep = max(low.bytes_per_replicate(), high.bytes_per_replicate())
     for b0, b1 in replicate_blocks(low.n_boot, per_rep):
-        r_high = layout.correlations(high.unit_values(b0, b1))
-        r_low = layout.correlations(low.unit_values(b0, b1))
+        r_high = layout.correlations(*high.integer_ranks(b0, b1), high.counts[b0:b1])
+        r_low = layout.correlations(*low.integer_ranks(b0, b1), low.counts[b0:b1])
         r_high -= r_low
         deltas[:, b0:b1] = r_high.T
     return deltas

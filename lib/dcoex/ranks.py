@@ -28,14 +28,25 @@ def average_ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def unit_ranks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centred average ranks of each row scaled to unit Euclidean norm (float32), and a mask
-    of constant rows (their row is 0). Dot products of two rows are Spearman correlations.
-    """
-    ranks = average_ranks(x)
-    ranks -= (ranks.shape[1] + 1) / 2.0
-    norm = np.sqrt(np.einsum("ij,ij->i", ranks, ranks))
-    constant = norm == 0.0
-    norm[constant] = 1.0
-    ranks /= norm[:, None]
-    return ranks.astype(np.float32), constant
+def exact_dtype(n_terms: int, max_abs: int) -> type:
+    """float32 if every partial sum of n_terms products of integers |x| <= max_abs is exact
+    in float32 (< 2**24), else float64 (exact below 2**53)."""
+    return np.float32 if n_terms * max_abs * max_abs < 2**24 else np.float64
+
+
+class IntegerRanks:
+    """Doubled centred average ranks u = 2·rank − (k + 1) of each row: integers, so their dot
+    products are exact in the chosen float type whatever the summation order (BLAS blocking,
+    threads, tile shape); ``scale`` = 1/||u|| (0 for constant rows). The Spearman r of rows
+    i, j is (u_i·u_j)·scale_i·scale_j."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        ranks = average_ranks(x)
+        k = ranks.shape[1]
+        ranks *= 2.0
+        ranks -= k + 1
+        self.dtype = exact_dtype(k, k - 1)
+        norm = np.sqrt(np.einsum("ij,ij->i", ranks, ranks))
+        self.constant = norm == 0.0
+        self.scale = np.where(self.constant, 0.0, 1.0 / np.where(self.constant, 1.0, norm)).astype(np.float32)
+        self.u = ranks.astype(self.dtype)

@@ -27,7 +27,7 @@ _MAX_TIMELINE = 2000
 class PeakRecorder:
     """Context manager sampling the RSS (bytes) of this process plus its children.
 
-    Peak = max(sampled sum of RSS, getrusage ru_maxrss of self, of waited children).
+    Peak = max(sampled sum of RSS, VmHWM of self, getrusage ru_maxrss of waited children).
     Warns once on stderr when the sampled RSS passes ``warn_fraction`` of the limit.
     """
 
@@ -112,7 +112,7 @@ class PeakRecorder:
     @property
     def peak_rss_bytes(self) -> int:
         """Peak RSS in bytes so far (process and children)."""
-        self_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        self_max = _own_high_water_bytes()
         child_max = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
         return int(max(self.sampled_peak_bytes, self_max, child_max))
 
@@ -131,6 +131,23 @@ class PeakRecorder:
             "cpu_s": round(cpu, 4),
             "rss_warning_issued": self.warned,
         }
+
+
+def _own_high_water_bytes() -> int:
+    """This process's own peak RSS in bytes: VmHWM from /proc, else ru_maxrss.
+
+    ru_maxrss is not used first because Linux carries the parent's high-water mark
+    into a forked child across exec, which inflates the peak of a small stage launched
+    from a large Python process.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _cpu_seconds() -> float:

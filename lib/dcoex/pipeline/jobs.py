@@ -68,6 +68,7 @@ def stage_entry(plan: RunPlan, p: StagePlan) -> dict:
     return {
         "genes_per_task": p.genes_per_task, "n_tasks": p.n_tasks, "slots": p.slots, "time_limit": p.time_limit,
         "raw_estimate_bytes": p.raw_estimate.total_bytes, "calibration_factor": p.calibration_factor,
+        "minimum_estimate_bytes": p.minimum_estimate.total_bytes, "planned_peak_bytes": p.planned_peak_bytes,
         "estimate": p.estimate.to_dict(), "requested_bytes": p.requested_bytes, "request": p.request,
         "sidecars": sidecars, "stage_command": [sys.executable, "-m", f"dcoex.stages.{spec.module}", *p.argv],
         "tasks_planned": compress_tasks(p.tasks) if p.tasks is not None else None,

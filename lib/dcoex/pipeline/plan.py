@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -13,11 +12,12 @@ from pathlib import Path
 from dcoex.errors import InputError
 from dcoex.genes import read_gene_list
 from dcoex.pipeline import validate
+from dcoex.pipeline.estimates import stage_estimate
 from dcoex.pipeline.options import Options
 from dcoex.pipeline.schedulers import Scheduler, compress_tasks
 from dcoex.pipeline.shapes import DataShape, read_shape
 from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGE_ORDER, STAGES, HUBS_TSV, stage_argv, stage_options
-from memfit.estimate import PYTHON_BASELINE_BYTES, MemoryEstimate
+from memfit.estimate import MemoryEstimate
 from memfit.units import MiB, format_bytes
 
 #: Tasks per array that ``--genes-per-task auto`` aims at (fewer if the array limit is lower).
@@ -26,15 +26,6 @@ AUTO_TARGET_TASKS = 500
 TEST_SCALE_ENV = "DCOEX_TEST_MEM_SCALE_"
 #: Testing knob: ``DCOEX_TEST_ESTIMATE_SCALE_<STAGE>=0.5`` scales the planned raw estimate of one stage.
 TEST_ESTIMATE_SCALE_ENV = "DCOEX_TEST_ESTIMATE_SCALE_"
-#: With ``--batch-size auto`` the stages fit their batch to the limit they are given; the
-#: driver plans for these (genes per batch of stage 01; edges per chunk of stage 02b) and
-#: for at most PLAN_EDGES_02B selected edges per reference gene (unknown before 02a runs;
-#: a calibration file corrects the estimate from a reviewed run).
-AUTO_BATCH_01 = 256
-AUTO_EDGE_CHUNK_02B = 4096
-PLAN_EDGES_02B = 200_000
-
-
 @dataclass
 class StagePlan:
     """What one stage will ask for: tasks, memory (bytes), slots and time."""
@@ -47,16 +38,22 @@ class StagePlan:
     slots: int
     time_limit: str
     raw_estimate: MemoryEstimate
+    minimum_estimate: MemoryEstimate  # the stage's own estimate at its smallest batch
     calibration_factor: float
     requested_bytes: int
     request: str
     argv: list[str]
-    estimator_note: str = ""
     test_scale: float | None = None
 
     @property
     def estimate(self) -> MemoryEstimate:
         return self.raw_estimate.scaled(self.calibration_factor) if self.calibration_factor != 1 else self.raw_estimate
+
+    @property
+    def planned_peak_bytes(self) -> int:
+        """The peak the request covers: estimate × calibration, never below the stage's minimum
+        (the stage refuses to start when its own estimate does not fit safety × its limit)."""
+        return max(int(self.raw_estimate.total_bytes * self.calibration_factor), self.minimum_estimate.total_bytes)
 
 
 @dataclass
@@ -77,7 +74,7 @@ class RunPlan:
         rows = [head]
         for s, p in self.stages.items():
             jobs = f"{len(p.tasks)} of {p.n_tasks} tasks" if p.tasks is not None else "1 job"
-            peak = format_bytes(p.estimate.total_bytes)
+            peak = format_bytes(p.planned_peak_bytes)
             if p.calibration_factor != 1:
                 peak += f" (x{p.calibration_factor:g})"
             req = p.request + (f" [test scale {p.test_scale:g}]" if p.test_scale else "")
@@ -125,22 +122,6 @@ def apply_test_estimate_scale(stage: str, raw: MemoryEstimate) -> MemoryEstimate
         raise InputError(f"{TEST_ESTIMATE_SCALE_ENV}{stage.upper()}={scale!r}: not a number") from None
     return MemoryEstimate(raw.stage, {k: int(v * factor) for k, v in raw.components.items()},
                           dict(raw.params, test_estimate_scale=factor))
-
-
-def stage_estimate(stage: str, params: dict) -> tuple[MemoryEstimate, str]:
-    """The stage estimator's prediction (bytes) with the parameters it accepts."""
-    try:
-        from memfit.estimators import get_estimator
-
-        estimator = get_estimator(stage)
-        signature = inspect.signature(estimator)
-        accepts_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
-        kwargs = {k: v for k, v in params.items() if accepts_any or k in signature.parameters}
-        return estimator(**kwargs), ""
-    except Exception as exc:  # noqa: BLE001 - estimator missing or incompatible: rough fallback
-        n, s = params["n_genes"], params["n_samples"]
-        components = {"python": PYTHON_BASELINE_BYTES, "expr": 3 * n * s * 4, "corr_rows": 4 * n * 8 * 64}
-        return MemoryEstimate(stage, components, {"fallback": True}), f"no estimator ({type(exc).__name__})"
 
 
 def _auto_genes_per_task(n_universe: int, array_limit: int) -> int:
@@ -255,25 +236,6 @@ def _choose_work(plan: RunPlan, stages: list[str]) -> None:
 def _size_stages(plan: RunPlan, scheduler: Scheduler) -> None:
     o = plan.options
     shape = plan.shape
-    k_low = int(shape.n_samples * o.low_frac + 1e-9)
-    k_high = int(shape.n_samples * o.high_frac + 1e-9)
-    est_params = dict(
-        n_genes=shape.n_genes, n_samples=shape.n_samples, n_bootstrap=o.n_bootstrap, low_frac=o.low_frac,
-        high_frac=o.high_frac, bootstrap_frac=o.bootstrap_frac, genes_per_task=plan.genes_per_task,
-        n_reference_genes=len(plan.universe), n_files=len(plan.universe), k_low=k_low, k_high=k_high,
-        kr_low=int(k_low * o.bootstrap_frac + 1e-9), kr_high=int(k_high * o.bootstrap_frac + 1e-9),
-        fdr_alpha=o.fdr_alpha, threads=o.slots,
-        input_kind="tsv" if o.expr_tsv and "00" not in plan.stages and not plan.expr_h5.exists() else "h5",
-    )
-    batch = o.batch_size if isinstance(o.batch_size, int) else None
-    stage_extra = {
-        # with "auto" the stages fit their batch to the limit they get: plan for a moderate one
-        "01": {"batch_size": min(batch or AUTO_BATCH_01, shape.n_genes)},
-        "02b": {"n_edges": min(shape.n_genes * (shape.n_genes - 1) // 2, PLAN_EDGES_02B),
-                "edge_chunk": batch or AUTO_EDGE_CHUNK_02B},
-    }
-    if batch is not None:
-        stage_extra["02a"] = {"tile_rows": batch}
     params = o.stage_params()
     params["genes_per_task"] = plan.genes_per_task
     params["gene_list_file"] = (Path(o.out_dir) / ".dcoex" / "gene_list.txt") if o.gene_subset else None
@@ -281,10 +243,11 @@ def _size_stages(plan: RunPlan, scheduler: Scheduler) -> None:
     params["force"] = o.force or "00" in plan.stages or "01" in plan.stages
     for s, tasks in list(plan.stages.items()):
         spec = STAGES[s]
-        raw, note = stage_estimate(s, dict(est_params, **stage_extra.get(s, {})))
-        raw = apply_test_estimate_scale(s, raw)
+        own = stage_estimate(s, shape, o.n_bootstrap, o.low_frac, o.high_frac, o.bootstrap_frac, o.fdr_alpha,
+                             o.batch_size, o.slots)
+        raw, minimum = apply_test_estimate_scale(s, own.planned), apply_test_estimate_scale(s, own.minimum)
         factor = plan.factors.get(s, 1.0)
-        peak = int(raw.total_bytes * factor)
+        peak = max(int(raw.total_bytes * factor), minimum.total_bytes)
         requested = scheduler.request_bytes(peak, o.mem_safety, o.slots)
         scale = os.environ.get(f"{TEST_SCALE_ENV}{s.upper()}")
         test_scale = None
@@ -297,10 +260,10 @@ def _size_stages(plan: RunPlan, scheduler: Scheduler) -> None:
             stage=s, per_gene=spec.per_gene, genes_per_task=plan.genes_per_task if spec.per_gene else None,
             n_tasks=len(plan.task_genes) if spec.per_gene else 1, tasks=tasks if spec.per_gene else None,
             slots=o.slots, time_limit=o.times.get(s, o.default_time), raw_estimate=raw,
-            calibration_factor=factor, requested_bytes=requested,
+            minimum_estimate=minimum, calibration_factor=factor, requested_bytes=requested,
             request=scheduler.request_string(requested, o.slots),
             argv=stage_argv(s, Path(o.out_dir), plan.expr_h5, params, stage_options(s)),
-            estimator_note=note, test_scale=test_scale,
+            test_scale=test_scale,
         )
     limit = None if o.local else scheduler.max_request_bytes()
     if limit:
@@ -309,7 +272,7 @@ def _size_stages(plan: RunPlan, scheduler: Scheduler) -> None:
             p = too_big[0]
             raise InputError(
                 f"stage {p.stage} needs {p.request} ({format_bytes(p.requested_bytes)} for "
-                f"{format_bytes(p.estimate.total_bytes)} estimated peak / safety {o.mem_safety:g}) but the largest "
+                f"{format_bytes(p.planned_peak_bytes)} estimated peak / safety {o.mem_safety:g}) but the largest "
                 f"node offers {format_bytes(limit)}; lower --batch-size or --genes-per-task, or use a bigger node"
             )
 
@@ -328,6 +291,3 @@ def print_plan(plan: RunPlan, scheduler: Scheduler, out=sys.stdout) -> None:
           f"{len(plan.universe)} reference genes, {plan.genes_per_task} per task, memory safety {o.mem_safety:g}"
           + (f", calibration {plan.calibration_file}" if plan.calibration_file else ""), file=out)
     print(plan.table(), file=out)
-    for p in plan.stages.values():
-        if p.estimator_note:
-            print(f"note: stage {p.stage}: {p.estimator_note}; using a rough estimate", file=out)

@@ -19,17 +19,101 @@ from pathlib import Path
 
 from dcoex.errors import InputError
 from memfit.allocation import VIRTUAL_OVERHEAD_BYTES
-from memfit.units import MiB, format_bytes
+from memfit.units import MiB, format_bytes, parse_bytes
 
 #: Phrases in a task's log that mean the scheduler killed it for memory.
 MEMORY_KILL_PATTERNS = (
     "exceeded memory limit", "exceeded job memory limit", "out_of_memory", "oom-kill",
     "oom_kill", "out of memory", "memoryerror",
 )
+#: Smallest SLURM ``--mem`` the driver asks for (bytes): below it a request is within the
+#: sampler's and the allocator's noise. ``DCOEX_MIN_REQUEST`` (e.g. "128M", "0") overrides it.
+#: SGE needs none: every h_vmem request already includes VIRTUAL_OVERHEAD_BYTES.
+SLURM_MIN_REQUEST_BYTES = 256 * MiB
+MIN_REQUEST_ENV = "DCOEX_MIN_REQUEST"
+#: Defaults when the scheduler does not print the setting (SLURM MaxArraySize, SGE max_aj_tasks).
+SLURM_DEFAULT_MAX_ARRAY_SIZE = 1001
+SGE_DEFAULT_MAX_AJ_TASKS = 75000
 
 
 class SubmitError(RuntimeError):
     """A submission command failed; the message is one line with the scheduler's answer."""
+
+
+def slurm_min_request() -> int:
+    """The floor of SLURM requests (bytes): ``DCOEX_MIN_REQUEST`` or SLURM_MIN_REQUEST_BYTES."""
+    value = os.environ.get(MIN_REQUEST_ENV)
+    if not value:
+        return SLURM_MIN_REQUEST_BYTES
+    try:
+        return parse_bytes(value)
+    except ValueError:
+        raise InputError(f"{MIN_REQUEST_ENV}={value!r}: not a size (e.g. 256M, 0)") from None
+
+
+# --- parsing: the schedulers' text -> a decision (pure functions) -----------------------
+
+def slurm_array_limit(scontrol_config: str) -> int:
+    """Largest array task id from ``scontrol show config`` (ids must be < MaxArraySize)."""
+    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", scontrol_config, re.M)
+    return (int(match.group(1)) if match else SLURM_DEFAULT_MAX_ARRAY_SIZE) - 1
+
+
+def sge_array_limit(sconf: str) -> int:
+    """Largest array task id from ``qconf -sconf`` (``max_aj_tasks``; 0 means unlimited)."""
+    match = re.search(r"^max_aj_tasks\s+(\d+)", sconf, re.M)
+    value = int(match.group(1)) if match else SGE_DEFAULT_MAX_AJ_TASKS
+    return value if value > 0 else 10**9
+
+
+def sinfo_max_memory(sinfo: str) -> int | None:
+    """Largest node memory (bytes) from ``sinfo -h -N -o %m`` (MiB per line, maybe ``1000+``)."""
+    values = [int(v) for v in re.findall(r"^\s*(\d+)", sinfo, re.M)]
+    return max(values) * MiB if values else None
+
+
+def qhost_max_memory(qhost: str) -> int | None:
+    """Largest host MEMTOT (bytes) from ``qhost``; the ``global`` row and ``-`` values are skipped."""
+    lines = qhost.splitlines()
+    header = next((line.split() for line in lines if line.split()[:1] == ["HOSTNAME"]), None)
+    if header is None or "MEMTOT" not in header:
+        return None
+    column = header.index("MEMTOT")
+    values = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) > column and fields[0] not in ("HOSTNAME", "global") \
+                and re.fullmatch(r"[0-9.]+[KMGT]", fields[column]):
+            values.append(parse_bytes(fields[column]))
+    return max(values) if values else None
+
+
+def submitted_job_id(answer: str, command: str) -> str:
+    """The job id from ``sbatch --parsable`` ("123" or "123;cluster") or ``qsub -terse``
+    ("123" or "123.1-4:1" for arrays)."""
+    match = re.match(r"\s*(\d+)", answer)
+    if not match:
+        raise SubmitError(f"{command}: unexpected answer {answer.strip()!r}")
+    return match.group(1)
+
+
+def log_shows_memory_kill(log_text: str) -> bool:
+    """Whether a task's log says it was killed for (or ran out of) memory."""
+    low = log_text.lower()
+    return any(p in low for p in MEMORY_KILL_PATTERNS)
+
+
+def accounting_shows_memory_kill(scheduler: str, text: str, job_id: str, task: int | None) -> bool:
+    """Whether accounting text (``sacct -P`` as memfit fetches it, or ``qacct -j``) says the
+    job (array task) was killed for memory: SLURM OUT_OF_MEMORY, or killed by signal 9 /
+    SGE ``failed 37`` with its peak near the request (memfit.accounting's rules; a time-limit
+    kill is not a memory kill)."""
+    from memfit.accounting.fetch import parse_accounting
+
+    for record in parse_accounting(scheduler, text):
+        if record.job_id == str(job_id) and record.task_id == task:
+            return record.oom
+    return False
 
 
 @dataclass
@@ -151,9 +235,21 @@ class Scheduler:
         raise NotImplementedError
 
     def killed_for_memory(self, job_id: str, task: int | None, log_text: str) -> bool:
-        """Whether a task that left no status was killed for memory."""
-        low = log_text.lower()
-        return any(p in low for p in MEMORY_KILL_PATTERNS)
+        """Whether a task that left no status was killed for memory (its log, then accounting)."""
+        if log_shows_memory_kill(log_text):
+            return True
+        from memfit.accounting.fetch import AccountingUnavailable, fetch_qacct_text, fetch_sacct_text
+
+        try:
+            if self.name == "slurm":
+                text = fetch_sacct_text([f"{job_id}_{task}" if task is not None else job_id])
+            elif self.name == "sge":
+                text = fetch_qacct_text([job_id])[0]
+            else:
+                return False
+        except AccountingUnavailable:
+            return False
+        return accounting_shows_memory_kill(self.name, text, job_id, task)
 
     def log_name(self, job: JobSpec) -> str:
         raise NotImplementedError
@@ -174,11 +270,10 @@ class Slurm(Scheduler):
             if self.dry_run:  # a dry run works away from the cluster: SLURM's default
                 return 1000
             raise
-        match = re.search(r"^MaxArraySize\s*=\s*(\d+)", text, re.M)
-        return (int(match.group(1)) if match else 1001) - 1
+        return slurm_array_limit(text)
 
     def request_bytes(self, peak_bytes: int, safety: float, slots: int) -> int:
-        return int(math.ceil(peak_bytes / safety / MiB)) * MiB
+        return max(int(math.ceil(peak_bytes / safety / MiB)) * MiB, slurm_min_request())
 
     def request_string(self, request_bytes: int, slots: int) -> str:
         return f"--mem={request_bytes // MiB}M"
@@ -190,8 +285,7 @@ class Slurm(Scheduler):
             text = _run(["sinfo", "-h", "-N", "-o", "%m"], "sinfo")
         except SubmitError:
             return None
-        values = [int(v) for v in re.findall(r"\d+", text)]
-        return max(values) * MiB if values else None
+        return sinfo_max_memory(text)
 
     def log_name(self, job: JobSpec) -> str:
         return f"{job.log_stem}.%A.%a.log" if job.tasks is not None else f"{job.log_stem}.%j.1.log"
@@ -221,10 +315,7 @@ class Slurm(Scheduler):
         return argv
 
     def parse_job_id(self, text: str) -> str:
-        match = re.match(r"\s*(\d+)", text)
-        if not match:
-            raise SubmitError(f"sbatch: unexpected answer {text.strip()!r}")
-        return match.group(1)
+        return submitted_job_id(text, "sbatch")
 
     @staticmethod
     def _target(job_id: str, task: int | None) -> str:
@@ -243,15 +334,6 @@ class Slurm(Scheduler):
     def repoint_job(self, job_id: str, after_job: str) -> None:
         _run(["scontrol", "update", f"JobId={job_id}", f"Dependency=afterok:{after_job}"], "scontrol update")
 
-    def killed_for_memory(self, job_id: str, task: int | None, log_text: str) -> bool:
-        if super().killed_for_memory(job_id, task, log_text):
-            return True
-        try:
-            text = _run(["sacct", "-n", "-P", "-X", "-j", self._target(job_id, task), "-o", "State,ExitCode"], "sacct")
-        except SubmitError:
-            return False
-        return "OUT_OF_MEMORY" in text
-
 
 class Sge(Scheduler):
     name = "sge"
@@ -265,9 +347,7 @@ class Sge(Scheduler):
             if self.dry_run:  # a dry run works away from the cluster: SGE's default
                 return 75000
             raise
-        match = re.search(r"^max_aj_tasks\s+(\d+)", text, re.M)
-        value = int(match.group(1)) if match else 75000
-        return value if value > 0 else 10**9
+        return sge_array_limit(text)
 
     def request_bytes(self, peak_bytes: int, safety: float, slots: int) -> int:
         # h_vmem limits virtual memory (RLIMIT_AS) per slot: cover the process's mappings
@@ -286,14 +366,7 @@ class Sge(Scheduler):
             text = _run(["qhost"], "qhost")
         except SubmitError:
             return None
-        from memfit.units import parse_bytes
-
-        values = []
-        for line in text.splitlines()[1:]:
-            fields = line.split()
-            if len(fields) >= 8 and fields[0] != "global" and re.fullmatch(r"[0-9.]+[KMGT]", fields[7]):
-                values.append(parse_bytes(fields[7]))
-        return max(values) if values else None
+        return qhost_max_memory(text)
 
     def log_name(self, job: JobSpec) -> str:
         return f"{job.log_stem}.$JOB_ID.$TASK_ID.log" if job.tasks is not None else f"{job.log_stem}.$JOB_ID.1.log"
@@ -320,10 +393,7 @@ class Sge(Scheduler):
         return argv
 
     def parse_job_id(self, text: str) -> str:
-        match = re.match(r"\s*(\d+)", text)
-        if not match:
-            raise SubmitError(f"qsub: unexpected answer {text.strip()!r}")
-        return match.group(1)
+        return submitted_job_id(text, "qsub")
 
     def release(self, job_id: str, task: int | None = None) -> None:
         _run(["qrls", "-h", "u", f"{job_id}.{task}" if task is not None else job_id], "qrls")
@@ -333,17 +403,6 @@ class Sge(Scheduler):
 
     def repoint_job(self, job_id: str, after_job: str) -> None:
         _run(["qalter", "-hold_jid", after_job, job_id], "qalter")
-
-    def killed_for_memory(self, job_id: str, task: int | None, log_text: str) -> bool:
-        if super().killed_for_memory(job_id, task, log_text):
-            return True
-        try:
-            text = _run(["qacct", "-j", job_id] + (["-t", str(task)] if task is not None else []), "qacct")
-        except SubmitError:
-            return False
-        failed = re.search(r"^failed\s+(\d+)", text, re.M)
-        status = re.search(r"^exit_status\s+(\d+)", text, re.M)
-        return bool((failed and failed.group(1) == "37") or (status and status.group(1) == "137"))
 
 
 class Local(Scheduler):

@@ -49,6 +49,12 @@ def stage_options(stage: str) -> set[str] | None:
     return names
 
 
+def stage_defaults(stage: str) -> dict[str, object]:
+    """Defaults of the stage's click options, by parameter name (what it uses when not told)."""
+    module = importlib.import_module(f"dcoex.stages.{STAGES[stage].module}")
+    return {p.name: p.default for p in module.main.params}
+
+
 def stage_argv(stage: str, out_dir: Path, expr_h5: Path, params: dict, accepted: set[str] | None) -> list[str]:
     """The stage's command-line arguments (after ``-m dcoex.stages.<module>``).
 

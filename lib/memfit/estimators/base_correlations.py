@@ -5,10 +5,11 @@ c = candidate fraction):
 
 - ``python``: interpreter + numpy/scipy.stats/h5py/click imports (measured);
 - ``expr``: the whole N × S float32 matrix, loaded once per task;
-- ``ranks``: the unit-norm float32 ranks of both groups, N·(k_L + k_H)·4 (the float64
+- ``ranks``: the integer ranks of both groups (float32), N·(k_L + k_H)·4 (the float64
   ranking transient, ~45 B per cell, is freed before the tiles start);
 - ``tile``: the reused tile buffers of T × N cells — two float32 r blocks, |r| and its
-  mask: 13 B per cell, 16 as measured — plus the differential filter's slice temporaries
+  mask: 13 B per cell, 16 as measured; +8 for the float64 products of groups with
+  k(k−1)² >= 2**24 — plus the differential filter's slice temporaries
   (FILTER_CELLS cells: two float32 buffers, and ~70 B per passing cell for its indices and
   float64 Fisher values);
 - ``candidates``: BH candidates of the three families, |r_L| and |r_H| float32 and |Z|
@@ -64,11 +65,13 @@ def estimate(
     frac = 1.0 if exact_q else min(1.0, float(fdr_alpha) + float(background))
     n_cand = int(m * frac)
     n_edges = int(m * 0.002) if n_edges is None else int(n_edges)
+    k_max = max(int(k_low), int(k_high))
+    wide = 8 if k_max * (k_max - 1) ** 2 >= 2**24 else 0  # float64 rank products (dcoex.ranks)
     components = {
         "python": STAGE_BASELINE_BYTES,
         "expr": n * int(n_samples) * 4,
         "ranks": n * (int(k_low) + int(k_high)) * 4,
-        "tile": t * n * TILE_BYTES_PER_CELL
+        "tile": t * n * (TILE_BYTES_PER_CELL + wide)
         + int(min(FILTER_CELLS, t * n) * (FILTER_BYTES_FIXED + FILTER_BYTES_SELECTED * frac)),
         "candidates": n_cand * CANDIDATE_BYTES + (n_cand * DETAIL_BYTES if n_cand <= DIFF_DETAIL_CAP else 0),
         "bh": int(m * (1.0 if exact_q else float(background))) * BH_BYTES_PER_SIG,

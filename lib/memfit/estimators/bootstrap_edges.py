@@ -65,10 +65,12 @@ def estimate(
     n_c = min(n, 2 * c) if e else 0
     k = int(k_low) + int(k_high)
     k_max = max(int(k_low), int(k_high))
-    per_replicate = 16 * n_c * k_max
+    kr = max(int(kr_low), int(kr_high))
+    itemsize = 4 if kr * (kr - 1) ** 2 < 2**24 else 8  # exact integer rank sums (dcoex.ranks)
+    per_replicate = 4 * itemsize * n_c * k_max
     block = max(1, min(b, RANK_WORK_BYTES // max(per_replicate, 1)))
     rank_budget = block * per_replicate
-    gather = min(GATHER_WORK_BYTES, c * block * k_max * 12) * 2 // 3
+    gather = min(GATHER_WORK_BYTES, c * block * k_max * 3 * itemsize) * 2 // 3
     components = {
         "python": STAGE_BASELINE_BYTES,
         "expr": n * int(n_samples) * 4,

@@ -1,0 +1,105 @@
+"""Each stage's memory estimate, computed exactly as the stage computes it (bytes).
+
+A stage plans for ``safety × limit`` with its own estimator and refuses (exit 3) when not
+even its smallest unit of work fits. So the driver calls the same estimator with the same
+inputs the stage will see: group sizes from :func:`dcoex.groups.group_sizes`, the stage's
+command-line defaults for options the driver does not pass, ``--threads`` = slots, and the
+batch the stage will use:
+
+* an explicit ``--batch-size N``: the stage keeps ``min(N, its maximum)``, so the driver
+  plans for exactly that;
+* ``--batch-size auto``: the stage takes the largest batch that fits its limit, so the
+  request must cover at least the **minimum** (batch of 1); the driver plans for a moderate
+  batch (``AUTO_*`` below), never less than the minimum.
+
+Quantities unknown before upstream stages run (edges per reference gene for 02b and 03,
+network files for 03b) are planned at their upper bound for the data shape, capped for
+large data (a calibration from a reviewed run corrects the cap).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from dcoex.groups import group_sizes
+from dcoex.pipeline.shapes import DataShape
+from dcoex.pipeline.stages import stage_defaults
+from memfit.estimate import MemoryEstimate
+from memfit.estimators import get_estimator
+
+#: Batches the driver plans for under ``--batch-size auto`` (the stages may take more if it fits).
+AUTO_BATCH_01 = 256  # genes per batch of stage 01
+AUTO_TILE_ROWS_02A = 512  # gene rows per correlation tile of stage 02a
+AUTO_EDGE_CHUNK_02B = 4096  # edges per chunk of stage 02b
+#: Selected edges per reference gene planned for 02b and 03 when N(N-1)/2 is larger.
+PLAN_EDGES = 200_000
+
+
+@dataclass(frozen=True)
+class StageEstimate:
+    """``planned``: the estimate the driver plans for; ``minimum``: the smallest estimate the
+    stage can run with (its batch of 1 under ``auto``; ``planned`` when the batch is fixed)."""
+
+    planned: MemoryEstimate
+    minimum: MemoryEstimate
+
+
+def _batched(fn: Callable[[int], MemoryEstimate], batch: int | str | None, max_batch: int,
+             auto_batch: int) -> StageEstimate:
+    """As ``memfit.plan.plan_batch`` chooses: an explicit size min(N, max), else auto."""
+    max_batch = max(1, max_batch)
+    if isinstance(batch, int):
+        fixed = fn(min(batch, max_batch))
+        return StageEstimate(fixed, fixed)
+    return StageEstimate(fn(min(auto_batch, max_batch)), fn(1))
+
+
+def stage_estimate(stage: str, shape: DataShape, n_bootstrap: int, low_frac: float, high_frac: float,
+                   bootstrap_frac: float, fdr_alpha: float, batch_size: int | str | None,
+                   slots: int) -> StageEstimate:
+    """The estimate stage ``stage`` will compute for itself, from the data shape and the run's flags.
+
+    Raises InputError (from group_sizes) when the groups would be too small.
+    """
+    n, s = shape.n_genes, shape.n_samples
+    estimate = get_estimator(stage)
+    defaults = stage_defaults(stage)
+    pairs = n * (n - 1) // 2
+    if stage == "00":
+        fixed = estimate(s, n, defaults["block_rows"], defaults["compression"])
+        return StageEstimate(fixed, fixed)
+    if stage == "03":
+        from memfit.estimators.network import DEFAULT_PLANNING_EDGES
+
+        fixed = estimate(n_genes=n, n_edges=min(pairs, DEFAULT_PLANNING_EDGES))
+        return StageEstimate(fixed, fixed)
+    if stage == "03b":
+        fixed = estimate(n_genes=n, n_files=n)  # at most one network file per gene
+        return StageEstimate(fixed, fixed)
+    sizes = group_sizes(s, low_frac, high_frac, bootstrap_frac)
+    if stage == "01":
+        def fn(b: int) -> MemoryEstimate:
+            return estimate(n_genes=n, n_samples=s, n_bootstrap=n_bootstrap, k_low=sizes.k_low,
+                            k_high=sizes.k_high, kr_low=sizes.kr_low, kr_high=sizes.kr_high, batch_size=b,
+                            threads=slots, input_kind="h5", compression=defaults["compression"])
+
+        return _batched(fn, batch_size, n, AUTO_BATCH_01)
+    if stage == "02a":
+        from dcoex.stages.base_correlations import MAX_TILE_ROWS
+
+        def fn(rows: int) -> MemoryEstimate:
+            return estimate(n, s, sizes.k_low, sizes.k_high, fdr_alpha, rows, defaults["exact_q"])
+
+        return _batched(fn, batch_size, min(MAX_TILE_ROWS, n - 1), AUTO_TILE_ROWS_02A)
+    if stage == "02b":
+        from memfit.estimators.bootstrap_edges import max_chunk
+
+        n_edges = min(pairs, PLAN_EDGES)
+
+        def fn(chunk: int) -> MemoryEstimate:
+            return estimate(n, s, n_bootstrap, sizes.k_low, sizes.k_high, sizes.kr_low, sizes.kr_high, n_edges,
+                            chunk, defaults["store_replicates"])
+
+        return _batched(fn, batch_size, min(n_edges, max_chunk(n_bootstrap)), AUTO_EDGE_CHUNK_02B)
+    raise KeyError(f"unknown stage {stage!r}")
