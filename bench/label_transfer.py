@@ -235,20 +235,8 @@ def memory(max_epochs: int = 5) -> dict:
                                 "--out-dir", str(out), "--max-epochs", str(max_epochs), "--device", "cpu",
                                 "--query-label-key", "cell_type", "--quiet"])
             report = json.loads((out / "report.json").read_text())
-            measured = report["peak_rss_bytes"]
-            est = report["estimate"]["total_bytes"]
-            row = {
-                "n_reference": size[0], "n_query": size[1], "n_genes": size[2],
-                "nnz": report["matrices"]["concatenate"]["nnz"],
-                "measured_peak_bytes": measured, "estimate_bytes": est,
-                "estimate_over_measured": round(est / measured, 3),
-                "peak_step_estimated": report["estimate"]["params"]["peak_step"],
-                "steps_measured": {k: v["peak_rss_bytes"] for k, v in report["steps"].items()},
-                "steps_estimated": _step_totals(report),
-                "accuracy": report["metrics"]["accuracy"], "wall_s": round(wall, 1),
-            }
-            rows.append(row)
-            print("memory", row, file=sys.stderr, flush=True)
+            rows.append(memory_row(report, size, wall))
+            print("memory", rows[-1], file=sys.stderr, flush=True)
         wall, stdout = _peak_of([PY, __file__, "naive", "--reference", str(ref), "--query", str(qry),
                                  "--max-epochs", str(max_epochs)])
         naive = json.loads(stdout.strip().splitlines()[-1])
@@ -257,6 +245,25 @@ def memory(max_epochs: int = 5) -> dict:
         naive["ours_over_naive"] = round(rows[-1]["measured_peak_bytes"] / naive["peak_rss_bytes"], 3)
         print("naive", naive, file=sys.stderr, flush=True)
     return {"sizes": rows, "naive": naive, "max_epochs": max_epochs}
+
+
+def memory_row(report: dict, size: tuple, wall: float) -> dict:
+    """Measured vs estimated peak of one run (the estimate recomputed with the current constants)."""
+    from memfit.estimators.label_transfer import estimate
+
+    params = {k: v for k, v in report["estimate"]["params"].items() if k != "peak_step"}
+    est = estimate(**params)
+    measured = report["peak_rss_bytes"]
+    return {
+        "n_reference": size[0], "n_query": size[1], "n_genes": size[2],
+        "nnz": report["matrices"]["concatenate"]["nnz"],
+        "measured_peak_bytes": measured, "estimate_bytes": est.total_bytes,
+        "estimate_over_measured": round(est.total_bytes / measured, 3),
+        "peak_step_estimated": est.params["peak_step"],
+        "steps_measured": {k: v["peak_rss_bytes"] for k, v in report["steps"].items()},
+        "steps_estimated": _step_totals(report),
+        "accuracy": report["metrics"]["accuracy"], "wall_s": round(wall, 1),
+    }
 
 
 def _step_totals(report: dict) -> dict:
@@ -290,9 +297,37 @@ def naive_run(reference: str, query: str, max_epochs: int) -> dict:
     return {"peak_rss_bytes": rec.peak_rss_bytes, "shape": list(joint.shape), "dtype": str(joint.X.dtype)}
 
 
+def tables(results: dict) -> str:
+    """Markdown tables of the accuracy and memory results."""
+    from memfit.units import format_bytes
+
+    lines = []
+    for name, res in results.get("accuracy", {}).items():
+        lines += [f"**{name}** (seeds {res['seeds']}; mean over seeds)", "",
+                  "| method | accuracy | macro-F1 | per seed (accuracy / macro-F1) |", "|---|---|---|---|"]
+        for m in METHODS:
+            per = ", ".join(f"{r[m]['accuracy']:.3f} / {r[m]['macro_f1']:.3f}" for r in res["per_seed"])
+            lines.append(f"| {m} | {res['mean'][m]['accuracy']:.3f} | {res['mean'][m]['macro_f1']:.3f} | {per} |")
+        lines.append("")
+    mem = results.get("memory")
+    if mem:
+        lines += ["| reference + query cells | genes | nnz | measured peak | estimate | estimate / measured |",
+                  "|---|---|---|---|---|---|"]
+        for r in mem["sizes"]:
+            lines.append(f"| {r['n_reference']} + {r['n_query']} | {r['n_genes']} | {r['nnz']} | "
+                         f"{format_bytes(r['measured_peak_bytes'])} | {format_bytes(r['estimate_bytes'])} | "
+                         f"{r['estimate_over_measured']:.3f} |")
+        naive = mem.get("naive")
+        if naive:
+            lines += ["", f"naive run (outer join, dense float64, no HVG) on {naive['shape']}: peak "
+                      f"{format_bytes(naive['peak_rss_bytes'])}; this pipeline: {format_bytes(naive['ours_peak_bytes'])} "
+                      f"= {naive['ours_over_naive']:.2f} × naive"]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["accuracy", "memory", "all", "naive", "summarize"])
+    parser.add_argument("what", choices=["accuracy", "memory", "all", "naive", "summarize", "tables"])
     parser.add_argument("--datasets", default=",".join(SPLITS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--max-epochs", type=int, default=5, help="scVI epochs of the memory runs")
@@ -302,6 +337,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.what == "naive":
         print(json.dumps(naive_run(args.reference, args.query, args.max_epochs)))
+        return
+    if args.what == "tables":
+        print(tables(json.loads(RESULTS.read_text())))
         return
     new = {}
     if args.what in ("memory", "all"):

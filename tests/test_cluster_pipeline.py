@@ -2,8 +2,9 @@
 
 One small synthetic dataset (40 genes × 60 samples, 10 genes per task: 4 array tasks per
 per-gene stage) runs four ways at once: locally (the reference), and on each cluster
-plainly and with stage 02b's first memory request scaled down (OOM recovery). Then a
-resume run deletes one 02b output and reruns the same command.
+plainly, with stage 01's and 02b's first memory requests scaled down (OOM recovery), and
+with one of them scaled down and no retries allowed (failure handling). Then a resume run
+deletes 02b outputs of tasks 1 and 3 and reruns the same command.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 SCHEDULERS = ("slurm", "sge")
 ARGS = ["--n-bootstrap", "40", "--genes-per-task", "10", "--seed", "7"]
 OOM_STAGE = "02B"
+NO_RETRY = ["--max-retries", "0"]
 SGE_ACCOUNTING = Path("/var/lib/gridengine/default/common/accounting")
 
 
@@ -37,9 +39,12 @@ def runs(tmp_path_factory):
         if not cluster_status(sched)[0]:
             continue
         oom_env = {f"DCOEX_TEST_MEM_SCALE_{OOM_STAGE}": "0.2", "DCOEX_TEST_MEM_SCALE_01": "0.2"}
-        for kind, env in (("plain", {}), ("oom", oom_env)):
+        for kind, env, extra in (("plain", {}, []), ("oom", oom_env, []),
+                                 # no retries: the first out-of-memory failure is final
+                                 ("fail02b", {f"DCOEX_TEST_MEM_SCALE_{OOM_STAGE}": "0.2"}, NO_RETRY),
+                                 ("fail01", {"DCOEX_TEST_MEM_SCALE_01": "0.2"}, NO_RETRY)):
             out = base / f"{sched}_{kind}"
-            done = run_driver(sched, ["--expr-tsv", tsv, "--out-dir", out, *ARGS], env=env)
+            done = run_driver(sched, ["--expr-tsv", tsv, "--out-dir", out, *ARGS, *extra], env=env)
             assert done.returncode == 0, done.stderr
             started[f"{sched}_{kind}"] = out
     local = base / "local"
@@ -107,9 +112,20 @@ def test_pipeline_completes_and_equals_local(runs, sched):
     assert manifest["status"] == "complete"
     assert manifest["scheduler"] == sched
     assert manifest["stage_order"] == ["00", "01", "02a", "02b", "03", "03b"]
+    assert manifest["manifest_version"] == 1 and manifest["data_shape"] == {"n_genes": 40, "n_samples": 60}
+    assert manifest["parameters"]["n_bootstrap"] == 40 and manifest["parameters"]["genes_per_task"] == 10
     for stage in ("02a", "02b", "03"):
-        assert manifest["stages"][stage]["n_tasks"] == 4
+        entry = manifest["stages"][stage]
+        assert entry["n_tasks"] == 4
         assert len(list((out / "logs").glob(f"{stage}.*.*.log"))) == 4
+        a = entry["attempts"][0]
+        assert (a["attempt"], a["tasks"], a["task_list"], a["reason"]) == (1, "1-4", [1, 2, 3, 4], "initial")
+        assert a["command"][0] == ("sbatch" if sched == "slurm" else "qsub")
+        assert a["requested_bytes"] == entry["requested_bytes"] and a["finaliser_job_id"]
+        assert len(list(out.glob(entry["sidecars"]))) == 4  # one memory sidecar per task
+    assert manifest["stages"]["02a"]["sidecars"] == "base_correlations/memory/02a.genes_*.memory.json"
+    assert manifest["stages"]["01"]["sidecars"] == "bootstrap_indices.h5.memory.json"
+    assert (out / manifest["stages"]["01"]["sidecars"]).is_file()
     assert_same_outputs(runs["local"], out)
 
 
@@ -143,10 +159,12 @@ def test_requested_memory_equals_plan(runs, sched):
         # the plan: estimate x calibration / safety (SGE: plus the virtual-memory overhead)
         from memfit.allocation import VIRTUAL_OVERHEAD_BYTES
 
-        peak = entry["estimate"]["total_bytes"]
+        peak = entry["planned_peak_bytes"]
+        assert peak >= entry["estimate"]["total_bytes"] and peak >= entry["minimum_estimate_bytes"]
         extra = VIRTUAL_OVERHEAD_BYTES if sched == "sge" else 0
-        assert entry["requested_bytes"] >= (peak + extra) / 0.7
-        assert entry["requested_bytes"] < (peak + extra) / 0.7 + 2**20 * entry["slots"]
+        floor = 256 * 2**20 if sched == "slurm" else 0  # SLURM requests are at least 256 MiB
+        assert entry["requested_bytes"] >= max((peak + extra) / 0.7, floor)
+        assert entry["requested_bytes"] < max((peak + extra) / 0.7, floor) + 2**20 * entry["slots"]
 
 
 @pytest.mark.parametrize("sched", SCHEDULERS)
@@ -189,7 +207,9 @@ def test_oom_of_a_single_job_repoints_the_next_stage(runs, sched):
 @pytest.mark.parametrize("sched", SCHEDULERS)
 def test_resume_submits_only_missing_tasks(runs, sched, tmp_path):
     out, manifest = _need(runs, f"{sched}_plain")
-    gone = sorted((out / "bootstrap_significant").glob("001[2-3]_*.h5"))  # genes 12, 13: task 2
+    # genes 1 (task 1) and 23 (task 3): a resume with a gap (SGE arrays are ranges: -t 1-3)
+    gone = sorted((out / "bootstrap_significant").glob("0001_*.h5")) + sorted(
+        (out / "bootstrap_significant").glob("0023_*.h5"))
     assert len(gone) == 2
     for path in gone:
         path.unlink()
@@ -199,7 +219,72 @@ def test_resume_submits_only_missing_tasks(runs, sched, tmp_path):
     rerun = wait_for_run(out, timeout=300)
     assert rerun["status"] == "complete"
     assert list(rerun["stages"]) == ["02b", "03", "03b"]
-    assert rerun["stages"]["02b"]["attempts"][0]["task_list"] == [2]
-    assert rerun["stages"]["03"]["attempts"][0]["task_list"] == [2]
+    for stage in ("02b", "03"):
+        attempt = rerun["stages"][stage]["attempts"][0]
+        assert attempt["task_list"] == [1, 3]
+        command = attempt["command"]
+        if sched == "slurm":
+            assert "--array=1,3" in command
+        else:
+            assert command[command.index("-t") + 1] == "1-3"
+            assert "--only-tasks 1,3" in Path(command[-1]).read_text()
+        # task 2 did not run again: no status of a successful run of it in this attempt
+        statuses = sorted(p.name for p in (out / ".dcoex" / "status" / stage).glob("*.a1.json")
+                          if json.loads(p.read_text()).get("state") == "ok")
+        assert statuses == ["1.a1.json", "3.a1.json"]
     assert (out / ".dcoex" / "history" / "run_manifest.1.json").is_file()
     assert_same_outputs(runs["local"], out)
+
+
+def _queued_jobs_of(sched: str, out: Path) -> list[str]:
+    """Names of this run's jobs still in the queue (job names end with the run folder's name)."""
+    if sched == "slurm":
+        text = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True).stdout
+        return [n for n in text.split() if n.endswith(out.name)]
+    text = subprocess.run(["qstat", "-u", "*", "-r"], capture_output=True, text=True).stdout
+    return [line.split()[-1] for line in text.splitlines() if "Full jobname:" in line and line.endswith(out.name)]
+
+
+def _wait_queue_empty(sched: str, out: Path) -> list[str]:
+    import time
+
+    for _ in range(20):
+        left = _queued_jobs_of(sched, out)
+        if not left:
+            return []
+        time.sleep(1)
+    return left
+
+
+@pytest.mark.parametrize("sched", SCHEDULERS)
+def test_given_up_tasks_cancel_their_downstream(runs, sched):
+    """02b runs out of memory with no retries left: each failure is reported with its log, the
+    same tasks of 03 are cancelled (never run), 03b finds nothing to collect, the run is failed."""
+    out, manifest = _need(runs, f"{sched}_fail02b")
+    assert manifest["status"] == "failed"
+    entry = manifest["stages"]["02b"]
+    assert len(entry["attempts"]) == 1
+    assert sorted(f["task"] for f in entry["failures"]) == [1, 2, 3, 4]
+    for failure in entry["failures"]:
+        assert "memory" in failure["reason"], failure
+        assert Path(failure["log"]).is_file()
+    assert sorted(manifest["stages"]["03"]["cancelled_tasks"]) == [1, 2, 3, 4]
+    assert not list((out / "logs").glob("03.*.log")), "cancelled 03 tasks must not run"
+    assert not list((out / "networks").glob("*.h5"))
+    assert manifest["stages"]["03b"]["failures"], "03b ran and had nothing to collect"
+    assert all(manifest["stages"][s].get("failures") == [] for s in ("00", "01", "02a"))
+    assert _wait_queue_empty(sched, out) == []
+
+
+@pytest.mark.parametrize("sched", SCHEDULERS)
+def test_failed_single_job_cancels_every_later_stage(runs, sched):
+    """Stage 01 (one job) runs out of memory with no retries: every later stage and its
+    finaliser is cancelled in the scheduler, nothing of them runs, the run is failed."""
+    out, manifest = _need(runs, f"{sched}_fail01")
+    assert manifest["status"] == "failed"
+    assert [f["task"] for f in manifest["stages"]["01"]["failures"]] == [None]
+    for stage in ("02a", "02b", "03", "03b"):
+        assert manifest["stages"][stage].get("cancelled") is True, stage
+        assert not list((out / "logs").glob(f"{stage}.*.log")), f"{stage} must not run"
+        assert not list((out / "logs").glob(f"fin-{stage}.*.log")), f"the finaliser of {stage} must not run"
+    assert _wait_queue_empty(sched, out) == []

@@ -92,12 +92,12 @@ def test_sge_dry_run_commands(tmp_path, tsv):
 
 @pytest.mark.parametrize("scheduler", ["slurm", "sge"])
 def test_dry_run_memory_follows_estimators(tmp_path, tsv, scheduler):
-    """--mem / h_vmem = estimator peak / safety (SGE: + virtual overhead, per slot)."""
+    """--mem / h_vmem = estimator peak / safety (SGE: + virtual overhead, per slot; SLURM: at least 256 MiB)."""
     _, cmds = dry_run(scheduler, tsv, tmp_path / "run", "--mem-safety", "0.5", "--slots", "2")
     c = cmds[2 * STAGES.index("02a")]
     peak = get_estimator("02a")(n_genes=40, n_samples=60, k_low=12, k_high=12, fdr_alpha=0.05).total_bytes
     if scheduler == "slurm":
-        assert _opt(c, "--mem") == f"{math.ceil(peak / 0.5 / MiB)}M"
+        assert _opt(c, "--mem") == f"{max(math.ceil(peak / 0.5 / MiB), 256)}M"  # 256 MiB: the SLURM floor
     else:
         resources = [c[i + 1] for i, a in enumerate(c) if a == "-l"]
         per_slot = math.ceil((peak + VIRTUAL_OVERHEAD_BYTES) / 0.5 / 2 / MiB)

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
 import shlex
 import shutil
+import subprocess
+import sys
 
 import pytest
 
 from cluster_util import assert_same_outputs, run_driver, write_dataset
 from dcoex.pipeline import task as task_mod
 from dcoex.pipeline.manifest import write_json_atomic
+from dcoex.pipeline.options import parse_args
+from dcoex.pipeline.plan import make_plan
+from dcoex.pipeline.schedulers import get_scheduler
+from dcoex.pipeline.stages import STAGES
+from memfit.allocation import VIRTUAL_OVERHEAD_BYTES
+from memfit.units import MiB
 
 ARGS = ["--n-bootstrap", "20", "--genes-per-task", "8", "--seed", "3"]
 
@@ -102,3 +112,51 @@ def test_stages_rerun_from_existing_upstream_outputs(local_run, tmp_path):
     bad = run_driver("slurm", ["--expr-tsv", tsv, "--out-dir", copy, *ARGS, "--stages", "02b,03,03b", "--local"])
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert "stage 02b needs the outputs of stage 02a" in bad.stderr and "(tasks 1)" in bad.stderr
+
+
+def _stage_under_limit(command: list[str], scheduler: str, request: int) -> subprocess.CompletedProcess:
+    """Run a stage command as a job of ``scheduler`` given ``request`` bytes would: SLURM sets
+    SLURM_MEM_PER_NODE (MiB); SGE's h_vmem is the process's RLIMIT_AS."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SGE_", "MEMFIT_", "JOB_ID"))}
+    env.update(MEMFIT_SAFETY="0.7", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", HDF5_USE_FILE_LOCKING="FALSE")
+    preexec = None
+    if scheduler == "slurm":
+        env["SLURM_MEM_PER_NODE"] = str(request // MiB)
+    else:
+        env.update(JOB_ID="1", SGE_TASK_ID="1")
+
+        def preexec():
+            resource.setrlimit(resource.RLIMIT_AS, (request, request))
+    return subprocess.run(command, capture_output=True, text=True, env=env, preexec_fn=preexec, timeout=120)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheduler", ["slurm", "sge"])
+def test_every_stage_fits_the_request_the_driver_plans(local_run, tmp_path, scheduler):
+    """Each stage, run under exactly the limit the driver would request for it, accepts it:
+    its own estimate (at the batch it chooses) fits safety x request, and the limit it
+    detected is the request."""
+    tsv, out = local_run
+    plan = make_plan(parse_args(["--expr-tsv", str(tsv), "--out-dir", str(out), *ARGS, "--force"], scheduler),
+                     get_scheduler(scheduler, dry_run=True))
+    assert list(plan.stages) == ["00", "01", "02a", "02b", "03", "03b"]
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("logs", ".dcoex", "*.memory.json"))
+    for stage, p in plan.stages.items():
+        # the job's command (as the manifest's stage_command), pointed at the copy
+        command = [sys.executable, "-m", f"dcoex.stages.{STAGES[stage].module}",
+                   *(arg.replace(str(out), str(copy)) for arg in p.argv)]
+        if p.per_gene:
+            command += ["--task-id", "1"]
+        done = _stage_under_limit(command, scheduler, p.requested_bytes)
+        assert done.returncode == 0, f"stage {stage} refused {p.request}:\n{done.stderr[-1500:]}"
+        sidecars = (list((copy / STAGES[stage].output / "memory").glob(f"{stage}.genes_*.memory.json"))
+                    if p.per_gene else [copy / f"{STAGES[stage].output}.memory.json"])
+        assert len(sidecars) == 1, sidecars
+        record = json.loads(sidecars[0].read_text())
+        allocation, own = record["allocation"], record["estimate"]["total_bytes"]
+        assert allocation["limit_bytes"] == p.requested_bytes, (stage, allocation)
+        assert own <= allocation["usable_bytes"], (stage, own, allocation)
+        # the driver's plan covers the stage's own estimate at its smallest batch
+        overhead = VIRTUAL_OVERHEAD_BYTES if scheduler == "sge" else 0
+        assert p.minimum_estimate.total_bytes + overhead <= 0.7 * p.requested_bytes

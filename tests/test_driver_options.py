@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from cluster_util import DRIVERS, run_driver, write_dataset
+from cluster_util import DRIVERS, run_driver, sge_cluster, slurm_cluster, write_dataset  # noqa: F401 - fixtures
 from dcoex.errors import InputError
 from dcoex.pipeline.options import parse_args
 
@@ -76,30 +77,46 @@ def test_missing_scheduler_command_is_named(tmp_path, tsv, scheduler, command):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("scheduler,field,unit", [("slurm", "--mem=", "M"), ("sge", "h_vmem=", "M")])
-def test_plan_larger_than_any_node_is_rejected_before_submitting(tmp_path, tsv, scheduler, field, unit):
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    # a cluster whose only node offers 1 GiB: sinfo (SLURM, MB) / qhost MEMTOT (SGE)
-    (fake / "sinfo").write_text("#!/bin/sh\necho 1024\n")
-    (fake / "qhost").write_text("#!/bin/sh\ncat <<'EOF'\n"
-                                "HOSTNAME ARCH NCPU NSOC NCOR NTHR LOAD MEMTOT MEMUSE SWAPTO SWAPUS\n"
-                                "-------------------------------------------------------------------\n"
-                                "global - - - - - - - - - -\n"
-                                "vm lx-amd64 2 1 2 2 0.50 1.0G 500.0M 0.0 0.0\nEOF\n")
-    (fake / "scontrol").write_text("#!/bin/sh\necho 'MaxArraySize            = 1001'\n")
-    (fake / "qconf").write_text("#!/bin/sh\necho 'max_aj_tasks 75000'\n")
-    for name in ("sbatch", "qsub"):
-        (fake / name).write_text("#!/bin/sh\necho SUBMITTED >> \"$(dirname \"$0\")/log\"; exit 1\n")
-    for p in fake.iterdir():
-        p.chmod(0o755)
-    done = subprocess.run([sys.executable, "-m", "dcoex.pipeline", "--scheduler", scheduler, "--expr-tsv", str(tsv),
-                           "--out-dir", str(tmp_path / "out"), "--n-bootstrap", "5000000", "--genes-per-task", "4"],
-                          capture_output=True, text=True, env=dict(os.environ, PATH=f"{fake}:/usr/bin:/bin"))
+def _jobs_named(scheduler: str, name: str) -> list[str]:
+    """Jobs with this name in the queue or in accounting (job ids, or accounting lines)."""
+    if scheduler == "slurm":
+        queued = subprocess.run(["squeue", "-h", "-n", name, "-o", "%i"], capture_output=True, text=True).stdout
+        done = subprocess.run(["sacct", "-X", "-n", "-P", "-S", "now-1hours", "--name", name, "-o", "JobID"],
+                              capture_output=True, text=True).stdout
+        return queued.split() + done.split()
+    queued = subprocess.run(["qstat", "-u", "*", "-r"], capture_output=True, text=True).stdout
+    hits = [line for line in queued.splitlines() if "Full jobname:" in line and name in line]
+    done = subprocess.run(["qacct", "-j", name], capture_output=True, text=True)
+    return hits + ([done.stdout] if done.returncode == 0 else [])
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("scheduler", ["slurm", "sge"])
+def test_plan_larger_than_any_node_is_rejected_before_submitting(tmp_path, tsv, scheduler, request):
+    """On the real cluster: a plan bigger than the node's memory (sinfo RealMemory / qhost
+    MEMTOT) is refused with the numbers, exit 2, and nothing reaches the queue or accounting."""
+    request.getfixturevalue(f"{scheduler}_cluster")
+    from dcoex.pipeline.schedulers import get_scheduler
+    from memfit.units import GiB, MiB, format_bytes
+
+    node_bytes = get_scheduler(scheduler).max_request_bytes()
+    assert node_bytes and node_bytes > 1 << 30
+    out = tmp_path / "too_big_run"
+    # 10^8 bootstrap replicates of 2 x 9 indices: tens of GiB, more than the test node has
+    done = run_driver(scheduler, ["--expr-tsv", tsv, "--out-dir", out, "--n-bootstrap", "100000000",
+                                  "--genes-per-task", "4"])
     assert done.returncode == 2, done.stdout + done.stderr
-    assert done.stderr.count("\n") == 1
-    assert field in done.stderr and "largest node offers 1.00 GiB" in done.stderr
-    assert not (fake / "log").exists(), "nothing may be submitted"
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    field = "--mem=" if scheduler == "slurm" else "h_vmem="
+    match = re.search(rf"stage (\w+) needs {field}(\d+)M \(([0-9.]+) GiB for ([0-9.]+) GiB estimated peak", lines[0])
+    assert match, lines[0]
+    per_slot_mib, total_gib = int(match.group(2)), float(match.group(3))
+    assert per_slot_mib * MiB > node_bytes and total_gib * GiB > node_bytes
+    assert f"the largest node offers {format_bytes(node_bytes)}" in lines[0]
+    assert not out.exists()
+    assert _jobs_named(scheduler, "dcoex_00_too_big_run") == []
+    assert _jobs_named(scheduler, "dcoex_01_too_big_run") == []
 
 
 def test_help_lists_the_same_flags_for_both(tmp_path):

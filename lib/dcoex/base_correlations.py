@@ -16,7 +16,7 @@ for any tile size and thread count:
 
 Pairs with a gene constant within a group leave that group's family, and the differential
 family if constant in either group. Memory: O(N·k) ranks + O(tile_rows·N) per tile + the
-candidates (4, 4 and 8 bytes each, + 16 for kept differential details) + the stored
+candidates (4, 4 and 8 bytes each, + 24 for kept differential details) + the stored
 edges; never an N×N or N(N−1)/2 array.
 """
 

@@ -129,6 +129,25 @@ def _auto_genes_per_task(n_universe: int, array_limit: int) -> int:
     return max(1, math.ceil(n_universe / target))
 
 
+def split_tasks(universe: list[int], genes_per_task: int | str, array_limit: int
+                ) -> tuple[int, dict[int, list[int]]]:
+    """Genes per task and {task id (1-based): gene indices}, within the array limit.
+
+    ``genes_per_task`` "auto" aims at AUTO_TARGET_TASKS tasks (fewer if the limit is lower).
+    """
+    if genes_per_task == "auto":
+        gpt = _auto_genes_per_task(len(universe), array_limit)
+    else:
+        gpt = int(genes_per_task)
+    n_tasks = math.ceil(len(universe) / gpt)
+    if n_tasks > array_limit:
+        raise InputError(
+            f"{n_tasks} tasks of {gpt} genes exceed the scheduler's array limit ({array_limit}); "
+            f"use --genes-per-task {math.ceil(len(universe) / array_limit)} or more"
+        )
+    return gpt, {t: universe[(t - 1) * gpt: t * gpt] for t in range(1, n_tasks + 1)}
+
+
 def selected_stages(options: Options) -> list[str]:
     if options.stages is None:
         return [s for s in STAGE_ORDER if s != "00" or options.expr_tsv]
@@ -149,18 +168,7 @@ def make_plan(options: Options, scheduler: Scheduler) -> RunPlan:
         universe = read_gene_list(options.gene_subset, shape.gene_names)
         if not universe:
             raise InputError(f"{options.gene_subset}: the gene subset is empty")
-    array_limit = scheduler.array_limit()
-    if options.genes_per_task == "auto":
-        gpt = _auto_genes_per_task(len(universe), array_limit)
-    else:
-        gpt = int(options.genes_per_task)
-    n_tasks = math.ceil(len(universe) / gpt)
-    if n_tasks > array_limit:
-        raise InputError(
-            f"{n_tasks} tasks of {gpt} genes exceed the scheduler's array limit ({array_limit}); "
-            f"use --genes-per-task {math.ceil(len(universe) / array_limit)} or more"
-        )
-    task_genes = {t: universe[(t - 1) * gpt: t * gpt] for t in range(1, n_tasks + 1)}
+    gpt, task_genes = split_tasks(universe, options.genes_per_task, scheduler.array_limit())
     cal_file, factors = load_factors(options)
     plan = RunPlan(options, shape, expr_h5, universe, gpt, task_genes, cal_file, factors)
     _choose_work(plan, stages)

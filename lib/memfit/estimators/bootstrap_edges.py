@@ -3,7 +3,7 @@
 Memory model (N genes, S samples, B replicates, k = k_L + k_H, E selected edges, c edges
 per chunk, n_c <= min(N, 2c) genes touched by a chunk):
 
-- ``python``: interpreter + numpy/scipy/h5py/click imports (measured);
+- ``python``: interpreter + numpy/h5py/click imports (measured; 02b does not import scipy);
 - ``expr``: the whole N × S float32 matrix, loaded once per task;
 - ``edge_tables``: the base file's edge table (~80 B per edge), the selected copy, the
   row indices and the output columns: ~240 B per selected edge;
@@ -13,9 +13,10 @@ per chunk, n_c <= min(N, 2c) genes touched by a chunk):
   ~24 B per gene × group position) and the tie-bound transient of building them (~40 B per
   gene × position of the larger group);
 - ``deltas``: the chunk's Δ matrix (c × B float32) and the r blocks of one replicate block;
-- ``work``: the larger of the ranking phase (two (block × n_c × k) float32 arrays: half of
-  the block budget, RANK_WORK_BYTES) and the correlation phase (one such array, the
-  unit values y, plus the gathered edge sub-block: 2/3 of GATHER_WORK_BYTES);
+- ``work``: the larger of the ranking phase (two (block × n_c × k) arrays: half of the
+  block budget, RANK_WORK_BYTES) and the correlation phase (one such array, the integer
+  ranks u, plus the gathered edge sub-block: 2/3 of GATHER_WORK_BYTES); float32, float64
+  when k_r(k_r−1)² >= 2**24;
 - ``stats``: the statistics' row-block temporaries (~70 % of STATS_WORK_BYTES at most).
 
 The chunk is at most MAX_CHUNK_DELTA_BYTES of Δ: bigger chunks are no faster.
@@ -26,7 +27,7 @@ from __future__ import annotations
 from memfit.estimate import MemoryEstimate
 from memfit.units import MiB
 
-#: Resident bytes of the stage before data (interpreter, numpy, scipy, h5py, click, psutil,
+#: Resident bytes of the stage before data (interpreter, numpy, h5py, click, psutil,
 #: threadpoolctl; no scipy), measured on CPython 3.11: 49 MiB + recorder and HDF5 state.
 STAGE_BASELINE_BYTES = 56 * MiB
 #: Temporaries of the per-edge statistics (dcoex.bootstrap_edges works in row blocks of this).
