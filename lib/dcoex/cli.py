@@ -33,7 +33,7 @@ def run_command(command: click.Command, args: Sequence[str] | None = None) -> No
         print(f"{prog}: aborted", file=sys.stderr)
         sys.exit(1)
     except click.ClickException as exc:
-        exc.show()
+        print(f"{prog}: error: {exc.format_message()}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     except InputError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
@@ -57,6 +57,22 @@ def run_command(command: click.Command, args: Sequence[str] | None = None) -> No
         print(f"{prog}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         sys.exit(1)
     sys.exit(0)
+
+
+def parse_batch_size(value: str) -> int | str:
+    """A ``--batch-size`` value: ``"auto"``, ``"all"`` (every item at once) or an int >= 1."""
+    text = str(value).strip()
+    if text == "auto":
+        return "auto"
+    if text == "all":
+        return 2**62
+    try:
+        size = int(text)
+    except ValueError:
+        raise InputError(f"--batch-size {value!r}: expected a positive integer, 'all' or 'auto'") from None
+    if size < 1:
+        raise InputError(f"--batch-size {value}: must be >= 1, 'all' or 'auto'")
+    return size
 
 
 def report_memory_error(estimate_bytes: int, limit_bytes: int) -> str:

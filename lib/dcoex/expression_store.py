@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 
 from dcoex.errors import InputError
+from dcoex.h5io import decode_strings, open_h5_input
 
 #: Target size of one ``/expr`` chunk (bytes): a block of whole rows.
 ROW_CHUNK_BYTES = 256 * 1024
@@ -65,21 +66,12 @@ def content_sha256(matrix: np.ndarray, gene_names: Sequence[str], sample_names: 
     return hasher.hexdigest(gene_names, sample_names)
 
 
-def _decode(values: Iterable[object]) -> list[str]:
-    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
-
-
 class ExpressionStore:
     """An open ``expression.h5`` (read-only). Use as a context manager or call ``close()``."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        try:
-            self._file = h5py.File(self.path, "r")
-        except FileNotFoundError:
-            raise InputError(f"{self.path}: no such file") from None
-        except OSError as exc:
-            raise InputError(f"{self.path}: not an HDF5 expression store ({exc})") from None
+        self._file = open_h5_input(self.path, "expression store")
         try:
             self._validate()
         except InputError:
@@ -97,8 +89,8 @@ class ExpressionStore:
                 f"{self.path}: /expr must be a 2-D float matrix, found {expr.ndim}-D {expr.dtype}"
             )
         self.n_genes, self.n_samples = (int(x) for x in expr.shape)
-        self.gene_names = _decode(f["gene_names"][()])
-        self.sample_names = _decode(f["sample_names"][()])
+        self.gene_names = decode_strings(f["gene_names"][()])
+        self.sample_names = decode_strings(f["sample_names"][()])
         if len(self.gene_names) != self.n_genes:
             raise InputError(
                 f"{self.path}: /gene_names has {len(self.gene_names)} names for {self.n_genes} rows of /expr"

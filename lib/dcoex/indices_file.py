@@ -10,12 +10,9 @@ import h5py
 import numpy as np
 
 from dcoex.errors import InputError
+from dcoex.h5io import attr_value, open_h5_input
 
 _DATASETS = ("indices/low", "indices/high", "indices/low_boot", "indices/high_boot")
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class IndicesFile:
@@ -23,12 +20,7 @@ class IndicesFile:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        try:
-            self._file = h5py.File(self.path, "r")
-        except FileNotFoundError:
-            raise InputError(f"{self.path}: no such file") from None
-        except OSError as exc:
-            raise InputError(f"{self.path}: not a readable HDF5 bootstrap indices file ({exc})") from None
+        self._file = open_h5_input(self.path, "bootstrap indices file")
         try:
             missing = [name for name in _DATASETS if name not in self._file]
             if missing or "meta" not in self._file:
@@ -50,7 +42,7 @@ class IndicesFile:
 
     @property
     def expr_sha(self) -> str:
-        return _text(self.meta.get("expr_content_sha256", ""))
+        return str(attr_value(self.meta.get("expr_content_sha256", "")))
 
     def check_expression(self, n_genes: int, n_samples: int, expr_sha: str, expr_path: object) -> None:
         """InputError unless this file was made from that expression store."""

@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 
 from dcoex.errors import InputError
+from dcoex.h5io import attr_value, open_h5_input
 
 #: Format tag of the stage 03 files; 03b refuses files of another format.
 NETWORK_FORMAT = "dcoex-network/1"
@@ -57,22 +58,8 @@ class GeneInputs:
         return int(self.edges["pair_index"].size)
 
 
-def _attr(value: Any) -> Any:
-    """An HDF5 attribute value as a plain Python value."""
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def _open(path: Path, what: str, gene: str) -> h5py.File:
-    try:
-        return h5py.File(path, "r")
-    except FileNotFoundError:
-        raise InputError(f"gene {gene}: {what} file {path} is missing") from None
-    except OSError as exc:
-        raise InputError(f"gene {gene}: {what} file {path} is not a readable HDF5 file ({exc})") from None
+    return open_h5_input(path, f"{what} file", context=f"gene {gene}")
 
 
 def _check_gene(meta: Mapping[str, Any], path: Path, what: str, gene: str, gene_index: int, gene_name: str, n_genes: int) -> None:
@@ -92,7 +79,7 @@ def base_summary(base_path: Path) -> tuple[int, dict[str, Any]]:
     try:
         with h5py.File(base_path, "r") as f:
             meta = f["meta"].attrs
-            upstream = {k: _attr(meta[k]) for k in ("expr_content_sha256", "fdr_alpha", "k_low", "k_high") if k in meta}
+            upstream = {k: attr_value(meta[k]) for k in ("expr_content_sha256", "fdr_alpha", "k_low", "k_high") if k in meta}
             return int(f["edges/pair_index"].shape[0]), upstream
     except (OSError, KeyError):
         return 0, {}
@@ -108,7 +95,7 @@ def read_gene_inputs(base_path: Path, boot_path: Path, gene_index: int, gene_nam
     gene = f"{gene_index} ({gene_name})"
     with _open(base_path, "base (02a)", gene) as f:
         try:
-            meta = {k: _attr(v) for k, v in f["meta"].attrs.items()}
+            meta = {k: attr_value(v) for k, v in f["meta"].attrs.items()}
             _check_gene(meta, base_path, "base (02a)", gene, gene_index, gene_name, n_genes)
             edges = {name: f[f"edges/{name}"][()] for name in _BASE_EDGE_FIELDS}
         except KeyError as exc:
@@ -139,7 +126,7 @@ def read_gene_inputs(base_path: Path, boot_path: Path, gene_index: int, gene_nam
         return GeneInputs(gene_index, gene_name, n_genes, edges, upstream)
     with _open(Path(boot_path), "bootstrap (02b)", gene) as f:
         try:
-            bmeta = {k: _attr(v) for k, v in f["meta"].attrs.items()}
+            bmeta = {k: attr_value(v) for k, v in f["meta"].attrs.items()}
             _check_gene(bmeta, boot_path, "bootstrap (02b)", gene, gene_index, gene_name, n_genes)
             boot_pairs = f["edges/pair_index"][()].astype(np.int64)
             mode = str(bmeta.get("edge_selection_mode", "sig_differential"))
@@ -157,7 +144,7 @@ def read_gene_inputs(base_path: Path, boot_path: Path, gene_index: int, gene_nam
     if any(edges[name].shape != (n0,) for name in _BOOT_FIELDS):
         raise InputError(f"gene {gene}: bootstrap (02b) file {boot_path} has value datasets not of length {n0}")
     for key in ("expr_content_sha256", "k_low", "k_high", "fdr_alpha"):
-        if key in bmeta and key in meta and _attr(bmeta[key]) != _attr(meta[key]):
+        if key in bmeta and key in meta and attr_value(bmeta[key]) != attr_value(meta[key]):
             raise InputError(
                 f"gene {gene}: base and bootstrap files disagree on {key} ({meta[key]!r} vs {bmeta[key]!r})"
             )
@@ -240,8 +227,8 @@ def write_network(
         for name in ("direct_stats", "two_layer_stats", "full_stats", "metrics"):
             _set_attrs(fg.create_group(name), focus[name])
         f.create_dataset("gene_names", data=gene_names, dtype=h5py.string_dtype())
-        record = {"meta": {k: _attr(_plain(v)) for k, v in meta.items()},
-                  "metrics": {k: _attr(_plain(v)) for k, v in focus["metrics"].items()}}
+        record = {"meta": {k: attr_value(_plain(v)) for k, v in meta.items()},
+                  "metrics": {k: attr_value(_plain(v)) for k, v in focus["metrics"].items()}}
         f["meta"].attrs[SUMMARY_ATTR] = json.dumps(record, sort_keys=True)
     except BaseException:
         f.close()
@@ -252,7 +239,7 @@ def write_network(
 def read_meta(path: Path) -> dict[str, Any]:
     """The meta attributes of a stage 03 file as plain values."""
     with h5py.File(path, "r") as f:
-        return {k: _attr(v) for k, v in f["meta"].attrs.items()}
+        return {k: attr_value(v) for k, v in f["meta"].attrs.items()}
 
 
 def is_valid_network(path: Path, gene_index: int, gene_name: str, n_genes: int, params: Mapping[str, Any]) -> bool:
@@ -262,7 +249,7 @@ def is_valid_network(path: Path, gene_index: int, gene_name: str, n_genes: int, 
         return False
     try:
         with h5py.File(path, "r") as f:
-            meta = {k: _attr(v) for k, v in f["meta"].attrs.items()}
+            meta = {k: attr_value(v) for k, v in f["meta"].attrs.items()}
             complete = "focus_gene/metrics" in f and "topology/global_diff/degrees" in f
     except (OSError, KeyError):
         return False
@@ -270,7 +257,7 @@ def is_valid_network(path: Path, gene_index: int, gene_name: str, n_genes: int, 
         return False
     if meta.get("gene_index_used") != gene_index or meta.get("gene_name") != gene_name or meta.get("n_genes") != n_genes:
         return False
-    return all(meta.get(k) == _attr(_plain(v)) for k, v in params.items())
+    return all(meta.get(k) == attr_value(_plain(v)) for k, v in params.items())
 
 
 @dataclass
@@ -287,7 +274,7 @@ def read_network_summary(path: Path) -> NetworkSummary:
     InputError if unreadable."""
     try:
         with h5py.File(path, "r") as f:
-            record = json.loads(_attr(f["meta"].attrs[SUMMARY_ATTR]))
+            record = json.loads(attr_value(f["meta"].attrs[SUMMARY_ATTR]))
         meta, metrics = record["meta"], record["metrics"]
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise InputError(f"{path}: not a readable stage 03 network file ({exc})") from None

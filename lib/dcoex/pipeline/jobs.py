@@ -184,7 +184,8 @@ def submit_all(plan: RunPlan, scheduler: Scheduler) -> dict:
 
 
 def keep_history(out: Path) -> None:
-    """Move an earlier run's manifest to ``.dcoex/history/`` before a rerun replaces it."""
+    """Move an earlier run's manifest and task statuses to ``.dcoex/history/`` before a rerun
+    replaces them (attempt numbers restart at 1: a stale status must not stand for a new task)."""
     from dcoex.pipeline.manifest import manifest_path
 
     old = manifest_path(out)
@@ -193,6 +194,10 @@ def keep_history(out: Path) -> None:
         history.mkdir(parents=True, exist_ok=True)
         n = len(list(history.glob("run_manifest.*.json"))) + 1
         old.replace(history / f"run_manifest.{n}.json")
+        status = state_dir(out) / "status"
+        if status.is_dir():
+            status.replace(history / f"status.{n}")
+            status.mkdir()
 
 
 def prepare_out_dir(plan: RunPlan) -> None:

@@ -18,7 +18,7 @@ import h5py
 
 from dcoex.atomic import atomic_output, ensure_writable_dir
 from dcoex.base_correlations import base_correlations
-from dcoex.cli import gene_selection_options
+from dcoex.cli import gene_selection_options, parse_batch_size
 from dcoex.edge_files import base_datasets, meta_matches, write_base_file
 from dcoex.errors import InputError
 from dcoex.expression_store import open_expression
@@ -113,17 +113,6 @@ def run_base(
             "peak_rss_bytes": recorder.peak_rss_bytes, "wall_s": recorder.elapsed()[0]}
 
 
-def _size(value: str) -> int | str:
-    if value == "auto":
-        return "auto"
-    try:
-        size = int(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: expected a positive integer or 'auto'") from None
-    if size < 1:
-        raise click.BadParameter(f"{value}: must be >= 1")
-    return size
-
 
 @click.command(name="02a_calc_base_correlations")
 @click.option("--expr-h5", required=True, type=click.Path(dir_okay=False), help="expression.h5 from stage 00.")
@@ -138,7 +127,7 @@ def main(expr_h5, indices_h5, out_dir, fdr_alpha, batch_size, exact_q, gene_inde
     """Base Spearman correlations, t / Fisher-z tests and BH per reference gene (DESIGN.md §4)."""
     selection = {"gene_index": list(gene_index) or None, "gene_range": gene_range,
                  "genes_per_task": genes_per_task, "task_id": task_id, "gene_list": gene_list}
-    info = run_base(expr_h5, indices_h5, out_dir, fdr_alpha, _size(str(batch_size)), exact_q,
+    info = run_base(expr_h5, indices_h5, out_dir, fdr_alpha, parse_batch_size(str(batch_size)), exact_q,
                     selection, force, quiet)
     if not quiet:
         print(

@@ -22,7 +22,7 @@ import numpy as np
 
 from dcoex.atomic import atomic_output, ensure_writable_dir
 from dcoex.bootstrap_edges import boot_stats, positions_in_group, replicate_deltas
-from dcoex.cli import gene_selection_options
+from dcoex.cli import gene_selection_options, parse_batch_size
 from dcoex.edge_files import BOOT_DATASETS, meta_matches, read_base_edges, write_boot_file
 from dcoex.errors import InputError
 from dcoex.expression_store import open_expression
@@ -206,17 +206,6 @@ def run_bootstrap(
             "peak_rss_bytes": recorder.peak_rss_bytes, "wall_s": recorder.elapsed()[0]}
 
 
-def _size(value: str) -> int | str:
-    if value == "auto":
-        return "auto"
-    try:
-        size = int(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: expected a positive integer or 'auto'") from None
-    if size < 1:
-        raise click.BadParameter(f"{value}: must be >= 1")
-    return size
-
 
 @click.command(name="02b_bootstrap_significant_edges")
 @click.option("--expr-h5", required=True, type=click.Path(dir_okay=False), help="expression.h5 from stage 00.")
@@ -237,7 +226,7 @@ def main(expr_h5, indices_h5, base_dir, out_dir, edge_selection, ci_alpha, fdr_a
     selection = {"gene_index": list(gene_index) or None, "gene_range": gene_range,
                  "genes_per_task": genes_per_task, "task_id": task_id, "gene_list": gene_list}
     info = run_bootstrap(expr_h5, indices_h5, base_dir, out_dir, edge_selection, ci_alpha, fdr_alpha, n_bootstrap,
-                         _size(str(batch_size)), store_replicates, selection, force, quiet)
+                         parse_batch_size(str(batch_size)), store_replicates, selection, force, quiet)
     if not quiet:
         print(
             f"02b: {len(info['written'])} written, {len(info['skipped'])} skipped; edge chunk {info['edge_chunk']}; "

@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 
 from dcoex.atomic import atomic_output, ensure_writable_dir
+from dcoex.cli import parse_batch_size
 from dcoex.errors import InputError
 from dcoex.expression_store import content_sha256, open_expression
 from dcoex.expression_tsv import TsvExpressionReader
@@ -216,19 +217,6 @@ def _write(
         write_h5_attrs(out, STAGE, plan_estimate, allocation, recorder, batch)
 
 
-def _batch_size(value: str) -> int | str:
-    if value == "auto":
-        return "auto"
-    if value == "all":
-        return 2**62
-    try:
-        size = int(value)
-    except ValueError:
-        raise InputError(f"--batch-size {value!r}: expected a positive integer, 'all' or 'auto'") from None
-    if size < 1:
-        raise InputError(f"--batch-size {value}: must be >= 1, 'all' or 'auto'")
-    return size
-
 
 @click.command(name="01get_extreme_pop_bootstrap")
 @click.option("--in-h5", type=click.Path(dir_okay=False), default=None, help="expression.h5 from stage 00.")
@@ -249,7 +237,7 @@ def main(in_h5, in_tsv, out_h5, low_frac, high_frac, n_bootstrap, bootstrap_frac
          batch_size, compression, compression_level, deflate_strategy, threads, quiet) -> None:
     """Extreme groups and bootstrap indices of every gene (DESIGN.md §4)."""
     info = run(out_h5, in_h5, in_tsv, low_frac, high_frac, n_bootstrap, bootstrap_frac, seed,
-               _batch_size(str(batch_size)), compression, compression_level, deflate_strategy,
+               parse_batch_size(str(batch_size)), compression, compression_level, deflate_strategy,
                threads, quiet)
     if not quiet:
         print(
