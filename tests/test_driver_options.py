@@ -147,3 +147,35 @@ def test_parse_args_values(tmp_path, tsv):
     assert o.stages == ["02b", "03", "03b"]
     with pytest.raises(InputError, match="--low-frac must be in"):
         parse_args(["--expr-tsv", str(tsv), "--out-dir", str(tmp_path), "--low-frac", "0.7"], "sge")
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("scheduler", ["slurm", "sge"])
+def test_refused_submission_cancels_what_was_submitted(tmp_path, tsv, scheduler, request):
+    """The real scheduler refuses stage 02b (its first request scaled past the node's memory
+    with the testing knob, after the plan's check): the jobs already submitted (00, 01, 02a and
+    their finalisers) are cancelled before running, no manifest is written, exit 2 with the
+    scheduler's answer."""
+    request.getfixturevalue(f"{scheduler}_cluster")
+    tag = f"refused{os.getpid()}"  # job names end with the run folder's name: unique per session
+    out = tmp_path / tag
+    done = run_driver(scheduler, ["--expr-tsv", tsv, "--out-dir", out, "--genes-per-task", "8",
+                                  "--n-bootstrap", "20"], env={"DCOEX_TEST_MEM_SCALE_02B": "1000"})
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    command = "sbatch" if scheduler == "slurm" else "qsub"
+    assert len(lines) == 1 and f"{command} of dcoex_02b_{tag} failed" in lines[0], done.stderr
+    assert "nothing was left submitted" in lines[0]
+    assert not (out / "run_manifest.json").exists()
+    names = [f"dcoex_{kind}{stage}{suffix}_{tag}" for stage in ("00", "01", "02a")
+             for kind, suffix in (("", ""), ("fin", "_a1"))]
+    for name in names:
+        if scheduler == "slurm":  # slurmctld keeps ended jobs for MinJobAge: submitted, then CANCELLED
+            states = subprocess.run(["squeue", "-h", "-t", "all", "-n", name, "-o", "%T"],
+                                    capture_output=True, text=True).stdout.split()
+            assert states and set(states) == {"CANCELLED"}, (name, states)
+        else:  # SGE lists ended jobs as zombies (finished_jobs): submitted, no longer queued
+            live = subprocess.run(["qstat", "-u", "*", "-r"], capture_output=True, text=True).stdout
+            ended = subprocess.run(["qstat", "-s", "z", "-u", "*", "-r"], capture_output=True, text=True).stdout
+            assert f"Full jobname:     {name}\n" in ended and f"{name}\n" not in live, name
+    assert not (out / "logs").exists() or not list((out / "logs").glob("*.log")), "nothing may have run"

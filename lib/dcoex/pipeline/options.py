@@ -47,6 +47,8 @@ work split and scheduling:
   --time-<stage> HH:MM:SS time limit of a stage, e.g. --time-02a 02:00:00 (24:00:00)
   -h, --help              this help
 
+SLURM requests are at least 256 MiB; DCOEX_MIN_REQUEST (e.g. 128M, 0) changes that floor.
+
 Testing knob: DCOEX_TEST_MEM_SCALE_<STAGE>=F (e.g. DCOEX_TEST_MEM_SCALE_02B=0.05) scales the
 first attempt's memory request of that stage by F, so OOM recovery can be exercised;
 DCOEX_TEST_ESTIMATE_SCALE_<STAGE>=F scales the stage's planned raw estimate (an estimator off

@@ -74,6 +74,17 @@ def run_stage(argv: list[str]) -> int:
     return 0
 
 
+def _array_spanning(stage_entry: dict, task: int) -> dict | None:
+    """The last attempt whose SGE array range (``-t min-max``) holds ``task`` although its task
+    list skips it (a resume with gaps): that array task exists, held, and must be released to
+    pass the chain on."""
+    for attempt in reversed(stage_entry.get("attempts", [])):
+        tasks = attempt.get("task_list")
+        if tasks and min(tasks) <= task <= max(tasks):
+            return attempt
+    return None
+
+
 def release_successor(out_dir: Path, stage: str, task: int) -> None:
     """SGE: release task ``task`` of the next per-gene stage (held with -h)."""
     manifest = read_manifest(out_dir)
@@ -83,7 +94,7 @@ def release_successor(out_dir: Path, stage: str, task: int) -> None:
     later = [s for s in order[order.index(stage) + 1:]] if stage in order else []
     if not later or later[0] not in PER_GENE_CHAIN:
         return
-    attempt = latest_attempt(manifest["stages"][later[0]], task)
+    attempt = latest_attempt(manifest["stages"][later[0]], task) or _array_spanning(manifest["stages"][later[0]], task)
     if attempt is None:
         return
     from dcoex.pipeline.schedulers import SubmitError, get_scheduler
