@@ -10,7 +10,7 @@ OUT=${1:-$PWD/results/demo}
 
 bash src/SLURM_scripts/run_bootstrap_pipeline.sh --local \
     --expr-tsv examples/expression.tsv --out-dir "$OUT" \
-    --n-bootstrap 200 --fdr-alpha 0.05 --seed 42 --genes-per-task 50
+    --n-bootstrap 200 --fdr-alpha 0.05 --seed 42
 
 "$VENV/bin/python" - "$OUT" examples/truth.json <<'PY'
 import csv, json, sys

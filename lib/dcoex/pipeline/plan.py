@@ -20,8 +20,9 @@ from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGE_ORDER, STAGES, HUBS_TSV,
 from memfit.estimate import MemoryEstimate
 from memfit.units import MiB, format_bytes
 
-#: Tasks per array that ``--genes-per-task auto`` aims at (fewer if the array limit is lower).
-AUTO_TARGET_TASKS = 500
+#: Tasks per array that ``--genes-per-task auto`` aims at on a scheduler (fewer if the array
+#: limit is lower); ``--local`` aims at ``Local.auto_target_tasks``.
+AUTO_TARGET_TASKS = Scheduler.auto_target_tasks
 #: Testing knob: ``DCOEX_TEST_MEM_SCALE_<STAGE>=0.1`` scales the first request of one stage.
 TEST_SCALE_ENV = "DCOEX_TEST_MEM_SCALE_"
 #: Testing knob: ``DCOEX_TEST_ESTIMATE_SCALE_<STAGE>=0.5`` scales the planned raw estimate of one stage.
@@ -124,19 +125,19 @@ def apply_test_estimate_scale(stage: str, raw: MemoryEstimate) -> MemoryEstimate
                           dict(raw.params, test_estimate_scale=factor))
 
 
-def _auto_genes_per_task(n_universe: int, array_limit: int) -> int:
-    target = max(1, min(AUTO_TARGET_TASKS, array_limit))
+def _auto_genes_per_task(n_universe: int, array_limit: int, target_tasks: int) -> int:
+    target = max(1, min(target_tasks, array_limit))
     return max(1, math.ceil(n_universe / target))
 
 
-def split_tasks(universe: list[int], genes_per_task: int | str, array_limit: int
-                ) -> tuple[int, dict[int, list[int]]]:
+def split_tasks(universe: list[int], genes_per_task: int | str, array_limit: int,
+                target_tasks: int = AUTO_TARGET_TASKS) -> tuple[int, dict[int, list[int]]]:
     """Genes per task and {task id (1-based): gene indices}, within the array limit.
 
-    ``genes_per_task`` "auto" aims at AUTO_TARGET_TASKS tasks (fewer if the limit is lower).
+    ``genes_per_task`` "auto" aims at ``target_tasks`` tasks (fewer if the limit is lower).
     """
     if genes_per_task == "auto":
-        gpt = _auto_genes_per_task(len(universe), array_limit)
+        gpt = _auto_genes_per_task(len(universe), array_limit, target_tasks)
     else:
         gpt = int(genes_per_task)
     n_tasks = math.ceil(len(universe) / gpt)
@@ -168,7 +169,8 @@ def make_plan(options: Options, scheduler: Scheduler) -> RunPlan:
         universe = read_gene_list(options.gene_subset, shape.gene_names)
         if not universe:
             raise InputError(f"{options.gene_subset}: the gene subset is empty")
-    gpt, task_genes = split_tasks(universe, options.genes_per_task, scheduler.array_limit())
+    gpt, task_genes = split_tasks(universe, options.genes_per_task, scheduler.array_limit(),
+                                   scheduler.auto_target_tasks)
     cal_file, factors = load_factors(options)
     plan = RunPlan(options, shape, expr_h5, universe, gpt, task_genes, cal_file, factors)
     _choose_work(plan, stages)

@@ -170,6 +170,8 @@ class Scheduler:
     name = "none"
     submit_command = ""
     per_task_holds = False  # SGE: per-task successors are user-held and released by the task
+    #: Array tasks that ``--genes-per-task auto`` aims at (within the array limit).
+    auto_target_tasks = 500
 
     def __init__(self, dry_run: bool = False, out=sys.stdout):
         self.dry_run = dry_run
@@ -409,6 +411,9 @@ class Local(Scheduler):
     """No scheduler: the driver runs each task itself, in order."""
 
     name = "local"
+    #: Tasks run one after another here, so "auto" cuts few of them: each task pays the
+    #: interpreter start-up and the loading of the shared inputs once.
+    auto_target_tasks = 4
 
     def require(self) -> None:
         return None
