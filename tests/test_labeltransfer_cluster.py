@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import pytest
+
+from memfit.units import MiB
 
 from cluster_util import cluster_status, require_cluster
 from util_labeltransfer import SGE_SCRIPT, SLURM_SCRIPT, counts_adata, gene_names, write
@@ -59,7 +62,13 @@ def test_submit_runs_on_cluster(submitted, scheduler):
     assert job_id.isdigit()
     manifest = json.loads((out / "run_manifest.json").read_text())
     stage = manifest["stages"]["label_transfer"]
+    assert manifest["manifest_version"] == 1
     assert manifest["scheduler"] == scheduler and stage["attempts"][0]["job_id"] == job_id
+    assert stage["attempts"][0]["command"][0] == {"slurm": "sbatch", "sge": "qsub"}[scheduler]
+    assert stage["estimate"]["total_bytes"] == stage["raw_estimate_bytes"]
+    assert manifest["data_shape"]["n_reference"] == 120 and manifest["data_shape"]["n_query"] == 50
+    if scheduler == "slurm":
+        assert stage["requested_bytes"] == math.ceil(stage["raw_estimate_bytes"] / 0.7 / MiB) * MiB
     report = _wait(out)
     assert report["predictions"]["n_query"] == 50
     sidecar = json.loads((out / "label_transfer.memory.json").read_text())

@@ -79,29 +79,3 @@ def test_wrong_scheduler_flag_is_bad_input(pair, tmp_path):
     assert proc.returncode == 2 and "--queue is for SGE" in proc.stderr
     proc = _script(SGE_SCRIPT, "--reference", tmp_path / "none.h5ad", "--query", qry, "--out-dir", tmp_path / "o", "--dry-run")
     assert proc.returncode == 2 and "no such file" in proc.stderr
-
-
-def test_manifest_with_fake_sbatch(pair, tmp_path):
-    ref, qry = pair
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    record = tmp_path / "sbatch_args.txt"
-    fake = bin_dir / "sbatch"
-    fake.write_text(f"#!/bin/bash\necho \"$@\" >> {record}\necho 4242\n")
-    fake.chmod(0o755)
-    out = tmp_path / "out"
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    for _ in range(2):
-        proc = _script(SLURM_SCRIPT, "--reference", ref, "--query", qry, "--out-dir", out, env=env)
-        assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.strip().splitlines()[-1] == "4242"
-    manifest = json.loads((out / "run_manifest.json").read_text())
-    assert manifest["manifest_version"] == 1 and manifest["scheduler"] == "slurm"
-    stage = manifest["stages"]["label_transfer"]
-    est = _estimate(ref, qry)
-    assert stage["estimate"]["total_bytes"] == est == stage["raw_estimate_bytes"]
-    assert stage["requested_bytes"] == math.ceil(est / 0.7 / MiB) * MiB
-    assert [a["attempt"] for a in stage["attempts"]] == [1, 2]
-    assert all(a["job_id"] == "4242" and a["command"][0] == "sbatch" for a in stage["attempts"])
-    assert manifest["data_shape"]["n_reference"] == 60 and manifest["data_shape"]["n_query"] == 30
-    assert len(record.read_text().splitlines()) == 2

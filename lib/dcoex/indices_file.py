@@ -6,7 +6,6 @@ import hashlib
 import os
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from dcoex.errors import InputError

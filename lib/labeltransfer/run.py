@@ -28,7 +28,7 @@ from labeltransfer.prepare import (
     load_query,
     load_reference,
 )
-from labeltransfer.steps import StepLog, release_memory
+from labeltransfer.steps import StepLog
 from memfit.allocation import Allocation, detect_allocation
 from memfit.estimate import MemoryEstimate
 from memfit.plan import MemoryPlanError

@@ -21,7 +21,7 @@ import click
 
 from dcoex.atomic import atomic_output, ensure_writable_dir
 from dcoex.errors import InputError
-from labeltransfer.cli import DEVICE, TUNING, common_options
+from labeltransfer.cli import TUNING, common_options
 from memfit.allocation import SAFETY_SCHEDULER, VIRTUAL_OVERHEAD_BYTES
 from memfit.units import MiB, format_bytes, parse_bytes
 

@@ -400,7 +400,6 @@ def summarize_stage(review: StageReview, margin: float = DEFAULT_MARGIN, q: floa
     tasks = review.tasks
     finals = [t.final for t in tasks]
     used = [u for u in (t.best("used_bytes") for t in tasks) if u]
-    rss = [r for r in (t.best("rss_bytes") for t in tasks) if r]
     peak = [p for p in (t.best("peak_rss_bytes") for t in tasks) if p]
     oom_attempts = [a for t in tasks for a in t.attempts if a.oom]
     requests = [a.requested_bytes for t in tasks for a in t.attempts if a.requested_bytes]
