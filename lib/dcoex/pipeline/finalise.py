@@ -175,8 +175,12 @@ def _resubmit(m: dict, scheduler: Scheduler, out: Path, stage: str, attempt: dic
 def _cancel_downstream(m: dict, scheduler: Scheduler, stage: str, task: int | None, later: list[str],
                        actions: list[str]) -> None:
     """Cancel what can no longer run: the same task of later per-gene stages, or everything after a
-    single-job stage. A collect stage still runs on the genes that completed."""
-    for s in later:
+    single-job stage. A collect stage still runs on the genes that completed.
+
+    Jobs are cancelled last stage first, each finaliser before its stage job: cancelling a job
+    satisfies its dependents' holds (SGE ``-hold_jid``, SLURM ``afterany``), so a dependent still
+    queued at that moment (the stage's finaliser) could otherwise start before its own cancel."""
+    for s in reversed(later):
         nxt = m["stages"][s]
         if task is not None and STAGES[s].per_gene and stage in PER_GENE_CHAIN:
             a = latest_attempt(nxt, task)
@@ -189,8 +193,8 @@ def _cancel_downstream(m: dict, scheduler: Scheduler, stage: str, task: int | No
             nxt.setdefault("cancelled_tasks", []).append(task)
             actions.append(f"cancelled {s} task {task} (job {a['job_id']})")
         elif task is None:
-            for a in nxt["attempts"]:
-                for job_id in (a["job_id"], a.get("finaliser_job_id")):
+            for a in reversed(nxt["attempts"]):
+                for job_id in (a.get("finaliser_job_id"), a["job_id"]):
                     if job_id:
                         try:
                             scheduler.cancel(job_id)

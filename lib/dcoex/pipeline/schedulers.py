@@ -14,6 +14,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,6 +98,11 @@ def submitted_job_id(answer: str, command: str) -> str:
     return match.group(1)
 
 
+#: Seconds a finaliser waits at most for accounting to hold the final record of a task
+#: that ended without a status (slurmdbd / qacct record a job's end a few seconds late).
+ACCOUNTING_SETTLE_S = 30.0
+
+
 def log_shows_memory_kill(log_text: str) -> bool:
     """Whether a task's log says it was killed for (or ran out of) memory."""
     low = log_text.lower()
@@ -108,12 +114,23 @@ def accounting_shows_memory_kill(scheduler: str, text: str, job_id: str, task: i
     job (array task) was killed for memory: SLURM OUT_OF_MEMORY, or killed by signal 9 /
     SGE ``failed 37`` with its peak near the request (memfit.accounting's rules; a time-limit
     kill is not a memory kill)."""
+    record = accounting_record(scheduler, text, job_id, task)
+    return bool(record and record.oom)
+
+
+def accounting_record(scheduler: str, text: str, job_id: str, task: int | None):
+    """The job's (array task's) memfit TaskAccounting in accounting text, or None; an array
+    task still inside a range row (``123_[5-9]``, SLURM) is that row's record."""
     from memfit.accounting.fetch import parse_accounting
+    from memfit.accounting.sacct import expand_task_range
 
     for record in parse_accounting(scheduler, text):
-        if record.job_id == str(job_id) and record.task_id == task:
-            return record.oom
-    return False
+        if record.job_id != str(job_id):
+            continue
+        if record.task_id == task or (task is not None and record.pending_tasks
+                                      and task in expand_task_range(record.pending_tasks)):
+            return record
+    return None
 
 
 @dataclass
@@ -237,21 +254,30 @@ class Scheduler:
         raise NotImplementedError
 
     def killed_for_memory(self, job_id: str, task: int | None, log_text: str) -> bool:
-        """Whether a task that left no status was killed for memory (its log, then accounting)."""
+        """Whether a task that left no status was killed for memory (its log, then accounting).
+
+        The task has just ended, and accounting records it in pieces (SLURM: the end, then the
+        request; SGE: the qacct entry a moment later), so accounting is read again, once a
+        second for at most ``ACCOUNTING_SETTLE_S``, until its record of the task is final."""
         if log_shows_memory_kill(log_text):
             return True
         from memfit.accounting.fetch import AccountingUnavailable, fetch_qacct_text, fetch_sacct_text
 
-        try:
-            if self.name == "slurm":
-                text = fetch_sacct_text([f"{job_id}_{task}" if task is not None else job_id])
-            elif self.name == "sge":
-                text = fetch_qacct_text([job_id])[0]
-            else:
-                return False
-        except AccountingUnavailable:
+        if self.name not in ("slurm", "sge"):
             return False
-        return accounting_shows_memory_kill(self.name, text, job_id, task)
+        deadline = time.monotonic() + ACCOUNTING_SETTLE_S
+        while True:
+            try:
+                if self.name == "slurm":
+                    text = fetch_sacct_text([f"{job_id}_{task}" if task is not None else job_id])
+                else:
+                    text = fetch_qacct_text([job_id])[0]
+            except AccountingUnavailable:
+                return False
+            record = accounting_record(self.name, text, job_id, task)
+            if (record is not None and record.settled) or time.monotonic() >= deadline:
+                return bool(record and record.oom)
+            time.sleep(1.0)
 
     def log_name(self, job: JobSpec) -> str:
         raise NotImplementedError

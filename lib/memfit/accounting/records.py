@@ -53,10 +53,24 @@ class TaskAccounting:
     failed_code: int | None = None
     failed_text: str | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
+    #: Accounting is still being written: SLURM shows the request as unset for a few
+    #: seconds after the job ended, before slurmdbd has recorded it.
+    incomplete: bool = False
 
     @property
     def finished(self) -> bool:
         return self.state not in UNFINISHED_STATES
+
+    @property
+    def settled(self) -> bool:
+        """Whether this is the final record: the job (and every step) finished and its
+        request recorded. Until then the OOM classification may still change."""
+        return (
+            self.finished
+            and self.state != "UNKNOWN"
+            and not self.incomplete
+            and all(s.get("state") not in UNFINISHED_STATES for s in self.steps)
+        )
 
     @property
     def ok(self) -> bool:

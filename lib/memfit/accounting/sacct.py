@@ -30,6 +30,9 @@ _JOB_ID = re.compile(
 )
 _SIZE = re.compile(r"^(?P<num>\d+(?:\.\d*)?|\.\d+)(?P<unit>[KMGTPE]?)(?P<per>[nc]?)$", re.IGNORECASE)
 _UNIT = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5, "E": 1024**6}
+#: sacct prints an unset size (SLURM's NO_VAL64, e.g. ReqMem ``18889465931478580854784.00K``
+#: for a few seconds after a job ended) as an absurd number: at least this many bytes.
+UNSET_SIZE_BYTES = 1 << 60
 _DURATION = re.compile(r"^(?:(?P<d>\d+)-)?(?:(?P<h>\d+):)?(?P<m>\d+):(?P<s>\d+(?:\.\d+)?)$")
 
 
@@ -37,7 +40,8 @@ def parse_sacct_size(text: str, default_unit: str = "") -> tuple[int | None, str
     """``'525.66M'`` -> (bytes, ''); ``'4000Mc'`` -> (bytes, 'c'); ``''`` -> (None, '').
 
     sacct sizes are binary multiples. A number without a unit is in ``default_unit``
-    (bytes for MaxRSS; sacct prints ReqMem without a unit only as ``0``).
+    (bytes for MaxRSS; sacct prints ReqMem without a unit only as ``0``). An unset value
+    (see ``UNSET_SIZE_BYTES``) is None.
     """
     value = text.strip()
     if value in ("", "0", "16?", "Unknown"):
@@ -46,7 +50,16 @@ def parse_sacct_size(text: str, default_unit: str = "") -> tuple[int | None, str
     if not match:
         raise ValueError(f"not a sacct size: {text!r}")
     unit = (match.group("unit") or default_unit).upper()
-    return int(round(float(match.group("num")) * _UNIT[unit])), match.group("per").lower()
+    value_bytes = int(round(float(match.group("num")) * _UNIT[unit]))
+    if value_bytes >= UNSET_SIZE_BYTES:
+        return None, ""
+    return value_bytes, match.group("per").lower()
+
+
+def _request_unset(row: dict[str, str]) -> bool:
+    """Whether the row's ReqMem is SLURM's unset placeholder (the job's record is still being written)."""
+    match = _SIZE.match(row.get("ReqMem", "").strip())
+    return bool(match) and float(match.group("num")) * _UNIT[(match.group("unit") or "M").upper()] >= UNSET_SIZE_BYTES
 
 
 def parse_duration(text: str) -> float | None:
@@ -173,6 +186,7 @@ def sacct_tasks(text: str, oom_exit_codes: Iterable[int] = ()) -> list[TaskAccou
             record.state, record.state_raw = state, row.get("State", "").strip()
             record.exit_code, record.signal = exit_code, signal
             record.requested_bytes = _requested_bytes(row)
+            record.incomplete = _request_unset(row)
             record.elapsed_s = _elapsed(row)
             record.time_limit_s = parse_duration(row.get("Timelimit", ""))
             record.cpus = _int(row.get("AllocCPUS")) or _int(row.get("ReqCPUS"))
