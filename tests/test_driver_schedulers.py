@@ -20,6 +20,7 @@ from dcoex.pipeline.schedulers import (
     Sge,
     Slurm,
     SubmitError,
+    accounting_record,
     accounting_shows_memory_kill,
     log_shows_memory_kill,
     qhost_max_memory,
@@ -64,6 +65,17 @@ def test_slurm_out_of_memory_state_is_a_memory_kill():
     job = oom_jobs[0].split(".")[0]
     job, _, task = job.partition("_")
     assert accounting_shows_memory_kill("slurm", text, job, int(task) if task else None)
+
+
+def test_slurm_record_is_not_final_until_the_request_is_recorded():
+    """Right after an OverMemoryKill, sacct shows the job FAILED 0:9 with its request still unset
+    (NO_VAL64): not final, and no verdict from it; seconds later the same job is a memory kill."""
+    settling = accounting_record("slurm", fixture(ACCOUNTING / "slurm_22.05_oom_settling.sacct.txt"), "1495", None)
+    assert settling.state == "FAILED" and settling.requested_bytes is None
+    assert not settling.settled and not settling.oom
+    settled = accounting_record("slurm", fixture(ACCOUNTING / "slurm_22.05_oom_settled.sacct.txt"), "1495", None)
+    assert settled.settled and settled.requested_bytes == 102400 * 1024
+    assert settled.oom and settled.max_rss_bytes == 317240 * 1024
 
 
 @pytest.mark.parametrize("job,task,killed", [
