@@ -13,6 +13,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -364,3 +365,27 @@ def test_pending_and_running_tasks(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     row = stages_of(out)["02a"]
     assert (row["tasks"], row["done"], row["pending"], row["failed"]) == (9, 8, 1, 0)
+
+
+def test_tasks_whose_accounting_is_not_final_yet_are_listed():
+    """A review right after the run ends waits for the tasks of finalised attempts that sacct
+    does not show (yet) in their final form; cancelled tasks and long-ended runs are not waited for."""
+    from memfit.accounting import parse_accounting
+    from memfit.review import unsettled_tasks
+
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    array = stage_entry(3, [attempt(1, "5", "1-3", 400 * MiB)], 100 * MiB, "memory/*.json")
+    single = stage_entry(1, [attempt(1, "1495", None, 100 * MiB)], 50 * MiB, "x.memory.json")
+    for entry in (array, single):
+        entry["finalised"] = [{"attempt": 1, "time": now}]
+    manifest = {"stages": {"02a": array, "01": single}}
+    complete = parse_accounting("slurm", SACCT.read_text())
+    task3_missing = [r for r in complete if r.task_id != 3]
+    settling = parse_accounting("slurm", (FIXTURES / "slurm_22.05_oom_settling.sacct.txt").read_text())
+    settled = parse_accounting("slurm", (FIXTURES / "slurm_22.05_oom_settled.sacct.txt").read_text())
+    assert unsettled_tasks(manifest, complete + settled) == []
+    assert unsettled_tasks(manifest, task3_missing + settling) == ["5_3", "1495"]
+    array["cancelled_tasks"] = [3]
+    assert unsettled_tasks(manifest, task3_missing + settled) == []
+    single["finalised"] = [{"attempt": 1, "time": "2026-11-25T07:30:00Z"}]
+    assert unsettled_tasks(manifest, task3_missing + settling, within_s=60) == []

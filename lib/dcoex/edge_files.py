@@ -13,7 +13,7 @@ from typing import Mapping
 import h5py
 import numpy as np
 
-from dcoex.pergene import open_h5, text_attr
+from dcoex.h5io import attr_value, open_h5_input
 
 STRING_DTYPE = h5py.string_dtype("utf-8")
 BASE_EDGE_DTYPES = {
@@ -67,12 +67,12 @@ def write_base_file(f: h5py.File, edges: Mapping[str, np.ndarray], meta: Mapping
 
 def read_meta(f: h5py.File) -> dict[str, object]:
     """The ``meta`` attrs as plain Python values."""
-    return {k: (text_attr(v) if isinstance(v, (bytes, str)) else v) for k, v in f["meta"].attrs.items()}
+    return {k: (str(attr_value(v)) if isinstance(v, (bytes, str)) else v) for k, v in f["meta"].attrs.items()}
 
 
 def read_base_edges(path: Path) -> tuple[dict[str, object], dict[str, np.ndarray]]:
     """(meta, edge columns) of a 02a file; ValueError naming it if unreadable or incomplete."""
-    with open_h5(path, "base correlations file") as f:
+    with open_h5_input(path, "base correlations file") as f:
         try:
             meta = read_meta(f)
             edges = {name: f[f"edges/{name}"][()] for name in BASE_EDGE_DTYPES}

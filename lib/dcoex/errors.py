@@ -18,7 +18,9 @@ class InputError(Exception):
 class GenesFailedError(Exception):
     """Some reference genes of a task could not be processed (others were)."""
 
-    def __init__(self, failures: dict[int, str]):
+    def __init__(self, failures: dict[int, str], done: dict[str, list[int]] | None = None):
         self.failures = failures
+        #: What the task did manage: {"written": [...], "skipped": [...]}.
+        self.done = done or {"written": [], "skipped": []}
         names = ", ".join(f"{gi} ({why})" for gi, why in sorted(failures.items()))
         super().__init__(f"{len(failures)} gene(s) failed: {names}")

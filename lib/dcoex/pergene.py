@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
-import h5py
 
 from dcoex.errors import GenesFailedError, InputError
 from dcoex.genes import read_gene_list, select_genes
 from dcoex.progress import progress
-from dcoex.stages.bootstrap_indices import default_threads
 
 #: Errors that fail one gene (unreadable or truncated inputs, inconsistent files), not the task.
 GENE_ERRORS = (OSError, ValueError, KeyError, InputError)
@@ -29,19 +26,6 @@ def resolve_genes(n_genes: int, gene_names: Sequence[str], selection: dict) -> l
     if not genes:
         raise InputError("no reference genes selected")
     return genes
-
-
-@contextlib.contextmanager
-def blas_threads(n_threads: int | None = None) -> Iterator[int]:
-    """Limit BLAS/OpenMP threads to the CPUs this task may use (scheduler slots)."""
-    threads = n_threads or default_threads()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional: without it BLAS keeps its own default
-        yield threads
-        return
-    with threadpool_limits(limits=threads):
-        yield threads
 
 
 def run_genes(
@@ -69,9 +53,10 @@ def run_genes(
             failures[gene] = reason
             continue
         written.append(gene)
+    done = {"written": written, "skipped": skipped}
     if failures:
-        raise GenesFailedError(failures)
-    return {"written": written, "skipped": skipped}
+        raise GenesFailedError(failures, done)
+    return done
 
 
 def _safe_valid(is_valid: Callable[[int, Path], bool], gene: int, path: Path) -> bool:
@@ -79,18 +64,3 @@ def _safe_valid(is_valid: Callable[[int, Path], bool], gene: int, path: Path) ->
         return bool(is_valid(gene, path))
     except (OSError, ValueError, KeyError, InputError):
         return False
-
-
-def text_attr(value: object) -> str:
-    """An HDF5 string attribute as str."""
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def open_h5(path: Path, what: str) -> h5py.File:
-    """Open an HDF5 file read-only; ValueError naming it if missing or unreadable."""
-    if not path.exists():
-        raise ValueError(f"{what} {path} is missing")
-    try:
-        return h5py.File(path, "r")
-    except OSError as exc:
-        raise ValueError(f"{what} {path} is unreadable or truncated ({exc})") from None

@@ -21,6 +21,7 @@ from memfit.accounting import (
     fetch_accounting,
     read_accounting_file,
 )
+from memfit.accounting.fetch import poll_until
 from memfit.calibration import (
     CALIBRATION_FILE,
     CalibrationError,
@@ -38,6 +39,7 @@ from memfit.review import (
     load_manifest,
     manifest_job_ids,
     oom_exit_codes,
+    unsettled_tasks,
     pipeline_margin,
     review_stages,
     unknown_job_ids,
@@ -81,13 +83,16 @@ def _scheduler_for_jobs(scheduler: str | None, sacct_file: str | None, qacct_fil
 
 def _accounting(
     scheduler: str,
-    job_ids: list[str],
+    manifest: dict,
     sacct_file: str | None,
     qacct_file: str | None,
     skip: bool,
     codes: tuple[int, ...],
 ) -> tuple[list[TaskAccounting], dict]:
-    """Records and a description of where they came from (or why there are none)."""
+    """Records and a description of where they came from (or why there are none).
+
+    Live accounting is read again (bounded) while tasks that the manifest says have ended
+    lack their final record: a review run just as the pipeline ends would miss them."""
     if sacct_file or qacct_file:
         kind, path = ("slurm", sacct_file) if sacct_file else ("sge", qacct_file)
         if kind != scheduler:
@@ -101,10 +106,14 @@ def _accounting(
     if skip:
         return [], {"source": "none", "available": False, "note": "--no-accounting given"}
     try:
-        records = fetch_accounting(scheduler, job_ids, codes)
+        records = poll_until(lambda: fetch_accounting(scheduler, manifest_job_ids(manifest), codes),
+                             lambda found: not unsettled_tasks(manifest, found))
     except AccountingUnavailable as exc:
         _warn(f"{exc}; reviewing from the sidecars only")
         return [], {"source": "none", "available": False, "note": str(exc)}
+    waiting = unsettled_tasks(manifest, records)
+    if waiting:
+        _warn(f"accounting of {len(waiting)} ended task(s) is not final yet: {', '.join(waiting[:10])}")
     return records, {"source": _ACCOUNTING_TOOL[scheduler], "available": True}
 
 
@@ -180,7 +189,7 @@ def review_command(out_dir, jobs, scheduler, sacct_file, qacct_file, no_accounti
     if margin is None:
         margin = DEFAULT_MARGIN if jobs else pipeline_margin(manifest)
     codes = oom_exit_codes(with_manifest=not jobs)
-    records, source = _accounting(kind, manifest_job_ids(manifest), sacct_file, qacct_file, no_accounting, codes)
+    records, source = _accounting(kind, manifest, sacct_file, qacct_file, no_accounting, codes)
     notes = []
     if source.get("note"):
         notes.append(f"accounting not used: {source['note']}; figures come from the sidecars")

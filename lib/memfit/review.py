@@ -23,6 +23,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -551,6 +552,47 @@ def jobs_manifest(job_ids: Iterable[str], scheduler: str) -> dict[str, Any]:
         job_id, _, task = str(label).partition("_")
         stages[str(label)] = {"attempts": [{"attempt": 1, "job_id": job_id, "tasks": task.strip("[]") or None}]}
     return {"manifest_version": MANIFEST_VERSION, "scheduler": scheduler, "stages": stages}
+
+
+#: Accounting of tasks that ended longer ago than this (seconds) is taken as final.
+RECENT_END_S = 300.0
+
+
+def _recent(stamp: Any, now: datetime, within_s: float) -> bool:
+    try:
+        when = datetime.strptime(str(stamp), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return False
+    return (now - when).total_seconds() <= within_s
+
+
+def unsettled_tasks(manifest: Mapping[str, Any], records: Iterable[TaskAccounting],
+                    within_s: float = RECENT_END_S) -> list[str]:
+    """Labels (``123_4``) of tasks the manifest says ended in the last ``within_s`` seconds (their
+    attempt was finalised, the task not cancelled) whose accounting record is missing or not final."""
+    accounting = _index_accounting(records)
+    now = datetime.now(timezone.utc)
+    waiting = []
+    for stage in manifest.get("stages", {}).values():
+        if stage.get("cancelled"):
+            continue
+        finalised = {f.get("attempt") for f in stage.get("finalised", [])
+                     if isinstance(f, Mapping) and _recent(f.get("time"), now, within_s)}
+        cancelled = set(stage.get("cancelled_tasks", []))
+        for number, attempt in enumerate(stage.get("attempts", []), start=1):
+            job_id = str(attempt.get("job_id") or "")
+            if not job_id or int(attempt.get("attempt") or number) not in finalised:
+                continue
+            job_records = accounting.get(job_id, [])
+            task_ids = _attempt_tasks(attempt, stage.get("n_tasks"), job_records)
+            by_task = {r.task_id: r for r in job_records}
+            for task in task_ids:
+                record = by_task.get(task)
+                if record is None and len(task_ids) == 1 and len(job_records) == 1:
+                    record = job_records[0]
+                if task not in cancelled and (record is None or not record.settled):
+                    waiting.append(f"{job_id}_{task}" if len(task_ids) > 1 else job_id)
+    return waiting
 
 
 def unknown_job_ids(manifest: Mapping[str, Any], records: Iterable[TaskAccounting]) -> list[str]:

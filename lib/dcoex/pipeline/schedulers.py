@@ -14,7 +14,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,11 +95,6 @@ def submitted_job_id(answer: str, command: str) -> str:
     if not match:
         raise SubmitError(f"{command}: unexpected answer {answer.strip()!r}")
     return match.group(1)
-
-
-#: Seconds a finaliser waits at most for accounting to hold the final record of a task
-#: that ended without a status (slurmdbd / qacct record a job's end a few seconds late).
-ACCOUNTING_SETTLE_S = 30.0
 
 
 def log_shows_memory_kill(log_text: str) -> bool:
@@ -258,26 +252,27 @@ class Scheduler:
 
         The task has just ended, and accounting records it in pieces (SLURM: the end, then the
         request; SGE: the qacct entry a moment later), so accounting is read again, once a
-        second for at most ``ACCOUNTING_SETTLE_S``, until its record of the task is final."""
+        second for at most ``memfit.accounting.records.ACCOUNTING_SETTLE_S``, until its record
+        of the task is final."""
         if log_shows_memory_kill(log_text):
             return True
-        from memfit.accounting.fetch import AccountingUnavailable, fetch_qacct_text, fetch_sacct_text
+        from memfit.accounting.fetch import AccountingUnavailable, fetch_qacct_text, fetch_sacct_text, poll_until
 
         if self.name not in ("slurm", "sge"):
             return False
-        deadline = time.monotonic() + ACCOUNTING_SETTLE_S
-        while True:
-            try:
-                if self.name == "slurm":
-                    text = fetch_sacct_text([f"{job_id}_{task}" if task is not None else job_id])
-                else:
-                    text = fetch_qacct_text([job_id])[0]
-            except AccountingUnavailable:
-                return False
-            record = accounting_record(self.name, text, job_id, task)
-            if (record is not None and record.settled) or time.monotonic() >= deadline:
-                return bool(record and record.oom)
-            time.sleep(1.0)
+
+        def read():
+            if self.name == "slurm":
+                text = fetch_sacct_text([f"{job_id}_{task}" if task is not None else job_id])
+            else:
+                text = fetch_qacct_text([job_id])[0]
+            return accounting_record(self.name, text, job_id, task)
+
+        try:
+            record = poll_until(read, lambda r: r is not None and r.settled)
+        except AccountingUnavailable:
+            return False
+        return bool(record and record.oom)
 
     def log_name(self, job: JobSpec) -> str:
         raise NotImplementedError

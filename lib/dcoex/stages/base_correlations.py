@@ -20,11 +20,12 @@ from dcoex.atomic import atomic_output, ensure_writable_dir
 from dcoex.base_correlations import base_correlations
 from dcoex.cli import gene_selection_options, parse_batch_size
 from dcoex.edge_files import base_datasets, meta_matches, write_base_file
-from dcoex.errors import InputError
+from dcoex.errors import GenesFailedError, InputError
 from dcoex.expression_store import open_expression
 from dcoex.genes import gene_file_path, index_width
 from dcoex.indices_file import IndicesFile, check_groups, groups_sha
-from dcoex.pergene import blas_threads, resolve_genes, run_genes
+from dcoex.pergene import resolve_genes, run_genes
+from dcoex.threads import blas_threads
 from memfit.allocation import detect_allocation
 from memfit.estimators.base_correlations import estimate
 from memfit.plan import plan_batch
@@ -101,6 +102,9 @@ def run_base(
             done = {"written": [], "skipped": []}
             try:
                 done = run_genes(genes, output_of, is_valid, process, force, quiet)
+            except GenesFailedError as exc:
+                done = {**exc.done, "failed": {str(k): v for k, v in exc.failures.items()}}
+                raise
             finally:
                 recorder.stop()
                 write_sidecar(

@@ -24,11 +24,12 @@ from dcoex.atomic import atomic_output, ensure_writable_dir
 from dcoex.bootstrap_edges import boot_stats, positions_in_group, replicate_deltas
 from dcoex.cli import gene_selection_options, parse_batch_size
 from dcoex.edge_files import BOOT_DATASETS, meta_matches, read_base_edges, write_boot_file
-from dcoex.errors import InputError
+from dcoex.errors import GenesFailedError, InputError
 from dcoex.expression_store import open_expression
 from dcoex.genes import gene_file_path, index_width
 from dcoex.indices_file import IndicesFile, check_groups, groups_sha
-from dcoex.pergene import blas_threads, resolve_genes, run_genes
+from dcoex.pergene import resolve_genes, run_genes
+from dcoex.threads import blas_threads
 from memfit.allocation import detect_allocation
 from memfit.estimate import MemoryEstimate
 from memfit.estimators.bootstrap_edges import estimate, max_chunk
@@ -193,6 +194,9 @@ def run_bootstrap(
             done = {"written": [], "skipped": []}
             try:
                 done = run_genes(genes, output_of, is_valid, process, force, quiet)
+            except GenesFailedError as exc:
+                done = {**exc.done, "failed": {str(k): v for k, v in exc.failures.items()}}
+                raise
             finally:
                 recorder.stop()
                 write_sidecar(

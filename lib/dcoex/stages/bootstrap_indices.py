@@ -9,7 +9,6 @@ thread pool with a bounded window, so memory does not depend on B × N.
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import h5py
 import numpy as np
 
 from dcoex.atomic import atomic_output, ensure_writable_dir
+from dcoex.threads import default_threads
 from dcoex.cli import parse_batch_size
 from dcoex.errors import InputError
 from dcoex.expression_store import content_sha256, open_expression
@@ -40,16 +40,6 @@ from memfit.plan import plan_batch
 from memfit.record import PeakRecorder, write_h5_attrs, write_sidecar
 
 STAGE = "01"
-
-
-def default_threads() -> int:
-    """Compression threads: the CPUs this process may use (scheduler slots if set), 1..16."""
-    counts = [len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)]
-    for name in ("SLURM_CPUS_PER_TASK", "NSLOTS"):
-        value = os.environ.get(name, "")
-        if value.isdigit() and int(value) > 0:
-            counts.append(int(value))
-    return max(1, min(16, min(counts)))
 
 
 class _Source:

@@ -21,10 +21,10 @@ import numpy as np
 from dcoex.atomic import atomic_output, ensure_writable_dir
 from dcoex.cli import gene_selection_options
 from dcoex.errors import GenesFailedError, InputError
-from dcoex.genes import gene_file_path, index_width, read_gene_list, select_genes
+from dcoex.genes import gene_file_path, index_width
 from dcoex.network.build import NetworkOptions, reconstruct
 from dcoex.network.io import base_summary, is_valid_network, read_gene_inputs, read_gene_names, write_network
-from dcoex.progress import progress
+from dcoex.pergene import resolve_genes, run_genes
 from memfit.allocation import detect_allocation
 from memfit.estimators.network import estimate
 from memfit.plan import MemoryPlanError
@@ -70,13 +70,8 @@ def run_network(
     names, expr_sha = gene_universe(base_dir, expr_h5)
     n = len(names)
     if genes is None:
-        selection = dict(gene_selection or {})
-        if selection.get("gene_list"):
-            selection["gene_list"] = read_gene_list(selection["gene_list"], names)
-        genes = select_genes(n, **selection)
+        genes = resolve_genes(n, names, gene_selection or {})
     genes = sorted(set(int(g) for g in genes))
-    if not genes:
-        raise InputError("no reference genes selected")
     bad = [g for g in genes if not 0 <= g < n]
     if bad:
         raise InputError(f"gene index {bad[0]} out of range 0..{n - 1}")
@@ -85,15 +80,11 @@ def run_network(
     allocation = detect_allocation()
     names_array = np.asarray(names, dtype=object)
 
-    todo, skipped, max_edges = [], [], 0
+    upstream_of: dict[int, dict[str, Any]] = {}
+    max_edges = 0
     for g in genes:
-        out = gene_file_path(out_dir, g, names[g], n)
-        n_edges, upstream = base_summary(gene_file_path(base_dir, g, names[g], n))
-        if not force and upstream and is_valid_network(out, g, names[g], n, {**params, **upstream}):
-            skipped.append(g)
-        else:
-            todo.append(g)
-            max_edges = max(max_edges, n_edges)
+        n_edges, upstream_of[g] = base_summary(gene_file_path(base_dir, g, names[g], n))
+        max_edges = max(max_edges, n_edges)
     est = estimate(n_genes=n, n_edges=max_edges)
     if est.total_bytes > allocation.usable_bytes:
         raise MemoryPlanError(
@@ -102,45 +93,51 @@ def run_network(
             est, allocation,
         )
 
-    failures: dict[int, str] = {}
-    written: list[int] = []
+    def output_of(g: int) -> Path:
+        return gene_file_path(out_dir, g, names[g], n)
+
+    def is_valid(g: int, path: Path) -> bool:
+        upstream = upstream_of[g]
+        return bool(upstream) and is_valid_network(path, g, names[g], n, {**params, **upstream})
+
     per_gene: dict[str, Any] = {}
+    done: dict[str, Any] = {"written": [], "skipped": []}
     with PeakRecorder(allocation.limit_bytes) as recorder:
-        for g in progress(todo, quiet=quiet, unit="gene"):
+
+        def process(g: int, path: Path) -> None:
             t0 = time.monotonic()
             name = names[g]
-            try:
-                inputs = read_gene_inputs(
-                    gene_file_path(base_dir, g, name, n), gene_file_path(boot_dir, g, name, n), g, name, n
-                )
-                if expr_sha and inputs.upstream.get("expr_content_sha256") not in ("", expr_sha):
-                    raise InputError(f"gene {g} ({name}): base file was made from another expression matrix than {expr_h5}")
-                network = reconstruct(inputs, options)
-                out = gene_file_path(out_dir, g, name, n)
-                with atomic_output(out) as tmp:
-                    f = write_network(tmp, network.meta, network.edges, network.qual_summary,
-                                      network.topology, network.focus, names_array)
-                    try:
-                        write_h5_attrs(f, STAGE, est, allocation, recorder, 1)
-                    finally:
-                        f.close()
-                written.append(g)
-                per_gene[str(g)] = {"n_candidate_edges": inputs.n_edges,
-                                    "n_edges": network.meta["n_significant"],
-                                    "wall_s": round(time.monotonic() - t0, 4)}
-            except InputError as exc:
-                failures[g] = str(exc)
-            except (OSError, KeyError, ValueError) as exc:
-                failures[g] = f"{type(exc).__name__}: {exc}"
-    write_sidecar(
-        task_sidecar_path(out_dir, STAGE, genes, index_width(n)), STAGE, est, allocation, recorder, 1,
-        extra={"genes": genes, "written": written, "skipped": skipped,
-               "failed": {str(k): v for k, v in failures.items()}, "per_gene": per_gene,
-               "n_genes": n, "max_candidate_edges": max_edges, **params},
-    )
-    if failures:
-        raise GenesFailedError(failures)
-    return {"written": written, "skipped": skipped, "failed": failures}
+            inputs = read_gene_inputs(
+                gene_file_path(base_dir, g, name, n), gene_file_path(boot_dir, g, name, n), g, name, n
+            )
+            if expr_sha and inputs.upstream.get("expr_content_sha256") not in ("", expr_sha):
+                raise InputError(f"gene {g} ({name}): base file was made from another expression matrix than {expr_h5}")
+            network = reconstruct(inputs, options)
+            with atomic_output(path) as tmp:
+                f = write_network(tmp, network.meta, network.edges, network.qual_summary,
+                                  network.topology, network.focus, names_array)
+                try:
+                    write_h5_attrs(f, STAGE, est, allocation, recorder, 1)
+                finally:
+                    f.close()
+            per_gene[str(g)] = {"n_candidate_edges": inputs.n_edges,
+                                "n_edges": network.meta["n_significant"],
+                                "wall_s": round(time.monotonic() - t0, 4)}
+
+        failures: dict[int, str] = {}
+        try:
+            done = run_genes(genes, output_of, is_valid, process, force, quiet)
+        except GenesFailedError as exc:
+            failures, done = exc.failures, exc.done
+            raise
+        finally:
+            recorder.stop()
+            write_sidecar(
+                task_sidecar_path(out_dir, STAGE, genes, index_width(n)), STAGE, est, allocation, recorder, 1,
+                extra={"genes": genes, **done, "failed": {str(k): v for k, v in failures.items()},
+                       "per_gene": per_gene, "n_genes": n, "max_candidate_edges": max_edges, **params},
+            )
+    return {**done, "failed": failures}
 
 
 @click.command(name="03_reconstruct_diff_network")

@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence, TypeVar
 
 from memfit.accounting.qacct import qacct_tasks
-from memfit.accounting.records import AccountingError, AccountingUnavailable, TaskAccounting
+from memfit.accounting.records import ACCOUNTING_SETTLE_S, AccountingError, AccountingUnavailable, TaskAccounting
 from memfit.accounting.sacct import SACCT_FIELDS, sacct_tasks
 
 SCHEDULERS = ("slurm", "sge")
 _TIMEOUT_S = 120
+T = TypeVar("T")
+
+
+def poll_until(read: Callable[[], T], final: Callable[[T], bool], timeout_s: float = ACCOUNTING_SETTLE_S,
+               interval_s: float = 1.0) -> T:
+    """``read()`` again every ``interval_s`` until ``final(result)``, for at most ``timeout_s``
+    seconds; the last result either way (accounting of ended jobs settles within seconds)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = read()
+        if final(result) or time.monotonic() >= deadline:
+            return result
+        time.sleep(interval_s)
 
 
 def sacct_command(job_ids: Sequence[str]) -> list[str]:

@@ -10,6 +10,9 @@ MEMFIT_OOM_EXIT_CODE = 3
 #: A job killed by signal 9 whose peak reached this fraction of its request was killed
 #: for memory (SLURM without cgroups: FAILED / CANCELLED with signal 9; SGE: failed 37).
 OOM_FRACTION = 0.9
+#: Seconds to wait at most for accounting to hold the final record of a job that has ended
+#: (slurmdbd and qacct record a job's end, request and steps a few seconds late).
+ACCOUNTING_SETTLE_S = 30.0
 #: States of jobs that have not finished.
 UNFINISHED_STATES = frozenset({"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "REQUEUE_HOLD"})
 
