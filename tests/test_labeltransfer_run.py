@@ -76,6 +76,14 @@ def test_report_metrics_match_sklearn(result):
     assert report["metrics"]["macro_f1"] == pytest.approx(
         f1_score(truth, labels, labels=sorted(set(truth)), average="macro", zero_division=0))
     assert report["metrics"]["accuracy"] > 0.6  # three learnable types: chance is 1/3
+    with gzip.open(out / "probabilities.tsv.gz", "rt") as fh:
+        prob = pd.read_csv(fh, sep="\t").drop(columns="cell")
+    argmax = prob.columns.to_numpy()[prob.to_numpy().argmax(axis=1)].astype(str)
+    assert report["metrics"]["argmax"]["accuracy"] == pytest.approx(accuracy_score(truth, argmax))
+    assert report["metrics"]["argmax"]["macro_f1"] == pytest.approx(
+        f1_score(truth, argmax, labels=sorted(set(truth)), average="macro", zero_division=0))
+    assert report["metrics"]["argmax"]["accuracy"] >= report["metrics"]["accuracy"]
+    assert report["xgboost"]["class_weight"] == "balanced"
     cm = np.array(report["metrics"]["confusion_matrix"]["matrix"])
     assert cm.sum() == len(truth)
     assert report["gene_overlap"]["n_common"] == 230 and report["n_genes_used"] == 220
@@ -121,3 +129,16 @@ def test_unknown_threshold_rule():
     np.testing.assert_allclose(prob, [0.7, 0.5, 0.8, 0.55, 0.51])
     labels, _, unknown, _ = predict(clf, np.zeros((5, 2)), 0.0)
     assert not unknown.any() and "unknown" not in labels
+
+
+def test_balanced_weights_match_sklearn():
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    from labeltransfer.classify import _weights
+
+    y = np.array([0, 0, 0, 0, 0, 0, 1, 1, 2, 0, 2, 1, 0])
+    np.testing.assert_allclose(_weights(y, "balanced"), compute_sample_weight("balanced", y))
+    assert _weights(y, "none") is None
+    w = _weights(y, "balanced")
+    totals = [w[y == c].sum() for c in range(3)]
+    np.testing.assert_allclose(totals, len(y) / 3)  # every class weighs the same in total

@@ -19,6 +19,7 @@ GRIDS = {
     },
 }
 FOLDS = {"none": 0, "quick": 3, "full": 5}
+CLASS_WEIGHTS = ("balanced", "none")
 
 
 @dataclass
@@ -46,6 +47,15 @@ def _model(params: dict, device: str, seed: int, n_jobs: int):
     )
 
 
+def _weights(y: np.ndarray, class_weight: str) -> np.ndarray | None:
+    """Per-cell weights n / (n_classes × count of the cell's class), or None (all 1)."""
+    if class_weight == "none":
+        return None
+    counts = np.bincount(y)
+    present = np.count_nonzero(counts)
+    return (len(y) / (present * counts[y])).astype(np.float64)
+
+
 def fit_classifier(
     latent: np.ndarray,
     labels: np.ndarray,
@@ -53,12 +63,20 @@ def fit_classifier(
     device: str = "cpu",
     seed: int = 0,
     n_jobs: int = 2,
+    class_weight: str = "balanced",
 ) -> Classifier:
-    """Fit on ``latent`` (cells × dims) → ``labels``; tune by stratified K-fold macro-F1 if asked."""
+    """Fit on ``latent`` (cells × dims) → ``labels``; tune by stratified K-fold macro-F1 if asked.
+
+    ``class_weight="balanced"`` weights each cell by n / (n_classes × cells of its class), so rare
+    types weigh as much as common ones (macro-F1); ``"none"`` gives every cell weight 1.
+    """
     from sklearn.metrics import f1_score
     from sklearn.model_selection import StratifiedKFold
 
+    if class_weight not in CLASS_WEIGHTS:
+        raise ValueError(f"class_weight must be one of {CLASS_WEIGHTS}, got {class_weight!r}")
     classes, y = np.unique(np.asarray(labels, dtype=str), return_inverse=True)
+    weight = _weights(y, class_weight)
     grid = GRIDS[tuning]
     combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     scores: list[dict] = []
@@ -73,12 +91,12 @@ def fit_classifier(
                 fold_scores = []
                 for train, test in splits:
                     model = _model(params, device, seed, n_jobs)
-                    model.fit(latent[train], y[train])
+                    model.fit(latent[train], y[train], sample_weight=_weights(y[train], class_weight))
                     fold_scores.append(f1_score(y[test], model.predict(latent[test]), average="macro"))
                 scores.append({"params": params, "macro_f1": float(np.mean(fold_scores))})
             best = max(scores, key=lambda s: s["macro_f1"])["params"]
     model = _model(best, device, seed, n_jobs)
-    model.fit(latent, y)
+    model.fit(latent, y, sample_weight=weight)
     return Classifier(model, [str(c) for c in classes], dict(best), scores)
 
 

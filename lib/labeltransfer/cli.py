@@ -38,6 +38,7 @@ def main() -> None:
 @click.option("--out-dir", required=True, type=click.Path(), help="Output folder.")
 @click.option("--max-epochs", default=400, show_default=True, type=int, help="scVI epochs at most (early stopping, patience 10).")
 @click.option("--xgb-tuning", default="none", show_default=True, type=TUNING, help="Stratified K-fold grid search: quick (4 combos, 3 folds), full (48 combos, 5 folds).")
+@click.option("--class-weight", default="balanced", show_default=True, type=click.Choice(["balanced", "none"]), help="XGBoost sample weights: balanced = each type weighs the same in total (helps rare types).")
 @click.option("--unknown-threshold", default=0.5, show_default=True, type=float, help="Max probability below this -> label 'unknown'.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--allow-non-integer", is_flag=True, help="Accept non-integer / negative values in the counts.")

@@ -64,6 +64,7 @@ class RunOptions:
     batch_size: int = 128
     device: str = "auto"
     xgb_tuning: str = "none"
+    class_weight: str = "balanced"
     unknown_threshold: float = 0.5
     seed: int = 0
     allow_non_integer: bool = False
@@ -266,9 +267,10 @@ def _pipeline(opts: RunOptions, inputs: Inputs, device: str, staging: Path, log:
     with log.step("xgboost"):
         from labeltransfer.classify import fit_classifier, predict
 
-        classifier = fit_classifier(latent[:n_ref], ref_labels, opts.xgb_tuning, device, opts.seed)
+        classifier = fit_classifier(latent[:n_ref], ref_labels, opts.xgb_tuning, device, opts.seed,
+                                    class_weight=opts.class_weight)
         labels, max_prob, is_unknown, proba = predict(classifier, latent[n_ref:], opts.unknown_threshold)
-        xgb_facts = {"tuning": opts.xgb_tuning, "best_params": classifier.best_params, "cv": classifier.cv_scores}
+        xgb_facts = {"tuning": opts.xgb_tuning, "class_weight": opts.class_weight, "best_params": classifier.best_params, "cv": classifier.cv_scores}
         del classifier
     with log.step("outputs"):
         metrics = _write_outputs(
@@ -332,6 +334,9 @@ def _write_outputs(
         truth = query_h.labels.to_numpy(dtype=object).astype(str)
         table["true_label"] = truth
         metrics = evaluate(truth, labels)
+        argmax = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
+        without = evaluate(truth, argmax)
+        metrics["argmax"] = {k: without[k] for k in ("accuracy", "macro_f1", "per_class_f1")}
         plot_confusion(metrics["confusion_matrix"], staging / "confusion_matrix.png")
     else:
         counts = pd.crosstab(pd.Series(labels, name="predicted"), pd.Series(["query"] * len(labels), name="x"))

@@ -31,7 +31,7 @@ TORCH_VIRTUAL_BYTES = 1024 * MiB
 #: The options of ``run`` forwarded to the job (name -> click flag).
 RUN_FLAGS = (
     "label_key", "counts_layer", "query_label_key", "min_cells_per_type", "n_hvg", "n_latent", "batch_size",
-    "min_common_genes", "max_epochs", "xgb_tuning", "unknown_threshold", "seed",
+    "min_common_genes", "max_epochs", "xgb_tuning", "class_weight", "unknown_threshold", "seed",
 )
 RUN_SWITCHES = ("allow_non_integer",)
 
@@ -197,6 +197,7 @@ def submit(scheduler: str, opts: dict) -> dict:
 @click.option("--out-dir", required=True, type=click.Path())
 @click.option("--max-epochs", default=400, show_default=True, type=int)
 @click.option("--xgb-tuning", default="none", show_default=True, type=TUNING)
+@click.option("--class-weight", default="balanced", show_default=True, type=click.Choice(["balanced", "none"]))
 @click.option("--unknown-threshold", default=0.5, show_default=True, type=float)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--allow-non-integer", is_flag=True)
