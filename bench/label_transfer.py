@@ -363,7 +363,20 @@ def tables(results: dict) -> str:
         for m in METHODS:
             per = ", ".join(f"{r[m]['accuracy']:.3f} / {r[m]['macro_f1']:.3f}" for r in res["per_seed"])
             lines.append(f"| {m} | {res['mean'][m]['accuracy']:.3f} | {res['mean'][m]['macro_f1']:.3f} | {per} |")
+        thr = [r["scvi_xgboost"]["at_threshold"] for r in res["per_seed"] if "at_threshold" in r["scvi_xgboost"]]
+        if len(thr) == len(res["per_seed"]):
+            lines.append(f"| scvi_xgboost at --unknown-threshold {thr[0]['threshold']} | "
+                         f"{np.mean([t['accuracy'] for t in thr]):.3f} | {np.mean([t['macro_f1'] for t in thr]):.3f} | "
+                         + ", ".join(f"{t['accuracy']:.3f} / {t['macro_f1']:.3f} ({t['n_unknown']} unknown)" for t in thr)
+                         + " |")
         lines.append("")
+    vs = results.get("memory_vs_naive")
+    if vs:
+        n, o = vs["naive"], vs["ours"]
+        lines += [f"larger set {o['n_reference']} + {o['n_query']} cells x {o['n_genes']} genes (nnz {o['nnz']}): "
+                  f"this pipeline {format_bytes(o['measured_peak_bytes'])} (full run), naive >= "
+                  f"{format_bytes(n['peak_rss_bytes'])} ({n.get('stopped_after', 'full run')}) -> "
+                  f"ours / naive <= {n['ours_over_naive']:.3f}", ""]
     mem = results.get("memory")
     if mem:
         lines += ["| reference + query cells | genes | nnz | measured peak | estimate | estimate / measured |",
