@@ -27,13 +27,13 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 MiB = 1024**2
 STAGES = "00,01,02a"
-DRIVER_ARGS = ["--n-bootstrap", "20", "--genes-per-task", "20", "--stages", STAGES]
+DRIVER_ARGS = ["--n-bootstrap", "20", "--genes-per-task", "100", "--stages", STAGES]
 
 
 def write_expression(path: Path) -> Path:
     from dcoex.synthetic import make_synthetic, write_tsv
 
-    return write_tsv(path, make_synthetic(n_genes=40, n_samples=40, n_modulators=1, module_size=10, seed=5))
+    return write_tsv(path, make_synthetic(n_genes=300, n_samples=60, n_modulators=1, module_size=10, seed=5))
 
 
 def run_pipeline(scheduler: str, out: Path, expr: Path, env: dict, extra: tuple = ()) -> dict:
