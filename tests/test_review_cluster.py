@@ -260,5 +260,6 @@ def test_slurm_jobs_mode_live(slurm_cluster, oom_runs, tmp_path):
     row = review_rows(tmp_path)[job]
     reference = sacct_maxrss([job])
     assert row["tasks"] == manifest["stages"]["02a"]["n_tasks"]
-    assert row["used_max_bytes"] == max(v for k, v in reference.items() if k.startswith(f"{job}_"))
+    # the first 02a attempt is under-requested and may exit before any sample: then both are None
+    assert row["used_max_bytes"] == max((v for k, v in reference.items() if k.startswith(f"{job}_")), default=None)
     assert row["oom_killed"] >= 1
