@@ -59,6 +59,17 @@ def run_command(command: click.Command, args: Sequence[str] | None = None) -> No
     sys.exit(0)
 
 
+def parse_positive_int(name: str, text: str) -> int:
+    """The whole number >= 1 written in ``text`` (the value of option ``name``), or InputError."""
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise InputError(f"{name} {text!r}: expected a whole number") from None
+    if value < 1:
+        raise InputError(f"{name} must be >= 1, got {value}")
+    return value
+
+
 def parse_batch_size(value: str) -> int | str:
     """A ``--batch-size`` value: ``"auto"``, ``"all"`` (every item at once) or an int >= 1."""
     text = str(value).strip()
@@ -66,13 +77,7 @@ def parse_batch_size(value: str) -> int | str:
         return "auto"
     if text == "all":
         return 2**62
-    try:
-        size = int(text)
-    except ValueError:
-        raise InputError(f"--batch-size {value!r}: expected a positive integer, 'all' or 'auto'") from None
-    if size < 1:
-        raise InputError(f"--batch-size {value}: must be >= 1, 'all' or 'auto'")
-    return size
+    return parse_positive_int("--batch-size", text)
 
 
 def report_memory_error(estimate_bytes: int, limit_bytes: int) -> str:

@@ -59,6 +59,29 @@ def run_genes(
     return done
 
 
+def run_genes_then(
+    genes: Sequence[int],
+    output_of: Callable[[int], Path],
+    is_valid: Callable[[int, Path], bool],
+    process: Callable[[int, Path], None],
+    finish: Callable[[dict], None],
+    force: bool = False,
+    quiet: bool = False,
+) -> dict:
+    """run_genes, then ``finish(done)`` whether genes failed or not (stop the recorder, write the
+    sidecar). ``done`` = {"written": [...], "skipped": [...], "failed": {"gene": reason}}; the
+    GenesFailedError of failing genes is re-raised after ``finish``."""
+    done: dict = {"written": [], "skipped": [], "failed": {}}
+    try:
+        done = {**run_genes(genes, output_of, is_valid, process, force, quiet), "failed": {}}
+    except GenesFailedError as exc:
+        done = {**exc.done, "failed": {str(k): v for k, v in exc.failures.items()}}
+        raise
+    finally:
+        finish(done)
+    return done
+
+
 def _safe_valid(is_valid: Callable[[int, Path], bool], gene: int, path: Path) -> bool:
     try:
         return bool(is_valid(gene, path))

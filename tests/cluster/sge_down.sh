@@ -15,18 +15,8 @@ SPOOL=/var/spool/gridengine
 LIBEXEC=/usr/lib/gridengine
 log() { echo "[sge-down] $*" >&2; }
 
-alive() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
-running() { alive "$1" && [ "$(readlink "/proc/$1/exe" 2>/dev/null)" = "$LIBEXEC/$2" ]; }
-pid_of() { # pid_of qmaster|execd
-  local f p
-  for f in "$RUN/$1.pid" "$SPOOL/qmaster/qmaster.pid" "$SPOOL"/execd/*/execd.pid; do
-    case "$f" in *"$1"*) ;; *) continue ;; esac
-    [ -r "$f" ] || continue
-    p=$(tr -dc 0-9 < "$f")
-    if running "$p" "sge_$1"; then echo "$p"; return 0; fi
-  done
-  return 1
-}
+# shellcheck source=sge_pids.sh
+source "$(dirname "${BASH_SOURCE[0]}")/sge_pids.sh"
 stop_pid() { # stop_pid PID NAME GRACE_SECONDS
   local p=$1 n=$2 g=$3 i
   kill -TERM "$p" 2>/dev/null || return 0

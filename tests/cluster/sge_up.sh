@@ -30,23 +30,8 @@ log() { echo "[sge-up] $*" >&2; }
 die() { echo "[sge-up] ERROR: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root"
 
-# A PID is "ours and running" if it is alive (not a zombie) and runs the expected binary.
-running() { # running PID BINARY
-  local p=$1 b=$2
-  [ -n "$p" ] && [ -r "/proc/$p/stat" ] || return 1
-  [ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" != Z ] || return 1
-  [ "$(readlink "/proc/$p/exe" 2>/dev/null)" = "$LIBEXEC/$b" ]
-}
-pid_of() { # pid_of qmaster|execd : first live PID found in our pidfile or SGE's spool pidfile
-  local f p
-  for f in "$RUN/$1.pid" "$SPOOL/qmaster/qmaster.pid" "$SPOOL"/execd/*/execd.pid; do
-    case "$f" in *"$1"*) ;; *) continue ;; esac
-    [ -r "$f" ] || continue
-    p=$(tr -dc 0-9 < "$f")
-    if running "$p" "sge_$1"; then echo "$p"; return 0; fi
-  done
-  return 1
-}
+# shellcheck source=sge_pids.sh
+source "$(dirname "${BASH_SOURCE[0]}")/sge_pids.sh"
 
 # ---------------------------------------------------------------- 1. hostname
 # SGE needs the hostname to resolve. Only if it does not, map it to loopback.

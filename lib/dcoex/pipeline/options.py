@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dcoex.cli import parse_positive_int
 from dcoex.errors import InputError
 from dcoex.pipeline.stages import STAGE_ORDER
 
@@ -102,16 +103,6 @@ class _Parser(argparse.ArgumentParser):
         raise InputError(message)
 
 
-def _positive_int(name: str, text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise InputError(f"{name} {text!r}: expected a whole number") from None
-    if value < 1:
-        raise InputError(f"{name} must be >= 1, got {value}")
-    return value
-
-
 def _fraction(name: str, text: str, low_open: float = 0.0, high: float = 1.0) -> float:
     try:
         value = float(text)
@@ -192,8 +183,8 @@ def parse_args(argv: list[str], scheduler: str) -> Options | None:
             raise InputError(f"--stages {ns.stages!r}: unknown stage(s) {', '.join(bad)}; stages are {','.join(STAGE_ORDER)}")
     if ns.edge_selection not in EDGE_SELECTIONS:
         raise InputError(f"--edge-selection {ns.edge_selection!r}: expected one of {', '.join(EDGE_SELECTIONS)}")
-    gpt: int | str = "auto" if ns.genes_per_task == "auto" else _positive_int("--genes-per-task", ns.genes_per_task)
-    batch: int | str = "auto" if ns.batch_size == "auto" else _positive_int("--batch-size", ns.batch_size)
+    gpt: int | str = "auto" if ns.genes_per_task == "auto" else parse_positive_int("--genes-per-task", ns.genes_per_task)
+    batch: int | str = "auto" if ns.batch_size == "auto" else parse_positive_int("--batch-size", ns.batch_size)
     low = _fraction("--low-frac", ns.low_frac, 0, 0.5)
     high = _fraction("--high-frac", ns.high_frac, 0, 0.5)
     try:
@@ -205,11 +196,11 @@ def parse_args(argv: list[str], scheduler: str) -> Options | None:
         raise InputError(f"--max-retries must be >= 0, got {max_retries}")
     return Options(
         scheduler="local" if ns.local else scheduler, out_dir=str(Path(ns.out_dir).resolve()),
-        expr_tsv=ns.expr_tsv, expr_h5=ns.expr_h5, n_bootstrap=_positive_int("--n-bootstrap", ns.n_bootstrap),
+        expr_tsv=ns.expr_tsv, expr_h5=ns.expr_h5, n_bootstrap=parse_positive_int("--n-bootstrap", ns.n_bootstrap),
         batch_size=batch, seed=seed, low_frac=low, high_frac=high,
         bootstrap_frac=_fraction("--bootstrap-frac", ns.bootstrap_frac), fdr_alpha=_fraction("--fdr-alpha", ns.fdr_alpha),
         edge_selection=ns.edge_selection, genes_per_task=gpt, gene_subset=ns.gene_subset, stages=stages,
         local=ns.local, dry_run=ns.dry_run, force=ns.force, mem_safety=_fraction("--mem-safety", ns.mem_safety),
         max_retries=max_retries, calibration=ns.calibration, queue=ns.queue, account=ns.account,
-        slots=_positive_int("--slots", ns.slots), times=times,
+        slots=parse_positive_int("--slots", ns.slots), times=times,
     )

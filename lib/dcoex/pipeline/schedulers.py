@@ -198,6 +198,17 @@ class Scheduler:
             )
 
     # --- planning -------------------------------------------------------------------
+    def _query(self, argv: list[str], optional: bool) -> str | None:
+        """stdout of a cluster query tool; None if ``optional`` and it is missing or fails."""
+        if optional and shutil.which(argv[0]) is None:
+            return None
+        try:
+            return _run(argv, " ".join(argv[:2]))
+        except SubmitError:
+            if optional:
+                return None
+            raise
+
     def array_limit(self) -> int:
         """Largest array task id the scheduler accepts."""
         raise NotImplementedError
@@ -287,13 +298,8 @@ class Slurm(Scheduler):
     submit_command = "sbatch"
 
     def array_limit(self) -> int:
-        try:
-            text = _run(["scontrol", "show", "config"], "scontrol show config")
-        except SubmitError:
-            if self.dry_run:  # a dry run works away from the cluster: SLURM's default
-                return 1000
-            raise
-        return slurm_array_limit(text)
+        text = self._query(["scontrol", "show", "config"], optional=self.dry_run)
+        return 1000 if text is None else slurm_array_limit(text)  # a dry run away from the cluster: the default
 
     def request_bytes(self, peak_bytes: int, safety: float, slots: int) -> int:
         return max(int(math.ceil(peak_bytes / safety / MiB)) * MiB, slurm_min_request())
@@ -302,13 +308,8 @@ class Slurm(Scheduler):
         return f"--mem={request_bytes // MiB}M"
 
     def max_request_bytes(self) -> int | None:
-        if shutil.which("sinfo") is None:
-            return None
-        try:
-            text = _run(["sinfo", "-h", "-N", "-o", "%m"], "sinfo")
-        except SubmitError:
-            return None
-        return sinfo_max_memory(text)
+        text = self._query(["sinfo", "-h", "-N", "-o", "%m"], optional=True)
+        return None if text is None else sinfo_max_memory(text)
 
     def log_name(self, job: JobSpec) -> str:
         return f"{job.log_stem}.%A.%a.log" if job.tasks is not None else f"{job.log_stem}.%j.1.log"
@@ -364,13 +365,8 @@ class Sge(Scheduler):
     per_task_holds = True
 
     def array_limit(self) -> int:
-        try:
-            text = _run(["qconf", "-sconf", "global"], "qconf -sconf")
-        except SubmitError:
-            if self.dry_run:  # a dry run works away from the cluster: SGE's default
-                return 75000
-            raise
-        return sge_array_limit(text)
+        text = self._query(["qconf", "-sconf", "global"], optional=self.dry_run)
+        return 75000 if text is None else sge_array_limit(text)  # a dry run away from the cluster: the default
 
     def request_bytes(self, peak_bytes: int, safety: float, slots: int) -> int:
         # h_vmem limits virtual memory (RLIMIT_AS) per slot: cover the process's mappings
@@ -383,13 +379,8 @@ class Sge(Scheduler):
 
     def max_request_bytes(self) -> int | None:
         """The largest host's total memory (qhost MEMTOT); ``qsub -w e`` checks the rest."""
-        if shutil.which("qhost") is None:
-            return None
-        try:
-            text = _run(["qhost"], "qhost")
-        except SubmitError:
-            return None
-        return qhost_max_memory(text)
+        text = self._query(["qhost"], optional=True)
+        return None if text is None else qhost_max_memory(text)
 
     def log_name(self, job: JobSpec) -> str:
         return f"{job.log_stem}.$JOB_ID.$TASK_ID.log" if job.tasks is not None else f"{job.log_stem}.$JOB_ID.1.log"

@@ -32,7 +32,7 @@ def shape_from_tsv(path: str | os.PathLike) -> DataShape:
     path = Path(path)
     try:
         with _open_text(path) as handle:
-            header = handle.readline().rstrip("\n\r").split("\t")
+            handle.readline()  # header: sample names
             names: list[str] = []
             width = None
             for line in handle:

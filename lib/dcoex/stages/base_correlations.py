@@ -20,11 +20,11 @@ from dcoex.atomic import atomic_output, ensure_writable_dir
 from dcoex.base_correlations import base_correlations
 from dcoex.cli import gene_selection_options, parse_batch_size
 from dcoex.edge_files import base_datasets, meta_matches, write_base_file
-from dcoex.errors import GenesFailedError, InputError
+from dcoex.errors import InputError
 from dcoex.expression_store import open_expression
 from dcoex.genes import gene_file_path, index_width
 from dcoex.indices_file import IndicesFile, check_groups, groups_sha
-from dcoex.pergene import resolve_genes, run_genes
+from dcoex.pergene import resolve_genes, run_genes_then
 from dcoex.threads import blas_threads
 from memfit.allocation import detect_allocation
 from memfit.estimators.base_correlations import estimate
@@ -99,13 +99,7 @@ def run_base(
                         write_base_file(f, result.edges, meta, names)
                         write_h5_attrs(f, STAGE, plan.estimate, allocation, recorder, plan.batch_size)
 
-            done = {"written": [], "skipped": []}
-            try:
-                done = run_genes(genes, output_of, is_valid, process, force, quiet)
-            except GenesFailedError as exc:
-                done = {**exc.done, "failed": {str(k): v for k, v in exc.failures.items()}}
-                raise
-            finally:
+            def finish(done: dict) -> None:
                 recorder.stop()
                 write_sidecar(
                     task_sidecar_path(out, STAGE, genes, index_width(n)), STAGE, plan.estimate,
@@ -113,6 +107,8 @@ def run_base(
                     extra={"genes": genes, "fdr_alpha": fdr_alpha, "threads": threads,
                            "n_genes": n, "n_samples": n_samples, **done},
                 )
+
+            done = run_genes_then(genes, output_of, is_valid, process, finish, force, quiet)
     return {**done, "genes": genes, "tile_rows": plan.batch_size, "estimate_bytes": plan.estimate.total_bytes,
             "peak_rss_bytes": recorder.peak_rss_bytes, "wall_s": recorder.elapsed()[0]}
 

@@ -24,11 +24,11 @@ from dcoex.atomic import atomic_output, ensure_writable_dir
 from dcoex.bootstrap_edges import boot_stats, positions_in_group, replicate_deltas
 from dcoex.cli import gene_selection_options, parse_batch_size
 from dcoex.edge_files import BOOT_DATASETS, meta_matches, read_base_edges, write_boot_file
-from dcoex.errors import GenesFailedError, InputError
+from dcoex.errors import InputError
 from dcoex.expression_store import open_expression
 from dcoex.genes import gene_file_path, index_width
 from dcoex.indices_file import IndicesFile, check_groups, groups_sha
-from dcoex.pergene import resolve_genes, run_genes
+from dcoex.pergene import resolve_genes, run_genes_then
 from dcoex.threads import blas_threads
 from memfit.allocation import detect_allocation
 from memfit.estimate import MemoryEstimate
@@ -191,13 +191,7 @@ def run_bootstrap(
                     write_boot_file(f, columns, meta, names)
                     write_h5_attrs(f, STAGE, plan.estimate, allocation, recorder, plan.batch_size)
 
-            done = {"written": [], "skipped": []}
-            try:
-                done = run_genes(genes, output_of, is_valid, process, force, quiet)
-            except GenesFailedError as exc:
-                done = {**exc.done, "failed": {str(k): v for k, v in exc.failures.items()}}
-                raise
-            finally:
+            def finish(done: dict) -> None:
                 recorder.stop()
                 write_sidecar(
                     task_sidecar_path(out, STAGE, genes, index_width(n)), STAGE, largest["estimate"],
@@ -205,6 +199,8 @@ def run_bootstrap(
                     extra={"genes": genes, "n_bootstrap": n_boot, "edge_selection": edge_selection,
                            "threads": threads, "n_genes": n, "n_samples": n_samples, **done},
                 )
+
+            done = run_genes_then(genes, output_of, is_valid, process, finish, force, quiet)
     return {**done, "genes": genes, "edge_chunk": largest["chunk"],
             "estimate_bytes": largest["estimate"].total_bytes,
             "peak_rss_bytes": recorder.peak_rss_bytes, "wall_s": recorder.elapsed()[0]}

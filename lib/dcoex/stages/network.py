@@ -20,11 +20,11 @@ import numpy as np
 
 from dcoex.atomic import atomic_output, ensure_writable_dir
 from dcoex.cli import gene_selection_options
-from dcoex.errors import GenesFailedError, InputError
+from dcoex.errors import InputError
 from dcoex.genes import gene_file_path, index_width
 from dcoex.network.build import NetworkOptions, reconstruct
 from dcoex.network.io import base_summary, is_valid_network, read_gene_inputs, read_gene_names, write_network
-from dcoex.pergene import resolve_genes, run_genes
+from dcoex.pergene import resolve_genes, run_genes_then
 from memfit.allocation import detect_allocation
 from memfit.estimators.network import estimate
 from memfit.plan import MemoryPlanError
@@ -101,7 +101,6 @@ def run_network(
         return bool(upstream) and is_valid_network(path, g, names[g], n, {**params, **upstream})
 
     per_gene: dict[str, Any] = {}
-    done: dict[str, Any] = {"written": [], "skipped": []}
     with PeakRecorder(allocation.limit_bytes) as recorder:
 
         def process(g: int, path: Path) -> None:
@@ -124,20 +123,15 @@ def run_network(
                                 "n_edges": network.meta["n_significant"],
                                 "wall_s": round(time.monotonic() - t0, 4)}
 
-        failures: dict[int, str] = {}
-        try:
-            done = run_genes(genes, output_of, is_valid, process, force, quiet)
-        except GenesFailedError as exc:
-            failures, done = exc.failures, exc.done
-            raise
-        finally:
+        def finish(done: dict) -> None:
             recorder.stop()
             write_sidecar(
                 task_sidecar_path(out_dir, STAGE, genes, index_width(n)), STAGE, est, allocation, recorder, 1,
-                extra={"genes": genes, **done, "failed": {str(k): v for k, v in failures.items()},
-                       "per_gene": per_gene, "n_genes": n, "max_candidate_edges": max_edges, **params},
+                extra={"genes": genes, **done, "per_gene": per_gene, "n_genes": n,
+                       "max_candidate_edges": max_edges, **params},
             )
-    return {**done, "failed": failures}
+
+        return run_genes_then(genes, output_of, is_valid, process, finish, force, quiet)
 
 
 @click.command(name="03_reconstruct_diff_network")
