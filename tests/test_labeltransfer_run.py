@@ -25,14 +25,33 @@ def result(tmp_path_factory):
     qry = counts_adata(120, gene_names(10, "q") + gene_names(230)[::-1], seed=12)
     ref_path, q_path = write(ref, d / "ref.h5ad"), write(qry, d / "query.h5ad")
     out = d / "out"
+    proc = run_cli(ref_path, q_path, out)
+    return ref, qry, out, proc.stderr
+
+
+def run_cli(ref_path, q_path, out) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [PYTHON, str(CLI), "run", "--reference", str(ref_path), "--query", str(q_path), "--label-key", "cell_type",
          "--query-label-key", "cell_type", "--out-dir", str(out), "--max-epochs", "25", "--n-latent", "8",
-         "--n-hvg", "220", "--unknown-threshold", str(THRESHOLD), "--device", "cpu", "--xgb-tuning", "quick"],
+         "--n-hvg", "220", "--unknown-threshold", str(THRESHOLD), "--device", "cpu", "--xgb-tuning", "quick",
+         "--latent-samples", "3"],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return ref, qry, out, proc.stderr
+    return proc
+
+
+def test_same_inputs_and_seed_give_identical_outputs(result):
+    """A second run (same inputs, seed and threads) writes the same latent, predictions and probabilities."""
+    _, _, out, _ = result
+    again = out.parent / "again"
+    run_cli(out.parent / "ref.h5ad", out.parent / "query.h5ad", again)
+    assert (out / "predictions.tsv").read_bytes() == (again / "predictions.tsv").read_bytes()
+    with gzip.open(out / "probabilities.tsv.gz") as a, gzip.open(again / "probabilities.tsv.gz") as b:
+        assert a.read() == b.read()
+    first, second = anndata.read_h5ad(out / "query_annotated.h5ad"), anndata.read_h5ad(again / "query_annotated.h5ad")
+    np.testing.assert_array_equal(first.obsm["X_scvi"], second.obsm["X_scvi"])
+    assert json.loads((again / "report.json").read_text())["xgboost"]["latent_samples"] == 3
 
 
 def test_outputs_exist_and_nothing_left_behind(result):
@@ -129,6 +148,27 @@ def test_unknown_threshold_rule():
     np.testing.assert_allclose(prob, [0.7, 0.5, 0.8, 0.55, 0.51])
     labels, _, unknown, _ = predict(clf, np.zeros((5, 2)), 0.0)
     assert not unknown.any() and "unknown" not in labels
+
+
+def test_posterior_averaged_probabilities():
+    """Probabilities are the mean over the latent mean and each posterior draw."""
+    from labeltransfer.classify import Classifier, posterior_proba, predict
+
+    class Softmax:
+        def predict_proba(self, x):
+            e = np.exp(x)
+            return e / e.sum(axis=1, keepdims=True)
+
+    rng = np.random.default_rng(0)
+    mean, draws = rng.normal(size=(6, 3)), rng.normal(size=(4, 6, 3))
+    clf = Classifier(Softmax(), ["a", "b", "c"], {}, [])
+    expected = np.mean([Softmax().predict_proba(x) for x in [mean, *draws]], axis=0)
+    np.testing.assert_allclose(posterior_proba(clf, mean, draws), expected, rtol=1e-5)  # float32 features
+    np.testing.assert_allclose(posterior_proba(clf, mean, draws[:0]), Softmax().predict_proba(mean), rtol=1e-5)
+    labels, prob, _, proba = predict(clf, mean, 0.0, samples=draws)
+    np.testing.assert_allclose(proba, expected, rtol=1e-5)
+    assert list(labels) == list(np.array(["a", "b", "c"])[expected.argmax(axis=1)])
+    np.testing.assert_allclose(prob, expected.max(axis=1), rtol=1e-5)
 
 
 def test_balanced_weights_match_sklearn():

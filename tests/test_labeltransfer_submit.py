@@ -1,4 +1,5 @@
-"""Submit scripts: --dry-run commands (memory from the estimate / safety), and the manifest with a fake scheduler."""
+"""Submit scripts: --dry-run commands (memory from the estimate / safety) and bad flags; the real
+submission and its manifest are tested on the test clusters (test_labeltransfer_cluster.py)."""
 
 from __future__ import annotations
 

@@ -19,9 +19,26 @@ def common_options(func):
         click.option("--min-cells-per-type", default=10, show_default=True, type=int, help="Drop reference types with fewer cells."),
         click.option("--n-hvg", default=3000, show_default=True, type=int, help="Highly variable genes (seurat_v3, dataset as batch); 0 = all common genes."),
         click.option("--n-latent", default=30, show_default=True, type=int, help="scVI latent dimensions."),
+        click.option("--latent-samples", default=10, show_default=True, type=click.IntRange(0, None), help="Query predictions average the classifier over the latent mean and this many draws of each cell's scVI posterior (0 = mean only)."),
         click.option("--batch-size", default=128, show_default=True, type=int, help="scVI mini-batch size (cells)."),
         click.option("--device", default="auto", show_default=True, type=DEVICE, help="auto uses a GPU when torch sees one; gpu fails (exit 2) without one."),
         click.option("--min-common-genes", default=200, show_default=True, type=int, help="Refuse fewer common genes."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def run_options(func):
+    """Options of the run itself, shared by ``run`` and the cluster submit scripts."""
+    options = [
+        click.option("--max-epochs", default=400, show_default=True, type=int, help="scVI epochs at most (early stopping, patience 10)."),
+        click.option("--xgb-tuning", default="none", show_default=True, type=TUNING, help="Stratified K-fold grid search: quick (4 combos, 3 folds), full (48 combos, 5 folds); none = depth 4, learning rate 0.1, 200 trees."),
+        click.option("--class-weight", default="balanced", show_default=True, type=click.Choice(["balanced", "none"]), help="XGBoost sample weights: balanced = each type weighs the same in total (helps rare types)."),
+        click.option("--features", default="latent+lda", show_default=True, type=click.Choice(["latent+lda", "latent"]), help="XGBoost input: the latent plus the reference's shrinkage-LDA coordinates, or the latent alone."),
+        click.option("--unknown-threshold", default=0.5, show_default=True, type=float, help="Max probability below this -> label 'unknown'."),
+        click.option("--seed", default=0, show_default=True, type=int),
+        click.option("--allow-non-integer", is_flag=True, help="Accept non-integer / negative values in the counts."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -36,12 +53,7 @@ def main() -> None:
 @main.command()
 @common_options
 @click.option("--out-dir", required=True, type=click.Path(), help="Output folder.")
-@click.option("--max-epochs", default=400, show_default=True, type=int, help="scVI epochs at most (early stopping, patience 10).")
-@click.option("--xgb-tuning", default="none", show_default=True, type=TUNING, help="Stratified K-fold grid search: quick (4 combos, 3 folds), full (48 combos, 5 folds).")
-@click.option("--class-weight", default="balanced", show_default=True, type=click.Choice(["balanced", "none"]), help="XGBoost sample weights: balanced = each type weighs the same in total (helps rare types).")
-@click.option("--unknown-threshold", default=0.5, show_default=True, type=float, help="Max probability below this -> label 'unknown'.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--allow-non-integer", is_flag=True, help="Accept non-integer / negative values in the counts.")
+@run_options
 @click.option("--ignore-memory-check", is_flag=True, help="Warn instead of refusing (exit 3) when the estimate exceeds the allocation.")
 @click.option("--quiet", is_flag=True, help="No step messages on stderr.")
 def run(**kwargs) -> None:

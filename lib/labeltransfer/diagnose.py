@@ -76,6 +76,7 @@ def diagnose(
     min_cells_per_type: int = 10,
     n_hvg: int = 3000,
     n_latent: int = 30,
+    latent_samples: int = 10,
     batch_size: int = 128,
     device: str = "auto",
     min_common_genes: int = 200,
@@ -106,7 +107,8 @@ def diagnose(
         "n_genes_reference": ref.n_vars, "n_genes_query": qry.n_vars,
         "nnz_reference": int(round(ref.nnz * n_kept_cells / max(ref.n_obs, 1))), "nnz_query": qry.nnz,
         "dense_reference": ref.encoding == "array", "dense_query": qry.encoding == "array",
-        "n_hvg": n_hvg, "n_latent": n_latent, "batch_size": batch_size,
+        "n_hvg": n_hvg, "n_latent": n_latent, "latent_samples": latent_samples,
+        "batch_size": batch_size,
         "n_classes": max(n_classes, 1), "device": run_device,
     }
     steps = step_estimates(**params)

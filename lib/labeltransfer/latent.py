@@ -38,9 +38,13 @@ def resolve_device(device: str) -> str:
 
 @dataclass(frozen=True)
 class LatentResult:
-    """Latent coordinates (cells × n_latent, float32) and training facts."""
+    """Latent coordinates (cells × n_latent, float32) and training facts.
+
+    ``samples``: draws from q(z|x) of the cells asked for (draws × cells × n_latent, float32).
+    """
 
     latent: np.ndarray
+    samples: np.ndarray
     epochs_trained: int
     early_stopped: bool
     history: dict
@@ -56,10 +60,14 @@ def train_latent(
     seed: int = 0,
     batch_key: str = "dataset",
     progress: bool = False,
+    n_samples: int = 0,
+    sample_rows: np.ndarray | None = None,
 ) -> LatentResult:
     """Train scVI (``batch_key`` batches, early stopping) on ``adata.X`` counts; save to ``model_dir``.
 
     ``progress`` shows the epoch bar on stderr (the CLI turns it on for a TTY without --quiet).
+    ``n_samples`` draws from the posterior q(z|x) of the rows ``sample_rows`` (all rows if None)
+    are taken besides the posterior mean (n_samples × rows × n_latent float32 bytes × 4).
 
     The model, its data loaders and the trainer are deleted before returning, so only the
     latent array (cells × n_latent float32) stays in memory.
@@ -87,6 +95,10 @@ def train_latent(
             enable_model_summary=False,
         )
         latent = np.asarray(model.get_latent_representation(batch_size=batch_size), dtype=np.float32)
+        rows = np.arange(adata.n_obs) if sample_rows is None else np.asarray(sample_rows)
+        samples = np.empty((n_samples, len(rows), n_latent), dtype=np.float32)
+        for draw in range(n_samples):
+            samples[draw] = model.get_latent_representation(indices=rows, give_mean=False, batch_size=batch_size)
         history = {
             k: [float(x) for x in v.to_numpy().ravel()]
             for k, v in model.history.items()
@@ -100,4 +112,4 @@ def train_latent(
     gc.collect()
     if device == "gpu":
         torch.cuda.empty_cache()
-    return LatentResult(latent, epochs, early, history)
+    return LatentResult(latent, samples, epochs, early, history)

@@ -18,6 +18,7 @@ import pandas as pd
 
 from dcoex.atomic import ensure_writable_dir
 from dcoex.errors import InputError
+from labeltransfer.classify import FEATURES
 from labeltransfer.io import H5adHeader, load_csr, read_header
 from labeltransfer.prepare import (
     GeneOverlap,
@@ -65,6 +66,8 @@ class RunOptions:
     device: str = "auto"
     xgb_tuning: str = "none"
     class_weight: str = "balanced"
+    features: str = "latent+lda"
+    latent_samples: int = 10
     unknown_threshold: float = 0.5
     seed: int = 0
     allow_non_integer: bool = False
@@ -78,10 +81,14 @@ class RunOptions:
         for name in ("n_latent", "max_epochs", "batch_size", "min_cells_per_type"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.latent_samples < 0:
+            raise InputError(f"--latent-samples must be >= 0, got {self.latent_samples}")
         if self.n_hvg < 0:
             raise InputError(f"--n-hvg must be >= 0 (0 = all common genes), got {self.n_hvg}")
         if self.xgb_tuning not in ("none", "quick", "full"):
             raise InputError(f"--xgb-tuning must be none, quick or full, got {self.xgb_tuning!r}")
+        if self.features not in FEATURES:
+            raise InputError(f"--features must be one of {', '.join(FEATURES)}, got {self.features!r}")
 
 
 @dataclass
@@ -123,6 +130,7 @@ def estimate_params(inputs: Inputs, opts: RunOptions, device: str) -> dict:
         "dense_query": query.encoding == "array",
         "n_hvg": opts.n_hvg,
         "n_latent": opts.n_latent,
+        "latent_samples": opts.latent_samples,
         "batch_size": opts.batch_size,
         "n_classes": len(inputs.types.kept),
         "device": device,
@@ -259,19 +267,24 @@ def _pipeline(opts: RunOptions, inputs: Inputs, device: str, staging: Path, log:
 
         trained = train_latent(
             joint, staging / "model", opts.n_latent, opts.max_epochs, opts.batch_size, device, opts.seed,
-            progress=not opts.quiet and sys.stderr.isatty(),
+            progress=not opts.quiet and sys.stderr.isatty(), n_samples=opts.latent_samples,
+            sample_rows=np.arange(n_ref, n_ref + n_query),
         )
-        latent = trained.latent
+        latent, query_samples = trained.latent, trained.samples
         del joint
     log.say(f"scVI trained {trained.epochs_trained} epochs (early stopped: {trained.early_stopped})")
     with log.step("xgboost"):
         from labeltransfer.classify import fit_classifier, predict
 
         classifier = fit_classifier(latent[:n_ref], ref_labels, opts.xgb_tuning, device, opts.seed,
-                                    class_weight=opts.class_weight)
-        labels, max_prob, is_unknown, proba = predict(classifier, latent[n_ref:], opts.unknown_threshold)
-        xgb_facts = {"tuning": opts.xgb_tuning, "class_weight": opts.class_weight, "best_params": classifier.best_params, "cv": classifier.cv_scores}
-        del classifier
+                                    class_weight=opts.class_weight, features=opts.features)
+        labels, max_prob, is_unknown, proba = predict(classifier, latent[n_ref:], opts.unknown_threshold,
+                                                      samples=query_samples)
+        xgb_facts = {"tuning": opts.xgb_tuning, "class_weight": opts.class_weight, "features": opts.features,
+                     "latent_samples": opts.latent_samples,
+                     "n_features": latent.shape[1] + classifier.features.n_extra,
+                     "best_params": classifier.best_params, "cv": classifier.cv_scores}
+        del classifier, query_samples
     with log.step("outputs"):
         metrics = _write_outputs(
             opts, inputs, staging, latent, n_ref, ref_labels, labels, max_prob, is_unknown, proba,

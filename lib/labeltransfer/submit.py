@@ -21,7 +21,7 @@ import click
 
 from dcoex.atomic import atomic_output, ensure_writable_dir
 from dcoex.errors import InputError
-from labeltransfer.cli import TUNING, common_options
+from labeltransfer.cli import common_options, run_options
 from memfit.allocation import SAFETY_SCHEDULER, VIRTUAL_OVERHEAD_BYTES
 from memfit.units import MiB, format_bytes, parse_bytes
 
@@ -30,8 +30,8 @@ STAGE = "label_transfer"
 TORCH_VIRTUAL_BYTES = 1024 * MiB
 #: The options of ``run`` forwarded to the job (name -> click flag).
 RUN_FLAGS = (
-    "label_key", "counts_layer", "query_label_key", "min_cells_per_type", "n_hvg", "n_latent", "batch_size",
-    "min_common_genes", "max_epochs", "xgb_tuning", "class_weight", "unknown_threshold", "seed",
+    "label_key", "counts_layer", "query_label_key", "min_cells_per_type", "n_hvg", "n_latent", "latent_samples",
+    "batch_size", "min_common_genes", "max_epochs", "xgb_tuning", "class_weight", "features", "unknown_threshold", "seed",
 )
 RUN_SWITCHES = ("allow_non_integer",)
 
@@ -138,7 +138,7 @@ def submit(scheduler: str, opts: dict) -> dict:
 
     run_fields = {k: opts[k] for k in ("reference", "query", "label_key", "out_dir", "counts_layer",
                                         "query_label_key", "min_cells_per_type", "n_hvg", "n_latent",
-                                        "batch_size", "min_common_genes")}
+                                        "latent_samples", "batch_size", "min_common_genes")}
     run_opts = RunOptions(**run_fields)
     run_opts.validate()
     inputs = inspect_inputs(run_opts)
@@ -195,12 +195,7 @@ def submit(scheduler: str, opts: dict) -> dict:
 @click.option("--scheduler", type=click.Choice(["slurm", "sge"]), required=True, help="Set by the wrapper script.")
 @common_options
 @click.option("--out-dir", required=True, type=click.Path())
-@click.option("--max-epochs", default=400, show_default=True, type=int)
-@click.option("--xgb-tuning", default="none", show_default=True, type=TUNING)
-@click.option("--class-weight", default="balanced", show_default=True, type=click.Choice(["balanced", "none"]))
-@click.option("--unknown-threshold", default=0.5, show_default=True, type=float)
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--allow-non-integer", is_flag=True)
+@run_options
 @click.option("--gpu", is_flag=True, help="Request one GPU and run scVI/XGBoost on it (--device gpu).")
 @click.option("--gres", default="gpu:1", show_default=True, help="SLURM GPU request (with --gpu).")
 @click.option("--gpu-resource", default="gpu=1", show_default=True, help="SGE resource for a GPU, as given to -l (with --gpu).")

@@ -61,6 +61,7 @@ def step_estimates(
     dense_query: bool = False,
     n_hvg: int = 3000,
     n_latent: int = 30,
+    latent_samples: int = 0,
     batch_size: int = 128,
     n_classes: int = 10,
     device: str = "cpu",
@@ -79,11 +80,12 @@ def step_estimates(
     share = 1.0 if n_genes == n_common else min(1.0, HVG_NNZ_RATIO * n_genes / n_common)
     joint_hvg = _csr((nnz_ref + nnz_query_common) * share, n_cells)
     latent = n_cells * n_latent * 4
+    query_samples = latent_samples * n_query * n_latent * 4
     params = dict(
         n_reference=n_reference, n_query=n_query, n_common=n_common, nnz_reference=nnz_reference,
         nnz_query=nnz_query, n_genes_reference=n_genes_reference, n_genes_query=n_genes_query,
         dense_reference=dense_reference, dense_query=dense_query, n_hvg=n_hvg, n_latent=n_latent,
-        batch_size=batch_size, n_classes=n_classes, device=device,
+        latent_samples=latent_samples, batch_size=batch_size, n_classes=n_classes, device=device,
     )
     libs = {step: {"libraries": LIBRARY_BYTES[step]} for step in STEPS}
     if n_genes == n_common:
@@ -108,11 +110,11 @@ def step_estimates(
             libs[step]["cuda_context"] = CUDA_CONTEXT_BYTES
     steps["scvi"] = {
         **libs["scvi"], "per_cell": n_cells * PER_CELL_BYTES["scvi"], "joint_hvg_csr": joint_hvg,
-        "model_weights": weights, "minibatch": minibatch, "latent": latent,
+        "model_weights": weights, "minibatch": minibatch, "latent": latent, "query_latent_samples": query_samples,
     }
     steps["xgboost"] = {
         **libs["xgboost"], "per_cell": n_cells * PER_CELL_BYTES["xgboost"], "latent": latent,
-        "xgb_quantised": n_reference * n_latent * 8, "probabilities": n_query * n_classes * 8 * 2,
+        "query_latent_samples": query_samples, "xgb_quantised": n_reference * (n_latent + n_classes) * 8, "probabilities": n_query * n_classes * 8 * 2,
     }
     steps["outputs"] = {
         **libs["outputs"], "per_cell": n_cells * PER_CELL_BYTES["outputs"], "latent": latent,
