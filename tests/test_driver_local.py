@@ -71,6 +71,32 @@ def test_rerun_resumes_only_missing_tasks(local_run, tmp_path):
     assert (out / ".dcoex" / "history" / "run_manifest.1.json").is_file()
 
 
+@pytest.mark.slow
+def test_rerun_after_the_input_tsv_changed_starts_again(local_run, tmp_path):
+    """expression.h5 keeps the SHA-256 of the TSV it came from: the same content (even gzipped)
+    resumes, an edited TSV reruns everything from stage 00."""
+    import gzip
+
+    tsv, out = local_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    text = tsv.read_text()
+    same = tmp_path / "same.tsv.gz"
+    same.write_bytes(gzip.compress(text.encode()))
+    dry = run_driver("slurm", ["--expr-tsv", same, "--out-dir", run, *ARGS, "--dry-run"])
+    assert dry.returncode == 0 and "nothing to do" in dry.stdout, dry.stdout + dry.stderr
+    header, first, rest = text.split("\n", 2)
+    cells = first.split("\t")
+    cells[1] = str(float(cells[1]) + 1.5)
+    edited = tmp_path / "edited.tsv"
+    edited.write_text("\n".join([header, "\t".join(cells), rest]))
+    dry = run_driver("slurm", ["--expr-tsv", edited, "--out-dir", run, *ARGS, "--dry-run"])
+    assert dry.returncode == 0, dry.stderr
+    cmds = [shlex.split(line) for line in dry.stdout.splitlines() if line.startswith("sbatch ")]
+    names = [next(a for a in c if a.startswith("--job-name=")).split("=")[1] for c in cmds[0::2]]
+    assert names[0] == "dcoex_00_run" and "dcoex_03b_run" in names
+
+
 @pytest.mark.parametrize("code,state,mapped", [(0, "ok", 0), (3, "oom", 3), (2, "failed", 2), (99, "failed", 1),
                                               (100, "failed", 1)])
 def test_task_runner_maps_exit_codes(tmp_path, monkeypatch, code, state, mapped):

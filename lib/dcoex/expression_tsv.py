@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import os
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import BinaryIO, Iterator, TextIO
 
 import numpy as np
 
@@ -28,7 +29,8 @@ DEFAULT_BLOCK_ROWS = 256
 csv.field_size_limit(2**31 - 1)
 
 
-def _open_text(path: Path) -> TextIO:
+def _open_bytes(path: Path) -> BinaryIO:
+    """The file's bytes, decompressed when it starts with the gzip magic (whatever its name)."""
     try:
         with open(path, "rb") as probe:
             magic = probe.read(2)
@@ -37,8 +39,25 @@ def _open_text(path: Path) -> TextIO:
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
     if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, "r", encoding="utf-8", newline="")
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")
+
+
+def open_tsv_text(path: str | os.PathLike) -> TextIO:
+    """A TSV (plain or gzip) as UTF-8 text, line endings kept; InputError if unreadable."""
+    return io.TextIOWrapper(_open_bytes(Path(path)), encoding="utf-8", newline="")
+
+
+def tsv_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of the TSV's decompressed bytes: the same for a file and its gzip copy."""
+    sha = hashlib.sha256()
+    try:
+        with _open_bytes(Path(path)) as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                sha.update(chunk)
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{path}: cannot read ({exc})") from None
+    return sha.hexdigest()
 
 
 class TsvExpressionReader:
@@ -52,7 +71,7 @@ class TsvExpressionReader:
     ) -> None:
         self.path = Path(path)
         self.block_rows = max(1, int(block_rows))
-        self._handle = _open_text(self.path)
+        self._handle = open_tsv_text(self.path)
         self._rows = csv.reader(self._handle, delimiter="\t")
         try:
             self._read_header(min_samples)

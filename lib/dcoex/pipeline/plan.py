@@ -213,7 +213,7 @@ def _choose_work(plan: RunPlan, stages: list[str]) -> None:
         spec = STAGES[s]
         if not spec.per_gene:
             if s == "00":
-                ok = validate.expression_valid(plan.expr_h5)
+                ok = validate.expression_valid(plan.expr_h5, plan.options.expr_tsv)
             elif s == "01":
                 ok = validate.indices_valid(spec.output_path(out), params)
             else:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from dcoex.errors import InputError
+from dcoex.expression_tsv import open_tsv_text
 
 
 @dataclass(frozen=True)
@@ -19,10 +19,6 @@ class DataShape:
     gene_names: tuple[str, ...]
 
 
-def _open_text(path: Path):
-    return gzip.open(path, "rt") if path.suffix == ".gz" else open(path, "rt")
-
-
 def shape_from_tsv(path: str | os.PathLike) -> DataShape:
     """Shape of a genes × samples TSV (header = sample names, first column = gene names).
 
@@ -31,7 +27,7 @@ def shape_from_tsv(path: str | os.PathLike) -> DataShape:
     """
     path = Path(path)
     try:
-        with _open_text(path) as handle:
+        with open_tsv_text(path) as handle:
             handle.readline()  # header: sample names
             names: list[str] = []
             width = None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
+from dcoex.errors import InputError
 from dcoex.genes import gene_file_path
 
 
@@ -37,8 +39,24 @@ def _differs(stored, wanted) -> bool:
         return str(stored) != str(wanted)
 
 
-def expression_valid(path: Path) -> bool:
-    return _h5_ok(path, need=("expr",))
+def expression_valid(path: Path, source_tsv: str | os.PathLike | None = None) -> bool:
+    """``path`` holds ``/expr``, and (given ``source_tsv``) was converted from that TSV's
+    current content (root attribute ``source_sha256``; a file without it is not trusted)."""
+    if not _h5_ok(path, need=("expr",)):
+        return False
+    if source_tsv is None:
+        return True
+    from dcoex.expression_tsv import tsv_sha256
+    from dcoex.h5io import attr_value
+
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as h5:
+            stored = attr_value(h5.attrs.get("source_sha256"))
+        return stored is not None and str(stored) == tsv_sha256(source_tsv)
+    except (OSError, InputError):
+        return False
 
 
 def indices_valid(path: Path, params: dict) -> bool:

@@ -15,7 +15,7 @@ import click
 from dcoex.atomic import atomic_output, ensure_writable_dir
 from dcoex.errors import InputError
 from dcoex.expression_store import ExpressionWriter
-from dcoex.expression_tsv import DEFAULT_BLOCK_ROWS, TsvExpressionReader
+from dcoex.expression_tsv import DEFAULT_BLOCK_ROWS, TsvExpressionReader, tsv_sha256
 from dcoex.progress import progress
 from memfit.allocation import detect_allocation
 from memfit.estimators.convert import estimate
@@ -48,6 +48,7 @@ def convert(
                     sha = writer.finish()
                     n_genes, n_samples = len(writer.gene_names), reader.n_samples
                     est = estimate(n_samples, n_genes, block_rows, compression)
+                    writer.file.attrs["source_sha256"] = tsv_sha256(expr_tsv)
                     write_h5_attrs(writer.file, STAGE, est, allocation, recorder, block_rows)
                 finally:
                     writer.close()
