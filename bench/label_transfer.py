@@ -5,6 +5,7 @@
   python bench/label_transfer.py all                           # both; writes bench/results/label_transfer.json
   python bench/label_transfer.py summarize                     # tables from the accuracy rows (several processes)
   python bench/label_transfer.py ablation --seeds 0,...,9      # this pipeline's classifier choices (pbmc)
+  python bench/label_transfer.py memory-heldout                # estimator vs measured on sizes not fitted
 
 Accuracy: this pipeline (scVI latent + XGBoost), SCANVI (scvi-tools, from the same kind of
 scVI model) and CellTypist (use_SGD=True; bench-only dependency) trained on the same
@@ -312,6 +313,22 @@ def memory(max_epochs: int = 5) -> dict:
     return {"sizes": rows, "naive": naive, "max_epochs": max_epochs}
 
 
+def memory_heldout(sizes: list[tuple], max_epochs: int = 5) -> list[dict]:
+    """Estimator vs measured peak on sizes that were not used to fit its constants."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for size in sizes:
+            ref, qry = _make_sparse(size, tmp)
+            out = tmp / f"out_{size[0]}_{size[2]}"
+            wall, _ = _peak_of([PY, str(CLI), "run", "--reference", str(ref), "--query", str(qry),
+                                "--out-dir", str(out), "--max-epochs", str(max_epochs), "--device", "cpu",
+                                "--query-label-key", "cell_type", "--quiet", "--ignore-memory-check"])
+            rows.append(memory_row(json.loads((out / "report.json").read_text()), size, wall))
+            print("held-out", rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
 NAIVE_SIZE = (20000, 10000, 20000, 0.03)  # many genes, ~3 % dense: dense float64 grows with cells x genes
 
 
@@ -435,6 +452,10 @@ def tables(results: dict) -> str:
             lines.append(f"| {r['n_reference']} + {r['n_query']} | {r['n_genes']} | {r['nnz']} | "
                          f"{format_bytes(r['measured_peak_bytes'])} | {format_bytes(r['estimate_bytes'])} | "
                          f"{r['estimate_over_measured']:.3f} |")
+        for r in results.get("memory_heldout", []):
+            lines.append(f"| {r['n_reference']} + {r['n_query']} (held out) | {r['n_genes']} | {r['nnz']} | "
+                         f"{format_bytes(r['measured_peak_bytes'])} | {format_bytes(r['estimate_bytes'])} | "
+                         f"{r['estimate_over_measured']:.3f} |")
         naive = mem.get("naive")
         if naive:
             lines += ["", f"naive run (outer join, dense float64, no HVG) on {naive['shape']}: peak "
@@ -446,13 +467,15 @@ def tables(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["accuracy", "memory", "naive-compare", "all", "naive", "summarize", "tables",
-                                             "ablation"])
+                                             "ablation", "memory-heldout"])
     parser.add_argument("--datasets", default=",".join(SPLITS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--max-epochs", type=int, default=5, help="scVI epochs of the memory runs")
     parser.add_argument("--accuracy-max-epochs", type=int, default=400, help="scVI epochs (early stopping) of the accuracy runs")
     parser.add_argument("--only-ours", action="store_true", help="accuracy: rerun this pipeline, keep the peers' rows")
     parser.add_argument("--n-latent", type=int, default=30, help="scVI latent dimensions of this pipeline (accuracy)")
+    parser.add_argument("--sizes", default="5000:2500:3000:0.15,12000:6000:10000:0.05",
+                        help="memory-heldout: reference:query:genes:mean_count, comma-separated")
     parser.add_argument("--variants", default=",".join(ABLATION), help="ablation: variants of this pipeline")
     parser.add_argument("--reference")
     parser.add_argument("--query")
@@ -471,6 +494,10 @@ def main() -> None:
     new = {}
     if args.what in ("memory", "all"):
         new["memory"] = memory(args.max_epochs)
+    if args.what == "memory-heldout":
+        new["memory_heldout"] = memory_heldout(
+            [tuple(float(x) if "." in x else int(x) for x in item.split(":")) for item in args.sizes.split(",")],
+            args.max_epochs)
     if args.what == "naive-compare":
         new["memory_vs_naive"] = memory_vs_naive(args.max_epochs)
     if args.what in ("accuracy", "all"):
