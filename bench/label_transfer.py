@@ -289,44 +289,44 @@ def _peak_of(cmd: list[str]) -> tuple[float, str]:
     return time.monotonic() - start, proc.stdout
 
 
+def measured_run(size: tuple, tmp: Path, max_epochs: int, what: str) -> tuple[dict, Path, Path]:
+    """Make a sparse set of ``size`` in ``tmp``, run this pipeline's CLI on it in its own process;
+    (memory_row of the run, reference path, query path)."""
+    ref, qry = _make_sparse(size, tmp)
+    out = tmp / f"out_{size[0]}_{size[2]}"
+    wall, _ = _peak_of([PY, str(CLI), "run", "--reference", str(ref), "--query", str(qry),
+                        "--out-dir", str(out), "--max-epochs", str(max_epochs), "--device", "cpu",
+                        "--query-label-key", "cell_type", "--quiet", "--ignore-memory-check"])
+    row = memory_row(json.loads((out / "report.json").read_text()), size, wall)
+    print(what, row, file=sys.stderr, flush=True)
+    return row, ref, qry
+
+
+def naive_against(ref: Path, qry: Path, ours: dict, max_epochs: int, stop_after_setup: bool) -> dict:
+    """The naive run on the same files (its own process), with ours / naive."""
+    argv = [PY, __file__, "naive", "--reference", str(ref), "--query", str(qry), "--max-epochs", str(max_epochs)]
+    wall, stdout = _peak_of(argv + (["--stop-after-setup"] if stop_after_setup else []))
+    naive = json.loads(stdout.strip().splitlines()[-1])
+    naive["wall_s"] = round(wall, 1)
+    naive["ours_peak_bytes"] = ours["measured_peak_bytes"]
+    naive["ours_over_naive"] = round(ours["measured_peak_bytes"] / naive["peak_rss_bytes"], 3)
+    print("naive", naive, file=sys.stderr, flush=True)
+    return naive
+
+
 def memory(max_epochs: int = 5) -> dict:
-    rows = []
-    naive = None
+    """Estimator vs measured on SIZES (the sizes its constants were fitted on) and a naive full run."""
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        for size in SIZES:
-            ref, qry = _make_sparse(size, tmp)
-            out = tmp / f"out_{size[0]}"
-            wall, _ = _peak_of([PY, str(CLI), "run", "--reference", str(ref), "--query", str(qry),
-                                "--out-dir", str(out), "--max-epochs", str(max_epochs), "--device", "cpu",
-                                "--query-label-key", "cell_type", "--quiet"])
-            report = json.loads((out / "report.json").read_text())
-            rows.append(memory_row(report, size, wall))
-            print("memory", rows[-1], file=sys.stderr, flush=True)
-        wall, stdout = _peak_of([PY, __file__, "naive", "--reference", str(ref), "--query", str(qry),
-                                 "--max-epochs", str(max_epochs)])
-        naive = json.loads(stdout.strip().splitlines()[-1])
-        naive["wall_s"] = round(wall, 1)
-        naive["ours_peak_bytes"] = rows[-1]["measured_peak_bytes"]
-        naive["ours_over_naive"] = round(rows[-1]["measured_peak_bytes"] / naive["peak_rss_bytes"], 3)
-        print("naive", naive, file=sys.stderr, flush=True)
+        runs = [measured_run(size, Path(tmp), max_epochs, "memory") for size in SIZES]
+        rows = [row for row, _, _ in runs]
+        naive = naive_against(runs[-1][1], runs[-1][2], rows[-1], max_epochs, stop_after_setup=False)
     return {"sizes": rows, "naive": naive, "max_epochs": max_epochs}
 
 
 def memory_heldout(sizes: list[tuple], max_epochs: int = 5) -> list[dict]:
     """Estimator vs measured peak on sizes that were not used to fit its constants."""
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        for size in sizes:
-            ref, qry = _make_sparse(size, tmp)
-            out = tmp / f"out_{size[0]}_{size[2]}"
-            wall, _ = _peak_of([PY, str(CLI), "run", "--reference", str(ref), "--query", str(qry),
-                                "--out-dir", str(out), "--max-epochs", str(max_epochs), "--device", "cpu",
-                                "--query-label-key", "cell_type", "--quiet", "--ignore-memory-check"])
-            rows.append(memory_row(json.loads((out / "report.json").read_text()), size, wall))
-            print("held-out", rows[-1], file=sys.stderr, flush=True)
-    return rows
+        return [measured_run(size, Path(tmp), max_epochs, "held-out")[0] for size in sizes]
 
 
 NAIVE_SIZE = (20000, 10000, 20000, 0.03)  # many genes, ~3 % dense: dense float64 grows with cells x genes
@@ -335,22 +335,8 @@ NAIVE_SIZE = (20000, 10000, 20000, 0.03)  # many genes, ~3 % dense: dense float6
 def memory_vs_naive(max_epochs: int = 5, size: tuple = NAIVE_SIZE) -> dict:
     """This pipeline (full run) vs the naive run stopped after its dense matrix and scVI set-up."""
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        ref, qry = _make_sparse(size, tmp)
-        out = tmp / "out"
-        wall, _ = _peak_of([PY, str(CLI), "run", "--reference", str(ref), "--query", str(qry),
-                            "--out-dir", str(out), "--max-epochs", str(max_epochs), "--device", "cpu",
-                            "--query-label-key", "cell_type", "--quiet", "--ignore-memory-check"])
-        report = json.loads((out / "report.json").read_text())
-        ours = memory_row(report, size, wall)
-        print("ours", ours, file=sys.stderr, flush=True)
-        wall, stdout = _peak_of([PY, __file__, "naive", "--reference", str(ref), "--query", str(qry),
-                                 "--max-epochs", str(max_epochs), "--stop-after-setup"])
-    naive = json.loads(stdout.strip().splitlines()[-1])
-    naive["wall_s"] = round(wall, 1)
-    naive["ours_peak_bytes"] = ours["measured_peak_bytes"]
-    naive["ours_over_naive"] = round(ours["measured_peak_bytes"] / naive["peak_rss_bytes"], 3)
-    print("naive", naive, file=sys.stderr, flush=True)
+        ours, ref, qry = measured_run(size, Path(tmp), max_epochs, "ours")
+        naive = naive_against(ref, qry, ours, max_epochs, stop_after_setup=True)
     return {"ours": ours, "naive": naive, "max_epochs": max_epochs}
 
 
