@@ -219,6 +219,22 @@ def _attempt_tasks(attempt: Mapping[str, Any], n_tasks: int | None, records: lis
     return ids or [1]
 
 
+def _attempt_records(
+    attempt: Mapping[str, Any], n_tasks: int | None, job_records: list[TaskAccounting]
+) -> list[tuple[int, TaskAccounting | None]]:
+    """(task, its accounting record or None) for every task of ``attempt``; a single-task
+    attempt takes the job's only record whatever task id accounting gave it."""
+    task_ids = _attempt_tasks(attempt, n_tasks, job_records)
+    by_task = {r.task_id: r for r in job_records}
+    pairs = []
+    for task in task_ids:
+        record = by_task.get(task)
+        if record is None and len(task_ids) == 1 and len(job_records) == 1:
+            record = job_records[0]
+        pairs.append((task, record))
+    return pairs
+
+
 def _index_accounting(records: Iterable[TaskAccounting]) -> dict[str, list[TaskAccounting]]:
     """Records by job id; pending array ranges expanded into per-task records."""
     by_job: dict[str, list[TaskAccounting]] = {}
@@ -302,12 +318,7 @@ def review_stage(
     for number, attempt in enumerate(stage.get("attempts", []), start=1):
         job_id = str(attempt["job_id"]) if attempt.get("job_id") not in (None, "") else None
         records = accounting.get(job_id, []) if job_id else []
-        task_ids = _attempt_tasks(attempt, stage.get("n_tasks"), records)
-        by_task = {r.task_id: r for r in records}
-        for task in task_ids:
-            record = by_task.get(task)
-            if record is None and len(task_ids) == 1 and len(records) == 1:
-                record = records[0]
+        for task, record in _attempt_records(attempt, stage.get("n_tasks"), records):
             entry = AttemptReview(
                 attempt=int(attempt.get("attempt") or number),
                 job_id=job_id,
@@ -583,15 +594,10 @@ def unsettled_tasks(manifest: Mapping[str, Any], records: Iterable[TaskAccountin
             job_id = str(attempt.get("job_id") or "")
             if not job_id or int(attempt.get("attempt") or number) not in finalised:
                 continue
-            job_records = accounting.get(job_id, [])
-            task_ids = _attempt_tasks(attempt, stage.get("n_tasks"), job_records)
-            by_task = {r.task_id: r for r in job_records}
-            for task in task_ids:
-                record = by_task.get(task)
-                if record is None and len(task_ids) == 1 and len(job_records) == 1:
-                    record = job_records[0]
+            pairs = _attempt_records(attempt, stage.get("n_tasks"), accounting.get(job_id, []))
+            for task, record in pairs:
                 if task not in cancelled and (record is None or not record.settled):
-                    waiting.append(f"{job_id}_{task}" if len(task_ids) > 1 else job_id)
+                    waiting.append(f"{job_id}_{task}" if len(pairs) > 1 else job_id)
     return waiting
 
 
