@@ -33,52 +33,36 @@ def run_genes(
     output_of: Callable[[int], Path],
     is_valid: Callable[[int, Path], bool],
     process: Callable[[int, Path], None],
-    force: bool = False,
-    quiet: bool = False,
-) -> dict[str, list[int]]:
-    """Process each gene (skipping valid outputs unless ``force``); a gene raising one of
-    GENE_ERRORS is recorded and the loop goes on. Raises GenesFailedError at the end if any
-    gene failed; returns {"written": [...], "skipped": [...]} otherwise."""
-    written, skipped, failures = [], [], {}
-    for gene in progress(genes, quiet=quiet, unit="gene"):
-        path = output_of(gene)
-        if not force and path.exists() and _safe_valid(is_valid, gene, path):
-            skipped.append(gene)
-            continue
-        try:
-            process(gene, path)
-        except GENE_ERRORS as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            print(f"error: gene {gene}: {reason}", file=sys.stderr)
-            failures[gene] = reason
-            continue
-        written.append(gene)
-    done = {"written": written, "skipped": skipped}
-    if failures:
-        raise GenesFailedError(failures, done)
-    return done
-
-
-def run_genes_then(
-    genes: Sequence[int],
-    output_of: Callable[[int], Path],
-    is_valid: Callable[[int, Path], bool],
-    process: Callable[[int, Path], None],
     finish: Callable[[dict], None],
     force: bool = False,
     quiet: bool = False,
 ) -> dict:
-    """run_genes, then ``finish(done)`` whether genes failed or not (stop the recorder, write the
-    sidecar). ``done`` = {"written": [...], "skipped": [...], "failed": {"gene": reason}}; the
-    GenesFailedError of failing genes is re-raised after ``finish``."""
-    done: dict = {"written": [], "skipped": [], "failed": {}}
+    """Process each gene (skipping valid outputs unless ``force``); a gene raising one of
+    GENE_ERRORS is recorded and the loop goes on. Then ``finish(done)`` runs whatever happened
+    (stop the recorder, write the sidecar), with ``done`` = {"written": [...], "skipped": [...],
+    "failed": {"gene": reason}}; GenesFailedError is raised after it if any gene failed."""
+    written: list[int] = []
+    skipped: list[int] = []
+    failures: dict[int, str] = {}
     try:
-        done = {**run_genes(genes, output_of, is_valid, process, force, quiet), "failed": {}}
-    except GenesFailedError as exc:
-        done = {**exc.done, "failed": {str(k): v for k, v in exc.failures.items()}}
-        raise
+        for gene in progress(genes, quiet=quiet, unit="gene"):
+            path = output_of(gene)
+            if not force and path.exists() and _safe_valid(is_valid, gene, path):
+                skipped.append(gene)
+                continue
+            try:
+                process(gene, path)
+            except GENE_ERRORS as exc:
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                print(f"error: gene {gene}: {reason}", file=sys.stderr)
+                failures[gene] = reason
+                continue
+            written.append(gene)
     finally:
-        finish(done)
+        finish({"written": written, "skipped": skipped, "failed": {str(k): v for k, v in failures.items()}})
+    done = {"written": written, "skipped": skipped, "failed": {}}
+    if failures:
+        raise GenesFailedError(failures, {"written": written, "skipped": skipped})
     return done
 
 

@@ -24,7 +24,7 @@ from dcoex.errors import InputError
 from dcoex.expression_store import open_expression
 from dcoex.genes import gene_file_path, index_width
 from dcoex.indices_file import IndicesFile, check_groups, groups_sha
-from dcoex.pergene import resolve_genes, run_genes_then
+from dcoex.pergene import resolve_genes, run_genes
 from dcoex.threads import blas_threads
 from memfit.allocation import detect_allocation
 from memfit.estimators.base_correlations import estimate
@@ -108,7 +108,7 @@ def run_base(
                            "n_genes": n, "n_samples": n_samples, **done},
                 )
 
-            done = run_genes_then(genes, output_of, is_valid, process, finish, force, quiet)
+            done = run_genes(genes, output_of, is_valid, process, finish, force, quiet)
     return {**done, "genes": genes, "tile_rows": plan.batch_size, "estimate_bytes": plan.estimate.total_bytes,
             "peak_rss_bytes": recorder.peak_rss_bytes, "wall_s": recorder.elapsed()[0]}
 

@@ -28,7 +28,7 @@ from dcoex.errors import InputError
 from dcoex.expression_store import open_expression
 from dcoex.genes import gene_file_path, index_width
 from dcoex.indices_file import IndicesFile, check_groups, groups_sha
-from dcoex.pergene import resolve_genes, run_genes_then
+from dcoex.pergene import resolve_genes, run_genes
 from dcoex.threads import blas_threads
 from memfit.allocation import detect_allocation
 from memfit.estimate import MemoryEstimate
@@ -200,7 +200,7 @@ def run_bootstrap(
                            "threads": threads, "n_genes": n, "n_samples": n_samples, **done},
                 )
 
-            done = run_genes_then(genes, output_of, is_valid, process, finish, force, quiet)
+            done = run_genes(genes, output_of, is_valid, process, finish, force, quiet)
     return {**done, "genes": genes, "edge_chunk": largest["chunk"],
             "estimate_bytes": largest["estimate"].total_bytes,
             "peak_rss_bytes": recorder.peak_rss_bytes, "wall_s": recorder.elapsed()[0]}

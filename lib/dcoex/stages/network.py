@@ -24,7 +24,7 @@ from dcoex.errors import InputError
 from dcoex.genes import gene_file_path, index_width
 from dcoex.network.build import NetworkOptions, reconstruct
 from dcoex.network.io import base_summary, is_valid_network, read_gene_inputs, read_gene_names, write_network
-from dcoex.pergene import resolve_genes, run_genes_then
+from dcoex.pergene import resolve_genes, run_genes
 from memfit.allocation import detect_allocation
 from memfit.estimators.network import estimate
 from memfit.plan import MemoryPlanError
@@ -131,7 +131,7 @@ def run_network(
                        "max_candidate_edges": max_edges, **params},
             )
 
-        return run_genes_then(genes, output_of, is_valid, process, finish, force, quiet)
+        return run_genes(genes, output_of, is_valid, process, finish, force, quiet)
 
 
 @click.command(name="03_reconstruct_diff_network")
