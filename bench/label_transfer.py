@@ -342,7 +342,7 @@ def memory_vs_naive(max_epochs: int = 5, size: tuple = NAIVE_SIZE) -> dict:
 
 def memory_row(report: dict, size: tuple, wall: float) -> dict:
     """Measured vs estimated peak of one run (the estimate recomputed with the current constants)."""
-    from memfit.estimators.label_transfer import estimate
+    from labeltransfer.estimator import estimate
 
     params = {k: v for k, v in report["estimate"]["params"].items() if k != "peak_step"}
     est = estimate(**params)
@@ -360,7 +360,7 @@ def memory_row(report: dict, size: tuple, wall: float) -> dict:
 
 
 def _step_totals(report: dict) -> dict:
-    from memfit.estimators.label_transfer import step_estimates
+    from labeltransfer.estimator import step_estimates
 
     params = {k: v for k, v in report["estimate"]["params"].items() if k != "peak_step"}
     return {k: v.total_bytes for k, v in step_estimates(**params).items()}

@@ -1,6 +1,6 @@
 """Run ``python -m MODULE ARGS...`` in this process; at exit write its peak RSS as JSON.
 
-    python bench/peak_rss.py OUT.json dcoex.stages.bootstrap_indices --in-h5 ...
+    python bench/peak_rss.py OUT.json dcoex.stages.s01_bootstrap_indices --in-h5 ...
 
 The peak is the kernel's VmHWM of this process (bytes), which starts at exec. Unlike
 ``ru_maxrss`` (from ``wait4`` or ``getrusage``), it does not inherit the high-water mark

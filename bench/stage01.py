@@ -30,7 +30,7 @@ def _run_stage(args: list[str], scratch: Path) -> tuple[float, int, int]:
     """Run the stage in a subprocess; return (wall seconds, peak RSS bytes (VmHWM), exit code)."""
     record = scratch / "peak.json"
     start = time.monotonic()
-    code = subprocess.run([sys.executable, str(PEAK_RSS), str(record), "dcoex.stages.bootstrap_indices", *args]).returncode
+    code = subprocess.run([sys.executable, str(PEAK_RSS), str(record), "dcoex.stages.s01_bootstrap_indices", *args]).returncode
     wall = time.monotonic() - start
     return wall, json.loads(record.read_text())["peak_rss_bytes"], code
 

@@ -119,7 +119,7 @@ def main() -> None:
         out = work / f"base_{alpha}"
         for role, gene in roles.items():
             load = _load()
-            wall = _run(["dcoex.stages.base_correlations", "--expr-h5", expr, "--indices-h5", idx, "--out-dir",
+            wall = _run(["dcoex.stages.s02a_base_correlations", "--expr-h5", expr, "--indices-h5", idx, "--out-dir",
                          str(out), "--fdr-alpha", str(alpha), "--gene-index", str(gene), "--force", "--quiet"], env)
             rec = _sidecar(out, "02a", gene)
             rows.append(_row("02a", role, gene, alpha, rec, wall, load, _edges(out, gene)))
@@ -130,7 +130,7 @@ def main() -> None:
         for role in ("module_9", "modulator_460"):
             gene = roles[role]
             load = _load()
-            wall = _run(["dcoex.stages.bootstrap_edges", "--expr-h5", expr, "--indices-h5", idx, "--base-dir",
+            wall = _run(["dcoex.stages.s02b_bootstrap_edges", "--expr-h5", expr, "--indices-h5", idx, "--base-dir",
                          str(base), "--out-dir", str(out), "--gene-index", str(gene), "--force", "--quiet"], env)
             rec = _sidecar(out, "02b", gene)
             rows.append(_row("02b", role, gene, 0.05, rec, wall, load, _edges(base, gene)))

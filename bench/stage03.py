@@ -77,7 +77,7 @@ def stage03_case(work: Path, label: str, genes: list[int], names: list[str]) -> 
 def make_network_files(template: Path, dest: Path, names: list[str]) -> float:
     """Copy one stage 03 file to one file per gene, fixing its gene attributes."""
     from dcoex.genes import gene_file_path
-    from dcoex.network.io import SUMMARY_ATTR
+    from dcoex.stages.s03_network.io import SUMMARY_ATTR
 
     t0 = time.perf_counter()
     dest.mkdir(parents=True)

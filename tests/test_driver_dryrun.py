@@ -11,7 +11,7 @@ import pytest
 
 from cluster_util import run_driver, write_dataset
 from memfit.allocation import VIRTUAL_OVERHEAD_BYTES
-from memfit.estimators import get_estimator
+from dcoex.stages import get_estimator
 from memfit.units import MiB
 
 STAGES = ["00", "01", "02a", "02b", "03", "03b"]

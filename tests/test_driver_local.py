@@ -103,7 +103,7 @@ def test_task_runner_maps_exit_codes(tmp_path, monkeypatch, code, state, mapped)
     """A stage never exits 99/100 (SGE requeue / error state); 3 is out of memory."""
     write_json_atomic(tmp_path / "run_manifest.json", {
         "scheduler": "slurm", "stage_order": ["02a"],
-        "stages": {"02a": {"stage_command": ["python", "-m", "dcoex.stages.base_correlations"], "attempts": []}}})
+        "stages": {"02a": {"stage_command": ["python", "-m", "dcoex.stages.s02a_base_correlations"], "attempts": []}}})
     seen = {}
     monkeypatch.setattr(task_mod, "run_stage", lambda argv: seen.setdefault("argv", argv) and code)
     assert task_mod.main(["--out-dir", str(tmp_path), "--stage", "02a", "--attempt", "2", "--task", "5"]) == mapped

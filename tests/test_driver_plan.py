@@ -21,7 +21,7 @@ from dcoex.pipeline.options import parse_args
 from dcoex.pipeline.plan import first_request, make_plan, split_tasks
 from dcoex.pipeline.schedulers import SLURM_MIN_REQUEST_BYTES, Sge, Slurm, compress_tasks
 from memfit.allocation import VIRTUAL_OVERHEAD_BYTES
-from memfit.estimators import get_estimator
+from dcoex.stages import get_estimator
 from memfit.units import MiB
 
 

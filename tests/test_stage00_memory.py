@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memfit.estimators import get_estimator
+from dcoex.stages import get_estimator
 
 ROOT = Path(__file__).resolve().parents[1]
 PEAK_RSS = ROOT / "bench" / "peak_rss.py"
@@ -28,7 +28,7 @@ def _write_tsv(path: Path, n_genes: int, n_samples: int) -> Path:
 
 def _measure(tmp_path: Path, tsv: Path) -> tuple[int, dict]:
     out, record = tmp_path / f"{tsv.stem}.h5", tmp_path / f"{tsv.stem}.peak.json"
-    done = subprocess.run([sys.executable, str(PEAK_RSS), str(record), "dcoex.stages.convert",
+    done = subprocess.run([sys.executable, str(PEAK_RSS), str(record), "dcoex.stages.s00_convert",
                            "--expr-tsv", str(tsv), "--out-h5", str(out), "--quiet"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return json.loads(record.read_text())["peak_rss_bytes"], json.loads(Path(str(out) + ".memory.json").read_text())

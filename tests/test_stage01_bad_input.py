@@ -10,7 +10,7 @@ import pytest
 
 from dcoex.cli import run_command
 from dcoex.expression_store import write_expression
-from dcoex.stages.bootstrap_indices import main
+from dcoex.stages.s01_bootstrap_indices.cli import main
 
 
 def _store(path: Path, n_genes=6, n_samples=40, nan_at=None) -> Path:

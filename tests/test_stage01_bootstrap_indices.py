@@ -12,7 +12,7 @@ import pytest
 
 from dcoex.cli import run_command
 from dcoex.expression_store import content_sha256, write_expression
-from dcoex.stages.bootstrap_indices import main
+from dcoex.stages.s01_bootstrap_indices.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIM = ROOT / "src" / "scripts" / "01subset" / "01get_extreme_pop_bootstrap.py"

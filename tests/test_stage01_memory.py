@@ -14,8 +14,8 @@ import pytest
 from dcoex.cli import run_command
 from dcoex.errors import EXIT_OUT_OF_MEMORY
 from dcoex.expression_store import write_expression
-from dcoex.stages.bootstrap_indices import main
-from memfit.estimators import get_estimator
+from dcoex.stages.s01_bootstrap_indices.cli import main
+from dcoex.stages import get_estimator
 
 ROOT = Path(__file__).resolve().parents[1]
 PEAK_RSS = ROOT / "bench" / "peak_rss.py"
@@ -57,7 +57,7 @@ def test_estimate_matches_measured_peak(tmp_path, n_genes, n_samples, n_bootstra
     out = tmp_path / "bi.h5"
     record = tmp_path / "peak.json"
     done = subprocess.run(
-        [sys.executable, str(PEAK_RSS), str(record), "dcoex.stages.bootstrap_indices", "--in-h5", str(store),
+        [sys.executable, str(PEAK_RSS), str(record), "dcoex.stages.s01_bootstrap_indices", "--in-h5", str(store),
          "--out-h5", str(out), "--n-bootstrap", str(n_bootstrap), "--batch-size", batch,
          "--threads", str(threads), "--quiet"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -115,7 +115,7 @@ def test_flat_index_round_trip_above_int32():
 def test_second_pass_and_exact_q(planted):
     """Collecting the edges in a second pass gives the same table; --exact-q gives every
     q-value exactly (statsmodels on the whole family)."""
-    from dcoex.base_correlations import base_correlations
+    from dcoex.stages.s02a_base_correlations.science import base_correlations
 
     x, idx, genes, _ = planted
     gene = genes[1]
@@ -135,7 +135,7 @@ def test_second_pass_and_exact_q(planted):
 
 def test_tile_size_does_not_change_any_bit():
     """Integer rank products are exact: r is bit-identical for any tile shape."""
-    from dcoex.base_correlations import base_correlations
+    from dcoex.stages.s02a_base_correlations.science import base_correlations
     from dcoex.synthetic import make_synthetic
 
     data = make_synthetic(n_genes=200, n_samples=200, seed=1, n_modulators=2, module_size=10)
@@ -151,7 +151,7 @@ def test_tile_size_does_not_change_any_bit():
 
 def test_large_groups_use_exact_float64_products():
     """k(k−1)² >= 2**24 (k >= 257): rank products switch to float64 and stay exact."""
-    from dcoex.base_correlations import base_correlations
+    from dcoex.stages.s02a_base_correlations.science import base_correlations
     from dcoex.ranks import IntegerRanks
 
     rng = np.random.default_rng(5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from memfit.estimators import get_estimator
+from dcoex.stages import get_estimator
 from dcoex.synthetic import make_synthetic
 from util_stage02 import SCRIPT_02A, SCRIPT_02B, read_edges, run_inproc, write_inputs
 

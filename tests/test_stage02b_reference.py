@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from dcoex.bootstrap_edges import EdgeLayout, boot_stats, positions_in_group, replicate_deltas
+from dcoex.stages.s02b_bootstrap_edges.science import EdgeLayout, boot_stats, positions_in_group, replicate_deltas
 from dcoex.genes import gene_file_path
 from util_stage02 import SCRIPT_02A, SCRIPT_02B, planted_matrix, read_edges, run_inproc, run_script, write_inputs
 

@@ -10,9 +10,9 @@ import pytest
 
 from dcoex.errors import GenesFailedError, InputError
 from dcoex.genes import gene_file_path
-from dcoex.network.build import NetworkOptions
-from dcoex.network.focus import METRIC_NAMES
-from dcoex.stages.network import run_network
+from dcoex.stages.s03_network.build import NetworkOptions
+from dcoex.stages.s03_network.focus import METRIC_NAMES
+from dcoex.stages.s03_network.cli import run_network
 from util_stage03 import (STAGE03, flat_index, gene_names, h5_differences, make_edges, random_edges,
                           run_cli, write_inputs)
 
@@ -142,7 +142,7 @@ def test_estimate_over_the_limit_fails_fast(inputs, tmp_path):
 
 
 def test_estimators_grow_with_their_inputs():
-    from memfit.estimators import get_estimator
+    from dcoex.stages import get_estimator
 
     est03 = get_estimator("03")
     small, big = est03(n_genes=8763, n_edges=100), est03(n_genes=8763, n_edges=200_000)

@@ -8,8 +8,8 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from dcoex.network import topology
-from dcoex.network.classify import classify, presence, select_edges
+from dcoex.stages.s03_network import topology
+from dcoex.stages.s03_network.classify import classify, presence, select_edges
 from util_stage03 import random_pairs
 
 

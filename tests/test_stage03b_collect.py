@@ -8,8 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from dcoex.network.build import NetworkOptions
-from dcoex.stages.network import run_network
+from dcoex.stages.s03_network.build import NetworkOptions
+from dcoex.stages.s03_network.cli import run_network
 from util_stage03 import STAGE03B, gene_names, random_edges, run_cli, write_inputs
 
 N = 60

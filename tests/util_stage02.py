@@ -78,9 +78,9 @@ def run_inproc(script: Path, *args: object, mem_limit: str = "4G") -> Done:
     from dcoex.cli import run_command
 
     if script == SCRIPT_02A:
-        from dcoex.stages.base_correlations import main
+        from dcoex.stages.s02a_base_correlations.cli import main
     else:
-        from dcoex.stages.bootstrap_edges import main
+        from dcoex.stages.s02b_bootstrap_edges.cli import main
     err = io.StringIO()
     old = os.environ.get("MEMFIT_MEM_LIMIT")
     os.environ["MEMFIT_MEM_LIMIT"] = mem_limit

@@ -14,7 +14,7 @@ from dcoex.errors import InputError
 from labeltransfer.io import H5adHeader, read_header, sample_is_integer
 from labeltransfer.prepare import filter_cell_types, intersect_genes
 from memfit.allocation import Allocation, detect_allocation
-from memfit.estimators.label_transfer import STEPS, step_estimates
+from labeltransfer.estimator import STEPS, step_estimates
 from memfit.units import format_bytes
 
 #: Estimated GPU speed-up of scVI training worth recommending above this many cells.

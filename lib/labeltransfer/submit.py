@@ -134,7 +134,7 @@ def write_manifest(out_dir: Path, scheduler: str, entry: dict, attempt: dict, pa
 def submit(scheduler: str, opts: dict) -> dict:
     """Estimate, build the scheduler command, submit (or print with --dry-run), record the manifest."""
     from labeltransfer.run import RunOptions, estimate_params, inspect_inputs
-    from memfit.estimators.label_transfer import estimate as estimate_memory
+    from labeltransfer.estimator import estimate as estimate_memory
 
     run_fields = {k: opts[k] for k in ("reference", "query", "label_key", "out_dir", "counts_layer",
                                         "query_label_key", "min_cells_per_type", "n_hvg", "n_latent",

@@ -26,7 +26,7 @@ from dcoex.groups import group_sizes
 from dcoex.pipeline.shapes import DataShape
 from dcoex.pipeline.stages import stage_defaults
 from memfit.estimate import MemoryEstimate
-from memfit.estimators import get_estimator
+from dcoex.stages import get_estimator
 
 #: Batches the driver plans for under ``--batch-size auto`` (the stages may take more if it fits).
 AUTO_BATCH_01 = 256  # genes per batch of stage 01
@@ -70,7 +70,7 @@ def stage_estimate(stage: str, shape: DataShape, n_bootstrap: int, low_frac: flo
         fixed = estimate(s, n, defaults["block_rows"], defaults["compression"])
         return StageEstimate(fixed, fixed)
     if stage == "03":
-        from memfit.estimators.network import DEFAULT_PLANNING_EDGES
+        from dcoex.stages.s03_network.estimator import DEFAULT_PLANNING_EDGES
 
         fixed = estimate(n_genes=n, n_edges=min(pairs, DEFAULT_PLANNING_EDGES))
         return StageEstimate(fixed, fixed)
@@ -86,14 +86,14 @@ def stage_estimate(stage: str, shape: DataShape, n_bootstrap: int, low_frac: flo
 
         return _batched(fn, batch_size, n, AUTO_BATCH_01)
     if stage == "02a":
-        from dcoex.stages.base_correlations import MAX_TILE_ROWS
+        from dcoex.stages.s02a_base_correlations.cli import MAX_TILE_ROWS
 
         def fn(rows: int) -> MemoryEstimate:
             return estimate(n, s, sizes.k_low, sizes.k_high, fdr_alpha, rows, defaults["exact_q"])
 
         return _batched(fn, batch_size, min(MAX_TILE_ROWS, n - 1), AUTO_TILE_ROWS_02A)
     if stage == "02b":
-        from memfit.estimators.bootstrap_edges import max_chunk
+        from dcoex.stages.s02b_bootstrap_edges.estimator import max_chunk
 
         n_edges = min(pairs, PLAN_EDGES)
 

@@ -50,6 +50,7 @@ def write_script(path: Path, module: str, args: list[str], slots: int, mem_safet
         # finalisers and tasks call the scheduler's commands: SGE jobs do not inherit PATH
         f'export PATH={shlex.quote(_tool_dirs())}"${{PATH:+:$PATH}}"',
         "export PYTHONUNBUFFERED=1",
+        *([f"export PYTHONPATH={shlex.quote(os.environ['PYTHONPATH'])}"] if os.environ.get("PYTHONPATH") else []),
         "exec " + shlex.join([sys.executable, "-m", module, *args]),
     ]
     if not write:  # dry run: name the script, write nothing

@@ -26,12 +26,12 @@ class StageSpec:
 
 
 STAGES = {
-    "00": StageSpec("00", "convert", "expression.h5", False, "convert TSV to HDF5"),
-    "01": StageSpec("01", "bootstrap_indices", "bootstrap_indices.h5", False, "groups + bootstrap indices"),
-    "02a": StageSpec("02a", "base_correlations", "base_correlations", True, "base correlations"),
-    "02b": StageSpec("02b", "bootstrap_edges", "bootstrap_significant", True, "bootstrap significant edges"),
-    "03": StageSpec("03", "network", "networks", True, "differential network"),
-    "03b": StageSpec("03b", "collect", "differential_network_summary.h5", False, "collect networks"),
+    "00": StageSpec("00", "s00_convert", "expression.h5", False, "convert TSV to HDF5"),
+    "01": StageSpec("01", "s01_bootstrap_indices", "bootstrap_indices.h5", False, "groups + bootstrap indices"),
+    "02a": StageSpec("02a", "s02a_base_correlations", "base_correlations", True, "base correlations"),
+    "02b": StageSpec("02b", "s02b_bootstrap_edges", "bootstrap_significant", True, "bootstrap significant edges"),
+    "03": StageSpec("03", "s03_network", "networks", True, "differential network"),
+    "03b": StageSpec("03b", "s03b_collect", "differential_network_summary.h5", False, "collect networks"),
 }
 HUBS_TSV = "rewiring_hubs.tsv"
 
@@ -39,7 +39,7 @@ HUBS_TSV = "rewiring_hubs.tsv"
 def stage_options(stage: str) -> set[str] | None:
     """Long option names the stage's click command accepts, or None if it cannot be imported."""
     try:
-        module = importlib.import_module(f"dcoex.stages.{STAGES[stage].module}")
+        module = importlib.import_module(f"dcoex.stages.{STAGES[stage].module}.cli")
         command = module.main
     except Exception:  # noqa: BLE001 - a stage still being written, or broken: reported by the caller
         return None
@@ -51,7 +51,7 @@ def stage_options(stage: str) -> set[str] | None:
 
 def stage_defaults(stage: str) -> dict[str, object]:
     """Defaults of the stage's click options, by parameter name (what it uses when not told)."""
-    module = importlib.import_module(f"dcoex.stages.{STAGES[stage].module}")
+    module = importlib.import_module(f"dcoex.stages.{STAGES[stage].module}.cli")
     return {p.name: p.default for p in module.main.params}
 
 

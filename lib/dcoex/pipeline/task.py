@@ -49,7 +49,7 @@ def run_stage(argv: list[str]) -> int:
     from dcoex.cli import run_command
 
     try:
-        module = importlib.import_module(argv[2])
+        module = importlib.import_module(f"{argv[2]}.cli")
     except MemoryError:
         print(f"dcoex task: out of memory while importing {argv[2]}", file=sys.stderr)
         return EXIT_OUT_OF_MEMORY

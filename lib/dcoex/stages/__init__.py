@@ -1,1 +1,30 @@
-"""Stage implementations: one module per pipeline stage, each with a click ``main``."""
+"""The pipeline's stages, one package each: ``sNN_name/`` holds the stage's contract
+(``contract.py``), its science (``science.py`` or a few named modules), its memory
+estimator (``estimator.py``) and its runner and command line (``cli.py``; ``python -m
+dcoex.stages.sNN_name``)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from memfit.estimate import MemoryEstimate
+
+#: Stage id -> package under ``dcoex.stages``, in pipeline order.
+STAGE_PACKAGES = {
+    "00": "s00_convert",
+    "01": "s01_bootstrap_indices",
+    "02a": "s02a_base_correlations",
+    "02b": "s02b_bootstrap_edges",
+    "03": "s03_network",
+    "03b": "s03b_collect",
+}
+
+
+def get_estimator(stage: str) -> Callable[..., MemoryEstimate]:
+    """The ``estimate`` function (bytes) of a stage id ("00", "01", "02a", "02b", "03", "03b")."""
+    try:
+        package = STAGE_PACKAGES[stage]
+    except KeyError:
+        raise KeyError(f"no estimator for stage {stage!r}; known: {sorted(STAGE_PACKAGES)}") from None
+    return importlib.import_module(f"dcoex.stages.{package}.estimator").estimate

@@ -1,3 +1,3 @@
-from dcoex.stages.convert import main
+from dcoex.stages.s00_convert.cli import main
 from dcoex.cli import run_command
 run_command(main)

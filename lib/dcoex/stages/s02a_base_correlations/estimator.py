@@ -34,7 +34,7 @@ from memfit.units import MiB
 #: click, psutil, threadpoolctl (measured 113 MiB on CPython 3.11) + recorder/HDF5 state.
 STAGE_BASELINE_BYTES = 116 * MiB
 TILE_BYTES_PER_CELL = 16
-#: Cells of one differential-filter slice (dcoex.base_correlations uses this); its bytes per
+#: Cells of one differential-filter slice (dcoex.stages.s02a_base_correlations.science uses this); its bytes per
 #: cell are FILTER_BYTES_FIXED + FILTER_BYTES_SELECTED × (fraction of cells passing).
 FILTER_CELLS = 1 << 20
 FILTER_BYTES_FIXED = 8

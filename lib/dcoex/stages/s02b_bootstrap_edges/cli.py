@@ -2,7 +2,7 @@
 
 For every selected gene g, reads the edges of ``{base_dir}/{gi}_{gene}.h5`` (02a) chosen by
 ``--edge-selection``, the gene's LOW/HIGH resamples from ``bootstrap_indices.h5`` and
-computes Δ^b = r_H^b − r_L^b for every replicate (dcoex.bootstrap_edges), then writes
+computes Δ^b = r_H^b − r_L^b for every replicate (dcoex.stages.s02b_bootstrap_edges.science), then writes
 ``{out_dir}/{gi}_{gene}.h5`` atomically (layout: docs/stage02b.md). Edges are processed in
 chunks sized by memfit so memory is O(chunk × B). Genes whose output exists and matches
 the parameters and inputs are skipped (``--force`` recomputes); a failing gene does not
@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 
 from dcoex.atomic import atomic_output, ensure_writable_dir
-from dcoex.bootstrap_edges import boot_stats, positions_in_group, replicate_deltas
+from dcoex.stages.s02b_bootstrap_edges.science import boot_stats, positions_in_group, replicate_deltas
 from dcoex.cli import gene_selection_options, parse_batch_size
 from dcoex.edge_files import BOOT_DATASETS, meta_matches, read_base_edges, write_boot_file
 from dcoex.errors import InputError
@@ -32,7 +32,7 @@ from dcoex.pergene import resolve_genes, run_genes
 from dcoex.threads import blas_threads
 from memfit.allocation import detect_allocation
 from memfit.estimate import MemoryEstimate
-from memfit.estimators.bootstrap_edges import estimate, max_chunk
+from dcoex.stages.s02b_bootstrap_edges.estimator import estimate, max_chunk
 from memfit.plan import plan_batch
 from memfit.record import PeakRecorder, task_sidecar_path, write_h5_attrs, write_sidecar
 
@@ -233,9 +233,3 @@ def main(expr_h5, indices_h5, base_dir, out_dir, edge_selection, ci_alpha, fdr_a
             f"peak RSS {info['peak_rss_bytes'] / 2**20:.0f} MiB (estimate {info['estimate_bytes'] / 2**20:.0f} MiB)",
             file=sys.stderr,
         )
-
-
-if __name__ == "__main__":
-    from dcoex.cli import run_command
-
-    run_command(main)

@@ -35,7 +35,7 @@ from dcoex.groups import (
 from dcoex.h5chunks import ChunkEncoder, ordered_parallel_map, write_chunk
 from dcoex.progress import progress
 from memfit.allocation import detect_allocation
-from memfit.estimators.bootstrap_indices import estimate
+from dcoex.stages.s01_bootstrap_indices.estimator import estimate
 from memfit.plan import plan_batch
 from memfit.record import PeakRecorder, write_h5_attrs, write_sidecar
 
@@ -236,9 +236,3 @@ def main(in_h5, in_tsv, out_h5, low_frac, high_frac, n_bootstrap, bootstrap_frac
             f"(estimate {info['estimate_bytes'] / 2**20:.0f} MiB)",
             file=sys.stderr,
         )
-
-
-if __name__ == "__main__":
-    from dcoex.cli import run_command
-
-    run_command(main)

@@ -13,11 +13,11 @@ import h5py
 from dcoex.atomic import atomic_output, ensure_writable_dir
 from dcoex.errors import InputError
 from dcoex.genes import read_gene_list
-from dcoex.network.collect import collect, network_files, tsv_rows, write_summary
-from dcoex.network.io import read_gene_names, read_network_summary
+from dcoex.stages.s03b_collect.science import collect, network_files, tsv_rows, write_summary
+from dcoex.stages.s03_network.io import read_gene_names, read_network_summary
 from dcoex.progress import progress
 from memfit.allocation import detect_allocation
-from memfit.estimators.collect import estimate
+from dcoex.stages.s03b_collect.estimator import estimate
 from memfit.record import PeakRecorder, write_h5_attrs, write_sidecar
 
 STAGE = "03b"
@@ -72,9 +72,3 @@ def main(networks_dir: str, out_h5: str, out_focus_tsv: str | None, gene_list: s
         print(f"03b: warning: {counts['missing']} expected gene(s) have no network file (status 'missing')", file=sys.stderr)
     if not quiet:
         print(f"03b: {counts['ok']} ok, {counts['no-edges']} without edges, {counts['missing']} missing", file=sys.stderr)
-
-
-if __name__ == "__main__":
-    from dcoex.cli import run_command
-
-    run_command(main)

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from dcoex.network.classify import CLASS_LABELS, class_counts, classify, presence, select_edges
-from dcoex.network.focus import focus_metrics, neighbourhood
-from dcoex.network.io import NETWORK_FORMAT, GeneInputs
-from dcoex.network.topology import global_topology
+from dcoex.stages.s03_network.classify import CLASS_LABELS, class_counts, classify, presence, select_edges
+from dcoex.stages.s03_network.focus import focus_metrics, neighbourhood
+from dcoex.stages.s03_network.io import NETWORK_FORMAT, GeneInputs
+from dcoex.stages.s03_network.topology import global_topology
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from typing import Iterator
 import numpy as np
 
 from dcoex.ranks import exact_dtype, tie_bounds
-from memfit.estimators.bootstrap_edges import GATHER_WORK_BYTES, RANK_WORK_BYTES, STATS_WORK_BYTES
+from dcoex.stages.s02b_bootstrap_edges.estimator import GATHER_WORK_BYTES, RANK_WORK_BYTES, STATS_WORK_BYTES
 
 #: Dense-core sizes tried: MIN_CORE, MIN_CORE + CORE_STEP, ... up to MAX_CORE genes.
 MIN_CORE = 64

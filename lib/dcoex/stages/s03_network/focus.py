@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dcoex.network.classify import CLASS_LABELS
+from dcoex.stages.s03_network.classify import CLASS_LABELS
 
 #: Metrics written per reference gene, in the order of rewiring_hubs.tsv (after
 #: gene_idx, gene_id, n_sig_edges_diff).

@@ -18,7 +18,7 @@ from dcoex.expression_store import ExpressionWriter
 from dcoex.expression_tsv import DEFAULT_BLOCK_ROWS, TsvExpressionReader, tsv_sha256
 from dcoex.progress import progress
 from memfit.allocation import detect_allocation
-from memfit.estimators.convert import estimate
+from dcoex.stages.s00_convert.estimator import estimate
 from memfit.record import PeakRecorder, write_h5_attrs, write_sidecar
 
 STAGE = "00"
@@ -76,9 +76,3 @@ def main(expr_tsv: str, out_h5: str, compression: str, compression_level: int, b
             f"content_sha256 {info['content_sha256']}",
             file=sys.stderr,
         )
-
-
-if __name__ == "__main__":
-    from dcoex.cli import run_command
-
-    run_command(main)

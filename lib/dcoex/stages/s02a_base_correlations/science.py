@@ -38,7 +38,7 @@ from dcoex.stats import (
     z_critical,
     z_pvalue,
 )
-from memfit.estimators.base_correlations import DIFF_DETAIL_CAP, FILTER_CELLS
+from dcoex.stages.s02a_base_correlations.estimator import DIFF_DETAIL_CAP, FILTER_CELLS
 
 #: Candidate cuts are lowered by this relative margin so float rounding never drops a test.
 CUT_MARGIN = 1e-5

@@ -30,13 +30,13 @@ from memfit.units import MiB
 #: Resident bytes of the stage before data (interpreter, numpy, h5py, click, psutil,
 #: threadpoolctl; no scipy), measured on CPython 3.11: 49 MiB + recorder and HDF5 state.
 STAGE_BASELINE_BYTES = 56 * MiB
-#: Temporaries of the per-edge statistics (dcoex.bootstrap_edges works in row blocks of this).
+#: Temporaries of the per-edge statistics (dcoex.stages.s02b_bootstrap_edges.science works in row blocks of this).
 STATS_WORK_BYTES = 64 * MiB
 #: Largest Δ matrix of one edge chunk (bytes): bigger chunks are no faster.
 MAX_CHUNK_DELTA_BYTES = 512 * MiB
-#: Ranking temporaries of one block of replicates (dcoex.bootstrap_edges sizes blocks to it).
+#: Ranking temporaries of one block of replicates (dcoex.stages.s02b_bootstrap_edges.science sizes blocks to it).
 RANK_WORK_BYTES = 96 * MiB
-#: Edge-gather temporaries of one sub-block of edges (dcoex.bootstrap_edges sizes them to it).
+#: Edge-gather temporaries of one sub-block of edges (dcoex.stages.s02b_bootstrap_edges.science sizes them to it).
 GATHER_WORK_BYTES = 48 * MiB
 EDGE_TABLE_BYTES = 240
 CHUNK_GENE_BYTES_PER_CELL = 24

@@ -22,11 +22,11 @@ from dcoex.atomic import atomic_output, ensure_writable_dir
 from dcoex.cli import gene_selection_options
 from dcoex.errors import InputError
 from dcoex.genes import gene_file_path, index_width
-from dcoex.network.build import NetworkOptions, reconstruct
-from dcoex.network.io import base_summary, is_valid_network, read_gene_inputs, read_gene_names, write_network
+from dcoex.stages.s03_network.build import NetworkOptions, reconstruct
+from dcoex.stages.s03_network.io import base_summary, is_valid_network, read_gene_inputs, read_gene_names, write_network
 from dcoex.pergene import resolve_genes, run_genes
 from memfit.allocation import detect_allocation
-from memfit.estimators.network import estimate
+from dcoex.stages.s03_network.estimator import estimate
 from memfit.plan import MemoryPlanError
 from memfit.record import PeakRecorder, task_sidecar_path, write_h5_attrs, write_sidecar
 from memfit.units import format_bytes
@@ -155,9 +155,3 @@ def main(base_dir: str, boot_dir: str, out_dir: str, expr_h5: str | None, min_ef
     result = run_network(base_dir, boot_dir, out_dir, None, options, expr_h5, selection, force, quiet)
     if not quiet:
         print(f"03: {len(result['written'])} written, {len(result['skipped'])} skipped (valid output exists)", file=sys.stderr)
-
-
-if __name__ == "__main__":
-    from dcoex.cli import run_command
-
-    run_command(main)

@@ -1,7 +1,7 @@
 """Stage 02a: base Spearman correlations, tests and BH of each reference gene.
 
 For every selected gene g, reads LOW_g/HIGH_g from ``bootstrap_indices.h5``, computes the
-tests of every gene pair (dcoex.base_correlations) and writes
+tests of every gene pair (dcoex.stages.s02a_base_correlations.science) and writes
 ``{out_dir}/{gi}_{gene}.h5`` atomically (layout: docs/stage02a.md). The expression matrix
 is loaded once per task. Genes whose output exists and matches the parameters are
 skipped (``--force`` recomputes); a gene that fails does not stop the others.
@@ -17,7 +17,7 @@ import click
 import h5py
 
 from dcoex.atomic import atomic_output, ensure_writable_dir
-from dcoex.base_correlations import base_correlations
+from dcoex.stages.s02a_base_correlations.science import base_correlations
 from dcoex.cli import gene_selection_options, parse_batch_size
 from dcoex.edge_files import base_datasets, meta_matches, write_base_file
 from dcoex.errors import InputError
@@ -27,7 +27,7 @@ from dcoex.indices_file import IndicesFile, check_groups, groups_sha
 from dcoex.pergene import resolve_genes, run_genes
 from dcoex.threads import blas_threads
 from memfit.allocation import detect_allocation
-from memfit.estimators.base_correlations import estimate
+from dcoex.stages.s02a_base_correlations.estimator import estimate
 from memfit.plan import plan_batch
 from memfit.record import PeakRecorder, task_sidecar_path, write_h5_attrs, write_sidecar
 
@@ -135,9 +135,3 @@ def main(expr_h5, indices_h5, out_dir, fdr_alpha, batch_size, exact_q, gene_inde
             f"peak RSS {info['peak_rss_bytes'] / 2**20:.0f} MiB (estimate {info['estimate_bytes'] / 2**20:.0f} MiB)",
             file=sys.stderr,
         )
-
-
-if __name__ == "__main__":
-    from dcoex.cli import run_command
-
-    run_command(main)

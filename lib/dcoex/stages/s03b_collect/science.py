@@ -11,8 +11,8 @@ import h5py
 import numpy as np
 
 from dcoex.errors import InputError
-from dcoex.network.focus import INTEGER_METRICS, METRIC_NAMES
-from dcoex.network.io import RUN_PARAMETERS, NetworkSummary, write_dataset
+from dcoex.stages.s03_network.focus import INTEGER_METRICS, METRIC_NAMES
+from dcoex.stages.s03_network.io import RUN_PARAMETERS, NetworkSummary, write_dataset
 
 #: Network-wide per-gene values stored in the summary HDF5 (not in the TSV).
 NETWORK_COUNTS: tuple[str, ...] = (

@@ -14,7 +14,7 @@ from scipy import sparse
 from scipy.sparse import csgraph
 
 # cap on the two-path entries (A_rows @ A) per clustering chunk, priced by the estimator
-from memfit.estimators.network import TWO_PATH_CHUNK_ENTRIES
+from dcoex.stages.s03_network.estimator import TWO_PATH_CHUNK_ENTRIES
 
 PERCENTILES = (25, 50, 75, 90, 95, 99)
 
