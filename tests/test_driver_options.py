@@ -145,7 +145,7 @@ def test_parse_args_values(tmp_path, tsv):
     assert (o.queue, o.account, o.slots, o.batch_size, o.max_retries) == ("long", "p1", 4, 64, 0)
     assert o.times == {"02a": "02:00:00", "03b": "00:10:00"}
     assert o.stages == ["02b", "03", "03b"]
-    with pytest.raises(InputError, match="--low-frac must be in"):
+    with pytest.raises(InputError, match=r"--low-frac 0\.7: must be in \(0, 0\.5\]"):
         parse_args(["--expr-tsv", str(tsv), "--out-dir", str(tmp_path), "--low-frac", "0.7"], "sge")
 
 

@@ -15,6 +15,9 @@ import numpy as np
 from scipy import stats
 
 from dcoex.expression_store import write_expression
+from dcoex.provenance import write_provenance
+from dcoex.stages import stage_contract
+from dcoex.stages.upstream import FileUpstream
 from dcoex.groups import RNG_SCHEME, bootstrap_indices, extreme_groups, group_sizes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,6 +59,10 @@ def write_inputs(
             "bootstrap_frac": bootstrap_frac, "seed": seed, "processing_mode": "test",
             "rng_scheme": RNG_SCHEME, "expr_content_sha256": sha, "n_genes": n, "n_samples": s,
         })
+        # the stage-01 layout includes its provenance (docs/design.md §7)
+        values = {"low_frac": low_frac, "high_frac": high_frac, "n_bootstrap": n_bootstrap,
+                  "bootstrap_frac": bootstrap_frac, "seed": seed}
+        write_provenance(f, stage_contract("01").wanted(values, FileUpstream(files={"00": expr_path})))
     return expr_path, idx_path
 
 

@@ -24,7 +24,7 @@ from typing import Callable
 
 from dcoex.groups import group_sizes
 from dcoex.pipeline.shapes import DataShape
-from dcoex.pipeline.stages import stage_defaults
+from dcoex.stages import stage_contract
 from memfit.estimate import MemoryEstimate
 from dcoex.stages import get_estimator
 
@@ -64,7 +64,7 @@ def stage_estimate(stage: str, shape: DataShape, n_bootstrap: int, low_frac: flo
     """
     n, s = shape.n_genes, shape.n_samples
     estimate = get_estimator(stage)
-    defaults = stage_defaults(stage)
+    defaults = stage_contract(stage).defaults()
     pairs = n * (n - 1) // 2
     if stage == "00":
         fixed = estimate(s, n, defaults["block_rows"], defaults["compression"])

@@ -71,7 +71,7 @@ def stage_entry(plan: RunPlan, p: StagePlan) -> dict:
         "raw_estimate_bytes": p.raw_estimate.total_bytes, "calibration_factor": p.calibration_factor,
         "minimum_estimate_bytes": p.minimum_estimate.total_bytes, "planned_peak_bytes": p.planned_peak_bytes,
         "estimate": p.estimate.to_dict(), "requested_bytes": p.requested_bytes, "request": p.request,
-        "sidecars": sidecars, "stage_command": [sys.executable, "-m", f"dcoex.stages.{spec.module}", *p.argv],
+        "sidecars": sidecars, "stage_command": [sys.executable, "-m", spec.module, *p.argv],
         "tasks_planned": compress_tasks(p.tasks) if p.tasks is not None else None,
         "output": str(out / spec.output), "attempts": [], "cancelled_tasks": [], "failures": [],
     }

@@ -7,15 +7,16 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dcoex.cli import parse_positive_int
 from dcoex.errors import InputError
-from dcoex.pipeline.stages import STAGE_ORDER
+from dcoex.pipeline.stages import STAGE_ORDER, STAGES
+from dcoex.stages.contract import Param
 
 _TIME = re.compile(r"^\d+:[0-5]\d:[0-5]\d$")
-EDGE_SELECTIONS = ("sig_differential", "sig_edges")
 
-USAGE = """run_bootstrap_pipeline.sh (--expr-tsv F | --expr-h5 F) --out-dir D [options]
+USAGE_TEMPLATE = """run_bootstrap_pipeline.sh (--expr-tsv F | --expr-h5 F) --out-dir D [options]
 
 Plan and submit the dcoex pipeline 00 -> 01 -> 02a -> 02b -> 03 -> 03b as array jobs.
 
@@ -23,16 +24,7 @@ input/output:
   --expr-tsv F            genes x samples TSV (stage 00 converts it to OUT_DIR/expression.h5)
   --expr-h5 F             an existing expression store (stage 00 is skipped)
   --out-dir D             output folder (created)
-science:
-  --n-bootstrap N         bootstrap replicates (1000)
-  --seed N                random seed (42)
-  --low-frac X            fraction of samples in LOW (0.2)
-  --high-frac X           fraction of samples in HIGH (0.2)
-  --bootstrap-frac X      resample size as a fraction of each group (0.8)
-  --fdr-alpha X           BH false discovery rate (0.05)
-  --edge-selection S      sig_differential | sig_edges (sig_differential)
-  --batch-size N|auto     batch size of the stages that take one (auto)
-work split and scheduling:
+{science}work split and scheduling:
   --genes-per-task N|auto reference genes per array task (auto: <= 500 tasks, within the array limit)
   --gene-subset FILE      reference genes to process: names or 0-based indices, one per line
   --stages LIST           comma-separated subset of 00,01,02a,02b,03,03b (default: all that are needed)
@@ -56,20 +48,39 @@ DCOEX_TEST_ESTIMATE_SCALE_<STAGE>=F scales the stage's planned raw estimate (an 
 by 1/F), so memory-review calibration can be exercised."""
 
 
+def driver_params() -> tuple[Param, ...]:
+    """The science parameters the driver offers: every stage's ``driver`` parameters, in stage
+    order, each once (a name shared by stages is one declaration)."""
+    seen: dict[str, Param] = {}
+    for stage in STAGE_ORDER:
+        for p in STAGES[stage].params:
+            if not p.driver:
+                continue
+            if p.name in seen and seen[p.name] is not p:
+                raise AssertionError(f"parameter {p.name} is declared twice with different meanings")
+            seen[p.name] = p
+    return tuple(seen.values())
+
+
+def _science_help() -> str:
+    lines = ["science (passed to the stages that take them; defaults from the stage contracts):"]
+    for p in driver_params():
+        left = f"  {p.flag}" if p.switch else f"  {p.flag} {p.metavar}"
+        default = "" if p.switch else f" ({p.default})"
+        lines.append(f"{left:<26}{p.help}{default}")
+    return "\n".join(lines) + "\n"
+
+
+USAGE = USAGE_TEMPLATE.format(science=_science_help())
+
+
 @dataclass
 class Options:
     scheduler: str
     out_dir: str
     expr_tsv: str | None = None
     expr_h5: str | None = None
-    n_bootstrap: int = 1000
-    batch_size: int | str = "auto"
-    seed: int = 42
-    low_frac: float = 0.2
-    high_frac: float = 0.2
-    bootstrap_frac: float = 0.8
-    fdr_alpha: float = 0.05
-    edge_selection: str = "sig_differential"
+    params: dict[str, Any] = field(default_factory=lambda: {p.name: p.default for p in driver_params()})
     genes_per_task: int | str = "auto"
     gene_subset: str | None = None
     stages: list[str] | None = None
@@ -85,14 +96,19 @@ class Options:
     times: dict[str, str] = field(default_factory=dict)
     default_time: str = "24:00:00"
 
+    def __getattr__(self, name: str) -> Any:
+        """Science parameters read as attributes (``options.fdr_alpha``)."""
+        params = self.__dict__.get("params", {})
+        if name in params:
+            return params[name]
+        raise AttributeError(name)
+
     def stage_params(self) -> dict:
         """Parameters passed on to the stages (and recorded in the manifest)."""
         return {
             "expr_tsv": str(Path(self.expr_tsv).resolve()) if self.expr_tsv else None,
             "expr_h5": str(Path(self.expr_h5).resolve()) if self.expr_h5 else None,
-            "n_bootstrap": self.n_bootstrap, "batch_size": self.batch_size, "seed": self.seed,
-            "low_frac": self.low_frac, "high_frac": self.high_frac, "bootstrap_frac": self.bootstrap_frac,
-            "fdr_alpha": self.fdr_alpha, "edge_selection": self.edge_selection,
+            **self.params,
             "genes_per_task": self.genes_per_task, "slots": self.slots,
             "gene_subset": str(Path(self.gene_subset).resolve()) if self.gene_subset else None,
         }
@@ -144,14 +160,11 @@ def parse_args(argv: list[str], scheduler: str) -> Options | None:
     p.add_argument("--expr-tsv")
     p.add_argument("--expr-h5")
     p.add_argument("--out-dir")
-    p.add_argument("--n-bootstrap", default="1000")
-    p.add_argument("--batch-size", default="auto")
-    p.add_argument("--seed", default="42")
-    p.add_argument("--low-frac", default="0.2")
-    p.add_argument("--high-frac", default="0.2")
-    p.add_argument("--bootstrap-frac", default="0.8")
-    p.add_argument("--fdr-alpha", default="0.05")
-    p.add_argument("--edge-selection", default="sig_differential")
+    for param in driver_params():
+        if param.switch:
+            p.add_argument(param.flag, dest=param.name, action="store_true")
+        else:
+            p.add_argument(param.flag, dest=param.name, default=None)
     p.add_argument("--genes-per-task", default="auto")
     p.add_argument("--gene-subset")
     p.add_argument("--stages")
@@ -181,25 +194,19 @@ def parse_args(argv: list[str], scheduler: str) -> Options | None:
         bad = [s for s in stages if s not in STAGE_ORDER]
         if bad or not stages:
             raise InputError(f"--stages {ns.stages!r}: unknown stage(s) {', '.join(bad)}; stages are {','.join(STAGE_ORDER)}")
-    if ns.edge_selection not in EDGE_SELECTIONS:
-        raise InputError(f"--edge-selection {ns.edge_selection!r}: expected one of {', '.join(EDGE_SELECTIONS)}")
     gpt: int | str = "auto" if ns.genes_per_task == "auto" else parse_positive_int("--genes-per-task", ns.genes_per_task)
-    batch: int | str = "auto" if ns.batch_size == "auto" else parse_positive_int("--batch-size", ns.batch_size)
-    low = _fraction("--low-frac", ns.low_frac, 0, 0.5)
-    high = _fraction("--high-frac", ns.high_frac, 0, 0.5)
+    params = {param.name: param.value(getattr(ns, param.name)) for param in driver_params()}
+    if params["low_frac"] + params["high_frac"] > 1:
+        raise InputError("--low-frac + --high-frac > 1: the groups would overlap")
     try:
         max_retries = int(ns.max_retries)
-        seed = int(ns.seed)
     except ValueError:
-        raise InputError("--max-retries and --seed must be whole numbers") from None
+        raise InputError("--max-retries must be a whole number") from None
     if max_retries < 0:
         raise InputError(f"--max-retries must be >= 0, got {max_retries}")
     return Options(
         scheduler="local" if ns.local else scheduler, out_dir=str(Path(ns.out_dir).resolve()),
-        expr_tsv=ns.expr_tsv, expr_h5=ns.expr_h5, n_bootstrap=parse_positive_int("--n-bootstrap", ns.n_bootstrap),
-        batch_size=batch, seed=seed, low_frac=low, high_frac=high,
-        bootstrap_frac=_fraction("--bootstrap-frac", ns.bootstrap_frac), fdr_alpha=_fraction("--fdr-alpha", ns.fdr_alpha),
-        edge_selection=ns.edge_selection, genes_per_task=gpt, gene_subset=ns.gene_subset, stages=stages,
+        expr_tsv=ns.expr_tsv, expr_h5=ns.expr_h5, params=params, genes_per_task=gpt, gene_subset=ns.gene_subset, stages=stages,
         local=ns.local, dry_run=ns.dry_run, force=ns.force, mem_safety=_fraction("--mem-safety", ns.mem_safety),
         max_retries=max_retries, calibration=ns.calibration, queue=ns.queue, account=ns.account,
         slots=parse_positive_int("--slots", ns.slots), times=times,

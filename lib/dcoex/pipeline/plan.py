@@ -11,12 +11,12 @@ from pathlib import Path
 
 from dcoex.errors import InputError
 from dcoex.genes import read_gene_list
-from dcoex.pipeline import validate
+from dcoex.pipeline.currency import PlanUpstream, StageStatus, stage_status
 from dcoex.pipeline.estimates import stage_estimate
 from dcoex.pipeline.options import Options
 from dcoex.pipeline.schedulers import Scheduler, compress_tasks
 from dcoex.pipeline.shapes import DataShape, read_shape
-from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGE_ORDER, STAGES, HUBS_TSV, stage_argv, stage_options
+from dcoex.pipeline.stages import STAGE_ORDER, STAGES, stage_argv
 from memfit.estimate import MemoryEstimate
 from memfit.units import MiB, format_bytes
 
@@ -69,6 +69,9 @@ class RunPlan:
     factors: dict[str, float]
     stages: dict[str, StagePlan] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # stage -> why it is not submitted
+    why: dict[str, str] = field(default_factory=dict)  # stage -> why it runs
+    status: dict[str, StageStatus] = field(default_factory=dict)
+    upstream: PlanUpstream | None = None
 
     def table(self) -> str:
         head = ("stage", "jobs/tasks", "genes/task", "memory requested", "estimated peak", "time")
@@ -83,6 +86,8 @@ class RunPlan:
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
+        for s, why in self.why.items():
+            lines.append(f"{s}: runs ({why})")
         for s, why in self.skipped.items():
             lines.append(f"{s}: skipped ({why})")
         return "\n".join(lines)
@@ -180,67 +185,50 @@ def make_plan(options: Options, scheduler: Scheduler) -> RunPlan:
 
 
 def _check_upstream(plan: RunPlan) -> None:
-    """Every stage to run has its inputs: from a stage that runs too, or already on disk."""
-    out = Path(plan.options.out_dir)
-    running = list(plan.stages)
-    for s in running:
-        before = STAGE_ORDER[STAGE_ORDER.index(s) - 1] if s != "00" else None
-        if before is None or before in running or (before == "00" and plan.options.expr_h5):
-            continue
-        spec = STAGES[before]
-        hint = f"stage {s} needs the outputs of stage {before}; add {before} to --stages (or run it first)"
-        if not spec.per_gene:
-            path = plan.expr_h5 if before == "00" else spec.output_path(out)
-            if not path.exists():
-                raise InputError(f"{hint}: {path} is missing")
-            continue
-        tasks = plan.stages[s] if STAGES[s].per_gene else sorted(plan.task_genes)
-        missing = validate.missing_tasks(spec.output_path(out), {t: plan.task_genes[t] for t in tasks},
-                                         plan.shape.gene_names, plan.shape.n_genes)
-        if missing:
-            raise InputError(f"{hint}: outputs of {len(missing)} task(s) are missing or invalid in "
-                             f"{spec.output_path(out)} (tasks {compress_tasks(missing)})")
+    """Every stage to run has current inputs: from a stage that runs too, or already on disk."""
+    running = set(plan.stages)
+    for s in plan.stages:
+        for before in reversed(STAGES[s].upstream):  # the nearest first
+            if before in running or (before == "00" and plan.options.expr_h5):
+                continue
+            status = plan.status.get(before) or stage_status(before, plan.upstream, plan.universe)
+            if status.current:
+                continue
+            hint = f"stage {s} needs the outputs of stage {before}; add {before} to --stages (or run it first)"
+            if STAGES[before].per_gene:
+                tasks = sorted({t for t, genes in plan.task_genes.items() if set(genes) & set(status.stale_genes)})
+                raise InputError(f"{hint}: outputs of {len(tasks)} task(s) in {STAGES[before].output_path(Path(plan.options.out_dir))} "
+                                 f"are not current (tasks {compress_tasks(tasks)}): {status.why(len(plan.universe))}")
+            raise InputError(f"{hint}: {STAGES[before].output_path(Path(plan.options.out_dir))}: {status.why()}")
 
 
 def _choose_work(plan: RunPlan, stages: list[str]) -> None:
-    """Decide per stage: skip (outputs validate), run all, or run some tasks."""
-    o, out = plan.options, Path(plan.options.out_dir)
-    params = o.stage_params()
-    dirty = bool(o.force)  # something upstream runs again: everything downstream must too
-    chain_tasks: list[int] | None = None
-    all_tasks = sorted(plan.task_genes)
+    """Decide per stage: skip (every output current), run all, or run the tasks with stale genes.
+
+    The per-gene chain 02a → 02b → 03 runs one task list (the union of the tasks any of them
+    must redo, for per-task dependencies); inside a task a stage skips its current genes.
+    """
+    o = plan.options
+    plan.upstream = PlanUpstream(out_dir=Path(o.out_dir), expr_h5=plan.expr_h5, expr_tsv=o.expr_tsv,
+                                 params=o.params, gene_names=plan.shape.gene_names, universe=plan.universe)
+    chain: dict[str, list[int]] = {}
     for s in stages:
-        spec = STAGES[s]
-        if not spec.per_gene:
-            if s == "00":
-                ok = validate.expression_valid(plan.expr_h5, plan.options.expr_tsv)
-            elif s == "01":
-                ok = validate.indices_valid(spec.output_path(out), params)
-            else:
-                ok = validate.collect_valid(spec.output_path(out), out / HUBS_TSV)
-            if dirty or not ok:
-                plan.stages[s] = None  # type: ignore[assignment]  # sized later
-                dirty = True
-            else:
-                plan.skipped[s] = "outputs exist and validate"
+        status = stage_status(s, plan.upstream, plan.universe)
+        plan.status[s] = status
+        if o.force:
+            plan.why[s] = "--force"
+        elif status.current:
+            plan.skipped[s] = "current: every output records the wanted provenance"
             continue
-        if chain_tasks is None:
-            if dirty:
-                chain_tasks = all_tasks
-            else:
-                here = validate.missing_tasks(
-                    spec.output_path(out), plan.task_genes, plan.shape.gene_names, plan.shape.n_genes)
-                if not here:
-                    plan.skipped[s] = "outputs exist and validate"
-                    continue
-                later = [c for c in stages if c in PER_GENE_CHAIN and STAGE_ORDER.index(c) > STAGE_ORDER.index(s)]
-                missing = set(here)
-                for c in later:
-                    missing |= set(validate.missing_tasks(
-                        STAGES[c].output_path(out), plan.task_genes, plan.shape.gene_names, plan.shape.n_genes))
-                chain_tasks = sorted(missing)
-        plan.stages[s] = chain_tasks  # type: ignore[assignment]  # sized later
-        dirty = True  # the collect after re-run per-gene stages must run again
+        else:
+            plan.why[s] = status.why(len(plan.universe))
+        if STAGES[s].per_gene:
+            stale = set(plan.universe) if o.force else set(status.stale_genes)
+            chain[s] = sorted(t for t, genes in plan.task_genes.items() if stale & set(genes))
+        plan.stages[s] = None  # type: ignore[assignment]  # sized later
+    union = sorted(set().union(*chain.values())) if chain else []
+    for s in chain:
+        plan.stages[s] = union  # type: ignore[assignment]  # sized later
 
 
 def _size_stages(plan: RunPlan, scheduler: Scheduler) -> None:
@@ -249,8 +237,7 @@ def _size_stages(plan: RunPlan, scheduler: Scheduler) -> None:
     params = o.stage_params()
     params["genes_per_task"] = plan.genes_per_task
     params["gene_list_file"] = (Path(o.out_dir) / ".dcoex" / "gene_list.txt") if o.gene_subset else None
-    # per-gene outputs made from a previous 00/01 must be recomputed
-    params["force"] = o.force or "00" in plan.stages or "01" in plan.stages
+    params["force"] = o.force
     for s, tasks in list(plan.stages.items()):
         spec = STAGES[s]
         own = stage_estimate(s, shape, o.n_bootstrap, o.low_frac, o.high_frac, o.bootstrap_frac, o.fdr_alpha,
@@ -272,7 +259,7 @@ def _size_stages(plan: RunPlan, scheduler: Scheduler) -> None:
             slots=o.slots, time_limit=o.times.get(s, o.default_time), raw_estimate=raw,
             minimum_estimate=minimum, calibration_factor=factor, requested_bytes=requested,
             request=scheduler.request_string(requested, o.slots),
-            argv=stage_argv(s, Path(o.out_dir), plan.expr_h5, params, stage_options(s)),
+            argv=stage_argv(s, Path(o.out_dir), plan.expr_h5, params),
             test_scale=test_scale,
         )
     limit = None if o.local else scheduler.max_request_bytes()

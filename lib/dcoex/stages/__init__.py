@@ -6,9 +6,12 @@ dcoex.stages.sNN_name``)."""
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from memfit.estimate import MemoryEstimate
+
+if TYPE_CHECKING:
+    from dcoex.stages.contract import StageContract
 
 #: Stage id -> package under ``dcoex.stages``, in pipeline order.
 STAGE_PACKAGES = {
@@ -19,6 +22,15 @@ STAGE_PACKAGES = {
     "03": "s03_network",
     "03b": "s03b_collect",
 }
+
+
+def stage_contract(stage: str) -> "StageContract":
+    """The declaration of stage ``stage`` (``dcoex.stages.<package>.contract.CONTRACT``)."""
+    try:
+        package = STAGE_PACKAGES[stage]
+    except KeyError:
+        raise KeyError(f"unknown stage {stage!r}; stages are {', '.join(STAGE_PACKAGES)}") from None
+    return importlib.import_module(f"dcoex.stages.{package}.contract").CONTRACT
 
 
 def get_estimator(stage: str) -> Callable[..., MemoryEstimate]:

@@ -17,6 +17,9 @@ from dcoex.errors import InputError
 from dcoex.expression_store import ExpressionWriter
 from dcoex.expression_tsv import DEFAULT_BLOCK_ROWS, TsvExpressionReader, tsv_sha256
 from dcoex.progress import progress
+from dcoex.provenance import write_provenance
+from dcoex.stages.s00_convert.contract import CONTRACT
+from dcoex.stages.upstream import FileUpstream
 from memfit.allocation import detect_allocation
 from dcoex.stages.s00_convert.estimator import estimate
 from memfit.record import PeakRecorder, write_h5_attrs, write_sidecar
@@ -48,7 +51,9 @@ def convert(
                     sha = writer.finish()
                     n_genes, n_samples = len(writer.gene_names), reader.n_samples
                     est = estimate(n_samples, n_genes, block_rows, compression)
-                    writer.file.attrs["source_sha256"] = tsv_sha256(expr_tsv)
+                    source_sha = tsv_sha256(expr_tsv)
+                    writer.file.attrs["source_sha256"] = source_sha
+                    write_provenance(writer.file, CONTRACT.wanted({}, FileUpstream(tsv_sha256=source_sha)))
                     write_h5_attrs(writer.file, STAGE, est, allocation, recorder, block_rows)
                 finally:
                     writer.close()
@@ -63,9 +68,7 @@ def convert(
 @click.command(name="00convert_expr_to_hdf5")
 @click.option("--expr-tsv", required=True, type=click.Path(dir_okay=False), help="Genes × samples TSV (gene name first column; .gz accepted).")
 @click.option("--out-h5", required=True, type=click.Path(dir_okay=False), help="Output expression.h5 (folder created if missing).")
-@click.option("--compression", type=click.Choice(["gzip", "lzf", "none"]), default="gzip", show_default=True, help="Filter of /expr (with shuffle).")
-@click.option("--compression-level", type=click.IntRange(0, 9), default=4, show_default=True, help="gzip level.")
-@click.option("--block-rows", type=click.IntRange(1, None), default=DEFAULT_BLOCK_ROWS, show_default=True, help="Genes parsed per block (bounds memory).")
+@CONTRACT.click_options
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 def main(expr_tsv: str, out_h5: str, compression: str, compression_level: int, block_rows: int, quiet: bool) -> None:
     """Convert an expression TSV to expression.h5 (DESIGN.md §3)."""

@@ -34,6 +34,9 @@ from dcoex.groups import (
 )
 from dcoex.h5chunks import ChunkEncoder, ordered_parallel_map, write_chunk
 from dcoex.progress import progress
+from dcoex.provenance import Provenance, write_provenance
+from dcoex.stages.s01_bootstrap_indices.contract import CONTRACT
+from dcoex.stages.upstream import EXTERNAL_EXPRESSION, FileUpstream
 from memfit.allocation import detect_allocation
 from dcoex.stages.s01_bootstrap_indices.estimator import estimate
 from memfit.plan import plan_batch
@@ -63,6 +66,14 @@ class _Source:
                 sample_names = reader.sample_names
             self.n_genes, self.n_samples = self._matrix.shape
             self.content_sha256 = content_sha256(self._matrix, self.gene_names, sample_names)
+
+    def upstream(self) -> FileUpstream:
+        """Where stage 01's input provenance comes from: the store, or the TSV's content."""
+        if self._store is not None:
+            return FileUpstream(files={"00": Path(self.name)})
+        external = Provenance(stage="00", format=EXTERNAL_EXPRESSION, format_version=1,
+                              inputs={"content_sha256": self.content_sha256})
+        return FileUpstream(known={"00": external})
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         if self._store is not None:
@@ -127,6 +138,8 @@ def run(
     ensure_writable_dir(out.parent)
     threads = threads or default_threads()
     allocation = detect_allocation()
+    values = {"low_frac": low_frac, "high_frac": high_frac, "n_bootstrap": n_bootstrap,
+              "bootstrap_frac": bootstrap_frac, "seed": seed}
     with PeakRecorder(allocation.limit_bytes) as recorder:
         source = _Source(in_h5, in_tsv)
         try:
@@ -144,9 +157,11 @@ def run(
             batch = plan.batch_size
             mode = "vectorized" if batch >= source.n_genes else f"batch_{batch}"
             with atomic_output(out) as tmp:
-                _write(tmp, source, sizes, batch, mode, seed, n_bootstrap, low_frac, high_frac,
-                       bootstrap_frac, compression, compression_level, deflate_strategy,
-                       threads, quiet, plan.estimate, allocation, recorder)
+                _write(tmp, source=source, sizes=sizes, batch=batch, mode=mode, seed=seed, n_bootstrap=n_bootstrap,
+                       low_frac=low_frac, high_frac=high_frac, bootstrap_frac=bootstrap_frac,
+                       compression=compression, level=compression_level, strategy=deflate_strategy,
+                       threads=threads, quiet=quiet, plan_estimate=plan.estimate, allocation=allocation,
+                       recorder=recorder, provenance=CONTRACT.wanted(values, source.upstream()))
         finally:
             source.close()
     extra = {
@@ -161,10 +176,10 @@ def run(
 
 
 def _write(
-    path: Path, source: _Source, sizes: GroupSizes, batch: int, mode: str, seed: int,
+    path: Path, *, source: _Source, sizes: GroupSizes, batch: int, mode: str, seed: int,
     n_bootstrap: int, low_frac: float, high_frac: float, bootstrap_frac: float,
     compression: str, level: int, strategy: str, threads: int, quiet: bool,
-    plan_estimate, allocation, recorder: PeakRecorder,
+    plan_estimate, allocation, recorder: PeakRecorder, provenance: Provenance,
 ) -> None:
     n = source.n_genes
     direct = compression in ("gzip", "none")
@@ -204,6 +219,7 @@ def _write(
             "k_low": sizes.k_low, "k_high": sizes.k_high,
             "k_r_low": sizes.kr_low, "k_r_high": sizes.kr_high,
         })
+        write_provenance(out, provenance)
         write_h5_attrs(out, STAGE, plan_estimate, allocation, recorder, batch)
 
 
@@ -212,16 +228,7 @@ def _write(
 @click.option("--in-h5", type=click.Path(dir_okay=False), default=None, help="expression.h5 from stage 00.")
 @click.option("--in-tsv", type=click.Path(dir_okay=False), default=None, help="Expression TSV instead of --in-h5 (read fully).")
 @click.option("--out-h5", required=True, type=click.Path(dir_okay=False), help="Output bootstrap_indices.h5.")
-@click.option("--low-frac", type=float, default=0.2, show_default=True, help="Fraction of samples in LOW, (0, 0.5].")
-@click.option("--high-frac", type=float, default=0.2, show_default=True, help="Fraction of samples in HIGH, (0, 0.5].")
-@click.option("--n-bootstrap", type=int, default=1000, show_default=True, help="Bootstrap replicates B.")
-@click.option("--bootstrap-frac", type=float, default=0.8, show_default=True, help="Resample size / group size.")
-@click.option("--seed", type=int, default=42, show_default=True, help="Seed of the per-gene SeedSequence.")
-@click.option("--batch-size", default="auto", show_default=True, help="Genes read and grouped at once: N, 'all' or 'auto' (largest that fits memory).")
-@click.option("--compression", type=click.Choice(["gzip", "lzf", "none"]), default="gzip", show_default=True, help="Filter of the bootstrap datasets (with shuffle).")
-@click.option("--compression-level", type=click.IntRange(1, 9), default=1, show_default=True, help="gzip level (with --deflate-strategy default).")
-@click.option("--deflate-strategy", type=click.Choice(["planes", "rle", "default"]), default="planes", show_default=True, help="How gzip chunks are deflated (docs/stage01.md).")
-@click.option("--threads", type=click.IntRange(1, 64), default=None, help="Compression threads [default: the CPUs available].")
+@CONTRACT.click_options
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 def main(in_h5, in_tsv, out_h5, low_frac, high_frac, n_bootstrap, bootstrap_frac, seed,
          batch_size, compression, compression_level, deflate_strategy, threads, quiet) -> None:

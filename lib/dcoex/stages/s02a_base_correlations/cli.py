@@ -19,11 +19,14 @@ import h5py
 from dcoex.atomic import atomic_output, ensure_writable_dir
 from dcoex.stages.s02a_base_correlations.science import base_correlations
 from dcoex.cli import gene_selection_options, parse_batch_size
-from dcoex.edge_files import base_datasets, meta_matches, write_base_file
+from dcoex.edge_files import write_base_file
 from dcoex.errors import InputError
 from dcoex.expression_store import open_expression
 from dcoex.genes import gene_file_path, index_width
 from dcoex.indices_file import IndicesFile, check_groups, groups_sha
+from dcoex.provenance import why_stale, write_provenance
+from dcoex.stages.s02a_base_correlations.contract import CONTRACT
+from dcoex.stages.upstream import FileUpstream
 from dcoex.pergene import resolve_genes, run_genes
 from dcoex.threads import blas_threads
 from memfit.allocation import detect_allocation
@@ -70,14 +73,11 @@ def run_base(
             def output_of(gene: int) -> Path:
                 return gene_file_path(out, gene, names[gene], n)
 
+            upstream = FileUpstream(files={"00": Path(expr_h5), "01": Path(indices_h5)}, gene_names=names)
+            values = {"fdr_alpha": fdr_alpha, "exact_q": exact_q, "batch_size": batch_size}
+
             def is_valid(gene: int, path: Path) -> bool:
-                low, high = indices.groups(gene)
-                expected = {
-                    "gene_index_used": gene, "n_genes": n, "fdr_alpha": float(fdr_alpha),
-                    "expr_content_sha256": expr_sha, "indices_sha": groups_sha(low, high),
-                    "q_exact": bool(exact_q), "storage_mode": "sparse",
-                }
-                return meta_matches(path, expected, base_datasets())
+                return why_stale(path, CONTRACT.wanted(values, upstream, gene)) is None
 
             def process(gene: int, path: Path) -> None:
                 low, high = indices.groups(gene)
@@ -97,6 +97,7 @@ def run_base(
                 with atomic_output(path) as tmp:
                     with h5py.File(tmp, "w") as f:
                         write_base_file(f, result.edges, meta, names)
+                        write_provenance(f, CONTRACT.wanted(values, upstream, gene))
                         write_h5_attrs(f, STAGE, plan.estimate, allocation, recorder, plan.batch_size)
 
             def finish(done: dict) -> None:
@@ -118,9 +119,7 @@ def run_base(
 @click.option("--expr-h5", required=True, type=click.Path(dir_okay=False), help="expression.h5 from stage 00.")
 @click.option("--indices-h5", required=True, type=click.Path(dir_okay=False), help="bootstrap_indices.h5 from stage 01.")
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Folder of the per-gene {gi}_{gene}.h5 files.")
-@click.option("--fdr-alpha", type=float, default=0.05, show_default=True, help="BH level; significant means q < alpha.")
-@click.option("--batch-size", default="auto", show_default=True, help="Gene rows per correlation tile, or 'auto' (largest that fits memory, <= 1024).")
-@click.option("--exact-q", is_flag=True, help="Compute every q-value exactly (all tests become BH candidates; slower, more memory).")
+@CONTRACT.click_options
 @gene_selection_options
 def main(expr_h5, indices_h5, out_dir, fdr_alpha, batch_size, exact_q, gene_index, gene_range,
          genes_per_task, task_id, gene_list, force, quiet) -> None:

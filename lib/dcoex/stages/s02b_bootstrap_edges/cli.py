@@ -23,11 +23,15 @@ import numpy as np
 from dcoex.atomic import atomic_output, ensure_writable_dir
 from dcoex.stages.s02b_bootstrap_edges.science import boot_stats, positions_in_group, replicate_deltas
 from dcoex.cli import gene_selection_options, parse_batch_size
-from dcoex.edge_files import BOOT_DATASETS, meta_matches, read_base_edges, write_boot_file
+from dcoex.edge_files import BOOT_DATASETS, read_base_edges, write_boot_file
+from dcoex.stages.params import EDGE_SELECTIONS
 from dcoex.errors import InputError
 from dcoex.expression_store import open_expression
 from dcoex.genes import gene_file_path, index_width
 from dcoex.indices_file import IndicesFile, check_groups, groups_sha
+from dcoex.provenance import why_stale, write_provenance
+from dcoex.stages.s02b_bootstrap_edges.contract import CONTRACT
+from dcoex.stages.upstream import FileUpstream
 from dcoex.pergene import resolve_genes, run_genes
 from dcoex.threads import blas_threads
 from memfit.allocation import detect_allocation
@@ -37,7 +41,6 @@ from memfit.plan import plan_batch
 from memfit.record import PeakRecorder, task_sidecar_path, write_h5_attrs, write_sidecar
 
 STAGE = "02b"
-EDGE_SELECTIONS = ("sig_differential", "sig_edges")
 CI_METHOD = "percentile (numpy linear interpolation over the finite replicates)"
 
 
@@ -133,11 +136,12 @@ def run_bootstrap(
                     "store_replicates": bool(store_replicates),
                 }
 
+            upstream = FileUpstream(files={"00": Path(expr_h5), "01": Path(indices_h5)}, dirs={"02a": base},
+                                    gene_names=names)
+            values = {"edge_selection": edge_selection, "ci_alpha": ci_alpha, "store_replicates": store_replicates}
+
             def is_valid(gene: int, path: Path) -> bool:
-                inputs = gene_inputs(gene)
-                lb, hb = indices.boot(gene)
-                datasets = list(BOOT_DATASETS) + (["boot/delta_replicates"] if store_replicates else [])
-                return meta_matches(path, expected_meta(gene, inputs, _sha(lb, hb)), datasets)
+                return why_stale(path, CONTRACT.wanted(values, upstream, gene)) is None
 
             def process(gene: int, path: Path) -> None:
                 inputs = gene_inputs(gene)
@@ -189,6 +193,7 @@ def run_bootstrap(
                             columns[f"boot/{name}"][e0:e1] = getattr(stats, name)
                         columns["pval/bootstrap_pval"][e0:e1] = stats.bootstrap_pval
                     write_boot_file(f, columns, meta, names)
+                    write_provenance(f, CONTRACT.wanted(values, upstream, gene))
                     write_h5_attrs(f, STAGE, plan.estimate, allocation, recorder, plan.batch_size)
 
             def finish(done: dict) -> None:
@@ -212,13 +217,7 @@ def run_bootstrap(
 @click.option("--indices-h5", required=True, type=click.Path(dir_okay=False), help="bootstrap_indices.h5 from stage 01.")
 @click.option("--base-dir", required=True, type=click.Path(file_okay=False), help="Folder of the 02a files.")
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Folder of the per-gene {gi}_{gene}.h5 files.")
-@click.option("--edge-selection", type=click.Choice(EDGE_SELECTIONS), default="sig_differential", show_default=True,
-              help="E0: every stored (sig_differential) edge, or those also significant in LOW or HIGH (sig_edges).")
-@click.option("--ci-alpha", type=float, default=0.05, show_default=True, help="Percentile CI level is 1 - ci_alpha.")
-@click.option("--fdr-alpha", type=float, default=None, help="Check that the base files were made with this alpha.")
-@click.option("--n-bootstrap", type=int, default=None, help="Check that the indices file holds this many replicates.")
-@click.option("--batch-size", default="auto", show_default=True, help="Edges per chunk, or 'auto' (largest that fits memory).")
-@click.option("--store-replicates", is_flag=True, help="Also store the (E0, B) replicate matrix boot/delta_replicates.")
+@CONTRACT.click_options
 @gene_selection_options
 def main(expr_h5, indices_h5, base_dir, out_dir, edge_selection, ci_alpha, fdr_alpha, n_bootstrap, batch_size,
          store_replicates, gene_index, gene_range, genes_per_task, task_id, gene_list, force, quiet) -> None:

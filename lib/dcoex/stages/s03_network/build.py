@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from dcoex.stages.params import CORR_THRESHOLD, MIN_EFFECT, NO_CI_FILTER
 from dcoex.stages.s03_network.classify import CLASS_LABELS, class_counts, classify, presence, select_edges
 from dcoex.stages.s03_network.focus import focus_metrics, neighbourhood
 from dcoex.stages.s03_network.io import NETWORK_FORMAT, GeneInputs
@@ -17,9 +18,9 @@ from dcoex.stages.s03_network.topology import global_topology
 class NetworkOptions:
     """Stage 03 options (DESIGN.md §4)."""
 
-    min_effect: float = 0.0
-    corr_threshold: float = 1e-4
-    ci_filter: bool = True
+    min_effect: float = MIN_EFFECT.default
+    corr_threshold: float = CORR_THRESHOLD.default
+    ci_filter: bool = not NO_CI_FILTER.default
     zero_undefined: bool = False
 
     @property

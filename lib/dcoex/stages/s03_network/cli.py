@@ -23,7 +23,10 @@ from dcoex.cli import gene_selection_options
 from dcoex.errors import InputError
 from dcoex.genes import gene_file_path, index_width
 from dcoex.stages.s03_network.build import NetworkOptions, reconstruct
-from dcoex.stages.s03_network.io import base_summary, is_valid_network, read_gene_inputs, read_gene_names, write_network
+from dcoex.stages.s03_network.io import base_summary, read_gene_inputs, read_gene_names, write_network
+from dcoex.provenance import why_stale, write_provenance
+from dcoex.stages.s03_network.contract import CONTRACT
+from dcoex.stages.upstream import FileUpstream
 from dcoex.pergene import resolve_genes, run_genes
 from memfit.allocation import detect_allocation
 from dcoex.stages.s03_network.estimator import estimate
@@ -96,9 +99,12 @@ def run_network(
     def output_of(g: int) -> Path:
         return gene_file_path(out_dir, g, names[g], n)
 
+    upstream = FileUpstream(dirs={"02a": base_dir, "02b": boot_dir}, gene_names=names)
+    values = {"min_effect": options.min_effect, "corr_threshold": options.corr_threshold,
+              "no_ci_filter": not options.ci_filter, "zero_undefined": options.zero_undefined}
+
     def is_valid(g: int, path: Path) -> bool:
-        upstream = upstream_of[g]
-        return bool(upstream) and is_valid_network(path, g, names[g], n, {**params, **upstream})
+        return why_stale(path, CONTRACT.wanted(values, upstream, g)) is None
 
     per_gene: dict[str, Any] = {}
     with PeakRecorder(allocation.limit_bytes) as recorder:
@@ -116,6 +122,7 @@ def run_network(
                 f = write_network(tmp, network.meta, network.edges, network.qual_summary,
                                   network.topology, network.focus, names_array)
                 try:
+                    write_provenance(f, CONTRACT.wanted(values, upstream, g))
                     write_h5_attrs(f, STAGE, est, allocation, recorder, 1)
                 finally:
                     f.close()
@@ -139,10 +146,7 @@ def run_network(
 @click.option("--boot-dir", required=True, type=click.Path(file_okay=False), help="Folder of 02b bootstrap_significant/{gi}_{gene}.h5.")
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Output folder networks/ (created if missing).")
 @click.option("--expr-h5", default=None, type=click.Path(dir_okay=False), help="expression.h5: gene names and checksum (default: gene_names of the first base file).")
-@click.option("--min-effect", type=click.FloatRange(0, None), default=0.0, show_default=True, help="Keep edges with |delta| >= this.")
-@click.option("--corr-threshold", type=click.FloatRange(0, None), default=1e-4, show_default=True, help="tau: present = significant and |r| >= tau.")
-@click.option("--no-ci-filter", is_flag=True, help="Keep edges whose bootstrap CI contains 0.")
-@click.option("--zero-undefined", is_flag=True, help="Write 0 instead of NaN for undefined ratios and means (established behaviour).")
+@CONTRACT.click_options
 @gene_selection_options
 def main(base_dir: str, boot_dir: str, out_dir: str, expr_h5: str | None, min_effect: float,
          corr_threshold: float, no_ci_filter: bool, zero_undefined: bool, gene_index: tuple[int, ...],

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import h5py
 import numpy as np
 
+from dcoex.stages.params import EDGE_SELECTIONS
 from dcoex.errors import InputError
 from dcoex.h5io import attr_value, open_h5_input
 
@@ -31,9 +32,6 @@ STAGE_PARAMETERS: tuple[str, ...] = ("min_effect", "corr_threshold", "require_ci
 #: meta attribute holding meta + focus metrics as one JSON text (NaN allowed), so that
 #: 03b reads one attribute per file instead of ~80.
 SUMMARY_ATTR = "summary_json"
-
-#: 02b edge selections: all 02a edges, or those also significant in a group.
-EDGE_SELECTIONS = ("sig_differential", "sig_edges")
 
 _BASE_EDGE_FIELDS = ("pair_index", "gene_i", "gene_j", "r_low", "r_high", "delta", "p_diff", "q_diff", "sig_low", "sig_high")
 _BOOT_FIELDS = {
@@ -240,24 +238,6 @@ def read_meta(path: Path) -> dict[str, Any]:
     """The meta attributes of a stage 03 file as plain values."""
     with h5py.File(path, "r") as f:
         return {k: attr_value(v) for k, v in f["meta"].attrs.items()}
-
-
-def is_valid_network(path: Path, gene_index: int, gene_name: str, n_genes: int, params: Mapping[str, Any]) -> bool:
-    """True if ``path`` is a complete stage 03 file for this gene whose meta holds these
-    values (the stage options and the upstream checksum, alpha and group sizes)."""
-    if not path.exists():
-        return False
-    try:
-        with h5py.File(path, "r") as f:
-            meta = {k: attr_value(v) for k, v in f["meta"].attrs.items()}
-            complete = "focus_gene/metrics" in f and "topology/global_diff/degrees" in f
-    except (OSError, KeyError):
-        return False
-    if not complete or meta.get("format") != NETWORK_FORMAT:
-        return False
-    if meta.get("gene_index_used") != gene_index or meta.get("gene_name") != gene_name or meta.get("n_genes") != n_genes:
-        return False
-    return all(meta.get(k) == attr_value(_plain(v)) for k, v in params.items())
 
 
 @dataclass

@@ -4,6 +4,7 @@ every input has been read and checked."""
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -16,6 +17,9 @@ from dcoex.genes import read_gene_list
 from dcoex.stages.s03b_collect.science import collect, network_files, tsv_rows, write_summary
 from dcoex.stages.s03_network.io import read_gene_names, read_network_summary
 from dcoex.progress import progress
+from dcoex.provenance import write_provenance
+from dcoex.stages.s03b_collect.contract import CONTRACT, TSV_SHA_ATTR
+from dcoex.stages.upstream import FileUpstream
 from memfit.allocation import detect_allocation
 from dcoex.stages.s03b_collect.estimator import estimate
 from memfit.record import PeakRecorder, write_h5_attrs, write_sidecar
@@ -45,14 +49,18 @@ def run_collect(
         expected = read_gene_list(gene_list, gene_names) if gene_list else None
         col = collect(summaries, gene_names, expected)
         est = estimate(n_genes=len(gene_names), n_files=len(files))
-        lines = tsv_rows(col) if out_focus_tsv is not None else None
+        tsv_text = "\n".join(tsv_rows(col)) + "\n" if out_focus_tsv is not None else None
+        upstream = FileUpstream(dirs={"03": networks_dir}, gene_names=gene_names)
+        provenance = CONTRACT.wanted({"genes": [int(g) for g in col.gene_index]}, upstream)
+        tsv_sha = hashlib.sha256(tsv_text.encode()).hexdigest() if tsv_text is not None else ""
         with atomic_output(out_h5) as tmp_h5:
             with h5py.File(tmp_h5, "w") as f:
                 write_summary(f, col, gene_names, "gene_list" if gene_list else "all")
+                write_provenance(f, provenance, extra={TSV_SHA_ATTR: tsv_sha})
                 write_h5_attrs(f, STAGE, est, allocation, recorder, None)
-            if lines is not None:
+            if tsv_text is not None:
                 with atomic_output(out_focus_tsv) as tmp_tsv:
-                    tmp_tsv.write_text("\n".join(lines) + "\n")
+                    tmp_tsv.write_text(tsv_text)
     counts = {s: col.status.count(s) for s in ("ok", "no-edges", "missing")}
     write_sidecar(out_h5, STAGE, est, allocation, recorder, None,
                   extra={"n_files": len(files), "n_genes": len(gene_names), **counts})

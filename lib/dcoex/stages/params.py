@@ -1,0 +1,86 @@
+"""Parameters shared by several stages, declared once (defaults, validation, help)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from dcoex.cli import parse_batch_size
+from dcoex.errors import InputError
+from dcoex.stages.contract import Param
+
+
+def number(flag: str, *, low: float | None = None, high: float | None = None, low_open: bool = False,
+           high_open: bool = False) -> Callable[[str], float]:
+    """A parser of a real number in [low, high] (open ends as asked), one-line errors."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise InputError(f"{flag} {text!r}: expected a number") from None
+        too_low = low is not None and (value <= low if low_open else value < low)
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if too_low or too_high or value != value:
+            left = "(" if low_open else "["
+            right = ")" if high_open else "]"
+            span = f"{left}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{right}"
+            raise InputError(f"{flag} {text}: must be in {span}")
+        return value
+
+    return parse
+
+
+def whole(flag: str, *, low: int | None = None, high: int | None = None) -> Callable[[str], int]:
+    """A parser of a whole number in [low, high], one-line errors."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(str(text).strip())
+        except ValueError:
+            raise InputError(f"{flag} {text!r}: expected a whole number") from None
+        if low is not None and value < low:
+            raise InputError(f"{flag} {value}: must be >= {low}" + (f" and <= {high}" if high is not None else ""))
+        if high is not None and value > high:
+            raise InputError(f"{flag} {value}: must be <= {high}" + (f" and >= {low}" if low is not None else ""))
+        return value
+
+    return parse
+
+
+def choice(flag: str, options: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in options:
+            raise InputError(f"{flag} {text!r}: expected one of {', '.join(options)}")
+        return text
+
+    return parse
+
+
+def _batch(text: str) -> int | str:
+    return parse_batch_size(text)
+
+
+LOW_FRAC = Param("low_frac", 0.2, "Fraction of samples in LOW, (0, 0.5].",
+                 number("--low-frac", low=0, high=0.5, low_open=True))
+HIGH_FRAC = Param("high_frac", 0.2, "Fraction of samples in HIGH, (0, 0.5].",
+                  number("--high-frac", low=0, high=0.5, low_open=True))
+N_BOOTSTRAP = Param("n_bootstrap", 1000, "Bootstrap replicates B.", whole("--n-bootstrap", low=1), metavar="N")
+BOOTSTRAP_FRAC = Param("bootstrap_frac", 0.8, "Resample size as a fraction of each group, (0, 1].",
+                       number("--bootstrap-frac", low=0, high=1, low_open=True))
+SEED = Param("seed", 42, "Seed of the per-gene SeedSequence.", whole("--seed", low=0), metavar="N")
+FDR_ALPHA = Param("fdr_alpha", 0.05, "BH false discovery rate; significant means q < alpha, (0, 1].",
+                  number("--fdr-alpha", low=0, high=1, low_open=True))
+EDGE_SELECTIONS = ("sig_differential", "sig_edges")
+EDGE_SELECTION = Param("edge_selection", "sig_differential",
+                       "Edges 02b bootstraps: sig_differential (all) or sig_edges (also significant in a group).",
+                       choice("--edge-selection", EDGE_SELECTIONS), metavar="S")
+CI_ALPHA = Param("ci_alpha", 0.05, "Bootstrap percentile CI level is 1 - ci_alpha.",
+                 number("--ci-alpha", low=0, high=1, low_open=True, high_open=True))
+MIN_EFFECT = Param("min_effect", 0.0, "Keep differential edges with |delta| >= this.",
+                   number("--min-effect", low=0))
+CORR_THRESHOLD = Param("corr_threshold", 1e-4, "tau: an edge is present in a group if significant and |r| >= tau.",
+                       number("--corr-threshold", low=0))
+NO_CI_FILTER = Param("no_ci_filter", False, "Keep edges whose bootstrap CI contains 0.", lambda t: t, switch=True)
+BATCH_SIZE = Param("batch_size", "auto",
+                   "Batch of 01/02a/02b: N, 'all' or 'auto' (fits memory).",
+                   _batch, content=False, metavar="N|auto")
