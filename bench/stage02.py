@@ -39,6 +39,7 @@ def prepare(work: Path) -> dict:
 
     from dcoex.expression_store import write_expression
     from dcoex.groups import RNG_SCHEME, bootstrap_indices, extreme_groups, group_sizes
+    from dcoex.h5io import write_attrs
     from dcoex.synthetic import make_synthetic
 
     data = make_synthetic(N_GENES, N_SAMPLES, SEED, n_modulators=1, module_size=BIG_MODULE, strength=4.0)
@@ -67,7 +68,7 @@ def prepare(work: Path) -> dict:
             low, high = extreme_groups(x[g : g + 1], sizes.k_low, sizes.k_high)
             low_ds[g], high_ds[g] = low[0], high[0]
             lb_ds[g], hb_ds[g] = bootstrap_indices(low[0], high[0], 42, g, N_BOOT, sizes.kr_low, sizes.kr_high)
-        f.require_group("meta").attrs.update({
+        write_attrs(f.require_group("meta"), {
             "low_frac": 0.2, "high_frac": 0.2, "n_bootstrap": N_BOOT, "bootstrap_frac": 0.8, "seed": 42,
             "processing_mode": "bench (rows of the reference genes only)", "rng_scheme": RNG_SCHEME,
             "expr_content_sha256": sha, "n_genes": N_GENES, "n_samples": N_SAMPLES,

@@ -77,6 +77,7 @@ def stage03_case(work: Path, label: str, genes: list[int], names: list[str]) -> 
 def make_network_files(template: Path, dest: Path, names: list[str]) -> float:
     """Copy one stage 03 file to one file per gene, fixing its gene attributes."""
     from dcoex.genes import gene_file_path
+    from dcoex.h5io import write_attrs
     from dcoex.stages.s03_network.io import SUMMARY_ATTR
 
     t0 = time.perf_counter()
@@ -90,9 +91,9 @@ def make_network_files(template: Path, dest: Path, names: list[str]) -> float:
             record = json.loads(meta[SUMMARY_ATTR])
             record["meta"].update(gene_index_used=g, focus_gene=g, gene_name=name)
             record["metrics"]["L2L1_deg"] = (g % 97) / 7.0
-            meta["gene_index_used"], meta["focus_gene"], meta["gene_name"] = np.int64(g), np.int64(g), name
-            f["focus_gene/metrics"].attrs["L2L1_deg"] = np.float64(record["metrics"]["L2L1_deg"])
-            meta[SUMMARY_ATTR] = json.dumps(record, sort_keys=True)
+            write_attrs(f["meta"], {"gene_index_used": g, "focus_gene": g, "gene_name": name,
+                                    SUMMARY_ATTR: json.dumps(record, sort_keys=True)})
+            write_attrs(f["focus_gene/metrics"], {"L2L1_deg": record["metrics"]["L2L1_deg"]})
     return time.perf_counter() - t0
 
 

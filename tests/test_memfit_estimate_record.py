@@ -7,9 +7,10 @@ import json
 import h5py
 import numpy as np
 
+from dcoex.h5io import write_attrs
 from memfit.allocation import Allocation
 from memfit.estimate import MemoryEstimate
-from memfit.record import PeakRecorder, sidecar_path, task_sidecar_path, write_h5_attrs, write_sidecar
+from memfit.record import H5_GROUP, PeakRecorder, h5_attrs, sidecar_path, task_sidecar_path, write_sidecar
 from memfit.units import GiB, MiB, format_bytes, parse_bytes
 
 
@@ -56,7 +57,7 @@ def test_sidecar_and_attrs(tmp_path):
     allocation = Allocation(GiB, "test", 0.7, True)
     with PeakRecorder() as rec:
         with h5py.File(out, "w") as f:
-            write_h5_attrs(f, "00", est, allocation, rec, batch_size=7)
+            write_attrs(f.require_group(H5_GROUP), h5_attrs("00", est, allocation, rec, batch_size=7))
     path = write_sidecar(out, "00", est, allocation, rec, batch_size=7)
     assert path == sidecar_path(out) == tmp_path / "x.h5.memory.json"
     record = json.loads(path.read_text())

@@ -67,9 +67,11 @@ def write_inputs(
 
 
 def run_script(script: Path, *args: object) -> subprocess.CompletedProcess:
-    """Run a stage script with the test interpreter; returns the completed process."""
+    """Run a stage script with the test interpreter on this checkout's ``lib`` (not whatever
+    the interpreter's site-packages point at); returns the completed process."""
     return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", "MEMFIT_MEM_LIMIT": "4G", "OPENBLAS_NUM_THREADS": "1"})
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO / "lib"),
+                               "MEMFIT_MEM_LIMIT": "4G", "OPENBLAS_NUM_THREADS": "1"})
 
 
 @dataclass
@@ -197,12 +199,14 @@ def reference_base(x: np.ndarray, low: np.ndarray, high: np.ndarray, alpha: floa
 
 
 def read_edges(path: Path) -> tuple[dict, dict]:
-    """(meta attrs, {dataset path: array}) of a 02a/02b file, /memfit excluded."""
+    """(meta attrs, {dataset path: array}) of a 02a/02b file, /memfit excluded. Every name
+    of a dataset is listed (hard links too: ``visititems`` would give each object once)."""
     with h5py.File(path, "r") as f:
         meta = dict(f["meta"].attrs)
-        data = {}
-        f.visititems(lambda name, obj: data.__setitem__(name, obj[()])
-                     if isinstance(obj, h5py.Dataset) and not name.startswith("memfit") else None)
+        names: list[str] = []
+        f.visit_links(names.append)
+        data = {name: f[name][()] for name in names
+                if isinstance(f[name], h5py.Dataset) and not name.startswith("memfit")}
     return meta, data
 
 

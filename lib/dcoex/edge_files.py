@@ -13,9 +13,8 @@ from typing import Mapping
 import h5py
 import numpy as np
 
-from dcoex.h5io import attr_value, open_h5_input
+from dcoex.h5io import link_dataset, open_h5_input, plain_attr, read_meta, write_attrs, write_dataset
 
-STRING_DTYPE = h5py.string_dtype("utf-8")
 BASE_EDGE_DTYPES = {
     "pair_index": np.int64, "gene_i": np.int32, "gene_j": np.int32,
     "r_low": np.float32, "r_high": np.float32, "delta": np.float32,
@@ -30,51 +29,43 @@ BOOT_DATASETS = {
     "boot/ci_high": np.float32, "boot/bias": np.float32, "boot/n_finite": np.int32,
     "pval/bootstrap_pval": np.float64,
 }
-_GZIP = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
-
-
-def _write_column(group: h5py.Group, name: str, data: np.ndarray, dtype: type) -> None:
-    data = np.ascontiguousarray(data, dtype=dtype)
-    if data.size:
-        chunks = (min(data.size, 1 << 18),)
-        group.create_dataset(name, data=data, chunks=chunks, **_GZIP)
-    else:
-        group.create_dataset(name, shape=(0,), dtype=dtype)
+#: Established 02a names (dronetanalysis "common" storage mode) → the dcoex dataset they
+#: are hard links to (docs/stage02a.md, "Established names").
+ESTABLISHED_BASE_LINKS = {
+    "significant/indices": "edges/pair_index",
+    "low/corr_sig": "edges/r_low",
+    "high/corr_sig": "edges/r_high",
+    "diff/delta_sig": "edges/delta",
+    "diff/pval_sig": "edges/p_diff",
+    "diff/qval_sig": "edges/q_diff",
+}
+#: Established 02b names → dcoex dataset (docs/stage02b.md).
+ESTABLISHED_BOOT_LINKS = {"edges/indices": "edges/pair_index"}
+#: meta attrs the established 02a "full" mode also wrote on the ``significant`` group.
+_SIGNIFICANT_COUNTS = ("n_sig_low", "n_sig_high", "n_sig_differential", "n_sig_edges")
 
 
 def _write_names(f: h5py.File, gene_names: list[str]) -> None:
-    f.create_dataset("gene_names", data=np.array(gene_names, dtype=object), dtype=STRING_DTYPE, **_GZIP)
-
-
-def _plain(value: object) -> object:
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value)
-    return str(value)
+    write_dataset(f, "gene_names", np.array(gene_names, dtype=object))
 
 
 def write_base_file(f: h5py.File, edges: Mapping[str, np.ndarray], meta: Mapping[str, object], gene_names: list[str]) -> None:
     """Write a 02a file into the open (new) h5py file ``f``."""
-    f.require_group("meta").attrs.update({k: _plain(v) for k, v in meta.items()})
+    write_attrs(f.require_group("meta"), meta)
     _write_names(f, gene_names)
     group = f.require_group("edges")
     for name, dtype in BASE_EDGE_DTYPES.items():
-        _write_column(group, name, edges[name], dtype)
-
-
-def read_meta(f: h5py.File) -> dict[str, object]:
-    """The ``meta`` attrs as plain Python values."""
-    return {k: (str(attr_value(v)) if isinstance(v, (bytes, str)) else v) for k, v in f["meta"].attrs.items()}
+        write_dataset(group, name, edges[name], dtype=dtype)
+    for alias, target in ESTABLISHED_BASE_LINKS.items():
+        link_dataset(f, alias, target)
+    write_attrs(f["significant"], {k: meta[k] for k in _SIGNIFICANT_COUNTS if k in meta})
 
 
 def read_base_edges(path: Path) -> tuple[dict[str, object], dict[str, np.ndarray]]:
     """(meta, edge columns) of a 02a file; ValueError naming it if unreadable or incomplete."""
     with open_h5_input(path, "base correlations file") as f:
         try:
-            meta = read_meta(f)
+            meta = read_meta(f["meta"])
             edges = {name: f[f"edges/{name}"][()] for name in BASE_EDGE_DTYPES}
         except KeyError as exc:
             raise ValueError(f"base correlations file {path} lacks {exc}") from None
@@ -89,7 +80,7 @@ def read_base_edges(path: Path) -> tuple[dict[str, object], dict[str, np.ndarray
 def meta_matches(path: Path, expected: Mapping[str, object], datasets: list[str]) -> bool:
     """True if the file opens, its meta attrs equal ``expected`` and the datasets exist."""
     with h5py.File(path, "r") as f:
-        meta = read_meta(f)
+        meta = read_meta(f["meta"])
         for key, value in expected.items():
             if key not in meta:
                 return False
@@ -97,7 +88,7 @@ def meta_matches(path: Path, expected: Mapping[str, object], datasets: list[str]
             if isinstance(value, float):
                 if not np.isclose(float(got), value, rtol=0, atol=1e-12):
                     return False
-            elif _plain(got) != _plain(value):
+            elif got != plain_attr(value):
                 return False
         return all(name in f for name in datasets) and "gene_names" in f
 
@@ -110,8 +101,9 @@ def write_boot_file(
     f: h5py.File, columns: Mapping[str, np.ndarray], meta: Mapping[str, object], gene_names: list[str]
 ) -> None:
     """Write a 02b file's meta, names and columns (keys of BOOT_DATASETS) into ``f``."""
-    f.require_group("meta").attrs.update({k: _plain(v) for k, v in meta.items()})
+    write_attrs(f.require_group("meta"), meta)
     _write_names(f, gene_names)
     for name, dtype in BOOT_DATASETS.items():
-        group_name, column = name.split("/")
-        _write_column(f.require_group(group_name), column, columns[name], dtype)
+        write_dataset(f, name, columns[name], dtype=dtype)
+    for alias, target in ESTABLISHED_BOOT_LINKS.items():
+        link_dataset(f, alias, target)

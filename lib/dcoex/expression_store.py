@@ -28,11 +28,10 @@ import h5py
 import numpy as np
 
 from dcoex.errors import InputError
-from dcoex.h5io import decode_strings, open_h5_input
+from dcoex.h5io import decode_strings, filter_options, open_h5_input, write_attrs, write_dataset
 
 #: Target size of one ``/expr`` chunk (bytes): a block of whole rows.
 ROW_CHUNK_BYTES = 256 * 1024
-STRING_DTYPE = h5py.string_dtype("utf-8")
 
 
 def rows_per_chunk(n_samples: int) -> int:
@@ -154,16 +153,6 @@ def open_expression(path: str | os.PathLike) -> ExpressionStore:
     return ExpressionStore(path)
 
 
-def _filter_kwargs(compression: str, level: int | None) -> dict:
-    if compression == "gzip":
-        return {"compression": "gzip", "compression_opts": 4 if level is None else int(level), "shuffle": True}
-    if compression == "lzf":
-        return {"compression": "lzf", "shuffle": True}
-    if compression == "none":
-        return {}
-    raise ValueError(f"unknown compression {compression!r}; expected gzip, lzf or none")
-
-
 class ExpressionWriter:
     """Stream rows into a new ``expression.h5`` at ``path`` (the caller makes it atomic).
 
@@ -188,7 +177,7 @@ class ExpressionWriter:
             maxshape=(None, n_samples),
             dtype=np.float32,
             chunks=(rows_per_chunk(n_samples), n_samples),
-            **_filter_kwargs(compression, compression_level),
+            **filter_options(compression, compression_level),
         )
         self.gene_names: list[str] = []
         self._hasher = ContentHasher()
@@ -212,12 +201,12 @@ class ExpressionWriter:
     def finish(self) -> str:
         """Write names and attributes; returns ``content_sha256``. The file stays open."""
         f = self._file
-        f.create_dataset("gene_names", data=np.array(self.gene_names, dtype=object), dtype=STRING_DTYPE)
-        f.create_dataset("sample_names", data=np.array(self.sample_names, dtype=object), dtype=STRING_DTYPE)
+        write_dataset(f, "gene_names", np.array(self.gene_names, dtype=object))
+        write_dataset(f, "sample_names", np.array(self.sample_names, dtype=object))
         sha = self._hasher.hexdigest(self.gene_names, self.sample_names)
-        f.attrs["n_genes"] = len(self.gene_names)
-        f.attrs["n_samples"] = len(self.sample_names)
-        f.attrs["content_sha256"] = sha
+        shape = {"n_genes": len(self.gene_names), "n_samples": len(self.sample_names)}
+        write_attrs(f, {**shape, "content_sha256": sha})
+        write_attrs(self._expr, shape)  # the established pipeline's /expr attributes
         return sha
 
     def close(self) -> None:

@@ -30,6 +30,8 @@ from typing import Callable, Iterable, Iterator, TypeVar
 import h5py
 import numpy as np
 
+from dcoex.h5io import filter_options
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -63,9 +65,7 @@ class ChunkEncoder:
 
     def dataset_kwargs(self) -> dict:
         """h5py ``create_dataset`` filter arguments matching the encoded bytes."""
-        if self.compression == "gzip":
-            return {"compression": "gzip", "compression_opts": self.level, "shuffle": True}
-        return {}
+        return filter_options(self.compression, self.level)
 
     def encode(self, array: np.ndarray) -> bytes:
         """The stored bytes of one chunk holding ``array`` (little-endian, C order)."""

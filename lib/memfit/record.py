@@ -218,25 +218,26 @@ def write_sidecar(
     return path
 
 
-def write_h5_attrs(
-    h5file: Any,
+def h5_attrs(
     stage: str,
     estimate: MemoryEstimate | None,
     allocation: Allocation | None,
     recorder: PeakRecorder,
     batch_size: int | None = None,
-) -> None:
-    """Store the key figures as attributes of the ``/memfit`` group of an open h5py file."""
-    group = h5file.require_group(H5_GROUP)
+) -> dict[str, str | int | float]:
+    """The key figures stored as attributes of the ``/memfit`` group (``H5_GROUP``) of an
+    output: str, int and float values only (bytes, seconds; -1 / "" where unknown)."""
     summary = recorder.summary()
-    group.attrs["stage"] = stage
-    group.attrs["peak_rss_bytes"] = summary["peak_rss_bytes"]
-    group.attrs["wall_s"] = summary["wall_s"]
-    group.attrs["cpu_s"] = summary["cpu_s"]
-    group.attrs["estimate_bytes"] = estimate.total_bytes if estimate else -1
-    group.attrs["limit_bytes"] = allocation.limit_bytes if allocation else -1
-    group.attrs["limit_source"] = allocation.source if allocation else ""
-    group.attrs["batch_size"] = batch_size if batch_size is not None else -1
+    return {
+        "stage": stage,
+        "peak_rss_bytes": int(summary["peak_rss_bytes"]),
+        "wall_s": float(summary["wall_s"]),
+        "cpu_s": float(summary["cpu_s"]),
+        "estimate_bytes": int(estimate.total_bytes) if estimate else -1,
+        "limit_bytes": int(allocation.limit_bytes) if allocation else -1,
+        "limit_source": allocation.source if allocation else "",
+        "batch_size": int(batch_size) if batch_size is not None else -1,
+    }
 
 
 def task_sidecar_path(out_dir: str | os.PathLike, stage: str, gene_indices: list[int], width: int = 4) -> Path:

@@ -22,7 +22,8 @@ from dcoex.stages.s00_convert.contract import CONTRACT
 from dcoex.stages.upstream import FileUpstream
 from memfit.allocation import detect_allocation
 from dcoex.stages.s00_convert.estimator import estimate
-from memfit.record import PeakRecorder, write_h5_attrs, write_sidecar
+from dcoex.h5io import write_attrs
+from memfit.record import H5_GROUP as MEMFIT_GROUP, PeakRecorder, h5_attrs, write_sidecar
 
 STAGE = "00"
 
@@ -52,9 +53,9 @@ def convert(
                     n_genes, n_samples = len(writer.gene_names), reader.n_samples
                     est = estimate(n_samples, n_genes, block_rows, compression)
                     source_sha = tsv_sha256(expr_tsv)
-                    writer.file.attrs["source_sha256"] = source_sha
+                    write_attrs(writer.file, {"source_sha256": source_sha})
                     write_provenance(writer.file, CONTRACT.wanted({}, FileUpstream(tsv_sha256=source_sha)))
-                    write_h5_attrs(writer.file, STAGE, est, allocation, recorder, block_rows)
+                    write_attrs(writer.file.require_group(MEMFIT_GROUP), h5_attrs(STAGE, est, allocation, recorder, block_rows))
                 finally:
                     writer.close()
     write_sidecar(

@@ -40,7 +40,8 @@ from dcoex.stages.upstream import EXTERNAL_EXPRESSION, FileUpstream
 from memfit.allocation import detect_allocation
 from dcoex.stages.s01_bootstrap_indices.estimator import estimate
 from memfit.plan import plan_batch
-from memfit.record import PeakRecorder, write_h5_attrs, write_sidecar
+from dcoex.h5io import filter_options, write_attrs
+from memfit.record import H5_GROUP as MEMFIT_GROUP, PeakRecorder, h5_attrs, write_sidecar
 
 STAGE = "01"
 
@@ -184,8 +185,8 @@ def _write(
     n = source.n_genes
     direct = compression in ("gzip", "none")
     encoder = ChunkEncoder(compression, level, strategy) if direct else None
-    boot_filters = encoder.dataset_kwargs() if direct else {"compression": "lzf", "shuffle": True}
-    small_filters = {"compression": "gzip", "compression_opts": 4, "shuffle": True} if compression != "none" else {}
+    boot_filters = encoder.dataset_kwargs() if direct else filter_options("lzf")
+    small_filters = filter_options("gzip" if compression != "none" else "none")
     with h5py.File(path, "w") as out:
         out.create_dataset("indices/low", (n, sizes.k_low), np.int32, chunks=(1, sizes.k_low), **small_filters)
         out.create_dataset("indices/high", (n, sizes.k_high), np.int32, chunks=(1, sizes.k_high), **small_filters)
@@ -209,8 +210,7 @@ def _write(
             else:
                 write_chunk(low_boot, (gene, 0, 0), lb)
                 write_chunk(high_boot, (gene, 0, 0), hb)
-        meta = out.require_group("meta")
-        meta.attrs.update({
+        write_attrs(out.require_group("meta"), {
             "low_frac": float(low_frac), "high_frac": float(high_frac),
             "n_bootstrap": int(n_bootstrap), "bootstrap_frac": float(bootstrap_frac),
             "seed": int(seed), "processing_mode": mode, "rng_scheme": RNG_SCHEME,
@@ -220,7 +220,7 @@ def _write(
             "k_r_low": sizes.kr_low, "k_r_high": sizes.kr_high,
         })
         write_provenance(out, provenance)
-        write_h5_attrs(out, STAGE, plan_estimate, allocation, recorder, batch)
+        write_attrs(out.require_group(MEMFIT_GROUP), h5_attrs(STAGE, plan_estimate, allocation, recorder, batch))
 
 
 

@@ -32,7 +32,8 @@ from dcoex.threads import blas_threads
 from memfit.allocation import detect_allocation
 from dcoex.stages.s02a_base_correlations.estimator import estimate
 from memfit.plan import plan_batch
-from memfit.record import PeakRecorder, task_sidecar_path, write_h5_attrs, write_sidecar
+from dcoex.h5io import write_attrs
+from memfit.record import H5_GROUP as MEMFIT_GROUP, PeakRecorder, task_sidecar_path, h5_attrs, write_sidecar
 
 STAGE = "02a"
 #: Tiles taller than this do not run faster; cap the planner there.
@@ -98,7 +99,7 @@ def run_base(
                     with h5py.File(tmp, "w") as f:
                         write_base_file(f, result.edges, meta, names)
                         write_provenance(f, CONTRACT.wanted(values, upstream, gene))
-                        write_h5_attrs(f, STAGE, plan.estimate, allocation, recorder, plan.batch_size)
+                        write_attrs(f.require_group(MEMFIT_GROUP), h5_attrs(STAGE, plan.estimate, allocation, recorder, plan.batch_size))
 
             def finish(done: dict) -> None:
                 recorder.stop()

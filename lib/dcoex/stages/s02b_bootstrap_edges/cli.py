@@ -38,7 +38,8 @@ from memfit.allocation import detect_allocation
 from memfit.estimate import MemoryEstimate
 from dcoex.stages.s02b_bootstrap_edges.estimator import estimate, max_chunk
 from memfit.plan import plan_batch
-from memfit.record import PeakRecorder, task_sidecar_path, write_h5_attrs, write_sidecar
+from dcoex.h5io import dataset_options, write_attrs
+from memfit.record import H5_GROUP as MEMFIT_GROUP, PeakRecorder, task_sidecar_path, h5_attrs, write_sidecar
 
 STAGE = "02b"
 CI_METHOD = "percentile (numpy linear interpolation over the finite replicates)"
@@ -179,8 +180,7 @@ def run_bootstrap(
                         rows_per_chunk = int(max(1, min(max(n_edges, 1), (1 << 20) // max(n_boot, 1))))
                         replicates = f.create_dataset(
                             "boot/delta_replicates", (n_edges, n_boot), np.float32,
-                            chunks=(rows_per_chunk, n_boot) if n_edges else None,
-                            **({"compression": "gzip", "compression_opts": 4, "shuffle": True} if n_edges else {}),
+                            **dataset_options((n_edges, n_boot), np.float32, chunks=(rows_per_chunk, n_boot)),
                         )
                     for e0 in range(0, n_edges, plan.batch_size):
                         e1 = min(e0 + plan.batch_size, n_edges)
@@ -194,7 +194,7 @@ def run_bootstrap(
                         columns["pval/bootstrap_pval"][e0:e1] = stats.bootstrap_pval
                     write_boot_file(f, columns, meta, names)
                     write_provenance(f, CONTRACT.wanted(values, upstream, gene))
-                    write_h5_attrs(f, STAGE, plan.estimate, allocation, recorder, plan.batch_size)
+                    write_attrs(f.require_group(MEMFIT_GROUP), h5_attrs(STAGE, plan.estimate, allocation, recorder, plan.batch_size))
 
             def finish(done: dict) -> None:
                 recorder.stop()

@@ -31,7 +31,8 @@ from dcoex.pergene import resolve_genes, run_genes
 from memfit.allocation import detect_allocation
 from dcoex.stages.s03_network.estimator import estimate
 from memfit.plan import MemoryPlanError
-from memfit.record import PeakRecorder, task_sidecar_path, write_h5_attrs, write_sidecar
+from dcoex.h5io import write_attrs
+from memfit.record import H5_GROUP as MEMFIT_GROUP, PeakRecorder, task_sidecar_path, h5_attrs, write_sidecar
 from memfit.units import format_bytes
 
 STAGE = "03"
@@ -123,7 +124,7 @@ def run_network(
                                   network.topology, network.focus, names_array)
                 try:
                     write_provenance(f, CONTRACT.wanted(values, upstream, g))
-                    write_h5_attrs(f, STAGE, est, allocation, recorder, 1)
+                    write_attrs(f.require_group(MEMFIT_GROUP), h5_attrs(STAGE, est, allocation, recorder, 1))
                 finally:
                     f.close()
             per_gene[str(g)] = {"n_candidate_edges": inputs.n_edges,

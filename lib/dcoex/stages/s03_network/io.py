@@ -14,7 +14,7 @@ import numpy as np
 
 from dcoex.stages.params import EDGE_SELECTIONS
 from dcoex.errors import InputError
-from dcoex.h5io import attr_value, open_h5_input
+from dcoex.h5io import attr_value, open_h5_input, plain_attr, read_meta, write_attrs, write_dataset
 
 #: Format tag of the stage 03 files; 03b refuses files of another format.
 NETWORK_FORMAT = "dcoex-network/1"
@@ -93,7 +93,7 @@ def read_gene_inputs(base_path: Path, boot_path: Path, gene_index: int, gene_nam
     gene = f"{gene_index} ({gene_name})"
     with _open(base_path, "base (02a)", gene) as f:
         try:
-            meta = {k: attr_value(v) for k, v in f["meta"].attrs.items()}
+            meta = read_meta(f["meta"])
             _check_gene(meta, base_path, "base (02a)", gene, gene_index, gene_name, n_genes)
             edges = {name: f[f"edges/{name}"][()] for name in _BASE_EDGE_FIELDS}
         except KeyError as exc:
@@ -124,7 +124,7 @@ def read_gene_inputs(base_path: Path, boot_path: Path, gene_index: int, gene_nam
         return GeneInputs(gene_index, gene_name, n_genes, edges, upstream)
     with _open(Path(boot_path), "bootstrap (02b)", gene) as f:
         try:
-            bmeta = {k: attr_value(v) for k, v in f["meta"].attrs.items()}
+            bmeta = read_meta(f["meta"])
             _check_gene(bmeta, boot_path, "bootstrap (02b)", gene, gene_index, gene_name, n_genes)
             boot_pairs = f["edges/pair_index"][()].astype(np.int64)
             mode = str(bmeta.get("edge_selection_mode", "sig_differential"))
@@ -142,7 +142,7 @@ def read_gene_inputs(base_path: Path, boot_path: Path, gene_index: int, gene_nam
     if any(edges[name].shape != (n0,) for name in _BOOT_FIELDS):
         raise InputError(f"gene {gene}: bootstrap (02b) file {boot_path} has value datasets not of length {n0}")
     for key in ("expr_content_sha256", "k_low", "k_high", "fdr_alpha"):
-        if key in bmeta and key in meta and attr_value(bmeta[key]) != attr_value(meta[key]):
+        if key in bmeta and key in meta and bmeta[key] != meta[key]:
             raise InputError(
                 f"gene {gene}: base and bootstrap files disagree on {key} ({meta[key]!r} vs {bmeta[key]!r})"
             )
@@ -171,28 +171,19 @@ def _check_edge_sets(base_pairs: np.ndarray, boot_pairs: np.ndarray, gene: str, 
         )
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, (bool, np.bool_)):
-        return np.bool_(value)
-    if isinstance(value, (int, np.integer)):
-        return np.int64(value)
-    if isinstance(value, (float, np.floating)):
-        return np.float64(value)
-    return value
+#: Established names of the focus edge-set statistics (``focus_gene/direct_stats`` …)
+#: → the dcoex statistic they duplicate (docs/stage03.md, "Established names").
+ESTABLISHED_STAT_ALIASES = {
+    "n_sign_change": "n_sign_chg",
+    "mean_abs_delta": "mean_abs_dr",
+    "sum_abs_delta": "conn_diff",
+    "conn_sum_low": "conn_low",
+    "conn_sum_high": "conn_high",
+}
 
 
-def _set_attrs(obj: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
-    for key, value in attrs.items():
-        obj.attrs[key] = _plain(value)
-
-
-def write_dataset(group: h5py.Group, name: str, data: np.ndarray) -> h5py.Dataset:
-    """A dataset, gzip-compressed when non-empty and not tiny (deterministic bytes)."""
-    if data.dtype == object:
-        return group.create_dataset(name, data=data, dtype=h5py.string_dtype())
-    if data.size >= 1024:
-        return group.create_dataset(name, data=data, compression="gzip", compression_opts=4, shuffle=True)
-    return group.create_dataset(name, data=data)
+def _with_established_names(stats: Mapping[str, Any]) -> dict[str, Any]:
+    return {**stats, **{alias: stats[name] for alias, name in ESTABLISHED_STAT_ALIASES.items()}}
 
 
 def write_network(
@@ -208,36 +199,33 @@ def write_network(
     so the caller can add the /memfit attributes before closing it."""
     f = h5py.File(path, "w")
     try:
-        _set_attrs(f.create_group("meta"), meta)
+        write_attrs(f.create_group("meta"), meta)
         group = f.create_group("edges")
         for name, data in edges.items():
-            write_dataset(group, name, np.asarray(data))
-        _set_attrs(group.create_group("qual_summary"), qual_summary)
+            write_dataset(group, name, data)
+        write_attrs(group.create_group("qual_summary"), qual_summary)
         topo = f.create_group("topology")
         for name, (attrs, degrees) in topology.items():
             sub = topo.create_group(f"global_{name}")
-            _set_attrs(sub, attrs)
-            write_dataset(sub, "degrees", degrees.astype(np.int32))
+            write_attrs(sub, attrs)
+            write_dataset(sub, "degrees", degrees, dtype=np.int32)
         fg = f.create_group("focus_gene")
-        _set_attrs(fg, focus["attrs"])
+        write_attrs(fg, focus["attrs"])
         write_dataset(fg, "direct_partners", focus["direct_partners"])
         write_dataset(fg, "indirect_partners", focus["indirect_partners"])
-        for name in ("direct_stats", "two_layer_stats", "full_stats", "metrics"):
-            _set_attrs(fg.create_group(name), focus[name])
-        f.create_dataset("gene_names", data=gene_names, dtype=h5py.string_dtype())
-        record = {"meta": {k: attr_value(_plain(v)) for k, v in meta.items()},
-                  "metrics": {k: attr_value(_plain(v)) for k, v in focus["metrics"].items()}}
-        f["meta"].attrs[SUMMARY_ATTR] = json.dumps(record, sort_keys=True)
+        for name in ("direct_stats", "two_layer_stats", "full_stats"):
+            write_attrs(fg.create_group(name), _with_established_names(focus[name]))
+        write_attrs(fg.create_group("metrics"), focus["metrics"])
+        write_dataset(f, "gene_names", gene_names)
+        record = {"meta": {k: plain_attr(v) for k, v in meta.items()},
+                  "metrics": {k: plain_attr(v) for k, v in focus["metrics"].items()}}
+        write_attrs(f["meta"], {SUMMARY_ATTR: json.dumps(record, sort_keys=True)})
     except BaseException:
         f.close()
         raise
     return f
 
 
-def read_meta(path: Path) -> dict[str, Any]:
-    """The meta attributes of a stage 03 file as plain values."""
-    with h5py.File(path, "r") as f:
-        return {k: attr_value(v) for k, v in f["meta"].attrs.items()}
 
 
 @dataclass

@@ -22,7 +22,8 @@ from dcoex.stages.s03b_collect.contract import CONTRACT, TSV_SHA_ATTR
 from dcoex.stages.upstream import FileUpstream
 from memfit.allocation import detect_allocation
 from dcoex.stages.s03b_collect.estimator import estimate
-from memfit.record import PeakRecorder, write_h5_attrs, write_sidecar
+from dcoex.h5io import write_attrs
+from memfit.record import H5_GROUP as MEMFIT_GROUP, PeakRecorder, h5_attrs, write_sidecar
 
 STAGE = "03b"
 
@@ -57,7 +58,7 @@ def run_collect(
             with h5py.File(tmp_h5, "w") as f:
                 write_summary(f, col, gene_names, "gene_list" if gene_list else "all")
                 write_provenance(f, provenance, extra={TSV_SHA_ATTR: tsv_sha})
-                write_h5_attrs(f, STAGE, est, allocation, recorder, None)
+                write_attrs(f.require_group(MEMFIT_GROUP), h5_attrs(STAGE, est, allocation, recorder, None))
             if tsv_text is not None:
                 with atomic_output(out_focus_tsv) as tmp_tsv:
                     tmp_tsv.write_text(tsv_text)

@@ -12,7 +12,8 @@ import numpy as np
 
 from dcoex.errors import InputError
 from dcoex.stages.s03_network.focus import INTEGER_METRICS, METRIC_NAMES
-from dcoex.stages.s03_network.io import RUN_PARAMETERS, NetworkSummary, write_dataset
+from dcoex.h5io import write_attrs, write_dataset
+from dcoex.stages.s03_network.io import RUN_PARAMETERS, NetworkSummary
 
 #: Network-wide per-gene values stored in the summary HDF5 (not in the TSV).
 NETWORK_COUNTS: tuple[str, ...] = (
@@ -124,16 +125,16 @@ def collect(
 
 def write_summary(f: h5py.File, col: Collection, gene_names: Sequence[str], expected_source: str) -> None:
     """``meta`` attrs (run parameters, counts), root ``gene_names`` and ``per_gene/*``."""
-    meta = f.create_group("meta")
-    for key, value in col.parameters.items():
-        meta.attrs[key] = value
     counts = {s: col.status.count(s) for s in (STATUS_OK, STATUS_NO_EDGES, STATUS_MISSING)}
-    meta.attrs["n_ref_genes"] = np.int64(len(col.status))
-    meta.attrs["n_ok"] = np.int64(counts[STATUS_OK])
-    meta.attrs["n_no_edges"] = np.int64(counts[STATUS_NO_EDGES])
-    meta.attrs["n_missing"] = np.int64(counts[STATUS_MISSING])
-    meta.attrs["expected_genes"] = expected_source
-    f.create_dataset("gene_names", data=np.asarray(gene_names, dtype=object), dtype=h5py.string_dtype())
+    write_attrs(f.create_group("meta"), {
+        **col.parameters,
+        "n_ref_genes": len(col.status),
+        "n_ok": counts[STATUS_OK],
+        "n_no_edges": counts[STATUS_NO_EDGES],
+        "n_missing": counts[STATUS_MISSING],
+        "expected_genes": expected_source,
+    })
+    write_dataset(f, "gene_names", np.asarray(gene_names, dtype=object))
     group = f.create_group("per_gene")
     write_dataset(group, "gene_index", col.gene_index.astype(np.int32))
     write_dataset(group, "gene_name", np.asarray(col.gene_name, dtype=object))
