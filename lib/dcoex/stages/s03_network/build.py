@@ -15,7 +15,7 @@ from dcoex.stages.s03_network.topology import global_topology
 
 @dataclass(frozen=True)
 class NetworkOptions:
-    """Stage 03 options (DESIGN.md §4)."""
+    """Stage 03 options (docs/design.md §4.7)."""
 
     min_effect: float = 0.0
     corr_threshold: float = 1e-4
