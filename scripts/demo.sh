@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Set everything up, then run the bootstrap differential co-expression pipeline on the
+# Install what the co-expression pipeline needs (scripts/setup.sh --core: no PyTorch,
+# scvi-tools or XGBoost), then run the bootstrap differential co-expression pipeline on the
 # bundled example (150 genes x 150 samples with 3 planted modulators) in local mode,
 # without a scheduler, and print where the results are.
+#   bash scripts/demo.sh [OUT_DIR]          (default results/demo; DCOEX_VENV picks the venv)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --core
 VENV=${DCOEX_VENV:-$PWD/.venv}
+export DCOEX_PYTHON=$VENV/bin/python     # the driver and its jobs run this venv's Python
 OUT=${1:-$PWD/results/demo}
 
 bash src/SLURM_scripts/run_bootstrap_pipeline.sh --local \

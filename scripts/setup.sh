@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
 # Install everything dcoex needs into ./.venv (idempotent). Debian 12, Python 3.11.
+#   bash scripts/setup.sh          everything: the pipeline, the test tools and the label
+#                                  transfer extra (PyTorch, scvi-tools, XGBoost)
+#   bash scripts/setup.sh --core   only what the co-expression pipeline needs (no PyTorch,
+#                                  scvi-tools or XGBoost): what scripts/demo.sh uses
 # Debian packages: python3-venv (if venv is missing) and hdf5-tools (h5diff); the test
 # clusters' packages (slurm-wlm, munge, mariadb, gridengine-*) are installed by
 # tests/cluster/clusters_up.sh. PyTorch is installed as exactly torch==2.13.0 BEFORE
@@ -8,6 +12,12 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 VENV=${DCOEX_VENV:-$PWD/.venv}
 PYTHON=${PYTHON:-python3}
+core=0
+case ${1:-} in
+    --core) core=1 ;;
+    "") ;;
+    *) echo "setup: unknown argument '$1' (usage: setup.sh [--core])" >&2; exit 2 ;;
+esac
 
 apt_install() {
     local missing=()
@@ -29,6 +39,11 @@ fi
 
 [[ -x $VENV/bin/python ]] || "$PYTHON" -m venv "$VENV"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+if ((core)); then
+    "$VENV/bin/pip" install -q -e .
+    echo "setup: dcoex (co-expression pipeline only) installed in $VENV"
+    exit 0
+fi
 "$VENV/bin/python" -c 'import torch' 2>/dev/null || "$VENV/bin/pip" install -q torch==2.13.0
 "$VENV/bin/pip" install -q -e '.[test,labels]'
 echo "setup: dcoex installed in $VENV"

@@ -1,4 +1,4 @@
-"""Stage 01: groups and bootstrap indices (DESIGN.md §4), batch invariance, bad input."""
+"""Stage 01: groups and bootstrap indices (docs/design.md §4.1), batch invariance, bad input."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def _read(path: Path) -> dict:
 
 
 def _reference_gene(row: np.ndarray, gene: int, seed: int, n_boot: int, low_frac=0.2, high_frac=0.2, boot_frac=0.8):
-    """DESIGN.md §4 written out independently: stable sort, per-gene SeedSequence draws."""
+    """docs/design.md §4.1 written out independently: stable sort, per-gene SeedSequence draws."""
     n_samples = row.shape[0]
     k_low, k_high = int(np.floor(n_samples * low_frac + 1e-9)), int(np.floor(n_samples * high_frac + 1e-9))
     kr_low, kr_high = int(np.floor(k_low * boot_frac + 1e-9)), int(np.floor(k_high * boot_frac + 1e-9))

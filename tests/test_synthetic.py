@@ -49,7 +49,7 @@ def test_planted_pairs_correlate_in_high_only():
 
 
 def _differential_edges(matrix: np.ndarray, modulator: int, k: int, alpha: float) -> set[tuple[int, int]]:
-    """Reference differential test (DESIGN.md §4) written with scipy/statsmodels."""
+    """Reference differential test (docs/design.md §4.2–§4.5) written with scipy/statsmodels."""
     order = np.argsort(matrix[modulator], kind="stable")
     r_low = stats.spearmanr(matrix[:, order[:k]], axis=1)[0]
     r_high = stats.spearmanr(matrix[:, order[-k:]], axis=1)[0]

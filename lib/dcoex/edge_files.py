@@ -1,6 +1,6 @@
 """Per-gene edge files of stages 02a (``base_correlations/``) and 02b (``bootstrap_significant/``).
 
-Layouts are fixed in DESIGN.md §3 and docs/stage02a.md / docs/stage02b.md. Every file has a
+Layouts are fixed in docs/design.md §3.4–§3.5 and docs/stage02a.md / docs/stage02b.md. Every file has a
 ``meta`` group (attrs), a root ``gene_names`` dataset and sparse edge tables; the
 ``/memfit`` group (memory figures) is written by the stage.
 """

@@ -1,6 +1,6 @@
 """The expression store ``expression.h5``: a genes × samples float32 matrix with names.
 
-Layout (DESIGN.md §3):
+Layout (docs/design.md §3.2):
 
 - ``/expr``: float32 (N, S), chunked by rows (``ROW_CHUNK_BYTES`` per chunk);
 - ``/gene_names`` (N,) and ``/sample_names`` (S,): UTF-8 variable-length strings;

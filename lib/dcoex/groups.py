@@ -1,4 +1,4 @@
-"""Extreme groups and bootstrap indices of each reference gene (DESIGN.md §4).
+"""Extreme groups and bootstrap indices of each reference gene (docs/design.md §4.1).
 
 For reference gene g with expression row x (S samples):
 

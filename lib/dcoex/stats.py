@@ -1,4 +1,4 @@
-"""Correlation tests of DESIGN.md §4 and the flat pair index of the upper triangle.
+"""Correlation tests of docs/design.md §4.3–§4.4 and the flat pair index of the upper triangle.
 
 - per-group test: t = r·sqrt(df/(1−r²)), df = k−2, two-sided Student-t p from the survival
   function (r clipped to [−1, 1]; 1−r² floored at float32 eps as in the established code);

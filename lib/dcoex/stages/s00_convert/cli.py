@@ -72,7 +72,7 @@ def convert(
 @CONTRACT.click_options
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 def main(expr_tsv: str, out_h5: str, compression: str, compression_level: int, block_rows: int, quiet: bool) -> None:
-    """Convert an expression TSV to expression.h5 (DESIGN.md §3)."""
+    """Convert an expression TSV to expression.h5 (docs/design.md §3.2)."""
     info = convert(expr_tsv, out_h5, compression, compression_level, block_rows, quiet)
     if not quiet:
         print(

@@ -1,6 +1,6 @@
 """Stage 01: extreme groups and bootstrap indices of every reference gene.
 
-Writes ``bootstrap_indices.h5`` (DESIGN.md §3): ``indices/low`` (N, k_L),
+Writes ``bootstrap_indices.h5`` (docs/design.md §3.3): ``indices/low`` (N, k_L),
 ``indices/high`` (N, k_H), ``indices/low_boot`` (N, B, k_rL), ``indices/high_boot``
 (N, B, k_rH), int32, one gene per chunk, and ``meta`` attrs. Genes are read and grouped
 ``--batch-size`` at a time; bootstrap draws and chunk compression run per gene in a
@@ -232,7 +232,7 @@ def _write(
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 def main(in_h5, in_tsv, out_h5, low_frac, high_frac, n_bootstrap, bootstrap_frac, seed,
          batch_size, compression, compression_level, deflate_strategy, threads, quiet) -> None:
-    """Extreme groups and bootstrap indices of every gene (DESIGN.md §4)."""
+    """Extreme groups and bootstrap indices of every gene (docs/design.md §4.1)."""
     info = run(out_h5, in_h5, in_tsv, low_frac, high_frac, n_bootstrap, bootstrap_frac, seed,
                parse_batch_size(str(batch_size)), compression, compression_level, deflate_strategy,
                threads, quiet)

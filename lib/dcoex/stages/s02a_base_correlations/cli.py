@@ -124,7 +124,7 @@ def run_base(
 @gene_selection_options
 def main(expr_h5, indices_h5, out_dir, fdr_alpha, batch_size, exact_q, gene_index, gene_range,
          genes_per_task, task_id, gene_list, force, quiet) -> None:
-    """Base Spearman correlations, t / Fisher-z tests and BH per reference gene (DESIGN.md §4)."""
+    """Base Spearman correlations, t / Fisher-z tests and BH per reference gene (docs/design.md §4.2–§4.5)."""
     selection = {"gene_index": list(gene_index) or None, "gene_range": gene_range,
                  "genes_per_task": genes_per_task, "task_id": task_id, "gene_list": gene_list}
     info = run_base(expr_h5, indices_h5, out_dir, fdr_alpha, parse_batch_size(str(batch_size)), exact_q,

@@ -1,6 +1,6 @@
 """Stage 02a science: Spearman r of every gene pair in LOW and HIGH, tests and BH.
 
-Per reference gene (DESIGN.md §4): rank each gene once per group (average ranks), double
+Per reference gene (docs/design.md §4.2–§4.5): rank each gene once per group (average ranks), double
 and centre them (integers u = 2·rank − (k+1)), then r = (U·Uᵀ)·scaleᵢ·scaleⱼ with
 scale = 1/||u|| one tile of ``tile_rows`` gene rows at a time (upper triangle only). The
 integer products are exact in float32 (float64 when k(k−1)² >= 2**24), so r is identical

@@ -221,7 +221,7 @@ def run_bootstrap(
 @gene_selection_options
 def main(expr_h5, indices_h5, base_dir, out_dir, edge_selection, ci_alpha, fdr_alpha, n_bootstrap, batch_size,
          store_replicates, gene_index, gene_range, genes_per_task, task_id, gene_list, force, quiet) -> None:
-    """Bootstrap CI and statistics of Δ = r_H − r_L for each gene's selected edges (DESIGN.md §4)."""
+    """Bootstrap CI and statistics of Δ = r_H − r_L for each gene's selected edges (docs/design.md §4.6)."""
     selection = {"gene_index": list(gene_index) or None, "gene_range": gene_range,
                  "genes_per_task": genes_per_task, "task_id": task_id, "gene_list": gene_list}
     info = run_bootstrap(expr_h5, indices_h5, base_dir, out_dir, edge_selection, ci_alpha, fdr_alpha, n_bootstrap,

@@ -219,7 +219,7 @@ def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def boot_stats(deltas: np.ndarray, delta_base: np.ndarray, ci_alpha: float) -> BootStats:
-    """Statistics of DESIGN.md §4 over each row of ``deltas`` (rows sorted in place).
+    """Statistics of docs/design.md §4.6 over each row of ``deltas`` (rows sorted in place).
 
     Over the n finite replicates of an edge: mean, sd (ddof 1), percentile CI at
     100·ci_alpha/2 and 100·(1 − ci_alpha/2) with numpy.percentile's "linear" method

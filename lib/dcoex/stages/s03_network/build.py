@@ -16,7 +16,7 @@ from dcoex.stages.s03_network.topology import global_topology
 
 @dataclass(frozen=True)
 class NetworkOptions:
-    """Stage 03 options (DESIGN.md §4)."""
+    """Stage 03 options (docs/design.md §4.7)."""
 
     min_effect: float = MIN_EFFECT.default
     corr_threshold: float = CORR_THRESHOLD.default

@@ -1,4 +1,4 @@
-"""Edge selection and qualitative classes of a differential network (DESIGN.md §4)."""
+"""Edge selection and qualitative classes of a differential network (docs/design.md §4.7)."""
 
 from __future__ import annotations
 

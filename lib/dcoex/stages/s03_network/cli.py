@@ -1,4 +1,4 @@
-"""Stage 03: the differential network of each reference gene (DESIGN.md §4, docs/stage03.md).
+"""Stage 03: the differential network of each reference gene (docs/design.md §4.7–§4.9, docs/stage03.md).
 
 For every selected gene, reads ``base_correlations/{gi}_{gene}.h5`` (02a) and
 ``bootstrap_significant/{gi}_{gene}.h5`` (02b), checks that they agree, keeps the edges E
