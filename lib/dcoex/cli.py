@@ -96,7 +96,7 @@ def gene_selection_options(func: Callable) -> Callable:
         click.option("--genes-per-task", type=int, default=None, help="Genes per array task; the task comes from --task-id or SGE_TASK_ID/SLURM_ARRAY_TASK_ID (1-based)."),
         click.option("--task-id", type=int, default=None, help="1-based array task id (overrides the scheduler's)."),
         click.option("--gene-list", type=click.Path(), default=None, help="File of gene names or indices: the universe --genes-per-task cuts into tasks."),
-        click.option("--force", is_flag=True, help="Recompute genes whose output already exists and validates."),
+        click.option("--force", is_flag=True, help="Recompute genes whose output is current (records the wanted provenance)."),
         click.option("--quiet", is_flag=True, help="No progress bar."),
     ]
     for option in reversed(options):

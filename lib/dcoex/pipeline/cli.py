@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     print_plan(plan, scheduler)
     if not plan.stages:
-        print("nothing to do: every output exists and validates (use --force to recompute)")
+        print("nothing to do: every output is current (use --force to recompute)")
         return 0
     if options.dry_run:
         print("dry run: the commands below would be submitted (job ids are placeholders)")

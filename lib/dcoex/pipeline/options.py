@@ -28,7 +28,7 @@ input/output:
   --genes-per-task N|auto reference genes per array task (auto: <= 500 tasks, within the array limit)
   --gene-subset FILE      reference genes to process: names or 0-based indices, one per line
   --stages LIST           comma-separated subset of 00,01,02a,02b,03,03b (default: all that are needed)
-  --force                 recompute outputs that already exist and validate
+  --force                 recompute outputs even when they are current
   --local                 run every task here, in order, without a scheduler (same outputs)
   --dry-run               print the plan and every submission command; submit nothing
   --mem-safety X          stages plan for X x their limit, so requests are estimate / X (0.7)
