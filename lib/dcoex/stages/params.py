@@ -83,4 +83,4 @@ CORR_THRESHOLD = Param("corr_threshold", 1e-4, "tau: an edge is present in a gro
 NO_CI_FILTER = Param("no_ci_filter", False, "Keep edges whose bootstrap CI contains 0.", lambda t: t, switch=True)
 BATCH_SIZE = Param("batch_size", "auto",
                    "Batch of 01/02a/02b: N, 'all' or 'auto' (fits memory).",
-                   _batch, content=False, metavar="N|auto")
+                   _batch, content=False, metavar="N/auto")
