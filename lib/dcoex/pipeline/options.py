@@ -34,7 +34,7 @@ science:
   --batch-size N|auto     batch size of the stages that take one (auto)
 work split and scheduling:
   --genes-per-task N|auto reference genes per array task (auto: <= 500 tasks, within the array limit)
-  --gene-subset FILE      reference genes to process: names or 0-based indices, one per line
+  --gene-subset FILE      reference genes to process, one a line: a gene name, or index:N (0-based)
   --stages LIST           comma-separated subset of 00,01,02a,02b,03,03b (default: all that are needed)
   --force                 recompute outputs that already exist and validate
   --local                 run every task here, in order, without a scheduler (same outputs)
