@@ -34,6 +34,7 @@ def _rename_genes(tsv: Path, names: dict[int, str]) -> list[str]:
     return [line.split("\t")[0] for line in lines[1:] if line]
 
 
+@pytest.mark.slow
 def test_odd_gene_names_pass_every_stage(tmp_path):
     tsv = write_dataset(tmp_path / "expr.tsv", n_genes=16, n_samples=40)
     names = _rename_genes(tsv, ODD_NAMES)
@@ -59,6 +60,7 @@ def test_odd_gene_names_pass_every_stage(tmp_path):
     assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout + again.stderr
 
 
+@pytest.mark.slow
 def test_local_run_carries_on_after_a_failed_task(tmp_path):
     """Gene 9's 02a output cannot be written (a folder holds its name): 02a task 3 (genes 8-11)
     fails, 02b and 03 skip task 3, every other task completes, 03b collects the rest (as the
@@ -94,6 +96,7 @@ def test_local_run_carries_on_after_a_failed_task(tmp_path):
     assert not m["stages"]["03b"].get("cancelled") and not m["stages"]["03b"]["failures"]
 
 
+@pytest.mark.slow
 def test_local_run_stops_after_a_failed_single_job(tmp_path):
     """Stage 00 fails (a NUL in a gene name): nothing after it runs; one line, its exit status."""
     tsv = write_dataset(tmp_path / "expr.tsv", n_genes=16, n_samples=40)
@@ -137,6 +140,7 @@ def _fill(folder: Path, leave_bytes: int) -> None:
         os.posix_fallocate(handle.fileno(), 0, max(free - leave_bytes, 1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("before,leave", [("00,01", 40 << 10), ("00,01,02a,02b,03", 16 << 10),
                                           ("00,01", 0)])
 def test_full_disk_is_one_line_exit_2_and_no_temporary_files(tmp_path, small_disk, before, leave):
