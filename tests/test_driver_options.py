@@ -51,6 +51,14 @@ def test_genes_per_task_zero(tmp_path, tsv):
     assert "--genes-per-task must be >= 1, got 0" in _bad(tmp_path, ["--expr-tsv", tsv, "--genes-per-task", "0"])
 
 
+def test_gene_subset_bare_number_is_a_name_not_an_index(tmp_path, tsv):
+    """Genes are G00..G15: "3" is no gene's name, so it is refused (an index is index:3)."""
+    subset = tmp_path / "subset.txt"
+    subset.write_text("G01\n3\nindex:4\n")
+    line = _bad(tmp_path, ["--expr-tsv", tsv, "--gene-subset", subset, "--dry-run"])
+    assert "1 unknown gene(s): 3 " in line and "index:N" in line
+
+
 def test_gene_subset_with_unknown_genes_lists_them(tmp_path, tsv):
     subset = tmp_path / "subset.txt"
     subset.write_text("G01\nNOPE1\nG03\nNOPE2\n")

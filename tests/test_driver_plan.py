@@ -15,8 +15,10 @@ import pytest
 
 from cluster_util import write_dataset
 from dcoex.errors import InputError
+from dcoex.genes import read_gene_list
 from dcoex.groups import group_sizes
 from dcoex.pipeline.estimates import AUTO_BATCH_01, stage_estimate
+from dcoex.pipeline.jobs import prepare_out_dir
 from dcoex.pipeline.options import parse_args
 from dcoex.pipeline.plan import first_request, make_plan, split_tasks
 from dcoex.pipeline.schedulers import SLURM_MIN_REQUEST_BYTES, Sge, Slurm, compress_tasks
@@ -115,7 +117,7 @@ def test_task_split_and_array_limit():
 
 def test_gene_subset_is_the_task_universe(tmp_path, tsv):
     subset = tmp_path / "subset.txt"
-    subset.write_text("G05\n3\nG39\nG05\n")
+    subset.write_text("G05\nindex:3\nG39\nG05\n")
     plan = make_plan(options(tsv, tmp_path / "run", "--gene-subset", subset, "--genes-per-task", "2"),
                      Slurm(dry_run=True))
     assert plan.universe == [3, 5, 39]
@@ -123,6 +125,27 @@ def test_gene_subset_is_the_task_universe(tmp_path, tsv):
     assert plan.stages["02a"].tasks == [1, 2] and plan.stages["02a"].n_tasks == 2
     argv = plan.stages["02a"].argv
     assert argv[argv.index("--gene-list") + 1] == str(tmp_path / "run" / ".dcoex" / "gene_list.txt")
+    prepare_out_dir(plan)  # the file the stages read names the genes by index (index:N)
+    listed = (tmp_path / "run" / ".dcoex" / "gene_list.txt").read_text().split()
+    assert listed == ["index:3", "index:5", "index:39"]
+    assert read_gene_list(tmp_path / "run" / ".dcoex" / "gene_list.txt", plan.shape.gene_names) == [3, 5, 39]
+
+
+def test_gene_subset_names_win_over_indices(tmp_path):
+    """Genes named 1000..1399: "1005" is the gene named 1005 (index 5), not index 1005; "100"
+    is no gene's name and is refused; index:100 is the gene with index 100."""
+    lines = ["gene\t" + "\t".join(f"S{j}" for j in range(30))]
+    lines += [f"{1000 + g}\t" + "\t".join(str((g * 7 + j * 3) % 11 + 0.5) for j in range(30)) for g in range(400)]
+    tsv = tmp_path / "numeric.tsv"
+    tsv.write_text("\n".join(lines) + "\n")
+    subset = tmp_path / "subset.txt"
+    subset.write_text("1005\nindex:100\n")
+    plan = make_plan(options(tsv, tmp_path / "run", "--gene-subset", subset, "--genes-per-task", "2"),
+                     Slurm(dry_run=True))
+    assert plan.universe == [5, 100]
+    subset.write_text("1005\n100\n")
+    with pytest.raises(InputError, match=r"1 unknown gene\(s\): 100 \(not gene names"):
+        make_plan(options(tsv, tmp_path / "run", "--gene-subset", subset), Slurm(dry_run=True))
 
 
 def test_test_knob_scales_only_the_first_request(tmp_path, tsv, monkeypatch):

@@ -125,6 +125,16 @@ def _good_rows(n_genes=3, n_samples=10) -> list[str]:
     return [header] + rows
 
 
+def test_bad_nul_in_a_name(tmp_path, capsys):
+    """HDF5 strings end at NUL: a name holding one is refused by line, not a traceback."""
+    lines = _good_rows()
+    lines[2] = "g\x001" + lines[2][2:]
+    _bad_case(tmp_path, capsys, "\n".join(lines) + "\n", ["bad.tsv", "line 3", "NUL", "gene name"])
+    lines = _good_rows()
+    lines[0] = lines[0].replace("s3", "s\x003")
+    _bad_case(tmp_path, capsys, "\n".join(lines) + "\n", ["bad.tsv", "line 1", "NUL", "sample name"])
+
+
 def test_bad_ragged_row(tmp_path, capsys):
     lines = _good_rows()
     lines[2] += "\t7"

@@ -28,7 +28,7 @@ def inputs(tmp_path_factory):
 def test_parameters_are_the_runs_and_gene_list_defines_missing(inputs, tmp_path):
     opts = NetworkOptions(min_effect=0.2, corr_threshold=0.05, ci_filter=False, zero_undefined=True)
     run_network(inputs / "base", inputs / "boot", tmp_path / "net", genes=[0, 1, 3], options=opts)
-    (tmp_path / "genes.txt").write_text("G0\nG1\n2\nG3\n")
+    (tmp_path / "genes.txt").write_text("G0\nG1\nindex:2\nG3\n")
     res = run_cli(STAGE03B, "--networks-dir", tmp_path / "net", "--out-h5", tmp_path / "out" / "summary.h5",
                   "--out-focus-tsv", tmp_path / "out" / "hubs.tsv", "--gene-list", tmp_path / "genes.txt", "--quiet")
     assert res.returncode == 0, res.stderr
@@ -63,6 +63,18 @@ def run_bad(tmp_path, networks):
     assert res.stderr.strip().count("\n") == 0 and "Traceback" not in res.stderr
     assert not out.exists() or not list(out.iterdir())
     return res.stderr
+
+
+def test_gene_list_bare_number_is_refused(inputs, tmp_path):
+    """Genes are G0..: "2" is no gene's name, and a bare number is never read as an index."""
+    run_network(inputs / "base", inputs / "boot", tmp_path / "net", genes=[0, 1])
+    (tmp_path / "genes.txt").write_text("G0\n2\n")
+    out = tmp_path / "out"
+    res = run_cli(STAGE03B, "--networks-dir", tmp_path / "net", "--out-h5", out / "summary.h5", "--gene-list",
+                  tmp_path / "genes.txt", "--quiet")
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0, res.stderr
+    assert "1 unknown gene(s): 2 (not gene names; write a 0-based index as index:N)" in res.stderr
+    assert not out.exists() or not list(out.iterdir())
 
 
 def test_empty_networks_folder(tmp_path):

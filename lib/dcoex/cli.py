@@ -14,6 +14,7 @@ from dcoex.errors import (
     EXIT_OUT_OF_MEMORY,
     GenesFailedError,
     InputError,
+    write_refused_message,
 )
 from memfit.plan import MemoryPlanError
 from memfit.units import format_bytes
@@ -22,9 +23,10 @@ from memfit.units import format_bytes
 def run_command(command: click.Command, args: Sequence[str] | None = None) -> NoReturn:
     """Run a click command; turn known failures into one line on stderr and an exit code.
 
-    InputError -> 2; MemoryPlanError / MemoryError -> 3 (with the estimate, the limit
-    and what to change); GenesFailedError -> 1; anything else -> the traceback followed
-    by a one-line summary, exit 1.
+    InputError -> 2; a write the file system refuses (full, read-only, no permission:
+    ``write_refused_message``) -> 2; MemoryPlanError / MemoryError -> 3 (with the estimate,
+    the limit and what to change); GenesFailedError -> 1; anything else -> the traceback
+    followed by a one-line summary, exit 1.
     """
     prog = command.name or "dcoex"
     try:
@@ -53,6 +55,10 @@ def run_command(command: click.Command, args: Sequence[str] | None = None) -> No
         print(f"{prog}: error: {exc}", file=sys.stderr)
         sys.exit(EXIT_GENES_FAILED)
     except Exception as exc:  # noqa: BLE001 - last resort: keep the traceback, add one line
+        refused = write_refused_message(exc)
+        if refused:
+            print(f"{prog}: error: {refused}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
         traceback.print_exc()
         print(f"{prog}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         sys.exit(1)
@@ -95,7 +101,7 @@ def gene_selection_options(func: Callable) -> Callable:
         click.option("--gene-range", default=None, help="Half-open range a:b of reference genes (0-based)."),
         click.option("--genes-per-task", type=int, default=None, help="Genes per array task; the task comes from --task-id or SGE_TASK_ID/SLURM_ARRAY_TASK_ID (1-based)."),
         click.option("--task-id", type=int, default=None, help="1-based array task id (overrides the scheduler's)."),
-        click.option("--gene-list", type=click.Path(), default=None, help="File of gene names or indices: the universe --genes-per-task cuts into tasks."),
+        click.option("--gene-list", type=click.Path(), default=None, help="File of genes, one a line: a name, or index:N (0-based): the universe --genes-per-task cuts into tasks."),
         click.option("--force", is_flag=True, help="Recompute genes whose output is current (records the wanted provenance)."),
         click.option("--quiet", is_flag=True, help="No progress bar."),
     ]

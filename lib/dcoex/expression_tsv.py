@@ -114,6 +114,8 @@ class TsvExpressionReader:
             )
         seen: dict[str, int] = {}
         for column, name in enumerate(self.sample_names):
+            if "\x00" in name:  # HDF5 strings end at NUL
+                raise InputError(f"{self.path}: line {self._header_line}: sample name {name!r} contains a NUL character")
             if name in seen:
                 raise InputError(
                     f"{self.path}: line {self._header_line}: duplicate sample name {name!r} "
@@ -130,6 +132,8 @@ class TsvExpressionReader:
                 f"(gene name + {self.n_samples} samples) (ragged rows)"
             )
         gene = row[0].strip()
+        if "\x00" in gene:  # HDF5 strings end at NUL
+            raise InputError(f"{self.path}: line {line}: gene name {gene!r} contains a NUL character")
         if gene in self._gene_lines:
             raise InputError(
                 f"{self.path}: line {line}: duplicate gene name {gene!r} "

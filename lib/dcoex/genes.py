@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -9,7 +10,15 @@ from typing import Mapping, Sequence
 
 from dcoex.errors import InputError
 
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
+#: Longest per-gene file name (bytes, with ".h5"): the rest of the file system's 255 is left
+#: for what is added to it (".{name}.tmp-PID", ".memory.json").
+MAX_GENE_FILE_BYTES = 200
+#: Hex digits of the SHA-256 of the gene name in a sanitised file name.
+NAME_HASH_DIGITS = 12
+#: How a gene list file names a gene by its 0-based index (a bare number is a gene name).
+INDEX_PREFIX = "index:"
 
 
 def index_width(n_genes: int) -> int:
@@ -18,11 +27,26 @@ def index_width(n_genes: int) -> int:
 
 
 def gene_file_name(gene_index: int, gene_name: str, n_genes: int) -> str:
-    """``{gi}_{gene}.h5`` with gi zero-padded; unsafe characters of the name become '_'."""
-    return f"{gene_index:0{index_width(n_genes)}d}_{_UNSAFE.sub('_', gene_name)}.h5"
+    """The per-gene file name: ``{gi}_{gene}.h5``, gi zero-padded.
+
+    A name of ASCII letters, digits and ``._+-`` (not starting with a dot) that keeps the
+    file name within MAX_GENE_FILE_BYTES is used as it is. Any other name (path separators,
+    control characters, non-ASCII, a leading dot, empty, too long) is written as
+    ``{gi}_{sanitised}~{hash}.h5``: other characters become ``_``, the name is truncated to
+    fit, and ``hash`` is the start of the SHA-256 of the full name (so the form is
+    deterministic and tells different names apart).
+    """
+    prefix = f"{gene_index:0{index_width(n_genes)}d}_"
+    if _SAFE_NAME.fullmatch(gene_name) and len(prefix) + len(gene_name) + 3 <= MAX_GENE_FILE_BYTES:
+        return f"{prefix}{gene_name}.h5"
+    digest = hashlib.sha256(gene_name.encode("utf-8", "surrogatepass")).hexdigest()[:NAME_HASH_DIGITS]
+    room = MAX_GENE_FILE_BYTES - len(prefix) - len(digest) - len("~.h5")
+    return f"{prefix}{_UNSAFE.sub('_', gene_name)[:max(room, 0)]}~{digest}.h5"
 
 
 def gene_file_path(directory: str | os.PathLike, gene_index: int, gene_name: str, n_genes: int) -> Path:
+    """Where the per-gene file of gene ``gene_index`` lies in ``directory`` (every reader and
+    writer of per-gene files uses this)."""
     return Path(directory) / gene_file_name(gene_index, gene_name, n_genes)
 
 
@@ -36,24 +60,47 @@ def task_id_from_env(environ: Mapping[str, str] | None = None) -> int | None:
     return None
 
 
+def index_entry(gene_index: int) -> str:
+    """How a gene list file names a gene by its 0-based index: ``index:5``."""
+    return f"{INDEX_PREFIX}{gene_index}"
+
+
 def read_gene_list(path: str | os.PathLike, gene_names: Sequence[str]) -> list[int]:
-    """Gene indices from a file of names or 0-based indices, one per line (order kept)."""
+    """Gene indices (0-based, ascending, unique) from a file of one entry a line.
+
+    An entry that is a gene name is that gene (so a gene named ``100`` is never read as an
+    index); ``index:N`` is the gene with 0-based index N. Anything else, a bare number
+    included, is refused with the list of unknown entries.
+    """
     lookup = {name: i for i, name in enumerate(gene_names)}
     try:
-        tokens = [t.strip() for t in Path(path).read_text().splitlines() if t.strip()]
+        text = Path(path).read_bytes().decode("utf-8")
     except OSError as exc:
         raise InputError(f"{path}: cannot read gene list ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: gene list is not UTF-8 text (byte {exc.start})") from None
     indices, unknown = [], []
-    for token in tokens:
-        if token in lookup:
-            indices.append(lookup[token])
-        elif token.isdigit() and int(token) < len(gene_names):
-            indices.append(int(token))
+    for line in text.replace("\r\n", "\n").split("\n"):
+        token = line.strip()
+        if not token:
+            continue
+        if line in lookup or token in lookup:
+            indices.append(lookup[line] if line in lookup else lookup[token])
+            continue
+        number = token[len(INDEX_PREFIX):].strip() if token.startswith(INDEX_PREFIX) else None
+        if number is not None and number.isascii() and number.isdigit() and int(number) < len(gene_names):
+            indices.append(int(number))
         else:
             unknown.append(token)
     if unknown:
-        shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
-        raise InputError(f"{path}: {len(unknown)} unknown gene(s): {shown}")
+        shown = ", ".join(repr(t) if not t.isprintable() else t for t in unknown[:10])
+        shown += " ..." if len(unknown) > 10 else ""
+        hint = ""
+        if any(t.isascii() and t.isdigit() for t in unknown):
+            hint = f" (not gene names; write a 0-based index as {INDEX_PREFIX}N)"
+        elif any(t.startswith(INDEX_PREFIX) for t in unknown):
+            hint = f" (indices must be {INDEX_PREFIX}0..{INDEX_PREFIX}{len(gene_names) - 1})"
+        raise InputError(f"{path}: {len(unknown)} unknown gene(s): {shown}{hint}")
     return sorted(set(indices))
 
 

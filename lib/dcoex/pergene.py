@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 
-from dcoex.errors import GenesFailedError, InputError
+from dcoex.errors import FILESYSTEM_ERRNOS, GenesFailedError, InputError
 from dcoex.genes import read_gene_list, select_genes
 from dcoex.progress import progress
 
@@ -40,7 +40,8 @@ def run_genes(
     """Process each gene (skipping valid outputs unless ``force``); a gene raising one of
     GENE_ERRORS is recorded and the loop goes on. Then ``finish(done)`` runs whatever happened
     (stop the recorder, write the sidecar), with ``done`` = {"written": [...], "skipped": [...],
-    "failed": {"gene": reason}}; GenesFailedError is raised after it if any gene failed."""
+    "failed": {"gene": reason}}; GenesFailedError is raised after it if any gene failed. A write
+    the file system refuses (FILESYSTEM_ERRNOS: full, read-only) stops the loop: it is raised."""
     written: list[int] = []
     skipped: list[int] = []
     failures: dict[int, str] = {}
@@ -53,6 +54,8 @@ def run_genes(
             try:
                 process(gene, path)
             except GENE_ERRORS as exc:
+                if isinstance(exc, OSError) and exc.errno in FILESYSTEM_ERRNOS:
+                    raise  # the disk is full or read-only: every later gene would fail too
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 print(f"error: gene {gene}: {reason}", file=sys.stderr)
                 failures[gene] = reason

@@ -213,8 +213,14 @@ def write_sidecar(
         path = sidecar_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(record, indent=1, default=str) + "\n")
+        os.replace(tmp, path)
+    except BaseException as exc:  # e.g. a full disk: leave no temporary file behind
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+            exc.filename = str(path)  # name the sidecar in the message
+        raise
     return path
 
 

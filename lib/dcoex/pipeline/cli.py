@@ -3,20 +3,96 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from dcoex.errors import EXIT_BAD_INPUT, InputError
+from dcoex.atomic import remove_temporaries
+from dcoex.errors import EXIT_BAD_INPUT, FILESYSTEM_ERRNOS, InputError, write_refused_message
 from dcoex.pipeline.jobs import base_manifest, keep_history, prepare_out_dir, submit_all
-from dcoex.pipeline.manifest import locked_manifest
+from dcoex.pipeline.manifest import locked_manifest, now_iso
 from dcoex.pipeline.options import parse_args
 from dcoex.pipeline.plan import RunPlan, make_plan, print_plan
 from dcoex.pipeline.schedulers import SubmitError, get_scheduler
+from dcoex.pipeline.stages import PER_GENE_CHAIN
+
+
+class LocalRunStopped(Exception):
+    """``--local`` cannot go on: the file system refuses writes (full, read-only). One line, exit 2."""
+
+
+@dataclass
+class LocalFailure:
+    """A task that failed under ``--local``: stage, task (None: a single job), exit status
+    (negative: killed by that signal), its log and the last line the stage wrote."""
+
+    stage: str
+    task: int | None
+    code: int
+    log: Path
+    reason: str
+
+    def line(self) -> str:
+        return (f"stage {self.stage} task {self.task or 1}: exit {self.code}"
+                + (f" ({self.reason})" if self.reason else "") + f"; log {self.log}")
+
+
+def _error_line(log: Path) -> str:
+    """The line of a task's log that says why it failed: the last ``...: error: ...`` line
+    (the stage's own before the task runner's), else the last line."""
+    try:
+        lines = [line.strip() for line in log.read_text(errors="replace")[-200_000:].splitlines() if line.strip()]
+    except OSError:
+        return ""
+    errors = [line for line in lines if re.search(r"^\S+: (internal )?error: ", line)]
+    own = [line for line in errors if not line.startswith("dcoex task:")]
+    chosen = (own or errors or lines or [""])[-1]
+    return chosen[:300]
+
+
+#: Free space (bytes) below which a task killed by a signal is taken to have filled the disk.
+NEARLY_FULL_BYTES = 1 << 20
+
+
+def _refused_write(log: Path, out: Path, code: int) -> str | None:
+    """"no space left on device: PATH" (or quota exceeded, read-only file system) when a failed
+    task ran into a file system that refuses every write: the stage's own error line, else the
+    HDF5 error text in its log (HDF5 may crash on a full disk before the stage can report it),
+    else, for a task killed by a signal, a nearly full output file system."""
+    try:
+        text = log.read_text(errors="replace")[-200_000:]
+    except OSError:
+        text = ""
+    phrases = "|".join(re.escape(os.strerror(e).lower()) for e in FILESYSTEM_ERRNOS)
+    said = re.findall(rf"^(\S+): error: ((?:{phrases})(?:: .*)?)$", text, re.M)
+    if said:  # the stage's own line before the task runner's (its status file)
+        return next((m for prog, m in reversed(said) if prog != "dcoex task"), said[-1][1])
+    for match in reversed(list(re.finditer(r"filename = '([^']*)'[^\n]*?errno = (\d+)", text))):
+        if int(match.group(2)) in FILESYSTEM_ERRNOS:
+            errno_ = int(match.group(2))
+            return write_refused_message(OSError(errno_, os.strerror(errno_), match.group(1)))
+    if code < 0:
+        try:
+            stat = os.statvfs(out)
+        except OSError:
+            return None
+        if stat.f_bavail * stat.f_frsize < NEARLY_FULL_BYTES:
+            return f"no space left on device: {out} ({stat.f_bavail * stat.f_frsize} bytes free)"
+    return None
 
 
 def run_local(plan: RunPlan) -> int:
-    """Run every planned task here, in order, through the same task runner as the jobs."""
+    """Run every planned task here, in order, through the same task runner as the jobs.
+
+    Failures are handled like the schedulers' finalisers handle them: a failed task of a
+    per-gene stage (02a, 02b, 03) skips the same task of the later per-gene stages and the
+    other tasks go on; the collect stage (03b) still runs, on the genes that completed; a failed
+    single job (00, 01, 03b) cancels the stages after it. Temporary files a failed task left
+    are removed. Every failure is then listed on stderr, one line each, and the exit status is
+    the first failure's (a signal: 1); 0 if every task succeeded.
+    """
     out = Path(plan.options.out_dir)
     manifest = base_manifest(plan, get_scheduler("local"))
     for entry in manifest["stages"].values():
@@ -30,29 +106,84 @@ def run_local(plan: RunPlan) -> int:
     env = dict(os.environ, HDF5_USE_FILE_LOCKING="FALSE", MEMFIT_SAFETY=f"{plan.options.mem_safety:g}")
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(plan.options.slots)
+    failures: list[LocalFailure] = []
+    broken: set[int] = set()  # per-gene tasks that failed (or were skipped) in an earlier stage
+    stopped_by: LocalFailure | None = None  # a failed single job: the stages after it are cancelled
     for s, p in plan.stages.items():
+        if stopped_by is not None:
+            print(f"skipping stage {s}: stage {stopped_by.stage} failed")
+            with locked_manifest(out) as m:
+                m["stages"][s]["cancelled"] = True
+            continue
         for task in (p.tasks if p.tasks is not None else [None]):
+            if task is not None and s in PER_GENE_CHAIN and task in broken:
+                print(f"skipping stage {s} task {task}/{p.n_tasks}: an earlier stage of this task failed")
+                with locked_manifest(out) as m:
+                    m["stages"][s].setdefault("cancelled_tasks", []).append(task)
+                continue
             log = out / "logs" / f"{s}.local.{task or 1}.log"
             argv = [sys.executable, "-m", "dcoex.pipeline.task", "--out-dir", str(out), "--stage", s]
             if task is not None:
                 argv += ["--task", str(task)]
             print(f"running stage {s}" + (f" task {task}/{p.n_tasks}" if task is not None else ""), flush=True)
             with open(log, "w") as handle:
-                code = subprocess.run(argv, stdout=handle, stderr=subprocess.STDOUT, env=env).returncode
-            if code != 0:
-                tail = log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
-                print(f"run_bootstrap_pipeline: stage {s} task {task or 1} failed (exit {code}): {tail[0]}; "
-                      f"log {log}", file=sys.stderr)
+                process = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env)
+                code = process.wait()
+            if code == 0:
+                continue
+            remove_temporaries(out, process.pid)
+            failure = LocalFailure(s, task, code, log, _error_line(log))
+            failures.append(failure)
+            refused = _refused_write(log, out, code)
+            print(f"stage {s} task {task or 1} failed (exit {code}); "
+                  + ("carrying on with the other tasks" if task is not None and refused is None else "stopping"),
+                  flush=True)
+            try:
                 with locked_manifest(out) as m:
-                    m["status"] = "failed"
-                return 1
+                    m["stages"][s].setdefault("failures", []).append(
+                        {"task": task, "attempt": 1, "job_id": "local", "reason": refused or f"exit status {code}",
+                         "log": str(log), "time": now_iso()})
+                    if refused:
+                        m["status"] = "failed"
+            except OSError as exc:  # e.g. the disk is full: the run cannot go on
+                refused = refused or write_refused_message(exc)
+                if refused is None:
+                    raise
+            if refused:  # every later task would fail the same way
+                raise LocalRunStopped(f"{refused}; the run stopped at stage {s} task {task or 1} (exit {code}); "
+                                      f"log {log}")
+            if task is None:
+                stopped_by = failure
+            elif s in PER_GENE_CHAIN:
+                broken.add(task)
     with locked_manifest(out) as m:
-        m["status"] = "complete"
-    print(f"pipeline complete: {out}")
-    return 0
+        m["status"] = "failed" if failures else "complete"
+    if not failures:
+        print(f"pipeline complete: {out}")
+        return 0
+    for failure in failures:
+        print(f"run_bootstrap_pipeline: FAILED {failure.line()}", file=sys.stderr)
+    first = failures[0].code
+    return first if first > 0 else 1
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The driver; a write the file system refuses (full disk, read-only, no permission) is one
+    line on stderr and exit 2, not a traceback."""
+    try:
+        return _main(argv)
+    except LocalRunStopped as exc:
+        print(f"run_bootstrap_pipeline: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # noqa: BLE001 - only refused writes are turned into one line
+        refused = write_refused_message(exc)
+        if refused is None:
+            raise
+        print(f"run_bootstrap_pipeline: error: {refused}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     scheduler_name = "slurm"
     if argv[:1] == ["--scheduler"] and len(argv) > 1:
@@ -81,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prepare_out_dir(plan)
     except OSError as exc:
-        print(f"run_bootstrap_pipeline: error: {options.out_dir}: cannot write ({exc.strerror})", file=sys.stderr)
+        refused = write_refused_message(exc)
+        print(f"run_bootstrap_pipeline: error: {refused or f'{options.out_dir}: cannot write ({exc.strerror})'}",
+              file=sys.stderr)
         return EXIT_BAD_INPUT
     if options.local:
         return run_local(plan)

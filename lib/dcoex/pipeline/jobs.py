@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from dcoex import __version__
+from dcoex.genes import index_entry
 from dcoex.pipeline.manifest import MANIFEST_VERSION, locked_manifest, now_iso, state_dir, write_json_atomic
 from dcoex.pipeline.plan import RunPlan, StagePlan, first_request
 from dcoex.pipeline.schedulers import JobSpec, Scheduler, SubmitError, compress_tasks
@@ -207,5 +208,5 @@ def prepare_out_dir(plan: RunPlan) -> None:
     for d in (out / "logs", state_dir(out) / "jobs", state_dir(out) / "status"):
         d.mkdir(parents=True, exist_ok=True)
     if plan.options.gene_subset:
-        (state_dir(out) / "gene_list.txt").write_text("".join(f"{gi}\n" for gi in plan.universe))
+        (state_dir(out) / "gene_list.txt").write_text("".join(f"{index_entry(gi)}\n" for gi in plan.universe))
     write_json_atomic(state_dir(out) / "plan.json", {"created": now_iso(), "stages": list(plan.stages)})

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from dcoex.atomic import atomic_output
+
 MANIFEST = "run_manifest.json"
 MANIFEST_VERSION = 1
 STATE_DIR = ".dcoex"
@@ -37,9 +39,9 @@ def read_manifest(out_dir: str | os.PathLike) -> dict:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    """Write ``data`` as JSON under a temporary name (removed on any failure), then rename."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ input/output:
   --out-dir D             output folder (created)
 {science}work split and scheduling:
   --genes-per-task N|auto reference genes per array task (auto: <= 500 tasks, within the array limit)
-  --gene-subset FILE      reference genes to process: names or 0-based indices, one per line
+  --gene-subset FILE      reference genes to process, one a line: a gene name, or index:N (0-based)
   --stages LIST           comma-separated subset of 00,01,02a,02b,03,03b (default: all that are needed)
   --force                 recompute outputs even when they are current
   --local                 run every task here, in order, without a scheduler (same outputs)

@@ -17,7 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
-from dcoex.errors import EXIT_OUT_OF_MEMORY
+from dcoex.errors import EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, write_refused_message
 from dcoex.genes import task_id_from_env
 from dcoex.pipeline.manifest import latest_attempt, now_iso, read_manifest, state_dir, write_json_atomic
 from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGES
@@ -105,6 +105,20 @@ def release_successor(out_dir: Path, stage: str, task: int) -> None:
         print(f"dcoex task: could not release {later[0]} task {task}: {exc}", file=sys.stderr)
 
 
+def write_status(path: Path, record: dict) -> bool:
+    """Write the task's status file; False (after one line on stderr) if the file system
+    refuses the write (full, read-only), so the task ends with an exit status, not a traceback."""
+    try:
+        write_json_atomic(path, record)
+    except Exception as exc:  # noqa: BLE001 - OSError, or InputError raised from one (a folder)
+        refused = write_refused_message(exc)
+        if refused is None:
+            raise
+        print(f"dcoex task: error: {refused}", file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dcoex.pipeline.task")
     parser.add_argument("--out-dir", required=True)
@@ -131,10 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     if per_gene and task is not None:
         command += ["--task-id", str(task)]
     status = status_path(out, args.stage, task, args.attempt)
-    status.parent.mkdir(parents=True, exist_ok=True)
     record = {"stage": args.stage, "task": task, "attempt": args.attempt, "job_id": job_id_from_env(),
               "host": socket.gethostname(), "started": now_iso(), "state": "running"}
-    write_json_atomic(status, record)
+    if not write_status(status, record):
+        return EXIT_BAD_INPUT
     print(f"dcoex task: stage {args.stage} task {task} attempt {args.attempt} on {record['host']}: "
           + " ".join(command), flush=True)
     t0 = time.time()
@@ -144,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         code = 1
     state = "ok" if code == 0 else ("oom" if code == EXIT_OUT_OF_MEMORY else "failed")
     record.update(ended=now_iso(), wall_s=round(time.time() - t0, 3), exit=code, state=state)
-    write_json_atomic(status, record)
+    if not write_status(status, record):
+        return code or EXIT_BAD_INPUT
     print(f"dcoex task: stage {args.stage} task {task} {state} (exit {code})", flush=True)
     if code == 0 and task is not None:
         release_successor(out, args.stage, task)

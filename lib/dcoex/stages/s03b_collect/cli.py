@@ -72,7 +72,7 @@ def run_collect(
 @click.option("--networks-dir", required=True, type=click.Path(file_okay=False), help="Folder of stage 03 networks/{gi}_{gene}.h5.")
 @click.option("--out-h5", required=True, type=click.Path(dir_okay=False), help="differential_network_summary.h5 to write.")
 @click.option("--out-focus-tsv", default=None, type=click.Path(dir_okay=False), help="rewiring_hubs.tsv to write (optional).")
-@click.option("--gene-list", default=None, type=click.Path(dir_okay=False), help="Reference genes expected (names or 0-based indices, one per line); default: all N genes. Expected genes without a file get status 'missing'.")
+@click.option("--gene-list", default=None, type=click.Path(dir_okay=False), help="Reference genes expected (one a line: a name, or index:N, 0-based); default: all N genes. Expected genes without a file get status 'missing'.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary line.")
 def main(networks_dir: str, out_h5: str, out_focus_tsv: str | None, gene_list: str | None, quiet: bool) -> None:
     """Collect per-gene differential networks into one summary and rewiring_hubs.tsv."""
