@@ -35,8 +35,4 @@ def stage_contract(stage: str) -> "StageContract":
 
 def get_estimator(stage: str) -> Callable[..., MemoryEstimate]:
     """The ``estimate`` function (bytes) of a stage id ("00", "01", "02a", "02b", "03", "03b")."""
-    try:
-        package = STAGE_PACKAGES[stage]
-    except KeyError:
-        raise KeyError(f"no estimator for stage {stage!r}; known: {sorted(STAGE_PACKAGES)}") from None
-    return importlib.import_module(f"dcoex.stages.{package}.estimator").estimate
+    return stage_contract(stage).estimator

@@ -11,6 +11,7 @@ used by the stage and by the planner (:meth:`StageContract.wanted`), and the doc
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
@@ -133,6 +134,11 @@ class StageContract:
     def module(self) -> str:
         """The module ``python -m`` runs: ``dcoex.stages.<package>``."""
         return f"dcoex.stages.{self.package}"
+
+    @property
+    def estimator(self) -> Callable[..., Any]:
+        """The stage's memory estimator, ``estimator.estimate`` beside this contract (bytes)."""
+        return importlib.import_module(f"{self.module}.estimator").estimate
 
     def output_path(self, out_dir: Path) -> Path:
         """The output (file, or folder of per-gene files) in a run's ``out_dir``."""
