@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from dcoex.atomic import atomic_output, ensure_writable_dir
-from dcoex.errors import InputError
+from hpc.atomic import atomic_output, ensure_writable_dir
+from hpc.errors import InputError
 from dcoex.genes import gene_file_name, n_tasks, read_gene_list, select_genes
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from dcoex.cli import run_command
-from dcoex.errors import InputError
+from hpc.errors import InputError
 from dcoex.expression_store import open_expression
 from dcoex.stages.s00_convert.cli import main
 

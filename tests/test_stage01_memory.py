@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from dcoex.cli import run_command
-from dcoex.errors import EXIT_OUT_OF_MEMORY
+from hpc.errors import EXIT_OUT_OF_MEMORY
 from dcoex.expression_store import write_expression
 from dcoex.stages.s01_bootstrap_indices.cli import main
 from dcoex.stages import get_estimator

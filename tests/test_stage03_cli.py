@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from dcoex.errors import GenesFailedError, InputError
+from hpc.errors import GenesFailedError, InputError
 from dcoex.genes import gene_file_path
 from dcoex.stages.s03_network.build import NetworkOptions
 from dcoex.stages.s03_network.focus import METRIC_NAMES

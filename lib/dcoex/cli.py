@@ -8,7 +8,7 @@ from typing import Callable, NoReturn, Sequence
 
 import click
 
-from dcoex.errors import (
+from hpc.errors import (
     EXIT_BAD_INPUT,
     EXIT_GENES_FAILED,
     EXIT_OUT_OF_MEMORY,

@@ -27,7 +27,7 @@ from typing import Iterable, Sequence
 import h5py
 import numpy as np
 
-from dcoex.errors import InputError
+from hpc.errors import InputError
 from dcoex.h5io import decode_strings, open_h5_input
 
 #: Target size of one ``/expr`` chunk (bytes): a block of whole rows.

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from dcoex.errors import InputError
+from hpc.errors import InputError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 

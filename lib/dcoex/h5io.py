@@ -9,7 +9,7 @@ from typing import Any, Iterable
 import h5py
 import numpy as np
 
-from dcoex.errors import InputError
+from hpc.errors import InputError
 
 
 def open_h5_input(path: str | os.PathLike, what: str, context: str = "") -> h5py.File:

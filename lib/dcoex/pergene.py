@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 
-from dcoex.errors import GenesFailedError, InputError
+from hpc.errors import GenesFailedError, InputError
 from dcoex.genes import read_gene_list, select_genes
 from dcoex.progress import progress
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from dcoex.atomic import atomic_output
+from hpc.atomic import atomic_output
 
 
 @dataclass

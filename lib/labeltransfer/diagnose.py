@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from dcoex.errors import InputError
+from hpc.errors import InputError
 from labeltransfer.io import H5adHeader, read_header, sample_is_integer
 from labeltransfer.prepare import filter_cell_types, intersect_genes
 from memfit.allocation import Allocation, detect_allocation

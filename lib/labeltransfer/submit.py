@@ -19,8 +19,8 @@ from pathlib import Path
 
 import click
 
-from dcoex.atomic import atomic_output, ensure_writable_dir
-from dcoex.errors import InputError
+from hpc.atomic import atomic_output, ensure_writable_dir
+from hpc.errors import InputError
 from labeltransfer.cli import common_options, run_options
 from memfit.allocation import SAFETY_SCHEDULER, VIRTUAL_OVERHEAD_BYTES
 from memfit.units import MiB, format_bytes, parse_bytes

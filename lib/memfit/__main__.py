@@ -22,7 +22,7 @@ from memfit.accounting import (
     read_accounting_file,
 )
 from memfit.accounting.fetch import poll_until
-from memfit.calibration import (
+from hpc.calibration import (
     CALIBRATION_FILE,
     CalibrationError,
     build_calibration,

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from memfit.calibration import package_version
+from hpc.calibration import package_version
 from memfit.review import REVIEW_VERSION, StageReview, summarize_stage
 from memfit.units import format_bytes
 

@@ -7,12 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dcoex.errors import EXIT_BAD_INPUT, InputError
+from hpc.errors import EXIT_BAD_INPUT, InputError
 from dcoex.pipeline.jobs import base_manifest, keep_history, prepare_out_dir, submit_all
-from dcoex.pipeline.manifest import locked_manifest
+from hpc.manifest import locked_manifest
 from dcoex.pipeline.options import parse_args
 from dcoex.pipeline.plan import RunPlan, make_plan, print_plan
-from dcoex.pipeline.schedulers import SubmitError, get_scheduler
+from hpc.schedulers import SubmitError, get_scheduler
 
 
 def run_local(plan: RunPlan) -> int:

@@ -23,8 +23,8 @@ import sys
 from pathlib import Path
 
 from dcoex.pipeline.jobs import attempt_record, finaliser_job, stage_job
-from dcoex.pipeline.manifest import latest_attempt, locked_manifest, now_iso
-from dcoex.pipeline.schedulers import Scheduler, SubmitError, get_scheduler
+from hpc.manifest import latest_attempt, locked_manifest, now_iso
+from hpc.schedulers import Scheduler, SubmitError, get_scheduler
 from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGES
 from dcoex.pipeline.task import status_path
 from memfit.units import MiB

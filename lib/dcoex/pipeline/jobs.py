@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 from dcoex import __version__
-from dcoex.pipeline.manifest import MANIFEST_VERSION, locked_manifest, now_iso, state_dir, write_json_atomic
+from hpc.manifest import MANIFEST_VERSION, locked_manifest, now_iso, state_dir, write_json_atomic
 from dcoex.pipeline.plan import RunPlan, StagePlan, first_request
-from dcoex.pipeline.schedulers import JobSpec, Scheduler, SubmitError, compress_tasks
+from hpc.schedulers import JobSpec, Scheduler, SubmitError, compress_tasks
 from dcoex.pipeline.stages import STAGES
 
 #: Peak RSS of a finaliser job (a small Python process that reads JSON and runs qsub/sbatch;
@@ -187,7 +187,7 @@ def submit_all(plan: RunPlan, scheduler: Scheduler) -> dict:
 def keep_history(out: Path) -> None:
     """Move an earlier run's manifest and task statuses to ``.dcoex/history/`` before a rerun
     replaces them (attempt numbers restart at 1: a stale status must not stand for a new task)."""
-    from dcoex.pipeline.manifest import manifest_path
+    from hpc.manifest import manifest_path
 
     old = manifest_path(out)
     if old.is_file():

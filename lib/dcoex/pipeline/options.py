@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dcoex.cli import parse_positive_int
-from dcoex.errors import InputError
+from hpc.errors import InputError
 from dcoex.pipeline.stages import STAGE_ORDER
 
 _TIME = re.compile(r"^\d+:[0-5]\d:[0-5]\d$")

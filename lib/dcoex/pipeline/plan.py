@@ -9,12 +9,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dcoex.errors import InputError
+from hpc.errors import InputError
 from dcoex.genes import read_gene_list
 from dcoex.pipeline import validate
 from dcoex.pipeline.estimates import stage_estimate
 from dcoex.pipeline.options import Options
-from dcoex.pipeline.schedulers import Scheduler, compress_tasks
+from hpc.schedulers import Scheduler, compress_tasks
 from dcoex.pipeline.shapes import DataShape, read_shape
 from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGE_ORDER, STAGES, HUBS_TSV, stage_argv, stage_options
 from memfit.estimate import MemoryEstimate
@@ -97,7 +97,7 @@ def load_factors(options: Options) -> tuple[str | None, dict[str, float]]:
     if path is None:
         return None, {}
     try:
-        from memfit.calibration import load_calibration
+        from hpc.calibration import load_calibration
 
         return path, {k: float(v) for k, v in load_calibration(path).items()}
     except ImportError:

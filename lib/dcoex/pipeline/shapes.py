@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dcoex.errors import InputError
+from hpc.errors import InputError
 from dcoex.expression_tsv import open_tsv_text
 
 

@@ -17,9 +17,9 @@ import time
 import traceback
 from pathlib import Path
 
-from dcoex.errors import EXIT_OUT_OF_MEMORY
+from hpc.errors import EXIT_OUT_OF_MEMORY
 from dcoex.genes import task_id_from_env
-from dcoex.pipeline.manifest import latest_attempt, now_iso, read_manifest, state_dir, write_json_atomic
+from hpc.manifest import latest_attempt, now_iso, read_manifest, state_dir, write_json_atomic
 from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGES
 
 #: Exit statuses SGE reserves (99: requeue, 100: error state); mapped to 1.
@@ -97,7 +97,7 @@ def release_successor(out_dir: Path, stage: str, task: int) -> None:
     attempt = latest_attempt(manifest["stages"][later[0]], task) or _array_spanning(manifest["stages"][later[0]], task)
     if attempt is None:
         return
-    from dcoex.pipeline.schedulers import SubmitError, get_scheduler
+    from hpc.schedulers import SubmitError, get_scheduler
 
     try:
         get_scheduler("sge").release(attempt["job_id"], task)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from dcoex.errors import InputError
+from hpc.errors import InputError
 from dcoex.genes import gene_file_path
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from dcoex.atomic import atomic_output, ensure_writable_dir
-from dcoex.errors import InputError
+from hpc.atomic import atomic_output, ensure_writable_dir
+from hpc.errors import InputError
 from dcoex.expression_store import ExpressionWriter
 from dcoex.expression_tsv import DEFAULT_BLOCK_ROWS, TsvExpressionReader, tsv_sha256
 from dcoex.progress import progress

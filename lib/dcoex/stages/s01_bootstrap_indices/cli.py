@@ -18,10 +18,10 @@ import click
 import h5py
 import numpy as np
 
-from dcoex.atomic import atomic_output, ensure_writable_dir
+from hpc.atomic import atomic_output, ensure_writable_dir
 from dcoex.threads import default_threads
 from dcoex.cli import parse_batch_size
-from dcoex.errors import InputError
+from hpc.errors import InputError
 from dcoex.expression_store import content_sha256, open_expression
 from dcoex.expression_tsv import TsvExpressionReader
 from dcoex.groups import (

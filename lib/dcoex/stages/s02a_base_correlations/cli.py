@@ -16,11 +16,11 @@ from typing import Any
 import click
 import h5py
 
-from dcoex.atomic import atomic_output, ensure_writable_dir
+from hpc.atomic import atomic_output, ensure_writable_dir
 from dcoex.stages.s02a_base_correlations.science import base_correlations
 from dcoex.cli import gene_selection_options, parse_batch_size
 from dcoex.edge_files import base_datasets, meta_matches, write_base_file
-from dcoex.errors import InputError
+from hpc.errors import InputError
 from dcoex.expression_store import open_expression
 from dcoex.genes import gene_file_path, index_width
 from dcoex.indices_file import IndicesFile, check_groups, groups_sha

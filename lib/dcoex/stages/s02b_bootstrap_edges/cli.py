@@ -20,11 +20,11 @@ import click
 import h5py
 import numpy as np
 
-from dcoex.atomic import atomic_output, ensure_writable_dir
+from hpc.atomic import atomic_output, ensure_writable_dir
 from dcoex.stages.s02b_bootstrap_edges.science import boot_stats, positions_in_group, replicate_deltas
 from dcoex.cli import gene_selection_options, parse_batch_size
 from dcoex.edge_files import BOOT_DATASETS, meta_matches, read_base_edges, write_boot_file
-from dcoex.errors import InputError
+from hpc.errors import InputError
 from dcoex.expression_store import open_expression
 from dcoex.genes import gene_file_path, index_width
 from dcoex.indices_file import IndicesFile, check_groups, groups_sha

@@ -18,9 +18,9 @@ from typing import Any, Sequence
 import click
 import numpy as np
 
-from dcoex.atomic import atomic_output, ensure_writable_dir
+from hpc.atomic import atomic_output, ensure_writable_dir
 from dcoex.cli import gene_selection_options
-from dcoex.errors import InputError
+from hpc.errors import InputError
 from dcoex.genes import gene_file_path, index_width
 from dcoex.stages.s03_network.build import NetworkOptions, reconstruct
 from dcoex.stages.s03_network.io import base_summary, is_valid_network, read_gene_inputs, read_gene_names, write_network

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import h5py
 import numpy as np
 
-from dcoex.errors import InputError
+from hpc.errors import InputError
 from dcoex.h5io import attr_value, open_h5_input
 
 #: Format tag of the stage 03 files; 03b refuses files of another format.

@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 import h5py
 
-from dcoex.atomic import atomic_output, ensure_writable_dir
-from dcoex.errors import InputError
+from hpc.atomic import atomic_output, ensure_writable_dir
+from hpc.errors import InputError
 from dcoex.genes import read_gene_list
 from dcoex.stages.s03b_collect.science import collect, network_files, tsv_rows, write_summary
 from dcoex.stages.s03_network.io import read_gene_names, read_network_summary

@@ -10,7 +10,7 @@ from typing import Any, Iterable, Sequence
 import h5py
 import numpy as np
 
-from dcoex.errors import InputError
+from hpc.errors import InputError
 from dcoex.stages.s03_network.focus import INTEGER_METRICS, METRIC_NAMES
 from dcoex.stages.s03_network.io import RUN_PARAMETERS, NetworkSummary, write_dataset
 

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dcoex.errors import InputError
+from hpc.errors import InputError
 from memfit.allocation import VIRTUAL_OVERHEAD_BYTES
 from memfit.units import MiB, format_bytes, parse_bytes
 
