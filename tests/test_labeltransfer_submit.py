@@ -67,7 +67,8 @@ def test_slurm_gpu_and_sge_dry_run(pair, tmp_path):
     argv = shlex.split(proc.stdout.strip().splitlines()[-1])
     assert argv[:2] == ["qsub", "-terse"]
     total = math.ceil((_estimate(ref, qry, "gpu") + VIRTUAL_OVERHEAD_BYTES + 1024 * MiB) / 0.5 / MiB)
-    assert f"h_vmem={math.ceil(total / 4)}M,h_rt=24:00:00" in argv
+    resources = [r for i, a in enumerate(argv) if a == "-l" for r in argv[i + 1].split(",")]
+    assert f"h_vmem={math.ceil(total / 4)}M" in resources and "h_rt=24:00:00" in resources
     assert argv[argv.index("-pe") + 1: argv.index("-pe") + 3] == ["smp", "4"]
     assert argv[argv.index("-q") + 1] == "all.q"
     assert "gpu_card=1" in argv

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from dcoex.cli import run_command
+from hpc.cli import run_command
 from hpc.errors import InputError
 from dcoex.expression_store import open_expression
 from dcoex.stages.s00_convert.cli import main

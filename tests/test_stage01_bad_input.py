@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from dcoex.cli import run_command
+from hpc.cli import run_command
 from dcoex.expression_store import write_expression
 from dcoex.stages.s01_bootstrap_indices.cli import main
 

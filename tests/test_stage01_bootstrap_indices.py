@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from dcoex.cli import run_command
+from hpc.cli import run_command
 from dcoex.expression_store import content_sha256, write_expression
 from dcoex.stages.s01_bootstrap_indices.cli import main
 

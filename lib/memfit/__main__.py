@@ -14,6 +14,13 @@ from typing import NoReturn, Sequence
 
 import click
 
+from hpc.calibration import (
+    CALIBRATION_FILE,
+    build_calibration,
+    load_calibration,
+    write_calibration,
+)
+from hpc.errors import EXIT_BAD_INPUT, InputError
 from memfit.accounting import (
     AccountingError,
     AccountingUnavailable,
@@ -22,13 +29,6 @@ from memfit.accounting import (
     read_accounting_file,
 )
 from memfit.accounting.fetch import poll_until
-from hpc.calibration import (
-    CALIBRATION_FILE,
-    CalibrationError,
-    build_calibration,
-    load_calibration,
-    write_calibration,
-)
 from memfit.review import (
     DEFAULT_MARGIN,
     DEFAULT_QUANTILE,
@@ -46,7 +46,6 @@ from memfit.review import (
 )
 from memfit.review_report import JSON_FILE, PLOT_FILE, TSV_FILE, build_report, format_table, write_json, write_tsv
 
-EXIT_BAD_INPUT = 2
 _ACCOUNTING_TOOL = {"slurm": "sacct", "sge": "qacct"}
 
 
@@ -236,7 +235,7 @@ def run_click(command: click.Command, args: Sequence[str] | None, prog: str) -> 
     except click.ClickException as exc:
         exc.show()
         sys.exit(EXIT_BAD_INPUT)
-    except (ReviewError, AccountingError, CalibrationError) as exc:
+    except (ReviewError, AccountingError, InputError) as exc:  # InputError: CalibrationError and other bad input
         click.echo(f"{prog}: error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     except OSError as exc:

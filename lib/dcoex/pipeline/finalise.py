@@ -22,8 +22,8 @@ import math
 import sys
 from pathlib import Path
 
-from dcoex.pipeline.jobs import attempt_record, finaliser_job, stage_job
-from hpc.manifest import latest_attempt, locked_manifest, now_iso
+from dcoex.pipeline.jobs import finaliser_job, stage_job
+from hpc.manifest import attempt_record, latest_attempt, locked_manifest, now_iso
 from hpc.schedulers import Scheduler, SubmitError, get_scheduler
 from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGES
 from dcoex.pipeline.task import status_path

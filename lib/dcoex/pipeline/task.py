@@ -46,7 +46,7 @@ def job_id_from_env() -> str:
 
 def run_stage(argv: list[str]) -> int:
     """Run ``[python, -m, module, args...]`` in this process; return its exit status."""
-    from dcoex.cli import run_command
+    from hpc.cli import run_command
 
     try:
         module = importlib.import_module(f"{argv[2]}.cli")
