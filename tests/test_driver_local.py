@@ -14,11 +14,11 @@ import pytest
 
 from cluster_util import assert_same_outputs, run_driver, write_dataset
 from dcoex.pipeline import task as task_mod
-from hpc.manifest import write_json_atomic
 from dcoex.pipeline.options import parse_args
 from dcoex.pipeline.plan import make_plan
-from hpc.schedulers import get_scheduler
 from dcoex.pipeline.stages import STAGES
+from hpc.manifest import write_json_atomic
+from hpc.schedulers import get_scheduler
 from memfit.allocation import VIRTUAL_OVERHEAD_BYTES
 from memfit.units import MiB
 

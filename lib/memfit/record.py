@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import psutil
 
+from hpc.atomic import atomic_output
 from memfit.allocation import Allocation
 from memfit.estimate import MemoryEstimate
 from memfit.units import format_bytes
@@ -211,10 +212,8 @@ def write_sidecar(
     path = Path(output_path)
     if not path.name.endswith(".memory.json"):
         path = sidecar_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=1, default=str) + "\n")
     return path
 
 

@@ -29,9 +29,10 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from hpc.errors import EXIT_OUT_OF_MEMORY
 from hpc.manifest import MANIFEST_VERSION, ManifestError, manifest_path, read_manifest
 from memfit.accounting import TaskAccounting, expand_task_range
-from memfit.accounting.records import MEMFIT_OOM_EXIT_CODE, AccountingError
+from memfit.accounting.records import AccountingError
 from memfit.allocation import SAFETY_SCHEDULER, VIRTUAL_OVERHEAD_BYTES
 from memfit.units import GiB, MiB
 
@@ -607,4 +608,4 @@ def pipeline_margin(manifest: Mapping[str, Any]) -> float:
 
 def oom_exit_codes(with_manifest: bool) -> tuple[int, ...]:
     """Exit codes that mean "out of memory": memfit stages' code, only for pipeline runs."""
-    return (MEMFIT_OOM_EXIT_CODE,) if with_manifest else ()
+    return (EXIT_OUT_OF_MEMORY,) if with_manifest else ()

@@ -23,10 +23,10 @@ import sys
 from pathlib import Path
 
 from dcoex.pipeline.jobs import finaliser_job, stage_job
-from hpc.manifest import attempt_record, latest_attempt, locked_manifest, now_iso
-from hpc.schedulers import Scheduler, SubmitError, get_scheduler
 from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGES
 from dcoex.pipeline.task import status_path
+from hpc.manifest import attempt_record, latest_attempt, locked_manifest, now_iso
+from hpc.schedulers import Scheduler, SubmitError, get_scheduler
 from memfit.units import MiB
 
 RETRY_FACTOR = 1.5

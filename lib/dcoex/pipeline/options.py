@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dcoex.cli import parse_positive_int
-from hpc.errors import InputError
 from dcoex.pipeline.stages import STAGE_ORDER
+from hpc.errors import InputError
 
 _TIME = re.compile(r"^\d+:[0-5]\d:[0-5]\d$")
 EDGE_SELECTIONS = ("sig_differential", "sig_edges")

@@ -17,10 +17,10 @@ import time
 import traceback
 from pathlib import Path
 
-from hpc.errors import EXIT_OUT_OF_MEMORY
 from dcoex.genes import task_id_from_env
-from hpc.manifest import latest_attempt, now_iso, read_manifest, state_dir, write_json_atomic
 from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGES
+from hpc.errors import EXIT_OUT_OF_MEMORY
+from hpc.manifest import latest_attempt, now_iso, read_manifest, state_dir, write_json_atomic
 
 #: Exit statuses SGE reserves (99: requeue, 100: error state); mapped to 1.
 SGE_RESERVED = (99, 100)

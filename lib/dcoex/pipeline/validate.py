@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from hpc.errors import InputError
 from dcoex.genes import gene_file_path
+from hpc.errors import InputError
 
 
 def _h5_ok(path: Path, need: Sequence[str] = (), attrs: dict | None = None) -> bool:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-#: Exit code memfit-aware stages use for "out of memory" (planned or MemoryError).
-MEMFIT_OOM_EXIT_CODE = 3
 #: A job killed by signal 9 whose peak reached this fraction of its request was killed
 #: for memory (SLURM without cgroups: FAILED / CANCELLED with signal 9; SGE: failed 37).
 OOM_FRACTION = 0.9

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import click
 
-from hpc.atomic import atomic_output, ensure_writable_dir
-from hpc.errors import InputError
 from dcoex.expression_store import ExpressionWriter
 from dcoex.expression_tsv import DEFAULT_BLOCK_ROWS, TsvExpressionReader, tsv_sha256
 from dcoex.progress import progress
-from memfit.allocation import detect_allocation
 from dcoex.stages.s00_convert.estimator import estimate
+from hpc.atomic import atomic_output, ensure_writable_dir
+from hpc.errors import InputError
+from memfit.allocation import detect_allocation
 from memfit.record import PeakRecorder, write_h5_attrs, write_sidecar
 
 STAGE = "00"

@@ -18,10 +18,7 @@ import click
 import h5py
 import numpy as np
 
-from hpc.atomic import atomic_output, ensure_writable_dir
-from dcoex.threads import default_threads
 from dcoex.cli import parse_batch_size
-from hpc.errors import InputError
 from dcoex.expression_store import content_sha256, open_expression
 from dcoex.expression_tsv import TsvExpressionReader
 from dcoex.groups import (
@@ -34,8 +31,11 @@ from dcoex.groups import (
 )
 from dcoex.h5chunks import ChunkEncoder, ordered_parallel_map, write_chunk
 from dcoex.progress import progress
-from memfit.allocation import detect_allocation
 from dcoex.stages.s01_bootstrap_indices.estimator import estimate
+from dcoex.threads import default_threads
+from hpc.atomic import atomic_output, ensure_writable_dir
+from hpc.errors import InputError
+from memfit.allocation import detect_allocation
 from memfit.plan import plan_batch
 from memfit.record import PeakRecorder, write_h5_attrs, write_sidecar
 

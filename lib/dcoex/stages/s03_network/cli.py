@@ -18,15 +18,15 @@ from typing import Any, Sequence
 import click
 import numpy as np
 
-from hpc.atomic import atomic_output, ensure_writable_dir
 from dcoex.cli import gene_selection_options
-from hpc.errors import InputError
 from dcoex.genes import gene_file_path, index_width
-from dcoex.stages.s03_network.build import NetworkOptions, reconstruct
-from dcoex.stages.s03_network.io import base_summary, is_valid_network, read_gene_inputs, read_gene_names, write_network
 from dcoex.pergene import resolve_genes, run_genes
-from memfit.allocation import detect_allocation
+from dcoex.stages.s03_network.build import NetworkOptions, reconstruct
 from dcoex.stages.s03_network.estimator import estimate
+from dcoex.stages.s03_network.io import base_summary, is_valid_network, read_gene_inputs, read_gene_names, write_network
+from hpc.atomic import atomic_output, ensure_writable_dir
+from hpc.errors import InputError
+from memfit.allocation import detect_allocation
 from memfit.plan import MemoryPlanError
 from memfit.record import PeakRecorder, task_sidecar_path, write_h5_attrs, write_sidecar
 from memfit.units import format_bytes

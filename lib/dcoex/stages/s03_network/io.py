@@ -12,8 +12,8 @@ from typing import Any, Mapping
 import h5py
 import numpy as np
 
-from hpc.errors import InputError
 from dcoex.h5io import attr_value, open_h5_input
+from hpc.errors import InputError
 
 #: Format tag of the stage 03 files; 03b refuses files of another format.
 NETWORK_FORMAT = "dcoex-network/1"

@@ -10,14 +10,14 @@ from pathlib import Path
 import click
 import h5py
 
+from dcoex.genes import read_gene_list
+from dcoex.progress import progress
+from dcoex.stages.s03_network.io import read_gene_names, read_network_summary
+from dcoex.stages.s03b_collect.estimator import estimate
+from dcoex.stages.s03b_collect.science import collect, network_files, tsv_rows, write_summary
 from hpc.atomic import atomic_output, ensure_writable_dir
 from hpc.errors import InputError
-from dcoex.genes import read_gene_list
-from dcoex.stages.s03b_collect.science import collect, network_files, tsv_rows, write_summary
-from dcoex.stages.s03_network.io import read_gene_names, read_network_summary
-from dcoex.progress import progress
 from memfit.allocation import detect_allocation
-from dcoex.stages.s03b_collect.estimator import estimate
 from memfit.record import PeakRecorder, write_h5_attrs, write_sidecar
 
 STAGE = "03b"
