@@ -13,7 +13,8 @@ import pytest
 
 from cluster_util import run_driver, write_dataset
 from hpc.manifest import MANIFEST_VERSION, ManifestError, locked_manifest, read_manifest
-from hpc.schedulers import Sge, Slurm, SubmitError, submitted_job_id
+from hpc.schedulers import JobSpec, Sge, Slurm, SubmitError, submitted_job_id
+from memfit.units import MiB
 
 # --- job ids ------------------------------------------------------------------------------------
 
@@ -52,6 +53,22 @@ def test_garbage_answers_are_one_line_errors(command, answer):
     assert "\n" not in message and message.startswith(f"{command}: unexpected answer")
     first = answer.split()[0] if answer.split() else "nothing"
     assert first in message  # quotes what the scheduler printed
+
+
+@pytest.mark.parametrize("adaptor", [Slurm(dry_run=True), Sge(dry_run=True)], ids=["slurm", "sge"])
+def test_a_command_job_is_submitted_like_a_script_job(adaptor, tmp_path):
+    """Label transfer's job (a command line) and the driver's single-job stages (a script) share
+    one command builder: the command lines differ only in what runs."""
+    common = dict(name="j", log=tmp_path, log_stem="label_transfer", mem_bytes=1000 * MiB, slots=2,
+                  time_limit="01:00:00", queue="q", account="a")
+    script = adaptor.command(JobSpec(script=tmp_path / "j.sh", **common))
+    command = adaptor.command(JobSpec(script=None, command=["python", "-c", "print(1)"], **common))
+    assert script[-1] == str(tmp_path / "j.sh") and command[:len(script) - 1] == script[:-1]
+    what_runs = {"slurm": ["--wrap", "python -c 'print(1)'"],
+                 "sge": ["-b", "y", "-V", "-cwd", "python", "-c", "print(1)"]}[adaptor.name]
+    assert command[len(script) - 1:] == what_runs
+    with pytest.raises(ValueError, match="script or a command"):
+        JobSpec(script=None, **common)
 
 
 # --- the manifest -------------------------------------------------------------------------------

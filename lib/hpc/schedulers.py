@@ -170,10 +170,6 @@ class JobSpec:
     log_stem: str  # "<stage>" (tasks), "fin-<stage>" (finalisers), "label_transfer"
     mem_bytes: int  # total for the job (all slots), bytes of the scheduler's request
     slots: int = 1
-    command: list[str] | None = None  # argv run instead of a script
-    env: dict[str, str] = field(default_factory=dict)  # exported to the job
-    gpu: str | None = None  # SLURM --gres value ("gpu:1") / SGE -l resource ("gpu=1")
-    parallel_env: str | None = None  # SGE PE for slots > 1 (default: $DCOEX_SGE_PE or smp)
     time_limit: str = "24:00:00"
     tasks: list[int] | None = None
     per_task_after: str | None = None  # job id: task i waits for its task i
@@ -182,6 +178,14 @@ class JobSpec:
     hold: bool = False
     queue: str | None = None
     account: str | None = None
+    command: list[str] | None = None  # argv run instead of a script
+    env: dict[str, str] = field(default_factory=dict)  # exported to the job
+    gpu: str | None = None  # SLURM --gres value ("gpu:1") / SGE -l resource ("gpu=1")
+    parallel_env: str | None = None  # SGE PE for slots > 1 (default: $DCOEX_SGE_PE or smp)
+
+    def __post_init__(self) -> None:
+        if (self.script is None) == (self.command is None):
+            raise ValueError(f"job {self.name}: give a script or a command, not both or neither")
 
 
 def compress_tasks(tasks: list[int]) -> str:

@@ -1,6 +1,6 @@
 """Label transfer CLI: ``run`` and ``diagnose`` (see docs/label_transfer.md)."""
-from labeltransfer.cli import main
 from hpc.cli import run_command
+from labeltransfer.cli import main
 
 if __name__ == "__main__":
     run_command(main)
