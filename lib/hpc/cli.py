@@ -22,14 +22,14 @@ from hpc.schedulers import SubmitError
 from memfit.plan import MemoryPlanError
 
 
-def run_command(command: click.Command, args: Sequence[str] | None = None) -> NoReturn:
+def run_command(command: click.Command, args: Sequence[str] | None = None, *, prog: str | None = None) -> NoReturn:
     """Run a click command; turn known failures into one line on stderr and an exit code.
 
     InputError (and a refused submission, SubmitError) -> 2; MemoryPlanError / MemoryError
     -> 3 (with the estimate, the limit and what to change); GenesFailedError -> 1; anything
     else -> the traceback followed by a one-line summary, exit 1.
     """
-    prog = command.name or "dcoex"
+    prog = prog or command.name or "dcoex"
     try:
         command.main(args=list(args) if args is not None else None, prog_name=prog, standalone_mode=False)
     except click.exceptions.Abort:

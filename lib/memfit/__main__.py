@@ -2,13 +2,12 @@
 
 Exit status: 0 reviewed (unknown job ids and unavailable accounting are warnings);
 2 bad input (missing or corrupt manifest, unreadable accounting file, mixed schedulers,
-bad flags).
+bad flags): one line on stderr, through the CLI error wrapper hpc.cli.run_command.
 """
 
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 from typing import NoReturn, Sequence
 
@@ -20,9 +19,8 @@ from hpc.calibration import (
     load_calibration,
     write_calibration,
 )
-from hpc.errors import EXIT_BAD_INPUT, InputError
+from hpc.cli import run_command
 from memfit.accounting import (
-    AccountingError,
     AccountingUnavailable,
     TaskAccounting,
     fetch_accounting,
@@ -225,33 +223,14 @@ def review_command(out_dir, jobs, scheduler, sacct_file, qacct_file, no_accounti
         click.echo(f"wrote {path}: " + ", ".join(f"{s} x{f:g}" for s, f in factors.items()))
 
 
-def run_click(command: click.Command, args: Sequence[str] | None, prog: str) -> NoReturn:
-    """Run a click command; bad input -> one line on stderr and exit 2."""
-    try:
-        command.main(args=list(args) if args is not None else None, prog_name=prog, standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo(f"{prog}: aborted", err=True)
-        sys.exit(1)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(EXIT_BAD_INPUT)
-    except (ReviewError, AccountingError, InputError) as exc:  # InputError: CalibrationError and other bad input
-        click.echo(f"{prog}: error: {exc}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
-    except OSError as exc:
-        click.echo(f"{prog}: error: cannot write {exc.filename or ''}: {exc.strerror or exc}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
-    sys.exit(0)
-
-
 def run(args: Sequence[str] | None = None) -> NoReturn:
     """``python -m memfit ...``."""
-    run_click(cli, args, "memfit")
+    run_command(cli, args, prog="memfit")
 
 
 def run_review(args: Sequence[str] | None = None) -> NoReturn:
     """The review command on its own (``src/scripts/memory_review.py``)."""
-    run_click(review_command, args, "memory_review.py")
+    run_command(review_command, args, prog="memory_review.py")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from hpc.errors import EXIT_OUT_OF_MEMORY
+from hpc.errors import EXIT_OUT_OF_MEMORY, InputError
 from hpc.manifest import MANIFEST_VERSION, ManifestError, manifest_path, read_manifest
 from memfit.accounting import TaskAccounting, expand_task_range
 from memfit.accounting.records import AccountingError
@@ -43,7 +43,7 @@ DEFAULT_QUANTILE = 0.95
 _GENES = re.compile(r"\.genes_(\d+)-(\d+)\.memory\.json$")
 
 
-class ReviewError(ValueError):
+class ReviewError(InputError, ValueError):
     """Bad input to the review (manifest, files, flags): one line naming what is wrong."""
 
 
