@@ -61,8 +61,10 @@ def write_inputs(
 
 def run_script(script: Path, *args: object) -> subprocess.CompletedProcess:
     """Run a stage script with the test interpreter; returns the completed process."""
-    return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", "MEMFIT_MEM_LIMIT": "4G", "OPENBLAS_NUM_THREADS": "1"})
+    env = {"PATH": "/usr/bin:/bin", "MEMFIT_MEM_LIMIT": "4G", "OPENBLAS_NUM_THREADS": "1"}
+    if os.environ.get("PYTHONPATH"):  # a checkout's lib/ ahead of the installed one
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True, env=env)
 
 
 @dataclass
