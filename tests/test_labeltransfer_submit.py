@@ -120,3 +120,15 @@ def test_bad_calibration_is_one_line(pair, tmp_path):
                    "--calibration", bad)
     assert proc.returncode == 2 and "no 'stages'" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_newer_manifest_is_refused_before_submitting(pair, tmp_path):
+    ref, qry = pair
+    out = tmp_path / "o"
+    out.mkdir()
+    newer = json.dumps({"manifest_version": 2, "scheduler": "slurm", "stages": {}})
+    (out / "run_manifest.json").write_text(newer)
+    proc = _script(SLURM_SCRIPT, "--reference", ref, "--query", qry, "--out-dir", out, "--dry-run")
+    assert proc.returncode == 2 and "newer than this dcoex reads" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "sbatch" not in proc.stdout and (out / "run_manifest.json").read_text() == newer

@@ -96,6 +96,9 @@ def submit(scheduler_name: str, opts: dict) -> dict:
     run_opts.validate()
     scheduler = get_scheduler(scheduler_name, dry_run=bool(opts["dry_run"]))
     scheduler.require()
+    out_dir = Path(opts["out_dir"]).resolve()
+    if manifest_path(out_dir).exists():
+        read_manifest(out_dir)  # another version's or a corrupt manifest: refused before anything
     inputs = inspect_inputs(run_opts)
     device = "gpu" if opts["gpu"] else ("cpu" if opts["device"] == "auto" else opts["device"])
     raw = estimate_memory(**estimate_params(inputs, run_opts, device))
@@ -108,7 +111,6 @@ def submit(scheduler_name: str, opts: dict) -> dict:
     request = scheduler.request_string(mem, slots)
     # with --gpu the job must fail rather than silently train on CPU
     job_device = "gpu" if opts["gpu"] else opts["device"]
-    out_dir = Path(opts["out_dir"]).resolve()
     log_dir = out_dir / "logs"
     job = transfer_job(scheduler, job_command(opts["python"], opts, job_device), opts, mem, log_dir)
     summary = {
@@ -123,8 +125,6 @@ def submit(scheduler_name: str, opts: dict) -> dict:
     if opts["dry_run"]:
         scheduler.submit(job)  # prints the command
         return summary
-    if manifest_path(out_dir).exists():
-        read_manifest(out_dir)  # another version's or a corrupt manifest: refused before submitting
     ensure_writable_dir(log_dir)
     job_id, command = scheduler.submit(job)
     entry = {
