@@ -48,6 +48,7 @@ class Attempt(TypedDict, total=False):
     submitted: str  # ISO 8601, UTC
     reason: str  # "initial", "memory", ...
     finaliser_job_id: str | None
+    finaliser_command: list[str]
 
 
 class StageEntry(TypedDict, total=False):
@@ -64,6 +65,17 @@ class StageEntry(TypedDict, total=False):
     request: str
     sidecars: str  # glob of the memory sidecars, relative to OUT_DIR
     attempts: list[Attempt]
+    # co-expression stages
+    minimum_estimate_bytes: int  # the estimate of a batch of 1
+    planned_peak_bytes: int  # what the request covers
+    stage_command: list[str]
+    tasks_planned: str | None
+    output: str
+    failures: list[dict[str, Any]]
+    cancelled_tasks: list[int]
+    finalised: list[dict[str, Any]]  # one record per finaliser run
+    # label transfer
+    gpu: bool
 
 
 class CalibrationRecord(TypedDict):
