@@ -7,9 +7,11 @@ import os
 
 import pytest
 
-from dcoex.atomic import atomic_output, ensure_writable_dir, remove_temporaries
-from dcoex.errors import InputError, write_refused_message
+from hpc.atomic import atomic_output, ensure_writable_dir, remove_temporaries
+from hpc.errors import InputError, write_refused_message
 from dcoex.genes import gene_file_name, n_tasks, read_gene_list, select_genes
+from hpc.atomic import atomic_output, ensure_writable_dir
+from hpc.errors import InputError
 
 
 def test_tasks_cover_every_gene_once():
@@ -142,7 +144,7 @@ def test_a_failed_rename_removes_the_temporary_and_names_the_output(tmp_path, mo
 
 def test_json_writers_leave_no_temporary_file(tmp_path, monkeypatch):
     """The manifest / status writer and memfit's sidecar writer on a full disk."""
-    from dcoex.pipeline.manifest import write_json_atomic
+    from hpc.manifest import write_json_atomic
     from memfit import record
 
     monkeypatch.setattr(os, "replace", _full_disk)

@@ -14,11 +14,11 @@ import pytest
 
 from cluster_util import assert_same_outputs, run_driver, write_dataset
 from dcoex.pipeline import task as task_mod
-from dcoex.pipeline.manifest import write_json_atomic
 from dcoex.pipeline.options import parse_args
 from dcoex.pipeline.plan import make_plan
-from dcoex.pipeline.schedulers import get_scheduler
 from dcoex.pipeline.stages import STAGES
+from hpc.manifest import write_json_atomic
+from hpc.schedulers import get_scheduler
 from memfit.allocation import VIRTUAL_OVERHEAD_BYTES
 from memfit.units import MiB
 
@@ -105,7 +105,7 @@ def test_rerun_after_the_input_tsv_changed_starts_again(local_run, tmp_path):
                                               (100, "failed", 1)])
 def test_task_runner_maps_exit_codes(tmp_path, monkeypatch, code, state, mapped):
     """A stage never exits 99/100 (SGE requeue / error state); 3 is out of memory."""
-    write_json_atomic(tmp_path / "run_manifest.json", {
+    write_json_atomic(tmp_path / "run_manifest.json", {"manifest_version": 1,
         "scheduler": "slurm", "stage_order": ["02a"],
         "stages": {"02a": {"stage_command": ["python", "-m", "dcoex.stages.s02a_base_correlations"], "attempts": []}}})
     seen = {}
@@ -117,7 +117,7 @@ def test_task_runner_maps_exit_codes(tmp_path, monkeypatch, code, state, mapped)
 
 
 def test_task_runner_skips_tasks_outside_its_attempt(tmp_path, monkeypatch):
-    write_json_atomic(tmp_path / "run_manifest.json", {
+    write_json_atomic(tmp_path / "run_manifest.json", {"manifest_version": 1,
         "scheduler": "sge", "stage_order": ["02a"],
         "stages": {"02a": {"stage_command": ["python", "-m", "x"], "attempts": []}}})
     monkeypatch.setattr(task_mod, "run_stage", lambda argv: pytest.fail("must not run"))

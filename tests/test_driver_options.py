@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from cluster_util import DRIVERS, run_driver, sge_cluster, slurm_cluster, write_dataset  # noqa: F401 - fixtures
-from dcoex.errors import InputError
 from dcoex.pipeline.options import parse_args
+from hpc.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_plan_larger_than_any_node_is_rejected_before_submitting(tmp_path, tsv, 
     """On the real cluster: a plan bigger than the node's memory (sinfo RealMemory / qhost
     MEMTOT) is refused with the numbers, exit 2, and nothing reaches the queue or accounting."""
     request.getfixturevalue(f"{scheduler}_cluster")
-    from dcoex.pipeline.schedulers import get_scheduler
+    from hpc.schedulers import get_scheduler
     from memfit.units import GiB, MiB, format_bytes
 
     node_bytes = get_scheduler(scheduler).max_request_bytes()

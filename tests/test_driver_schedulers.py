@@ -16,7 +16,7 @@ import pytest
 
 import cluster_util
 from cluster_util import sge_cluster, slurm_cluster  # noqa: F401 - fixtures
-from dcoex.pipeline.schedulers import (
+from hpc.schedulers import (
     Sge,
     Slurm,
     SubmitError,

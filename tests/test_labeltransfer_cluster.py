@@ -48,7 +48,7 @@ def _wait(out, timeout=900.0):
     while time.time() < deadline:
         if (out / "report.json").exists():
             return json.loads((out / "report.json").read_text())
-        errors = [p.read_text() for p in (out / "logs").glob("*.err")] if (out / "logs").exists() else []
+        errors = [p.read_text() for p in (out / "logs").glob("label_transfer.*.log")] if (out / "logs").exists() else []
         if any("error:" in e for e in errors):
             pytest.fail("job failed:\n" + "\n".join(e[-1500:] for e in errors))
         time.sleep(3)

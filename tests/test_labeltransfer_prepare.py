@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from dcoex.errors import InputError
+from hpc.errors import InputError
 from labeltransfer.io import load_csr, read_header
 from labeltransfer.prepare import concatenate, filter_cell_types, intersect_genes, load_query, load_reference
 from util_labeltransfer import counts_adata, dense_of, gene_names, write

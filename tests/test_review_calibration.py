@@ -1,4 +1,4 @@
-"""memfit.calibration: factors from used/estimate ratios, the file the drivers read."""
+"""hpc.calibration: factors from used/estimate ratios, the file the drivers read."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memfit.calibration import (
+from hpc.calibration import (
     CalibrationError,
     build_calibration,
     find_calibration,

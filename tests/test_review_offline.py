@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memfit.calibration import find_calibration, load_calibration
+from hpc.calibration import find_calibration, load_calibration
 from memfit.record import task_sidecar_path
 from memfit.units import MiB
 

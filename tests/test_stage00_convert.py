@@ -13,10 +13,10 @@ import h5py
 import numpy as np
 import pytest
 
-from dcoex.cli import run_command
-from dcoex.errors import InputError
 from dcoex.expression_store import open_expression
 from dcoex.stages.s00_convert.cli import main
+from hpc.cli import run_command
+from hpc.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIM = ROOT / "src" / "scripts" / "00preprocess" / "00convert_expr_to_hdf5.py"

@@ -8,9 +8,9 @@ import h5py
 import numpy as np
 import pytest
 
-from dcoex.cli import run_command
 from dcoex.expression_store import write_expression
 from dcoex.stages.s01_bootstrap_indices.cli import main
+from hpc.cli import run_command
 
 
 def _store(path: Path, n_genes=6, n_samples=40, nan_at=None) -> Path:

@@ -10,9 +10,9 @@ import h5py
 import numpy as np
 import pytest
 
-from dcoex.cli import run_command
 from dcoex.expression_store import content_sha256, write_expression
 from dcoex.stages.s01_bootstrap_indices.cli import main
+from hpc.cli import run_command
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIM = ROOT / "src" / "scripts" / "01subset" / "01get_extreme_pop_bootstrap.py"

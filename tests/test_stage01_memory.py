@@ -11,11 +11,11 @@ import h5py
 import numpy as np
 import pytest
 
-from dcoex.cli import run_command
-from dcoex.errors import EXIT_OUT_OF_MEMORY
 from dcoex.expression_store import write_expression
-from dcoex.stages.s01_bootstrap_indices.cli import main
 from dcoex.stages import get_estimator
+from dcoex.stages.s01_bootstrap_indices.cli import main
+from hpc.cli import run_command
+from hpc.errors import EXIT_OUT_OF_MEMORY
 
 ROOT = Path(__file__).resolve().parents[1]
 PEAK_RSS = ROOT / "bench" / "peak_rss.py"

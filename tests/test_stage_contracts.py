@@ -64,7 +64,7 @@ def test_parameter_docs_are_generated_from_the_contracts():
     ("--seed", "x", ["--seed 'x'", "whole number"]),
 ])
 def test_bad_values_are_one_line_from_the_contract(tmp_path, flag, value, words):
-    from dcoex.errors import InputError
+    from hpc.errors import InputError
 
     tsv = tmp_path / "e.tsv"
     tsv.write_text("gene\ts1\ts2\ng1\t1\t2\n")

@@ -66,7 +66,7 @@ def invoke(args: list[str], capsys) -> tuple[int, str]:
     """Run the label_transfer CLI in this process: (exit code, stderr)."""
     import pytest
 
-    from dcoex.cli import run_command
+    from hpc.cli import run_command
     from labeltransfer.cli import main
 
     capsys.readouterr()

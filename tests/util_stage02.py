@@ -83,8 +83,8 @@ class Done:
 
 
 def run_inproc(script: Path, *args: object, mem_limit: str = "4G") -> Done:
-    """Run a stage's click command in this process through dcoex.cli.run_command (fast)."""
-    from dcoex.cli import run_command
+    """Run a stage's click command in this process through hpc.cli.run_command (fast)."""
+    from hpc.cli import run_command
 
     if script == SCRIPT_02A:
         from dcoex.stages.s02a_base_correlations.cli import main

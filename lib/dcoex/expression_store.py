@@ -27,8 +27,8 @@ from typing import Iterable, Sequence
 import h5py
 import numpy as np
 
-from dcoex.errors import InputError
 from dcoex.h5io import decode_strings, filter_options, open_h5_input, write_attrs, write_dataset
+from hpc.errors import InputError
 
 #: Target size of one ``/expr`` chunk (bytes): a block of whole rows.
 ROW_CHUNK_BYTES = 256 * 1024

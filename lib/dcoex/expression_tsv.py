@@ -19,7 +19,7 @@ from typing import BinaryIO, Iterator, TextIO
 
 import numpy as np
 
-from dcoex.errors import InputError
+from hpc.errors import InputError
 
 #: Fewest samples a matrix may have.
 MIN_SAMPLES = 10

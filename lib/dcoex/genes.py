@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from dcoex.errors import InputError
+from hpc.errors import InputError
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")

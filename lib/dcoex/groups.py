@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dcoex.errors import InputError
+from hpc.errors import InputError
 
 #: Added before flooring S·frac and k·bootstrap_frac (see the module docstring).
 FLOOR_EPSILON = 1e-9

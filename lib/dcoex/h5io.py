@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import h5py
 import numpy as np
 
-from dcoex.errors import InputError
+from hpc.errors import InputError
 
 #: Default gzip (deflate) level of every filtered dataset (the established pipeline's level).
 GZIP_LEVEL = 4

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dcoex.errors import InputError
 from dcoex.h5io import attr_value, open_h5_input
+from hpc.errors import InputError
 
 _DATASETS = ("indices/low", "indices/high", "indices/low_boot", "indices/high_boot")
 

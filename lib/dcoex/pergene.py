@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 
-from dcoex.errors import FILESYSTEM_ERRNOS, GenesFailedError, InputError
+from hpc.errors import FILESYSTEM_ERRNOS, GenesFailedError, InputError
 from dcoex.genes import read_gene_list, select_genes
 from dcoex.progress import progress
+from hpc.errors import GenesFailedError, InputError
 
 #: Errors that fail one gene (unreadable or truncated inputs, inconsistent files), not the task.
 GENE_ERRORS = (OSError, ValueError, KeyError, InputError)

@@ -33,7 +33,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from dcoex.atomic import atomic_output
+from hpc.atomic import atomic_output
 
 
 @dataclass
@@ -170,6 +170,6 @@ def main(n_genes, n_samples, seed, n_modulators, module_size, strength, high_fra
 
 
 if __name__ == "__main__":
-    from dcoex.cli import run_command
+    from hpc.cli import run_command
 
     run_command(main)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 
-from dcoex.errors import InputError
+from hpc.errors import InputError
+from labeltransfer.estimator import STEPS, step_estimates
 from labeltransfer.io import H5adHeader, read_header, sample_is_integer
 from labeltransfer.prepare import filter_cell_types, intersect_genes
 from memfit.allocation import Allocation, detect_allocation
-from labeltransfer.estimator import STEPS, step_estimates
 from memfit.units import format_bytes
 
 #: Estimated GPU speed-up of scVI training worth recommending above this many cells.

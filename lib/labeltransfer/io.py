@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from dcoex.errors import InputError
+from hpc.errors import InputError
 
 #: Bytes of stored values read per chunk when loading a matrix.
 CHUNK_BYTES = 64 * 1024**2

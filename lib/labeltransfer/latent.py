@@ -11,7 +11,7 @@ from pathlib import Path
 import anndata
 import numpy as np
 
-from dcoex.errors import InputError
+from hpc.errors import InputError
 
 EARLY_STOPPING_PATIENCE = 10
 

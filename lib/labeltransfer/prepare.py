@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from dcoex.errors import InputError
+from hpc.errors import InputError
 from labeltransfer.io import H5adHeader, load_csr
 
 #: Fewer common genes than this is refused: scVI cannot learn a useful latent space.

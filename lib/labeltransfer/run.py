@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dcoex.atomic import ensure_writable_dir
-from dcoex.errors import InputError
+from hpc.atomic import ensure_writable_dir
+from hpc.errors import InputError
 from labeltransfer.classify import FEATURES
 from labeltransfer.io import H5adHeader, load_csr, read_header
 from labeltransfer.prepare import (

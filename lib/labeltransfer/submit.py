@@ -1,28 +1,31 @@
 """Submit one label-transfer ``run`` to SLURM or SGE, sized by ``diagnose``'s estimate.
 
-Shared by src/SLURM_scripts/run_label_transfer.sh and src/SGE_scripts/run_label_transfer.sh:
-memory = estimate (headers only) / memfit safety, in MiB (SGE h_vmem: plus the virtual
-overhead, per slot); GPU optional (SLURM ``--gres``, SGE resource flag); the submission is
-recorded in ``OUT_DIR/run_manifest.json`` (version 1, stage ``label_transfer``).
+Shared by src/SLURM_scripts/run_label_transfer.sh and src/SGE_scripts/run_label_transfer.sh, and
+a client of the HPC layer (``hpc``): the job is a :class:`hpc.schedulers.JobSpec` (a command line,
+SLURM ``--wrap`` / SGE ``-b y``) that the scheduler adaptor turns into the sbatch / qsub command,
+submits and parses the job id of, as for the co-expression driver's single-job stages. Memory =
+the adaptor's request for the estimate × the calibration factor of stage ``label_transfer``
+(hpc.calibration, the file ``memory_review --calibrate`` writes) / memfit safety (SGE h_vmem: plus
+the virtual overhead and torch's mappings, per slot); GPU optional (SLURM ``--gres``, SGE resource);
+the submission is recorded in the locked ``OUT_DIR/run_manifest.json`` (hpc.manifest, stage
+``label_transfer``).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import math
 import os
-import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 import click
 
-from dcoex.atomic import atomic_output, ensure_writable_dir
-from dcoex.errors import InputError
+from hpc.atomic import ensure_writable_dir
+from hpc.calibration import load_calibration
+from hpc.errors import InputError
+from hpc.manifest import CalibrationRecord, attempt_record, locked_manifest, manifest_path, new_manifest, read_manifest
+from hpc.schedulers import JobSpec, Scheduler, get_scheduler, thread_env
 from labeltransfer.cli import common_options, run_options
-from memfit.allocation import SAFETY_SCHEDULER, VIRTUAL_OVERHEAD_BYTES
+from memfit.allocation import SAFETY_SCHEDULER
 from memfit.units import MiB, format_bytes, parse_bytes
 
 STAGE = "label_transfer"
@@ -34,18 +37,6 @@ RUN_FLAGS = (
     "batch_size", "min_common_genes", "max_epochs", "xgb_tuning", "class_weight", "features", "unknown_threshold", "seed",
 )
 RUN_SWITCHES = ("allow_non_integer",)
-
-
-def request_bytes(estimate_bytes: int, safety: float, scheduler: str) -> int:
-    """Memory to request (bytes, whole MiB) so the job's own memfit check passes.
-
-    SLURM limits resident memory: estimate / safety. SGE's h_vmem limits virtual memory:
-    the job's memfit subtracts VIRTUAL_OVERHEAD_BYTES, and torch maps TORCH_VIRTUAL_BYTES more.
-    """
-    need = estimate_bytes / safety
-    if scheduler == "sge":
-        need = (estimate_bytes + VIRTUAL_OVERHEAD_BYTES + TORCH_VIRTUAL_BYTES) / safety
-    return int(math.ceil(need / MiB)) * MiB
 
 
 def job_command(python: str, opts: dict, device: str) -> list[str]:
@@ -61,78 +52,40 @@ def job_command(python: str, opts: dict, device: str) -> list[str]:
     return argv
 
 
-def scheduler_command(scheduler: str, job: list[str], opts: dict, mem_bytes: int, log_dir: Path) -> list[str]:
-    """sbatch / qsub argv that runs ``job``."""
-    mem_mib = mem_bytes // MiB
+def transfer_job(scheduler: Scheduler, job: list[str], opts: dict, mem_bytes: int, log_dir: Path) -> JobSpec:
+    """The scheduler-neutral job that runs ``job`` (argv) with ``mem_bytes`` (bytes, whole job),
+    ``--cpus`` threads and, with ``--gpu``, one GPU; logs ``log_dir/label_transfer.<job id>.1.log``."""
     cpus = int(opts["cpus"])
-    if scheduler == "slurm":
-        argv = ["sbatch", "--parsable", "--job-name", opts["job_name"], f"--mem={mem_mib}M",
-                f"--cpus-per-task={cpus}", f"--time={opts['time']}",
-                f"--output={log_dir}/label_transfer.%j.out", f"--error={log_dir}/label_transfer.%j.err",
-                f"--export=ALL,OMP_NUM_THREADS={cpus},OPENBLAS_NUM_THREADS={cpus},MKL_NUM_THREADS={cpus}"]
-        if opts.get("partition"):
-            argv.append(f"--partition={opts['partition']}")
-        if opts.get("account"):
-            argv.append(f"--account={opts['account']}")
-        if opts["gpu"]:
-            argv.append(f"--gres={opts['gres']}")
-        return argv + ["--wrap", shlex.join(job)]
-    per_slot = int(math.ceil(mem_mib / cpus))
-    argv = ["qsub", "-terse", "-N", opts["job_name"], "-b", "y", "-cwd", "-V",
-            "-l", f"h_vmem={per_slot}M,h_rt={opts['time']}",
-            "-o", f"{log_dir}/label_transfer.$JOB_ID.out", "-e", f"{log_dir}/label_transfer.$JOB_ID.err",
-            "-v", f"OMP_NUM_THREADS={cpus},OPENBLAS_NUM_THREADS={cpus},MKL_NUM_THREADS={cpus}"]
-    if cpus > 1:
-        argv += ["-pe", opts["pe"], str(cpus)]
-    if opts.get("queue"):
-        argv += ["-q", opts["queue"]]
-    if opts.get("account"):
-        argv += ["-P", opts["account"]]
-    if opts["gpu"]:
-        argv += ["-l", opts["gpu_resource"]]
-    return argv + job
+    gpu = (opts["gres"] if scheduler.name == "slurm" else opts["gpu_resource"]) if opts["gpu"] else None
+    return JobSpec(name=opts["job_name"], script=None, command=job, log=log_dir, log_stem=STAGE, mem_bytes=mem_bytes,
+                   slots=cpus, time_limit=opts["time"], queue=opts.get("partition") or opts.get("queue"),
+                   account=opts.get("account"), env=thread_env(cpus), gpu=gpu, parallel_env=opts["pe"])
 
 
-def _calibration(path: str | None) -> tuple[float, dict]:
+def calibration_factor(path: str | None) -> tuple[float, CalibrationRecord]:
+    """The factor of stage ``label_transfer`` in calibration file ``path`` (1.0 without a file or
+    without that stage) and the manifest's record of the calibration; CalibrationError if bad."""
     if not path:
         return 1.0, {"file": None, "factors": {}}
-    try:
-        data = json.loads(Path(path).read_text())
-        factors = data.get("factors", data)
-        return float(factors.get(STAGE, 1.0)), {"file": str(path), "factors": factors}
-    except (OSError, ValueError, AttributeError) as exc:
-        raise InputError(f"{path}: not a calibration file ({exc})") from None
+    factors = load_calibration(path)
+    return factors.get(STAGE, 1.0), {"file": str(path), "factors": factors}
 
 
-def write_manifest(out_dir: Path, scheduler: str, entry: dict, attempt: dict, parameters: dict,
-                   data_shape: dict, calibration: dict) -> Path:
-    """Create or update ``out_dir/run_manifest.json`` (manifest version 1) atomically."""
-    import importlib.metadata as md
-
-    path = out_dir / "run_manifest.json"
-    manifest = json.loads(path.read_text()) if path.exists() else {}
-    if manifest.get("manifest_version", 1) != 1:
-        raise InputError(f"{path}: unsupported manifest version {manifest.get('manifest_version')}")
-    try:
-        version = md.version("dcoex")
-    except md.PackageNotFoundError:
-        version = "unknown"
-    manifest.update({
-        "manifest_version": 1, "scheduler": scheduler, "dcoex_version": version,
-        "created": manifest.get("created") or attempt["submitted"], "out_dir": str(out_dir),
-        "parameters": parameters, "data_shape": data_shape, "calibration": calibration,
-    })
-    stages = manifest.setdefault("stages", {})
-    previous = stages.get(STAGE, {}).get("attempts", [])
-    attempt["attempt"] = len(previous) + 1
-    stages[STAGE] = dict(entry, attempts=previous + [attempt])
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    return path
+def record_submission(out_dir: Path, manifest_fields: dict, entry: dict, attempt: dict) -> None:
+    """Add the submission to ``out_dir/run_manifest.json`` under its lock: the top level is
+    replaced by this submission's, the stage's earlier attempts are kept."""
+    with locked_manifest(out_dir) as manifest:
+        previous = manifest.get("stages", {}).get(STAGE, {}).get("attempts", [])
+        attempt["attempt"] = len(previous) + 1
+        stages = dict(manifest.get("stages", {}), **{STAGE: dict(entry, attempts=[*previous, attempt])})
+        fresh = new_manifest(**manifest_fields, stages=stages)
+        fresh["created"] = manifest.get("created") or fresh["created"]
+        manifest.update(fresh)
 
 
-def submit(scheduler: str, opts: dict) -> dict:
-    """Estimate, build the scheduler command, submit (or print with --dry-run), record the manifest."""
+def submit(scheduler_name: str, opts: dict) -> dict:
+    """Estimate, submit through the scheduler adaptor (or print the command with --dry-run),
+    record the submission in the manifest; returns a summary (bytes, the command, the job id)."""
     from labeltransfer.run import RunOptions, estimate_params, inspect_inputs
     from labeltransfer.estimator import estimate as estimate_memory
 
@@ -141,51 +94,52 @@ def submit(scheduler: str, opts: dict) -> dict:
                                         "latent_samples", "batch_size", "min_common_genes")}
     run_opts = RunOptions(**run_fields)
     run_opts.validate()
+    scheduler = get_scheduler(scheduler_name, dry_run=bool(opts["dry_run"]))
+    scheduler.require()
+    out_dir = Path(opts["out_dir"]).resolve()
+    if manifest_path(out_dir).exists():
+        read_manifest(out_dir)  # another version's or a corrupt manifest: refused before anything
     inputs = inspect_inputs(run_opts)
     device = "gpu" if opts["gpu"] else ("cpu" if opts["device"] == "auto" else opts["device"])
     raw = estimate_memory(**estimate_params(inputs, run_opts, device))
-    factor, calibration = _calibration(opts.get("calibration"))
+    factor, calibration = calibration_factor(opts.get("calibration"))
     estimate = raw.scaled(factor) if factor != 1.0 else raw
     safety = float(opts["mem_safety"])
-    mem = parse_bytes(opts["mem"]) if opts.get("mem") else request_bytes(estimate.total_bytes, safety, scheduler)
+    slots = int(opts["cpus"])
+    mem = parse_bytes(opts["mem"]) if opts.get("mem") else scheduler.request_bytes(
+        estimate.total_bytes, safety, slots, extra_virtual_bytes=TORCH_VIRTUAL_BYTES)
+    request = scheduler.request_string(mem, slots)
     # with --gpu the job must fail rather than silently train on CPU
     job_device = "gpu" if opts["gpu"] else opts["device"]
-    out_dir = Path(opts["out_dir"]).resolve()
     log_dir = out_dir / "logs"
-    job = job_command(opts["python"], opts, job_device)
-    command = scheduler_command(scheduler, job, opts, mem, log_dir)
+    job = transfer_job(scheduler, job_command(opts["python"], opts, job_device), opts, mem, log_dir)
     summary = {
-        "scheduler": scheduler, "estimate_bytes": estimate.total_bytes, "requested_bytes": mem,
-        "request": f"{mem // MiB}M", "command": command, "dry_run": bool(opts["dry_run"]),
+        "scheduler": scheduler.name, "estimate_bytes": estimate.total_bytes, "calibration_factor": factor,
+        "requested_bytes": mem, "request": request, "command": scheduler.command(job),
+        "dry_run": bool(opts["dry_run"]),
     }
     print(estimate.table(), file=sys.stderr)
-    print(f"request {format_bytes(mem)} = estimate {format_bytes(estimate.total_bytes)} / safety {safety:g}"
-          + (" (+ virtual overhead, h_vmem)" if scheduler == "sge" else ""), file=sys.stderr)
+    print(f"request {format_bytes(mem)} = estimate {format_bytes(estimate.total_bytes)}"
+          + (f" (calibration x{factor:g})" if factor != 1.0 else "") + f" / safety {safety:g}"
+          + (" (+ virtual overhead, h_vmem)" if scheduler.name == "sge" else ""), file=sys.stderr)
     if opts["dry_run"]:
-        print(shlex.join(command))
+        scheduler.submit(job)  # prints the command
         return summary
     ensure_writable_dir(log_dir)
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    except FileNotFoundError:
-        raise InputError(f"{command[0]} not found: is this a {scheduler.upper()} submit host?") from None
-    if proc.returncode != 0:
-        raise InputError(f"{command[0]} failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
-    job_id = proc.stdout.strip().split(";")[0].split(".")[0]
-    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    job_id, command = scheduler.submit(job)
     entry = {
-        "genes_per_task": None, "n_tasks": 1, "slots": int(opts["cpus"]), "time_limit": opts["time"],
+        "genes_per_task": None, "n_tasks": 1, "slots": slots, "time_limit": opts["time"],
         "raw_estimate_bytes": raw.total_bytes, "calibration_factor": factor, "estimate": estimate.to_dict(),
-        "requested_bytes": mem, "request": summary["request"], "gpu": bool(opts["gpu"]),
+        "requested_bytes": mem, "request": request, "gpu": bool(opts["gpu"]),
         "sidecars": "label_transfer.memory.json",
     }
-    attempt = {"job_id": job_id, "tasks": None, "requested_bytes": mem, "command": command,
-               "submitted": now, "reason": "initial"}
-    parameters = {k: v for k, v in opts.items() if k not in ("dry_run", "python")}
     shape = {"n_reference": inputs.reference.n_obs, "n_query": inputs.query.n_obs,
              "n_common_genes": inputs.overlap.n_common, "n_genes": inputs.overlap.n_common,
              "n_samples": inputs.reference.n_obs + inputs.query.n_obs}
-    write_manifest(out_dir, scheduler, entry, attempt, parameters, shape, calibration)
+    record_submission(out_dir, {
+        "scheduler": scheduler.name, "out_dir": out_dir, "calibration": calibration, "data_shape": shape,
+        "parameters": {k: v for k, v in opts.items() if k not in ("dry_run", "python")},
+    }, entry, attempt_record(1, job_id, None, mem, request, command, "initial"))
     print(job_id)
     summary["job_id"] = job_id
     return summary
@@ -207,7 +161,7 @@ def submit(scheduler: str, opts: dict) -> dict:
 @click.option("--cpus", default=2, show_default=True, type=int, help="CPU cores (threads) for the job.")
 @click.option("--mem", default=None, help="Override the memory request (e.g. 16G); default: estimate / --mem-safety.")
 @click.option("--mem-safety", default=SAFETY_SCHEDULER, show_default=True, type=float, help="memfit safety factor.")
-@click.option("--calibration", default=None, type=click.Path(), help="Calibration JSON from memory review ({'factors': {'label_transfer': f}}).")
+@click.option("--calibration", default=None, type=click.Path(), help="Calibration file of memory_review --calibrate (memfit_calibration.json); uses its stage 'label_transfer'.")
 @click.option("--job-name", default="label_transfer", show_default=True)
 @click.option("--python", default=sys.executable, show_default=True, help="Python of the job (with dcoex[labels]).")
 @click.option("--dry-run", is_flag=True, help="Print the submit command; submit and write nothing.")
@@ -223,6 +177,6 @@ def main(scheduler: str, **opts) -> None:
 
 
 if __name__ == "__main__":
-    from dcoex.cli import run_command
+    from hpc.cli import run_command
 
     run_command(main)

@@ -2,33 +2,31 @@
 
 Exit status: 0 reviewed (unknown job ids and unavailable accounting are warnings);
 2 bad input (missing or corrupt manifest, unreadable accounting file, mixed schedulers,
-bad flags).
+bad flags): one line on stderr, through the CLI error wrapper hpc.cli.run_command.
 """
 
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 from typing import NoReturn, Sequence
 
 import click
 
+from hpc.calibration import (
+    CALIBRATION_FILE,
+    build_calibration,
+    load_calibration,
+    write_calibration,
+)
+from hpc.cli import run_command
 from memfit.accounting import (
-    AccountingError,
     AccountingUnavailable,
     TaskAccounting,
     fetch_accounting,
     read_accounting_file,
 )
 from memfit.accounting.fetch import poll_until
-from memfit.calibration import (
-    CALIBRATION_FILE,
-    CalibrationError,
-    build_calibration,
-    load_calibration,
-    write_calibration,
-)
 from memfit.review import (
     DEFAULT_MARGIN,
     DEFAULT_QUANTILE,
@@ -46,7 +44,6 @@ from memfit.review import (
 )
 from memfit.review_report import JSON_FILE, PLOT_FILE, TSV_FILE, build_report, format_table, write_json, write_tsv
 
-EXIT_BAD_INPUT = 2
 _ACCOUNTING_TOOL = {"slurm": "sacct", "sge": "qacct"}
 
 
@@ -226,33 +223,14 @@ def review_command(out_dir, jobs, scheduler, sacct_file, qacct_file, no_accounti
         click.echo(f"wrote {path}: " + ", ".join(f"{s} x{f:g}" for s, f in factors.items()))
 
 
-def run_click(command: click.Command, args: Sequence[str] | None, prog: str) -> NoReturn:
-    """Run a click command; bad input -> one line on stderr and exit 2."""
-    try:
-        command.main(args=list(args) if args is not None else None, prog_name=prog, standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo(f"{prog}: aborted", err=True)
-        sys.exit(1)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(EXIT_BAD_INPUT)
-    except (ReviewError, AccountingError, CalibrationError) as exc:
-        click.echo(f"{prog}: error: {exc}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
-    except OSError as exc:
-        click.echo(f"{prog}: error: cannot write {exc.filename or ''}: {exc.strerror or exc}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
-    sys.exit(0)
-
-
 def run(args: Sequence[str] | None = None) -> NoReturn:
     """``python -m memfit ...``."""
-    run_click(cli, args, "memfit")
+    run_command(cli, args, prog="memfit")
 
 
 def run_review(args: Sequence[str] | None = None) -> NoReturn:
     """The review command on its own (``src/scripts/memory_review.py``)."""
-    run_click(review_command, args, "memory_review.py")
+    run_command(review_command, args, prog="memory_review.py")
 
 
 if __name__ == "__main__":

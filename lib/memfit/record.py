@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import psutil
 
+from hpc.atomic import atomic_output
 from memfit.allocation import Allocation
 from memfit.estimate import MemoryEstimate
 from memfit.units import format_bytes
@@ -211,16 +212,8 @@ def write_sidecar(
     path = Path(output_path)
     if not path.name.endswith(".memory.json"):
         path = sidecar_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(record, indent=1, default=str) + "\n")
-        os.replace(tmp, path)
-    except BaseException as exc:  # e.g. a full disk: leave no temporary file behind
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
-            exc.filename = str(path)  # name the sidecar in the message
-        raise
     return path
 
 

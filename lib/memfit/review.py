@@ -29,13 +29,13 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from hpc.errors import EXIT_OUT_OF_MEMORY, InputError
+from hpc.manifest import MANIFEST_VERSION, ManifestError, manifest_path, read_manifest
 from memfit.accounting import TaskAccounting, expand_task_range
-from memfit.accounting.records import MEMFIT_OOM_EXIT_CODE, AccountingError
+from memfit.accounting.records import AccountingError
 from memfit.allocation import SAFETY_SCHEDULER, VIRTUAL_OVERHEAD_BYTES
 from memfit.units import GiB, MiB
 
-MANIFEST_FILE = "run_manifest.json"
-MANIFEST_VERSION = 1
 REVIEW_VERSION = 1
 #: Margin of the recommendation for arbitrary jobs (``--jobs``).
 DEFAULT_MARGIN = 1.2
@@ -43,7 +43,7 @@ DEFAULT_QUANTILE = 0.95
 _GENES = re.compile(r"\.genes_(\d+)-(\d+)\.memory\.json$")
 
 
-class ReviewError(ValueError):
+class ReviewError(InputError, ValueError):
     """Bad input to the review (manifest, files, flags): one line naming what is wrong."""
 
 
@@ -152,39 +152,24 @@ class StageReview:
 
 
 def load_manifest(out_dir: str | Path) -> dict[str, Any]:
-    """``<out_dir>/run_manifest.json``, checked; ReviewError naming the file and problem."""
-    path = Path(out_dir) / MANIFEST_FILE
+    """``<out_dir>/run_manifest.json``, read and checked by hpc.manifest (version, layout), of
+    one scheduler; ReviewError naming the file and problem."""
+    path = manifest_path(out_dir)
     if not path.is_file():
         raise ReviewError(f"run manifest not found: {path} (is {out_dir} a pipeline out dir? use --jobs without one)")
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReviewError(f"run manifest {path} cannot be read: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ReviewError(f"run manifest {path} is corrupt: not valid JSON ({exc})") from None
-    check_manifest(manifest, path)
-    return manifest
+        manifest = read_manifest(out_dir)
+    except ManifestError as exc:
+        raise ReviewError(str(exc)) from None
+    _check_one_scheduler(manifest, path)
+    return dict(manifest)
 
 
-def check_manifest(manifest: Any, path: Path | str) -> None:
-    """Raise ReviewError unless the manifest has the version-1 layout this review reads."""
-    if not isinstance(manifest, dict):
-        raise ReviewError(f"run manifest {path} is corrupt: the top level is not a JSON object")
-    version = manifest.get("manifest_version")
-    if version != MANIFEST_VERSION:
-        raise ReviewError(f"run manifest {path} has manifest_version {version!r}; this review reads version 1")
-    scheduler = manifest.get("scheduler")
-    if scheduler not in ("slurm", "sge", "local"):
-        raise ReviewError(f"run manifest {path} is corrupt: scheduler {scheduler!r} is not slurm, sge or local")
-    stages = manifest.get("stages")
-    if not isinstance(stages, dict):
-        raise ReviewError(f"run manifest {path} is corrupt: no 'stages' object")
-    for stage_id, stage in stages.items():
-        if not isinstance(stage, dict) or not isinstance(stage.get("attempts", []), list):
-            raise ReviewError(f"run manifest {path} is corrupt: stage {stage_id!r} has no 'attempts' list")
+def _check_one_scheduler(manifest: Mapping[str, Any], path: Path | str) -> None:
+    """ReviewError if an attempt ran under another scheduler than the run's."""
+    scheduler = manifest["scheduler"]
+    for stage_id, stage in manifest["stages"].items():
         for attempt in stage.get("attempts", []):
-            if not isinstance(attempt, dict):
-                raise ReviewError(f"run manifest {path} is corrupt: stage {stage_id!r} has a non-object attempt")
             other = attempt.get("scheduler", stage.get("scheduler", scheduler))
             if other != scheduler:
                 raise ReviewError(
@@ -623,4 +608,4 @@ def pipeline_margin(manifest: Mapping[str, Any]) -> float:
 
 def oom_exit_codes(with_manifest: bool) -> tuple[int, ...]:
     """Exit codes that mean "out of memory": memfit stages' code, only for pipeline runs."""
-    return (MEMFIT_OOM_EXIT_CODE,) if with_manifest else ()
+    return (EXIT_OUT_OF_MEMORY,) if with_manifest else ()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from memfit.calibration import package_version
+from hpc.atomic import atomic_output
+from hpc.calibration import package_version
 from memfit.review import REVIEW_VERSION, StageReview, summarize_stage
 from memfit.units import format_bytes
 
@@ -106,13 +106,8 @@ def _tsv_value(value: Any) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_output(path) as tmp:
         tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

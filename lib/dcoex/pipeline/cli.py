@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from dcoex.atomic import remove_temporaries
-from dcoex.errors import EXIT_BAD_INPUT, FILESYSTEM_ERRNOS, InputError, write_refused_message
 from dcoex.pipeline.jobs import base_manifest, keep_history, prepare_out_dir, submit_all
-from dcoex.pipeline.manifest import locked_manifest, now_iso
 from dcoex.pipeline.options import parse_args
 from dcoex.pipeline.plan import RunPlan, make_plan, print_plan
-from dcoex.pipeline.schedulers import SubmitError, get_scheduler
 from dcoex.pipeline.stages import PER_GENE_CHAIN
+from hpc.atomic import remove_temporaries
+from hpc.errors import EXIT_BAD_INPUT, FILESYSTEM_ERRNOS, InputError, write_refused_message
+from hpc.manifest import locked_manifest, manifest_path, now_iso, read_manifest
+from hpc.schedulers import SubmitError, get_scheduler, thread_env
 
 
 class LocalRunStopped(Exception):
@@ -83,6 +84,29 @@ def _refused_write(log: Path, out: Path, code: int) -> str | None:
     return None
 
 
+def task_argv(out: Path, stage: str, task: int | None) -> list[str]:
+    """The command that runs one task here (the same task runner as the jobs)."""
+    argv = [sys.executable, "-m", "dcoex.pipeline.task", "--out-dir", str(out), "--stage", stage]
+    return argv + (["--task", str(task)] if task is not None else [])
+
+
+def local_settings(plan: RunPlan) -> dict[str, str]:
+    """The environment ``--local`` sets for every task."""
+    return {"HDF5_USE_FILE_LOCKING": "FALSE", "MEMFIT_SAFETY": f"{plan.options.mem_safety:g}",
+            **thread_env(plan.options.slots)}
+
+
+def print_local_commands(plan: RunPlan) -> None:
+    """``--local --dry-run``: each command ``--local`` would run, in order, with its log; writes nothing."""
+    out = Path(plan.options.out_dir)
+    print("dry run: these commands would run here, in order, with "
+          + " ".join(f"{k}={v}" for k, v in local_settings(plan).items()) + " (stdout and stderr to the log named)")
+    for s, p in plan.stages.items():
+        for task in (p.tasks if p.tasks is not None else [None]):
+            log = out / "logs" / f"{s}.local.{task or 1}.log"
+            print(f"{shlex.join(task_argv(out, s, task))} > {shlex.quote(str(log))} 2>&1")
+
+
 def run_local(plan: RunPlan) -> int:
     """Run every planned task here, in order, through the same task runner as the jobs.
 
@@ -103,9 +127,7 @@ def run_local(plan: RunPlan) -> int:
     with locked_manifest(out) as current:
         current.clear()
         current.update(manifest)
-    env = dict(os.environ, HDF5_USE_FILE_LOCKING="FALSE", MEMFIT_SAFETY=f"{plan.options.mem_safety:g}")
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(plan.options.slots)
+    env = dict(os.environ, **local_settings(plan))
     failures: list[LocalFailure] = []
     broken: set[int] = set()  # per-gene tasks that failed (or were skipped) in an earlier stage
     stopped_by: LocalFailure | None = None  # a failed single job: the stages after it are cancelled
@@ -122,9 +144,7 @@ def run_local(plan: RunPlan) -> int:
                     m["stages"][s].setdefault("cancelled_tasks", []).append(task)
                 continue
             log = out / "logs" / f"{s}.local.{task or 1}.log"
-            argv = [sys.executable, "-m", "dcoex.pipeline.task", "--out-dir", str(out), "--stage", s]
-            if task is not None:
-                argv += ["--task", str(task)]
+            argv = task_argv(out, s, task)
             print(f"running stage {s}" + (f" task {task}/{p.n_tasks}" if task is not None else ""), flush=True)
             with open(log, "w") as handle:
                 process = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env)
@@ -192,8 +212,10 @@ def _main(argv: list[str] | None) -> int:
         options = parse_args(argv, scheduler_name)
         if options is None:
             return 0
+        if manifest_path(options.out_dir).exists():
+            read_manifest(options.out_dir)  # a newer dcoex's run, or a corrupt manifest: not replaced
         scheduler = get_scheduler(options.scheduler, dry_run=options.dry_run)
-        scheduler.require()
+        scheduler.require(hint="or use --local to run without a scheduler")
         plan = make_plan(options, scheduler)
     except InputError as exc:
         print(f"run_bootstrap_pipeline: error: {exc}", file=sys.stderr)
@@ -204,6 +226,9 @@ def _main(argv: list[str] | None) -> int:
     print_plan(plan, scheduler)
     if not plan.stages:
         print("nothing to do: every output is current (use --force to recompute)")
+        return 0
+    if options.dry_run and options.local:
+        print_local_commands(plan)
         return 0
     if options.dry_run:
         print("dry run: the commands below would be submitted (job ids are placeholders)")
@@ -227,7 +252,7 @@ def _main(argv: list[str] | None) -> int:
         a = entry["attempts"][0]
         print(f"stage {s}: job {a['job_id']}" + (f" tasks {a['tasks']}" if a["tasks"] else "")
               + f", finaliser {a['finaliser_job_id']}")
-    print(f"manifest: {Path(options.out_dir) / 'run_manifest.json'}; logs: {Path(options.out_dir) / 'logs'}")
+    print(f"manifest: {manifest_path(options.out_dir)}; logs: {Path(options.out_dir) / 'logs'}")
     return 0
 
 

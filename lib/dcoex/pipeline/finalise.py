@@ -22,11 +22,11 @@ import math
 import sys
 from pathlib import Path
 
-from dcoex.pipeline.jobs import attempt_record, finaliser_job, stage_job
-from dcoex.pipeline.manifest import latest_attempt, locked_manifest, now_iso
-from dcoex.pipeline.schedulers import Scheduler, SubmitError, get_scheduler
+from dcoex.pipeline.jobs import finaliser_job, stage_job
 from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGES
 from dcoex.pipeline.task import status_path
+from hpc.manifest import attempt_record, latest_attempt, locked_manifest, now_iso
+from hpc.schedulers import Scheduler, SubmitError, get_scheduler
 from memfit.units import MiB
 
 RETRY_FACTOR = 1.5

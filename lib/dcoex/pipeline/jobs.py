@@ -9,12 +9,21 @@ import shutil
 import sys
 from pathlib import Path
 
-from dcoex import __version__
 from dcoex.genes import index_entry
-from dcoex.pipeline.manifest import MANIFEST_VERSION, locked_manifest, now_iso, state_dir, write_json_atomic
 from dcoex.pipeline.plan import RunPlan, StagePlan, first_request
-from dcoex.pipeline.schedulers import JobSpec, Scheduler, SubmitError, compress_tasks
 from dcoex.pipeline.stages import STAGES
+from hpc.manifest import (
+    RunManifest,
+    StageEntry,
+    attempt_record,
+    locked_manifest,
+    manifest_path,
+    new_manifest,
+    now_iso,
+    state_dir,
+    write_json_atomic,
+)
+from hpc.schedulers import JobSpec, Scheduler, SubmitError, compress_tasks, thread_env
 
 #: Peak RSS of a finaliser job (a small Python process that reads JSON and runs qsub/sbatch;
 #: measured 17 MiB) with room to spare.
@@ -39,12 +48,10 @@ def _tool_dirs() -> str:
 def write_script(path: Path, module: str, args: list[str], slots: int, mem_safety: float,
                  write: bool = True) -> Path:
     """A bash job script: thread counts = slots, no HDF5 file locking, absolute Python."""
-    threads = str(slots)
     lines = [
         "#!/bin/bash",
         "# written by dcoex.pipeline; runs one task of the pipeline",
-        f"export OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
-        f" NUMEXPR_NUM_THREADS={threads}",
+        "export " + " ".join(f"{var}={value}" for var, value in thread_env(slots).items()),
         "export HDF5_USE_FILE_LOCKING=FALSE",
         f"export MEMFIT_SAFETY={mem_safety:g}",
         'export TMPDIR="${TMPDIR:-${TMP:-/tmp}}"',
@@ -62,7 +69,7 @@ def write_script(path: Path, module: str, args: list[str], slots: int, mem_safet
     return path
 
 
-def stage_entry(plan: RunPlan, p: StagePlan) -> dict:
+def stage_entry(plan: RunPlan, p: StagePlan) -> StageEntry:
     out = Path(plan.options.out_dir)
     spec = STAGES[p.stage]
     sidecars = (f"{spec.output}/memory/{p.stage}.genes_*.memory.json" if spec.per_gene
@@ -78,28 +85,18 @@ def stage_entry(plan: RunPlan, p: StagePlan) -> dict:
     }
 
 
-def base_manifest(plan: RunPlan, scheduler: Scheduler) -> dict:
+def base_manifest(plan: RunPlan, scheduler: Scheduler) -> RunManifest:
     o = plan.options
-    return {
-        "manifest_version": MANIFEST_VERSION, "scheduler": scheduler.name, "dcoex_version": __version__,
-        "created": now_iso(), "out_dir": o.out_dir,
-        "parameters": dict(o.stage_params(), genes_per_task=plan.genes_per_task, mem_safety=o.mem_safety,
-                           max_retries=o.max_retries, slots=o.slots, queue=o.queue, account=o.account,
-                           force=o.force, stages=list(plan.stages)),
-        "data_shape": {"n_genes": plan.shape.n_genes, "n_samples": plan.shape.n_samples},
-        "calibration": {"file": plan.calibration_file, "factors": plan.factors},
-        "python": sys.executable,
-        "skipped": plan.skipped,
-        "stage_order": list(plan.stages),
-        "stages": {s: stage_entry(plan, p) for s, p in plan.stages.items()},
-    }
-
-
-def attempt_record(n: int, job_id: str, tasks: list[int] | None, requested: int, request: str,
-                   argv: list[str], reason: str) -> dict:
-    return {"attempt": n, "job_id": job_id, "tasks": compress_tasks(tasks) if tasks is not None else None,
-            "task_list": tasks, "requested_bytes": requested, "request": request, "command": argv,
-            "submitted": now_iso(), "reason": reason, "finaliser_job_id": None}
+    return new_manifest(
+        scheduler=scheduler.name, out_dir=o.out_dir,
+        parameters=dict(o.stage_params(), genes_per_task=plan.genes_per_task, mem_safety=o.mem_safety,
+                        max_retries=o.max_retries, slots=o.slots, queue=o.queue, account=o.account,
+                        force=o.force, stages=list(plan.stages)),
+        data_shape={"n_genes": plan.shape.n_genes, "n_samples": plan.shape.n_samples},
+        calibration={"file": plan.calibration_file, "factors": plan.factors},
+        python=sys.executable, skipped=plan.skipped, stage_order=list(plan.stages),
+        stages={s: stage_entry(plan, p) for s, p in plan.stages.items()},
+    )
 
 
 def stage_job(plan_entry: dict, stage: str, out_dir: Path, attempt: int, tasks: list[int] | None,
@@ -126,7 +123,7 @@ def finaliser_job(scheduler: Scheduler, stage: str, out_dir: Path, attempt: int,
                    after_any=[after], queue=queue, account=account)
 
 
-def submit_all(plan: RunPlan, scheduler: Scheduler) -> dict:
+def submit_all(plan: RunPlan, scheduler: Scheduler) -> RunManifest:
     """Write the manifest and job scripts, submit every stage and its finaliser, release the first.
 
     Returns the manifest. On a submission error, cancels what was already submitted and
@@ -188,8 +185,6 @@ def submit_all(plan: RunPlan, scheduler: Scheduler) -> dict:
 def keep_history(out: Path) -> None:
     """Move an earlier run's manifest and task statuses to ``.dcoex/history/`` before a rerun
     replaces them (attempt numbers restart at 1: a stale status must not stand for a new task)."""
-    from dcoex.pipeline.manifest import manifest_path
-
     old = manifest_path(out)
     if old.is_file():
         history = state_dir(out) / "history"

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from dcoex.cli import parse_positive_int
-from dcoex.errors import InputError
 from dcoex.pipeline.stages import STAGE_ORDER, STAGES
 from dcoex.stages.contract import Param
+from hpc.errors import InputError
 
 _TIME = re.compile(r"^\d+:[0-5]\d:[0-5]\d$")
 

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dcoex.errors import InputError
 from dcoex.genes import read_gene_list
 from dcoex.pipeline.currency import PlanUpstream, StageStatus, stage_status
 from dcoex.pipeline.estimates import stage_estimate
 from dcoex.pipeline.options import Options
-from dcoex.pipeline.schedulers import Scheduler, compress_tasks
 from dcoex.pipeline.shapes import DataShape, read_shape
 from dcoex.pipeline.stages import STAGE_ORDER, STAGES, stage_argv
+from hpc.calibration import find_calibration, load_calibration
+from hpc.errors import InputError
+from hpc.schedulers import Scheduler, compress_tasks
 from memfit.estimate import MemoryEstimate
 from memfit.units import MiB, format_bytes
 
@@ -94,26 +94,15 @@ class RunPlan:
 
 
 def load_factors(options: Options) -> tuple[str | None, dict[str, float]]:
-    """Calibration factors per stage from ``--calibration`` or ``OUT_DIR/memfit_calibration.json``."""
+    """Calibration factors per stage from ``--calibration`` or ``OUT_DIR/memfit_calibration.json``
+    (hpc.calibration; a bad file is a CalibrationError, one line)."""
     path = options.calibration
     if path is None:
-        candidate = Path(options.out_dir) / "memfit_calibration.json"
-        path = str(candidate) if candidate.is_file() else None
+        found = find_calibration(options.out_dir)
+        path = str(found) if found is not None else None
     if path is None:
         return None, {}
-    try:
-        from memfit.calibration import load_calibration
-
-        return path, {k: float(v) for k, v in load_calibration(path).items()}
-    except ImportError:
-        pass
-    except Exception as exc:  # noqa: BLE001 - CalibrationError and friends: one line
-        raise InputError(f"{path}: unusable calibration file ({exc})") from None
-    try:
-        data = json.loads(Path(path).read_text())
-        return path, {k: float(v["factor"]) for k, v in data["stages"].items()}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{path}: unusable calibration file ({exc})") from None
+    return path, load_calibration(path)
 
 
 def apply_test_estimate_scale(stage: str, raw: MemoryEstimate) -> MemoryEstimate:

@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dcoex.errors import InputError
 from dcoex.expression_tsv import open_tsv_text
+from hpc.errors import InputError
 
 
 @dataclass(frozen=True)

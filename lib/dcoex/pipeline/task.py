@@ -17,10 +17,11 @@ import time
 import traceback
 from pathlib import Path
 
-from dcoex.errors import EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, write_refused_message
+from hpc.errors import EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, write_refused_message
 from dcoex.genes import task_id_from_env
-from dcoex.pipeline.manifest import latest_attempt, now_iso, read_manifest, state_dir, write_json_atomic
 from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGES
+from hpc.errors import EXIT_OUT_OF_MEMORY
+from hpc.manifest import latest_attempt, now_iso, read_manifest, state_dir, write_json_atomic
 
 #: Exit statuses SGE reserves (99: requeue, 100: error state); mapped to 1.
 SGE_RESERVED = (99, 100)
@@ -46,7 +47,7 @@ def job_id_from_env() -> str:
 
 def run_stage(argv: list[str]) -> int:
     """Run ``[python, -m, module, args...]`` in this process; return its exit status."""
-    from dcoex.cli import run_command
+    from hpc.cli import run_command
 
     try:
         module = importlib.import_module(f"{argv[2]}.cli")
@@ -97,7 +98,7 @@ def release_successor(out_dir: Path, stage: str, task: int) -> None:
     attempt = latest_attempt(manifest["stages"][later[0]], task) or _array_spanning(manifest["stages"][later[0]], task)
     if attempt is None:
         return
-    from dcoex.pipeline.schedulers import SubmitError, get_scheduler
+    from hpc.schedulers import SubmitError, get_scheduler
 
     try:
         get_scheduler("sge").release(attempt["job_id"], task)

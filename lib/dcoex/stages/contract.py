@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 import click
 
-from dcoex.errors import InputError
+from hpc.errors import InputError
 from dcoex.provenance import Provenance
 
 

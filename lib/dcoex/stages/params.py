@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from dcoex.cli import parse_batch_size
-from dcoex.errors import InputError
+from hpc.errors import InputError
 from dcoex.stages.contract import Param
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-#: Exit code memfit-aware stages use for "out of memory" (planned or MemoryError).
-MEMFIT_OOM_EXIT_CODE = 3
+from hpc.errors import InputError
+
 #: A job killed by signal 9 whose peak reached this fraction of its request was killed
 #: for memory (SLURM without cgroups: FAILED / CANCELLED with signal 9; SGE: failed 37).
 OOM_FRACTION = 0.9
@@ -17,8 +17,8 @@ ACCOUNTING_SETTLE_S = 30.0
 UNFINISHED_STATES = frozenset({"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "REQUEUE_HOLD"})
 
 
-class AccountingError(RuntimeError):
-    """Accounting output that cannot be parsed (the message says which line)."""
+class AccountingError(InputError, RuntimeError):
+    """Accounting output that cannot be parsed (the message says which line): bad input."""
 
 
 class AccountingUnavailable(RuntimeError):

@@ -1,3 +1,3 @@
 from dcoex.stages.s01_bootstrap_indices.cli import main
-from dcoex.cli import run_command
+from hpc.cli import run_command
 run_command(main)

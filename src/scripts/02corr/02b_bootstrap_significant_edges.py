@@ -1,3 +1,3 @@
 from dcoex.stages.s02b_bootstrap_edges.cli import main
-from dcoex.cli import run_command
+from hpc.cli import run_command
 run_command(main)

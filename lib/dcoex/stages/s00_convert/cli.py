@@ -12,17 +12,17 @@ from pathlib import Path
 
 import click
 
-from dcoex.atomic import atomic_output, ensure_writable_dir
-from dcoex.errors import InputError
 from dcoex.expression_store import ExpressionWriter
 from dcoex.expression_tsv import DEFAULT_BLOCK_ROWS, TsvExpressionReader, tsv_sha256
 from dcoex.progress import progress
+from dcoex.h5io import write_attrs
 from dcoex.provenance import write_provenance
 from dcoex.stages.s00_convert.contract import CONTRACT
-from dcoex.stages.upstream import FileUpstream
-from memfit.allocation import detect_allocation
 from dcoex.stages.s00_convert.estimator import estimate
-from dcoex.h5io import write_attrs
+from dcoex.stages.upstream import FileUpstream
+from hpc.atomic import atomic_output, ensure_writable_dir
+from hpc.errors import InputError
+from memfit.allocation import detect_allocation
 from memfit.record import H5_GROUP as MEMFIT_GROUP, PeakRecorder, h5_attrs, write_sidecar
 
 STAGE = "00"

@@ -18,10 +18,7 @@ import click
 import h5py
 import numpy as np
 
-from dcoex.atomic import atomic_output, ensure_writable_dir
-from dcoex.threads import default_threads
 from dcoex.cli import parse_batch_size
-from dcoex.errors import InputError
 from dcoex.expression_store import content_sha256, open_expression
 from dcoex.expression_tsv import TsvExpressionReader
 from dcoex.groups import (
@@ -37,8 +34,11 @@ from dcoex.progress import progress
 from dcoex.provenance import Provenance, write_provenance
 from dcoex.stages.s01_bootstrap_indices.contract import CONTRACT
 from dcoex.stages.upstream import EXTERNAL_EXPRESSION, FileUpstream
-from memfit.allocation import detect_allocation
 from dcoex.stages.s01_bootstrap_indices.estimator import estimate
+from dcoex.threads import default_threads
+from hpc.atomic import atomic_output, ensure_writable_dir
+from hpc.errors import InputError
+from memfit.allocation import detect_allocation
 from memfit.plan import plan_batch
 from dcoex.h5io import filter_options, write_attrs
 from memfit.record import H5_GROUP as MEMFIT_GROUP, PeakRecorder, h5_attrs, write_sidecar

@@ -1,6 +1,6 @@
 """``python -m dcoex.stages.s02a_base_correlations``: the stage's command line (see cli.py)."""
 
-from dcoex.cli import run_command
 from dcoex.stages.s02a_base_correlations.cli import main
+from hpc.cli import run_command
 
 run_command(main)

@@ -20,12 +20,9 @@ import click
 import h5py
 import numpy as np
 
-from dcoex.atomic import atomic_output, ensure_writable_dir
-from dcoex.stages.s02b_bootstrap_edges.science import boot_stats, positions_in_group, replicate_deltas
 from dcoex.cli import gene_selection_options, parse_batch_size
 from dcoex.edge_files import BOOT_DATASETS, read_base_edges, write_boot_file
 from dcoex.stages.params import EDGE_SELECTIONS
-from dcoex.errors import InputError
 from dcoex.expression_store import open_expression
 from dcoex.genes import gene_file_path, index_width
 from dcoex.indices_file import IndicesFile, check_groups, groups_sha
@@ -33,10 +30,13 @@ from dcoex.provenance import why_stale, write_provenance
 from dcoex.stages.s02b_bootstrap_edges.contract import CONTRACT
 from dcoex.stages.upstream import FileUpstream
 from dcoex.pergene import resolve_genes, run_genes
+from dcoex.stages.s02b_bootstrap_edges.estimator import estimate, max_chunk
+from dcoex.stages.s02b_bootstrap_edges.science import boot_stats, positions_in_group, replicate_deltas
 from dcoex.threads import blas_threads
+from hpc.atomic import atomic_output, ensure_writable_dir
+from hpc.errors import InputError
 from memfit.allocation import detect_allocation
 from memfit.estimate import MemoryEstimate
-from dcoex.stages.s02b_bootstrap_edges.estimator import estimate, max_chunk
 from memfit.plan import plan_batch
 from dcoex.h5io import dataset_options, write_attrs
 from memfit.record import H5_GROUP as MEMFIT_GROUP, PeakRecorder, task_sidecar_path, h5_attrs, write_sidecar

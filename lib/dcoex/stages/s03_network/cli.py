@@ -18,9 +18,7 @@ from typing import Any, Sequence
 import click
 import numpy as np
 
-from dcoex.atomic import atomic_output, ensure_writable_dir
 from dcoex.cli import gene_selection_options
-from dcoex.errors import InputError
 from dcoex.genes import gene_file_path, index_width
 from dcoex.stages.s03_network.build import NetworkOptions, reconstruct
 from dcoex.stages.s03_network.io import base_summary, read_gene_inputs, read_gene_names, write_network
@@ -28,8 +26,10 @@ from dcoex.provenance import why_stale, write_provenance
 from dcoex.stages.s03_network.contract import CONTRACT
 from dcoex.stages.upstream import FileUpstream
 from dcoex.pergene import resolve_genes, run_genes
-from memfit.allocation import detect_allocation
 from dcoex.stages.s03_network.estimator import estimate
+from hpc.atomic import atomic_output, ensure_writable_dir
+from hpc.errors import InputError
+from memfit.allocation import detect_allocation
 from memfit.plan import MemoryPlanError
 from dcoex.h5io import write_attrs
 from memfit.record import H5_GROUP as MEMFIT_GROUP, PeakRecorder, task_sidecar_path, h5_attrs, write_sidecar

@@ -12,9 +12,9 @@ from typing import Any, Mapping
 import h5py
 import numpy as np
 
-from dcoex.stages.params import EDGE_SELECTIONS
-from dcoex.errors import InputError
 from dcoex.h5io import attr_value, open_h5_input, plain_attr, read_meta, write_attrs, write_dataset
+from dcoex.stages.params import EDGE_SELECTIONS
+from hpc.errors import InputError
 
 #: Format tag of the stage 03 files; 03b refuses files of another format.
 NETWORK_FORMAT = "dcoex-network/1"

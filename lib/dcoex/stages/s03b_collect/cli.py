@@ -11,18 +11,18 @@ from pathlib import Path
 import click
 import h5py
 
-from dcoex.atomic import atomic_output, ensure_writable_dir
-from dcoex.errors import InputError
 from dcoex.genes import read_gene_list
-from dcoex.stages.s03b_collect.science import collect, network_files, tsv_rows, write_summary
-from dcoex.stages.s03_network.io import read_gene_names, read_network_summary
 from dcoex.progress import progress
-from dcoex.provenance import write_provenance
-from dcoex.stages.s03b_collect.contract import CONTRACT, TSV_SHA_ATTR
-from dcoex.stages.upstream import FileUpstream
-from memfit.allocation import detect_allocation
-from dcoex.stages.s03b_collect.estimator import estimate
 from dcoex.h5io import write_attrs
+from dcoex.provenance import write_provenance
+from dcoex.stages.s03_network.io import read_gene_names, read_network_summary
+from dcoex.stages.s03b_collect.contract import CONTRACT, TSV_SHA_ATTR
+from dcoex.stages.s03b_collect.estimator import estimate
+from dcoex.stages.s03b_collect.science import collect, network_files, tsv_rows, write_summary
+from dcoex.stages.upstream import FileUpstream
+from hpc.atomic import atomic_output, ensure_writable_dir
+from hpc.errors import InputError
+from memfit.allocation import detect_allocation
 from memfit.record import H5_GROUP as MEMFIT_GROUP, PeakRecorder, h5_attrs, write_sidecar
 
 STAGE = "03b"

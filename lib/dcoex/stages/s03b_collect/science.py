@@ -10,10 +10,10 @@ from typing import Any, Iterable, Sequence
 import h5py
 import numpy as np
 
-from dcoex.errors import InputError
 from dcoex.stages.s03_network.focus import INTEGER_METRICS, METRIC_NAMES
 from dcoex.h5io import write_attrs, write_dataset
 from dcoex.stages.s03_network.io import RUN_PARAMETERS, NetworkSummary
+from hpc.errors import InputError
 
 #: Network-wide per-gene values stored in the summary HDF5 (not in the TSV).
 NETWORK_COUNTS: tuple[str, ...] = (

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from dcoex.errors import InputError
+from hpc.errors import InputError
 
 
 def temporary_name(path: str | os.PathLike) -> Path:

@@ -1,6 +1,9 @@
 """Self-calibration: correction factors for stage estimates, learnt from a reviewed run.
 
-A calibration file (``<out dir>/memfit_calibration.json``) holds, per stage, a factor =
+The one reader and writer of calibration files: ``memfit review --calibrate`` writes them,
+the co-expression planner (``dcoex.pipeline.plan``) and ``labeltransfer.submit`` read them.
+A calibration file (``<out dir>/memfit_calibration.json``) holds, per stage (co-expression
+stage ids such as ``02a``, and ``label_transfer``), a factor =
 a high quantile of ``used / raw estimate`` over the run's tasks, clipped to bounds, with
 the number of tasks it came from. The drivers multiply a stage's *raw* estimate (bytes)
 by its factor when they plan the next run; the ratio is always taken against the raw
@@ -25,14 +28,17 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from hpc.atomic import atomic_output
+from hpc.errors import InputError
+
 CALIBRATION_FILE = "memfit_calibration.json"
 CALIBRATION_VERSION = 1
 DEFAULT_QUANTILE = 0.95
 DEFAULT_BOUNDS = (0.5, 4.0)
 
 
-class CalibrationError(ValueError):
-    """A calibration file that cannot be read or does not have the expected layout."""
+class CalibrationError(InputError, ValueError):
+    """A calibration file that cannot be read or does not have the expected layout (one line)."""
 
 
 def package_version() -> str:
@@ -97,10 +103,8 @@ def build_calibration(
 def write_calibration(path: str | os.PathLike, document: Mapping) -> Path:
     """Write a calibration document atomically (temp name in the same folder, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(document, indent=1) + "\n")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(document, indent=1) + "\n")
     return path
 
 

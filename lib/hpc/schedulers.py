@@ -1,8 +1,11 @@
 """Scheduler adaptors: how a job is submitted, released, cancelled and re-pointed.
 
-The planner and the finaliser speak only to :class:`Scheduler`; SLURM and SGE differ in
-their commands and in memory semantics (SLURM ``--mem``: resident memory per node;
-SGE ``h_vmem``: virtual memory per slot).
+The co-expression planner and finaliser and the label-transfer submitter speak only to
+:class:`Scheduler`: a :class:`JobSpec` (a job script, or a command line, as one job or an array)
+becomes the sbatch / qsub command line here and nowhere else, and the scheduler's answer is
+parsed and validated here (:func:`submitted_job_id`). SLURM and SGE differ in their commands
+and in memory semantics (SLURM ``--mem``: resident memory per node; SGE ``h_vmem``: virtual
+memory per slot).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dcoex.errors import InputError
+from hpc.errors import InputError
 from memfit.allocation import VIRTUAL_OVERHEAD_BYTES
 from memfit.units import MiB, format_bytes, parse_bytes
 
@@ -31,6 +34,10 @@ MEMORY_KILL_PATTERNS = (
 #: SGE needs none: every h_vmem request already includes VIRTUAL_OVERHEAD_BYTES.
 SLURM_MIN_REQUEST_BYTES = 256 * MiB
 MIN_REQUEST_ENV = "DCOEX_MIN_REQUEST"
+#: Environment variables that set a job's thread count (numpy's BLAS, OpenMP, numexpr).
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+#: SGE parallel environment for jobs of more than one slot unless the job names one.
+SGE_PE_ENV = "DCOEX_SGE_PE"
 #: Defaults when the scheduler does not print the setting (SLURM MaxArraySize, SGE max_aj_tasks).
 SLURM_DEFAULT_MAX_ARRAY_SIZE = 1001
 SGE_DEFAULT_MAX_AJ_TASKS = 75000
@@ -38,6 +45,11 @@ SGE_DEFAULT_MAX_AJ_TASKS = 75000
 
 class SubmitError(RuntimeError):
     """A submission command failed; the message is one line with the scheduler's answer."""
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """The environment that limits a job's numeric libraries to ``threads`` threads."""
+    return {var: str(threads) for var in THREAD_ENV_VARS}
 
 
 def slurm_min_request() -> int:
@@ -88,13 +100,32 @@ def qhost_max_memory(qhost: str) -> int | None:
     return max(values) if values else None
 
 
+#: What a submission command prints, whole: sbatch --parsable ("123", "123;cluster");
+#: qsub -terse ("123", "123.1-4:1" for an array); qsub without -terse.
+_JOB_ID_ANSWERS = {
+    "sbatch": (re.compile(r"(\d+)(?:;[\w.-]+)?"),),
+    "qsub": (re.compile(r"(\d+)(?:\.\d+-\d+:\d+)?"),
+             re.compile(r"Your job(?:-array)? (\d+)(?:\.\d+-\d+:\d+)? \(.*\) has been submitted")),
+}
+
+
 def submitted_job_id(answer: str, command: str) -> str:
-    """The job id from ``sbatch --parsable`` ("123" or "123;cluster") or ``qsub -terse``
-    ("123" or "123.1-4:1" for arrays)."""
-    match = re.match(r"\s*(\d+)", answer)
-    if not match:
-        raise SubmitError(f"{command}: unexpected answer {answer.strip()!r}")
-    return match.group(1)
+    """The job id in what ``command`` ("sbatch" or "qsub") printed on a submission.
+
+    Accepted, one line (surrounding blank space ignored): ``sbatch --parsable``'s "123" or
+    "123;cluster"; ``qsub -terse``'s "123" or "123.1-4:1" (an array); qsub's
+    'Your job 123 ("name") has been submitted' / 'Your job-array 123.1-4:1 ("name") has been
+    submitted'. Anything else is a SubmitError of one line quoting the answer.
+    """
+    text = answer.strip()
+    for pattern in _JOB_ID_ANSWERS.get(command, ()):
+        match = pattern.fullmatch(text)
+        if match:
+            return match.group(1)
+    shown = " ".join(answer.split()) or "nothing"
+    if len(shown) > 200:
+        shown = shown[:200] + "..."
+    raise SubmitError(f"{command}: unexpected answer {shown!r} (expected a job id)")
 
 
 def log_shows_memory_kill(log_text: str) -> bool:
@@ -129,13 +160,15 @@ def accounting_record(scheduler: str, text: str, job_id: str, task: int | None):
 
 @dataclass
 class JobSpec:
-    """One submission: a job script run as a single job or an array of tasks."""
+    """One submission: a job script (``script``) or a command line (``command``: SLURM
+    ``--wrap``, SGE ``-b y`` with the submitter's environment) run as a single job
+    (``tasks`` None) or an array of tasks."""
 
     name: str
-    script: Path
+    script: Path | None
     log: Path  # folder of the logs; the file name pattern comes from the scheduler
-    log_stem: str  # "<stage>" (tasks) or "fin-<stage>" (finalisers)
-    mem_bytes: int  # total for the job (all slots), bytes of resident memory planned
+    log_stem: str  # "<stage>" (tasks), "fin-<stage>" (finalisers), "label_transfer"
+    mem_bytes: int  # total for the job (all slots), bytes of the scheduler's request
     slots: int = 1
     time_limit: str = "24:00:00"
     tasks: list[int] | None = None
@@ -145,6 +178,14 @@ class JobSpec:
     hold: bool = False
     queue: str | None = None
     account: str | None = None
+    command: list[str] | None = None  # argv run instead of a script
+    env: dict[str, str] = field(default_factory=dict)  # exported to the job
+    gpu: str | None = None  # SLURM --gres value ("gpu:1") / SGE -l resource ("gpu=1")
+    parallel_env: str | None = None  # SGE PE for slots > 1 (default: $DCOEX_SGE_PE or smp)
+
+    def __post_init__(self) -> None:
+        if (self.script is None) == (self.command is None):
+            raise ValueError(f"job {self.name}: give a script or a command, not both or neither")
 
 
 def compress_tasks(tasks: list[int]) -> str:
@@ -189,12 +230,13 @@ class Scheduler:
         self.out = out
         self._fake = 0
 
-    def require(self) -> None:
-        """InputError if the submission command is missing (not checked for a dry run)."""
+    def require(self, hint: str = "") -> None:
+        """InputError if the submission command is missing (not checked for a dry run);
+        ``hint`` ends the message (e.g. "or use --local to run without a scheduler")."""
         if not self.dry_run and shutil.which(self.submit_command) is None:
             raise InputError(
-                f"{self.submit_command} not found on PATH: run this on a {self.name.upper()} "
-                "submit host, or use --local to run without a scheduler"
+                f"{self.submit_command} not found on PATH: run this on a {self.name.upper()} submit host"
+                + (f", {hint}" if hint else "")
             )
 
     # --- planning -------------------------------------------------------------------
@@ -213,11 +255,12 @@ class Scheduler:
         """Largest array task id the scheduler accepts."""
         raise NotImplementedError
 
-    def request_bytes(self, peak_bytes: int, safety: float, slots: int) -> int:
-        """What the scheduler is asked for (bytes, whole job) for a predicted peak RSS.
+    def request_bytes(self, peak_bytes: int, safety: float, slots: int, *, extra_virtual_bytes: int = 0) -> int:
+        """What the scheduler is asked for (bytes, whole job) for a predicted peak RSS (bytes).
 
         The stage itself plans for ``safety`` × its limit (memfit), so the limit is the
-        peak divided by ``safety``.
+        peak divided by ``safety``. ``extra_virtual_bytes``: address space the job maps
+        beyond its resident set (e.g. torch), counted only where the limit is virtual (SGE).
         """
         raise NotImplementedError
 
@@ -236,7 +279,8 @@ class Scheduler:
         raise NotImplementedError
 
     def submit(self, job: JobSpec) -> tuple[str, list[str]]:
-        """Submit; returns (job id, the exact command)."""
+        """Submit one job or array (a dry run prints the command and returns a placeholder id
+        "DRYRUN<n>"); returns (job id, the exact command)."""
         argv = self.command(job)
         if self.dry_run:
             self._fake += 1
@@ -301,11 +345,11 @@ class Slurm(Scheduler):
         text = self._query(["scontrol", "show", "config"], optional=self.dry_run)
         return 1000 if text is None else slurm_array_limit(text)  # a dry run away from the cluster: the default
 
-    def request_bytes(self, peak_bytes: int, safety: float, slots: int) -> int:
+    def request_bytes(self, peak_bytes: int, safety: float, slots: int, *, extra_virtual_bytes: int = 0) -> int:
         return max(int(math.ceil(peak_bytes / safety / MiB)) * MiB, slurm_min_request())
 
     def request_string(self, request_bytes: int, slots: int) -> str:
-        return f"--mem={request_bytes // MiB}M"
+        return f"--mem={math.ceil(request_bytes / MiB)}M"
 
     def max_request_bytes(self) -> int | None:
         text = self._query(["sinfo", "-h", "-N", "-o", "%m"], optional=True)
@@ -335,6 +379,12 @@ class Slurm(Scheduler):
             argv.append(f"--partition={job.queue}")
         if job.account:
             argv.append(f"--account={job.account}")
+        if job.gpu:
+            argv.append(f"--gres={job.gpu}")
+        if job.env:
+            argv.append("--export=" + ",".join(["ALL", *(f"{k}={v}" for k, v in job.env.items())]))
+        if job.command is not None:
+            return argv + ["--wrap", shlex.join(job.command)]
         argv.append(str(job.script))
         return argv
 
@@ -368,14 +418,14 @@ class Sge(Scheduler):
         text = self._query(["qconf", "-sconf", "global"], optional=self.dry_run)
         return 75000 if text is None else sge_array_limit(text)  # a dry run away from the cluster: the default
 
-    def request_bytes(self, peak_bytes: int, safety: float, slots: int) -> int:
+    def request_bytes(self, peak_bytes: int, safety: float, slots: int, *, extra_virtual_bytes: int = 0) -> int:
         # h_vmem limits virtual memory (RLIMIT_AS) per slot: cover the process's mappings
         # too, as memfit.Allocation.usable_bytes subtracts them under SGE
-        total = (peak_bytes + VIRTUAL_OVERHEAD_BYTES) / safety
+        total = (peak_bytes + VIRTUAL_OVERHEAD_BYTES + extra_virtual_bytes) / safety
         return int(math.ceil(total / slots / MiB)) * MiB * slots
 
     def request_string(self, request_bytes: int, slots: int) -> str:
-        return f"h_vmem={request_bytes // slots // MiB}M"
+        return f"h_vmem={math.ceil(request_bytes / slots / MiB)}M"
 
     def max_request_bytes(self) -> int | None:
         """The largest host's total memory (qhost MEMTOT); ``qsub -w e`` checks the rest."""
@@ -389,7 +439,7 @@ class Sge(Scheduler):
         argv = ["qsub", "-terse", "-w", "e", "-N", job.name, "-o", str(job.log / self.log_name(job)), "-j", "y",
                 "-S", "/bin/bash", "-l", self.request_string(job.mem_bytes, job.slots), "-l", f"h_rt={job.time_limit}"]
         if job.slots > 1:  # the parallel environment's name is site-specific: DCOEX_SGE_PE
-            argv += ["-pe", os.environ.get("DCOEX_SGE_PE", "smp"), str(job.slots)]
+            argv += ["-pe", job.parallel_env or os.environ.get(SGE_PE_ENV, "smp"), str(job.slots)]
         if job.tasks is not None:
             argv += ["-t", f"{min(job.tasks)}-{max(job.tasks)}"]
         if job.per_task_after:
@@ -403,6 +453,12 @@ class Sge(Scheduler):
             argv += ["-q", job.queue]
         if job.account:
             argv += ["-P", job.account]
+        if job.gpu:
+            argv += ["-l", job.gpu]
+        if job.env:
+            argv += ["-v", ",".join(f"{k}={v}" for k, v in job.env.items())]
+        if job.command is not None:  # a command, run in the submitter's environment and folder
+            return argv + ["-b", "y", "-V", "-cwd", *job.command]
         argv.append(str(job.script))
         return argv
 
@@ -427,13 +483,13 @@ class Local(Scheduler):
     #: interpreter start-up and the loading of the shared inputs once.
     auto_target_tasks = 4
 
-    def require(self) -> None:
+    def require(self, hint: str = "") -> None:
         return None
 
     def array_limit(self) -> int:
         return 10**9
 
-    def request_bytes(self, peak_bytes: int, safety: float, slots: int) -> int:
+    def request_bytes(self, peak_bytes: int, safety: float, slots: int, *, extra_virtual_bytes: int = 0) -> int:
         return int(math.ceil(peak_bytes / safety))
 
     def request_string(self, request_bytes: int, slots: int) -> str:
@@ -441,6 +497,7 @@ class Local(Scheduler):
 
 
 def get_scheduler(name: str, dry_run: bool = False, out=sys.stdout) -> Scheduler:
+    """The adaptor of scheduler ``name`` (slurm, sge or local); InputError for any other name."""
     classes = {"slurm": Slurm, "sge": Sge, "local": Local}
     try:
         return classes[name](dry_run=dry_run, out=out)
