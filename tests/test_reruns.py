@@ -208,3 +208,36 @@ def test_interrupted_rerun_leaves_no_mixed_out_dir(baseline, tmp_path):
         with h5py.File(path, "r") as f:
             assert float(f["provenance"].attrs["param:fdr_alpha"]) == 0.3
     assert_same_outputs(_fresh(tmp_path, argv), out)
+
+
+@pytest.mark.parametrize("stage", ["00", "01", "03b"])
+def test_whole_stage_run_by_hand_keeps_a_current_output(baseline, tmp_path, stage):
+    """The stage itself applies the same rule as the planner: a current output is kept (same
+    file), a changed parameter or --force rewrites it."""
+    src_tsv, src = baseline
+    out = tmp_path / "copy"
+    shutil.copytree(src, out, copy_function=shutil.copy2)
+    target = out / OUTPUTS[stage]
+    args = {
+        "00": ["dcoex.stages.s00_convert", "--expr-tsv", src_tsv, "--out-h5", target],
+        "01": ["dcoex.stages.s01_bootstrap_indices", "--in-h5", out / OUTPUTS["00"], "--out-h5", target,
+               "--n-bootstrap", 20, "--seed", 3],
+        "03b": ["dcoex.stages.s03b_collect", "--networks-dir", out / OUTPUTS["03"], "--out-h5", target,
+                "--out-focus-tsv", out / "rewiring_hubs.tsv"],
+    }[stage]
+    inode = target.stat().st_ino
+    _stage(*args)
+    assert target.stat().st_ino == inode, "a current output was rewritten"
+    _stage(*args, "--force")
+    assert target.stat().st_ino != inode
+    if stage == "01":
+        inode = target.stat().st_ino
+        _stage(*args[:-1], 4)  # another seed
+        assert target.stat().st_ino != inode
+        with h5py.File(target, "r") as f:
+            assert int(f["provenance"].attrs["param:seed"]) == 4
+    if stage == "03b":
+        (out / "rewiring_hubs.tsv").write_text("edited\n")
+        inode = target.stat().st_ino
+        _stage(*args)
+        assert target.stat().st_ino != inode and (out / "rewiring_hubs.tsv").read_text() != "edited\n"

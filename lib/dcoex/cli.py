@@ -39,6 +39,11 @@ def report_memory_error(estimate_bytes: int, limit_bytes: int) -> str:
     )
 
 
+#: ``--force`` of every stage: recompute even an output that is current (docs/design.md §7.4).
+force_option = click.option("--force", is_flag=True,
+                            help="Recompute outputs that are current (record the wanted provenance).")
+
+
 def gene_selection_options(func: Callable) -> Callable:
     """Click options shared by the per-gene stages (02a, 02b, 03)."""
     options = [
@@ -47,7 +52,7 @@ def gene_selection_options(func: Callable) -> Callable:
         click.option("--genes-per-task", type=int, default=None, help="Genes per array task; the task comes from --task-id or SGE_TASK_ID/SLURM_ARRAY_TASK_ID (1-based)."),
         click.option("--task-id", type=int, default=None, help="1-based array task id (overrides the scheduler's)."),
         click.option("--gene-list", type=click.Path(), default=None, help="File of genes, one a line: a name, or index:N (0-based): the universe --genes-per-task cuts into tasks."),
-        click.option("--force", is_flag=True, help="Recompute genes whose output is current (records the wanted provenance)."),
+        force_option,
         click.option("--quiet", is_flag=True, help="No progress bar."),
     ]
     for option in reversed(options):

@@ -61,7 +61,7 @@ def stage_argv(stage: str, out_dir: Path, expr_h5: Path, params: Mapping[str, An
         argv += ["--genes-per-task", str(params["genes_per_task"])]
         if params.get("gene_list_file"):
             argv += ["--gene-list", str(params["gene_list_file"])]
-        if params.get("force"):
-            argv.append("--force")
+    if params.get("force"):
+        argv.append("--force")
     argv.append("--quiet")
     return argv

@@ -16,7 +16,9 @@ from dcoex.expression_store import ExpressionWriter
 from dcoex.expression_tsv import DEFAULT_BLOCK_ROWS, TsvExpressionReader, tsv_sha256
 from dcoex.progress import progress
 from dcoex.h5io import write_attrs
-from dcoex.provenance import write_provenance
+from dcoex.cli import force_option
+from dcoex.expression_store import open_expression
+from dcoex.provenance import why_stale, write_provenance
 from dcoex.stages.s00_convert.contract import CONTRACT
 from dcoex.stages.s00_convert.estimator import estimate
 from dcoex.stages.upstream import FileUpstream
@@ -31,13 +33,22 @@ STAGE = "00"
 def convert(
     expr_tsv: str | Path,
     out_h5: str | Path,
-    compression: str = "gzip",
-    compression_level: int | None = None,
-    block_rows: int = DEFAULT_BLOCK_ROWS,
+    *,
+    compression: str,
+    compression_level: int | None,
+    block_rows: int,
+    force: bool = False,
     quiet: bool = True,
 ) -> dict:
-    """Convert ``expr_tsv`` to ``out_h5``; returns n_genes, n_samples and content_sha256."""
+    """Convert ``expr_tsv`` to ``out_h5``; returns n_genes, n_samples, content_sha256 and
+    ``skipped`` (the output was current: made from this TSV's content, docs/design.md §7.4)."""
     out = Path(out_h5)
+    if not force and out.exists():
+        wanted = CONTRACT.wanted({}, FileUpstream(tsv_sha256=tsv_sha256(expr_tsv)))
+        if why_stale(out, wanted) is None:
+            with open_expression(out) as store:
+                return {"n_genes": store.n_genes, "n_samples": store.n_samples,
+                        "content_sha256": store.content_sha256, "skipped": True}
     ensure_writable_dir(out.parent)
     allocation = detect_allocation()
     with PeakRecorder(allocation.limit_bytes) as recorder:
@@ -63,20 +74,23 @@ def convert(
         extra={"n_genes": n_genes, "n_samples": n_samples, "compression": compression,
                "content_sha256": sha, "output_bytes": out.stat().st_size},
     )
-    return {"n_genes": n_genes, "n_samples": n_samples, "content_sha256": sha}
+    return {"n_genes": n_genes, "n_samples": n_samples, "content_sha256": sha, "skipped": False}
 
 
 @click.command(name="00convert_expr_to_hdf5")
 @click.option("--expr-tsv", required=True, type=click.Path(dir_okay=False), help="Genes × samples TSV (gene name first column; .gz accepted).")
 @click.option("--out-h5", required=True, type=click.Path(dir_okay=False), help="Output expression.h5 (folder created if missing).")
 @CONTRACT.click_options
+@force_option
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-def main(expr_tsv: str, out_h5: str, compression: str, compression_level: int, block_rows: int, quiet: bool) -> None:
+def main(expr_tsv: str, out_h5: str, compression: str, compression_level: int, block_rows: int, force: bool,
+         quiet: bool) -> None:
     """Convert an expression TSV to expression.h5 (docs/design.md §3.2)."""
-    info = convert(expr_tsv, out_h5, compression, compression_level, block_rows, quiet)
+    info = convert(expr_tsv, out_h5, compression=compression, compression_level=compression_level,
+                   block_rows=block_rows, force=force, quiet=quiet)
     if not quiet:
         print(
-            f"wrote {out_h5}: {info['n_genes']} genes x {info['n_samples']} samples, "
+            f"{'current, kept' if info['skipped'] else 'wrote'} {out_h5}: {info['n_genes']} genes x {info['n_samples']} samples, "
             f"content_sha256 {info['content_sha256']}",
             file=sys.stderr,
         )

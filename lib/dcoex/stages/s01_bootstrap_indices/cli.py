@@ -31,7 +31,8 @@ from dcoex.groups import (
 )
 from dcoex.h5chunks import ChunkEncoder, ordered_parallel_map, write_chunk
 from dcoex.progress import progress
-from dcoex.provenance import Provenance, write_provenance
+from dcoex.cli import force_option
+from dcoex.provenance import Provenance, why_stale, write_provenance
 from dcoex.stages.s01_bootstrap_indices.contract import CONTRACT
 from dcoex.stages.upstream import EXTERNAL_EXPRESSION, FileUpstream
 from dcoex.stages.s01_bootstrap_indices.estimator import estimate
@@ -115,23 +116,26 @@ def _jobs(source: _Source, sizes: GroupSizes, batch_size: int, out: h5py.File) -
         del low, high
 
 
-def run(
+def run_indices(
     out_h5: str | Path,
+    *,
     in_h5: str | None = None,
     in_tsv: str | None = None,
-    low_frac: float = 0.2,
-    high_frac: float = 0.2,
-    n_bootstrap: int = 1000,
-    bootstrap_frac: float = 0.8,
-    seed: int = 42,
-    batch_size: int | str | None = "auto",
-    compression: str = "gzip",
-    compression_level: int = 1,
-    deflate_strategy: str = "planes",
+    low_frac: float,
+    high_frac: float,
+    n_bootstrap: int,
+    bootstrap_frac: float,
+    seed: int,
+    batch_size: int | str | None,
+    compression: str,
+    compression_level: int,
+    deflate_strategy: str,
     threads: int | None = None,
+    force: bool = False,
     quiet: bool = True,
 ) -> dict:
-    """Compute groups and bootstrap indices; write ``out_h5`` atomically. Returns a summary."""
+    """Compute groups and bootstrap indices; write ``out_h5`` atomically. Returns a summary
+    (``skipped``: the output was current and is kept, docs/design.md §7.4)."""
     check_fractions(low_frac, high_frac, bootstrap_frac, n_bootstrap)
     if isinstance(batch_size, int) and batch_size < 1:
         raise InputError(f"--batch-size {batch_size}: must be >= 1 or auto")
@@ -143,6 +147,10 @@ def run(
               "bootstrap_frac": bootstrap_frac, "seed": seed}
     with PeakRecorder(allocation.limit_bytes) as recorder:
         source = _Source(in_h5, in_tsv)
+        wanted = CONTRACT.wanted(values, source.upstream())
+        if not force and why_stale(out, wanted) is None:
+            source.close()
+            return {"skipped": True, "n_genes": source.n_genes}
         try:
             sizes = group_sizes(source.n_samples, low_frac, high_frac, bootstrap_frac, source.name)
 
@@ -162,7 +170,7 @@ def run(
                        low_frac=low_frac, high_frac=high_frac, bootstrap_frac=bootstrap_frac,
                        compression=compression, level=compression_level, strategy=deflate_strategy,
                        threads=threads, quiet=quiet, plan_estimate=plan.estimate, allocation=allocation,
-                       recorder=recorder, provenance=CONTRACT.wanted(values, source.upstream()))
+                       recorder=recorder, provenance=wanted)
         finally:
             source.close()
     extra = {
@@ -229,13 +237,20 @@ def _write(
 @click.option("--in-tsv", type=click.Path(dir_okay=False), default=None, help="Expression TSV instead of --in-h5 (read fully).")
 @click.option("--out-h5", required=True, type=click.Path(dir_okay=False), help="Output bootstrap_indices.h5.")
 @CONTRACT.click_options
+@force_option
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 def main(in_h5, in_tsv, out_h5, low_frac, high_frac, n_bootstrap, bootstrap_frac, seed,
-         batch_size, compression, compression_level, deflate_strategy, threads, quiet) -> None:
+         batch_size, compression, compression_level, deflate_strategy, threads, force, quiet) -> None:
     """Extreme groups and bootstrap indices of every gene (docs/design.md §4.1)."""
-    info = run(out_h5, in_h5, in_tsv, low_frac, high_frac, n_bootstrap, bootstrap_frac, seed,
-               parse_batch_size(str(batch_size)), compression, compression_level, deflate_strategy,
-               threads, quiet)
+    info = run_indices(out_h5, in_h5=in_h5, in_tsv=in_tsv, low_frac=low_frac, high_frac=high_frac,
+                       n_bootstrap=n_bootstrap, bootstrap_frac=bootstrap_frac, seed=seed,
+                       batch_size=parse_batch_size(str(batch_size)), compression=compression,
+                       compression_level=compression_level, deflate_strategy=deflate_strategy, threads=threads,
+                       force=force, quiet=quiet)
+    if info.get("skipped"):
+        if not quiet:
+            print(f"{out_h5} is current (its provenance matches); kept (--force recomputes)", file=sys.stderr)
+        return
     if not quiet:
         print(
             f"wrote {out_h5}: {info['n_genes']} genes, B={n_bootstrap}, {info['processing_mode']}, "

@@ -44,9 +44,10 @@ def run_base(
     expr_h5: str,
     indices_h5: str,
     out_dir: str,
-    fdr_alpha: float = 0.05,
-    batch_size: int | str | None = "auto",
-    exact_q: bool = False,
+    *,
+    fdr_alpha: float,
+    batch_size: int | str | None,
+    exact_q: bool,
     selection: dict[str, Any] | None = None,
     force: bool = False,
     quiet: bool = True,
@@ -127,8 +128,8 @@ def main(expr_h5, indices_h5, out_dir, fdr_alpha, batch_size, exact_q, gene_inde
     """Base Spearman correlations, t / Fisher-z tests and BH per reference gene (docs/design.md §4.2–§4.5)."""
     selection = {"gene_index": list(gene_index) or None, "gene_range": gene_range,
                  "genes_per_task": genes_per_task, "task_id": task_id, "gene_list": gene_list}
-    info = run_base(expr_h5, indices_h5, out_dir, fdr_alpha, parse_batch_size(str(batch_size)), exact_q,
-                    selection, force, quiet)
+    info = run_base(expr_h5, indices_h5, out_dir, fdr_alpha=fdr_alpha, batch_size=parse_batch_size(str(batch_size)),
+                    exact_q=exact_q, selection=selection, force=force, quiet=quiet)
     if not quiet:
         print(
             f"02a: {len(info['written'])} written, {len(info['skipped'])} skipped; tile {info['tile_rows']} rows; "

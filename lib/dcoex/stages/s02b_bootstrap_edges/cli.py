@@ -65,12 +65,13 @@ def run_bootstrap(
     indices_h5: str,
     base_dir: str,
     out_dir: str,
-    edge_selection: str = "sig_differential",
-    ci_alpha: float = 0.05,
-    fdr_alpha: float | None = None,
-    n_bootstrap: int | None = None,
-    batch_size: int | str | None = "auto",
-    store_replicates: bool = False,
+    *,
+    edge_selection: str,
+    ci_alpha: float,
+    fdr_alpha: float | None,
+    n_bootstrap: int | None,
+    batch_size: int | str | None,
+    store_replicates: bool,
     selection: dict[str, Any] | None = None,
     force: bool = False,
     quiet: bool = True,
@@ -224,8 +225,9 @@ def main(expr_h5, indices_h5, base_dir, out_dir, edge_selection, ci_alpha, fdr_a
     """Bootstrap CI and statistics of Δ = r_H − r_L for each gene's selected edges (docs/design.md §4.6)."""
     selection = {"gene_index": list(gene_index) or None, "gene_range": gene_range,
                  "genes_per_task": genes_per_task, "task_id": task_id, "gene_list": gene_list}
-    info = run_bootstrap(expr_h5, indices_h5, base_dir, out_dir, edge_selection, ci_alpha, fdr_alpha, n_bootstrap,
-                         parse_batch_size(str(batch_size)), store_replicates, selection, force, quiet)
+    info = run_bootstrap(expr_h5, indices_h5, base_dir, out_dir, edge_selection=edge_selection, ci_alpha=ci_alpha,
+                         fdr_alpha=fdr_alpha, n_bootstrap=n_bootstrap, batch_size=parse_batch_size(str(batch_size)),
+                         store_replicates=store_replicates, selection=selection, force=force, quiet=quiet)
     if not quiet:
         print(
             f"02b: {len(info['written'])} written, {len(info['skipped'])} skipped; edge chunk {info['edge_chunk']}; "

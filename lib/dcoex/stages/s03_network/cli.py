@@ -58,6 +58,7 @@ def run_network(
     base_dir: str | Path,
     boot_dir: str | Path,
     out_dir: str | Path,
+    *,
     genes: Sequence[int] | None = None,
     options: NetworkOptions = NetworkOptions(),
     expr_h5: str | None = None,
@@ -157,6 +158,7 @@ def main(base_dir: str, boot_dir: str, out_dir: str, expr_h5: str | None, min_ef
     options = NetworkOptions(min_effect, corr_threshold, not no_ci_filter, zero_undefined)
     selection = {"gene_index": list(gene_index) or None, "gene_range": gene_range,
                  "genes_per_task": genes_per_task, "task_id": task_id, "gene_list": gene_list}
-    result = run_network(base_dir, boot_dir, out_dir, None, options, expr_h5, selection, force, quiet)
+    result = run_network(base_dir, boot_dir, out_dir, options=options, expr_h5=expr_h5, gene_selection=selection,
+                         force=force, quiet=quiet)
     if not quiet:
         print(f"03: {len(result['written'])} written, {len(result['skipped'])} skipped (valid output exists)", file=sys.stderr)
