@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from dcoex.errors import EXIT_BAD_INPUT, InputError
+from dcoex.pipeline import runlock
 from dcoex.pipeline.jobs import base_manifest, keep_history, prepare_out_dir, submit_all
 from dcoex.pipeline.manifest import locked_manifest
 from dcoex.pipeline.options import parse_args
@@ -78,18 +79,34 @@ def main(argv: list[str] | None = None) -> int:
         print("dry run: the commands below would be submitted (job ids are placeholders)")
         submit_all(plan, scheduler)
         return 0
-    try:
-        prepare_out_dir(plan)
+    out = Path(options.out_dir)
+    try:  # one live chain per folder; an earlier chain's leftovers are cancelled first
+        for line in runlock.claim(out, options.scheduler, local=options.local):
+            print(line, flush=True)
+    except runlock.Busy as exc:
+        print(f"run_bootstrap_pipeline: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except OSError as exc:
         print(f"run_bootstrap_pipeline: error: {options.out_dir}: cannot write ({exc.strerror})", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if options.local:
-        return run_local(plan)
     try:
-        manifest = submit_all(plan, scheduler)
+        prepare_out_dir(plan)
+    except OSError as exc:
+        runlock.release(out)
+        print(f"run_bootstrap_pipeline: error: {options.out_dir}: cannot write ({exc.strerror})", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if options.local:
+        try:
+            return run_local(plan)
+        finally:
+            runlock.release(out)
+    try:
+        manifest = submit_all(plan, scheduler, on_submit=lambda job_id: runlock.record_job(out, job_id))
     except SubmitError as exc:
+        runlock.release(out)
         print(f"run_bootstrap_pipeline: error: {exc}; nothing was left submitted", file=sys.stderr)
         return EXIT_BAD_INPUT
+    runlock.mark_submitted(out)
     for s, entry in manifest["stages"].items():
         a = entry["attempts"][0]
         print(f"stage {s}: job {a['job_id']}" + (f" tasks {a['tasks']}" if a["tasks"] else "")

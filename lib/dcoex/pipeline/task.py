@@ -24,6 +24,10 @@ from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGES
 
 #: Exit statuses SGE reserves (99: requeue, 100: error state); mapped to 1.
 SGE_RESERVED = (99, 100)
+#: Testing knob: ``DCOEX_TEST_LINGER_<STAGE>=S`` (e.g. ``DCOEX_TEST_LINGER_02A=200``) keeps the
+#: first attempt's tasks of that stage alive S seconds after they wrote their final status, so a
+#: short time limit kills a task that has finished (tests/test_cluster_faults.py).
+LINGER_ENV = "DCOEX_TEST_LINGER_"
 
 
 def status_path(out_dir: Path, stage: str, task: int | None, attempt: int) -> Path:
@@ -114,8 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only-tasks", default=None, help="run only these task ids, e.g. 2,5-7")
     args = parser.parse_args(argv)
     out = Path(args.out_dir)
-    manifest = read_manifest(out)
-    entry = manifest["stages"][args.stage]
+    try:
+        manifest = read_manifest(out)
+        entry = manifest["stages"][args.stage]
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"dcoex task: error: {out}: no run of stage {args.stage} in its run manifest "
+              f"({getattr(exc, 'strerror', None) or exc}): the output folder was deleted, replaced or made "
+              "unreadable while this job was queued; nothing was run", file=sys.stderr)
+        return 2
     per_gene = STAGES[args.stage].per_gene
     task = (args.task if args.task is not None else task_id_from_env()) if per_gene else None
     only = parse_tasks(args.only_tasks)
@@ -131,10 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     if per_gene and task is not None:
         command += ["--task-id", str(task)]
     status = status_path(out, args.stage, task, args.attempt)
-    status.parent.mkdir(parents=True, exist_ok=True)
     record = {"stage": args.stage, "task": task, "attempt": args.attempt, "job_id": job_id_from_env(),
               "host": socket.gethostname(), "started": now_iso(), "state": "running"}
-    write_json_atomic(status, record)
+    try:
+        status.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(status, record)
+    except OSError as exc:
+        print(f"dcoex task: error: cannot write {status} ({exc.strerror or exc}): the output folder is "
+              "read-only or was removed while this job was queued; nothing was run", file=sys.stderr)
+        return 2
     print(f"dcoex task: stage {args.stage} task {task} attempt {args.attempt} on {record['host']}: "
           + " ".join(command), flush=True)
     t0 = time.time()
@@ -148,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dcoex task: stage {args.stage} task {task} {state} (exit {code})", flush=True)
     if code == 0 and task is not None:
         release_successor(out, args.stage, task)
+    linger = os.environ.get(LINGER_ENV + args.stage.upper())
+    if linger and args.attempt == 1:
+        print(f"dcoex task: {LINGER_ENV}{args.stage.upper()}: staying {linger} s (testing knob)", flush=True)
+        time.sleep(float(linger))
     return code
 
 
