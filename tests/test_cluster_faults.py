@@ -18,11 +18,12 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
-from cluster_util import DRIVERS, cluster_status, require_cluster, run_driver, wait_for_run, write_dataset
+from cluster_util import DRIVERS, cluster_status, require_cluster, run_driver, slurm_cluster, wait_for_run, write_dataset  # noqa: F401 (fixture)
 from test_cluster_pipeline import accounting, stage_rows
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -89,6 +90,12 @@ def test_task_ending_past_its_time_limit_is_retried_with_twice_the_limit(timeout
 
 # --- leftovers of an earlier chain ------------------------------------------------------------
 
+def unique(name: str) -> str:
+    """A folder name no earlier test run used (jobs are found by the name: leftovers of a failed
+    run of the same test must not count)."""
+    return f"{name}_{uuid.uuid4().hex[:6]}"
+
+
 def queue_ids(sched: str, out: Path) -> dict[str, str]:
     """{job id: state} of the jobs in the queue named after ``out`` (job names end with its name)."""
     if sched == "slurm":
@@ -116,7 +123,8 @@ def wait_until(predicate, timeout: float, what: str):
     raise AssertionError(f"{what} did not happen within {timeout:.0f} s")
 
 
-def rerun_cleans_up(sched: str, tsv: Path, out: Path, earlier: set[str]) -> subprocess.CompletedProcess:
+def rerun_cleans_up(sched: str, tsv: Path, out: Path, earlier: set[str], first_stage: str = "00"
+                    ) -> subprocess.CompletedProcess:
     """The rerun finds and cancels the earlier chain's jobs, says so per stage, and its own chain completes."""
     t0 = time.time()
     done = run_driver(sched, ["--expr-tsv", tsv, "--out-dir", out, *ARGS], timeout=180)
@@ -124,7 +132,7 @@ def rerun_cleans_up(sched: str, tsv: Path, out: Path, earlier: set[str]) -> subp
     assert done.returncode == 0, done.stdout + done.stderr
     print(f"{sched}: rerun found and cancelled {len(earlier)} leftover jobs; the driver took {took:.1f} s\n{done.stdout}")
     assert "leftover jobs of an earlier chain" in done.stdout, done.stdout
-    assert "stage 00:" in done.stdout and "cancelled" in done.stdout
+    assert f"  stage {first_stage}: " in done.stdout and "cancelled" in done.stdout
     assert not earlier & set(queue_ids(sched, out)), "the earlier chain's jobs are still queued"
     manifest = wait_for_run(out, timeout=400)
     assert manifest["status"] == "complete"
@@ -143,7 +151,7 @@ def runlock_ids(manifest: dict) -> set[str]:
 def test_rerun_cancels_held_jobs_of_a_driver_killed_while_submitting(sched, tmp_path):
     require_cluster(sched)
     tsv = write_dataset(tmp_path / "expr.tsv")
-    out = tmp_path / f"{sched}_killed"
+    out = tmp_path / unique(f"{sched}_killed")
     driver = subprocess.Popen(["bash", str(DRIVERS[sched]), "--expr-tsv", str(tsv), "--out-dir", str(out), *ARGS],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                               env=dict(os.environ, DCOEX_PYTHON=sys.executable))
@@ -177,7 +185,7 @@ def test_rerun_cancels_jobs_whose_out_dir_was_deleted(sched, tmp_path):
     folder finds them by name, cancels them and completes."""
     require_cluster(sched)
     tsv = write_dataset(tmp_path / "expr.tsv")
-    out = tmp_path / f"{sched}_deleted"
+    out = tmp_path / unique(f"{sched}_deleted")
     done = run_driver(sched, ["--expr-tsv", tsv, "--out-dir", out, *ARGS])
     assert done.returncode == 0, done.stderr
     import shutil
@@ -195,7 +203,7 @@ def test_rerun_cancels_jobs_whose_out_dir_was_deleted(sched, tmp_path):
 def test_second_driver_is_refused_while_the_first_chain_is_live(sched, tmp_path):
     require_cluster(sched)
     tsv = write_dataset(tmp_path / "expr.tsv")
-    out = tmp_path / f"{sched}_shared"
+    out = tmp_path / unique(f"{sched}_shared")
     first = run_driver(sched, ["--expr-tsv", tsv, "--out-dir", out, *ARGS, "--fdr-alpha", "0.05"])
     assert first.returncode == 0, first.stderr
     lock = json.loads((out / ".dcoex" / "driver.lock").read_text())
@@ -214,3 +222,21 @@ def test_second_driver_is_refused_while_the_first_chain_is_live(sched, tmp_path)
     assert "stale lock" not in again.stdout and "leftover" not in again.stdout
     if "nothing to do" not in again.stdout:
         assert wait_for_run(out, timeout=400)["status"] == "complete"
+
+
+def test_rerun_cancels_a_chain_that_can_never_finish(slurm_cluster, tmp_path):
+    """SLURM: stage 00's finaliser is cancelled while queued, so stage 01 (afterok) pends with
+    DependencyNeverSatisfied for ever although the lock and manifest are intact: the rerun sees
+    that nothing of the chain runs or can run, cancels it and completes."""
+    tsv = write_dataset(tmp_path / "expr.tsv")
+    out = tmp_path / unique("slurm_stuck")
+    done = run_driver("slurm", ["--expr-tsv", tsv, "--out-dir", out, *ARGS])
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    subprocess.run(["scancel", manifest["stages"]["00"]["attempts"][0]["finaliser_job_id"]], check=True)
+    job00 = manifest["stages"]["00"]["attempts"][0]["job_id"]
+    earlier = wait_until(lambda: (lambda q: q if any("DependencyNeverSatisfied" in s for s in q.values())
+                                  and job00 not in q else None)(queue_ids("slurm", out)),
+                         120, "stage 00 ended and stage 01 waiting for ever")
+    done = rerun_cleans_up("slurm", tsv, out, set(earlier), first_stage="01")
+    assert "it can never finish" in done.stdout

@@ -161,7 +161,7 @@ def cancel_jobs(jobs: list[QueuedJob], *, wait_s: float = CANCEL_WAIT_S) -> list
         kind = "finaliser" if job.finaliser else "job"
         lines.setdefault(job.stage or "?", []).append(f"{kind} {job.job_id} ({job.describe()}) {done}")
     deadline = time.monotonic() + wait_s
-    ids = {(j.scheduler, j.job_id) for j in jobs}
+    ids = {(j.scheduler, j.job_id) for j in jobs} if wait_s > 0 else set()
     while ids and time.monotonic() < deadline:
         queued = {(s, j.job_id) for s in {s for s, _ in ids} for j in queued_jobs(s)}
         ids &= queued

@@ -122,16 +122,17 @@ def _earlier_jobs(out: Path, schedulers: set[str], lock: dict | None, manifest: 
     return [j for j in jobs if not _finishing(j, manifest)]
 
 
-def _leftover_reason(lock: dict | None, manifest: dict | None, jobs: list[QueuedJob]) -> str | None:
+def _leftover_reason(out: Path, lock: dict | None, manifest: dict | None, jobs: list[QueuedJob]) -> str | None:
     """Why the earlier chain's queued ``jobs`` cannot go on, or None if it can."""
-    if lock is None:
-        return "the folder has no driver lock (deleted or replaced while its jobs were queued)"
-    if lock.get("state") == "submitting":
+    if lock is not None and lock.get("state") == "submitting":
         return f"its driver (pid {lock.get('pid')} on {lock.get('host')}) ended while submitting"
     if manifest is None:
         return "the folder has no run manifest (deleted while its jobs were queued)"
     if manifest.get("status") in ("complete", "failed"):
         return f"its run already ended ({manifest['status']})"
+    strangers = [j.job_id for j in jobs if j.job_id not in manifest_job_ids(manifest)]
+    if strangers:
+        return f"jobs {', '.join(strangers[:6])} are not part of the run in {manifest_path(out)}"
     if not any(j.progressing for j in jobs) and any(j.never_runs for j in jobs):
         stuck = [j for j in jobs if j.never_runs]
         return "it can never finish (" + ", ".join(f"job {j.job_id} {j.describe()}" for j in stuck[:4]) + ")"
@@ -151,7 +152,7 @@ def claim(out: Path, scheduler: str, *, local: bool = False) -> list[str]:
         jobs = _earlier_jobs(out, schedulers, lock, manifest)
         lines: list[str] = []
         if jobs:
-            reason = _leftover_reason(lock, manifest, jobs)
+            reason = _leftover_reason(out, lock, manifest, jobs)
             if reason is None or (reason.startswith("it can never") and _recheck_live(out, schedulers, lock)):
                 ids = " ".join(sorted((j.job_id for j in jobs), key=int))
                 cancel = "scancel" if jobs[0].scheduler == "slurm" else "qdel"
@@ -177,7 +178,7 @@ def _recheck_live(out: Path, schedulers: set[str], lock: dict | None) -> bool:
     time.sleep(STUCK_RECHECK_S)
     manifest = _read_manifest(out)
     jobs = _earlier_jobs(out, schedulers, lock, manifest)
-    return bool(jobs) and _leftover_reason(lock, manifest, jobs) is None
+    return bool(jobs) and _leftover_reason(out, lock, manifest, jobs) is None
 
 
 def _write(out: Path, lock: dict) -> None:
