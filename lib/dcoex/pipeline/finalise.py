@@ -34,6 +34,7 @@ from dcoex.pipeline.manifest import latest_attempt, locked_manifest, manifest_pa
 from dcoex.pipeline.schedulers import Scheduler, SubmitError, get_scheduler, log_shows_memory_kill
 from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGES
 from dcoex.pipeline.task import status_path
+from memfit.accounting.records import TaskAccounting
 from memfit.units import MiB
 
 RETRY_FACTOR = 1.5
@@ -46,7 +47,7 @@ def log_path(out: Path, stage: str, job_id: str, task: int | None) -> Path:
 
 
 def classify(out: Path, scheduler: Scheduler, stage: str, attempt: dict, task: int | None,
-             record=None) -> tuple[str, str]:
+             record: TaskAccounting | None = None) -> tuple[str, str]:
     """("ok" | "oom" | "timeout" | "failed", reason) for one task of one attempt: the task's own
     status reconciled with ``record``, what the scheduler's accounting says of it (memfit
     TaskAccounting, or None without accounting). A task killed at its time limit is "timeout"

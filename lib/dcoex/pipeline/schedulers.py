@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dcoex.errors import InputError
+from memfit.accounting.records import TaskAccounting
 from memfit.allocation import VIRTUAL_OVERHEAD_BYTES
 from memfit.units import MiB, format_bytes, parse_bytes
 
@@ -265,7 +266,7 @@ class Scheduler:
         record = self.task_records(job_id, [task]).get(task)
         return bool(record and record.oom)
 
-    def task_records(self, job_id: str, tasks: list[int | None]) -> dict:
+    def task_records(self, job_id: str, tasks: list[int | None]) -> dict[int | None, TaskAccounting | None]:
         """{task: memfit TaskAccounting or None} for tasks of a job that has ended (empty without
         accounting, e.g. locally).
 
