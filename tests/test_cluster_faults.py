@@ -242,3 +242,24 @@ def test_rerun_cancels_a_chain_that_can_never_finish(slurm_cluster, tmp_path):
                          120, "stage 00 ended and stage 01 waiting for ever")
     done = rerun_cleans_up("slurm", tsv, out, set(earlier), first_stage="01")
     assert "it can never finish" in done.stdout
+
+
+@pytest.mark.parametrize("sched", SCHEDULERS)
+def test_jobs_that_lose_their_manifest_end_the_chain_with_a_clear_line(sched, tmp_path):
+    """The run manifest is deleted while the chain is queued (the folder and its logs stay): the
+    tasks say so and run nothing, the first finaliser cancels the rest of the chain, and the queue
+    empties by itself (no rerun needed; before: SLURM 01 pended with DependencyNeverSatisfied and
+    SGE's user-held 02b tasks for ever)."""
+    require_cluster(sched)
+    tsv = write_dataset(tmp_path / "expr.tsv")
+    out = tmp_path / unique(f"{sched}_nomanifest")
+    done = run_driver(sched, ["--expr-tsv", tsv, "--out-dir", out, *ARGS])
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    (out / "run_manifest.json").unlink()
+    assert wait_until(lambda: not queue_ids(sched, out), 120, "the chain leaving the queue") is True
+    fin = manifest["stages"]["00"]["attempts"][0]["finaliser_job_id"]
+    text = (out / "logs" / f"fin-00.{fin}.1.log").read_text()
+    assert "run_manifest.json is missing" in text and "cancelling the chain's remaining jobs" in text, text
+    assert "stage 01: " in text and "cancelled" in text
+    assert "Traceback" not in text

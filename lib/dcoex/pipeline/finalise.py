@@ -64,7 +64,8 @@ def classify(out: Path, scheduler: Scheduler, stage: str, attempt: dict, task: i
             return "oom", "stage reported out of memory (exit 3)"
         if state == "failed":
             return "failed", f"exit status {record_state.get('exit')}"
-    said = f"{scheduler.name.upper()} reports {record.state_raw or record.state}" if record is not None else ""
+    said = f"{scheduler.name.upper()} reports {' '.join((record.state_raw or record.state).split())}" \
+        if record is not None else ""
     if record is not None and record.state == "TIMEOUT":
         limit = attempt.get("time_limit") or "its time limit"
         return "timeout", (f"TIMEOUT: killed at its time limit {limit} ({said}"
