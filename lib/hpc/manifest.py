@@ -44,6 +44,7 @@ class Attempt(TypedDict, total=False):
     task_list: list[int] | None
     requested_bytes: int  # the scheduler's memory request, bytes (whole job)
     request: str  # as given to the scheduler ("--mem=1024M", "h_vmem=512M")
+    time_limit: str | None  # HH:MM:SS asked for this attempt (doubled on a time-limit retry)
     command: list[str] | None  # the submission command line
     submitted: str  # ISO 8601, UTC
     reason: str  # "initial", "memory", ...
@@ -134,12 +135,12 @@ def new_manifest(*, scheduler: str, out_dir: str | os.PathLike, parameters: Mapp
 
 
 def attempt_record(n: int, job_id: str, tasks: list[int] | None, requested: int, request: str,
-                   argv: list[str] | None, reason: str) -> Attempt:
+                   argv: list[str] | None, reason: str, *, time_limit: str | None = None) -> Attempt:
     """Attempt ``n`` of a stage: job ``job_id`` running ``tasks`` (None: a single job) with a
-    request of ``requested`` bytes, submitted now by ``argv``."""
+    request of ``requested`` bytes and ``time_limit`` (HH:MM:SS), submitted now by ``argv``."""
     return {"attempt": n, "job_id": job_id, "tasks": compress_tasks(tasks) if tasks is not None else None,
-            "task_list": tasks, "requested_bytes": requested, "request": request, "command": argv,
-            "submitted": now_iso(), "reason": reason, "finaliser_job_id": None}
+            "task_list": tasks, "requested_bytes": requested, "request": request, "time_limit": time_limit,
+            "command": argv, "submitted": now_iso(), "reason": reason, "finaliser_job_id": None}
 
 
 def check_manifest(manifest: Any, path: str | os.PathLike) -> RunManifest:

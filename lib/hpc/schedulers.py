@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hpc.errors import InputError
+from memfit.accounting.records import TaskAccounting
 from memfit.allocation import VIRTUAL_OVERHEAD_BYTES
 from memfit.units import MiB, format_bytes, parse_bytes
 
@@ -303,31 +304,37 @@ class Scheduler:
         raise NotImplementedError
 
     def killed_for_memory(self, job_id: str, task: int | None, log_text: str) -> bool:
-        """Whether a task that left no status was killed for memory (its log, then accounting).
-
-        The task has just ended, and accounting records it in pieces (SLURM: the end, then the
-        request; SGE: the qacct entry a moment later), so accounting is read again, once a
-        second for at most ``memfit.accounting.records.ACCOUNTING_SETTLE_S``, until its record
-        of the task is final."""
+        """Whether a task that left no status was killed for memory (its log, then accounting)."""
         if log_shows_memory_kill(log_text):
             return True
+        record = self.task_records(job_id, [task]).get(task)
+        return bool(record and record.oom)
+
+    def task_records(self, job_id: str, tasks: list[int | None]) -> dict[int | None, TaskAccounting | None]:
+        """{task: memfit TaskAccounting or None} for tasks of a job that has ended (empty without
+        accounting, e.g. locally).
+
+        The tasks have just ended, and accounting records them in pieces (SLURM: the end, then
+        the request; SGE: the qacct entry a moment later), so accounting is read again, once a
+        second for at most ``memfit.accounting.records.ACCOUNTING_SETTLE_S``, until its record
+        of every task is final."""
         from memfit.accounting.fetch import AccountingUnavailable, fetch_qacct_text, fetch_sacct_text, poll_until
 
         if self.name not in ("slurm", "sge"):
-            return False
+            return {}
 
-        def read():
-            if self.name == "slurm":
-                text = fetch_sacct_text([f"{job_id}_{task}" if task is not None else job_id])
+        def read() -> dict:
+            if self.name == "slurm":  # an array's job id lists every task
+                text = fetch_sacct_text([f"{job_id}_{tasks[0]}" if tasks[0] is not None and len(tasks) == 1
+                                         else job_id])
             else:
                 text = fetch_qacct_text([job_id])[0]
-            return accounting_record(self.name, text, job_id, task)
+            return {t: accounting_record(self.name, text, job_id, t) for t in tasks}
 
         try:
-            record = poll_until(read, lambda r: r is not None and r.settled)
+            return poll_until(read, lambda rs: all(r is not None and r.settled for r in rs.values()))
         except AccountingUnavailable:
-            return False
-        return bool(record and record.oom)
+            return {}
 
     def log_name(self, job: JobSpec) -> str:
         raise NotImplementedError

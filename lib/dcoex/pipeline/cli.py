@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from dcoex.pipeline import runlock
 from dcoex.pipeline.jobs import base_manifest, keep_history, prepare_out_dir, submit_all
 from dcoex.pipeline.options import parse_args
 from dcoex.pipeline.plan import RunPlan, make_plan, print_plan
@@ -234,20 +235,36 @@ def _main(argv: list[str] | None) -> int:
         print("dry run: the commands below would be submitted (job ids are placeholders)")
         submit_all(plan, scheduler)
         return 0
-    try:
-        prepare_out_dir(plan)
+    out = Path(options.out_dir)
+    try:  # one live chain per folder; an earlier chain's leftovers are cancelled first
+        for line in runlock.claim(out, options.scheduler, local=options.local):
+            print(line, flush=True)
+    except runlock.Busy as exc:
+        print(f"run_bootstrap_pipeline: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except OSError as exc:
         refused = write_refused_message(exc)
         print(f"run_bootstrap_pipeline: error: {refused or f'{options.out_dir}: cannot write ({exc.strerror})'}",
               file=sys.stderr)
         return EXIT_BAD_INPUT
-    if options.local:
-        return run_local(plan)
     try:
-        manifest = submit_all(plan, scheduler)
+        prepare_out_dir(plan)
+    except OSError as exc:
+        runlock.release(out)
+        print(f"run_bootstrap_pipeline: error: {options.out_dir}: cannot write ({exc.strerror})", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if options.local:
+        try:
+            return run_local(plan)
+        finally:
+            runlock.release(out)
+    try:
+        manifest = submit_all(plan, scheduler, on_submit=lambda job_id: runlock.record_job(out, job_id))
     except SubmitError as exc:
+        runlock.release(out)
         print(f"run_bootstrap_pipeline: error: {exc}; nothing was left submitted", file=sys.stderr)
         return EXIT_BAD_INPUT
+    runlock.mark_submitted(out)
     for s, entry in manifest["stages"].items():
         a = entry["attempts"][0]
         print(f"stage {s}: job {a['job_id']}" + (f" tasks {a['tasks']}" if a["tasks"] else "")

@@ -9,6 +9,9 @@ It runs in the scheduler after every task of the attempt has ended (SLURM
   are re-pointed to the retry (SLURM ``scontrol update`` of the pending task or job,
   whose dependency can otherwise never be satisfied; SGE ``qalter -hold_jid`` for whole
   jobs, while per-task successors stay user-held until the retried task releases them);
+* tasks killed at their time limit (SLURM TIMEOUT, SGE h_rt) — also after writing status
+  ok: every task's status is reconciled with the scheduler's accounting — are resubmitted
+  the same way with 2x the time limit;
 * other failures are not retried: they are reported with their log path in the
   manifest, and the same task of the later per-gene stages is cancelled;
 * successful tasks release the user hold of their SGE successor (a backstop: the task
@@ -18,48 +21,79 @@ It runs in the scheduler after every task of the attempt has ended (SLURM
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import sys
 from pathlib import Path
 
+from dcoex.pipeline import runlock
 from dcoex.pipeline.jobs import finaliser_job, stage_job
+from dcoex.pipeline.leftovers import cancel_jobs, chain_jobs
 from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGES
 from dcoex.pipeline.task import status_path
-from hpc.manifest import attempt_record, latest_attempt, locked_manifest, now_iso
-from hpc.schedulers import Scheduler, SubmitError, get_scheduler
+from hpc.manifest import attempt_record, latest_attempt, locked_manifest, manifest_path, now_iso, read_manifest
+from hpc.schedulers import Scheduler, SubmitError, get_scheduler, log_shows_memory_kill
+from memfit.accounting.records import TaskAccounting
 from memfit.units import MiB
 
 RETRY_FACTOR = 1.5
+#: A task killed at its time limit is retried with this many times the limit.
+TIME_RETRY_FACTOR = 2
 
 
 def log_path(out: Path, stage: str, job_id: str, task: int | None) -> Path:
     return Scheduler.log_path(out / "logs", stage, job_id, task)
 
 
-def classify(out: Path, scheduler: Scheduler, stage: str, attempt: dict, task: int | None) -> tuple[str, str]:
-    """("ok" | "oom" | "failed", reason) for one task of one attempt."""
+def classify(out: Path, scheduler: Scheduler, stage: str, attempt: dict, task: int | None,
+             record: TaskAccounting | None = None) -> tuple[str, str]:
+    """("ok" | "oom" | "timeout" | "failed", reason) for one task of one attempt: the task's own
+    status reconciled with ``record``, what the scheduler's accounting says of it (memfit
+    TaskAccounting, or None without accounting). A task killed at its time limit is "timeout"
+    even when it had written status ok (it ended past the limit: SLURM's dependents of a
+    TIMEOUT task never start); one the scheduler reports as failed or cancelled after it
+    wrote ok is "failed", never counted ok."""
     status = status_path(out, stage, task, attempt["attempt"])
     log = log_path(out, stage, attempt["job_id"], task)
-    state, reason = "", ""
+    state = ""
     if status.is_file():
-        import json
-
-        record = json.loads(status.read_text())
-        state = record.get("state", "")
-        if state == "ok":
-            return "ok", ""
+        record_state = json.loads(status.read_text())
+        state = record_state.get("state", "")
         if state == "oom":
             return "oom", "stage reported out of memory (exit 3)"
         if state == "failed":
-            return "failed", f"exit status {record.get('exit')}"
+            return "failed", f"exit status {record_state.get('exit')}"
+    said = f"{scheduler.name.upper()} reports {' '.join((record.state_raw or record.state).split())}" \
+        if record is not None else ""
+    if record is not None and record.state == "TIMEOUT":
+        limit = attempt.get("time_limit") or "its time limit"
+        return "timeout", (f"TIMEOUT: killed at its time limit {limit} ({said}"
+                           + (", after the task had written status ok)" if state == "ok" else ")"))
     text = ""
-    try:
-        text = log.read_text(errors="replace")[-20000:]
-    except OSError:
-        pass
-    if scheduler.killed_for_memory(attempt["job_id"], task, text):
-        return "oom", "killed by the scheduler for memory"
-    return "failed", reason or "killed or did not run (no status written)"
+    if state != "ok":
+        try:
+            text = log.read_text(errors="replace")[-20000:]
+        except OSError:
+            pass
+    if log_shows_memory_kill(text) or (record is not None and record.oom):
+        return "oom", "killed by the scheduler for memory" + (f" ({record.oom_reason})" if record and record.oom else "")
+    if state == "ok":
+        if record is None or not record.finished or record.ok:
+            return "ok", ""
+        return "failed", f"the task wrote status ok but {said}"
+    return "failed", "killed or did not run (no status written" + (f"; {said})" if said else ")")
+
+
+def time_limit_seconds(text: str) -> int:
+    """Seconds of a time limit ``H:MM:SS`` (hours may exceed 24)."""
+    h, m, sec = (int(part) for part in text.split(":"))
+    return 3600 * h + 60 * m + sec
+
+
+def format_time_limit(seconds: int) -> str:
+    """``H:MM:SS`` (at least two digits of hours) for both ``sbatch --time`` and ``qsub -l h_rt``."""
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def attempts_of(entry: dict, task: int | None) -> int:
@@ -78,20 +112,25 @@ def finalise(out: Path, stage: str, attempt_no: int, scheduler: Scheduler | None
         attempt = entry["attempts"][attempt_no - 1]
         tasks = attempt.get("task_list") or [None]
         cancelled = set(entry.get("cancelled_tasks", []))
-        results = {t: classify(out, scheduler, stage, attempt, t) for t in tasks if t not in cancelled
-                   and not entry.get("cancelled")}
+        ran = [t for t in tasks if t not in cancelled and not entry.get("cancelled")]
+        records = scheduler.task_records(attempt["job_id"], ran) if ran else {}
+        results = {t: classify(out, scheduler, stage, attempt, t, records.get(t)) for t in ran}
         max_retries = int(m["parameters"]["max_retries"])
-        retry = [t for t, (state, _) in results.items() if state == "oom" and attempts_of(entry, t) <= max_retries]
+        retry = [t for t, (state, _) in results.items()
+                 if state in ("oom", "timeout") and attempts_of(entry, t) <= max_retries]
         give_up = {t: why for t, (state, why) in results.items() if state != "ok" and t not in retry}
         later = next_stages(m, stage)
         per_task_next = later[0] if later and stage in PER_GENE_CHAIN and later[0] in PER_GENE_CHAIN else None
         actions: list[str] = []
+        for t in retry:
+            actions.append(f"stage {stage} task {t or 1}: {results[t][1]}; retrying")
         if retry:
             try:
-                _resubmit(m, scheduler, out, stage, attempt, retry, per_task_next, later, actions)
+                _resubmit(m, scheduler, out, stage, attempt, retry, {results[t][0] for t in retry},
+                          per_task_next, later, actions)
             except SubmitError as exc:
                 for t in retry:
-                    give_up[t] = f"out of memory; the retry could not be submitted: {exc}"
+                    give_up[t] = f"{results[t][1]}; the retry could not be submitted: {exc}"
                 retry = []
         if per_task_next and scheduler.per_task_holds:
             nxt = m["stages"][per_task_next]
@@ -117,6 +156,8 @@ def finalise(out: Path, stage: str, attempt_no: int, scheduler: Scheduler | None
         elif not later and not retry:
             failed = any(e.get("failures") for e in m["stages"].values())
             m["status"] = "failed" if failed else "complete"
+    if m.get("status") in ("complete", "failed"):
+        runlock.release(out, job_ids=runlock.manifest_job_ids(m))  # the chain is over: the folder is free
     for line in actions:
         print(f"dcoex finalise {stage}: {line}")
     print(f"dcoex finalise {stage} attempt {attempt_no}: "
@@ -124,22 +165,28 @@ def finalise(out: Path, stage: str, attempt_no: int, scheduler: Scheduler | None
     return 0
 
 
-def _resubmit(m: dict, scheduler: Scheduler, out: Path, stage: str, attempt: dict, retry: list,
+def _resubmit(m: dict, scheduler: Scheduler, out: Path, stage: str, attempt: dict, retry: list, kinds: set[str],
               per_task_next: str | None, later: list[str], actions: list[str]) -> None:
-    """Submit the retry of ``retry`` tasks with 1.5x memory (at least the plan), its finaliser,
-    and re-point what waited on the failed attempt."""
+    """Submit the retry of ``retry`` tasks, its finaliser, and re-point what waited on the failed
+    attempt. ``kinds`` ("oom", "timeout"): out of memory gets 1.5x the memory (at least the plan),
+    a time-limit kill 2x the time limit; one job retries both kinds."""
     entry = m["stages"][stage]
     new_attempt = len(entry["attempts"]) + 1
-    request = max(int(math.ceil(attempt["requested_bytes"] * RETRY_FACTOR / MiB)) * MiB,
-                  int(entry["requested_bytes"]))
+    request = int(attempt["requested_bytes"])
+    if "oom" in kinds:
+        request = max(int(math.ceil(request * RETRY_FACTOR / MiB)) * MiB, int(entry["requested_bytes"]))
+    time_limit = attempt.get("time_limit") or entry["time_limit"]
+    if "timeout" in kinds:
+        time_limit = format_time_limit(TIME_RETRY_FACTOR * time_limit_seconds(time_limit))
+    reason = "+".join(k for k in ("oom", "timeout") if k in kinds) + "-retry"
     task_list = None if retry == [None] else sorted(retry)
     params = m["parameters"]
     job = stage_job(entry, stage, out, new_attempt, task_list, request, params["mem_safety"],
                     params.get("queue"), params.get("account"),
-                    only_tasks=task_list if scheduler.name == "sge" and task_list else None)
+                    only_tasks=task_list if scheduler.name == "sge" and task_list else None, time_limit=time_limit)
     job_id, argv = scheduler.submit(job)
     record = attempt_record(new_attempt, job_id, task_list, request,
-                            scheduler.request_string(request, entry["slots"]), argv, "oom-retry")
+                            scheduler.request_string(request, entry["slots"]), argv, reason, time_limit=time_limit)
     fin = finaliser_job(scheduler, stage, out, new_attempt, job_id, params["mem_safety"], params.get("queue"),
                         params.get("account"))
     try:
@@ -150,7 +197,8 @@ def _resubmit(m: dict, scheduler: Scheduler, out: Path, stage: str, attempt: dic
     record.update(finaliser_job_id=fin_id, finaliser_command=fin_argv)
     entry["attempts"].append(record)
     actions.append(f"resubmitted {stage} tasks {record['tasks'] or '1'} as job {job_id} with "
-                   f"{record['request']} (attempt {new_attempt}), finaliser {fin_id}")
+                   f"{record['request']}, time limit {time_limit} (attempt {new_attempt}, {reason}), "
+                   f"finaliser {fin_id}")
     if per_task_next and not scheduler.per_task_holds:
         # SLURM: the successor task waits for a job that failed ("DependencyNeverSatisfied")
         nxt = m["stages"][per_task_next]
@@ -210,7 +258,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", required=True, choices=sorted(STAGES))
     parser.add_argument("--attempt", type=int, default=1)
     args = parser.parse_args(argv)
-    return finalise(Path(args.out_dir), args.stage, args.attempt)
+    out = Path(args.out_dir)
+    if not manifest_path(out).is_file():
+        return abandon(out, args.stage, f"{manifest_path(out)} is missing (the output folder was deleted or "
+                                        "replaced while this chain was queued)")
+    try:
+        return finalise(out, args.stage, args.attempt)
+    except OSError as exc:
+        return abandon(out, args.stage, f"cannot update the run in {out} ({exc.strerror or exc}; read-only or removed?)")
+
+
+def abandon(out: Path, stage: str, why: str) -> int:
+    """The chain cannot go on: say why, cancel its jobs still queued (so none waits for ever), exit 1."""
+    print(f"dcoex finalise {stage}: error: {why}; cancelling the chain's remaining jobs", flush=True)
+    scheduler = "slurm" if os.environ.get("SLURM_JOB_ID") else ("sge" if os.environ.get("JOB_ID") else "")
+    own = os.environ.get("SLURM_JOB_ID") or os.environ.get("JOB_ID")
+    try:
+        manifest = read_manifest(out)
+    except (OSError, ValueError):
+        manifest = None
+    try:
+        jobs = [j for j in chain_jobs(out, scheduler, runlock.manifest_job_ids(manifest)) if j.job_id != own]
+    except SubmitError as exc:
+        print(f"dcoex finalise {stage}: could not list the queue: {exc}")
+        return 1
+    for line in cancel_jobs(jobs, wait_s=0):
+        print(f"dcoex finalise {stage}: {line}")
+    return 1
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
+from typing import Callable
 
 from dcoex.genes import index_entry
 from dcoex.pipeline.plan import RunPlan, StagePlan, first_request
@@ -24,6 +25,7 @@ from hpc.manifest import (
     write_json_atomic,
 )
 from hpc.schedulers import JobSpec, Scheduler, SubmitError, compress_tasks, thread_env
+from dcoex.pipeline.task import LINGER_ENV
 
 #: Peak RSS of a finaliser job (a small Python process that reads JSON and runs qsub/sbatch;
 #: measured 17 MiB) with room to spare.
@@ -59,6 +61,8 @@ def write_script(path: Path, module: str, args: list[str], slots: int, mem_safet
         f'export PATH={shlex.quote(_tool_dirs())}"${{PATH:+:$PATH}}"',
         "export PYTHONUNBUFFERED=1",
         *([f"export PYTHONPATH={shlex.quote(os.environ['PYTHONPATH'])}"] if os.environ.get("PYTHONPATH") else []),
+        # testing knob (dcoex.pipeline.task): SGE jobs do not inherit the environment
+        *(f"export {k}={shlex.quote(v)}" for k, v in sorted(os.environ.items()) if k.startswith(LINGER_ENV)),
         "exec " + shlex.join([sys.executable, "-m", module, *args]),
     ]
     if not write:  # dry run: name the script, write nothing
@@ -101,7 +105,8 @@ def base_manifest(plan: RunPlan, scheduler: Scheduler) -> RunManifest:
 
 def stage_job(plan_entry: dict, stage: str, out_dir: Path, attempt: int, tasks: list[int] | None,
               request_bytes: int, mem_safety: float, queue: str | None, account: str | None,
-              only_tasks: list[int] | None = None, write: bool = True) -> JobSpec:
+              only_tasks: list[int] | None = None, write: bool = True, time_limit: str | None = None) -> JobSpec:
+    """The job of one attempt of a stage; ``time_limit`` (H:MM:SS) defaults to the stage's."""
     args = ["--out-dir", str(out_dir), "--stage", stage, "--attempt", str(attempt)]
     if only_tasks is not None:
         args += ["--only-tasks", compress_tasks(only_tasks)]
@@ -110,7 +115,7 @@ def stage_job(plan_entry: dict, stage: str, out_dir: Path, attempt: int, tasks: 
     suffix = f"_r{attempt - 1}" if attempt > 1 else ""
     return JobSpec(name=f"dcoex_{stage}{suffix}_{job_tag(out_dir)}", script=script, log=out_dir / "logs",
                    log_stem=stage, mem_bytes=request_bytes, slots=plan_entry["slots"],
-                   time_limit=plan_entry["time_limit"], tasks=tasks, queue=queue, account=account)
+                   time_limit=time_limit or plan_entry["time_limit"], tasks=tasks, queue=queue, account=account)
 
 
 def finaliser_job(scheduler: Scheduler, stage: str, out_dir: Path, attempt: int, after: str, mem_safety: float,
@@ -123,11 +128,12 @@ def finaliser_job(scheduler: Scheduler, stage: str, out_dir: Path, attempt: int,
                    after_any=[after], queue=queue, account=account)
 
 
-def submit_all(plan: RunPlan, scheduler: Scheduler) -> RunManifest:
+def submit_all(plan: RunPlan, scheduler: Scheduler, on_submit: Callable[[str], None] | None = None
+               ) -> RunManifest:
     """Write the manifest and job scripts, submit every stage and its finaliser, release the first.
 
-    Returns the manifest. On a submission error, cancels what was already submitted and
-    raises SubmitError.
+    ``on_submit(job_id)`` is called after each submission (the driver lock records it). Returns
+    the manifest. On a submission error, cancels what was already submitted and raises SubmitError.
     """
     o = plan.options
     out = Path(o.out_dir)
@@ -155,12 +161,16 @@ def submit_all(plan: RunPlan, scheduler: Scheduler) -> RunManifest:
                 job.hold = True  # released once the manifest lists every job
             job_id, argv = scheduler.submit(job)
             submitted.append(job_id)
+            if on_submit is not None:
+                on_submit(job_id)
             first_job = first_job or job_id
             record = attempt_record(1, job_id, p.tasks, request, scheduler.request_string(request, p.slots), argv,
-                                    "initial")
+                                    "initial", time_limit=p.time_limit)
             fin = finaliser_job(scheduler, s, out, 1, job_id, o.mem_safety, o.queue, o.account, write=not scheduler.dry_run)
             fin_id, fin_argv = scheduler.submit(fin)
             submitted.append(fin_id)
+            if on_submit is not None:
+                on_submit(fin_id)
             record["finaliser_job_id"] = fin_id
             record["finaliser_command"] = fin_argv
             entry["attempts"].append(record)

@@ -25,6 +25,10 @@ from hpc.manifest import latest_attempt, now_iso, read_manifest, state_dir, writ
 
 #: Exit statuses SGE reserves (99: requeue, 100: error state); mapped to 1.
 SGE_RESERVED = (99, 100)
+#: Testing knob: ``DCOEX_TEST_LINGER_<STAGE>=S`` (e.g. ``DCOEX_TEST_LINGER_02A=200``) keeps the
+#: first attempt's tasks of that stage alive S seconds after they wrote their final status, so a
+#: short time limit kills a task that has finished (tests/test_cluster_faults.py).
+LINGER_ENV = "DCOEX_TEST_LINGER_"
 
 
 def status_path(out_dir: Path, stage: str, task: int | None, attempt: int) -> Path:
@@ -110,12 +114,14 @@ def write_status(path: Path, record: dict) -> bool:
     """Write the task's status file; False (after one line on stderr) if the file system
     refuses the write (full, read-only), so the task ends with an exit status, not a traceback."""
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, record)
     except Exception as exc:  # noqa: BLE001 - OSError, or InputError raised from one (a folder)
         refused = write_refused_message(exc)
-        if refused is None:
+        if refused is None and not isinstance(exc, FileNotFoundError):
             raise
-        print(f"dcoex task: error: {refused}", file=sys.stderr)
+        print(f"dcoex task: error: {refused or f'cannot write {path}: the output folder was removed'}",
+              file=sys.stderr)
         return False
     return True
 
@@ -129,8 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only-tasks", default=None, help="run only these task ids, e.g. 2,5-7")
     args = parser.parse_args(argv)
     out = Path(args.out_dir)
-    manifest = read_manifest(out)
-    entry = manifest["stages"][args.stage]
+    try:
+        manifest = read_manifest(out)
+        entry = manifest["stages"][args.stage]
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"dcoex task: error: {out}: no run of stage {args.stage} in its run manifest "
+              f"({getattr(exc, 'strerror', None) or exc}): the output folder was deleted, replaced or made "
+              "unreadable while this job was queued; nothing was run", file=sys.stderr)
+        return 2
     per_gene = STAGES[args.stage].per_gene
     task = (args.task if args.task is not None else task_id_from_env()) if per_gene else None
     only = parse_tasks(args.only_tasks)
@@ -164,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dcoex task: stage {args.stage} task {task} {state} (exit {code})", flush=True)
     if code == 0 and task is not None:
         release_successor(out, args.stage, task)
+    linger = os.environ.get(LINGER_ENV + args.stage.upper())
+    if linger and args.attempt == 1:
+        print(f"dcoex task: {LINGER_ENV}{args.stage.upper()}: staying {linger} s (testing knob)", flush=True)
+        time.sleep(float(linger))
     return code
 
 
