@@ -32,7 +32,7 @@ from dcoex.pipeline.jobs import finaliser_job, stage_job
 from dcoex.pipeline.leftovers import cancel_jobs, chain_jobs
 from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGES
 from dcoex.pipeline.task import status_path
-from hpc.manifest import attempt_record, latest_attempt, locked_manifest, manifest_path, now_iso, read_manifest
+from hpc.manifest import ManifestError, attempt_record, latest_attempt, locked_manifest, manifest_path, now_iso, read_manifest
 from hpc.schedulers import Scheduler, SubmitError, get_scheduler, log_shows_memory_kill
 from memfit.accounting.records import TaskAccounting
 from memfit.units import MiB
@@ -275,7 +275,7 @@ def abandon(out: Path, stage: str, why: str) -> int:
     own = os.environ.get("SLURM_JOB_ID") or os.environ.get("JOB_ID")
     try:
         manifest = read_manifest(out)
-    except (OSError, ValueError):
+    except ManifestError:  # missing or unreadable: cancel by the lock and by name
         manifest = None
     try:
         jobs = [j for j in chain_jobs(out, scheduler, runlock.manifest_job_ids(manifest)) if j.job_id != own]

@@ -32,7 +32,7 @@ from typing import Iterator
 
 from hpc.errors import InputError
 from dcoex.pipeline.leftovers import QueuedJob, cancel_jobs, chain_jobs
-from hpc.manifest import manifest_path, now_iso, state_dir, write_json_atomic
+from hpc.manifest import ManifestError, manifest_path, now_iso, read_manifest, state_dir, write_json_atomic
 from hpc.schedulers import SubmitError
 
 LOCK = "driver.lock"
@@ -59,9 +59,10 @@ def read_lock(out: Path) -> dict | None:
 
 
 def _read_manifest(out: Path) -> dict | None:
+    """The run's manifest, or None if it is missing or unreadable (no chain to protect then)."""
     try:
-        return json.loads(manifest_path(out).read_text())
-    except (OSError, ValueError):
+        return read_manifest(out)
+    except ManifestError:
         return None
 
 

@@ -21,7 +21,7 @@ from hpc.errors import EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, write_refused_message
 from dcoex.genes import task_id_from_env
 from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGES
 from hpc.errors import EXIT_OUT_OF_MEMORY
-from hpc.manifest import latest_attempt, now_iso, read_manifest, state_dir, write_json_atomic
+from hpc.manifest import ManifestError, latest_attempt, now_iso, read_manifest, state_dir, write_json_atomic
 
 #: Exit statuses SGE reserves (99: requeue, 100: error state); mapped to 1.
 SGE_RESERVED = (99, 100)
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest = read_manifest(out)
         entry = manifest["stages"][args.stage]
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, ManifestError) as exc:
         print(f"dcoex task: error: {out}: no run of stage {args.stage} in its run manifest "
               f"({getattr(exc, 'strerror', None) or exc}): the output folder was deleted, replaced or made "
               "unreadable while this job was queued; nothing was run", file=sys.stderr)
