@@ -13,8 +13,15 @@ from dcoex.cli import parse_positive_int
 from dcoex.pipeline.stages import STAGE_ORDER, STAGES
 from dcoex.stages.contract import Param
 from hpc.errors import InputError
+from memfit.allocation import SAFETY_SCHEDULER
 
 _TIME = re.compile(r"^\d+:[0-5]\d:[0-5]\d$")
+#: Defaults of the driver's own options (each written once; the help text is built from them).
+DEFAULT_GENES_PER_TASK = "auto"
+DEFAULT_MEM_SAFETY = SAFETY_SCHEDULER
+DEFAULT_MAX_RETRIES = 2
+DEFAULT_SLOTS = 1
+DEFAULT_TIME = "24:00:00"
 
 USAGE_TEMPLATE = """run_bootstrap_pipeline.sh (--expr-tsv F | --expr-h5 F) --out-dir D [options]
 
@@ -25,19 +32,19 @@ input/output:
   --expr-h5 F             an existing expression store (stage 00 is skipped)
   --out-dir D             output folder (created)
 {science}work split and scheduling:
-  --genes-per-task N|auto reference genes per array task (auto: <= 500 tasks, within the array limit)
+  --genes-per-task N|auto reference genes per array task ({genes_per_task}: <= 500 tasks, within the array limit)
   --gene-subset FILE      reference genes to process, one a line: a gene name, or index:N (0-based)
   --stages LIST           comma-separated subset of 00,01,02a,02b,03,03b (default: all that are needed)
   --force                 recompute outputs even when they are current
   --local                 run every task here, in order, without a scheduler (same outputs)
   --dry-run               print the plan and every submission command; submit nothing
-  --mem-safety X          stages plan for X x their limit, so requests are estimate / X (0.7)
-  --max-retries N         resubmissions of a task killed for memory, each with 1.5x memory (2)
+  --mem-safety X          stages plan for X x their limit, so requests are estimate / X ({mem_safety})
+  --max-retries N         resubmissions of a task killed for memory (1.5x memory) or time (2x time) ({max_retries})
   --calibration FILE      memfit calibration (default: OUT_DIR/memfit_calibration.json if present)
   --queue/--partition Q   queue (SGE) or partition (SLURM)
   --account/--project A   account (SLURM) or project (SGE)
-  --slots N               CPU slots per task; sets OMP/OPENBLAS/MKL threads (1)
-  --time-<stage> HH:MM:SS time limit of a stage, e.g. --time-02a 02:00:00 (24:00:00)
+  --slots N               CPU slots per task; sets OMP/OPENBLAS/MKL threads ({slots})
+  --time-<stage> HH:MM:SS time limit of a stage, e.g. --time-02a 02:00:00 ({time})
   -h, --help              this help
 
 SLURM requests are at least 256 MiB; DCOEX_MIN_REQUEST (e.g. 128M, 0) changes that floor.
@@ -71,7 +78,9 @@ def _science_help() -> str:
     return "\n".join(lines) + "\n"
 
 
-USAGE = USAGE_TEMPLATE.format(science=_science_help())
+USAGE = USAGE_TEMPLATE.format(science=_science_help(), genes_per_task=DEFAULT_GENES_PER_TASK,
+                              mem_safety=DEFAULT_MEM_SAFETY, max_retries=DEFAULT_MAX_RETRIES, slots=DEFAULT_SLOTS,
+                              time=DEFAULT_TIME)
 
 
 @dataclass
@@ -81,20 +90,20 @@ class Options:
     expr_tsv: str | None = None
     expr_h5: str | None = None
     params: dict[str, Any] = field(default_factory=lambda: {p.name: p.default for p in driver_params()})
-    genes_per_task: int | str = "auto"
+    genes_per_task: int | str = DEFAULT_GENES_PER_TASK
     gene_subset: str | None = None
     stages: list[str] | None = None
     local: bool = False
     dry_run: bool = False
     force: bool = False
-    mem_safety: float = 0.7
-    max_retries: int = 2
+    mem_safety: float = DEFAULT_MEM_SAFETY
+    max_retries: int = DEFAULT_MAX_RETRIES
     calibration: str | None = None
     queue: str | None = None
     account: str | None = None
-    slots: int = 1
+    slots: int = DEFAULT_SLOTS
     times: dict[str, str] = field(default_factory=dict)
-    default_time: str = "24:00:00"
+    default_time: str = DEFAULT_TIME
 
     def __getattr__(self, name: str) -> Any:
         """Science parameters read as attributes (``options.fdr_alpha``)."""
@@ -165,18 +174,18 @@ def parse_args(argv: list[str], scheduler: str) -> Options | None:
             p.add_argument(param.flag, dest=param.name, action="store_true")
         else:
             p.add_argument(param.flag, dest=param.name, default=None)
-    p.add_argument("--genes-per-task", default="auto")
+    p.add_argument("--genes-per-task", default=DEFAULT_GENES_PER_TASK)
     p.add_argument("--gene-subset")
     p.add_argument("--stages")
     p.add_argument("--local", action="store_true")
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--force", action="store_true")
-    p.add_argument("--mem-safety", default="0.7")
-    p.add_argument("--max-retries", default="2")
+    p.add_argument("--mem-safety", default=str(DEFAULT_MEM_SAFETY))
+    p.add_argument("--max-retries", default=str(DEFAULT_MAX_RETRIES))
     p.add_argument("--calibration")
     p.add_argument("--queue", "--partition", dest="queue")
     p.add_argument("--account", "--project", dest="account")
-    p.add_argument("--slots", default="1")
+    p.add_argument("--slots", default=str(DEFAULT_SLOTS))
     ns, unknown = p.parse_known_args(rest)
     if unknown:
         raise InputError(f"unknown option {unknown[0]!r} (see --help)")
