@@ -22,7 +22,6 @@ from pathlib import Path
 
 import click
 
-
 PEAK_RSS = Path(__file__).with_name("peak_rss.py")
 
 

@@ -7,11 +7,9 @@ import os
 
 import pytest
 
+from dcoex.genes import gene_file_name, n_tasks, read_gene_list, select_genes
 from hpc.atomic import atomic_output, ensure_writable_dir, remove_temporaries
 from hpc.errors import InputError, write_refused_message
-from dcoex.genes import gene_file_name, n_tasks, read_gene_list, select_genes
-from hpc.atomic import atomic_output, ensure_writable_dir
-from hpc.errors import InputError
 
 
 def test_tasks_cover_every_gene_once():

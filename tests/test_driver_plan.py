@@ -12,10 +12,9 @@ import math
 from pathlib import Path
 
 import pytest
-
 from cluster_util import write_dataset
+
 from dcoex.genes import read_gene_list
-from hpc.errors import InputError
 from dcoex.groups import group_sizes
 from dcoex.pipeline.estimates import AUTO_BATCH_01, stage_estimate
 from dcoex.pipeline.jobs import prepare_out_dir

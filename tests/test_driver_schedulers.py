@@ -12,10 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 import cluster_util
+import pytest
 from cluster_util import sge_cluster, slurm_cluster  # noqa: F401 - fixtures
+
 from hpc.schedulers import (
     Sge,
     Slurm,

@@ -7,10 +7,10 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from util_labeltransfer import counts_adata, dense_of, gene_names, invoke, write
 
 from memfit.allocation import Allocation
 from memfit.units import GiB, MiB
-from util_labeltransfer import counts_adata, dense_of, gene_names, invoke, write
 
 
 @pytest.fixture(scope="module")

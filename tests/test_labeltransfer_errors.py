@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-
 from util_labeltransfer import counts_adata, gene_names, invoke, write
 
 GENES = gene_names(250)

@@ -10,10 +10,10 @@ import shlex
 import subprocess
 
 import pytest
+from util_labeltransfer import PYTHON, SGE_SCRIPT, SLURM_SCRIPT, counts_adata, gene_names, write
 
 from memfit.allocation import VIRTUAL_OVERHEAD_BYTES
 from memfit.units import MiB
-from util_labeltransfer import PYTHON, SGE_SCRIPT, SLURM_SCRIPT, counts_adata, gene_names, write
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cluster_util import run_driver, sge_cluster, slurm_cluster, wait_for_run  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]

@@ -186,8 +186,8 @@ def test_shim_runs_as_file_and_writes_memory_record(batch_outputs, tmp_path):
 
 
 def test_group_size_floor_has_epsilon_guard():
-    from fractions import Fraction
     import math
+    from fractions import Fraction
 
     from dcoex.groups import floor_fraction, group_sizes
 

@@ -9,10 +9,10 @@ import h5py
 import numpy as np
 import pytest
 from scipy import stats
-
-from dcoex.stages.s02b_bootstrap_edges.science import EdgeLayout, boot_stats, positions_in_group, replicate_deltas
-from dcoex.genes import gene_file_path
 from util_stage02 import SCRIPT_02A, SCRIPT_02B, planted_matrix, read_edges, run_inproc, run_script, write_inputs
+
+from dcoex.genes import gene_file_path
+from dcoex.stages.s02b_bootstrap_edges.science import EdgeLayout, boot_stats, positions_in_group, replicate_deltas
 
 B = 60
 CI_ALPHA = 0.1

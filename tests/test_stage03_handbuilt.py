@@ -19,9 +19,9 @@ import math
 import h5py
 import numpy as np
 import pytest
+from util_stage03 import STAGE03, STAGE03B, gene_names, make_edges, run_cli, write_inputs
 
 from dcoex.genes import gene_file_path
-from util_stage03 import STAGE03, STAGE03B, gene_names, make_edges, run_cli, write_inputs
 
 EDGES = [
     # i, j, r_low, r_high, sig_low, sig_high

@@ -7,10 +7,10 @@ import math
 import networkx as nx
 import numpy as np
 import pytest
+from util_stage03 import random_pairs
 
 from dcoex.stages.s03_network import topology
 from dcoex.stages.s03_network.classify import classify, presence, select_edges
-from util_stage03 import random_pairs
 
 
 def graph_cases():

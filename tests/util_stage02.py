@@ -15,10 +15,10 @@ import numpy as np
 from scipy import stats
 
 from dcoex.expression_store import write_expression
+from dcoex.groups import RNG_SCHEME, bootstrap_indices, extreme_groups, group_sizes
 from dcoex.provenance import write_provenance
 from dcoex.stages import stage_contract
 from dcoex.stages.upstream import FileUpstream
-from dcoex.groups import RNG_SCHEME, bootstrap_indices, extreme_groups, group_sizes
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT_02A = REPO / "src/scripts/02corr/02a_calc_base_correlations.py"

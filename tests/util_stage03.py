@@ -3,8 +3,9 @@ the shared brief (independent of the 02a/02b code), random edge sets, HDF5 compa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import h5py
 import numpy as np
@@ -185,7 +186,7 @@ def h5_differences(a: Path, b: Path, exclude: str = "memfit") -> list[str]:
     return diffs
 
 
-def run_cli(script: str, *args: Any, env: Mapping[str, str] | None = None) -> "subprocess.CompletedProcess[str]":
+def run_cli(script: str, *args: Any, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run a stage shim (path relative to the repository root) with the test's python."""
     import os
     import subprocess

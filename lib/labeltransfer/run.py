@@ -176,8 +176,8 @@ def _matrix_facts(matrix) -> dict:
 
 def run_label_transfer(opts: RunOptions) -> dict:
     """Run the whole pipeline; return the report (also written to ``out_dir/report.json``)."""
-    from labeltransfer.latent import resolve_device
     from labeltransfer.estimator import estimate as estimate_memory
+    from labeltransfer.latent import resolve_device
 
     opts.validate()
     inputs = inspect_inputs(opts)

@@ -8,8 +8,9 @@ bad flags): one line on stderr, through the CLI error wrapper hpc.cli.run_comman
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import NoReturn
 
 import click
 
@@ -37,10 +38,10 @@ from memfit.review import (
     load_manifest,
     manifest_job_ids,
     oom_exit_codes,
-    unsettled_tasks,
     pipeline_margin,
     review_stages,
     unknown_job_ids,
+    unsettled_tasks,
 )
 from memfit.review_report import JSON_FILE, PLOT_FILE, TSV_FILE, build_report, format_table, write_json, write_tsv
 

@@ -8,8 +8,9 @@ import resource
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import psutil
 
@@ -90,7 +91,7 @@ class PeakRecorder:
         while not self._stop.wait(self.interval_s):
             self.sample()
 
-    def __enter__(self) -> "PeakRecorder":
+    def __enter__(self) -> PeakRecorder:
         self._t0 = time.monotonic()
         self._cpu0 = _cpu_seconds()
         self.sample()

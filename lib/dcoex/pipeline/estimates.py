@@ -19,14 +19,13 @@ large data (a calibration from a reviewed run corrects the cap).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from dcoex.groups import group_sizes
 from dcoex.pipeline.shapes import DataShape
-from dcoex.stages import stage_contract
+from dcoex.stages import get_estimator, stage_contract
 from memfit.estimate import MemoryEstimate
-from dcoex.stages import get_estimator
 
 #: Batches the driver plans for under ``--batch-size auto`` (the stages may take more if it fits).
 AUTO_BATCH_01 = 256  # genes per batch of stage 01

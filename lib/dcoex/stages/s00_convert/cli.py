@@ -12,12 +12,11 @@ from pathlib import Path
 
 import click
 
-from dcoex.expression_store import ExpressionWriter
-from dcoex.expression_tsv import DEFAULT_BLOCK_ROWS, TsvExpressionReader, tsv_sha256
-from dcoex.progress import progress
-from dcoex.h5io import write_attrs
 from dcoex.cli import force_option
-from dcoex.expression_store import open_expression
+from dcoex.expression_store import ExpressionWriter, open_expression
+from dcoex.expression_tsv import TsvExpressionReader, tsv_sha256
+from dcoex.h5io import write_attrs
+from dcoex.progress import progress
 from dcoex.provenance import why_stale, write_provenance
 from dcoex.stages.s00_convert.contract import CONTRACT
 from dcoex.stages.s00_convert.estimator import estimate
@@ -25,7 +24,8 @@ from dcoex.stages.upstream import FileUpstream
 from hpc.atomic import atomic_output, ensure_writable_dir
 from hpc.errors import InputError
 from memfit.allocation import detect_allocation
-from memfit.record import H5_GROUP as MEMFIT_GROUP, PeakRecorder, h5_attrs, write_sidecar
+from memfit.record import H5_GROUP as MEMFIT_GROUP
+from memfit.record import PeakRecorder, h5_attrs, write_sidecar
 
 STAGE = "00"
 

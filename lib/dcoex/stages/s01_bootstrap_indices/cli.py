@@ -10,15 +10,15 @@ thread pool with a bounded window, so memory does not depend on B × N.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import click
 import h5py
 import numpy as np
 
-from dcoex.cli import parse_batch_size
+from dcoex.cli import force_option, parse_batch_size
 from dcoex.expression_store import content_sha256, open_expression
 from dcoex.expression_tsv import TsvExpressionReader
 from dcoex.groups import (
@@ -30,19 +30,19 @@ from dcoex.groups import (
     group_sizes,
 )
 from dcoex.h5chunks import ChunkEncoder, ordered_parallel_map, write_chunk
+from dcoex.h5io import filter_options, write_attrs
 from dcoex.progress import progress
-from dcoex.cli import force_option
 from dcoex.provenance import Provenance, why_stale, write_provenance
 from dcoex.stages.s01_bootstrap_indices.contract import CONTRACT
-from dcoex.stages.upstream import EXTERNAL_EXPRESSION, FileUpstream
 from dcoex.stages.s01_bootstrap_indices.estimator import estimate
+from dcoex.stages.upstream import EXTERNAL_EXPRESSION, FileUpstream
 from dcoex.threads import default_threads
 from hpc.atomic import atomic_output, ensure_writable_dir
 from hpc.errors import InputError
 from memfit.allocation import detect_allocation
 from memfit.plan import plan_batch
-from dcoex.h5io import filter_options, write_attrs
-from memfit.record import H5_GROUP as MEMFIT_GROUP, PeakRecorder, h5_attrs, write_sidecar
+from memfit.record import H5_GROUP as MEMFIT_GROUP
+from memfit.record import PeakRecorder, h5_attrs, write_sidecar
 
 STAGE = "01"
 

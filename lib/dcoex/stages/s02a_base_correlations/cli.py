@@ -20,20 +20,21 @@ from dcoex.cli import gene_selection_options, parse_batch_size
 from dcoex.edge_files import write_base_file
 from dcoex.expression_store import open_expression
 from dcoex.genes import gene_file_path, index_width
+from dcoex.h5io import write_attrs
 from dcoex.indices_file import IndicesFile, check_groups, groups_sha
+from dcoex.pergene import resolve_genes, run_genes
 from dcoex.provenance import why_stale, write_provenance
 from dcoex.stages.s02a_base_correlations.contract import CONTRACT
-from dcoex.stages.upstream import FileUpstream
-from dcoex.pergene import resolve_genes, run_genes
 from dcoex.stages.s02a_base_correlations.estimator import estimate
 from dcoex.stages.s02a_base_correlations.science import base_correlations
+from dcoex.stages.upstream import FileUpstream
 from dcoex.threads import blas_threads
 from hpc.atomic import atomic_output, ensure_writable_dir
 from hpc.errors import InputError
 from memfit.allocation import detect_allocation
 from memfit.plan import plan_batch
-from dcoex.h5io import write_attrs
-from memfit.record import H5_GROUP as MEMFIT_GROUP, PeakRecorder, task_sidecar_path, h5_attrs, write_sidecar
+from memfit.record import H5_GROUP as MEMFIT_GROUP
+from memfit.record import PeakRecorder, h5_attrs, task_sidecar_path, write_sidecar
 
 STAGE = "02a"
 #: Tiles taller than this do not run faster; cap the planner there.

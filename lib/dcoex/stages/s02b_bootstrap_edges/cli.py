@@ -22,24 +22,25 @@ import numpy as np
 
 from dcoex.cli import gene_selection_options, parse_batch_size
 from dcoex.edge_files import BOOT_DATASETS, read_base_edges, write_boot_file
-from dcoex.stages.params import EDGE_SELECTIONS
 from dcoex.expression_store import open_expression
 from dcoex.genes import gene_file_path, index_width
+from dcoex.h5io import dataset_options, write_attrs
 from dcoex.indices_file import IndicesFile, check_groups, groups_sha
-from dcoex.provenance import why_stale, write_provenance
-from dcoex.stages.s02b_bootstrap_edges.contract import CONTRACT
-from dcoex.stages.upstream import FileUpstream
 from dcoex.pergene import resolve_genes, run_genes
+from dcoex.provenance import why_stale, write_provenance
+from dcoex.stages.params import EDGE_SELECTIONS
+from dcoex.stages.s02b_bootstrap_edges.contract import CONTRACT
 from dcoex.stages.s02b_bootstrap_edges.estimator import estimate, max_chunk
 from dcoex.stages.s02b_bootstrap_edges.science import boot_stats, positions_in_group, replicate_deltas
+from dcoex.stages.upstream import FileUpstream
 from dcoex.threads import blas_threads
 from hpc.atomic import atomic_output, ensure_writable_dir
 from hpc.errors import InputError
 from memfit.allocation import detect_allocation
 from memfit.estimate import MemoryEstimate
 from memfit.plan import plan_batch
-from dcoex.h5io import dataset_options, write_attrs
-from memfit.record import H5_GROUP as MEMFIT_GROUP, PeakRecorder, task_sidecar_path, h5_attrs, write_sidecar
+from memfit.record import H5_GROUP as MEMFIT_GROUP
+from memfit.record import PeakRecorder, h5_attrs, task_sidecar_path, write_sidecar
 
 STAGE = "02b"
 CI_METHOD = "percentile (numpy linear interpolation over the finite replicates)"

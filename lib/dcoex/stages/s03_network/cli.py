@@ -12,27 +12,29 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import click
 import numpy as np
 
 from dcoex.cli import gene_selection_options
 from dcoex.genes import gene_file_path, index_width
-from dcoex.stages.s03_network.build import NetworkOptions, reconstruct
-from dcoex.stages.s03_network.io import base_summary, read_gene_inputs, read_gene_names, write_network
-from dcoex.provenance import why_stale, write_provenance
-from dcoex.stages.s03_network.contract import CONTRACT
-from dcoex.stages.upstream import FileUpstream
+from dcoex.h5io import write_attrs
 from dcoex.pergene import resolve_genes, run_genes
+from dcoex.provenance import why_stale, write_provenance
+from dcoex.stages.s03_network.build import NetworkOptions, reconstruct
+from dcoex.stages.s03_network.contract import CONTRACT
 from dcoex.stages.s03_network.estimator import estimate
+from dcoex.stages.s03_network.io import base_summary, read_gene_inputs, read_gene_names, write_network
+from dcoex.stages.upstream import FileUpstream
 from hpc.atomic import atomic_output, ensure_writable_dir
 from hpc.errors import InputError
 from memfit.allocation import detect_allocation
 from memfit.plan import MemoryPlanError
-from dcoex.h5io import write_attrs
-from memfit.record import H5_GROUP as MEMFIT_GROUP, PeakRecorder, task_sidecar_path, h5_attrs, write_sidecar
+from memfit.record import H5_GROUP as MEMFIT_GROUP
+from memfit.record import PeakRecorder, h5_attrs, task_sidecar_path, write_sidecar
 from memfit.units import format_bytes
 
 STAGE = "03"

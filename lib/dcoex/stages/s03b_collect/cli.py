@@ -11,10 +11,10 @@ from pathlib import Path
 import click
 import h5py
 
-from dcoex.genes import read_gene_list
-from dcoex.progress import progress
-from dcoex.h5io import write_attrs
 from dcoex.cli import force_option
+from dcoex.genes import read_gene_list
+from dcoex.h5io import write_attrs
+from dcoex.progress import progress
 from dcoex.provenance import Provenance, read_provenance_attr, why_stale, write_provenance
 from dcoex.stages.s03_network.io import read_gene_names, read_network_summary
 from dcoex.stages.s03b_collect.contract import CONTRACT, TSV_SHA_ATTR
@@ -24,7 +24,8 @@ from dcoex.stages.upstream import FileUpstream
 from hpc.atomic import atomic_output, ensure_writable_dir
 from hpc.errors import InputError
 from memfit.allocation import detect_allocation
-from memfit.record import H5_GROUP as MEMFIT_GROUP, PeakRecorder, h5_attrs, write_sidecar
+from memfit.record import H5_GROUP as MEMFIT_GROUP
+from memfit.record import PeakRecorder, h5_attrs, write_sidecar
 
 STAGE = "03b"
 
