@@ -149,7 +149,7 @@ def test_json_writers_leave_no_temporary_file(tmp_path, monkeypatch):
     with pytest.raises(OSError) as err:
         write_json_atomic(tmp_path / "run_manifest.json", {"a": 1})
     assert write_refused_message(err.value) == f"no space left on device: {tmp_path / 'run_manifest.json'}"
-    monkeypatch.setattr(record, "memory_record", lambda *args: {"stage": "x"})
+    monkeypatch.setattr(record, "memory_record", lambda *args, **kwargs: {"stage": "x"})
     with pytest.raises(OSError) as err:
         record.write_sidecar(tmp_path / "out.h5", "x", None, None, None)
     assert write_refused_message(err.value) == f"no space left on device: {tmp_path / 'out.h5.memory.json'}"

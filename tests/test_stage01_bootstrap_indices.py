@@ -45,7 +45,7 @@ def _read(path: Path) -> dict:
     return data
 
 
-def _reference_gene(row: np.ndarray, gene: int, seed: int, n_boot: int, low_frac=0.2, high_frac=0.2, boot_frac=0.8):
+def _reference_gene(row: np.ndarray, gene: int, *, seed: int, n_boot: int, low_frac=0.2, high_frac=0.2, boot_frac=0.8):
     """docs/design.md §4.1 written out independently: stable sort, per-gene SeedSequence draws."""
     n_samples = row.shape[0]
     k_low, k_high = int(np.floor(n_samples * low_frac + 1e-9)), int(np.floor(n_samples * high_frac + 1e-9))

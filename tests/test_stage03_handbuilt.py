@@ -83,7 +83,7 @@ TSV_ROW_G0 = (
 
 def hand_edges() -> dict[str, np.ndarray]:
     cols = list(zip(*EDGES))
-    e = make_edges(cols[0], cols[1], cols[2], cols[3], cols[4], cols[5])
+    e = make_edges(cols[0], cols[1], cols[2], cols[3], sig_low=cols[4], sig_high=cols[5])
     e["ci_low"][9], e["ci_high"][9] = 0.01, 0.02  # e10: delta 0 but CI excludes 0
     e["ci_low"][11], e["ci_high"][11] = -0.1, 0.5  # e12: CI contains 0
     return e

@@ -218,6 +218,7 @@ def write_expression(
     matrix: np.ndarray,
     gene_names: Sequence[str],
     sample_names: Sequence[str],
+    *,
     compression: str = "gzip",
     compression_level: int | None = None,
 ) -> str:

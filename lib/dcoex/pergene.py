@@ -33,6 +33,7 @@ def run_genes(
     is_valid: Callable[[int, Path], bool],
     process: Callable[[int, Path], None],
     finish: Callable[[dict], None],
+    *,
     force: bool = False,
     quiet: bool = False,
 ) -> dict:

@@ -82,6 +82,7 @@ def _scheduler_for_jobs(scheduler: str | None, sacct_file: str | None, qacct_fil
 def _accounting(
     scheduler: str,
     manifest: dict,
+    *,
     sacct_file: str | None,
     qacct_file: str | None,
     skip: bool,
@@ -158,7 +159,7 @@ def cli() -> None:
               help="Write OUT_DIR/memfit_calibration.json: per stage factor = quantile of peak RSS / raw estimate.")
 @click.option("--bounds", default="0.5:4", show_default=True, help="Calibration factors are clipped to LOW:HIGH.")
 @click.option("--no-plot", is_flag=True, help="Do not draw memory_review.png.")
-def review_command(out_dir, jobs, scheduler, sacct_file, qacct_file, no_accounting, report_dir, margin,
+def review_command(*, out_dir, jobs, scheduler, sacct_file, qacct_file, no_accounting, report_dir, margin,
                    quantile, calibrate, bounds, no_plot) -> None:
     """Per stage: tasks done/failed/OOM-killed/retried, requested, estimate, used, efficiency, recommendation."""
     if not out_dir and not jobs:
@@ -187,7 +188,8 @@ def review_command(out_dir, jobs, scheduler, sacct_file, qacct_file, no_accounti
     if margin is None:
         margin = DEFAULT_MARGIN if jobs else pipeline_margin(manifest)
     codes = oom_exit_codes(with_manifest=not jobs)
-    records, source = _accounting(kind, manifest, sacct_file, qacct_file, no_accounting, codes)
+    records, source = _accounting(kind, manifest, sacct_file=sacct_file, qacct_file=qacct_file, skip=no_accounting,
+                                  codes=codes)
     notes = []
     if source.get("note"):
         notes.append(f"accounting not used: {source['note']}; figures come from the sidecars")

@@ -171,6 +171,7 @@ def memory_record(
     estimate: MemoryEstimate | None,
     allocation: Allocation | None,
     recorder: PeakRecorder,
+    *,
     batch_size: int | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -205,11 +206,12 @@ def write_sidecar(
     estimate: MemoryEstimate | None,
     allocation: Allocation | None,
     recorder: PeakRecorder,
+    *,
     batch_size: int | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``<output>.memory.json`` (or ``output_path`` itself if it ends so) atomically."""
-    record = memory_record(stage, estimate, allocation, recorder, batch_size, extra)
+    record = memory_record(stage, estimate, allocation, recorder, batch_size=batch_size, extra=extra)
     path = Path(output_path)
     if not path.name.endswith(".memory.json"):
         path = sidecar_path(path)

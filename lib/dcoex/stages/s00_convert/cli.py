@@ -70,7 +70,7 @@ def convert(
                 finally:
                     writer.close()
     write_sidecar(
-        out, STAGE, est, allocation, recorder, block_rows,
+        out, STAGE, est, allocation, recorder, batch_size=block_rows,
         extra={"n_genes": n_genes, "n_samples": n_samples, "compression": compression,
                "content_sha256": sha, "output_bytes": out.stat().st_size},
     )
@@ -83,7 +83,7 @@ def convert(
 @CONTRACT.click_options
 @force_option
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-def main(expr_tsv: str, out_h5: str, compression: str, compression_level: int, block_rows: int, force: bool,
+def main(*, expr_tsv: str, out_h5: str, compression: str, compression_level: int, block_rows: int, force: bool,
          quiet: bool) -> None:
     """Convert an expression TSV to expression.h5 (docs/design.md §3.2)."""
     info = convert(expr_tsv, out_h5, compression=compression, compression_level=compression_level,

@@ -179,7 +179,7 @@ def run_indices(
         "compression_level": compression_level, "deflate_strategy": deflate_strategy,
         "output_bytes": out.stat().st_size, "numpy_version": np.__version__,
     }
-    write_sidecar(out, STAGE, plan.estimate, allocation, recorder, batch, extra=extra)
+    write_sidecar(out, STAGE, plan.estimate, allocation, recorder, batch_size=batch, extra=extra)
     return {**extra, "batch_size": batch, "estimate_bytes": plan.estimate.total_bytes,
             "peak_rss_bytes": recorder.peak_rss_bytes}
 
@@ -204,8 +204,8 @@ def _write(
                                        chunks=(1, n_bootstrap, sizes.kr_high), **boot_filters)
 
         def work(job: _Job):
-            lb, hb = bootstrap_indices(job.low, job.high, seed, job.gene, n_bootstrap,
-                                       sizes.kr_low, sizes.kr_high)
+            lb, hb = bootstrap_indices(job.low, job.high, seed=seed, gene_index=job.gene, n_bootstrap=n_bootstrap,
+                                       kr_low=sizes.kr_low, kr_high=sizes.kr_high)
             if encoder is None:
                 return job.gene, lb, hb
             return job.gene, encoder.encode(lb), encoder.encode(hb)
@@ -239,7 +239,7 @@ def _write(
 @CONTRACT.click_options
 @force_option
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-def main(in_h5, in_tsv, out_h5, low_frac, high_frac, n_bootstrap, bootstrap_frac, seed,
+def main(*, in_h5, in_tsv, out_h5, low_frac, high_frac, n_bootstrap, bootstrap_frac, seed,
          batch_size, compression, compression_level, deflate_strategy, threads, force, quiet) -> None:
     """Extreme groups and bootstrap indices of every gene (docs/design.md §4.1)."""
     info = run_indices(out_h5, in_h5=in_h5, in_tsv=in_tsv, low_frac=low_frac, high_frac=high_frac,

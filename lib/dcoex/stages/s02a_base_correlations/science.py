@@ -186,6 +186,7 @@ def base_correlations(
     x_low: np.ndarray,
     x_high: np.ndarray,
     alpha: float,
+    *,
     tile_rows: int = 512,
     exact_q: bool = False,
     diff_detail_cap: int = DIFF_DETAIL_CAP,

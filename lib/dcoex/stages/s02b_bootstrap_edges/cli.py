@@ -97,8 +97,9 @@ def run_bootstrap(
         genes = resolve_genes(n, names, selection or {"gene_index": [0]})
 
         def estimate_for(n_edges: int, chunk: int) -> MemoryEstimate:
-            return estimate(n, n_samples, n_boot, indices.k_low, indices.k_high, indices.kr_low,
-                            indices.kr_high, n_edges, chunk, store_replicates)
+            return estimate(n, n_samples, n_bootstrap=n_boot, k_low=indices.k_low, k_high=indices.k_high,
+                            kr_low=indices.kr_low, kr_high=indices.kr_high, n_edges=n_edges, edge_chunk=chunk,
+                            store_replicates=store_replicates)
 
         largest = {"estimate": estimate_for(0, 1), "chunk": 1}
         with PeakRecorder(limit_bytes=allocation.limit_bytes) as recorder, blas_threads() as threads:
@@ -186,7 +187,8 @@ def run_bootstrap(
                         )
                     for e0 in range(0, n_edges, plan.batch_size):
                         e1 = min(e0 + plan.batch_size, n_edges)
-                        deltas = replicate_deltas(x_low, x_high, pos_low, pos_high, rows_i[e0:e1], rows_j[e0:e1])
+                        deltas = replicate_deltas(x_low, x_high, pos_low, pos_high, gene_i=rows_i[e0:e1],
+                                                  gene_j=rows_j[e0:e1])
                         if replicates is not None:
                             replicates[e0:e1] = deltas
                         stats = boot_stats(deltas, delta_base[e0:e1], ci_alpha)
@@ -202,12 +204,12 @@ def run_bootstrap(
                 recorder.stop()
                 write_sidecar(
                     task_sidecar_path(out, STAGE, genes, index_width(n)), STAGE, largest["estimate"],
-                    allocation, recorder, largest["chunk"],
+                    allocation, recorder, batch_size=largest["chunk"],
                     extra={"genes": genes, "n_bootstrap": n_boot, "edge_selection": edge_selection,
                            "threads": threads, "n_genes": n, "n_samples": n_samples, **done},
                 )
 
-            done = run_genes(genes, output_of, is_valid, process, finish, force, quiet)
+            done = run_genes(genes, output_of, is_valid, process, finish, force=force, quiet=quiet)
     return {**done, "genes": genes, "edge_chunk": largest["chunk"],
             "estimate_bytes": largest["estimate"].total_bytes,
             "peak_rss_bytes": recorder.peak_rss_bytes, "wall_s": recorder.elapsed()[0]}
@@ -221,7 +223,7 @@ def run_bootstrap(
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Folder of the per-gene {gi}_{gene}.h5 files.")
 @CONTRACT.click_options
 @gene_selection_options
-def main(expr_h5, indices_h5, base_dir, out_dir, edge_selection, ci_alpha, fdr_alpha, n_bootstrap, batch_size,
+def main(*, expr_h5, indices_h5, base_dir, out_dir, edge_selection, ci_alpha, fdr_alpha, n_bootstrap, batch_size,
          store_replicates, gene_index, gene_range, genes_per_task, task_id, gene_list, force, quiet) -> None:
     """Bootstrap CI and statistics of Δ = r_H − r_L for each gene's selected edges (docs/design.md §4.6)."""
     selection = {"gene_index": list(gene_index) or None, "gene_range": gene_range,

@@ -123,8 +123,8 @@ def run_network(
                 raise InputError(f"gene {g} ({name}): base file was made from another expression matrix than {expr_h5}")
             network = reconstruct(inputs, options)
             with atomic_output(path) as tmp:
-                f = write_network(tmp, network.meta, network.edges, network.qual_summary,
-                                  network.topology, network.focus, names_array)
+                f = write_network(tmp, network.meta, network.edges, qual_summary=network.qual_summary,
+                                  topology=network.topology, focus=network.focus, gene_names=names_array)
                 try:
                     write_provenance(f, CONTRACT.wanted(values, upstream, g))
                     write_attrs(f.require_group(MEMFIT_GROUP), h5_attrs(STAGE, est, allocation, recorder, 1))
@@ -137,12 +137,13 @@ def run_network(
         def finish(done: dict) -> None:
             recorder.stop()
             write_sidecar(
-                task_sidecar_path(out_dir, STAGE, genes, index_width(n)), STAGE, est, allocation, recorder, 1,
+                task_sidecar_path(out_dir, STAGE, genes, index_width(n)), STAGE, est, allocation, recorder,
+                batch_size=1,
                 extra={"genes": genes, **done, "per_gene": per_gene, "n_genes": n,
                        "max_candidate_edges": max_edges, **params},
             )
 
-        return run_genes(genes, output_of, is_valid, process, finish, force, quiet)
+        return run_genes(genes, output_of, is_valid, process, finish, force=force, quiet=quiet)
 
 
 @click.command(name="03_reconstruct_diff_network")
@@ -152,7 +153,7 @@ def run_network(
 @click.option("--expr-h5", default=None, type=click.Path(dir_okay=False), help="expression.h5: gene names and checksum (default: gene_names of the first base file).")
 @CONTRACT.click_options
 @gene_selection_options
-def main(base_dir: str, boot_dir: str, out_dir: str, expr_h5: str | None, min_effect: float,
+def main(*, base_dir: str, boot_dir: str, out_dir: str, expr_h5: str | None, min_effect: float,
          corr_threshold: float, no_ci_filter: bool, zero_undefined: bool, gene_index: tuple[int, ...],
          gene_range: str | None, genes_per_task: int | None, task_id: int | None, gene_list: str | None,
          force: bool, quiet: bool) -> None:
