@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +97,7 @@ def _write(ref, qry, out: Path, name: str) -> tuple[Path, Path, str]:
 
 
 # ---------------------------------------------------------------- methods
-def ours(ref: Path, qry: Path, seed: int, out: Path, n_hvg: int, min_common: int, max_epochs: int,
+def ours(ref: Path, qry: Path, seed: int, out: Path, *, n_hvg: int, min_common: int, max_epochs: int,
          n_latent: int = 30, min_cells: int = 1, threshold: float = 0.5, extra: tuple[str, ...] = ()) -> dict:
     """This pipeline, as a user runs it (``label_transfer.py run`` in its own process, default
     threads and options); accuracy / macro-F1 of the argmax label (no abstention, as the peers)
@@ -191,15 +192,16 @@ def accuracy_rows(datasets: list[str], seeds: list[int], max_epochs: int, only_o
             with tempfile.TemporaryDirectory() as tmp:
                 ref, qry, _ = make(seed, Path(tmp))
                 row = {"dataset": name, "seed": seed, "max_epochs": max_epochs}
-                methods = [("scvi_xgboost", lambda: ours(ref, qry, seed, Path(tmp) / "out", n_hvg, min_common,
-                                                         max_epochs, n_latent))]
+                methods = [("scvi_xgboost", partial(ours, ref, qry, seed, Path(tmp) / "out", n_hvg=n_hvg,
+                                                     min_common=min_common, max_epochs=max_epochs,
+                                                     n_latent=n_latent))]
                 if only_ours:
                     prev = [r for r in earlier if r["dataset"] == name and r["seed"] == seed]
                     row.update({m: prev[-1][m] for m in METHODS[1:]})
                     row["peers_from_earlier_run"] = True
                 else:
-                    methods += [("scanvi", lambda: scanvi(ref, qry, seed, max_epochs)),
-                                ("celltypist", lambda: celltypist_peer(ref, qry, seed))]
+                    methods += [("scanvi", partial(scanvi, ref, qry, seed, max_epochs)),
+                                ("celltypist", partial(celltypist_peer, ref, qry, seed))]
                 for method, fn in methods:
                     t0 = time.monotonic()
                     row[method] = fn()
@@ -253,7 +255,8 @@ def ablation(seeds: list[int], max_epochs: int, variants: list[str]) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             ref, qry, _ = make(seed, Path(tmp))
             for name in variants:
-                row = ours(ref, qry, seed, Path(tmp) / name, n_hvg, min_common, max_epochs, extra=ABLATION[name])
+                row = ours(ref, qry, seed, Path(tmp) / name, n_hvg=n_hvg, min_common=min_common, max_epochs=max_epochs,
+                           extra=ABLATION[name])
                 results.setdefault(name, {})[str(seed)] = {k: row[k] for k in ("accuracy", "macro_f1")}
                 print("ablation", name, seed, results[name][str(seed)], file=sys.stderr, flush=True)
         ABLATION_RESULTS.write_text(json.dumps(results, indent=1) + "\n")

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import click
 
-
 PEAK_RSS = Path(__file__).with_name("peak_rss.py")
 
 
@@ -47,7 +46,7 @@ def _run_stage(args: list[str], scratch: Path) -> tuple[float, int, int]:
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None, help="Scratch folder (default: a temporary one).")
 @click.option("--out-json", type=click.Path(dir_okay=False), default="bench/results/stage01.json", show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
-def main(n_genes, n_samples, n_bootstrap, batch_sizes, compression, compression_level,
+def main(*, n_genes, n_samples, n_bootstrap, batch_sizes, compression, compression_level,
          deflate_strategy, threads, work_dir, out_json, seed) -> None:
     """Time stage 01 at several batch sizes on one shape."""
     scratch = Path(work_dir or tempfile.mkdtemp(prefix="dcoex-bench01-"))

@@ -67,7 +67,8 @@ def prepare(work: Path) -> dict:
         for g in genes:
             low, high = extreme_groups(x[g : g + 1], sizes.k_low, sizes.k_high)
             low_ds[g], high_ds[g] = low[0], high[0]
-            lb_ds[g], hb_ds[g] = bootstrap_indices(low[0], high[0], 42, g, N_BOOT, sizes.kr_low, sizes.kr_high)
+            lb_ds[g], hb_ds[g] = bootstrap_indices(low[0], high[0], seed=42, gene_index=g, n_bootstrap=N_BOOT,
+                                                   kr_low=sizes.kr_low, kr_high=sizes.kr_high)
         write_attrs(f.require_group("meta"), {
             "low_frac": 0.2, "high_frac": 0.2, "n_bootstrap": N_BOOT, "bootstrap_frac": 0.8, "seed": 42,
             "processing_mode": "bench (rows of the reference genes only)", "rng_scheme": RNG_SCHEME,
@@ -123,7 +124,7 @@ def main() -> None:
             wall = _run(["dcoex.stages.s02a_base_correlations", "--expr-h5", expr, "--indices-h5", idx, "--out-dir",
                          str(out), "--fdr-alpha", str(alpha), "--gene-index", str(gene), "--force", "--quiet"], env)
             rec = _sidecar(out, "02a", gene)
-            rows.append(_row("02a", role, gene, alpha, rec, wall, load, _edges(out, gene)))
+            rows.append(_row("02a", role, gene, alpha=alpha, rec=rec, wall=wall, load=load, edges=_edges(out, gene)))
             print(_fmt(rows[-1]), flush=True)
     if not args.skip_02b:
         base = work / "base_0.05"
@@ -134,7 +135,7 @@ def main() -> None:
             wall = _run(["dcoex.stages.s02b_bootstrap_edges", "--expr-h5", expr, "--indices-h5", idx, "--base-dir",
                          str(base), "--out-dir", str(out), "--gene-index", str(gene), "--force", "--quiet"], env)
             rec = _sidecar(out, "02b", gene)
-            rows.append(_row("02b", role, gene, 0.05, rec, wall, load, _edges(base, gene)))
+            rows.append(_row("02b", role, gene, alpha=0.05, rec=rec, wall=wall, load=load, edges=_edges(base, gene)))
             print(_fmt(rows[-1]), flush=True)
     result = {
         "shape": {"n_genes": N_GENES, "n_samples": N_SAMPLES, "n_bootstrap": N_BOOT},
@@ -154,7 +155,7 @@ def _edges(base_dir: Path, gene: int) -> int:
     return int(done.stdout)
 
 
-def _row(stage: str, role: str, gene: int, alpha: float, rec: dict, wall: float, load: str, edges: int) -> dict:
+def _row(stage: str, role: str, gene: int, *, alpha: float, rec: dict, wall: float, load: str, edges: int) -> dict:
     return {
         "stage": stage, "gene": gene, "role": role, "fdr_alpha": alpha, "edges": edges,
         "stage_wall_s": rec["wall_s"], "process_wall_s": round(wall, 2), "cpu_s": rec["cpu_s"],

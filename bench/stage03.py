@@ -41,7 +41,7 @@ def synthetic_edges(n: int, m: int, focus: int, n_focus: int, seed: int) -> dict
     pairs = np.unique(np.stack([np.r_[gi, fi], np.r_[gj, fj]], axis=1), axis=0)
     k = pairs.shape[0]
     e = make_edges(pairs[:, 0], pairs[:, 1], rng.uniform(-1, 1, k), rng.uniform(-1, 1, k),
-                   rng.random(k) < 0.7, rng.random(k) < 0.7)
+                   sig_low=rng.random(k) < 0.7, sig_high=rng.random(k) < 0.7)
     straddle = rng.random(k) < 0.1
     e["ci_low"][straddle], e["ci_high"][straddle] = -0.01, 0.01
     return e

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set everything up (Python packages, Debian packages, a real single-node SLURM and SGE
-# on loopback) and run the whole test suite. Extra arguments go to pytest.
+# on loopback), lint (ruff) and run the whole test suite. Extra arguments go to pytest.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh || exit 1
@@ -16,8 +16,13 @@ if [[ -f tests/cluster/clusters_up.sh ]]; then
     fi
 fi
 
+# Lint first (configuration: [tool.ruff] in pyproject.toml); the tests still run, but any
+# finding makes the whole run fail.
+lint=0
+"$VENV/bin/ruff" check lib src tests bench || lint=$?
 "$VENV/bin/python" -m pytest -ra "$@"
 rc=$?
+((rc == 0 && lint != 0)) && { echo "test: ruff check found problems (see above)" >&2; rc=1; }
 if ((clusters)) && [[ -f tests/cluster/clusters_down.sh && -z ${DCOEX_KEEP_CLUSTERS:-} ]]; then
     bash tests/cluster/clusters_down.sh >/dev/null 2>&1 || true
 fi

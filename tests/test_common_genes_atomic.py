@@ -7,11 +7,9 @@ import os
 
 import pytest
 
+from dcoex.genes import gene_file_name, n_tasks, read_gene_list, select_genes
 from hpc.atomic import atomic_output, ensure_writable_dir, remove_temporaries
 from hpc.errors import InputError, write_refused_message
-from dcoex.genes import gene_file_name, n_tasks, read_gene_list, select_genes
-from hpc.atomic import atomic_output, ensure_writable_dir
-from hpc.errors import InputError
 
 
 def test_tasks_cover_every_gene_once():
@@ -151,7 +149,7 @@ def test_json_writers_leave_no_temporary_file(tmp_path, monkeypatch):
     with pytest.raises(OSError) as err:
         write_json_atomic(tmp_path / "run_manifest.json", {"a": 1})
     assert write_refused_message(err.value) == f"no space left on device: {tmp_path / 'run_manifest.json'}"
-    monkeypatch.setattr(record, "memory_record", lambda *args: {"stage": "x"})
+    monkeypatch.setattr(record, "memory_record", lambda *args, **kwargs: {"stage": "x"})
     with pytest.raises(OSError) as err:
         record.write_sidecar(tmp_path / "out.h5", "x", None, None, None)
     assert write_refused_message(err.value) == f"no space left on device: {tmp_path / 'out.h5.memory.json'}"

@@ -8,10 +8,10 @@ import shlex
 from pathlib import Path
 
 import pytest
-
 from cluster_util import run_driver, write_dataset
-from memfit.allocation import VIRTUAL_OVERHEAD_BYTES
+
 from dcoex.stages import get_estimator
+from memfit.allocation import VIRTUAL_OVERHEAD_BYTES
 from memfit.units import MiB
 
 STAGES = ["00", "01", "02a", "02b", "03", "03b"]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import h5py
 import pytest
-
 from cluster_util import run_driver, write_dataset
+
 from dcoex.genes import gene_file_path
 from dcoex.stages.s03_network.io import read_network_summary
 

@@ -11,8 +11,8 @@ import subprocess
 import sys
 
 import pytest
-
 from cluster_util import assert_same_outputs, run_driver, write_dataset
+
 from dcoex.pipeline import task as task_mod
 from dcoex.pipeline.options import parse_args
 from dcoex.pipeline.plan import make_plan

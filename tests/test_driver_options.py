@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from cluster_util import DRIVERS, run_driver, sge_cluster, slurm_cluster, write_dataset  # noqa: F401 - fixtures
+
 from dcoex.pipeline.options import parse_args
 from hpc.errors import InputError
 

@@ -12,10 +12,9 @@ import math
 from pathlib import Path
 
 import pytest
-
 from cluster_util import write_dataset
+
 from dcoex.genes import read_gene_list
-from hpc.errors import InputError
 from dcoex.groups import group_sizes
 from dcoex.pipeline.estimates import AUTO_BATCH_01, stage_estimate
 from dcoex.pipeline.jobs import prepare_out_dir
@@ -91,18 +90,23 @@ def test_stage_estimates_use_the_stages_own_inputs(tsv):
                      kr_low=sizes.kr_low, kr_high=sizes.kr_high, batch_size=batch, threads=threads,
                      input_kind="h5", compression="gzip").total_bytes
 
-    explicit = stage_estimate("01", shape, 50, 0.25, 0.2, 0.8, 0.05, 7, 3)
+    explicit = stage_estimate("01", shape, n_bootstrap=50, low_frac=0.25, high_frac=0.2, bootstrap_frac=0.8,
+                              fdr_alpha=0.05, batch_size=7, slots=3)
     assert explicit.planned.total_bytes == explicit.minimum.total_bytes == own(7, 3)
-    auto = stage_estimate("01", shape, 50, 0.25, 0.2, 0.8, 0.05, "auto", 1)
+    auto = stage_estimate("01", shape, n_bootstrap=50, low_frac=0.25, high_frac=0.2, bootstrap_frac=0.8, fdr_alpha=0.05,
+                          batch_size="auto", slots=1)
     assert auto.minimum.total_bytes == own(1, 1)
     assert auto.planned.total_bytes == own(min(AUTO_BATCH_01, 40), 1) >= auto.minimum.total_bytes
     # 02a: tiles of at most N - 1 rows; 02b: at most N(N-1)/2 edges per gene
-    big = stage_estimate("02a", shape, 50, 0.25, 0.2, 0.8, 0.05, 5000, 1)
+    big = stage_estimate("02a", shape, n_bootstrap=50, low_frac=0.25, high_frac=0.2, bootstrap_frac=0.8, fdr_alpha=0.05,
+                         batch_size=5000, slots=1)
     assert big.planned.params["tile_rows"] == 39
-    e02b = stage_estimate("02b", shape, 50, 0.25, 0.2, 0.8, 0.05, "auto", 1)
+    e02b = stage_estimate("02b", shape, n_bootstrap=50, low_frac=0.25, high_frac=0.2, bootstrap_frac=0.8,
+                          fdr_alpha=0.05, batch_size="auto", slots=1)
     assert e02b.planned.params["n_edges"] == 780 and e02b.minimum.params["edge_chunk"] == 1
     with pytest.raises(InputError, match="give k_low = 3"):  # groups too small: bad input, before submitting
-        stage_estimate("01", shape, 50, 0.05, 0.2, 0.5, 0.05, "auto", 1)
+        stage_estimate("01", shape, n_bootstrap=50, low_frac=0.05, high_frac=0.2, bootstrap_frac=0.5, fdr_alpha=0.05,
+                       batch_size="auto", slots=1)
 
 
 def test_task_split_and_array_limit():

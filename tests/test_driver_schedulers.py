@@ -12,10 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 import cluster_util
+import pytest
 from cluster_util import sge_cluster, slurm_cluster  # noqa: F401 - fixtures
+
 from hpc.schedulers import (
     Sge,
     Slurm,
@@ -146,7 +146,8 @@ def _command(argv: list[str]) -> str:
 
 
 @pytest.mark.cluster
-def test_slurm_limits_are_read_live(slurm_cluster):
+@pytest.mark.usefixtures("slurm_cluster")
+def test_slurm_limits_are_read_live():
     config = {k.strip(): v.strip() for k, _, v in
               (line.partition("=") for line in _command(["scontrol", "show", "config"]).splitlines())}
     assert Slurm().array_limit() == int(config["MaxArraySize"]) - 1
@@ -156,7 +157,8 @@ def test_slurm_limits_are_read_live(slurm_cluster):
 
 
 @pytest.mark.cluster
-def test_sge_limits_are_read_live(sge_cluster):
+@pytest.mark.usefixtures("sge_cluster")
+def test_sge_limits_are_read_live():
     conf = dict(line.split(None, 1) for line in _command(["qconf", "-sconf", "global"]).splitlines()
                 if len(line.split(None, 1)) == 2)
     expected = int(conf["max_aj_tasks"])
@@ -181,7 +183,8 @@ GROW = f"{sys.executable} -c 'import time; b = bytearray(300 << 20); time.sleep(
 
 
 @pytest.mark.cluster
-def test_slurm_memory_kill_is_recognised_live(slurm_cluster, tmp_path):
+@pytest.mark.usefixtures("slurm_cluster")
+def test_slurm_memory_kill_is_recognised_live(tmp_path):
     """A job that outgrows --mem is killed by SLURM; one that exits 3 is not a memory kill."""
     def submit(mem: str, script: str) -> str:
         return _command(["sbatch", "--parsable", "--job-name=dcoex_test_oomprobe", f"--mem={mem}",
@@ -201,7 +204,8 @@ def test_slurm_memory_kill_is_recognised_live(slurm_cluster, tmp_path):
 
 
 @pytest.mark.cluster
-def test_sge_memory_and_time_kills_are_told_apart_live(sge_cluster, tmp_path):
+@pytest.mark.usefixtures("sge_cluster")
+def test_sge_memory_and_time_kills_are_told_apart_live(tmp_path):
     """Both end as failed 37 / exit 137 in qacct: the h_vmem kill is a memory kill, h_rt is not."""
     def submit(resources: str, script: str) -> str:
         path = tmp_path / f"probe{len(list(tmp_path.iterdir()))}.sh"

@@ -10,8 +10,8 @@ import shlex
 from pathlib import Path
 
 import pytest
-
 from cluster_util import run_driver, write_dataset
+
 from hpc.manifest import MANIFEST_VERSION, ManifestError, locked_manifest, read_manifest
 from hpc.schedulers import JobSpec, Sge, Slurm, SubmitError, submitted_job_id
 from memfit.units import MiB

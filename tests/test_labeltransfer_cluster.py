@@ -7,11 +7,10 @@ import math
 import time
 
 import pytest
-
-from memfit.units import MiB
-
 from cluster_util import cluster_status, require_cluster
 from util_labeltransfer import SGE_SCRIPT, SLURM_SCRIPT, counts_adata, gene_names, write
+
+from memfit.units import MiB
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.labels]
 SCRIPTS = {"slurm": SLURM_SCRIPT, "sge": SGE_SCRIPT}

@@ -7,10 +7,10 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from util_labeltransfer import counts_adata, dense_of, gene_names, invoke, write
 
 from memfit.allocation import Allocation
 from memfit.units import GiB, MiB
-from util_labeltransfer import counts_adata, dense_of, gene_names, invoke, write
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,8 @@ def test_diagnose_numbers_match_hand_computation(pair, monkeypatch):
     ref, qry, ref_path, q_path = pair
     monkeypatch.setattr(lio, "load_csr", lambda *a, **k: pytest.fail("diagnose loaded a matrix"))
     alloc = Allocation(8 * GiB, "test", 0.7, True)
-    report = json.loads(diagnose(str(ref_path), str(q_path), "cell_type", n_hvg=100, as_json=True, allocation=alloc))
+    report = json.loads(diagnose(str(ref_path), str(q_path), label_key="cell_type", n_hvg=100, as_json=True,
+                                 allocation=alloc))
     x_ref, x_q = dense_of(ref), dense_of(qry)
     nnz_ref, nnz_q = int(np.count_nonzero(x_ref)), int(np.count_nonzero(x_q))
     assert report["reference"]["n_obs"] == 150 and report["reference"]["n_vars"] == 320

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-
 from util_labeltransfer import counts_adata, gene_names, invoke, write
 
 GENES = gene_names(250)
@@ -77,7 +76,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("name,kwargs,extra,code,fragment", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_one_line_exit_2_nothing_written(files, capsys, tmp_path, name, kwargs, extra, code, fragment):
+def test_bad_input_one_line_exit_2_nothing_written(files, capsys, tmp_path, *, name, kwargs, extra, code, fragment):
     files = dict(files, nothing=tmp_path / "nothing.h5ad")
     got, err, written = _run(files, capsys, tmp_path, *extra, **kwargs)
     assert got == code, err

@@ -7,11 +7,11 @@ from collections import Counter
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from util_labeltransfer import counts_adata, dense_of, gene_names, write
 
 from hpc.errors import InputError
 from labeltransfer.io import load_csr, read_header
 from labeltransfer.prepare import concatenate, filter_cell_types, intersect_genes, load_query, load_reference
-from util_labeltransfer import counts_adata, dense_of, gene_names, write
 
 
 def _pair(tmp_path, dense_query=False, query_dtype=np.float32):

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-
 from util_labeltransfer import CLI, PYTHON, counts_adata, dense_of, gene_names, write
 
 pytestmark = [pytest.mark.labels, pytest.mark.slow]

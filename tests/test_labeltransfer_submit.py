@@ -10,10 +10,10 @@ import shlex
 import subprocess
 
 import pytest
+from util_labeltransfer import PYTHON, SGE_SCRIPT, SLURM_SCRIPT, counts_adata, gene_names, write
 
 from memfit.allocation import VIRTUAL_OVERHEAD_BYTES
 from memfit.units import MiB
-from util_labeltransfer import PYTHON, SGE_SCRIPT, SLURM_SCRIPT, counts_adata, gene_names, write
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def pair(tmp_path_factory):
 def _estimate(ref, qry, device="cpu") -> int:
     from labeltransfer.diagnose import diagnose
 
-    return json.loads(diagnose(str(ref), str(qry), "cell_type", device=device, as_json=True))["peak_bytes"]
+    return json.loads(diagnose(str(ref), str(qry), label_key="cell_type", device=device, as_json=True))["peak_bytes"]
 
 
 def _script(script, *args, env=None):

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import h5py
 import pytest
-
 from cluster_util import assert_same_outputs, run_driver, write_dataset
 
 BASE = ["--n-bootstrap", "20", "--genes-per-task", "8", "--seed", "3", "--fdr-alpha", "0.05"]

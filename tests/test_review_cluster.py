@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cluster_util import run_driver, sge_cluster, slurm_cluster, wait_for_run  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -155,27 +154,32 @@ def check_oom_stage(scheduler: str, out: Path, manifest: dict) -> None:
     assert row["recommended_request"].startswith(prefix)
 
 
-def test_slurm_review_matches_sacct_and_sidecars(slurm_cluster, oom_runs):
+@pytest.mark.usefixtures("slurm_cluster")
+def test_slurm_review_matches_sacct_and_sidecars(oom_runs):
     out, manifest = oom_run(oom_runs, "slurm")
     check_review_against_accounting("slurm", out, manifest)
 
 
-def test_slurm_under_requested_stage_is_oom_killed_and_retried(slurm_cluster, oom_runs):
+@pytest.mark.usefixtures("slurm_cluster")
+def test_slurm_under_requested_stage_is_oom_killed_and_retried(oom_runs):
     out, manifest = oom_run(oom_runs, "slurm")
     check_oom_stage("slurm", out, manifest)
 
 
-def test_sge_review_matches_qacct_and_sidecars(sge_cluster, oom_runs):
+@pytest.mark.usefixtures("sge_cluster")
+def test_sge_review_matches_qacct_and_sidecars(oom_runs):
     out, manifest = oom_run(oom_runs, "sge")
     check_review_against_accounting("sge", out, manifest)
 
 
-def test_sge_under_requested_stage_is_oom_killed_and_retried(sge_cluster, oom_runs):
+@pytest.mark.usefixtures("sge_cluster")
+def test_sge_under_requested_stage_is_oom_killed_and_retried(oom_runs):
     out, manifest = oom_run(oom_runs, "sge")
     check_oom_stage("sge", out, manifest)
 
 
-def test_slurm_calibration_round_trip(slurm_cluster, oom_runs, tmp_path):
+@pytest.mark.usefixtures("slurm_cluster")
+def test_slurm_calibration_round_trip(oom_runs, tmp_path):
     baseline_out, baseline = oom_run(oom_runs, "slurm")
     expr = next(baseline_out.parent.glob("expr_slurm.tsv"))
     knob = {"DCOEX_TEST_ESTIMATE_SCALE_02A": "0.5"}
@@ -235,13 +239,14 @@ def test_unknown_job_ids_live(scheduler, request, oom_runs, tmp_path):
     assert review_rows(copy)["02a"]["oom_killed"] >= 1  # the rest is still reviewed
 
 
-def test_slurm_accounting_disabled_live(slurm_cluster, oom_runs, tmp_path):
+@pytest.mark.usefixtures("slurm_cluster")
+def test_slurm_accounting_disabled_live(oom_runs, tmp_path):
     """The real sacct of a SLURM without slurmdbd ('Slurm accounting storage is disabled')."""
     out, manifest = oom_run(oom_runs, "slurm")
     copy = copy_run(out, tmp_path / "copy")
     conf = tmp_path / "slurm.conf"
     lines = Path("/etc/slurm/slurm.conf").read_text().splitlines()
-    conf.write_text("\n".join(l for l in lines if not l.startswith("AccountingStorage"))
+    conf.write_text("\n".join(line for line in lines if not line.startswith("AccountingStorage"))
                     + "\nAccountingStorageType=accounting_storage/none\n")
     proc = subprocess.run([sys.executable, "-m", "memfit", "review", "--out-dir", str(copy), "--no-plot"],
                           capture_output=True, text=True, timeout=180, env=dict(os.environ, SLURM_CONF=str(conf)))
@@ -253,7 +258,8 @@ def test_slurm_accounting_disabled_live(slurm_cluster, oom_runs, tmp_path):
     assert row["done"] == row["tasks"]
 
 
-def test_slurm_jobs_mode_live(slurm_cluster, oom_runs, tmp_path):
+@pytest.mark.usefixtures("slurm_cluster")
+def test_slurm_jobs_mode_live(oom_runs, tmp_path):
     out, manifest = oom_run(oom_runs, "slurm")
     job = manifest["stages"]["02a"]["attempts"][0]["job_id"]
     memory_review("--jobs", job, "--scheduler", "slurm", "--report-dir", str(tmp_path), "--no-plot")

@@ -58,13 +58,13 @@ def rounded_up(n_bytes: float, step: int = 64 * MiB) -> int:
 
 
 def write_sidecar(path: Path, stage: str, job_id: str | None, task_id: str | None, peak: int,
-                  estimate: int, wall: float = 1.0) -> None:
+                  *, estimate: int, wall: float = 1.0) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"stage": stage, "estimate_bytes": estimate, "peak_rss_bytes": peak,
                                 "job_id": job_id, "task_id": task_id, "wall_s": wall}))
 
 
-def stage_entry(n_tasks, attempts, raw_estimate, sidecars, factor=1.0, genes_per_task=None, slots=1):
+def stage_entry(n_tasks, attempts, raw_estimate, sidecars, *, factor=1.0, genes_per_task=None, slots=1):
     return {"genes_per_task": genes_per_task, "n_tasks": n_tasks, "slots": slots, "time_limit": "01:00:00",
             "raw_estimate_bytes": raw_estimate, "calibration_factor": factor,
             "estimate": {"stage": "x", "total_bytes": int(raw_estimate * factor), "components": {}, "params": {}},
@@ -97,11 +97,11 @@ def slurm_run(tmp_path: Path) -> Path:
     }
     out.mkdir()
     (out / "run_manifest.json").write_text(json.dumps(manifest))
-    write_sidecar(out / "expression.h5.memory.json", "00", "3", None, 300 * MiB, 250 * MiB)
+    write_sidecar(out / "expression.h5.memory.json", "00", "3", None, 300 * MiB, estimate=250 * MiB)
     for task, peak in ((1, 150 * MiB), (2, 190 * MiB), (3, 200 * MiB)):
         genes = list(range((task - 1) * 10, task * 10))
-        write_sidecar(task_sidecar_path(out, "02a", genes), "02a", "5", str(task), peak, raw_02a)
-    write_sidecar(out / "bootstrap_significant.h5.memory.json", "02b", "10", None, 120 * MiB, 120 * MiB)
+        write_sidecar(task_sidecar_path(out, "02a", genes), "02a", "5", str(task), peak, estimate=raw_02a)
+    write_sidecar(out / "bootstrap_significant.h5.memory.json", "02b", "10", None, 120 * MiB, estimate=120 * MiB)
     return out
 
 
@@ -205,7 +205,7 @@ def test_sge_review_from_saved_qacct(tmp_path: Path):
     (out / "run_manifest.json").write_text(json.dumps(manifest))
     for task in (1, 2, 3):
         write_sidecar(task_sidecar_path(out, "02a", list(range((task - 1) * 10, task * 10))), "02a", "6",
-                      str(task), 50 * MiB * task, 100 * MiB)
+                      str(task), 50 * MiB * task, estimate=100 * MiB)
     proc = review("--out-dir", str(out), "--qacct-file", str(QACCT), "--no-plot")
     assert proc.returncode == 0, proc.stderr
     rows = stages_of(out)
@@ -245,7 +245,7 @@ def test_unknown_job_ids_are_reported_not_fatal(slurm_run: Path):
     manifest = json.loads((slurm_run / "run_manifest.json").read_text())
     manifest["stages"]["00"]["attempts"][0]["job_id"] = "777777"
     (slurm_run / "run_manifest.json").write_text(json.dumps(manifest))
-    write_sidecar(slurm_run / "expression.h5.memory.json", "00", "777777", None, 300 * MiB, 250 * MiB)
+    write_sidecar(slurm_run / "expression.h5.memory.json", "00", "777777", None, 300 * MiB, estimate=250 * MiB)
     proc = review("--out-dir", str(slurm_run), "--sacct-file", str(SACCT), "--no-plot")
     assert proc.returncode == 0
     assert "777777" in proc.stderr
@@ -330,8 +330,8 @@ def test_sidecar_matching_raw_ids_stale_and_local(tmp_path: Path):
     (out / "run_manifest.json").write_text(json.dumps(manifest))
     for task, own_id in ((1, "11"), (2, "12")):
         write_sidecar(task_sidecar_path(out, "02a", [task * 10 - 10, task * 10 - 1]), "02a", own_id, str(task),
-                      (100 + task) * MiB, 100 * MiB)
-    write_sidecar(task_sidecar_path(out, "02a", [20, 29]), "02a", "2", "3", 999 * MiB, 100 * MiB)  # older job
+                      (100 + task) * MiB, estimate=100 * MiB)
+    write_sidecar(task_sidecar_path(out, "02a", [20, 29]), "02a", "2", "3", 999 * MiB, estimate=100 * MiB)  # older job
     assert review("--out-dir", str(out), "--sacct-file", str(SACCT), "--no-plot").returncode == 0
     row = stages_of(out)["02a"]
     peaks = {t["task"]: t["attempts"][0]["peak_rss_bytes"] for t in row["task_details"]}
@@ -345,7 +345,7 @@ def test_sidecar_matching_raw_ids_stale_and_local(tmp_path: Path):
     (local / "run_manifest.json").write_text(json.dumps(manifest))
     for task in (1, 2, 3):
         write_sidecar(task_sidecar_path(local, "02a", [task * 10 - 10, task * 10 - 1]), "02a", None, None,
-                      (200 + task) * MiB, 100 * MiB)
+                      (200 + task) * MiB, estimate=100 * MiB)
     proc = review("--out-dir", str(local), "--no-plot")
     assert proc.returncode == 0, proc.stderr
     row = stages_of(local)["02a"]

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHIM = ROOT / "src" / "scripts" / "00preprocess" / "00convert_expr_to_hdf5.py"
 
 
-def _tsv(path: Path, genes, samples, matrix, index_header=True, fmt="{:.6g}") -> Path:
+def _tsv(path: Path, genes, samples, matrix, *, index_header=True, fmt="{:.6g}") -> Path:
     lines = [("gene_id\t" if index_header else "") + "\t".join(samples)]
     for g, row in zip(genes, matrix):
         lines.append(g + "\t" + "\t".join(fmt.format(float(v)) for v in row))
@@ -61,7 +61,7 @@ def _matrix(n_genes=37, n_samples=12, seed=0):
 ])
 def test_round_trip_values_names_sha(tmp_path, capsys, suffix, index_header, compression):
     matrix, genes, samples = _matrix()
-    tsv = _tsv(tmp_path / f"expr{suffix}", genes, samples, matrix, index_header, fmt="{!r}")
+    tsv = _tsv(tmp_path / f"expr{suffix}", genes, samples, matrix, index_header=index_header, fmt="{!r}")
     out = tmp_path / "new" / "expression.h5"
     code, err = _run(["--expr-tsv", tsv, "--out-h5", out, "--compression", compression,
                       "--block-rows", 5, "--quiet"], capsys)
@@ -102,7 +102,7 @@ def test_shim_runs_as_file(tmp_path):
     assert out.exists()
 
 
-def _bad_case(tmp_path: Path, capsys, text: str | None, expect: list[str], n_samples: int = 10,
+def _bad_case(tmp_path: Path, capsys, text: str | None, expect: list[str], *, n_samples: int = 10,
               out: Path | None = None) -> None:
     tsv = tmp_path / "bad.tsv"
     if text is not None:

@@ -45,7 +45,7 @@ def _read(path: Path) -> dict:
     return data
 
 
-def _reference_gene(row: np.ndarray, gene: int, seed: int, n_boot: int, low_frac=0.2, high_frac=0.2, boot_frac=0.8):
+def _reference_gene(row: np.ndarray, gene: int, *, seed: int, n_boot: int, low_frac=0.2, high_frac=0.2, boot_frac=0.8):
     """docs/design.md §4.1 written out independently: stable sort, per-gene SeedSequence draws."""
     n_samples = row.shape[0]
     k_low, k_high = int(np.floor(n_samples * low_frac + 1e-9)), int(np.floor(n_samples * high_frac + 1e-9))
@@ -186,8 +186,8 @@ def test_shim_runs_as_file_and_writes_memory_record(batch_outputs, tmp_path):
 
 
 def test_group_size_floor_has_epsilon_guard():
-    from fractions import Fraction
     import math
+    from fractions import Fraction
 
     from dcoex.groups import floor_fraction, group_sizes
 

@@ -52,7 +52,7 @@ def test_estimator_is_pure_and_monotone():
     (300, 938, 1000, "1", 1),
     (600, 500, 500, "60", 2),
 ])
-def test_estimate_matches_measured_peak(tmp_path, n_genes, n_samples, n_bootstrap, batch, threads):
+def test_estimate_matches_measured_peak(tmp_path, *, n_genes, n_samples, n_bootstrap, batch, threads):
     store = _store(tmp_path / "e.h5", n_genes, n_samples)
     out = tmp_path / "bi.h5"
     record = tmp_path / "peak.json"

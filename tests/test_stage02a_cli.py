@@ -9,10 +9,16 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-
 from util_stage02 import (
-    SCRIPT_02A, assert_same_tree, corrupt_chunk, h5_tree, no_temporaries, planted_matrix, run_inproc,
-    run_script, write_inputs,
+    SCRIPT_02A,
+    assert_same_tree,
+    corrupt_chunk,
+    h5_tree,
+    no_temporaries,
+    planted_matrix,
+    run_inproc,
+    run_script,
+    write_inputs,
 )
 
 N_GENES = 30

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import h5py
 import numpy as np
+from util_stage02 import SCRIPT_02A, SCRIPT_02B, run_inproc, write_inputs
 
 from dcoex.genes import gene_file_path
 from dcoex.synthetic import make_synthetic
-from util_stage02 import SCRIPT_02A, SCRIPT_02B, run_inproc, write_inputs
 
 
 def test_planted_pairs_recovered(tmp_path):

@@ -9,10 +9,10 @@ import h5py
 import numpy as np
 import pytest
 from scipy import stats
+from util_stage02 import SCRIPT_02A, planted_matrix, read_edges, reference_base, run_script, write_inputs
 
 from dcoex.genes import gene_file_path
 from dcoex.stats import flat_index, pair_from_flat
-from util_stage02 import SCRIPT_02A, planted_matrix, read_edges, reference_base, run_script, write_inputs
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +151,8 @@ def test_tile_size_does_not_change_any_bit():
 
 def test_large_groups_use_exact_float64_products():
     """k(k−1)² >= 2**24 (k >= 257): rank products switch to float64 and stay exact."""
-    from dcoex.stages.s02a_base_correlations.science import base_correlations
     from dcoex.ranks import IntegerRanks
+    from dcoex.stages.s02a_base_correlations.science import base_correlations
 
     rng = np.random.default_rng(5)
     x_low, x_high = rng.standard_normal((12, 300)), rng.standard_normal((12, 280))

@@ -7,9 +7,15 @@ import os
 
 import h5py
 import pytest
-
 from util_stage02 import (
-    SCRIPT_02A, SCRIPT_02B, assert_same_tree, h5_tree, no_temporaries, planted_matrix, run_inproc, write_inputs,
+    SCRIPT_02A,
+    SCRIPT_02B,
+    assert_same_tree,
+    h5_tree,
+    no_temporaries,
+    planted_matrix,
+    run_inproc,
+    write_inputs,
 )
 
 B = 30

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from util_stage02 import SCRIPT_02A, SCRIPT_02B, read_edges, run_inproc, write_inputs
 
 from dcoex.stages import get_estimator
 from dcoex.synthetic import make_synthetic
-from util_stage02 import SCRIPT_02A, SCRIPT_02B, read_edges, run_inproc, write_inputs
 
 SHAPE = dict(n_genes=8763, n_samples=938, n_bootstrap=1000, k_low=187, k_high=187, kr_low=149, kr_high=149)
 

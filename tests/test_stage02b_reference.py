@@ -9,10 +9,10 @@ import h5py
 import numpy as np
 import pytest
 from scipy import stats
-
-from dcoex.stages.s02b_bootstrap_edges.science import EdgeLayout, boot_stats, positions_in_group, replicate_deltas
-from dcoex.genes import gene_file_path
 from util_stage02 import SCRIPT_02A, SCRIPT_02B, planted_matrix, read_edges, run_inproc, run_script, write_inputs
+
+from dcoex.genes import gene_file_path
+from dcoex.stages.s02b_bootstrap_edges.science import EdgeLayout, boot_stats, positions_in_group, replicate_deltas
 
 B = 60
 CI_ALPHA = 0.1
@@ -112,7 +112,7 @@ def test_resamples_with_constant_genes_and_ties():
     high_boot = high[rng.integers(0, 20, (40, 16))]
     gi, gj = np.array([0, 0, 1, 2]), np.array([1, 2, 3, 4])
     got = replicate_deltas(x[:, low], x[:, high], positions_in_group(low_boot, low),
-                           positions_in_group(high_boot, high), gi, gj)
+                           positions_in_group(high_boot, high), gene_i=gi, gene_j=gj)
     ref = naive_deltas(x, low_boot, high_boot, gi, gj)
     assert np.isnan(ref).any() and np.isfinite(ref).any()
     np.testing.assert_allclose(got, ref, atol=2e-6, equal_nan=True)
@@ -141,7 +141,7 @@ def test_dense_core_equals_gathers():
     genes = np.unique(np.concatenate([gi, gj]))
     assert EdgeLayout(np.searchsorted(genes, gi), np.searchsorted(genes, gj), genes.size).core_edges.size > 2000
     got = replicate_deltas(x[:, low], x[:, high], positions_in_group(low_boot, low),
-                           positions_in_group(high_boot, high), gi, gj)
+                           positions_in_group(high_boot, high), gene_i=gi, gene_j=gj)
     ref = np.empty(got.shape)
     for b in range(low_boot.shape[0]):  # scipy's average ranks, numpy's Pearson
         r_low = np.corrcoef(stats.rankdata(x[:, low_boot[b]], axis=1))
@@ -158,5 +158,5 @@ def test_large_resamples_use_exact_float64_sums():
     high_boot = high[rng.integers(0, 320, (3, 290))]
     gi, gj = np.array([0, 1, 2]), np.array([1, 3, 4])
     got = replicate_deltas(x[:, low], x[:, high], positions_in_group(low_boot, low),
-                           positions_in_group(high_boot, high), gi, gj)
+                           positions_in_group(high_boot, high), gene_i=gi, gene_j=gj)
     np.testing.assert_allclose(got, naive_deltas(x, low_boot, high_boot, gi, gj), atol=2e-6)

@@ -7,14 +7,22 @@ import json
 import h5py
 import numpy as np
 import pytest
+from util_stage03 import (
+    STAGE03,
+    flat_index,
+    gene_names,
+    h5_differences,
+    make_edges,
+    random_edges,
+    run_cli,
+    write_inputs,
+)
 
 from dcoex.genes import gene_file_path
 from dcoex.stages.s03_network.build import NetworkOptions
 from dcoex.stages.s03_network.cli import run_network
 from dcoex.stages.s03_network.focus import METRIC_NAMES
 from hpc.errors import GenesFailedError, InputError
-from util_stage03 import (STAGE03, flat_index, gene_names, h5_differences, make_edges, random_edges,
-                          run_cli, write_inputs)
 
 N = 120
 NAMES = gene_names(N)

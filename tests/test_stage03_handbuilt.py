@@ -19,9 +19,9 @@ import math
 import h5py
 import numpy as np
 import pytest
+from util_stage03 import STAGE03, STAGE03B, gene_names, make_edges, run_cli, write_inputs
 
 from dcoex.genes import gene_file_path
-from util_stage03 import STAGE03, STAGE03B, gene_names, make_edges, run_cli, write_inputs
 
 EDGES = [
     # i, j, r_low, r_high, sig_low, sig_high
@@ -83,7 +83,7 @@ TSV_ROW_G0 = (
 
 def hand_edges() -> dict[str, np.ndarray]:
     cols = list(zip(*EDGES))
-    e = make_edges(cols[0], cols[1], cols[2], cols[3], cols[4], cols[5])
+    e = make_edges(cols[0], cols[1], cols[2], cols[3], sig_low=cols[4], sig_high=cols[5])
     e["ci_low"][9], e["ci_high"][9] = 0.01, 0.02  # e10: delta 0 but CI excludes 0
     e["ci_low"][11], e["ci_high"][11] = -0.1, 0.5  # e12: CI contains 0
     return e

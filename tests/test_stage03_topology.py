@@ -7,10 +7,10 @@ import math
 import networkx as nx
 import numpy as np
 import pytest
+from util_stage03 import random_pairs
 
 from dcoex.stages.s03_network import topology
 from dcoex.stages.s03_network.classify import classify, presence, select_edges
-from util_stage03 import random_pairs
 
 
 def graph_cases():
@@ -33,7 +33,7 @@ CASES = graph_cases()
 
 @pytest.mark.parametrize("chunk", [topology.TWO_PATH_CHUNK_ENTRIES, 5])
 @pytest.mark.parametrize("name,n,gi,gj", CASES, ids=[c[0] for c in CASES])
-def test_topology_matches_networkx(monkeypatch, chunk, name, n, gi, gj):
+def test_topology_matches_networkx(monkeypatch, chunk, *, name, n, gi, gj):
     monkeypatch.setattr(topology, "TWO_PATH_CHUNK_ENTRIES", chunk)
     attrs, deg = topology.global_topology(gi, gj, n)
     full = nx.Graph()

@@ -7,10 +7,10 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+from util_stage03 import STAGE03B, gene_names, random_edges, run_cli, write_inputs
 
 from dcoex.stages.s03_network.build import NetworkOptions
 from dcoex.stages.s03_network.cli import run_network
-from util_stage03 import STAGE03B, gene_names, random_edges, run_cli, write_inputs
 
 N = 60
 NAMES = gene_names(N)

@@ -20,6 +20,7 @@ PYTHON = sys.executable
 def counts_adata(
     n_cells: int,
     genes: list[str],
+    *,
     seed: int = 0,
     n_types: int = 3,
     label_key: str = "cell_type",

@@ -15,10 +15,10 @@ import numpy as np
 from scipy import stats
 
 from dcoex.expression_store import write_expression
+from dcoex.groups import RNG_SCHEME, bootstrap_indices, extreme_groups, group_sizes
 from dcoex.provenance import write_provenance
 from dcoex.stages import stage_contract
 from dcoex.stages.upstream import FileUpstream
-from dcoex.groups import RNG_SCHEME, bootstrap_indices, extreme_groups, group_sizes
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT_02A = REPO / "src/scripts/02corr/02a_calc_base_correlations.py"
@@ -28,6 +28,7 @@ SCRIPT_02B = REPO / "src/scripts/02corr/02b_bootstrap_significant_edges.py"
 def write_inputs(
     folder: Path,
     matrix: np.ndarray,
+    *,
     n_bootstrap: int = 40,
     low_frac: float = 0.2,
     high_frac: float = 0.2,
@@ -53,7 +54,8 @@ def write_inputs(
         hb = f.create_dataset("indices/high_boot", (n, n_bootstrap, sizes.kr_high), np.int32,
                               chunks=(1, n_bootstrap, sizes.kr_high), **gz)
         for g in range(n):
-            lb[g], hb[g] = bootstrap_indices(low[g], high[g], seed, g, n_bootstrap, sizes.kr_low, sizes.kr_high)
+            lb[g], hb[g] = bootstrap_indices(low[g], high[g], seed=seed, gene_index=g, n_bootstrap=n_bootstrap,
+                                             kr_low=sizes.kr_low, kr_high=sizes.kr_high)
         f.require_group("meta").attrs.update({
             "low_frac": low_frac, "high_frac": high_frac, "n_bootstrap": n_bootstrap,
             "bootstrap_frac": bootstrap_frac, "seed": seed, "processing_mode": "test",

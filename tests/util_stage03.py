@@ -3,8 +3,12 @@ the shared brief (independent of the 02a/02b code), random edge sets, HDF5 compa
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import h5py
 import numpy as np
@@ -34,7 +38,8 @@ def random_pairs(n: int, m: int, rng: np.random.Generator) -> tuple[np.ndarray, 
     return i.astype(np.int32), j.astype(np.int32)
 
 
-def make_edges(gene_i, gene_j, r_low, r_high, sig_low=None, sig_high=None, ci_low=None, ci_high=None) -> dict[str, np.ndarray]:
+def make_edges(gene_i, gene_j, r_low, r_high, *, sig_low=None, sig_high=None, ci_low=None,
+               ci_high=None) -> dict[str, np.ndarray]:
     """An edge table; by default both groups significant and CI = delta ± 0.05."""
     gene_i = np.asarray(gene_i, dtype=np.int32)
     r_low = np.asarray(r_low, dtype=np.float32)
@@ -60,7 +65,7 @@ def random_edges(n: int, m: int, seed: int = 0) -> dict[str, np.ndarray]:
     gi, gj = random_pairs(n, m, rng)
     r_low = rng.uniform(-1, 1, m)
     r_high = rng.uniform(-1, 1, m)
-    e = make_edges(gi, gj, r_low, r_high, rng.random(m) < 0.7, rng.random(m) < 0.7)
+    e = make_edges(gi, gj, r_low, r_high, sig_low=rng.random(m) < 0.7, sig_high=rng.random(m) < 0.7)
     straddle = rng.random(m) < 0.2
     e["ci_low"][straddle] = -0.01
     e["ci_high"][straddle] = 0.01
@@ -73,6 +78,7 @@ def write_inputs(
     gi: int,
     names: list[str],
     edges: Mapping[str, np.ndarray],
+    *,
     base_meta: Mapping[str, Any] | None = None,
     boot_meta: Mapping[str, Any] | None = None,
     boot_pair_index: np.ndarray | None = None,
@@ -185,12 +191,8 @@ def h5_differences(a: Path, b: Path, exclude: str = "memfit") -> list[str]:
     return diffs
 
 
-def run_cli(script: str, *args: Any, env: Mapping[str, str] | None = None) -> "subprocess.CompletedProcess[str]":
+def run_cli(script: str, *args: Any, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run a stage shim (path relative to the repository root) with the test's python."""
-    import os
-    import subprocess
-    import sys
-
     root = Path(__file__).resolve().parents[1]
     return subprocess.run(
         [sys.executable, str(root / script), *map(str, args)], capture_output=True, text=True, timeout=300,

@@ -20,7 +20,7 @@ costs a few evaluations per block, not one per candidate.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

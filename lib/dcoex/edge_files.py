@@ -7,8 +7,8 @@ Layouts are fixed in docs/design.md §3.4–§3.5 and docs/stage02a.md / docs/st
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import h5py
 import numpy as np

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import h5py
 import numpy as np
@@ -141,7 +141,7 @@ class ExpressionStore:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "ExpressionStore":
+    def __enter__(self) -> ExpressionStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -218,6 +218,7 @@ def write_expression(
     matrix: np.ndarray,
     gene_names: Sequence[str],
     sample_names: Sequence[str],
+    *,
     compression: str = "gzip",
     compression_level: int | None = None,
 ) -> str:

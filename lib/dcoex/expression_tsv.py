@@ -14,8 +14,9 @@ import gzip
 import hashlib
 import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator, TextIO
+from typing import BinaryIO, TextIO
 
 import numpy as np
 
@@ -206,7 +207,7 @@ class TsvExpressionReader:
     def close(self) -> None:
         self._handle.close()
 
-    def __enter__(self) -> "TsvExpressionReader":
+    def __enter__(self) -> TsvExpressionReader:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from hpc.errors import InputError
 
@@ -106,6 +106,7 @@ def read_gene_list(path: str | os.PathLike, gene_names: Sequence[str]) -> list[i
 
 def select_genes(
     n_genes: int,
+    *,
     gene_index: Sequence[int] | int | None = None,
     gene_range: str | None = None,
     genes_per_task: int | None = None,

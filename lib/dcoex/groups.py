@@ -103,6 +103,7 @@ def gene_generator(seed: int, gene_index: int) -> np.random.Generator:
 def bootstrap_indices(
     low: np.ndarray,
     high: np.ndarray,
+    *,
     seed: int,
     gene_index: int,
     n_bootstrap: int,

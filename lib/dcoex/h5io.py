@@ -17,8 +17,9 @@ Every writer in the project goes through this module (docs/file_formats.md):
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePath
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import h5py
 import numpy as np

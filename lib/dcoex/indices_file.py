@@ -70,7 +70,7 @@ class IndicesFile:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "IndicesFile":
+    def __enter__(self) -> IndicesFile:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
-
-from hpc.errors import FILESYSTEM_ERRNOS, GenesFailedError, InputError
 from dcoex.genes import read_gene_list, select_genes
 from dcoex.progress import progress
-from hpc.errors import GenesFailedError, InputError
+from hpc.errors import FILESYSTEM_ERRNOS, GenesFailedError, InputError
 
 #: Errors that fail one gene (unreadable or truncated inputs, inconsistent files), not the task.
 GENE_ERRORS = (OSError, ValueError, KeyError, InputError)
@@ -35,6 +33,7 @@ def run_genes(
     is_valid: Callable[[int, Path], bool],
     process: Callable[[int, Path], None],
     finish: Callable[[dict], None],
+    *,
     force: bool = False,
     quiet: bool = False,
 ) -> dict:

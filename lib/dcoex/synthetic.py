@@ -65,6 +65,7 @@ def make_synthetic(
     n_genes: int = 200,
     n_samples: int = 200,
     seed: int = 1,
+    *,
     n_modulators: int = 3,
     module_size: int = 30,
     strength: float = 4.0,
@@ -158,10 +159,11 @@ def write_truth(out_dir: str | os.PathLike, data: SyntheticData) -> tuple[Path, 
 @click.option("--high-frac", type=float, default=0.2, show_default=True, help="Fraction of samples where a modulator acts.")
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Folder for expression.tsv and the truth.")
 @click.option("--gzip", "gz", is_flag=True, help="Write expression.tsv.gz.")
-def main(n_genes, n_samples, seed, n_modulators, module_size, strength, high_frac, out_dir, gz) -> None:
+def main(*, n_genes, n_samples, seed, n_modulators, module_size, strength, high_frac, out_dir, gz) -> None:
     """Write expression.tsv(.gz), truth.json and truth.tsv with planted rewiring."""
     try:
-        data = make_synthetic(n_genes, n_samples, seed, n_modulators, module_size, strength, high_frac)
+        data = make_synthetic(n_genes, n_samples, seed, n_modulators=n_modulators, module_size=module_size,
+                              strength=strength, high_frac=high_frac)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     tsv = write_tsv(Path(out_dir) / ("expression.tsv.gz" if gz else "expression.tsv"), data)

@@ -16,8 +16,9 @@ import fcntl
 import json
 import os
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping, TypedDict
+from typing import Any, TypedDict
 
 from hpc.atomic import atomic_output
 from hpc.calibration import package_version

@@ -107,6 +107,7 @@ def _weights(y: np.ndarray, class_weight: str) -> np.ndarray | None:
 def fit_classifier(
     latent: np.ndarray,
     labels: np.ndarray,
+    *,
     tuning: str = "none",
     device: str = "cpu",
     seed: int = 0,

@@ -33,7 +33,7 @@ def _header_lines(role: str, header: H5adHeader, integer: bool) -> list[str]:
 
 
 def recommendations(
-    ref: H5adHeader, query: H5adHeader, steps: dict, peak: int, allocation: Allocation, params: dict,
+    ref: H5adHeader, query: H5adHeader, *, steps: dict, peak: int, allocation: Allocation, params: dict,
     integer: tuple[bool, bool], n_hvg: int, device: str, gpu_seen: bool,
 ) -> list[str]:
     """Concrete advice from the shapes, the estimate and the allocation."""
@@ -70,6 +70,7 @@ def recommendations(
 def diagnose(
     reference: str,
     query: str,
+    *,
     label_key: str | None = "cell_type",
     counts_layer: str | None = None,
     query_label_key: str | None = None,
@@ -116,7 +117,8 @@ def diagnose(
     peak = steps[peak_step].total_bytes
     allocation = allocation or detect_allocation()
     integer = (sample_is_integer(ref), sample_is_integer(qry))
-    advice = recommendations(ref, qry, steps, peak, allocation, params, integer, n_hvg, device, gpu_seen)
+    advice = recommendations(ref, qry, steps=steps, peak=peak, allocation=allocation, params=params, integer=integer,
+                             n_hvg=n_hvg, device=device, gpu_seen=gpu_seen)
     problems = []
     if overlap.n_common < min_common_genes:
         problems.append(f"only {overlap.n_common} common genes (run needs at least {min_common_genes})")

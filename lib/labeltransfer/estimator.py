@@ -52,6 +52,7 @@ def _csr(nnz: float, rows: int) -> int:
 def step_estimates(
     n_reference: int,
     n_query: int,
+    *,
     n_common: int,
     nnz_reference: int,
     nnz_query: int,

@@ -53,6 +53,7 @@ class LatentResult:
 def train_latent(
     adata: anndata.AnnData,
     model_dir: Path,
+    *,
     n_latent: int = 30,
     max_epochs: int = 400,
     batch_size: int = 128,

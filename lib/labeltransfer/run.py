@@ -176,8 +176,8 @@ def _matrix_facts(matrix) -> dict:
 
 def run_label_transfer(opts: RunOptions) -> dict:
     """Run the whole pipeline; return the report (also written to ``out_dir/report.json``)."""
-    from labeltransfer.latent import resolve_device
     from labeltransfer.estimator import estimate as estimate_memory
+    from labeltransfer.latent import resolve_device
 
     opts.validate()
     inputs = inspect_inputs(opts)
@@ -266,7 +266,8 @@ def _pipeline(opts: RunOptions, inputs: Inputs, device: str, staging: Path, log:
         from labeltransfer.latent import train_latent
 
         trained = train_latent(
-            joint, staging / "model", opts.n_latent, opts.max_epochs, opts.batch_size, device, opts.seed,
+            joint, staging / "model", n_latent=opts.n_latent, max_epochs=opts.max_epochs,
+            batch_size=opts.batch_size, device=device, seed=opts.seed,
             progress=not opts.quiet and sys.stderr.isatty(), n_samples=opts.latent_samples,
             sample_rows=np.arange(n_ref, n_ref + n_query),
         )
@@ -276,7 +277,7 @@ def _pipeline(opts: RunOptions, inputs: Inputs, device: str, staging: Path, log:
     with log.step("xgboost"):
         from labeltransfer.classify import fit_classifier, predict
 
-        classifier = fit_classifier(latent[:n_ref], ref_labels, opts.xgb_tuning, device, opts.seed,
+        classifier = fit_classifier(latent[:n_ref], ref_labels, tuning=opts.xgb_tuning, device=device, seed=opts.seed,
                                     class_weight=opts.class_weight, features=opts.features)
         labels, max_prob, is_unknown, proba = predict(classifier, latent[n_ref:], opts.unknown_threshold,
                                                       samples=query_samples)
@@ -287,7 +288,8 @@ def _pipeline(opts: RunOptions, inputs: Inputs, device: str, staging: Path, log:
         del classifier, query_samples
     with log.step("outputs"):
         metrics = _write_outputs(
-            opts, inputs, staging, latent, n_ref, ref_labels, labels, max_prob, is_unknown, proba,
+            opts, inputs, staging, latent=latent, n_ref=n_ref, ref_labels=ref_labels, labels=labels,
+            max_prob=max_prob, is_unknown=is_unknown, proba=proba,
             classes=sorted(inputs.types.kept),
         )
     return {
@@ -321,6 +323,7 @@ def _write_outputs(
     opts: RunOptions,
     inputs: Inputs,
     staging: Path,
+    *,
     latent: np.ndarray,
     n_ref: int,
     ref_labels: np.ndarray,

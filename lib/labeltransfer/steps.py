@@ -7,7 +7,7 @@ import ctypes
 import gc
 import sys
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from memfit.record import PeakRecorder
 from memfit.units import format_bytes

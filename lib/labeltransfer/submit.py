@@ -86,8 +86,8 @@ def record_submission(out_dir: Path, manifest_fields: dict, entry: dict, attempt
 def submit(scheduler_name: str, opts: dict) -> dict:
     """Estimate, submit through the scheduler adaptor (or print the command with --dry-run),
     record the submission in the manifest; returns a summary (bytes, the command, the job id)."""
-    from labeltransfer.run import RunOptions, estimate_params, inspect_inputs
     from labeltransfer.estimator import estimate as estimate_memory
+    from labeltransfer.run import RunOptions, estimate_params, inspect_inputs
 
     run_fields = {k: opts[k] for k in ("reference", "query", "label_key", "out_dir", "counts_layer",
                                         "query_label_key", "min_cells_per_type", "n_hvg", "n_latent",

@@ -11,6 +11,7 @@ import scipy.sparse as sp
 def synthetic_counts(
     n_cells: int,
     n_genes: int,
+    *,
     n_types: int = 4,
     seed: int = 0,
     markers_per_type: int = 20,

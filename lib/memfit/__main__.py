@@ -8,8 +8,9 @@ bad flags): one line on stderr, through the CLI error wrapper hpc.cli.run_comman
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import NoReturn
 
 import click
 
@@ -37,10 +38,10 @@ from memfit.review import (
     load_manifest,
     manifest_job_ids,
     oom_exit_codes,
-    unsettled_tasks,
     pipeline_margin,
     review_stages,
     unknown_job_ids,
+    unsettled_tasks,
 )
 from memfit.review_report import JSON_FILE, PLOT_FILE, TSV_FILE, build_report, format_table, write_json, write_tsv
 
@@ -81,6 +82,7 @@ def _scheduler_for_jobs(scheduler: str | None, sacct_file: str | None, qacct_fil
 def _accounting(
     scheduler: str,
     manifest: dict,
+    *,
     sacct_file: str | None,
     qacct_file: str | None,
     skip: bool,
@@ -157,7 +159,7 @@ def cli() -> None:
               help="Write OUT_DIR/memfit_calibration.json: per stage factor = quantile of peak RSS / raw estimate.")
 @click.option("--bounds", default="0.5:4", show_default=True, help="Calibration factors are clipped to LOW:HIGH.")
 @click.option("--no-plot", is_flag=True, help="Do not draw memory_review.png.")
-def review_command(out_dir, jobs, scheduler, sacct_file, qacct_file, no_accounting, report_dir, margin,
+def review_command(*, out_dir, jobs, scheduler, sacct_file, qacct_file, no_accounting, report_dir, margin,
                    quantile, calibrate, bounds, no_plot) -> None:
     """Per stage: tasks done/failed/OOM-killed/retried, requested, estimate, used, efficiency, recommendation."""
     if not out_dir and not jobs:
@@ -186,7 +188,8 @@ def review_command(out_dir, jobs, scheduler, sacct_file, qacct_file, no_accounti
     if margin is None:
         margin = DEFAULT_MARGIN if jobs else pipeline_margin(manifest)
     codes = oom_exit_codes(with_manifest=not jobs)
-    records, source = _accounting(kind, manifest, sacct_file, qacct_file, no_accounting, codes)
+    records, source = _accounting(kind, manifest, sacct_file=sacct_file, qacct_file=qacct_file, skip=no_accounting,
+                                  codes=codes)
     notes = []
     if source.get("note"):
         notes.append(f"accounting not used: {source['note']}; figures come from the sidecars")

@@ -21,9 +21,9 @@ import os
 import re
 import resource
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import psutil
 
@@ -164,6 +164,7 @@ def _ancestors(base: Path, cgroup_path: str) -> list[Path]:
 
 
 def detect_allocation(
+    *,
     environ: Mapping[str, str] | None = None,
     cgroup_root: str | os.PathLike = "/sys/fs/cgroup",
     proc_cgroup: str | None = None,

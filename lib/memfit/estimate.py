@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from memfit.units import MiB, format_bytes
 
@@ -29,7 +29,7 @@ class MemoryEstimate:
         """Predicted peak RSS in bytes."""
         return int(sum(int(v) for v in self.components.values()))
 
-    def scaled(self, factor: float) -> "MemoryEstimate":
+    def scaled(self, factor: float) -> MemoryEstimate:
         """Every component multiplied by ``factor`` (calibration)."""
         return MemoryEstimate(
             self.stage,
@@ -47,7 +47,7 @@ class MemoryEstimate:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "MemoryEstimate":
+    def from_dict(cls, data: Mapping) -> MemoryEstimate:
         return cls(data["stage"], dict(data["components"]), dict(data.get("params", {})))
 
     def table(self) -> str:

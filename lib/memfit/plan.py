@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from memfit.allocation import Allocation
 from memfit.estimate import MemoryEstimate

@@ -8,8 +8,9 @@ import resource
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import psutil
 
@@ -90,7 +91,7 @@ class PeakRecorder:
         while not self._stop.wait(self.interval_s):
             self.sample()
 
-    def __enter__(self) -> "PeakRecorder":
+    def __enter__(self) -> PeakRecorder:
         self._t0 = time.monotonic()
         self._cpu0 = _cpu_seconds()
         self.sample()
@@ -170,6 +171,7 @@ def memory_record(
     estimate: MemoryEstimate | None,
     allocation: Allocation | None,
     recorder: PeakRecorder,
+    *,
     batch_size: int | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -204,11 +206,12 @@ def write_sidecar(
     estimate: MemoryEstimate | None,
     allocation: Allocation | None,
     recorder: PeakRecorder,
+    *,
     batch_size: int | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``<output>.memory.json`` (or ``output_path`` itself if it ends so) atomically."""
-    record = memory_record(stage, estimate, allocation, recorder, batch_size, extra)
+    record = memory_record(stage, estimate, allocation, recorder, batch_size=batch_size, extra=extra)
     path = Path(output_path)
     if not path.name.endswith(".memory.json"):
         path = sidecar_path(path)

@@ -22,10 +22,11 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -408,7 +409,7 @@ def summarize_stage(review: StageReview, margin: float = DEFAULT_MARGIN, q: floa
     error = [a.rss_bytes / review.estimate_bytes for a in finals if a.rss_bytes and review.estimate_bytes]
     ratios = calibration_ratios(review)
     walls = [a.elapsed_s for a in finals if a.elapsed_s is not None]
-    recommended, request_text, why = _recommend(review, basis_values, oom_attempts, tasks, margin, q)
+    recommended, request_text, why = _recommend(review, basis_values, oom_attempts, tasks, margin=margin, q=q)
     statuses = [a.status for a in finals]
     return {
         "stage": review.stage,
@@ -482,6 +483,7 @@ def _recommend(
     values: list[int],
     oom_attempts: list[AttemptReview],
     tasks: list[TaskReview],
+    *,
     margin: float,
     q: float,
 ) -> tuple[int | None, str | None, str | None]:

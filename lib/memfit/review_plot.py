@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from hpc.atomic import atomic_output
 from memfit.units import MiB
-
 
 _LEGEND_ORDER = ("requested", "initial request", "estimate", "used (accounting)", "peak RSS (sidecar)",
                  "OOM-killed at request", "recommended")

@@ -10,9 +10,10 @@ change anywhere makes exactly the outputs computed from it stale, before anythin
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from dcoex.expression_tsv import tsv_sha256
 from dcoex.genes import gene_file_path

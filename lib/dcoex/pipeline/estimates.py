@@ -19,14 +19,13 @@ large data (a calibration from a reviewed run corrects the cap).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from dcoex.groups import group_sizes
 from dcoex.pipeline.shapes import DataShape
-from dcoex.stages import stage_contract
+from dcoex.stages import get_estimator, stage_contract
 from memfit.estimate import MemoryEstimate
-from dcoex.stages import get_estimator
 
 #: Batches the driver plans for under ``--batch-size auto`` (the stages may take more if it fits).
 AUTO_BATCH_01 = 256  # genes per batch of stage 01
@@ -55,7 +54,7 @@ def _batched(fn: Callable[[int], MemoryEstimate], batch: int | str | None, max_b
     return StageEstimate(fn(min(auto_batch, max_batch)), fn(1))
 
 
-def stage_estimate(stage: str, shape: DataShape, n_bootstrap: int, low_frac: float, high_frac: float,
+def stage_estimate(stage: str, shape: DataShape, *, n_bootstrap: int, low_frac: float, high_frac: float,
                    bootstrap_frac: float, fdr_alpha: float, batch_size: int | str | None,
                    slots: int) -> StageEstimate:
     """The estimate stage ``stage`` will compute for itself, from the data shape and the run's flags.
@@ -89,7 +88,8 @@ def stage_estimate(stage: str, shape: DataShape, n_bootstrap: int, low_frac: flo
         from dcoex.stages.s02a_base_correlations.cli import MAX_TILE_ROWS
 
         def fn(rows: int) -> MemoryEstimate:
-            return estimate(n, s, sizes.k_low, sizes.k_high, fdr_alpha, rows, defaults["exact_q"])
+            return estimate(n, s, k_low=sizes.k_low, k_high=sizes.k_high, fdr_alpha=fdr_alpha, tile_rows=rows,
+                            exact_q=defaults["exact_q"])
 
         return _batched(fn, batch_size, min(MAX_TILE_ROWS, n - 1), AUTO_TILE_ROWS_02A)
     if stage == "02b":
@@ -98,8 +98,9 @@ def stage_estimate(stage: str, shape: DataShape, n_bootstrap: int, low_frac: flo
         n_edges = min(pairs, PLAN_EDGES)
 
         def fn(chunk: int) -> MemoryEstimate:
-            return estimate(n, s, n_bootstrap, sizes.k_low, sizes.k_high, sizes.kr_low, sizes.kr_high, n_edges,
-                            chunk, defaults["store_replicates"])
+            return estimate(n, s, n_bootstrap=n_bootstrap, k_low=sizes.k_low, k_high=sizes.k_high, kr_low=sizes.kr_low,
+                            kr_high=sizes.kr_high, n_edges=n_edges, edge_chunk=chunk,
+                            store_replicates=defaults["store_replicates"])
 
         return _batched(fn, batch_size, min(n_edges, max_chunk(n_bootstrap)), AUTO_EDGE_CHUNK_02B)
     raise KeyError(f"unknown stage {stage!r}")

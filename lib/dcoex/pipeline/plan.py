@@ -229,8 +229,9 @@ def _size_stages(plan: RunPlan, scheduler: Scheduler) -> None:
     params["force"] = o.force
     for s, tasks in list(plan.stages.items()):
         spec = STAGES[s]
-        own = stage_estimate(s, shape, o.n_bootstrap, o.low_frac, o.high_frac, o.bootstrap_frac, o.fdr_alpha,
-                             o.batch_size, o.slots)
+        own = stage_estimate(s, shape, n_bootstrap=o.n_bootstrap, low_frac=o.low_frac, high_frac=o.high_frac,
+                             bootstrap_frac=o.bootstrap_frac, fdr_alpha=o.fdr_alpha,
+                             batch_size=o.batch_size, slots=o.slots)
         raw, minimum = apply_test_estimate_scale(s, own.planned), apply_test_estimate_scale(s, own.minimum)
         factor = plan.factors.get(s, 1.0)
         peak = max(int(raw.total_bytes * factor), minimum.total_bytes)

@@ -3,8 +3,9 @@ line of each (paths from the run's layout, parameters from the contract)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from dcoex.stages import STAGE_PACKAGES, stage_contract
 from dcoex.stages.contract import StageContract

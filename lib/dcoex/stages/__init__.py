@@ -6,7 +6,8 @@ dcoex.stages.sNN_name``)."""
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from memfit.estimate import MemoryEstimate
 
@@ -24,7 +25,7 @@ STAGE_PACKAGES = {
 }
 
 
-def stage_contract(stage: str) -> "StageContract":
+def stage_contract(stage: str) -> StageContract:
     """The declaration of stage ``stage`` (``dcoex.stages.<package>.contract.CONTRACT``)."""
     try:
         package = STAGE_PACKAGES[stage]

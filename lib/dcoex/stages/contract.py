@@ -12,14 +12,15 @@ used by the stage and by the planner (:meth:`StageContract.wanted`), and the doc
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Protocol
 
 import click
 
-from hpc.errors import InputError
 from dcoex.provenance import Provenance
+from hpc.errors import InputError
 
 
 @dataclass(frozen=True)

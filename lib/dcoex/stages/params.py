@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from dcoex.cli import parse_batch_size
-from hpc.errors import InputError
 from dcoex.stages.contract import Param
+from hpc.errors import InputError
 
 
 def number(flag: str, *, low: float | None = None, high: float | None = None, low_open: bool = False,

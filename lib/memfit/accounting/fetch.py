@@ -5,8 +5,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import TypeVar
 
 from memfit.accounting.qacct import qacct_tasks
 from memfit.accounting.records import ACCOUNTING_SETTLE_S, AccountingError, AccountingUnavailable, TaskAccounting

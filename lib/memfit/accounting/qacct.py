@@ -13,7 +13,7 @@ as ``4s`` or ``4``.
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from memfit.accounting.records import AccountingError, TaskAccounting, classify_oom
 

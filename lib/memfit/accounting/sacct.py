@@ -12,7 +12,7 @@ The first line must be the header (field names), as ``sacct -P`` prints it.
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from memfit.accounting.records import AccountingError, TaskAccounting, classify_oom
 

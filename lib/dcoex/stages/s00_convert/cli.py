@@ -12,12 +12,11 @@ from pathlib import Path
 
 import click
 
-from dcoex.expression_store import ExpressionWriter
-from dcoex.expression_tsv import DEFAULT_BLOCK_ROWS, TsvExpressionReader, tsv_sha256
-from dcoex.progress import progress
-from dcoex.h5io import write_attrs
 from dcoex.cli import force_option
-from dcoex.expression_store import open_expression
+from dcoex.expression_store import ExpressionWriter, open_expression
+from dcoex.expression_tsv import TsvExpressionReader, tsv_sha256
+from dcoex.h5io import write_attrs
+from dcoex.progress import progress
 from dcoex.provenance import why_stale, write_provenance
 from dcoex.stages.s00_convert.contract import CONTRACT
 from dcoex.stages.s00_convert.estimator import estimate
@@ -25,7 +24,8 @@ from dcoex.stages.upstream import FileUpstream
 from hpc.atomic import atomic_output, ensure_writable_dir
 from hpc.errors import InputError
 from memfit.allocation import detect_allocation
-from memfit.record import H5_GROUP as MEMFIT_GROUP, PeakRecorder, h5_attrs, write_sidecar
+from memfit.record import H5_GROUP as MEMFIT_GROUP
+from memfit.record import PeakRecorder, h5_attrs, write_sidecar
 
 STAGE = "00"
 
@@ -70,7 +70,7 @@ def convert(
                 finally:
                     writer.close()
     write_sidecar(
-        out, STAGE, est, allocation, recorder, block_rows,
+        out, STAGE, est, allocation, recorder, batch_size=block_rows,
         extra={"n_genes": n_genes, "n_samples": n_samples, "compression": compression,
                "content_sha256": sha, "output_bytes": out.stat().st_size},
     )
@@ -83,7 +83,7 @@ def convert(
 @CONTRACT.click_options
 @force_option
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-def main(expr_tsv: str, out_h5: str, compression: str, compression_level: int, block_rows: int, force: bool,
+def main(*, expr_tsv: str, out_h5: str, compression: str, compression_level: int, block_rows: int, force: bool,
          quiet: bool) -> None:
     """Convert an expression TSV to expression.h5 (docs/design.md §3.2)."""
     info = convert(expr_tsv, out_h5, compression=compression, compression_level=compression_level,

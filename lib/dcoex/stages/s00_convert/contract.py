@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from dcoex.expression_tsv import DEFAULT_BLOCK_ROWS
 from dcoex.stages.contract import Param, StageContract, Upstream

@@ -10,15 +10,15 @@ thread pool with a bounded window, so memory does not depend on B × N.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import click
 import h5py
 import numpy as np
 
-from dcoex.cli import parse_batch_size
+from dcoex.cli import force_option, parse_batch_size
 from dcoex.expression_store import content_sha256, open_expression
 from dcoex.expression_tsv import TsvExpressionReader
 from dcoex.groups import (
@@ -30,19 +30,19 @@ from dcoex.groups import (
     group_sizes,
 )
 from dcoex.h5chunks import ChunkEncoder, ordered_parallel_map, write_chunk
+from dcoex.h5io import filter_options, write_attrs
 from dcoex.progress import progress
-from dcoex.cli import force_option
 from dcoex.provenance import Provenance, why_stale, write_provenance
 from dcoex.stages.s01_bootstrap_indices.contract import CONTRACT
-from dcoex.stages.upstream import EXTERNAL_EXPRESSION, FileUpstream
 from dcoex.stages.s01_bootstrap_indices.estimator import estimate
+from dcoex.stages.upstream import EXTERNAL_EXPRESSION, FileUpstream
 from dcoex.threads import default_threads
 from hpc.atomic import atomic_output, ensure_writable_dir
 from hpc.errors import InputError
 from memfit.allocation import detect_allocation
 from memfit.plan import plan_batch
-from dcoex.h5io import filter_options, write_attrs
-from memfit.record import H5_GROUP as MEMFIT_GROUP, PeakRecorder, h5_attrs, write_sidecar
+from memfit.record import H5_GROUP as MEMFIT_GROUP
+from memfit.record import PeakRecorder, h5_attrs, write_sidecar
 
 STAGE = "01"
 
@@ -179,7 +179,7 @@ def run_indices(
         "compression_level": compression_level, "deflate_strategy": deflate_strategy,
         "output_bytes": out.stat().st_size, "numpy_version": np.__version__,
     }
-    write_sidecar(out, STAGE, plan.estimate, allocation, recorder, batch, extra=extra)
+    write_sidecar(out, STAGE, plan.estimate, allocation, recorder, batch_size=batch, extra=extra)
     return {**extra, "batch_size": batch, "estimate_bytes": plan.estimate.total_bytes,
             "peak_rss_bytes": recorder.peak_rss_bytes}
 
@@ -204,8 +204,8 @@ def _write(
                                        chunks=(1, n_bootstrap, sizes.kr_high), **boot_filters)
 
         def work(job: _Job):
-            lb, hb = bootstrap_indices(job.low, job.high, seed, job.gene, n_bootstrap,
-                                       sizes.kr_low, sizes.kr_high)
+            lb, hb = bootstrap_indices(job.low, job.high, seed=seed, gene_index=job.gene, n_bootstrap=n_bootstrap,
+                                       kr_low=sizes.kr_low, kr_high=sizes.kr_high)
             if encoder is None:
                 return job.gene, lb, hb
             return job.gene, encoder.encode(lb), encoder.encode(hb)
@@ -239,7 +239,7 @@ def _write(
 @CONTRACT.click_options
 @force_option
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-def main(in_h5, in_tsv, out_h5, low_frac, high_frac, n_bootstrap, bootstrap_frac, seed,
+def main(*, in_h5, in_tsv, out_h5, low_frac, high_frac, n_bootstrap, bootstrap_frac, seed,
          batch_size, compression, compression_level, deflate_strategy, threads, force, quiet) -> None:
     """Extreme groups and bootstrap indices of every gene (docs/design.md §4.1)."""
     info = run_indices(out_h5, in_h5=in_h5, in_tsv=in_tsv, low_frac=low_frac, high_frac=high_frac,

@@ -7,7 +7,8 @@ bootstrap draws on everything 01 records.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from dcoex.provenance import Provenance, digest_of
 from dcoex.stages.contract import Param, StageContract, Upstream

@@ -55,6 +55,7 @@ LZF_FILTER_BYTES = 17 * MiB
 def estimate(
     n_genes: int,
     n_samples: int,
+    *,
     n_bootstrap: int,
     k_low: int,
     k_high: int,

@@ -20,20 +20,21 @@ from dcoex.cli import gene_selection_options, parse_batch_size
 from dcoex.edge_files import write_base_file
 from dcoex.expression_store import open_expression
 from dcoex.genes import gene_file_path, index_width
+from dcoex.h5io import write_attrs
 from dcoex.indices_file import IndicesFile, check_groups, groups_sha
+from dcoex.pergene import resolve_genes, run_genes
 from dcoex.provenance import why_stale, write_provenance
 from dcoex.stages.s02a_base_correlations.contract import CONTRACT
-from dcoex.stages.upstream import FileUpstream
-from dcoex.pergene import resolve_genes, run_genes
 from dcoex.stages.s02a_base_correlations.estimator import estimate
 from dcoex.stages.s02a_base_correlations.science import base_correlations
+from dcoex.stages.upstream import FileUpstream
 from dcoex.threads import blas_threads
 from hpc.atomic import atomic_output, ensure_writable_dir
 from hpc.errors import InputError
 from memfit.allocation import detect_allocation
 from memfit.plan import plan_batch
-from dcoex.h5io import write_attrs
-from memfit.record import H5_GROUP as MEMFIT_GROUP, PeakRecorder, task_sidecar_path, h5_attrs, write_sidecar
+from memfit.record import H5_GROUP as MEMFIT_GROUP
+from memfit.record import PeakRecorder, h5_attrs, task_sidecar_path, write_sidecar
 
 STAGE = "02a"
 #: Tiles taller than this do not run faster; cap the planner there.
@@ -66,7 +67,8 @@ def run_base(
         genes = resolve_genes(n, names, selection or {"gene_index": [0]})
 
         def estimate_for(rows: int):
-            return estimate(n, n_samples, indices.k_low, indices.k_high, fdr_alpha, rows, exact_q)
+            return estimate(n, n_samples, k_low=indices.k_low, k_high=indices.k_high, fdr_alpha=fdr_alpha,
+                            tile_rows=rows, exact_q=exact_q)
 
         plan = plan_batch(batch_size, estimate_for, min(MAX_TILE_ROWS, n - 1), allocation, what="tile")
         with PeakRecorder(limit_bytes=allocation.limit_bytes) as recorder, blas_threads() as threads:
@@ -84,7 +86,8 @@ def run_base(
             def process(gene: int, path: Path) -> None:
                 low, high = indices.groups(gene)
                 check_groups(low, high, n_samples, gene)
-                result = base_correlations(expr[:, low], expr[:, high], fdr_alpha, plan.batch_size, exact_q)
+                result = base_correlations(expr[:, low], expr[:, high], fdr_alpha, tile_rows=plan.batch_size,
+                                           exact_q=exact_q)
                 if result.attrs["n_tests_low"] == 0 or result.attrs["n_tests_high"] == 0:
                     print(
                         f"warning: gene {gene} ({names[gene]}): {result.attrs['n_const_low']} genes constant in LOW, "
@@ -106,12 +109,12 @@ def run_base(
                 recorder.stop()
                 write_sidecar(
                     task_sidecar_path(out, STAGE, genes, index_width(n)), STAGE, plan.estimate,
-                    allocation, recorder, plan.batch_size,
+                    allocation, recorder, batch_size=plan.batch_size,
                     extra={"genes": genes, "fdr_alpha": fdr_alpha, "threads": threads,
                            "n_genes": n, "n_samples": n_samples, **done},
                 )
 
-            done = run_genes(genes, output_of, is_valid, process, finish, force, quiet)
+            done = run_genes(genes, output_of, is_valid, process, finish, force=force, quiet=quiet)
     return {**done, "genes": genes, "tile_rows": plan.batch_size, "estimate_bytes": plan.estimate.total_bytes,
             "peak_rss_bytes": recorder.peak_rss_bytes, "wall_s": recorder.elapsed()[0]}
 
@@ -123,7 +126,7 @@ def run_base(
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Folder of the per-gene {gi}_{gene}.h5 files.")
 @CONTRACT.click_options
 @gene_selection_options
-def main(expr_h5, indices_h5, out_dir, fdr_alpha, batch_size, exact_q, gene_index, gene_range,
+def main(*, expr_h5, indices_h5, out_dir, fdr_alpha, batch_size, exact_q, gene_index, gene_range,
          genes_per_task, task_id, gene_list, force, quiet) -> None:
     """Base Spearman correlations, t / Fisher-z tests and BH per reference gene (docs/design.md §4.2–§4.5)."""
     selection = {"gene_index": list(gene_index) or None, "gene_range": gene_range,

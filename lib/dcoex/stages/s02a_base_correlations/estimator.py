@@ -50,6 +50,7 @@ BH_BYTES_PER_SIG = 32
 def estimate(
     n_genes: int,
     n_samples: int,
+    *,
     k_low: int,
     k_high: int,
     fdr_alpha: float = 0.05,

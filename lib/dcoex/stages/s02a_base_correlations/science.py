@@ -28,17 +28,17 @@ import numpy as np
 
 from dcoex.bh import BHFamily
 from dcoex.ranks import IntegerRanks
+from dcoex.stages.s02a_base_correlations.estimator import DIFF_DETAIL_CAP, FILTER_CELLS
 from dcoex.stats import (
     fisher_z,
-    pair_from_flat,
     flat_index,
     n_pairs,
+    pair_from_flat,
     r_critical,
     t_pvalue,
     z_critical,
     z_pvalue,
 )
-from dcoex.stages.s02a_base_correlations.estimator import DIFF_DETAIL_CAP, FILTER_CELLS
 
 #: Candidate cuts are lowered by this relative margin so float rounding never drops a test.
 CUT_MARGIN = 1e-5
@@ -186,6 +186,7 @@ def base_correlations(
     x_low: np.ndarray,
     x_high: np.ndarray,
     alpha: float,
+    *,
     tile_rows: int = 512,
     exact_q: bool = False,
     diff_detail_cap: int = DIFF_DETAIL_CAP,

@@ -22,24 +22,25 @@ import numpy as np
 
 from dcoex.cli import gene_selection_options, parse_batch_size
 from dcoex.edge_files import BOOT_DATASETS, read_base_edges, write_boot_file
-from dcoex.stages.params import EDGE_SELECTIONS
 from dcoex.expression_store import open_expression
 from dcoex.genes import gene_file_path, index_width
+from dcoex.h5io import dataset_options, write_attrs
 from dcoex.indices_file import IndicesFile, check_groups, groups_sha
-from dcoex.provenance import why_stale, write_provenance
-from dcoex.stages.s02b_bootstrap_edges.contract import CONTRACT
-from dcoex.stages.upstream import FileUpstream
 from dcoex.pergene import resolve_genes, run_genes
+from dcoex.provenance import why_stale, write_provenance
+from dcoex.stages.params import EDGE_SELECTIONS
+from dcoex.stages.s02b_bootstrap_edges.contract import CONTRACT
 from dcoex.stages.s02b_bootstrap_edges.estimator import estimate, max_chunk
 from dcoex.stages.s02b_bootstrap_edges.science import boot_stats, positions_in_group, replicate_deltas
+from dcoex.stages.upstream import FileUpstream
 from dcoex.threads import blas_threads
 from hpc.atomic import atomic_output, ensure_writable_dir
 from hpc.errors import InputError
 from memfit.allocation import detect_allocation
 from memfit.estimate import MemoryEstimate
 from memfit.plan import plan_batch
-from dcoex.h5io import dataset_options, write_attrs
-from memfit.record import H5_GROUP as MEMFIT_GROUP, PeakRecorder, task_sidecar_path, h5_attrs, write_sidecar
+from memfit.record import H5_GROUP as MEMFIT_GROUP
+from memfit.record import PeakRecorder, h5_attrs, task_sidecar_path, write_sidecar
 
 STAGE = "02b"
 CI_METHOD = "percentile (numpy linear interpolation over the finite replicates)"
@@ -96,8 +97,9 @@ def run_bootstrap(
         genes = resolve_genes(n, names, selection or {"gene_index": [0]})
 
         def estimate_for(n_edges: int, chunk: int) -> MemoryEstimate:
-            return estimate(n, n_samples, n_boot, indices.k_low, indices.k_high, indices.kr_low,
-                            indices.kr_high, n_edges, chunk, store_replicates)
+            return estimate(n, n_samples, n_bootstrap=n_boot, k_low=indices.k_low, k_high=indices.k_high,
+                            kr_low=indices.kr_low, kr_high=indices.kr_high, n_edges=n_edges, edge_chunk=chunk,
+                            store_replicates=store_replicates)
 
         largest = {"estimate": estimate_for(0, 1), "chunk": 1}
         with PeakRecorder(limit_bytes=allocation.limit_bytes) as recorder, blas_threads() as threads:
@@ -185,7 +187,8 @@ def run_bootstrap(
                         )
                     for e0 in range(0, n_edges, plan.batch_size):
                         e1 = min(e0 + plan.batch_size, n_edges)
-                        deltas = replicate_deltas(x_low, x_high, pos_low, pos_high, rows_i[e0:e1], rows_j[e0:e1])
+                        deltas = replicate_deltas(x_low, x_high, pos_low, pos_high, gene_i=rows_i[e0:e1],
+                                                  gene_j=rows_j[e0:e1])
                         if replicates is not None:
                             replicates[e0:e1] = deltas
                         stats = boot_stats(deltas, delta_base[e0:e1], ci_alpha)
@@ -201,12 +204,12 @@ def run_bootstrap(
                 recorder.stop()
                 write_sidecar(
                     task_sidecar_path(out, STAGE, genes, index_width(n)), STAGE, largest["estimate"],
-                    allocation, recorder, largest["chunk"],
+                    allocation, recorder, batch_size=largest["chunk"],
                     extra={"genes": genes, "n_bootstrap": n_boot, "edge_selection": edge_selection,
                            "threads": threads, "n_genes": n, "n_samples": n_samples, **done},
                 )
 
-            done = run_genes(genes, output_of, is_valid, process, finish, force, quiet)
+            done = run_genes(genes, output_of, is_valid, process, finish, force=force, quiet=quiet)
     return {**done, "genes": genes, "edge_chunk": largest["chunk"],
             "estimate_bytes": largest["estimate"].total_bytes,
             "peak_rss_bytes": recorder.peak_rss_bytes, "wall_s": recorder.elapsed()[0]}
@@ -220,7 +223,7 @@ def run_bootstrap(
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Folder of the per-gene {gi}_{gene}.h5 files.")
 @CONTRACT.click_options
 @gene_selection_options
-def main(expr_h5, indices_h5, base_dir, out_dir, edge_selection, ci_alpha, fdr_alpha, n_bootstrap, batch_size,
+def main(*, expr_h5, indices_h5, base_dir, out_dir, edge_selection, ci_alpha, fdr_alpha, n_bootstrap, batch_size,
          store_replicates, gene_index, gene_range, genes_per_task, task_id, gene_list, force, quiet) -> None:
     """Bootstrap CI and statistics of Δ = r_H − r_L for each gene's selected edges (docs/design.md §4.6)."""
     selection = {"gene_index": list(gene_index) or None, "gene_range": gene_range,

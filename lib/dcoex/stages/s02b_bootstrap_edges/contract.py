@@ -6,7 +6,8 @@ effect reaches 02b's output through the 02a and 01 digests, so they are not cont
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from dcoex.stages.contract import Param, StageContract, Upstream
 from dcoex.stages.params import BATCH_SIZE, CI_ALPHA, EDGE_SELECTION, number, whole

@@ -50,6 +50,7 @@ def max_chunk(n_bootstrap: int) -> int:
 def estimate(
     n_genes: int,
     n_samples: int,
+    *,
     n_bootstrap: int,
     k_low: int,
     k_high: int,

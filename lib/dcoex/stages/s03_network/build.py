@@ -88,7 +88,8 @@ def reconstruct(inputs: GeneInputs, options: NetworkOptions) -> Network:
         "diff": global_topology(gi, gj, n, und),
     }
     hood = neighbourhood(gi, gj, inputs.gene_index, n)
-    metrics, stats = focus_metrics(hood, codes, present_low, present_high, e["r_low"], e["r_high"], e["delta"], und)
+    metrics, stats = focus_metrics(hood, codes, present_low=present_low, present_high=present_high, r_low=e["r_low"],
+                                   r_high=e["r_high"], delta=e["delta"], undefined=und)
     focus = {
         "attrs": {
             "gene_index": inputs.gene_index,

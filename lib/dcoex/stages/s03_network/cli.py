@@ -12,27 +12,29 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import click
 import numpy as np
 
 from dcoex.cli import gene_selection_options
 from dcoex.genes import gene_file_path, index_width
-from dcoex.stages.s03_network.build import NetworkOptions, reconstruct
-from dcoex.stages.s03_network.io import base_summary, read_gene_inputs, read_gene_names, write_network
-from dcoex.provenance import why_stale, write_provenance
-from dcoex.stages.s03_network.contract import CONTRACT
-from dcoex.stages.upstream import FileUpstream
+from dcoex.h5io import write_attrs
 from dcoex.pergene import resolve_genes, run_genes
+from dcoex.provenance import why_stale, write_provenance
+from dcoex.stages.s03_network.build import NetworkOptions, reconstruct
+from dcoex.stages.s03_network.contract import CONTRACT
 from dcoex.stages.s03_network.estimator import estimate
+from dcoex.stages.s03_network.io import base_summary, read_gene_inputs, read_gene_names, write_network
+from dcoex.stages.upstream import FileUpstream
 from hpc.atomic import atomic_output, ensure_writable_dir
 from hpc.errors import InputError
 from memfit.allocation import detect_allocation
 from memfit.plan import MemoryPlanError
-from dcoex.h5io import write_attrs
-from memfit.record import H5_GROUP as MEMFIT_GROUP, PeakRecorder, task_sidecar_path, h5_attrs, write_sidecar
+from memfit.record import H5_GROUP as MEMFIT_GROUP
+from memfit.record import PeakRecorder, h5_attrs, task_sidecar_path, write_sidecar
 from memfit.units import format_bytes
 
 STAGE = "03"
@@ -121,8 +123,8 @@ def run_network(
                 raise InputError(f"gene {g} ({name}): base file was made from another expression matrix than {expr_h5}")
             network = reconstruct(inputs, options)
             with atomic_output(path) as tmp:
-                f = write_network(tmp, network.meta, network.edges, network.qual_summary,
-                                  network.topology, network.focus, names_array)
+                f = write_network(tmp, network.meta, network.edges, qual_summary=network.qual_summary,
+                                  topology=network.topology, focus=network.focus, gene_names=names_array)
                 try:
                     write_provenance(f, CONTRACT.wanted(values, upstream, g))
                     write_attrs(f.require_group(MEMFIT_GROUP), h5_attrs(STAGE, est, allocation, recorder, 1))
@@ -135,12 +137,13 @@ def run_network(
         def finish(done: dict) -> None:
             recorder.stop()
             write_sidecar(
-                task_sidecar_path(out_dir, STAGE, genes, index_width(n)), STAGE, est, allocation, recorder, 1,
+                task_sidecar_path(out_dir, STAGE, genes, index_width(n)), STAGE, est, allocation, recorder,
+                batch_size=1,
                 extra={"genes": genes, **done, "per_gene": per_gene, "n_genes": n,
                        "max_candidate_edges": max_edges, **params},
             )
 
-        return run_genes(genes, output_of, is_valid, process, finish, force, quiet)
+        return run_genes(genes, output_of, is_valid, process, finish, force=force, quiet=quiet)
 
 
 @click.command(name="03_reconstruct_diff_network")
@@ -150,7 +153,7 @@ def run_network(
 @click.option("--expr-h5", default=None, type=click.Path(dir_okay=False), help="expression.h5: gene names and checksum (default: gene_names of the first base file).")
 @CONTRACT.click_options
 @gene_selection_options
-def main(base_dir: str, boot_dir: str, out_dir: str, expr_h5: str | None, min_effect: float,
+def main(*, base_dir: str, boot_dir: str, out_dir: str, expr_h5: str | None, min_effect: float,
          corr_threshold: float, no_ci_filter: bool, zero_undefined: bool, gene_index: tuple[int, ...],
          gene_range: str | None, genes_per_task: int | None, task_id: int | None, gene_list: str | None,
          force: bool, quiet: bool) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from dcoex.stages.contract import MissingUpstream, Param, StageContract, Upstream
 from dcoex.stages.params import CORR_THRESHOLD, MIN_EFFECT, NO_CI_FILTER

@@ -8,6 +8,7 @@ Definitions and the NaN rule are written out in docs/stage03.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -79,6 +80,7 @@ def _ratio(num: float, den: float, undefined: float) -> float:
 def edge_set_stats(
     mask: np.ndarray,
     codes: np.ndarray,
+    *,
     present_low: np.ndarray,
     present_high: np.ndarray,
     r_low: np.ndarray,
@@ -109,6 +111,7 @@ def edge_set_stats(
 def focus_metrics(
     hood: Neighbourhood,
     codes: np.ndarray,
+    *,
     present_low: np.ndarray,
     present_high: np.ndarray,
     r_low: np.ndarray,
@@ -117,11 +120,12 @@ def focus_metrics(
     undefined: float = float("nan"),
 ) -> tuple[dict[str, float | int], dict[str, dict[str, float | int]]]:
     """(metrics in METRIC_NAMES order, per-edge-set stats {"direct", "outer", "full"})."""
-    args = (codes, present_low, present_high, r_low, r_high, delta, undefined)
+    stats_of = partial(edge_set_stats, codes=codes, present_low=present_low, present_high=present_high, r_low=r_low,
+                       r_high=r_high, delta=delta, undefined=undefined)
     outer = hood.l1_l1 | hood.l1_l2
-    d = edge_set_stats(hood.direct, *args)
-    o = edge_set_stats(outer, *args)
-    f = edge_set_stats(hood.direct | outer, *args)
+    d = stats_of(hood.direct)
+    o = stats_of(outer)
+    f = stats_of(hood.direct | outer)
     n1, n2 = int(hood.l1.size), int(hood.l2.size)
     n_w, n_x = int(hood.l1_l1.sum()), int(hood.l1_l2.sum())
     m: dict[str, float | int] = {"focus_deg_low": d["n_edges_low"], "focus_deg_high": d["n_edges_high"], "L1_n_nodes": n1}

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import h5py
 import numpy as np
@@ -60,7 +61,8 @@ def _open(path: Path, what: str, gene: str) -> h5py.File:
     return open_h5_input(path, f"{what} file", context=f"gene {gene}")
 
 
-def _check_gene(meta: Mapping[str, Any], path: Path, what: str, gene: str, gene_index: int, gene_name: str, n_genes: int) -> None:
+def _check_gene(meta: Mapping[str, Any], path: Path, what: str, gene: str, *, gene_index: int, gene_name: str,
+                n_genes: int) -> None:
     used = meta.get("gene_index_used")
     if used is None or int(used) != gene_index:
         raise InputError(f"gene {gene}: {what} file {path} is for gene index {used}, not {gene_index}")
@@ -94,7 +96,8 @@ def read_gene_inputs(base_path: Path, boot_path: Path, gene_index: int, gene_nam
     with _open(base_path, "base (02a)", gene) as f:
         try:
             meta = read_meta(f["meta"])
-            _check_gene(meta, base_path, "base (02a)", gene, gene_index, gene_name, n_genes)
+            _check_gene(meta, base_path, "base (02a)", gene, gene_index=gene_index, gene_name=gene_name,
+                        n_genes=n_genes)
             edges = {name: f[f"edges/{name}"][()] for name in _BASE_EDGE_FIELDS}
         except KeyError as exc:
             raise InputError(f"gene {gene}: base (02a) file {base_path} lacks {exc}") from None
@@ -125,7 +128,8 @@ def read_gene_inputs(base_path: Path, boot_path: Path, gene_index: int, gene_nam
     with _open(Path(boot_path), "bootstrap (02b)", gene) as f:
         try:
             bmeta = read_meta(f["meta"])
-            _check_gene(bmeta, boot_path, "bootstrap (02b)", gene, gene_index, gene_name, n_genes)
+            _check_gene(bmeta, boot_path, "bootstrap (02b)", gene, gene_index=gene_index, gene_name=gene_name,
+                        n_genes=n_genes)
             boot_pairs = f["edges/pair_index"][()].astype(np.int64)
             mode = str(bmeta.get("edge_selection_mode", "sig_differential"))
             if mode not in EDGE_SELECTIONS:
@@ -190,6 +194,7 @@ def write_network(
     path: Path,
     meta: Mapping[str, Any],
     edges: Mapping[str, np.ndarray],
+    *,
     qual_summary: Mapping[str, int],
     topology: Mapping[str, tuple[Mapping[str, Any], np.ndarray]],
     focus: Mapping[str, Any],

@@ -11,10 +11,10 @@ from pathlib import Path
 import click
 import h5py
 
-from dcoex.genes import read_gene_list
-from dcoex.progress import progress
-from dcoex.h5io import write_attrs
 from dcoex.cli import force_option
+from dcoex.genes import read_gene_list
+from dcoex.h5io import write_attrs
+from dcoex.progress import progress
 from dcoex.provenance import Provenance, read_provenance_attr, why_stale, write_provenance
 from dcoex.stages.s03_network.io import read_gene_names, read_network_summary
 from dcoex.stages.s03b_collect.contract import CONTRACT, TSV_SHA_ATTR
@@ -24,7 +24,8 @@ from dcoex.stages.upstream import FileUpstream
 from hpc.atomic import atomic_output, ensure_writable_dir
 from hpc.errors import InputError
 from memfit.allocation import detect_allocation
-from memfit.record import H5_GROUP as MEMFIT_GROUP, PeakRecorder, h5_attrs, write_sidecar
+from memfit.record import H5_GROUP as MEMFIT_GROUP
+from memfit.record import PeakRecorder, h5_attrs, write_sidecar
 
 STAGE = "03b"
 
@@ -68,7 +69,7 @@ def run_collect(
             if tsv_text is not None:
                 with atomic_output(out_focus_tsv) as tmp_tsv:
                     tmp_tsv.write_text(tsv_text)
-    write_sidecar(out_h5, STAGE, est, allocation, recorder, None,
+    write_sidecar(out_h5, STAGE, est, allocation, recorder, batch_size=None,
                   extra={"n_files": len(files), "n_genes": len(gene_names), **counts})
     return {**counts, "skipped": False}
 
@@ -87,7 +88,7 @@ def _current(out_h5: Path, wanted: Provenance, out_tsv: str | Path | None, tsv_s
 @click.option("--gene-list", default=None, type=click.Path(dir_okay=False), help="Reference genes expected (one a line: a name, or index:N, 0-based); default: all N genes. Expected genes without a file get status 'missing'.")
 @force_option
 @click.option("--quiet", is_flag=True, help="No progress bar or summary line.")
-def main(networks_dir: str, out_h5: str, out_focus_tsv: str | None, gene_list: str | None, force: bool,
+def main(*, networks_dir: str, out_h5: str, out_focus_tsv: str | None, gene_list: str | None, force: bool,
          quiet: bool) -> None:
     """Collect per-gene differential networks into one summary and rewiring_hubs.tsv."""
     counts = run_collect(networks_dir, out_h5, out_focus_tsv=out_focus_tsv, gene_list=gene_list, force=force,

@@ -6,7 +6,8 @@ digest, so a network recomputed with other parameters, or another gene list, mak
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from dcoex.provenance import digest_of
 from dcoex.stages.contract import MissingUpstream, StageContract, Upstream

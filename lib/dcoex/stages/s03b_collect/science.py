@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
 
-from dcoex.stages.s03_network.focus import INTEGER_METRICS, METRIC_NAMES
 from dcoex.h5io import write_attrs, write_dataset
+from dcoex.stages.s03_network.focus import INTEGER_METRICS, METRIC_NAMES
 from dcoex.stages.s03_network.io import RUN_PARAMETERS, NetworkSummary
 from hpc.errors import InputError
 
