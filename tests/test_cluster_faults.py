@@ -22,8 +22,15 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from cluster_util import DRIVERS, cluster_status, require_cluster, run_driver, slurm_cluster, wait_for_run, write_dataset  # noqa: F401 (fixture)
+from cluster_util import (  # noqa: F401 (fixture)
+    DRIVERS,
+    cluster_status,
+    require_cluster,
+    run_driver,
+    slurm_cluster,
+    wait_for_run,
+    write_dataset,
+)
 from test_cluster_pipeline import accounting, stage_rows
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -226,7 +233,8 @@ def test_second_driver_is_refused_while_the_first_chain_is_live(sched, tmp_path)
         assert wait_for_run(out, timeout=400)["status"] == "complete"
 
 
-def test_rerun_cancels_a_chain_that_can_never_finish(slurm_cluster, tmp_path):
+@pytest.mark.usefixtures("slurm_cluster")
+def test_rerun_cancels_a_chain_that_can_never_finish(tmp_path):
     """SLURM: stage 00's finaliser is cancelled while queued, so stage 01 (afterok) pends with
     DependencyNeverSatisfied for ever although the lock and manifest are intact: the rerun sees
     that nothing of the chain runs or can run, cancels it and completes."""

@@ -16,7 +16,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from cluster_util import assert_same_outputs, cluster_status, require_cluster, run_driver, wait_for_run, write_dataset
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]

@@ -12,9 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from cluster_util import DRIVERS, write_dataset
+
 from dcoex.pipeline.finalise import classify, format_time_limit, time_limit_seconds
 from dcoex.pipeline.leftovers import parse_qstat_scripts, parse_qstat_xml, parse_squeue
 from hpc.schedulers import get_scheduler
@@ -71,12 +70,12 @@ def test_status_ok_with_a_timeout_record_is_a_timeout(tmp_path):
     slurm = get_scheduler("slurm")
     attempt = {"attempt": 1, "job_id": "9", "time_limit": "00:01:00"}
     _status(tmp_path, "ok")
-    state, why = classify(tmp_path, slurm, "02a", attempt, 1, timeout)
+    state, why = classify(tmp_path, slurm, "02a", attempt, task=1, record=timeout)
     assert state == "timeout" and "TIMEOUT" in why and "00:01:00" in why and "status ok" in why
-    assert classify(tmp_path, slurm, "02a", attempt, 1, completed) == ("ok", "")
-    assert classify(tmp_path, slurm, "02a", attempt, 1, None) == ("ok", "")  # no accounting: the status
+    assert classify(tmp_path, slurm, "02a", attempt, task=1, record=completed) == ("ok", "")
+    assert classify(tmp_path, slurm, "02a", attempt, task=1, record=None) == ("ok", "")  # no accounting: the status
     _status(tmp_path / "nostatus", None)
-    state, why = classify(tmp_path / "nostatus", slurm, "02a", attempt, 1, timeout)
+    state, why = classify(tmp_path / "nostatus", slurm, "02a", attempt, task=1, record=timeout)
     assert state == "timeout" and "status ok" not in why
 
 
@@ -84,14 +83,14 @@ def test_status_ok_with_a_failed_record_is_not_ok(tmp_path):
     records = read_accounting_file("slurm", ACCT_FIXTURES / "slurm_22.05_jobs_unitsK.sacct.txt")
     failed = next(r for r in records if r.finished and not r.ok and not r.oom and r.state != "TIMEOUT")
     _status(tmp_path, "ok")
-    state, why = classify(tmp_path, get_scheduler("slurm"), "02a", {"attempt": 1, "job_id": failed.job_id}, 1, failed)
+    state, why = classify(tmp_path, get_scheduler("slurm"), "02a", {"attempt": 1, "job_id": failed.job_id}, task=1, record=failed)
     assert state == "failed" and "wrote status ok" in why and failed.state in why
 
 
 def test_sge_h_rt_kill_is_a_timeout(tmp_path):
     record = {r.job_id: r for r in read_accounting_file("sge", ACCT_FIXTURES / "sge_8.1.9_jobs.qacct.txt")}["8"]
     _status(tmp_path, None)
-    state, why = classify(tmp_path, get_scheduler("sge"), "02a", {"attempt": 1, "job_id": "8"}, 1, record)
+    state, why = classify(tmp_path, get_scheduler("sge"), "02a", {"attempt": 1, "job_id": "8"}, task=1, record=record)
     assert state == "timeout" and "SGE reports" in why
 
 

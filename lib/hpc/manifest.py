@@ -135,8 +135,8 @@ def new_manifest(*, scheduler: str, out_dir: str | os.PathLike, parameters: Mapp
     return manifest  # type: ignore[return-value]
 
 
-def attempt_record(n: int, job_id: str, tasks: list[int] | None, requested: int, request: str,
-                   argv: list[str] | None, reason: str, *, time_limit: str | None = None) -> Attempt:
+def attempt_record(n: int, job_id: str, tasks: list[int] | None, *, requested: int, request: str,
+                   argv: list[str] | None, reason: str, time_limit: str | None = None) -> Attempt:
     """Attempt ``n`` of a stage: job ``job_id`` running ``tasks`` (None: a single job) with a
     request of ``requested`` bytes and ``time_limit`` (HH:MM:SS), submitted now by ``argv``."""
     return {"attempt": n, "job_id": job_id, "tasks": compress_tasks(tasks) if tasks is not None else None,

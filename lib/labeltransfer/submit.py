@@ -139,7 +139,8 @@ def submit(scheduler_name: str, opts: dict) -> dict:
     record_submission(out_dir, {
         "scheduler": scheduler.name, "out_dir": out_dir, "calibration": calibration, "data_shape": shape,
         "parameters": {k: v for k, v in opts.items() if k not in ("dry_run", "python")},
-    }, entry, attempt_record(1, job_id, None, mem, request, command, "initial"))
+    }, entry, attempt_record(1, job_id, None, requested=mem, request=request, argv=command,
+                              reason="initial"))
     print(job_id)
     summary["job_id"] = job_id
     return summary

@@ -32,7 +32,15 @@ from dcoex.pipeline.jobs import finaliser_job, stage_job
 from dcoex.pipeline.leftovers import cancel_jobs, chain_jobs
 from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGES
 from dcoex.pipeline.task import status_path
-from hpc.manifest import ManifestError, attempt_record, latest_attempt, locked_manifest, manifest_path, now_iso, read_manifest
+from hpc.manifest import (
+    ManifestError,
+    attempt_record,
+    latest_attempt,
+    locked_manifest,
+    manifest_path,
+    now_iso,
+    read_manifest,
+)
 from hpc.schedulers import Scheduler, SubmitError, get_scheduler, log_shows_memory_kill
 from memfit.accounting.records import TaskAccounting
 from memfit.units import MiB
@@ -46,7 +54,7 @@ def log_path(out: Path, stage: str, job_id: str, task: int | None) -> Path:
     return Scheduler.log_path(out / "logs", stage, job_id, task)
 
 
-def classify(out: Path, scheduler: Scheduler, stage: str, attempt: dict, task: int | None,
+def classify(out: Path, scheduler: Scheduler, stage: str, attempt: dict, *, task: int | None,
              record: TaskAccounting | None = None) -> tuple[str, str]:
     """("ok" | "oom" | "timeout" | "failed", reason) for one task of one attempt: the task's own
     status reconciled with ``record``, what the scheduler's accounting says of it (memfit
@@ -114,7 +122,7 @@ def finalise(out: Path, stage: str, attempt_no: int, scheduler: Scheduler | None
         cancelled = set(entry.get("cancelled_tasks", []))
         ran = [t for t in tasks if t not in cancelled and not entry.get("cancelled")]
         records = scheduler.task_records(attempt["job_id"], ran) if ran else {}
-        results = {t: classify(out, scheduler, stage, attempt, t, records.get(t)) for t in ran}
+        results = {t: classify(out, scheduler, stage, attempt, task=t, record=records.get(t)) for t in ran}
         max_retries = int(m["parameters"]["max_retries"])
         retry = [t for t, (state, _) in results.items()
                  if state in ("oom", "timeout") and attempts_of(entry, t) <= max_retries]
@@ -126,8 +134,8 @@ def finalise(out: Path, stage: str, attempt_no: int, scheduler: Scheduler | None
             actions.append(f"stage {stage} task {t or 1}: {results[t][1]}; retrying")
         if retry:
             try:
-                _resubmit(m, scheduler, out, stage, attempt, retry, {results[t][0] for t in retry},
-                          per_task_next, later, actions)
+                _resubmit(m, scheduler, out, stage, attempt, retry=retry, kinds={results[t][0] for t in retry},
+                          per_task_next=per_task_next, later=later, actions=actions)
             except SubmitError as exc:
                 for t in retry:
                     give_up[t] = f"{results[t][1]}; the retry could not be submitted: {exc}"
@@ -147,7 +155,7 @@ def finalise(out: Path, stage: str, attempt_no: int, scheduler: Scheduler | None
                 {"task": t, "attempt": attempt_no, "job_id": attempt["job_id"], "reason": why, "log": str(log),
                  "time": now_iso()})
             actions.append(f"FAILED: stage {stage} task {t or 1} ({why}); log {log}")
-            _cancel_downstream(m, scheduler, stage, t, later, actions)
+            _cancel_downstream(m, scheduler, stage, task=t, later=later, actions=actions)
         entry.setdefault("finalised", []).append({"attempt": attempt_no, "time": now_iso(),
                                                  "ok": sum(1 for s, _ in results.values() if s == "ok"),
                                                  "retried": len(retry), "failed": len(give_up)})
@@ -165,7 +173,7 @@ def finalise(out: Path, stage: str, attempt_no: int, scheduler: Scheduler | None
     return 0
 
 
-def _resubmit(m: dict, scheduler: Scheduler, out: Path, stage: str, attempt: dict, retry: list, kinds: set[str],
+def _resubmit(m: dict, scheduler: Scheduler, out: Path, stage: str, attempt: dict, *, retry: list, kinds: set[str],
               per_task_next: str | None, later: list[str], actions: list[str]) -> None:
     """Submit the retry of ``retry`` tasks, its finaliser, and re-point what waited on the failed
     attempt. ``kinds`` ("oom", "timeout"): out of memory gets 1.5x the memory (at least the plan),
@@ -181,14 +189,15 @@ def _resubmit(m: dict, scheduler: Scheduler, out: Path, stage: str, attempt: dic
     reason = "+".join(k for k in ("oom", "timeout") if k in kinds) + "-retry"
     task_list = None if retry == [None] else sorted(retry)
     params = m["parameters"]
-    job = stage_job(entry, stage, out, new_attempt, task_list, request, params["mem_safety"],
-                    params.get("queue"), params.get("account"),
+    job = stage_job(entry, stage, out, attempt=new_attempt, tasks=task_list, request_bytes=request,
+                    mem_safety=params["mem_safety"], queue=params.get("queue"), account=params.get("account"),
                     only_tasks=task_list if scheduler.name == "sge" and task_list else None, time_limit=time_limit)
     job_id, argv = scheduler.submit(job)
-    record = attempt_record(new_attempt, job_id, task_list, request,
-                            scheduler.request_string(request, entry["slots"]), argv, reason, time_limit=time_limit)
-    fin = finaliser_job(scheduler, stage, out, new_attempt, job_id, params["mem_safety"], params.get("queue"),
-                        params.get("account"))
+    record = attempt_record(new_attempt, job_id, task_list, requested=request,
+                            request=scheduler.request_string(request, entry["slots"]), argv=argv, reason=reason,
+                            time_limit=time_limit)
+    fin = finaliser_job(scheduler, stage, out, attempt=new_attempt, after=job_id, mem_safety=params["mem_safety"],
+                        queue=params.get("queue"), account=params.get("account"))
     try:
         fin_id, fin_argv = scheduler.submit(fin)
     except SubmitError:
@@ -220,7 +229,7 @@ def _resubmit(m: dict, scheduler: Scheduler, out: Path, stage: str, attempt: dic
             actions.append(f"stage {later[0]} (job {a['job_id']}) now waits for finaliser {fin_id}")
 
 
-def _cancel_downstream(m: dict, scheduler: Scheduler, stage: str, task: int | None, later: list[str],
+def _cancel_downstream(m: dict, scheduler: Scheduler, stage: str, *, task: int | None, later: list[str],
                        actions: list[str]) -> None:
     """Cancel what can no longer run: the same task of later per-gene stages, or everything after a
     single-job stage. A collect stage still runs on the genes that completed.

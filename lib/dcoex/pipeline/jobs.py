@@ -7,12 +7,13 @@ import re
 import shlex
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from dcoex.genes import index_entry
 from dcoex.pipeline.plan import RunPlan, StagePlan, first_request
 from dcoex.pipeline.stages import STAGES
+from dcoex.pipeline.task import LINGER_ENV
 from hpc.manifest import (
     RunManifest,
     StageEntry,
@@ -25,7 +26,6 @@ from hpc.manifest import (
     write_json_atomic,
 )
 from hpc.schedulers import JobSpec, Scheduler, SubmitError, compress_tasks, thread_env
-from dcoex.pipeline.task import LINGER_ENV
 
 #: Peak RSS of a finaliser job (a small Python process that reads JSON and runs qsub/sbatch;
 #: measured 17 MiB) with room to spare.
@@ -47,7 +47,7 @@ def _tool_dirs() -> str:
     return ":".join(dirs) or "/usr/bin"
 
 
-def write_script(path: Path, module: str, args: list[str], slots: int, mem_safety: float,
+def write_script(path: Path, module: str, args: list[str], *, slots: int, mem_safety: float,
                  write: bool = True) -> Path:
     """A bash job script: thread counts = slots, no HDF5 file locking, absolute Python."""
     lines = [
@@ -103,7 +103,7 @@ def base_manifest(plan: RunPlan, scheduler: Scheduler) -> RunManifest:
     )
 
 
-def stage_job(plan_entry: dict, stage: str, out_dir: Path, attempt: int, tasks: list[int] | None,
+def stage_job(plan_entry: dict, stage: str, out_dir: Path, *, attempt: int, tasks: list[int] | None,
               request_bytes: int, mem_safety: float, queue: str | None, account: str | None,
               only_tasks: list[int] | None = None, write: bool = True, time_limit: str | None = None) -> JobSpec:
     """The job of one attempt of a stage; ``time_limit`` (H:MM:SS) defaults to the stage's."""
@@ -111,18 +111,18 @@ def stage_job(plan_entry: dict, stage: str, out_dir: Path, attempt: int, tasks: 
     if only_tasks is not None:
         args += ["--only-tasks", compress_tasks(only_tasks)]
     script = write_script(state_dir(out_dir) / "jobs" / f"{stage}.a{attempt}.sh", "dcoex.pipeline.task", args,
-                          plan_entry["slots"], mem_safety, write)
+                          slots=plan_entry["slots"], mem_safety=mem_safety, write=write)
     suffix = f"_r{attempt - 1}" if attempt > 1 else ""
     return JobSpec(name=f"dcoex_{stage}{suffix}_{job_tag(out_dir)}", script=script, log=out_dir / "logs",
                    log_stem=stage, mem_bytes=request_bytes, slots=plan_entry["slots"],
                    time_limit=time_limit or plan_entry["time_limit"], tasks=tasks, queue=queue, account=account)
 
 
-def finaliser_job(scheduler: Scheduler, stage: str, out_dir: Path, attempt: int, after: str, mem_safety: float,
+def finaliser_job(scheduler: Scheduler, stage: str, out_dir: Path, *, attempt: int, after: str, mem_safety: float,
                   queue: str | None, account: str | None, write: bool = True) -> JobSpec:
     script = write_script(state_dir(out_dir) / "jobs" / f"fin-{stage}.a{attempt}.sh", "dcoex.pipeline.finalise",
-                          ["--out-dir", str(out_dir), "--stage", stage, "--attempt", str(attempt)], 1, mem_safety,
-                          write)
+                          ["--out-dir", str(out_dir), "--stage", stage, "--attempt", str(attempt)], slots=1,
+                          mem_safety=mem_safety, write=write)
     return JobSpec(name=f"dcoex_fin{stage}_a{attempt}_{job_tag(out_dir)}", script=script, log=out_dir / "logs",
                    log_stem=f"fin-{stage}", mem_bytes=scheduler.request_bytes(FINALISER_BYTES, 1.0, 1), slots=1, time_limit="01:00:00",
                    after_any=[after], queue=queue, account=account)
@@ -146,7 +146,8 @@ def submit_all(plan: RunPlan, scheduler: Scheduler, on_submit: Callable[[str], N
             entry = manifest["stages"][s]
             request = first_request(p)
             gaps = p.tasks is not None and len(p.tasks) != max(p.tasks) - min(p.tasks) + 1
-            job = stage_job(entry, s, out, 1, p.tasks, request, o.mem_safety, o.queue, o.account,
+            job = stage_job(entry, s, out, attempt=1, tasks=p.tasks, request_bytes=request, mem_safety=o.mem_safety,
+                            queue=o.queue, account=o.account,
                             only_tasks=p.tasks if gaps and scheduler.name == "sge" else None,
                             write=not scheduler.dry_run)
             job.mem_bytes = request
@@ -164,9 +165,11 @@ def submit_all(plan: RunPlan, scheduler: Scheduler, on_submit: Callable[[str], N
             if on_submit is not None:
                 on_submit(job_id)
             first_job = first_job or job_id
-            record = attempt_record(1, job_id, p.tasks, request, scheduler.request_string(request, p.slots), argv,
-                                    "initial", time_limit=p.time_limit)
-            fin = finaliser_job(scheduler, s, out, 1, job_id, o.mem_safety, o.queue, o.account, write=not scheduler.dry_run)
+            record = attempt_record(1, job_id, p.tasks, requested=request,
+                                    request=scheduler.request_string(request, p.slots), argv=argv, reason="initial",
+                                    time_limit=p.time_limit)
+            fin = finaliser_job(scheduler, s, out, attempt=1, after=job_id, mem_safety=o.mem_safety, queue=o.queue,
+                                account=o.account, write=not scheduler.dry_run)
             fin_id, fin_argv = scheduler.submit(fin)
             submitted.append(fin_id)
             if on_submit is not None:

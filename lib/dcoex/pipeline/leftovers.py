@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dcoex.pipeline.jobs import job_tag
+from dcoex.pipeline.stages import STAGES
 from hpc.manifest import state_dir
 from hpc.schedulers import SubmitError, _run, get_scheduler
-from dcoex.pipeline.stages import STAGES
 
 #: SLURM pending reasons of a job that waits for other jobs or for a release, not for resources.
 WAITING_REASONS = frozenset({"Dependency", "DependencyNeverSatisfied", "JobHeldUser", "JobHeldAdmin"})

@@ -27,11 +27,11 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
-from hpc.errors import InputError
 from dcoex.pipeline.leftovers import QueuedJob, cancel_jobs, chain_jobs
+from hpc.errors import InputError
 from hpc.manifest import ManifestError, manifest_path, now_iso, read_manifest, state_dir, write_json_atomic
 from hpc.schedulers import SubmitError
 

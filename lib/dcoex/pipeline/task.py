@@ -17,10 +17,9 @@ import time
 import traceback
 from pathlib import Path
 
-from hpc.errors import EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, write_refused_message
 from dcoex.genes import task_id_from_env
 from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGES
-from hpc.errors import EXIT_OUT_OF_MEMORY
+from hpc.errors import EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, write_refused_message
 from hpc.manifest import ManifestError, latest_attempt, now_iso, read_manifest, state_dir, write_json_atomic
 
 #: Exit statuses SGE reserves (99: requeue, 100: error state); mapped to 1.
