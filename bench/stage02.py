@@ -38,8 +38,8 @@ def prepare(work: Path) -> dict:
     import numpy as np
 
     from dcoex.expression_store import write_expression
-    from dcoex.groups import RNG_SCHEME, bootstrap_indices, extreme_groups, group_sizes
     from dcoex.h5io import write_attrs
+    from dcoex.stages.s01_bootstrap_indices.science import RNG_SCHEME, bootstrap_indices, extreme_groups, group_sizes
     from dcoex.synthetic import make_synthetic
 
     data = make_synthetic(N_GENES, N_SAMPLES, SEED, n_modulators=1, module_size=BIG_MODULE, strength=4.0)

@@ -15,12 +15,12 @@ import pytest
 from cluster_util import write_dataset
 
 from dcoex.genes import read_gene_list
-from dcoex.groups import group_sizes
 from dcoex.pipeline.estimates import AUTO_BATCH_01, stage_estimate
 from dcoex.pipeline.jobs import prepare_out_dir
 from dcoex.pipeline.options import parse_args
 from dcoex.pipeline.plan import first_request, make_plan, split_tasks
 from dcoex.stages import get_estimator
+from dcoex.stages.s01_bootstrap_indices.science import group_sizes
 from hpc.errors import InputError
 from hpc.schedulers import SLURM_MIN_REQUEST_BYTES, Sge, Slurm, compress_tasks
 from memfit.allocation import VIRTUAL_OVERHEAD_BYTES

@@ -189,7 +189,7 @@ def test_group_size_floor_has_epsilon_guard():
     import math
     from fractions import Fraction
 
-    from dcoex.groups import floor_fraction, group_sizes
+    from dcoex.stages.s01_bootstrap_indices.science import floor_fraction, group_sizes
 
     assert 100 * 0.29 < 29 and floor_fraction(100, 0.29) == 29  # 28.999999999999996
     for n in (10, 37, 100, 938, 1000, 12345):

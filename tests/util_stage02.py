@@ -15,9 +15,9 @@ import numpy as np
 from scipy import stats
 
 from dcoex.expression_store import write_expression
-from dcoex.groups import RNG_SCHEME, bootstrap_indices, extreme_groups, group_sizes
 from dcoex.provenance import write_provenance
 from dcoex.stages import stage_contract
+from dcoex.stages.s01_bootstrap_indices.science import RNG_SCHEME, bootstrap_indices, extreme_groups, group_sizes
 from dcoex.stages.upstream import FileUpstream
 
 REPO = Path(__file__).resolve().parents[1]

@@ -2,7 +2,7 @@
 
 A stage plans for ``safety × limit`` with its own estimator and refuses (exit 3) when not
 even its smallest unit of work fits. So the driver calls the same estimator with the same
-inputs the stage will see: group sizes from :func:`dcoex.groups.group_sizes`, the stage's
+inputs the stage will see: group sizes from :func:`dcoex.stages.s01_bootstrap_indices.science.group_sizes`, the stage's
 command-line defaults for options the driver does not pass, ``--threads`` = slots, and the
 batch the stage will use:
 
@@ -22,9 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dcoex.groups import group_sizes
 from dcoex.pipeline.shapes import DataShape
 from dcoex.stages import get_estimator, stage_contract
+from dcoex.stages.s01_bootstrap_indices.science import group_sizes
 from memfit.estimate import MemoryEstimate
 
 #: Batches the driver plans for under ``--batch-size auto`` (the stages may take more if it fits).

@@ -21,7 +21,13 @@ import numpy as np
 from dcoex.cli import force_option, parse_batch_size
 from dcoex.expression_store import content_sha256, open_expression
 from dcoex.expression_tsv import TsvExpressionReader
-from dcoex.groups import (
+from dcoex.h5chunks import ChunkEncoder, ordered_parallel_map, write_chunk
+from dcoex.h5io import filter_options, write_attrs
+from dcoex.progress import progress
+from dcoex.provenance import Provenance, why_stale, write_provenance
+from dcoex.stages.s01_bootstrap_indices.contract import CONTRACT
+from dcoex.stages.s01_bootstrap_indices.estimator import estimate
+from dcoex.stages.s01_bootstrap_indices.science import (
     RNG_SCHEME,
     GroupSizes,
     bootstrap_indices,
@@ -29,12 +35,6 @@ from dcoex.groups import (
     extreme_groups,
     group_sizes,
 )
-from dcoex.h5chunks import ChunkEncoder, ordered_parallel_map, write_chunk
-from dcoex.h5io import filter_options, write_attrs
-from dcoex.progress import progress
-from dcoex.provenance import Provenance, why_stale, write_provenance
-from dcoex.stages.s01_bootstrap_indices.contract import CONTRACT
-from dcoex.stages.s01_bootstrap_indices.estimator import estimate
 from dcoex.stages.upstream import EXTERNAL_EXPRESSION, FileUpstream
 from dcoex.threads import default_threads
 from hpc.atomic import atomic_output, ensure_writable_dir
