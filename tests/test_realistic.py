@@ -64,7 +64,7 @@ def test_cli_writes_stage00_tsv(tmp_path):
     assert not list(tmp_path.glob("sub/*tmp*"))
 
 
-@pytest.mark.parametrize("args", [["--loading-df", "0"], ["--n-drivers", "0"], ["--driver-decay", "1.5"]])
+@pytest.mark.parametrize("args", [["--loading-df", "0"], ["--n-drivers", "0"], ["--driver-decay", "1.5"], ["--seed", "-1"]])
 def test_cli_bad_parameter_exit_2(tmp_path, args):
     done = CliRunner().invoke(main, ["--n-genes", "30", "--n-samples", "12", "--out", str(tmp_path / "x.tsv"), *args])
     assert done.exit_code == 2 and "must be" in done.output

@@ -4,16 +4,23 @@ Unlike :mod:`dcoex.synthetic` (a few planted modules in noise, with a truth), th
 aims at the *density* of differential co-expression that real matrices give, so that memory,
 disk and time are measured where many pairs are significant. The model, per sample s:
 
-- K = round(n_genes / genes_per_factor) latent factors. The first ``round(K·driver_frac)``
-  are *drivers*: E_d(s) ~ N(0, 1). Every other factor f has base values E_f(s) ~ N(0, 1),
-  one driver d(f) and a modulation γ_f ~ modulation·U(0, 2); its activity is
-  F_f(s) = E_f(s)·exp(γ_f·E_d(f)(s) − γ_f²), which has unit variance, and whose amplitude
-  rises with the driver: genes that follow a driver are *modulators*, and the LOW/HIGH split
-  of such a gene changes the correlations of every module its driver modulates.
-- Gene g loads on 1 + Poisson(extra_factors) factors (at most 8), chosen with log-normal
-  popularity weights (module sizes are heavy-tailed), with loadings
-  sign·loading_scale·|t_df| (Student-t magnitudes, random signs), plus N(0, noise_sd²) noise:
-  x_g(s) = mean_g + Σ_j l_gj·F_{f_gj}(s) + noise_g(s), mean_g ~ U(4, 12) (log2-intensity-like).
+- ``n_drivers`` global factors (*drivers*) D_0..D_{n-1}: D_0 ~ N(0, 1); each later driver
+  is E·exp(g·D_m − g²) with E ~ N(0, 1), g = ``driver_modulation`` and m an earlier driver,
+  so its amplitude rises with D_m (unit variance). Every gene loads on every driver with
+  loading driver_scale·driver_decay^d·t_df (Student-t: heavy-tailed, both signs): the
+  strong global structure of real arrays (a first principal component of ~30 %).
+- K = round(n_genes / genes_per_factor) module factors: F_f = E_f·exp(γ_f·D_d(f) − γ_f²),
+  E_f ~ N(0, 1), a random driver d(f) and γ_f ~ modulation·U(0, 2): a module's amplitude
+  rises with its driver.
+- Gene g loads on 1 + Poisson(extra_factors) modules (at most 8; overlapping), chosen with
+  log-normal popularity weights (heavy-tailed module sizes), with loadings
+  ±loading_scale·|t_df| (random signs), plus N(0, noise_sd²) noise and a mean U(4, 12):
+  x_g(s) = mean_g + Σ_d a_gd·D_d(s) + Σ_j l_gj·F_{f_gj}(s) + noise_g(s).
+
+A reference gene follows the drivers it loads on, so its LOW and HIGH groups sit at
+different driver levels, where the modulated drivers and modules have different amplitudes:
+the share of a pair's covariance that they carry changes, and so does its correlation —
+weakly for many pairs (dense edges at α 0.7) and strongly for a few (α 0.05).
 
 Deterministic for a seed and independent of how the rows are requested: the factors come
 from one stream, and each block of 256 genes from its own stream (``SeedSequence(seed,
@@ -66,6 +73,8 @@ class RealisticParams:
         """Raise ValueError naming the first parameter out of range."""
         if self.n_genes < 2 or self.n_samples < 10:
             raise ValueError(f"need at least 2 genes and 10 samples, got {self.n_genes} x {self.n_samples}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
         for name in ("genes_per_factor", "loading_df", "loading_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
