@@ -223,9 +223,17 @@ def test_cuda_out_of_memory_is_memory_error(monkeypatch):
 
 
 def test_device_bytes_of_a_product():
-    # float64 tile of 4 x 10 over 7 samples: product 320 B + float32 r 160 B + NaN mask 40 B
+    # float64 tile 4 x 10 over 7 samples: product 320 B + float32 r 160 B + NaN mask 40 B
     assert products_device_bytes(rows=4, cols=10, inner=7, dtype=np.float64) == 320 + 160 + 40
+    # float32, 3 replicates, weighted: product 480 + weighted left 336 + mask 120 (r is the product)
     weighted = products_device_bytes(rows=4, cols=10, inner=7, dtype=np.float32, batch=3, weighted=True)
-    assert weighted == 3 * 40 * 4 + 3 * 4 * 7 * 4 + 3 * 40 * 5
+    assert weighted == 3 * 40 * 4 + 3 * 4 * 7 * 4 + 3 * 40
+    # 6 gathered pairs: + gathered 72, indices 96, gathered scales 144, mask 18
     gathered = products_device_bytes(rows=4, cols=10, inner=7, dtype=np.float32, batch=3, n_pairs=6)
-    assert gathered == 3 * 40 * 4 + 3 * 6 * (4 + 1 + 4) + 2 * 6 * 8
+    assert gathered == 3 * 40 * 4 + 18 * 4 + 2 * 6 * 8 + 18 * 8 + 18
+
+
+def test_unexact_dtypes_are_refused_for_torch_too():
+    t = torch.zeros((2, 3), dtype=torch.bfloat16)
+    with pytest.raises(ValueError):
+        TorchBackend("cpu").products(t, t)

@@ -70,9 +70,12 @@ EXACT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _np_dtype(dtype: Any) -> np.dtype:
-    """The numpy dtype of a numpy or torch dtype (or of an array / tensor)."""
+    """The numpy dtype of a numpy or torch dtype (or of an array / tensor); ValueError if none."""
     dtype = getattr(dtype, "dtype", dtype)
-    return np.dtype(str(dtype).replace("torch.", ""))
+    try:
+        return np.dtype(str(dtype).replace("torch.", ""))
+    except TypeError:
+        raise ValueError(f"no numpy dtype for {dtype}") from None
 
 
 def _exact_type(left_dtype: Any, right_dtype: Any) -> np.dtype:
@@ -85,20 +88,20 @@ def _exact_type(left_dtype: Any, right_dtype: Any) -> np.dtype:
 
 def products_device_bytes(*, rows: int, cols: int, inner: int, dtype: Any, batch: int = 1,
                           weighted: bool = False, n_pairs: int | None = None) -> int:
-    """Device bytes of one ``correlations`` call whose factors are already on the device:
-    the weighted left factor, the exact product, its float32 result and NaN mask (of
-    ``n_pairs`` gathered pairs when given) and the pair indices; the resident factors are
-    the caller's."""
+    """Device bytes (an upper bound) of one ``correlations`` call whose factors are already
+    on the device: the exact product (batch × rows × cols), the weighted left factor, the
+    gathered pairs with their indices and scales, the float32 copy of a float64 result and
+    the NaN mask; the resident factors are the caller's."""
     item = np.dtype(dtype).itemsize
-    size = batch * rows * cols
-    total = size * item
+    total = batch * rows * cols * item
     if weighted:
         total += batch * rows * inner * item
-    kept = size if n_pairs is None else batch * n_pairs
-    total += kept * (4 + 1) + (kept * item if n_pairs is not None else 0)
+    kept = batch * rows * cols if n_pairs is None else batch * n_pairs
     if n_pairs is not None:
-        total += 2 * n_pairs * 8
-    return int(total)
+        total += kept * item + 2 * n_pairs * 8 + kept * 2 * 4
+    if item != 4:
+        total += kept * 4
+    return int(total + kept)
 
 
 class Backend:
@@ -111,7 +114,8 @@ class Backend:
     host_overhead_bytes = 0
 
     def put(self, array: np.ndarray) -> Any:
-        """``array`` on the backend's device (numpy: itself, C-contiguous)."""
+        """``array`` on the backend's device (numpy: itself, C-contiguous; torch on the CPU: a
+        tensor sharing its memory; CUDA: a pinned copy uploaded asynchronously)."""
         return np.ascontiguousarray(array)
 
     def host_buffer(self, shape: tuple[int, ...] | int, dtype: Any) -> np.ndarray:
