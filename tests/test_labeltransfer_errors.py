@@ -95,7 +95,7 @@ def test_gpu_asked_but_absent(files, capsys, tmp_path, monkeypatch):
     assert got == 2
     assert "no CUDA GPU" in err and len(err.strip().splitlines()) == 1
     assert written == []
-    from labeltransfer.latent import resolve_device
+    from hpc.device import resolve_device
 
     assert resolve_device("auto") == "cpu"
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-DEVICE = click.Choice(["auto", "cpu", "gpu"])
+from hpc.device import DEVICES
+
+DEVICE = click.Choice(DEVICES)
 TUNING = click.Choice(["none", "quick", "full"])
 
 

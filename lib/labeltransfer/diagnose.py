@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+from hpc.device import gpu_available
 from hpc.errors import InputError
 from labeltransfer.estimator import STEPS, step_estimates
 from labeltransfer.io import H5adHeader, read_header, sample_is_integer
@@ -99,8 +100,6 @@ def diagnose(
             type_error = str(exc)
     gpu_seen = False
     if device != "cpu":
-        from labeltransfer.latent import gpu_available
-
         gpu_seen = gpu_available()
     run_device = "gpu" if device == "gpu" or (device == "auto" and gpu_seen) else "cpu"
     params = {

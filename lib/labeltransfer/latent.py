@@ -11,29 +11,7 @@ from pathlib import Path
 import anndata
 import numpy as np
 
-from hpc.errors import InputError
-
 EARLY_STOPPING_PATIENCE = 10
-
-
-def gpu_available() -> bool:
-    """Whether torch sees a CUDA device."""
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> "gpu" when torch sees one else "cpu"; ``gpu`` without one -> InputError."""
-    if device not in ("auto", "cpu", "gpu"):
-        raise InputError(f"--device must be auto, cpu or gpu, got {device!r}")
-    if device == "cpu":
-        return "cpu"
-    if gpu_available():
-        return "gpu"
-    if device == "gpu":
-        raise InputError("--device gpu was asked for but torch sees no CUDA GPU (use --device auto to fall back to CPU)")
-    return "cpu"
 
 
 @dataclass(frozen=True)

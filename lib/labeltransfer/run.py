@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from hpc.atomic import ensure_writable_dir
+from hpc.device import resolve_device
 from hpc.errors import InputError
 from labeltransfer.classify import FEATURES
 from labeltransfer.io import H5adHeader, load_csr, read_header
@@ -177,7 +178,6 @@ def _matrix_facts(matrix) -> dict:
 def run_label_transfer(opts: RunOptions) -> dict:
     """Run the whole pipeline; return the report (also written to ``out_dir/report.json``)."""
     from labeltransfer.estimator import estimate as estimate_memory
-    from labeltransfer.latent import resolve_device
 
     opts.validate()
     inputs = inspect_inputs(opts)

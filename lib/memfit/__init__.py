@@ -4,6 +4,7 @@ No science lives here: only bytes, limits, batch sizes and accounting.
 """
 
 from memfit.allocation import Allocation, detect_allocation
+from memfit.device import DeviceLimit, detect_device_limit
 from memfit.estimate import MemoryEstimate
 from memfit.plan import BatchPlan, MemoryPlanError, plan_batch, plan_workers
 from memfit.record import PeakRecorder, write_sidecar
@@ -11,6 +12,8 @@ from memfit.record import PeakRecorder, write_sidecar
 __all__ = [
     "Allocation",
     "detect_allocation",
+    "DeviceLimit",
+    "detect_device_limit",
     "MemoryEstimate",
     "BatchPlan",
     "MemoryPlanError",

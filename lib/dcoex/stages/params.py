@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from dcoex.cli import parse_batch_size
 from dcoex.stages.contract import Param
+from hpc.device import DEVICES
 from hpc.errors import InputError
 
 
@@ -84,3 +85,12 @@ NO_CI_FILTER = Param("no_ci_filter", False, "Keep edges whose bootstrap CI conta
 BATCH_SIZE = Param("batch_size", "auto",
                    "Batch of 01/02a/02b: N, 'all' or 'auto' (fits memory).",
                    _batch, content=False, metavar="N/auto")
+#: The exact rank GEMMs' device (dcoex.backend.resolve; docs/gpu.md). Not content: every device
+#: gives identical outputs. Default cpu: ``auto`` would import torch in every job and use a GPU
+#: the scheduler did not allocate wherever one is visible; the driver does not request GPUs,
+#: so it does not offer the flag (driver=False): a stage is run with --device gpu by hand or
+#: in a GPU job.
+DEVICE = Param("device", "cpu",
+               "Device of the exact rank products: cpu (numpy), gpu (CUDA through torch; exit 2 without one) "
+               "or auto (a GPU when torch sees one). Outputs are identical on every device.",
+               choice("--device", DEVICES), content=False, driver=False, metavar="D")
