@@ -9,7 +9,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from dcoex.h5io import dataset_options, decode_strings, open_h5_input, read_meta, write_attrs, write_dataset
+from dcoex.h5io import decode_strings, filter_options, open_h5_input, read_meta, write_attrs, write_dataset
 from dcoex.provenance import Provenance, read_provenance
 from dcoex.stages.contract import MissingUpstream
 from dcoex.stages.s07_permutation_null.contract import part_name, part_ranges
@@ -23,11 +23,11 @@ CHUNK_GENES = 2048
 
 
 def null_dataset(group: h5py.Group, name: str, values: np.ndarray) -> h5py.Dataset:
-    """``group[name]`` = a (permutations, genes) float64 null matrix, chunked and compressed."""
+    """``group[name]`` = a (permutations, genes) float64 null matrix, chunked and always
+    compressed (shuffle + gzip: mostly zeros and NaN), whatever its size."""
     shape = values.shape
     chunks = (max(1, min(shape[0], CHUNK_PERMS)), max(1, min(shape[1], CHUNK_GENES)))
-    options = dataset_options(shape, np.float64, chunks=chunks) or {"chunks": chunks}
-    return group.create_dataset(name, data=values, **options)
+    return group.create_dataset(name, data=values, chunks=chunks, **filter_options("gzip"))
 
 
 def write_part(f: h5py.File, *, meta: Mapping[str, Any], gene_names: Sequence[str], null: Mapping[str, np.ndarray],
