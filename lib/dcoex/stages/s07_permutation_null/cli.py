@@ -66,7 +66,7 @@ def run_null(expr_h5: str | Path, indices_h5: str | Path, out_dir: str | Path, *
 
         def estimate_for(rows: int):
             return estimate(n, s, k_low=k_low, k_high=k_high, fdr_alpha=v["fdr_alpha"], tile_rows=rows,
-                            perms_per_task=v["perms_per_task"])
+                            perms_per_task=min(v["perms_per_task"], v["n_permutations"]))
 
         plan = plan_batch(parse_batch_size(str(v["batch_size"])), estimate_for, min(MAX_TILE_ROWS, n - 1),
                           allocation, what="tile")
@@ -114,7 +114,8 @@ def run_null(expr_h5: str | Path, indices_h5: str | Path, out_dir: str | Path, *
         first_unit, last_unit = min(units), max(units)
         sidecar = out / "memory" / f"{STAGE}.perms_{ranges[first_unit][0]:07d}-{ranges[last_unit][1] - 1:07d}.memory.json"
         write_sidecar(sidecar, STAGE, plan.estimate, allocation, recorder, batch_size=plan.batch_size,
-                      extra={"tasks": [u + 1 for u in units], "written": written, "skipped": skipped,
+                      extra={**({"task_id": str(task_id)} if task_id is not None else {}),
+                             "tasks": [u + 1 for u in units], "written": written, "skipped": skipped,
                              "per_task": per_part, "n_genes": n, "n_samples": s})
     return {"written": written, "skipped": skipped, "tile_rows": plan.batch_size,
             "estimate_bytes": plan.estimate.total_bytes, "peak_rss_bytes": recorder.peak_rss_bytes}

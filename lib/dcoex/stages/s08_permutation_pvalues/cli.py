@@ -25,9 +25,10 @@ from dcoex.h5io import attr_value, decode_strings, open_h5_input, read_meta, wri
 from dcoex.progress import progress
 from dcoex.provenance import Provenance, read_provenance, read_provenance_attr, why_stale, write_provenance
 from dcoex.stages.contract import MissingUpstream
+from dcoex.stages.s03b_collect.contract import TSV_SHA_ATTR
 from dcoex.stages.s07_permutation_null.io import NullUpstream, null_dataset, part_meta, part_paths, read_part
 from dcoex.stages.s07_permutation_null.science import METRICS, SIDES, EdgeRules, observed_metrics
-from dcoex.stages.s08_permutation_pvalues.contract import CONTRACT, TSV_SHA_ATTR
+from dcoex.stages.s08_permutation_pvalues.contract import CONTRACT
 from dcoex.stages.s08_permutation_pvalues.estimator import estimate
 from dcoex.stages.s08_permutation_pvalues.science import (
     bh_qvalues,

@@ -15,8 +15,6 @@ from dcoex.stages.params import N_PERMUTATIONS, PERMS_PER_TASK, number
 from dcoex.stages.s07_permutation_null.contract import n_parts
 
 PVALS_TSV = "rewiring_hubs_with_pvals.tsv"
-#: Extra attribute of the output's /provenance: SHA-256 of the TSV written with it.
-TSV_SHA_ATTR = "tsv_sha256"
 PERM_ALPHA = Param("perm_alpha", 0.05, "q-value level counted by n_metrics_sig / any_sig, (0, 1].",
                    number("--perm-alpha", low=0, high=1, low_open=True), driver=False)
 
