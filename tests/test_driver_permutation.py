@@ -73,3 +73,24 @@ def test_default_run_leaves_out_the_optional_stages(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "stage 07" not in done.stdout and "-m dcoex.pipeline.task --out-dir" in done.stdout
     assert "--stage 07" not in done.stdout and "--stage 03b" in done.stdout
+
+
+@pytest.mark.parametrize("sched", ["slurm", "sge"])
+def test_dry_run_dependencies(tmp_path, sched):
+    tsv = write_dataset(tmp_path / "expr.tsv", n_genes=8, n_samples=30)
+    done = run_driver(sched, ["--expr-tsv", tsv, "--out-dir", tmp_path / "run", "--dry-run", "--stages", ALL,
+                              "--genes-per-task", "4", "--n-permutations", "10", "--perms-per-task", "4"])
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith(("sbatch", "qsub"))]
+    ids = {}  # stage -> (job placeholder, finaliser placeholder), in submission order
+    stages = ALL.split(",")
+    for n, stage in enumerate(stages):
+        ids[stage] = (f"DRYRUN{2 * n + 1}", f"DRYRUN{2 * n + 2}")
+    job = {s: next(line for line in lines if f"dcoex_{s}_run" in line) for s in stages}
+    if sched == "slurm":
+        assert f"--dependency=afterok:{ids['01'][1]} " in job["07"] and "--array=1-3" in job["07"]
+        assert f"--dependency=afterok:{ids['03b'][1]}:{ids['07'][1]} " in job["08"]
+        assert f"--dependency=afterok:{ids['01'][1]} " in job["02a"]
+    else:
+        assert f"-hold_jid {ids['01'][1]} " in job["07"] and "-t 1-3" in job["07"]
+        assert f"-hold_jid {ids['03b'][1]},{ids['07'][1]} " in job["08"]
