@@ -77,7 +77,20 @@ def main() -> None:
     env = dict(os.environ, MEMFIT_MEM_LIMIT=os.environ.get("MEMFIT_MEM_LIMIT", "16G"),
                OPENBLAS_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads), NSLOTS=str(args.threads),
                PYTHONPATH=os.pathsep.join([str(REPO / "lib"), os.environ.get("PYTHONPATH", "")]))
-    rows = []
+    out = Path(args.out)
+    rows = json.loads(out.read_text())["rows"] if out.is_file() else []
+
+    def save(row: dict) -> None:
+        """Replace the row of the same (dataset, stage, alpha) and write the JSON (after every run)."""
+        key = (row["dataset"], row["stage"], row["fdr_alpha"])
+        rows[:] = [r for r in rows if (r["dataset"], r["stage"], r["fdr_alpha"]) != key] + [row]
+        result = {"shape": {"n_genes": N_GENES, "n_samples": N_SAMPLES}, "threads": args.threads,
+                  "host_cpus": os.cpu_count(),
+                  "machine": "shared 2-core VM, other agents running (see load_avg_before)", "rows": rows}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        print(_fmt(row), flush=True)
+
     for dataset in args.datasets.split(","):
         work = Path(args.work_dir) / dataset
         work.mkdir(parents=True, exist_ok=True)
@@ -96,12 +109,11 @@ def main() -> None:
                          str(base), "--fdr-alpha", str(alpha), "--gene-index", str(gene), "--force", "--quiet"], env)
             rec = json.loads(next((base / "memory").glob("02a.genes_*.memory.json")).read_text())
             with_edges = _count_edges(base, env)
-            rows.append({"dataset": dataset, "stage": "02a", "fdr_alpha": alpha, "reference_gene": gene,
+            save({"dataset": dataset, "stage": "02a", "fdr_alpha": alpha, "reference_gene": gene,
                          "edges": with_edges, "process_wall_s": round(wall, 2), "stage_wall_s": rec["wall_s"],
                          "peak_rss_bytes": rec["peak_rss_bytes"], "estimate_bytes": rec["estimate_bytes"],
                          "used_over_estimate": rec.get("used_over_estimate"), "tile_rows": rec["batch_size"],
                          "load_avg_before": load})
-            print(_fmt(rows[-1]), flush=True)
             shutil_rm(base)
             null = work / f"null_{alpha}"
             load = _load()
@@ -111,19 +123,13 @@ def main() -> None:
                          "--force", "--quiet"], env)
             rec = json.loads(next((null / "memory").glob("07.perms_*.memory.json")).read_text())
             per_perm = rec["per_task"]["1"]["s_per_permutation"]
-            rows.append({"dataset": dataset, "stage": "07", "fdr_alpha": alpha, "n_permutations": p,
+            save({"dataset": dataset, "stage": "07", "fdr_alpha": alpha, "n_permutations": p,
                          "null_edges": _null_edges(null, env), "process_wall_s": round(wall, 2),
                          "stage_wall_s": rec["wall_s"], "s_per_permutation": per_perm,
                          "projected_P1000_core_hours": round(per_perm * 1000 / 3600, 3),
                          "peak_rss_bytes": rec["peak_rss_bytes"], "estimate_bytes": rec["estimate_bytes"],
                          "used_over_estimate": rec.get("used_over_estimate"), "tile_rows": rec["batch_size"],
                          "load_avg_before": load})
-            print(_fmt(rows[-1]), flush=True)
-    result = {"shape": {"n_genes": N_GENES, "n_samples": N_SAMPLES}, "threads": args.threads,
-              "host_cpus": os.cpu_count(), "machine": "shared 2-core VM, other agents running (see load_avg_before)",
-              "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
 
 
 def shutil_rm(path: Path) -> None:
