@@ -17,6 +17,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -299,8 +300,9 @@ class Scheduler:
     def repoint_task(self, job_id: str, task: int, after_job: str) -> None:
         """Make task ``task`` of ``job_id`` wait for task ``task`` of ``after_job``."""
 
-    def repoint_job(self, job_id: str, after_job: str) -> None:
-        """Make the whole job ``job_id`` wait for ``after_job`` instead of what it waited for."""
+    def repoint_job(self, job_id: str, after_jobs: Sequence[str]) -> None:
+        """Make the whole job ``job_id`` wait for (the success of) ``after_jobs`` instead of what it
+        waited for."""
         raise NotImplementedError
 
     def killed_for_memory(self, job_id: str, task: int | None, log_text: str) -> bool:
@@ -412,8 +414,9 @@ class Slurm(Scheduler):
         _run(["scontrol", "update", f"JobId={job_id}_{task}", f"Dependency=aftercorr:{after_job}"],
              "scontrol update")
 
-    def repoint_job(self, job_id: str, after_job: str) -> None:
-        _run(["scontrol", "update", f"JobId={job_id}", f"Dependency=afterok:{after_job}"], "scontrol update")
+    def repoint_job(self, job_id: str, after_jobs: Sequence[str]) -> None:
+        _run(["scontrol", "update", f"JobId={job_id}", "Dependency=afterok:" + ":".join(after_jobs)],
+             "scontrol update")
 
 
 class Sge(Scheduler):
@@ -478,8 +481,8 @@ class Sge(Scheduler):
     def cancel(self, job_id: str, task: int | None = None) -> None:
         _run(["qdel", job_id] + (["-t", str(task)] if task is not None else []), "qdel")
 
-    def repoint_job(self, job_id: str, after_job: str) -> None:
-        _run(["qalter", "-hold_jid", after_job, job_id], "qalter")
+    def repoint_job(self, job_id: str, after_jobs: Sequence[str]) -> None:
+        _run(["qalter", "-hold_jid", ",".join(after_jobs), job_id], "qalter")
 
 
 class Local(Scheduler):

@@ -17,7 +17,7 @@ from typing import Any
 
 from dcoex.expression_tsv import tsv_sha256
 from dcoex.genes import gene_file_path
-from dcoex.pipeline.stages import HUBS_TSV, STAGES
+from dcoex.pipeline.stages import STAGES
 from dcoex.provenance import Provenance, read_provenance, read_provenance_attr, why_stale
 from dcoex.stages.contract import MissingUpstream
 from dcoex.stages.s03b_collect.contract import TSV_SHA_ATTR
@@ -84,7 +84,8 @@ def _gene_of(path: Path, gene_names: Sequence[str]) -> int | None:
 
 @dataclass
 class StageStatus:
-    """What is stale in one stage: per gene (per-gene stages) or the whole output, and why."""
+    """What is stale in one stage: per gene (per-gene stages; for an array over parts, per part
+    number) or the whole output, and why."""
 
     stage: str
     stale_genes: dict[int, str] = field(default_factory=dict)
@@ -95,12 +96,14 @@ class StageStatus:
         return not self.stale_genes and self.whole is None
 
     def why(self, n_genes: int | None = None) -> str:
-        """The reasons, most frequent first: "fdr_alpha 0.05 → 0.3 (400 of 400 genes)"."""
+        """The reasons, most frequent first: "fdr_alpha 0.05 → 0.3 (400 of 400 genes)" (parts
+        for an array over parts: ``n_genes`` is then their number)."""
         if self.whole is not None:
             return self.whole
         counts = Counter(self.stale_genes.values())
         total = f" of {n_genes}" if n_genes else ""
-        parts = [f"{reason} ({count}{total} genes)" for reason, count in counts.most_common(3)]
+        unit = "parts" if STAGES[self.stage].parts is not None else "genes"
+        parts = [f"{reason} ({count}{total} {unit})" for reason, count in counts.most_common(3)]
         if len(counts) > 3:
             parts.append(f"{len(counts) - 3} other reasons")
         return "; ".join(parts)
@@ -112,6 +115,12 @@ def stage_status(stage: str, upstream: PlanUpstream, genes: Sequence[int]) -> St
     out = contract.output_path(upstream.out_dir)
     status = StageStatus(stage)
     try:
+        if contract.parts is not None:  # array over its own parts: stale_genes holds stale part numbers
+            for unit, name in enumerate(contract.parts(upstream.params)):
+                reason = why_stale(out / name, upstream.provenance(stage, unit))
+                if reason is not None:
+                    status.stale_genes[unit] = reason
+            return status
         if contract.per_gene:
             n = len(upstream.gene_names)
             for g in genes:
@@ -122,13 +131,13 @@ def stage_status(stage: str, upstream: PlanUpstream, genes: Sequence[int]) -> St
             return status
         path = upstream.expr_h5 if stage == "00" else out
         status.whole = why_stale(path, upstream.provenance(stage, None))
-        if status.whole is None and stage == "03b":
-            tsv = upstream.out_dir / HUBS_TSV
+        for name in contract.files if status.whole is None else ():  # 03b, 08: the TSV written with it
+            tsv = upstream.out_dir / name
             recorded = read_provenance_attr(path, TSV_SHA_ATTR)
             if not tsv.is_file():
-                status.whole = f"{HUBS_TSV} missing"
+                status.whole = f"{name} missing"
             elif recorded != _file_sha256(tsv):
-                status.whole = f"{HUBS_TSV} differs from the one written with the summary"
+                status.whole = f"{name} differs from the one written with {contract.output}"
     except MissingUpstream as exc:
         status.whole = str(exc)
     return status

@@ -56,7 +56,7 @@ def _batched(fn: Callable[[int], MemoryEstimate], batch: int | str | None, max_b
 
 def stage_estimate(stage: str, shape: DataShape, *, n_bootstrap: int, low_frac: float, high_frac: float,
                    bootstrap_frac: float, fdr_alpha: float, batch_size: int | str | None,
-                   slots: int) -> StageEstimate:
+                   slots: int, n_permutations: int = 1000, perms_per_task: int = 50) -> StageEstimate:
     """The estimate stage ``stage`` will compute for itself, from the data shape and the run's flags.
 
     Raises InputError (from group_sizes) when the groups would be too small.
@@ -76,6 +76,9 @@ def stage_estimate(stage: str, shape: DataShape, *, n_bootstrap: int, low_frac: 
     if stage == "03b":
         fixed = estimate(n_genes=n, n_files=n)  # at most one network file per gene
         return StageEstimate(fixed, fixed)
+    if stage == "08":
+        fixed = estimate(n, n_permutations)  # the largest 02a file planned at stage 03's bound
+        return StageEstimate(fixed, fixed)
     sizes = group_sizes(s, low_frac, high_frac, bootstrap_frac)
     if stage == "01":
         def fn(b: int) -> MemoryEstimate:
@@ -90,6 +93,14 @@ def stage_estimate(stage: str, shape: DataShape, *, n_bootstrap: int, low_frac: 
         def fn(rows: int) -> MemoryEstimate:
             return estimate(n, s, k_low=sizes.k_low, k_high=sizes.k_high, fdr_alpha=fdr_alpha, tile_rows=rows,
                             exact_q=defaults["exact_q"])
+
+        return _batched(fn, batch_size, min(MAX_TILE_ROWS, n - 1), AUTO_TILE_ROWS_02A)
+    if stage == "07":
+        from dcoex.stages.s02a_base_correlations.cli import MAX_TILE_ROWS
+
+        def fn(rows: int) -> MemoryEstimate:
+            return estimate(n, s, k_low=sizes.k_low, k_high=sizes.k_high, fdr_alpha=fdr_alpha, tile_rows=rows,
+                            perms_per_task=min(perms_per_task, n_permutations))
 
         return _batched(fn, batch_size, min(MAX_TILE_ROWS, n - 1), AUTO_TILE_ROWS_02A)
     if stage == "02b":

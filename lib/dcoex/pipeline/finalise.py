@@ -30,7 +30,7 @@ from pathlib import Path
 from dcoex.pipeline import runlock
 from dcoex.pipeline.jobs import finaliser_job, stage_job
 from dcoex.pipeline.leftovers import cancel_jobs, chain_jobs
-from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGES
+from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGES, dependencies
 from dcoex.pipeline.task import status_path
 from hpc.manifest import (
     ManifestError,
@@ -161,7 +161,8 @@ def finalise(out: Path, stage: str, attempt_no: int, scheduler: Scheduler | None
                                                  "retried": len(retry), "failed": len(give_up)})
         if None in give_up and later:
             m["status"] = "failed"  # everything after a failed single job was cancelled: the run is over
-        elif not later and not retry:
+        elif not retry and all(e.get("cancelled") or _finalised(m, s) for s, e in m["stages"].items()):
+            # the last finaliser of the chain (stages need not wait for each other: 07 beside 02a)
             failed = any(e.get("failures") for e in m["stages"].values())
             m["status"] = "failed" if failed else "complete"
     if m.get("status") in ("complete", "failed"):
@@ -218,15 +219,34 @@ def _resubmit(m: dict, scheduler: Scheduler, out: Path, stage: str, attempt: dic
                     scheduler.repoint_task(a["job_id"], t, job_id)
                 except SubmitError as exc:
                     actions.append(f"could not re-point {per_task_next} task {t}: {exc}")
-    elif later and not per_task_next:
-        a = latest_attempt(m["stages"][later[0]], None)
-        if a is not None:
-            try:
-                scheduler.repoint_job(a["job_id"], fin_id)
-            except SubmitError as exc:
-                actions.append(f"could not re-point stage {later[0]} (job {a['job_id']}): {exc}")
-                return
-            actions.append(f"stage {later[0]} (job {a['job_id']}) now waits for finaliser {fin_id}")
+    for dependent in later:
+        after = dependencies(dependent, m["stage_order"])
+        if stage not in after or dependent == per_task_next:
+            continue
+        a = latest_attempt(m["stages"][dependent], None)
+        if a is None:
+            continue
+        # the retry's finaliser, and the other stages it waits for whose last attempt is not finalised yet
+        waits = [fin_id if u == stage else _last_finaliser(m, u) for u in after]
+        waits = [j for u, j in zip(after, waits) if j and (u == stage or not _finalised(m, u))]
+        try:
+            scheduler.repoint_job(a["job_id"], waits)
+        except SubmitError as exc:
+            actions.append(f"could not re-point stage {dependent} (job {a['job_id']}): {exc}")
+            continue
+        actions.append(f"stage {dependent} (job {a['job_id']}) now waits for finaliser(s) {', '.join(waits)}")
+
+
+def _last_finaliser(m: dict, stage: str) -> str | None:
+    attempts = m["stages"][stage]["attempts"]
+    return attempts[-1].get("finaliser_job_id") if attempts else None
+
+
+def _finalised(m: dict, stage: str) -> bool:
+    """The last attempt of ``stage`` has been finalised (its finaliser job is done or ending)."""
+    entry = m["stages"][stage]
+    last = len(entry["attempts"])
+    return any(f.get("attempt") == last for f in entry.get("finalised", []))
 
 
 def _cancel_downstream(m: dict, scheduler: Scheduler, stage: str, *, task: int | None, later: list[str],

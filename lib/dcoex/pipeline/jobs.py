@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dcoex.genes import index_entry
 from dcoex.pipeline.plan import RunPlan, StagePlan, first_request
-from dcoex.pipeline.stages import STAGES
+from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGES, dependencies
 from dcoex.pipeline.task import LINGER_ENV
 from hpc.manifest import (
     RunManifest,
@@ -76,8 +76,12 @@ def write_script(path: Path, module: str, args: list[str], *, slots: int, mem_sa
 def stage_entry(plan: RunPlan, p: StagePlan) -> StageEntry:
     out = Path(plan.options.out_dir)
     spec = STAGES[p.stage]
-    sidecars = (f"{spec.output}/memory/{p.stage}.genes_*.memory.json" if spec.per_gene
-                else f"{spec.output}.memory.json")
+    if spec.per_gene:
+        sidecars = f"{spec.output}/memory/{p.stage}.genes_*.memory.json"
+    elif spec.parts is not None:
+        sidecars = f"{spec.output}/memory/{p.stage}.perms_*.memory.json"
+    else:
+        sidecars = f"{spec.output}.memory.json"
     return {
         "genes_per_task": p.genes_per_task, "n_tasks": p.n_tasks, "slots": p.slots, "time_limit": p.time_limit,
         "raw_estimate_bytes": p.raw_estimate.total_bytes, "calibration_factor": p.calibration_factor,
@@ -139,8 +143,9 @@ def submit_all(plan: RunPlan, scheduler: Scheduler, on_submit: Callable[[str], N
     out = Path(o.out_dir)
     manifest = base_manifest(plan, scheduler)
     submitted: list[str] = []
-    prev: tuple[str, StagePlan, str, str] | None = None  # stage, plan, job id, finaliser id
-    first_job: str | None = None
+    ids: dict[str, tuple[str, str]] = {}  # stage -> (job id, finaliser id)
+    roots: list[str] = []  # jobs that wait for nothing: held until the manifest lists every job
+    planned = list(plan.stages)
     try:
         for s, p in plan.stages.items():
             entry = manifest["stages"][s]
@@ -151,20 +156,20 @@ def submit_all(plan: RunPlan, scheduler: Scheduler, on_submit: Callable[[str], N
                             only_tasks=p.tasks if gaps and scheduler.name == "sge" else None,
                             write=not scheduler.dry_run)
             job.mem_bytes = request
-            per_task = prev is not None and prev[1].per_gene and p.per_gene
-            if prev is not None:
-                if per_task:
-                    job.per_task_after = prev[2]
-                    job.hold = scheduler.per_task_holds  # SGE: task i is released by its predecessor
-                else:
-                    job.after_ok = [prev[3]]
-            if first_job is None:
+            after = dependencies(s, planned)
+            if len(after) == 1 and s in PER_GENE_CHAIN and after[0] in PER_GENE_CHAIN:
+                job.per_task_after = ids[after[0]][0]
+                job.hold = scheduler.per_task_holds  # SGE: task i is released by its predecessor
+            elif after:
+                job.after_ok = [ids[u][1] for u in after]
+            else:
                 job.hold = True  # released once the manifest lists every job
             job_id, argv = scheduler.submit(job)
             submitted.append(job_id)
             if on_submit is not None:
                 on_submit(job_id)
-            first_job = first_job or job_id
+            if not after:
+                roots.append(job_id)
             record = attempt_record(1, job_id, p.tasks, requested=request,
                                     request=scheduler.request_string(request, p.slots), argv=argv, reason="initial",
                                     time_limit=p.time_limit)
@@ -177,7 +182,7 @@ def submit_all(plan: RunPlan, scheduler: Scheduler, on_submit: Callable[[str], N
             record["finaliser_job_id"] = fin_id
             record["finaliser_command"] = fin_argv
             entry["attempts"].append(record)
-            prev = (s, p, job_id, fin_id)
+            ids[s] = (job_id, fin_id)
     except BaseException:  # a refused submission, or an interrupt: leave nothing behind
         for job_id in reversed(submitted if not scheduler.dry_run else []):
             try:
@@ -190,8 +195,8 @@ def submit_all(plan: RunPlan, scheduler: Scheduler, on_submit: Callable[[str], N
         with locked_manifest(out) as current:
             current.clear()
             current.update(manifest)
-        if first_job is not None:
-            scheduler.release(first_job)
+        for job_id in roots:
+            scheduler.release(job_id)
     return manifest
 
 

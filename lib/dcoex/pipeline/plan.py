@@ -13,7 +13,7 @@ from dcoex.pipeline.currency import PlanUpstream, StageStatus, stage_status
 from dcoex.pipeline.estimates import stage_estimate
 from dcoex.pipeline.options import Options
 from dcoex.pipeline.shapes import DataShape, read_shape
-from dcoex.pipeline.stages import STAGE_ORDER, STAGES, stage_argv
+from dcoex.pipeline.stages import STAGE_ORDER, STAGES, is_array, stage_argv
 from hpc.calibration import find_calibration, load_calibration
 from hpc.errors import InputError
 from hpc.schedulers import Scheduler, compress_tasks
@@ -144,8 +144,10 @@ def split_tasks(universe: list[int], genes_per_task: int | str, array_limit: int
 
 
 def selected_stages(options: Options) -> list[str]:
+    """``--stages``, in pipeline order; by default every stage but 00 without a TSV and the
+    optional ones (07, 08: named in ``--stages`` to run)."""
     if options.stages is None:
-        return [s for s in STAGE_ORDER if s != "00" or options.expr_tsv]
+        return [s for s in STAGE_ORDER if (s != "00" or options.expr_tsv) and not STAGES[s].optional]
     chosen = [s for s in STAGE_ORDER if s in options.stages]
     if "00" in chosen and not options.expr_tsv:
         raise InputError("--stages 00 needs --expr-tsv (stage 00 converts a TSV)")
@@ -210,11 +212,15 @@ def _choose_work(plan: RunPlan, stages: list[str]) -> None:
             plan.skipped[s] = "current: every output records the wanted provenance"
             continue
         else:
-            plan.why[s] = status.why(len(plan.universe))
+            parts = STAGES[s].parts
+            plan.why[s] = status.why(len(parts(o.params)) if parts is not None else len(plan.universe))
         if STAGES[s].per_gene:
             stale = set(plan.universe) if o.force else set(status.stale_genes)
             chain[s] = sorted(t for t, genes in plan.task_genes.items() if stale & set(genes))
         plan.stages[s] = None  # type: ignore[assignment]  # sized later
+        if STAGES[s].parts is not None:  # array over its own parts: task = part + 1
+            units = range(len(STAGES[s].parts(o.params))) if o.force else sorted(status.stale_genes)
+            plan.stages[s] = [u + 1 for u in units]  # type: ignore[assignment]
     union = sorted(set().union(*chain.values())) if chain else []
     for s in chain:
         plan.stages[s] = union  # type: ignore[assignment]  # sized later
@@ -231,7 +237,8 @@ def _size_stages(plan: RunPlan, scheduler: Scheduler) -> None:
         spec = STAGES[s]
         own = stage_estimate(s, shape, n_bootstrap=o.n_bootstrap, low_frac=o.low_frac, high_frac=o.high_frac,
                              bootstrap_frac=o.bootstrap_frac, fdr_alpha=o.fdr_alpha,
-                             batch_size=o.batch_size, slots=o.slots)
+                             batch_size=o.batch_size, slots=o.slots, n_permutations=o.n_permutations,
+                             perms_per_task=o.perms_per_task)
         raw, minimum = apply_test_estimate_scale(s, own.planned), apply_test_estimate_scale(s, own.minimum)
         factor = plan.factors.get(s, 1.0)
         peak = max(int(raw.total_bytes * factor), minimum.total_bytes)
@@ -243,9 +250,13 @@ def _size_stages(plan: RunPlan, scheduler: Scheduler) -> None:
                 test_scale = float(scale)
             except ValueError:
                 raise InputError(f"{TEST_SCALE_ENV}{s.upper()}={scale!r}: not a number") from None
+        if spec.parts is not None:
+            n_tasks = len(spec.parts(o.params))
+        else:
+            n_tasks = len(plan.task_genes) if spec.per_gene else 1
         plan.stages[s] = StagePlan(
             stage=s, per_gene=spec.per_gene, genes_per_task=plan.genes_per_task if spec.per_gene else None,
-            n_tasks=len(plan.task_genes) if spec.per_gene else 1, tasks=tasks if spec.per_gene else None,
+            n_tasks=n_tasks, tasks=tasks if is_array(s) else None,
             slots=o.slots, time_limit=o.times.get(s, o.default_time), raw_estimate=raw,
             minimum_estimate=minimum, calibration_factor=factor, requested_bytes=requested,
             request=scheduler.request_string(requested, o.slots),

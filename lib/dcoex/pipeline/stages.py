@@ -10,13 +10,34 @@ from typing import Any
 from dcoex.stages import STAGE_PACKAGES, stage_contract
 from dcoex.stages.contract import StageContract
 from dcoex.stages.s03b_collect.contract import HUBS_TSV
+from dcoex.stages.s08_permutation_pvalues.contract import PVALS_TSV
 
 STAGE_ORDER = tuple(STAGE_PACKAGES)
 #: Per-gene stages form one chain with per-task dependencies (task i after task i).
 PER_GENE_CHAIN = ("02a", "02b", "03")
 STAGES: dict[str, StageContract] = {s: stage_contract(s) for s in STAGE_ORDER}
 
-__all__ = ["HUBS_TSV", "PER_GENE_CHAIN", "STAGES", "STAGE_ORDER", "stage_argv"]
+
+def is_array(stage: str) -> bool:
+    """Run as an array job: per reference gene, or over the stage's own parts (07)."""
+    return STAGES[stage].per_gene or STAGES[stage].parts is not None
+
+
+def dependencies(stage: str, planned: list[str]) -> list[str]:
+    """The stages of ``planned`` that ``stage`` must wait for: its nearest ancestors there
+    (upstream stages, transitively, that are not also ancestors of another one)."""
+
+    def ancestors(s: str) -> set[str]:
+        found: set[str] = set()
+        for u in STAGES[s].upstream:
+            found |= {u} | ancestors(u)
+        return found
+
+    mine = [s for s in planned if s in ancestors(stage)]
+    return [s for s in mine if not any(s in ancestors(other) for other in mine if other != s)]
+
+__all__ = ["HUBS_TSV", "PER_GENE_CHAIN", "PVALS_TSV", "STAGES", "STAGE_ORDER", "dependencies", "is_array",
+           "stage_argv"]
 
 
 def _paths(stage: str, out_dir: Path, expr_h5: Path, params: Mapping[str, Any]) -> list[tuple[str, object]]:
@@ -32,6 +53,9 @@ def _paths(stage: str, out_dir: Path, expr_h5: Path, params: Mapping[str, Any]) 
                ("--expr-h5", expr_h5)],
         "03b": [("--networks-dir", out["03"]), ("--out-h5", out["03b"]), ("--out-focus-tsv", out_dir / HUBS_TSV),
                 ("--gene-list", params.get("gene_list_file"))],
+        "07": [("--expr-h5", expr_h5), ("--indices-h5", out["01"]), ("--out-dir", out["07"])],
+        "08": [("--summary-h5", out["03b"]), ("--hubs-tsv", out_dir / HUBS_TSV), ("--base-dir", out["02a"]),
+               ("--null-dir", out["07"]), ("--out-h5", out["08"]), ("--out-tsv", out_dir / PVALS_TSV)],
     }[stage]
 
 

@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 
 from dcoex.genes import task_id_from_env
-from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGES
+from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGES, is_array
 from hpc.errors import EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY, write_refused_message
 from hpc.manifest import ManifestError, latest_attempt, now_iso, read_manifest, state_dir, write_json_atomic
 
@@ -142,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
               f"({getattr(exc, 'strerror', None) or exc}): the output folder was deleted, replaced or made "
               "unreadable while this job was queued; nothing was run", file=sys.stderr)
         return 2
-    per_gene = STAGES[args.stage].per_gene
-    task = (args.task if args.task is not None else task_id_from_env()) if per_gene else None
+    array = is_array(args.stage)  # per gene, or over the stage's own parts: a task id
+    task = (args.task if args.task is not None else task_id_from_env()) if array else None
     only = parse_tasks(args.only_tasks)
     if only is not None and task not in only:
         # an SGE array covers a range: ids outside the attempt's list only pass their hold on
@@ -151,10 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         if task is not None:
             release_successor(out, args.stage, task)
         return 0
-    if per_gene and task is not None:
+    if array and task is not None:
         os.environ["DCOEX_TASK_ID"] = str(task)
     command = list(entry["stage_command"])
-    if per_gene and task is not None:
+    if array and task is not None:
         command += ["--task-id", str(task)]
     status = status_path(out, args.stage, task, args.attempt)
     record = {"stage": args.stage, "task": task, "attempt": args.attempt, "job_id": job_id_from_env(),

@@ -22,6 +22,8 @@ STAGE_PACKAGES = {
     "02b": "s02b_bootstrap_edges",
     "03": "s03_network",
     "03b": "s03b_collect",
+    "07": "s07_permutation_null",
+    "08": "s08_permutation_pvalues",
 }
 
 

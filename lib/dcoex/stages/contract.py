@@ -101,6 +101,11 @@ class StageContract:
     inputs_of: Callable[[Mapping[str, Any], Upstream, int | None], dict[str, str]]
     notes: str = ""
     files: tuple[str, ...] = field(default_factory=tuple)
+    #: An array stage over its own work units (not genes): ``parts(values)`` = the file names,
+    #: in ``output``, of units 0, 1, …; unit u is array task u + 1.
+    parts: Callable[[Mapping[str, Any]], list[str]] | None = None
+    #: Run only when named in the driver's ``--stages``.
+    optional: bool = False
 
     def param(self, name: str) -> Param:
         for p in self.params:

@@ -82,6 +82,10 @@ MIN_EFFECT = Param("min_effect", 0.0, "Keep differential edges with |delta| >= t
 CORR_THRESHOLD = Param("corr_threshold", 1e-4, "tau: an edge is present in a group if significant and |r| >= tau.",
                        number("--corr-threshold", low=0))
 NO_CI_FILTER = Param("no_ci_filter", False, "Keep edges whose bootstrap CI contains 0.", lambda t: t, switch=True)
+N_PERMUTATIONS = Param("n_permutations", 1000, "Random LOW/HIGH splits of the permutation null (stages 07, 08).",
+                        whole("--n-permutations", low=1), content=False, metavar="P")
+PERMS_PER_TASK = Param("perms_per_task", 50, "Permutations per array task of stage 07 (names its part files).",
+                       whole("--perms-per-task", low=1), content=False, metavar="N")
 BATCH_SIZE = Param("batch_size", "auto",
                    "Batch of 01/02a/02b: N, 'all' or 'auto' (fits memory).",
                    _batch, content=False, metavar="N/auto")

@@ -1,0 +1,36 @@
+"""Stage 08 (permutation p-values) peak-RSS estimate, in bytes.
+
+- ``python``: interpreter and imports (as stage 03);
+- ``null``: one metric's null at a time, P × N float64, plus its statistic and the
+  comparison with the observed values (≈ 3 × 8 bytes per cell, as measured);
+- ``base_file``: the largest 02a file's edge columns read for an observed value
+  (``n_edges`` sig_differential edges, ~``EDGE_BYTES`` each while classified; unknown before
+  02a ran: planned at stage 03's bound);
+- ``table``: per reference gene, the observed values, p, q and summaries of every metric.
+"""
+
+from __future__ import annotations
+
+from dcoex.stages.s03_network.estimator import DEFAULT_PLANNING_EDGES
+from dcoex.stages.s07_permutation_null.science import METRICS
+from memfit.estimate import PYTHON_BASELINE_BYTES, MemoryEstimate
+from memfit.units import MiB
+
+IMPORTS_BYTES = 40 * MiB
+NULL_BYTES_PER_CELL = 24
+EDGE_BYTES = 200
+TABLE_BYTES_PER_GENE_METRIC = 64
+
+
+def estimate(n_genes: int, n_permutations: int, n_edges: int | None = None, **_: object) -> MemoryEstimate:
+    """Predicted peak RSS (bytes) of stage 08 for N genes and P permutations."""
+    n, p = int(n_genes), int(n_permutations)
+    edges = min(n * (n - 1) // 2, DEFAULT_PLANNING_EDGES) if n_edges is None else int(n_edges)
+    components = {
+        "python": PYTHON_BASELINE_BYTES,
+        "imports": IMPORTS_BYTES,
+        "null": p * n * NULL_BYTES_PER_CELL,
+        "base_file": edges * EDGE_BYTES,
+        "table": n * len(METRICS) * TABLE_BYTES_PER_GENE_METRIC,
+    }
+    return MemoryEstimate("08", components, {"n_genes": n, "n_permutations": p, "n_edges": edges})
