@@ -300,8 +300,14 @@ class Scheduler:
         """Make task ``task`` of ``job_id`` wait for task ``task`` of ``after_job``."""
 
     def repoint_job(self, job_id: str, after_job: str) -> None:
-        """Make the whole job ``job_id`` wait for ``after_job`` instead of what it waited for."""
+        """Make the whole job ``job_id`` wait for ``after_job`` (a job id, or SGE: several, comma
+        separated) instead of what it waited for."""
         raise NotImplementedError
+
+    def set_task_memory(self, job_id: str, task: int, request_bytes: int) -> None:
+        """Change the memory request (bytes, whole job) of pending array task ``task`` of ``job_id``.
+        Only SLURM can change one task of an array; SGE's qalter changes the whole array."""
+        raise NotImplementedError(f"{self.name} cannot change the request of one array task")
 
     def killed_for_memory(self, job_id: str, task: int | None, log_text: str) -> bool:
         """Whether a task that left no status was killed for memory (its log, then accounting)."""
@@ -414,6 +420,13 @@ class Slurm(Scheduler):
 
     def repoint_job(self, job_id: str, after_job: str) -> None:
         _run(["scontrol", "update", f"JobId={job_id}", f"Dependency=afterok:{after_job}"], "scontrol update")
+
+    def set_task_memory(self, job_id: str, task: int, request_bytes: int) -> None:
+        argv = ["scontrol", "update", f"JobId={job_id}_{task}", f"MinMemoryNode={math.ceil(request_bytes / MiB)}"]
+        if self.dry_run:
+            print(shlex.join(argv), file=self.out)
+            return
+        _run(argv, "scontrol update")
 
 
 class Sge(Scheduler):

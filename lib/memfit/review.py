@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from hpc.errors import EXIT_OUT_OF_MEMORY, InputError
-from hpc.manifest import MANIFEST_VERSION, ManifestError, manifest_path, read_manifest
+from hpc.manifest import MANIFEST_VERSION, ManifestError, attempt_request, manifest_path, read_manifest
 from memfit.accounting import TaskAccounting, expand_task_range
 from memfit.accounting.records import AccountingError
 from memfit.allocation import SAFETY_SCHEDULER, VIRTUAL_OVERHEAD_BYTES
@@ -310,7 +310,7 @@ def review_stage(
                 job_id=job_id,
                 reason=str(attempt.get("reason") or "initial"),
                 requested_bytes=(
-                    attempt.get("requested_bytes")
+                    attempt_request(attempt, task)
                     or stage.get("requested_bytes")
                     or (record.requested_bytes if record else None)
                 ),
