@@ -211,7 +211,7 @@ def _size_tasks(scheduler: Scheduler, job_id: str, p: StagePlan, request: int) -
     own: dict[str, int] = {}
     for t, sized in sorted(p.task_requests.items()):
         wanted = scaled_request(sized, p.test_scale, p.slots)
-        if t in (p.tasks or []) and worth_resizing(request, wanted) and wanted != request:
+        if t in (p.tasks or []) and worth_resizing(request, wanted, in_place=True):
             scheduler.set_task_memory(job_id, t, wanted)
             own[str(t)] = wanted
     return own

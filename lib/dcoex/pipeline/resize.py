@@ -12,7 +12,8 @@ so the tasks it changes have not started:
   made to wait for the new array too (``qalter -hold_jid``) and finalises both. 03 moves before
   02b, so the moved 02b task releases the moved 03 task.
 
-A request changes when the sized one is larger, or smaller by more than RESIZE_SLACK. Every
+A request changes when it differs (SLURM), or (SGE) when the sized one is larger or smaller by
+more than RESIZE_SLACK. Every
 sized request is recorded in the manifest (``task_requests``, ``task_edges`` of the stage, and
 the attempt's ``task_requests`` or the new attempt).
 """
@@ -89,7 +90,7 @@ def resize_successors(out: Path, task: int) -> list[str]:
             current = attempt_request(a, task) or 0
             what = (f"{s} task {task}: {n_edges} edges (largest gene) -> "
                     f"{scheduler.request_string(wanted, entry['slots'])}")
-            if not worth_resizing(current, wanted):
+            if not worth_resizing(current, wanted, in_place=scheduler.name == "slurm"):
                 lines.append(f"{what}; keeps {scheduler.request_string(current, entry['slots'])}")
                 continue
             try:

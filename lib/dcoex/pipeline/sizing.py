@@ -37,8 +37,8 @@ from memfit.units import MiB
 
 #: Stages whose memory (and output) grows with 02a's edge counts.
 EDGE_SIZED = ("02b", "03")
-#: A pending task's request changes when the sized one is larger, or smaller by more than this
-#: fraction (SGE moves the task to an array of its own: not worth it for a few MiB).
+#: Under SGE a pending task's request changes when the sized one is larger, or smaller by more
+#: than this fraction (SGE moves the task to an array of its own: not worth it for a few MiB).
 RESIZE_SLACK = 0.25
 #: Testing knob: ``DCOEX_TEST_ESTIMATE_SCALE_<STAGE>=0.5`` scales the planned raw estimate of one stage.
 TEST_ESTIMATE_SCALE_ENV = "DCOEX_TEST_ESTIMATE_SCALE_"
@@ -92,8 +92,12 @@ def scaled_request(requested_bytes: int, scale: float | None, slots: int) -> int
     return max(int(math.ceil(requested_bytes * scale / unit)), 1) * unit
 
 
-def worth_resizing(current: int, sized: int) -> bool:
-    """Change a pending request when the sized one is larger, or much smaller (RESIZE_SLACK)."""
+def worth_resizing(current: int, sized: int, *, in_place: bool) -> bool:
+    """Whether to change a pending request: when the sized one differs and the scheduler changes
+    a task in place (``in_place``: SLURM), else when it is larger or smaller by more than
+    RESIZE_SLACK (SGE moves the task to an array of its own)."""
+    if in_place:
+        return sized != current
     return sized > current or sized < current * (1 - RESIZE_SLACK)
 
 
