@@ -32,7 +32,8 @@ from memfit.estimate import MemoryEstimate
 AUTO_BATCH_01 = 256  # genes per batch of stage 01
 AUTO_TILE_ROWS_02A = 512  # gene rows per correlation tile of stage 02a
 AUTO_EDGE_CHUNK_02B = 4096  # edges per chunk of stage 02b
-#: Selected edges per reference gene planned for 02b and 03 when N(N-1)/2 is larger.
+#: Selected edges per reference gene (|E0|, held by both 02b and 03) planned for 02b and 03 when
+#: N(N-1)/2 is larger, until 02a has counted them (dcoex.pipeline.sizing).
 PLAN_EDGES = 200_000
 
 
@@ -72,9 +73,7 @@ def stage_estimate(stage: str, shape: DataShape, *, n_bootstrap: int, low_frac: 
         fixed = estimate(s, n, defaults["block_rows"], defaults["compression"])
         return StageEstimate(fixed, fixed)
     if stage == "03":
-        from dcoex.stages.s03_network.estimator import DEFAULT_PLANNING_EDGES
-
-        fixed = estimate(n_genes=n, n_edges=min(pairs, DEFAULT_PLANNING_EDGES) if n_edges is None else n_edges)
+        fixed = estimate(n_genes=n, n_edges=min(pairs, PLAN_EDGES) if n_edges is None else n_edges)
         return StageEstimate(fixed, fixed)
     if stage == "03b":
         fixed = estimate(n_genes=n, n_files=n)  # at most one network file per gene
