@@ -95,6 +95,30 @@ def test_submission_gives_each_sized_task_its_own_request(rewired, monkeypatch):
         assert f"scontrol update JobId={job}_{small_task} MinMemoryNode={mib}" in done.stdout, done.stdout
 
 
+def test_disk_is_checked_again_from_the_real_counts_after_02a(rewired):
+    """What the 02a finaliser checks: the 02b, 03 and 03b bytes of the genes still to be written,
+    from 02a's real counts, against the free space (given here)."""
+    from dcoex.pipeline.disk import check_after_02a
+    from dcoex.stages.s02b_bootstrap_edges.estimator import output_bytes as out02b
+    from dcoex.stages.s03_network.estimator import output_bytes as out03
+    from dcoex.stages.s03b_collect.estimator import output_bytes as out03b
+    from hpc.manifest import read_manifest
+
+    out = rewired["out"]
+    manifest = read_manifest(out)
+    expected = sum(out02b(n_genes=240, n_edges=e, n_boot=20) + out03(n_genes=240, n_edges=e)
+                   for e in rewired["edges"].values()) + out03b(240, 2)
+    record, refusal = check_after_02a(out, manifest, stages=["02b", "03", "03b"], free=10**12)
+    assert refusal is None and record["ok"] and record["genes_counted"] == 2
+    assert record["needed_bytes"] == expected
+    record, refusal = check_after_02a(out, manifest, stages=["02b", "03", "03b"], free=expected - 1)
+    assert refusal.startswith("not enough disk after 02a: the outputs need ") and not record["ok"]
+    assert not record["ignored"]
+    manifest["parameters"]["ignore_disk_check"] = True
+    assert check_after_02a(out, manifest, stages=["03b"], free=1)[0]["ignored"]
+    assert check_after_02a(out, manifest, stages=[]) == (None, None)
+
+
 def test_output_bytes_predict_the_files_a_run_writes(rewired):
     """Each stage's prediction from its edge count against the file the stage wrote: within
     -20 % .. +100 % (upper estimates), for the gene with many edges and the one with few."""

@@ -11,7 +11,7 @@ unknown, and the plan states its assumption:
   at most 1. This is what the check compares with the free space;
 * **bound**: every pair stored (an upper bound no reference gene can exceed).
 
-The 02a finaliser checks again from the real counts (:func:`remaining_after_02a`).
+The 02a finaliser checks again from the real counts (:func:`check_after_02a`).
 """
 
 from __future__ import annotations
@@ -118,8 +118,37 @@ def disk_refusal(needed_bytes: int, free: int, *, path: str | os.PathLike, bound
             "lower --fdr-alpha, or pass --ignore-disk-check")
 
 
-def remaining_after_02a(shape: DataShape, params: Mapping[str, Any], *, genes: Sequence[int],
-                        counts: Mapping[int, int], stages: Sequence[str]) -> list[StageDisk]:
-    """What the stages after 02a (of ``stages``) will write, from 02a's real counts."""
-    return [stage_disk(s, shape, params, genes=genes, counts=counts, n_rows=len(genes))
-            for s in stages if s in ("02b", "03", "03b")]
+def check_after_02a(out: Path, manifest: Mapping[str, Any], *, stages: Sequence[str],
+                    free: int | None = None) -> tuple[dict[str, Any] | None, str | None]:
+    """The disk check of a run after 02a, from the real counts: what 02b, 03 and 03b (those of
+    ``stages``) will still write for the genes without a 02b output yet, against ``free`` bytes
+    (default: the output folder's). Returns (the record for the manifest, the refusal or None);
+    (None, None) when no such stage follows."""
+    from dcoex.edge_files import read_selected_count
+    from dcoex.genes import gene_file_path
+    from dcoex.pipeline.resize import run_shape, run_universe
+    from dcoex.pipeline.stages import STAGES
+    from hpc.manifest import now_iso
+
+    later = [s for s in stages if s in ("02b", "03", "03b")]
+    if not later:
+        return None, None
+    params = manifest["parameters"]
+    shape = run_shape(out, manifest)
+    universe = run_universe(out, manifest, shape) or list(range(shape.n_genes))
+    base, boot = STAGES["02a"].output_path(out), STAGES["02b"].output_path(out)
+    names, n = shape.gene_names, shape.n_genes
+    todo = [g for g in universe if not gene_file_path(boot, g, names[g], n).is_file()]
+    counts = {}
+    for g in todo:
+        count = read_selected_count(gene_file_path(base, g, names[g], n), params["edge_selection"])
+        if count is not None:
+            counts[g] = count
+    parts = [stage_disk(s, shape, params, genes=todo, counts=counts, n_rows=len(universe)) for s in later]
+    needed = sum(p.expected_bytes for p in parts)
+    free = free_bytes(out) if free is None else free
+    refusal = disk_refusal(needed, free, path=out, when=" after 02a")
+    record = {"time": now_iso(), "free_bytes": free, "needed_bytes": needed, "genes_counted": len(counts),
+              "genes_to_write": len(todo), "stages": {p.stage: p.expected_bytes for p in parts},
+              "ok": refusal is None, "ignored": bool(refusal and params.get("ignore_disk_check"))}
+    return record, refusal

@@ -246,41 +246,22 @@ def _resubmit(m: dict, scheduler: Scheduler, out: Path, stage: str, attempt: dic
 
 
 def _check_disk_after_02a(m: dict, scheduler: Scheduler, out: Path, *, later: list[str], actions: list[str]) -> None:
-    """Check again, from 02a's real counts, that the outputs still to be written (02b, 03, 03b)
-    fit on the output folder's file system; when they cannot, and the run was not started with
+    """Check again, from 02a's real counts, that the outputs still to be written fit on the
+    output folder's file system; when they cannot, and the run was not started with
     ``--ignore-disk-check``, cancel the later stages (the run fails with the numbers)."""
-    from dcoex.edge_files import read_selected_count
-    from dcoex.genes import gene_file_path
-    from dcoex.pipeline.disk import disk_refusal, free_bytes, remaining_after_02a
-    from dcoex.pipeline.resize import run_shape, run_universe
+    from dcoex.pipeline.disk import check_after_02a
 
-    stages = [s for s in later if s in ("02b", "03", "03b")]
-    if not stages:
-        return
     try:
-        shape = run_shape(out, m)
-        universe = run_universe(out, m, shape) or list(range(shape.n_genes))
+        record, refusal = check_after_02a(out, m, stages=later)
     except (OSError, ValueError, InputError) as exc:
         actions.append(f"disk not checked after 02a: {exc}")
         return
-    base = STAGES["02a"].output_path(out)
-    boot = STAGES["02b"].output_path(out)
-    names, n = shape.gene_names, shape.n_genes
-    todo = [g for g in universe if not gene_file_path(boot, g, names[g], n).is_file()]
-    counts = {g: c for g in todo
-              if (c := read_selected_count(gene_file_path(base, g, names[g], n), m["parameters"]["edge_selection"]))
-              is not None}
-    parts = remaining_after_02a(shape, m["parameters"], genes=todo, counts=counts, stages=stages)
-    needed = sum(p.expected_bytes for p in parts)
-    free = free_bytes(out)
-    refusal = disk_refusal(needed, free, path=out, when=" after 02a")
-    m["stages"]["02a"]["disk_check"] = {
-        "time": now_iso(), "free_bytes": free, "needed_bytes": needed, "genes_counted": len(counts),
-        "stages": {p.stage: p.expected_bytes for p in parts}, "ok": refusal is None,
-        "ignored": bool(refusal and m["parameters"].get("ignore_disk_check")),
-    }
-    actions.append(f"disk after 02a: {format_bytes(needed)} still to write, {format_bytes(free)} free")
-    if refusal is None or m["parameters"].get("ignore_disk_check"):
+    if record is None:
+        return
+    m["stages"]["02a"]["disk_check"] = record
+    actions.append(f"disk after 02a: {format_bytes(record['needed_bytes'])} still to write, "
+                   f"{format_bytes(record['free_bytes'])} free")
+    if refusal is None or record["ignored"]:
         return
     m["stages"]["02a"].setdefault("failures", []).append({"task": None, "reason": refusal, "time": now_iso()})
     actions.append(f"FAILED: {refusal}")
