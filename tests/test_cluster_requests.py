@@ -40,7 +40,7 @@ def sized_runs(tmp_path_factory):
     tsv = write_tsv(base / "expr.tsv", data)
     big = data.modulators[0]
     small = next(g for g in range(N_GENES) if g != big and g not in data.modules[big])
-    subset = base / "subset.txt"
+    subset = base / "subset.txt"  # the rerun test finds it and expr.tsv beside the run folders
     subset.write_text(f"index:{big}\nindex:{small}\n")
     started, plans = {}, {}
     for sched in SCHEDULERS:
@@ -111,3 +111,28 @@ def test_many_edges_get_a_larger_request_and_nothing_runs_out_of_memory(sized_ru
         assert tasks[big] not in entry["attempts"][0]["task_list"]
     else:
         assert len(entry["attempts"]) == 1 and str(tasks[big]) in entry["attempts"][0]["task_requests"]
+
+
+@pytest.mark.parametrize("sched", SCHEDULERS)
+def test_a_rerun_is_sized_from_the_02a_outputs_at_planning(sized_runs, sched):
+    """02b and 03 again (``--force``) from the current 02a outputs: sized at planning. SLURM gives
+    each task its own request at submission; SGE asks the largest task's for the whole array."""
+    out, _ = _need(sized_runs, sched)
+    big, small, tasks = sized_runs["big"], sized_runs["small"], sized_runs["tasks"]
+    done = run_driver(sched, ["--expr-tsv", out.parent / "expr.tsv", "--out-dir", out, *ARGS, "--gene-subset",
+                              out.parent / "subset.txt", "--stages", "02b,03", "--force"], env=ENV)
+    assert done.returncode == 0, done.stderr
+    assert "02b: memory from 02a edge counts" in done.stdout and "pending 02a" not in done.stdout
+    manifest = wait_for_run(out, timeout=600)
+    assert manifest["status"] == "complete"
+    for stage in ("02b", "03"):
+        entry = manifest["stages"][stage]
+        assert [a["reason"] for a in entry["attempts"]] == ["initial"]
+        asked = {g: _task_request_mib(sched, entry, tasks[g]) for g in (big, small)}
+        per_slot = entry["slots"] if sched == "sge" else 1
+        assert asked[big] == pytest.approx(entry["task_requests"][str(tasks[big])] / 2**20 / per_slot)
+        if sched == "slurm":
+            assert asked[small] == pytest.approx(entry["task_requests"][str(tasks[small])] / 2**20)
+            assert asked[small] < asked[big]
+        else:
+            assert asked[small] == asked[big]
