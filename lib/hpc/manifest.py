@@ -86,6 +86,7 @@ class StageEntry(TypedDict, total=False):
     sizing: str  # what requested_bytes rests on
     task_requests: dict[str, int]  # each task's sized request, bytes (before any test scale)
     task_edges: dict[str, int]  # the largest |E0| of each task's genes
+    task_raw_estimate_bytes: dict[str, int]  # each sized task's raw estimate (memory review calibrates on it)
     test_scale: float | None  # DCOEX_TEST_MEM_SCALE_<STAGE> of the first attempt
     disk_check: dict[str, Any]  # 02a: the check of the disk from the real counts (finaliser)
     # label transfer

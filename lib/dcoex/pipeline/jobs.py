@@ -90,7 +90,8 @@ def stage_entry(plan: RunPlan, p: StagePlan) -> StageEntry:
         "tasks_planned": compress_tasks(p.tasks) if p.tasks is not None else None,
         "output": str(out / spec.output), "attempts": [], "cancelled_tasks": [], "failures": [],
         **({"sizing": p.sizing} if p.sizing else {}),
-        **({"task_requests": {str(t): r for t, r in p.task_requests.items()}} if p.task_requests else {}),
+        **({"task_requests": {str(t): r for t, r in p.task_requests.items()},
+            "task_raw_estimate_bytes": {str(t): r for t, r in p.task_raw_estimates.items()}} if p.task_requests else {}),
         **({"test_scale": p.test_scale} if p.test_scale else {}),
     }
 

@@ -48,6 +48,7 @@ class StagePlan:
     #: 02b, 03: requests of the tasks whose genes' 02a counts are known (bytes); the others are
     #: at the bound until their 02a task ends (dcoex.pipeline.sizing)
     task_requests: dict[int, int] = field(default_factory=dict)
+    task_raw_estimates: dict[int, int] = field(default_factory=dict)  # their raw estimates (bytes)
     sizing: str = ""  # what the request rests on: "" (shape), "02a edge counts", "bound ..."
 
     @property
@@ -316,6 +317,7 @@ def _size_stages(plan: RunPlan, scheduler: Scheduler) -> None:
 
         req = sized(None)
         task_requests: dict[int, int] = {}
+        task_raw: dict[int, int] = {}
         sizing = ""
         if s in EDGE_SIZED:
             known = {}
@@ -324,6 +326,7 @@ def _size_stages(plan: RunPlan, scheduler: Scheduler) -> None:
                 if counts and None not in counts:
                     known[t] = sized(max(c for c in counts if c is not None))
             task_requests = {t: r.requested_bytes for t, r in known.items()}
+            task_raw = {t: r.raw.total_bytes for t, r in known.items()}
             unknown = len(tasks or []) - len(known)
             # the job's own request covers its largest task (SGE asks once per array)
             candidates = list(known.values()) + ([req] if unknown else [])
@@ -346,7 +349,7 @@ def _size_stages(plan: RunPlan, scheduler: Scheduler) -> None:
             minimum_estimate=req.minimum, calibration_factor=factor, requested_bytes=req.requested_bytes,
             request=scheduler.request_string(req.requested_bytes, o.slots),
             argv=stage_argv(s, Path(o.out_dir), plan.expr_h5, params),
-            test_scale=test_scale, task_requests=task_requests, sizing=sizing,
+            test_scale=test_scale, task_requests=task_requests, task_raw_estimates=task_raw, sizing=sizing,
         )
     limit = None if o.local else scheduler.max_request_bytes()
     if limit:

@@ -78,9 +78,11 @@ def resize_successors(out: Path, task: int) -> list[str]:
         factors = (m.get("calibration") or {}).get("factors") or {}
         for s in reversed(later):  # 03 first: a moved 02b task releases the 03 task it finds
             entry = m["stages"][s]
-            sized = request_for(s, shape, params, scheduler, factor=factors.get(s, 1.0),
-                                safety=params["mem_safety"], slots=entry["slots"], n_edges=n_edges).requested_bytes
+            req = request_for(s, shape, params, scheduler, factor=factors.get(s, 1.0),
+                              safety=params["mem_safety"], slots=entry["slots"], n_edges=n_edges)
+            sized = req.requested_bytes
             entry.setdefault("task_requests", {})[str(task)] = sized
+            entry.setdefault("task_raw_estimate_bytes", {})[str(task)] = req.raw.total_bytes
             entry.setdefault("task_edges", {})[str(task)] = n_edges
             a = latest_attempt(entry, task)
             if scheduler.name == "local" or a is None or entry.get("cancelled") or task in entry.get("cancelled_tasks", []):
