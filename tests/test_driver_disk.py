@@ -79,6 +79,10 @@ def test_02b_and_03_are_sized_from_the_02a_counts_of_their_genes(rewired, monkey
     fresh = make_plan(_options(rewired, "--force"), Slurm(dry_run=True))
     assert fresh.stages["02b"].sizing.startswith("bound") and not fresh.stages["02b"].task_requests
     assert "* upper bound for tasks whose 02a edge counts are not known yet (pending 02a)" in fresh.table()
+    # --force rewrites every output there is: their space comes back as the run goes
+    out = rewired["out"]
+    existing = [p for p in out.rglob("*") if p.suffix in (".h5", ".tsv") and ".dcoex" not in p.parts]
+    assert len(existing) >= 4 and fresh.replaced_bytes == sum(p.stat().st_size for p in existing)
 
 
 def test_submission_gives_each_sized_task_its_own_request(rewired, monkeypatch):
@@ -175,6 +179,9 @@ def test_disk_refusal_with_given_free_bytes():
     assert line is not None and "\n" not in line
     assert "need 10.00 MiB (expected; upper bound 50.00 MiB)" in line
     assert "/data/run has 10.00 MiB free" in line and "--ignore-disk-check" in line
+    # outputs the run rewrites give their space back
+    assert disk_refusal(10 * MiB + 1, 10 * MiB, path="/data/run", replaced_bytes=1) is None
+    assert "(+ 1.00 MiB of outputs it replaces)" in disk_refusal(12 * MiB, 10 * MiB, path="/d", replaced_bytes=MiB)
 
 
 def test_refusal_on_a_small_file_system_and_the_override(tmp_path, small_disk):  # noqa: F811

@@ -108,14 +108,16 @@ def free_bytes(path: str | os.PathLike) -> int:
 
 
 def disk_refusal(needed_bytes: int, free: int, *, path: str | os.PathLike, bound_bytes: int | None = None,
-                 when: str = "") -> str | None:
-    """The one-line refusal when ``needed_bytes`` do not fit in ``free`` bytes, else None."""
-    if needed_bytes <= free:
+                 replaced_bytes: int = 0, when: str = "") -> str | None:
+    """The one-line refusal when ``needed_bytes`` do not fit in ``free`` bytes plus
+    ``replaced_bytes`` (existing outputs the run rewrites), else None."""
+    if needed_bytes <= free + replaced_bytes:
         return None
     bound = f"; upper bound {format_bytes(bound_bytes)}" if bound_bytes and bound_bytes > needed_bytes else ""
+    replaced = f" (+ {format_bytes(replaced_bytes)} of outputs it replaces)" if replaced_bytes else ""
     return (f"not enough disk{when}: the outputs need {format_bytes(needed_bytes)} (expected{bound}) but "
-            f"{path} has {format_bytes(free)} free on its file system; free space, choose another --out-dir, "
-            "lower --fdr-alpha, or pass --ignore-disk-check")
+            f"{path} has {format_bytes(free)} free on its file system{replaced}; free space, choose another "
+            "--out-dir, lower --fdr-alpha, or pass --ignore-disk-check")
 
 
 def check_after_02a(out: Path, manifest: Mapping[str, Any], *, stages: Sequence[str],

@@ -15,7 +15,7 @@ from dcoex.pipeline.disk import StageDisk, disk_refusal, free_bytes, stage_disk
 from dcoex.pipeline.options import Options
 from dcoex.pipeline.shapes import DataShape, read_shape
 from dcoex.pipeline.sizing import EDGE_SIZED, Request, request_for, scaled_request
-from dcoex.pipeline.stages import STAGE_ORDER, STAGES, stage_argv
+from dcoex.pipeline.stages import HUBS_TSV, STAGE_ORDER, STAGES, stage_argv
 from hpc.calibration import find_calibration, load_calibration
 from hpc.errors import InputError
 from hpc.schedulers import Scheduler, compress_tasks
@@ -81,6 +81,7 @@ class RunPlan:
     selected_edges: dict[int, int] = field(default_factory=dict)  # gene -> |E0| 02b will take from it
     disk: dict[str, StageDisk] = field(default_factory=dict)
     free_bytes: int | None = None
+    replaced_bytes: int = 0  # existing outputs the run rewrites: their space comes back
 
     def table(self) -> str:
         head = ("stage", "jobs/tasks", "genes/task", "memory requested", "estimated peak", "time", "disk")
@@ -119,6 +120,8 @@ class RunPlan:
                          "docs/drivers.md), bound = every pair; checked again after 02a")
         if self.free_bytes is not None:
             lines.append(f"disk free on {self.options.out_dir}'s file system: {format_bytes(self.free_bytes)}"
+                         + (f", plus {format_bytes(self.replaced_bytes)} of outputs this run replaces"
+                            if self.replaced_bytes else "")
                          + (" (check skipped: --ignore-disk-check)" if self.options.ignore_disk_check else ""))
         for s, why in self.why.items():
             lines.append(f"{s}: runs ({why})")
@@ -232,6 +235,25 @@ def _read_edge_counts(plan: RunPlan) -> None:
             plan.selected_edges[g] = chosen
 
 
+def _existing_bytes(plan: RunPlan, stage: str, genes: list[int]) -> int:
+    """Bytes of the outputs of ``stage`` the run will replace (each new file is renamed over its
+    old one, so their space comes back as the run goes)."""
+    out = Path(plan.options.out_dir)
+    if STAGES[stage].per_gene:
+        folder = STAGES[stage].output_path(out)
+        names, n = plan.shape.gene_names, plan.shape.n_genes
+        paths = [gene_file_path(folder, g, names[g], n) for g in genes]
+    else:
+        paths = [STAGES[stage].output_path(out)] + ([out / HUBS_TSV] if stage == "03b" else [])
+    total = 0
+    for path in paths:
+        try:
+            total += path.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
 def _plan_disk(plan: RunPlan) -> None:
     """Bytes per stage to write and the check against the free space (InputError when short)."""
     o = plan.options
@@ -243,13 +265,14 @@ def _plan_disk(plan: RunPlan) -> None:
         else:
             genes, counts = plan.universe, {}
         plan.disk[s] = stage_disk(s, plan.shape, o.params, genes=genes, counts=counts, n_rows=len(plan.universe))
+        plan.replaced_bytes += _existing_bytes(plan, s, genes)
     if not plan.disk:
         return
     plan.free_bytes = free_bytes(o.out_dir)
     if o.ignore_disk_check:
         return
     refusal = disk_refusal(plan.disk_needed_bytes, plan.free_bytes, path=o.out_dir,
-                           bound_bytes=sum(d.bound_bytes for d in plan.disk.values()))
+                           bound_bytes=sum(d.bound_bytes for d in plan.disk.values()), replaced_bytes=plan.replaced_bytes)
     if refusal:
         raise InputError(refusal)
 

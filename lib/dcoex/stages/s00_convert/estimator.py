@@ -53,8 +53,8 @@ def estimate(
 
 
 #: Output bytes (``expression.h5``): float32 cells (gzip saves little on log-CPM noise; measured
-#: 0.96 of raw at 600 × 100), names, and HDF5 metadata.
-OUTPUT_FIXED_BYTES = 64 * 1024
+#: 0.96 of raw at 600 × 100), names, and HDF5 metadata (a 16 × 40 store: 17 KB).
+OUTPUT_FIXED_BYTES = 16 * 1024
 OUTPUT_BYTES_PER_NAME = 32
 
 

@@ -88,10 +88,10 @@ def estimate(
 
 #: Output bytes of one gene's file: per stored edge (14 columns, 78 raw bytes, gzip + shuffle;
 #: measured 49 B per edge on realistic data at N 600, and 1.25 GB for 2.5e7 edges on real data),
-#: plus the gene names and HDF5 metadata.
+#: plus the gene names (~37 B per gene) and HDF5 metadata (an empty file at N 16: 23 KB).
 OUTPUT_BYTES_PER_EDGE = 50
-OUTPUT_BYTES_PER_GENE = 32
-OUTPUT_FIXED_BYTES = 64 * 1024
+OUTPUT_BYTES_PER_GENE = 40
+OUTPUT_FIXED_BYTES = 24 * 1024
 
 
 def output_bytes(n_genes: int, n_edges: int) -> int:

@@ -94,11 +94,12 @@ def estimate(
 
 
 #: Output bytes of one gene's file: per selected edge (13 columns, 60 raw bytes; measured 29 B
-#: per edge on realistic data at N 600), plus the gene names and HDF5 metadata. The replicates
-#: of ``--store-replicates`` (|E0| × B float32) are not counted.
+#: per edge on realistic data at N 600), plus the gene names (~37 B per gene) and HDF5 metadata
+#: (an empty file at N 16: 20 KB). The replicates of ``--store-replicates`` (|E0| × B float32)
+#: are not counted.
 OUTPUT_BYTES_PER_EDGE = 30
-OUTPUT_BYTES_PER_GENE = 32
-OUTPUT_FIXED_BYTES = 64 * 1024
+OUTPUT_BYTES_PER_GENE = 40
+OUTPUT_FIXED_BYTES = 24 * 1024
 
 
 def output_bytes(*, n_genes: int, n_edges: int, n_boot: int) -> int:

@@ -54,11 +54,11 @@ def estimate(n_genes: int, n_edges: int | None = None, **_: object) -> MemoryEst
 
 #: Output bytes of one gene's network file: per candidate edge (|E| <= |E0|; 22 columns and the label text;
 #: measured 59 B per edge when every candidate passes, 33 B on realistic data at N 600), per gene
-#: (names, three degree vectors),
-#: and the HDF5 metadata and attributes.
+#: (names, three degree vectors: ~50 B), and the HDF5 metadata and attributes (an empty network at
+#: N 16: 46 KB).
 OUTPUT_BYTES_PER_EDGE = 64
 OUTPUT_BYTES_PER_GENE = 64
-OUTPUT_FIXED_BYTES = 128 * 1024
+OUTPUT_FIXED_BYTES = 48 * 1024
 
 
 def output_bytes(*, n_genes: int, n_edges: int) -> int:
