@@ -389,3 +389,24 @@ def test_tasks_whose_accounting_is_not_final_yet_are_listed():
     assert unsettled_tasks(manifest, task3_missing + settled) == []
     single["finalised"] = [{"attempt": 1, "time": "2026-11-25T07:30:00Z"}]
     assert unsettled_tasks(manifest, task3_missing + settling, within_s=60) == []
+
+
+def test_tasks_sized_on_their_own_are_reviewed_with_their_own_request_and_estimate():
+    """02b/03 tasks resized from 02a's counts: the review reads each task's own request
+    (``task_requests`` of the attempt) and calibrates each on its own raw estimate."""
+    from memfit.review import AttemptReview, TaskReview, calibration_ratios, review_stage
+
+    stage = {"n_tasks": 2, "slots": 1, "requested_bytes": 400 * MiB, "raw_estimate_bytes": 280 * MiB,
+             "task_raw_estimate_bytes": {"1": 50 * MiB, "2": 250 * MiB},
+             "attempts": [{"attempt": 1, "job_id": "7", "tasks": "1-2", "task_list": [1, 2], "reason": "initial",
+                           "requested_bytes": 400 * MiB, "task_requests": {"1": 72 * MiB}}]}
+    review = review_stage("02b", stage, "slurm", None, {})
+    assert [t.attempts[0].requested_bytes for t in review.tasks] == [72 * MiB, 400 * MiB]
+    for task, peak in zip(review.tasks, (45 * MiB, 200 * MiB)):
+        task.attempts[0] = AttemptReview(1, "7", "initial", task.attempts[0].requested_bytes,
+                                         sidecar={"peak_rss_bytes": peak})
+    assert calibration_ratios(review) == [0.9, 0.8]  # 45/50 and 200/250, not 45/280
+    plain = dict(stage, task_raw_estimate_bytes={})
+    other = review_stage("02b", plain, "slurm", None, {})
+    other.tasks = [TaskReview(1, [AttemptReview(1, "7", "initial", None, sidecar={"peak_rss_bytes": 140 * MiB})])]
+    assert calibration_ratios(other) == [0.5]

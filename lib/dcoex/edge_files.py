@@ -107,3 +107,16 @@ def write_boot_file(
         write_dataset(f, name, columns[name], dtype=dtype)
     for alias, target in ESTABLISHED_BOOT_LINKS.items():
         link_dataset(f, alias, target)
+
+
+def read_selected_count(path: Path, edge_selection: str = "sig_differential") -> int | None:
+    """How many edges 02b will take from a 02a file (|E0|): meta ``n_sig_differential``
+    (``sig_differential``) or ``n_sig_edges`` (``sig_edges``), read from the attributes only;
+    None when the file or the count is missing or unreadable."""
+    attr = "n_sig_edges" if edge_selection == "sig_edges" else "n_sig_differential"
+    try:
+        with h5py.File(path, "r") as f:
+            value = f["meta"].attrs.get(attr) if "meta" in f else None
+    except (OSError, KeyError):
+        return None
+    return None if value is None else int(value)

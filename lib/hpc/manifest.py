@@ -51,6 +51,12 @@ class Attempt(TypedDict, total=False):
     reason: str  # "initial", "memory", ...
     finaliser_job_id: str | None
     finaliser_command: list[str]
+    #: tasks whose request was changed before they started (SLURM scontrol update), bytes by
+    #: task id (JSON keys are strings); the others asked ``requested_bytes``
+    task_requests: dict[str, int]
+    #: SGE: the attempt whose tasks this one took over to give them their own request
+    #: ("resize"); that attempt's finaliser finalises both
+    split_of: int
 
 
 class StageEntry(TypedDict, total=False):
@@ -76,6 +82,13 @@ class StageEntry(TypedDict, total=False):
     failures: list[dict[str, Any]]
     cancelled_tasks: list[int]
     finalised: list[dict[str, Any]]  # one record per finaliser run
+    # 02b, 03: sized from 02a's edge counts (dcoex.pipeline.sizing), by task id (string keys)
+    sizing: str  # what requested_bytes rests on
+    task_requests: dict[str, int]  # each task's sized request, bytes (before any test scale)
+    task_edges: dict[str, int]  # the largest |E0| of each task's genes
+    task_raw_estimate_bytes: dict[str, int]  # each sized task's raw estimate (memory review calibrates on it)
+    test_scale: float | None  # DCOEX_TEST_MEM_SCALE_<STAGE> of the first attempt
+    disk_check: dict[str, Any]  # 02a: the check of the disk from the real counts (finaliser)
     # label transfer
     gpu: bool
 
@@ -217,3 +230,11 @@ def latest_attempt(stage_entry: Mapping[str, Any], task: int | None) -> Attempt 
         if task is None or tasks is None or task in tasks:
             return attempt
     return None
+
+
+def attempt_request(attempt: Mapping[str, Any], task: int | None) -> int | None:
+    """Bytes that task ``task`` of ``attempt`` asked for: its own request if it was changed
+    before it started (``task_requests``), else the attempt's."""
+    own = (attempt.get("task_requests") or {}).get(str(task)) if task is not None else None
+    return int(own) if own is not None else attempt.get("requested_bytes")
+

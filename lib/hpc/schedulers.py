@@ -305,6 +305,11 @@ class Scheduler:
         waited for."""
         raise NotImplementedError
 
+    def set_task_memory(self, job_id: str, task: int, request_bytes: int) -> None:
+        """Change the memory request (bytes, whole job) of pending array task ``task`` of ``job_id``.
+        Only SLURM can change one task of an array; SGE's qalter changes the whole array."""
+        raise NotImplementedError(f"{self.name} cannot change the request of one array task")
+
     def killed_for_memory(self, job_id: str, task: int | None, log_text: str) -> bool:
         """Whether a task that left no status was killed for memory (its log, then accounting)."""
         if log_shows_memory_kill(log_text):
@@ -417,6 +422,13 @@ class Slurm(Scheduler):
     def repoint_job(self, job_id: str, after_jobs: Sequence[str]) -> None:
         _run(["scontrol", "update", f"JobId={job_id}", "Dependency=afterok:" + ":".join(after_jobs)],
              "scontrol update")
+
+    def set_task_memory(self, job_id: str, task: int, request_bytes: int) -> None:
+        argv = ["scontrol", "update", f"JobId={job_id}_{task}", f"MinMemoryNode={math.ceil(request_bytes / MiB)}"]
+        if self.dry_run:
+            print(shlex.join(argv), file=self.out)
+            return
+        _run(argv, "scontrol update")
 
 
 class Sge(Scheduler):

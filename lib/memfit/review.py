@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from hpc.errors import EXIT_OUT_OF_MEMORY, InputError
-from hpc.manifest import MANIFEST_VERSION, ManifestError, manifest_path, read_manifest
+from hpc.manifest import MANIFEST_VERSION, ManifestError, attempt_request, manifest_path, read_manifest
 from memfit.accounting import TaskAccounting, expand_task_range
 from memfit.accounting.records import AccountingError
 from memfit.allocation import SAFETY_SCHEDULER, VIRTUAL_OVERHEAD_BYTES
@@ -148,6 +148,8 @@ class StageReview:
     requested_bytes: int | None
     tasks: list[TaskReview] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: raw estimates of tasks sized on their own (02b, 03 from 02a's counts), by task id
+    task_raw_estimates: dict[str, int] = field(default_factory=dict)
     stale_sidecars: int = 0
     title: str | None = None
 
@@ -299,6 +301,7 @@ def review_stage(
         calibration_factor=stage.get("calibration_factor"),
         requested_bytes=stage.get("requested_bytes"),
         title=stage.get("title"),
+        task_raw_estimates=dict(stage.get("task_raw_estimate_bytes") or {}),
     )
     tasks: dict[int, TaskReview] = {}
     for number, attempt in enumerate(stage.get("attempts", []), start=1):
@@ -310,7 +313,7 @@ def review_stage(
                 job_id=job_id,
                 reason=str(attempt.get("reason") or "initial"),
                 requested_bytes=(
-                    attempt.get("requested_bytes")
+                    attempt_request(attempt, task)
                     or stage.get("requested_bytes")
                     or (record.requested_bytes if record else None)
                 ),
@@ -511,15 +514,16 @@ def _recommend(
 def calibration_ratios(review: StageReview) -> list[float]:
     """Per task peak RSS / raw estimate, for tasks whose final attempt finished well.
 
-    The raw estimate is the manifest's ``raw_estimate_bytes`` (before any calibration);
-    without it, the sidecar's estimate divided by the factor it was made with.
+    The raw estimate is the task's own (``task_raw_estimate_bytes``: sized from upstream
+    counts), else the manifest's ``raw_estimate_bytes`` (before any calibration); without
+    either, the sidecar's estimate divided by the factor it was made with.
     """
     ratios = []
     for task in review.tasks:
         final = task.final
         if final.status != "done" or not final.rss_bytes:
             continue
-        raw = review.raw_estimate_bytes
+        raw = review.task_raw_estimates.get(str(task.task)) or review.raw_estimate_bytes
         if not raw and final.sidecar and final.sidecar.get("estimate_bytes"):
             params = (final.sidecar.get("estimate") or {}).get("params") or {}
             raw = final.sidecar["estimate_bytes"] / float(params.get("calibration_factor") or 1.0)

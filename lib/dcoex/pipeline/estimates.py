@@ -14,7 +14,8 @@ batch the stage will use:
 
 Quantities unknown before upstream stages run (edges per reference gene for 02b and 03,
 network files for 03b) are planned at their upper bound for the data shape, capped for
-large data (a calibration from a reviewed run corrects the cap).
+large data, until 02a has counted them: then ``n_edges`` (the largest |E0| of a task's genes)
+replaces the bound (:mod:`dcoex.pipeline.sizing`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from memfit.estimate import MemoryEstimate
 AUTO_BATCH_01 = 256  # genes per batch of stage 01
 AUTO_TILE_ROWS_02A = 512  # gene rows per correlation tile of stage 02a
 AUTO_EDGE_CHUNK_02B = 4096  # edges per chunk of stage 02b
-#: Selected edges per reference gene planned for 02b and 03 when N(N-1)/2 is larger.
+#: Selected edges per reference gene (|E0|, held by both 02b and 03) planned for 02b and 03 when
+#: N(N-1)/2 is larger, until 02a has counted them (dcoex.pipeline.sizing).
 PLAN_EDGES = 200_000
 
 
@@ -56,8 +58,11 @@ def _batched(fn: Callable[[int], MemoryEstimate], batch: int | str | None, max_b
 
 def stage_estimate(stage: str, shape: DataShape, *, n_bootstrap: int, low_frac: float, high_frac: float,
                    bootstrap_frac: float, fdr_alpha: float, batch_size: int | str | None,
-                   slots: int, n_permutations: int = 1000, perms_per_task: int = 50) -> StageEstimate:
-    """The estimate stage ``stage`` will compute for itself, from the data shape and the run's flags.
+                   slots: int, n_edges: int | None = None, n_permutations: int = 1000,
+                   perms_per_task: int = 50) -> StageEstimate:
+    """The estimate stage ``stage`` will compute for itself, from the data shape and the run's flags;
+    ``n_edges``: the selected edges of the largest gene (02b, 03) when 02a has counted them, else
+    None (planned at the bound).
 
     Raises InputError (from group_sizes) when the groups would be too small.
     """
@@ -69,9 +74,7 @@ def stage_estimate(stage: str, shape: DataShape, *, n_bootstrap: int, low_frac: 
         fixed = estimate(s, n, defaults["block_rows"], defaults["compression"])
         return StageEstimate(fixed, fixed)
     if stage == "03":
-        from dcoex.stages.s03_network.estimator import DEFAULT_PLANNING_EDGES
-
-        fixed = estimate(n_genes=n, n_edges=min(pairs, DEFAULT_PLANNING_EDGES))
+        fixed = estimate(n_genes=n, n_edges=min(pairs, PLAN_EDGES) if n_edges is None else n_edges)
         return StageEstimate(fixed, fixed)
     if stage == "03b":
         fixed = estimate(n_genes=n, n_files=n)  # at most one network file per gene
@@ -106,12 +109,13 @@ def stage_estimate(stage: str, shape: DataShape, *, n_bootstrap: int, low_frac: 
     if stage == "02b":
         from dcoex.stages.s02b_bootstrap_edges.estimator import max_chunk
 
-        n_edges = min(pairs, PLAN_EDGES)
+        if n_edges is None:
+            n_edges = min(pairs, PLAN_EDGES)
 
         def fn(chunk: int) -> MemoryEstimate:
             return estimate(n, s, n_bootstrap=n_bootstrap, k_low=sizes.k_low, k_high=sizes.k_high, kr_low=sizes.kr_low,
                             kr_high=sizes.kr_high, n_edges=n_edges, edge_chunk=chunk,
                             store_replicates=defaults["store_replicates"])
 
-        return _batched(fn, batch_size, min(n_edges, max_chunk(n_bootstrap)), AUTO_EDGE_CHUNK_02B)
+        return _batched(fn, batch_size, min(max(n_edges, 1), max_chunk(n_bootstrap)), AUTO_EDGE_CHUNK_02B)
     raise KeyError(f"unknown stage {stage!r}")

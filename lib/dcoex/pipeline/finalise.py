@@ -32,9 +32,11 @@ from dcoex.pipeline.jobs import finaliser_job, stage_job
 from dcoex.pipeline.leftovers import cancel_jobs, chain_jobs
 from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGES, dependencies
 from dcoex.pipeline.task import status_path
+from hpc.errors import InputError
 from hpc.manifest import (
     ManifestError,
     attempt_record,
+    attempt_request,
     latest_attempt,
     locked_manifest,
     manifest_path,
@@ -43,7 +45,7 @@ from hpc.manifest import (
 )
 from hpc.schedulers import Scheduler, SubmitError, get_scheduler, log_shows_memory_kill
 from memfit.accounting.records import TaskAccounting
-from memfit.units import MiB
+from memfit.units import MiB, format_bytes
 
 RETRY_FACTOR = 1.5
 #: A task killed at its time limit is retried with this many times the limit.
@@ -118,11 +120,18 @@ def finalise(out: Path, stage: str, attempt_no: int, scheduler: Scheduler | None
         scheduler = scheduler or get_scheduler(m["scheduler"])
         entry = m["stages"][stage]
         attempt = entry["attempts"][attempt_no - 1]
-        tasks = attempt.get("task_list") or [None]
         cancelled = set(entry.get("cancelled_tasks", []))
-        ran = [t for t in tasks if t not in cancelled and not entry.get("cancelled")]
-        records = scheduler.task_records(attempt["job_id"], ran) if ran else {}
-        results = {t: classify(out, scheduler, stage, attempt, task=t, record=records.get(t)) for t in ran}
+        # the attempt's tasks, and those moved to arrays of their own (SGE resize) that it finalises
+        owner: dict[int | None, dict] = {}
+        for a in [attempt, *(b for b in entry["attempts"] if b.get("split_of") == attempt_no)]:
+            listed = a.get("task_list")
+            for t in (listed if listed is not None else [None]):
+                if t not in cancelled and not entry.get("cancelled"):
+                    owner[t] = a
+        records: dict = {}
+        for job_id in dict.fromkeys(a["job_id"] for a in owner.values()):
+            records.update(scheduler.task_records(job_id, [t for t, a in owner.items() if a["job_id"] == job_id]))
+        results = {t: classify(out, scheduler, stage, a, task=t, record=records.get(t)) for t, a in owner.items()}
         max_retries = int(m["parameters"]["max_retries"])
         retry = [t for t, (state, _) in results.items()
                  if state in ("oom", "timeout") and attempts_of(entry, t) <= max_retries]
@@ -133,9 +142,12 @@ def finalise(out: Path, stage: str, attempt_no: int, scheduler: Scheduler | None
         for t in retry:
             actions.append(f"stage {stage} task {t or 1}: {results[t][1]}; retrying")
         if retry:
+            failed = max(attempt_request(owner[t], t) or 0 for t in retry)
+            sized = [int((entry.get("task_requests") or {}).get(str(t), 0)) for t in retry]
             try:
                 _resubmit(m, scheduler, out, stage, attempt, retry=retry, kinds={results[t][0] for t in retry},
-                          per_task_next=per_task_next, later=later, actions=actions)
+                          per_task_next=per_task_next, later=later, actions=actions,
+                          failed_bytes=failed, floor_bytes=max([int(entry["requested_bytes"]), *sized]))
             except SubmitError as exc:
                 for t in retry:
                     give_up[t] = f"{results[t][1]}; the retry could not be submitted: {exc}"
@@ -150,10 +162,10 @@ def finalise(out: Path, stage: str, attempt_no: int, scheduler: Scheduler | None
                     except SubmitError:
                         pass  # already released by the task itself
         for t, why in sorted(give_up.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)):
-            log = log_path(out, stage, attempt["job_id"], t)
+            log = log_path(out, stage, owner[t]["job_id"], t)
             entry.setdefault("failures", []).append(
-                {"task": t, "attempt": attempt_no, "job_id": attempt["job_id"], "reason": why, "log": str(log),
-                 "time": now_iso()})
+                {"task": t, "attempt": owner[t]["attempt"], "job_id": owner[t]["job_id"], "reason": why,
+                 "log": str(log), "time": now_iso()})
             actions.append(f"FAILED: stage {stage} task {t or 1} ({why}); log {log}")
             _cancel_downstream(m, scheduler, stage, task=t, later=later, actions=actions)
         entry.setdefault("finalised", []).append({"attempt": attempt_no, "time": now_iso(),
@@ -165,6 +177,8 @@ def finalise(out: Path, stage: str, attempt_no: int, scheduler: Scheduler | None
             # the last finaliser of the chain (stages need not wait for each other: 07 beside 02a)
             failed = any(e.get("failures") for e in m["stages"].values())
             m["status"] = "failed" if failed else "complete"
+        if stage == "02a" and not retry and m.get("status") not in ("complete", "failed"):
+            _check_disk_after_02a(m, scheduler, out, later=later, actions=actions)
     if m.get("status") in ("complete", "failed"):
         runlock.release(out, job_ids=runlock.manifest_job_ids(m))  # the chain is over: the folder is free
     for line in actions:
@@ -175,15 +189,17 @@ def finalise(out: Path, stage: str, attempt_no: int, scheduler: Scheduler | None
 
 
 def _resubmit(m: dict, scheduler: Scheduler, out: Path, stage: str, attempt: dict, *, retry: list, kinds: set[str],
-              per_task_next: str | None, later: list[str], actions: list[str]) -> None:
+              per_task_next: str | None, later: list[str], actions: list[str], failed_bytes: int,
+              floor_bytes: int) -> None:
     """Submit the retry of ``retry`` tasks, its finaliser, and re-point what waited on the failed
-    attempt. ``kinds`` ("oom", "timeout"): out of memory gets 1.5x the memory (at least the plan),
-    a time-limit kill 2x the time limit; one job retries both kinds."""
+    attempt. ``kinds`` ("oom", "timeout"): out of memory gets 1.5x the memory the tasks had
+    (``failed_bytes``, the largest), at least ``floor_bytes`` (the plan, and the tasks' requests
+    sized from 02a's counts); a time-limit kill 2x the time limit; one job retries both kinds."""
     entry = m["stages"][stage]
     new_attempt = len(entry["attempts"]) + 1
-    request = int(attempt["requested_bytes"])
+    request = failed_bytes
     if "oom" in kinds:
-        request = max(int(math.ceil(request * RETRY_FACTOR / MiB)) * MiB, int(entry["requested_bytes"]))
+        request = max(int(math.ceil(request * RETRY_FACTOR / MiB)) * MiB, floor_bytes)
     time_limit = attempt.get("time_limit") or entry["time_limit"]
     if "timeout" in kinds:
         time_limit = format_time_limit(TIME_RETRY_FACTOR * time_limit_seconds(time_limit))
@@ -247,6 +263,30 @@ def _finalised(m: dict, stage: str) -> bool:
     entry = m["stages"][stage]
     last = len(entry["attempts"])
     return any(f.get("attempt") == last for f in entry.get("finalised", []))
+
+
+def _check_disk_after_02a(m: dict, scheduler: Scheduler, out: Path, *, later: list[str], actions: list[str]) -> None:
+    """Check again, from 02a's real counts, that the outputs still to be written fit on the
+    output folder's file system; when they cannot, and the run was not started with
+    ``--ignore-disk-check``, cancel the later stages (the run fails with the numbers)."""
+    from dcoex.pipeline.disk import check_after_02a
+
+    try:
+        record, refusal = check_after_02a(out, m, stages=later)
+    except (OSError, ValueError, InputError) as exc:
+        actions.append(f"disk not checked after 02a: {exc}")
+        return
+    if record is None:
+        return
+    m["stages"]["02a"]["disk_check"] = record
+    actions.append(f"disk after 02a: {format_bytes(record['needed_bytes'])} still to write, "
+                   f"{format_bytes(record['free_bytes'])} free")
+    if refusal is None or record["ignored"]:
+        return
+    m["stages"]["02a"].setdefault("failures", []).append({"task": None, "reason": refusal, "time": now_iso()})
+    actions.append(f"FAILED: {refusal}")
+    _cancel_downstream(m, scheduler, "02a", task=None, later=later, actions=actions)
+    m["status"] = "failed"
 
 
 def _cancel_downstream(m: dict, scheduler: Scheduler, stage: str, *, task: int | None, later: list[str],

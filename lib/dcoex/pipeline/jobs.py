@@ -12,6 +12,7 @@ from pathlib import Path
 
 from dcoex.genes import index_entry
 from dcoex.pipeline.plan import RunPlan, StagePlan, first_request
+from dcoex.pipeline.sizing import scaled_request, worth_resizing
 from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGES, dependencies
 from dcoex.pipeline.task import LINGER_ENV
 from hpc.manifest import (
@@ -25,7 +26,7 @@ from hpc.manifest import (
     state_dir,
     write_json_atomic,
 )
-from hpc.schedulers import JobSpec, Scheduler, SubmitError, compress_tasks, thread_env
+from hpc.schedulers import MIN_REQUEST_ENV, JobSpec, Scheduler, SubmitError, compress_tasks, thread_env
 
 #: Peak RSS of a finaliser job (a small Python process that reads JSON and runs qsub/sbatch;
 #: measured 17 MiB) with room to spare.
@@ -61,8 +62,10 @@ def write_script(path: Path, module: str, args: list[str], *, slots: int, mem_sa
         f'export PATH={shlex.quote(_tool_dirs())}"${{PATH:+:$PATH}}"',
         "export PYTHONUNBUFFERED=1",
         *([f"export PYTHONPATH={shlex.quote(os.environ['PYTHONPATH'])}"] if os.environ.get("PYTHONPATH") else []),
-        # testing knob (dcoex.pipeline.task): SGE jobs do not inherit the environment
-        *(f"export {k}={shlex.quote(v)}" for k, v in sorted(os.environ.items()) if k.startswith(LINGER_ENV)),
+        # testing knob (dcoex.pipeline.task) and the request floor (resizes in jobs): SGE jobs do
+        # not inherit the environment
+        *(f"export {k}={shlex.quote(v)}" for k, v in sorted(os.environ.items())
+          if k.startswith(LINGER_ENV) or k == MIN_REQUEST_ENV),
         "exec " + shlex.join([sys.executable, "-m", module, *args]),
     ]
     if not write:  # dry run: name the script, write nothing
@@ -90,6 +93,10 @@ def stage_entry(plan: RunPlan, p: StagePlan) -> StageEntry:
         "sidecars": sidecars, "stage_command": [sys.executable, "-m", spec.module, *p.argv],
         "tasks_planned": compress_tasks(p.tasks) if p.tasks is not None else None,
         "output": str(out / spec.output), "attempts": [], "cancelled_tasks": [], "failures": [],
+        **({"sizing": p.sizing} if p.sizing else {}),
+        **({"task_requests": {str(t): r for t, r in p.task_requests.items()},
+            "task_raw_estimate_bytes": {str(t): r for t, r in p.task_raw_estimates.items()}} if p.task_requests else {}),
+        **({"test_scale": p.test_scale} if p.test_scale else {}),
     }
 
 
@@ -99,7 +106,7 @@ def base_manifest(plan: RunPlan, scheduler: Scheduler) -> RunManifest:
         scheduler=scheduler.name, out_dir=o.out_dir,
         parameters=dict(o.stage_params(), genes_per_task=plan.genes_per_task, mem_safety=o.mem_safety,
                         max_retries=o.max_retries, slots=o.slots, queue=o.queue, account=o.account,
-                        force=o.force, stages=list(plan.stages)),
+                        force=o.force, stages=list(plan.stages), ignore_disk_check=o.ignore_disk_check),
         data_shape={"n_genes": plan.shape.n_genes, "n_samples": plan.shape.n_samples},
         calibration={"file": plan.calibration_file, "factors": plan.factors},
         python=sys.executable, skipped=plan.skipped, stage_order=list(plan.stages),
@@ -173,6 +180,10 @@ def submit_all(plan: RunPlan, scheduler: Scheduler, on_submit: Callable[[str], N
             record = attempt_record(1, job_id, p.tasks, requested=request,
                                     request=scheduler.request_string(request, p.slots), argv=argv, reason="initial",
                                     time_limit=p.time_limit)
+            if p.task_requests and scheduler.name == "slurm":  # tasks sized from 02a counts (a resume)
+                own = _size_tasks(scheduler, job_id, p, request)
+                if own:
+                    record["task_requests"] = own
             fin = finaliser_job(scheduler, s, out, attempt=1, after=job_id, mem_safety=o.mem_safety, queue=o.queue,
                                 account=o.account, write=not scheduler.dry_run)
             fin_id, fin_argv = scheduler.submit(fin)
@@ -198,6 +209,18 @@ def submit_all(plan: RunPlan, scheduler: Scheduler, on_submit: Callable[[str], N
         for job_id in roots:
             scheduler.release(job_id)
     return manifest
+
+
+def _size_tasks(scheduler: Scheduler, job_id: str, p: StagePlan, request: int) -> dict[str, int]:
+    """SLURM: give each task sized from known 02a counts its own request (the array asked
+    ``request``, its largest); returns the changed ones by task id."""
+    own: dict[str, int] = {}
+    for t, sized in sorted(p.task_requests.items()):
+        wanted = scaled_request(sized, p.test_scale, p.slots)
+        if t in (p.tasks or []) and worth_resizing(request, wanted, in_place=True):
+            scheduler.set_task_memory(job_id, t, wanted)
+            own[str(t)] = wanted
+    return own
 
 
 def keep_history(out: Path) -> None:

@@ -42,6 +42,8 @@ input/output:
   --local                 run every task here, in order, without a scheduler (same outputs)
   --dry-run               print the plan and every submission command; submit nothing
   --mem-safety X          stages plan for X x their limit, so requests are estimate / X ({mem_safety})
+  --ignore-disk-check     submit even when the outputs' expected size exceeds the free space of
+                          OUT_DIR's file system (the plan shows both)
   --max-retries N         resubmissions of a task killed for memory (1.5x memory) or time (2x time) ({max_retries})
   --calibration FILE      memfit calibration (default: OUT_DIR/memfit_calibration.json if present)
   --queue/--partition Q   queue (SGE) or partition (SLURM)
@@ -100,6 +102,7 @@ class Options:
     local: bool = False
     dry_run: bool = False
     force: bool = False
+    ignore_disk_check: bool = False
     mem_safety: float = DEFAULT_MEM_SAFETY
     max_retries: int = DEFAULT_MAX_RETRIES
     calibration: str | None = None
@@ -184,6 +187,7 @@ def parse_args(argv: list[str], scheduler: str) -> Options | None:
     p.add_argument("--local", action="store_true")
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--force", action="store_true")
+    p.add_argument("--ignore-disk-check", action="store_true")
     p.add_argument("--mem-safety", default=str(DEFAULT_MEM_SAFETY))
     p.add_argument("--max-retries", default=str(DEFAULT_MAX_RETRIES))
     p.add_argument("--calibration")
@@ -220,7 +224,7 @@ def parse_args(argv: list[str], scheduler: str) -> Options | None:
     return Options(
         scheduler="local" if ns.local else scheduler, out_dir=str(Path(ns.out_dir).resolve()),
         expr_tsv=ns.expr_tsv, expr_h5=ns.expr_h5, params=params, genes_per_task=gpt, gene_subset=ns.gene_subset, stages=stages,
-        local=ns.local, dry_run=ns.dry_run, force=ns.force, mem_safety=_fraction("--mem-safety", ns.mem_safety),
+        local=ns.local, dry_run=ns.dry_run, force=ns.force, ignore_disk_check=ns.ignore_disk_check, mem_safety=_fraction("--mem-safety", ns.mem_safety),
         max_retries=max_retries, calibration=ns.calibration, queue=ns.queue, account=ns.account,
         slots=parse_positive_int("--slots", ns.slots), times=times,
     )

@@ -8,25 +8,25 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dcoex.genes import read_gene_list
+from dcoex.edge_files import read_selected_count
+from dcoex.genes import gene_file_path, read_gene_list
 from dcoex.pipeline.currency import PlanUpstream, StageStatus, stage_status
-from dcoex.pipeline.estimates import stage_estimate
+from dcoex.pipeline.disk import StageDisk, disk_refusal, free_bytes, stage_disk
 from dcoex.pipeline.options import Options
 from dcoex.pipeline.shapes import DataShape, read_shape
-from dcoex.pipeline.stages import STAGE_ORDER, STAGES, is_array, stage_argv
+from dcoex.pipeline.sizing import EDGE_SIZED, Request, request_for, scaled_request
+from dcoex.pipeline.stages import HUBS_TSV, STAGE_ORDER, STAGES, is_array, stage_argv
 from hpc.calibration import find_calibration, load_calibration
 from hpc.errors import InputError
 from hpc.schedulers import Scheduler, compress_tasks
 from memfit.estimate import MemoryEstimate
-from memfit.units import MiB, format_bytes
+from memfit.units import format_bytes
 
 #: Tasks per array that ``--genes-per-task auto`` aims at on a scheduler (fewer if the array
 #: limit is lower); ``--local`` aims at ``Local.auto_target_tasks``.
 AUTO_TARGET_TASKS = Scheduler.auto_target_tasks
 #: Testing knob: ``DCOEX_TEST_MEM_SCALE_<STAGE>=0.1`` scales the first request of one stage.
 TEST_SCALE_ENV = "DCOEX_TEST_MEM_SCALE_"
-#: Testing knob: ``DCOEX_TEST_ESTIMATE_SCALE_<STAGE>=0.5`` scales the planned raw estimate of one stage.
-TEST_ESTIMATE_SCALE_ENV = "DCOEX_TEST_ESTIMATE_SCALE_"
 @dataclass
 class StagePlan:
     """What one stage will ask for: tasks, memory (bytes), slots and time."""
@@ -45,6 +45,11 @@ class StagePlan:
     request: str
     argv: list[str]
     test_scale: float | None = None
+    #: 02b, 03: requests of the tasks whose genes' 02a counts are known (bytes); the others are
+    #: at the bound until their 02a task ends (dcoex.pipeline.sizing)
+    task_requests: dict[int, int] = field(default_factory=dict)
+    task_raw_estimates: dict[int, int] = field(default_factory=dict)  # their raw estimates (bytes)
+    sizing: str = ""  # what the request rests on: "" (shape), "02a edge counts", "bound ..."
 
     @property
     def estimate(self) -> MemoryEstimate:
@@ -72,25 +77,71 @@ class RunPlan:
     why: dict[str, str] = field(default_factory=dict)  # stage -> why it runs
     status: dict[str, StageStatus] = field(default_factory=dict)
     upstream: PlanUpstream | None = None
+    stored_edges: dict[int, int] = field(default_factory=dict)  # gene -> edges of its current 02a file
+    selected_edges: dict[int, int] = field(default_factory=dict)  # gene -> |E0| 02b will take from it
+    disk: dict[str, StageDisk] = field(default_factory=dict)
+    free_bytes: int | None = None
+    replaced_bytes: int = 0  # existing outputs the run rewrites: their space comes back
 
     def table(self) -> str:
-        head = ("stage", "jobs/tasks", "genes/task", "memory requested", "estimated peak", "time")
+        head = ("stage", "jobs/tasks", "genes/task", "memory requested", "estimated peak", "time", "disk")
         rows = [head]
+        pending = False
         for s, p in self.stages.items():
             jobs = f"{len(p.tasks)} of {p.n_tasks} tasks" if p.tasks is not None else "1 job"
             peak = format_bytes(p.planned_peak_bytes)
             if p.calibration_factor != 1:
                 peak += f" (x{p.calibration_factor:g})"
             req = p.request + (f" [test scale {p.test_scale:g}]" if p.test_scale else "")
-            rows.append((s, jobs, str(p.genes_per_task or "-"), req, peak, p.time_limit))
+            if p.sizing.startswith("bound"):
+                req += " *"
+                pending = True
+            elif p.task_requests and len(set(p.task_requests.values())) > 1:
+                req += f" (max; tasks {format_bytes(min(p.task_requests.values()))}..)"
+            rows.append((s, jobs, str(p.genes_per_task or "-"), req, peak, p.time_limit, self._disk_cell(s)))
+        if self.disk:
+            total = sum(d.expected_bytes for d in self.disk.values())
+            bound = sum(d.bound_bytes for d in self.disk.values())
+            cell = format_bytes(total) + (f" (bound {format_bytes(bound)})" if bound > total else "")
+            rows.append(("total", "", "", "", "", "", cell))
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
+        if pending:
+            lines.append("* upper bound for tasks whose 02a edge counts are not known yet (pending 02a): each "
+                         "task is resized from its genes' counts when its 02a task ends")
+        assumed = [s for s, d in self.disk.items() if "assumed" in d.basis]
+        if assumed:
+            from dcoex.pipeline.disk import expected_edge_fraction
+
+            alpha = self.options.fdr_alpha
+            lines.append(f"disk of {', '.join(assumed)} before 02a has counted the edges: expected at "
+                         f"{100 * expected_edge_fraction(alpha):.3g} % of all pairs per gene (alpha {alpha:g}; "
+                         "docs/drivers.md), bound = every pair; checked again after 02a")
+        if self.free_bytes is not None:
+            lines.append(f"disk free on {self.options.out_dir}'s file system: {format_bytes(self.free_bytes)}"
+                         + (f", plus {format_bytes(self.replaced_bytes)} of outputs this run replaces"
+                            if self.replaced_bytes else "")
+                         + (" (check skipped: --ignore-disk-check)" if self.options.ignore_disk_check else ""))
         for s, why in self.why.items():
             lines.append(f"{s}: runs ({why})")
+        for s, p in self.stages.items():
+            if p.sizing:
+                lines.append(f"{s}: memory from {p.sizing}")
         for s, why in self.skipped.items():
             lines.append(f"{s}: skipped ({why})")
         return "\n".join(lines)
+
+    def _disk_cell(self, stage: str) -> str:
+        d = self.disk.get(stage)
+        if d is None:
+            return "-"
+        return format_bytes(d.expected_bytes) + (f" (bound {format_bytes(d.bound_bytes)})"
+                                                 if d.bound_bytes > d.expected_bytes else "")
+
+    @property
+    def disk_needed_bytes(self) -> int:
+        return sum(d.expected_bytes for d in self.disk.values())
 
 
 def load_factors(options: Options) -> tuple[str | None, dict[str, float]]:
@@ -103,20 +154,6 @@ def load_factors(options: Options) -> tuple[str | None, dict[str, float]]:
     if path is None:
         return None, {}
     return path, load_calibration(path)
-
-
-def apply_test_estimate_scale(stage: str, raw: MemoryEstimate) -> MemoryEstimate:
-    """Testing knob ``DCOEX_TEST_ESTIMATE_SCALE_<STAGE>=F``: the planned raw estimate times F
-    (an estimator off by 1/F, for the calibration round-trip test of ``memfit review``)."""
-    scale = os.environ.get(f"{TEST_ESTIMATE_SCALE_ENV}{stage.upper()}")
-    if not scale:
-        return raw
-    try:
-        factor = float(scale)
-    except ValueError:
-        raise InputError(f"{TEST_ESTIMATE_SCALE_ENV}{stage.upper()}={scale!r}: not a number") from None
-    return MemoryEstimate(raw.stage, {k: int(v * factor) for k, v in raw.components.items()},
-                          dict(raw.params, test_estimate_scale=factor))
 
 
 def _auto_genes_per_task(n_universe: int, array_limit: int, target_tasks: int) -> int:
@@ -171,8 +208,75 @@ def make_plan(options: Options, scheduler: Scheduler) -> RunPlan:
     plan = RunPlan(options, shape, expr_h5, universe, gpt, task_genes, cal_file, factors)
     _choose_work(plan, stages)
     _check_upstream(plan)
+    _read_edge_counts(plan)
     _size_stages(plan, scheduler)
+    _plan_disk(plan)
     return plan
+
+
+def _read_edge_counts(plan: RunPlan) -> None:
+    """Edge counts of the genes whose 02a outputs are current (kept by this run), from their
+    files' attributes: what 02b and 03 will hold for them, and what 02a stored."""
+    if not any(s in plan.stages for s in ("02a", *EDGE_SIZED)):
+        return
+    stale = set(plan.universe) if plan.options.force and "02a" in plan.stages else \
+        set(plan.status["02a"].stale_genes) if "02a" in plan.status else set()
+    base = STAGES["02a"].output_path(Path(plan.options.out_dir))
+    names, n = plan.shape.gene_names, plan.shape.n_genes
+    selection = plan.options.edge_selection
+    for g in plan.universe:
+        if g in stale:
+            continue
+        path = gene_file_path(base, g, names[g], n)
+        stored = read_selected_count(path, "sig_differential")
+        if stored is None:
+            continue
+        plan.stored_edges[g] = stored
+        chosen = stored if selection == "sig_differential" else read_selected_count(path, selection)
+        if chosen is not None:
+            plan.selected_edges[g] = chosen
+
+
+def _existing_bytes(plan: RunPlan, stage: str, genes: list[int]) -> int:
+    """Bytes of the outputs of ``stage`` the run will replace (each new file is renamed over its
+    old one, so their space comes back as the run goes)."""
+    out = Path(plan.options.out_dir)
+    if STAGES[stage].per_gene:
+        folder = STAGES[stage].output_path(out)
+        names, n = plan.shape.gene_names, plan.shape.n_genes
+        paths = [gene_file_path(folder, g, names[g], n) for g in genes]
+    else:
+        paths = [STAGES[stage].output_path(out)] + ([out / HUBS_TSV] if stage == "03b" else [])
+    total = 0
+    for path in paths:
+        try:
+            total += path.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+def _plan_disk(plan: RunPlan) -> None:
+    """Bytes per stage to write and the check against the free space (InputError when short)."""
+    o = plan.options
+    for s in plan.stages:
+        if STAGES[s].per_gene:
+            genes = sorted(set(plan.universe) if o.force else set(plan.status[s].stale_genes)) \
+                if s in plan.status else plan.universe
+            counts = plan.stored_edges if s == "02a" else plan.selected_edges
+        else:
+            genes, counts = plan.universe, {}
+        plan.disk[s] = stage_disk(s, plan.shape, o.params, genes=genes, counts=counts, n_rows=len(plan.universe))
+        plan.replaced_bytes += _existing_bytes(plan, s, genes)
+    if not plan.disk:
+        return
+    plan.free_bytes = free_bytes(o.out_dir)
+    if o.ignore_disk_check:
+        return
+    refusal = disk_refusal(plan.disk_needed_bytes, plan.free_bytes, path=o.out_dir,
+                           bound_bytes=sum(d.bound_bytes for d in plan.disk.values()), replaced_bytes=plan.replaced_bytes)
+    if refusal:
+        raise InputError(refusal)
 
 
 def _check_upstream(plan: RunPlan) -> None:
@@ -228,21 +332,38 @@ def _choose_work(plan: RunPlan, stages: list[str]) -> None:
 
 def _size_stages(plan: RunPlan, scheduler: Scheduler) -> None:
     o = plan.options
-    shape = plan.shape
     params = o.stage_params()
     params["genes_per_task"] = plan.genes_per_task
     params["gene_list_file"] = (Path(o.out_dir) / ".dcoex" / "gene_list.txt") if o.gene_subset else None
     params["force"] = o.force
     for s, tasks in list(plan.stages.items()):
         spec = STAGES[s]
-        own = stage_estimate(s, shape, n_bootstrap=o.n_bootstrap, low_frac=o.low_frac, high_frac=o.high_frac,
-                             bootstrap_frac=o.bootstrap_frac, fdr_alpha=o.fdr_alpha,
-                             batch_size=o.batch_size, slots=o.slots, n_permutations=o.n_permutations,
-                             perms_per_task=o.perms_per_task)
-        raw, minimum = apply_test_estimate_scale(s, own.planned), apply_test_estimate_scale(s, own.minimum)
         factor = plan.factors.get(s, 1.0)
-        peak = max(int(raw.total_bytes * factor), minimum.total_bytes)
-        requested = scheduler.request_bytes(peak, o.mem_safety, o.slots)
+
+        def sized(n_edges: int | None, stage: str = s, factor: float = factor) -> Request:
+            return request_for(stage, plan.shape, o.params, scheduler, factor=factor, safety=o.mem_safety,
+                               slots=o.slots, n_edges=n_edges)
+
+        req = sized(None)
+        task_requests: dict[int, int] = {}
+        task_raw: dict[int, int] = {}
+        sizing = ""
+        if s in EDGE_SIZED:
+            known = {}
+            for t in tasks or []:
+                counts = [plan.selected_edges.get(g) for g in plan.task_genes[t]]
+                if counts and None not in counts:
+                    known[t] = sized(max(c for c in counts if c is not None))
+            task_requests = {t: r.requested_bytes for t, r in known.items()}
+            task_raw = {t: r.raw.total_bytes for t, r in known.items()}
+            unknown = len(tasks or []) - len(known)
+            # the job's own request covers its largest task (SGE asks once per array)
+            candidates = list(known.values()) + ([req] if unknown else [])
+            req = max(candidates, key=lambda r: r.requested_bytes) if candidates else req
+            sizing = ("02a edge counts" if not unknown else
+                      f"bound: {min(plan.shape.n_genes * (plan.shape.n_genes - 1) // 2, int(req.raw.params['n_edges']))}"
+                      " edges per gene, pending 02a"
+                      + (f" ({len(known)} tasks from 02a edge counts)" if known else ""))
         scale = os.environ.get(f"{TEST_SCALE_ENV}{s.upper()}")
         test_scale = None
         if scale:
@@ -257,11 +378,11 @@ def _size_stages(plan: RunPlan, scheduler: Scheduler) -> None:
         plan.stages[s] = StagePlan(
             stage=s, per_gene=spec.per_gene, genes_per_task=plan.genes_per_task if spec.per_gene else None,
             n_tasks=n_tasks, tasks=tasks if is_array(s) else None,
-            slots=o.slots, time_limit=o.times.get(s, o.default_time), raw_estimate=raw,
-            minimum_estimate=minimum, calibration_factor=factor, requested_bytes=requested,
-            request=scheduler.request_string(requested, o.slots),
+            slots=o.slots, time_limit=o.times.get(s, o.default_time), raw_estimate=req.raw,
+            minimum_estimate=req.minimum, calibration_factor=factor, requested_bytes=req.requested_bytes,
+            request=scheduler.request_string(req.requested_bytes, o.slots),
             argv=stage_argv(s, Path(o.out_dir), plan.expr_h5, params),
-            test_scale=test_scale,
+            test_scale=test_scale, task_requests=task_requests, task_raw_estimates=task_raw, sizing=sizing,
         )
     limit = None if o.local else scheduler.max_request_bytes()
     if limit:
@@ -277,10 +398,7 @@ def _size_stages(plan: RunPlan, scheduler: Scheduler) -> None:
 
 def first_request(plan: StagePlan) -> int:
     """Bytes the first attempt asks for (the test knob scales it down)."""
-    if plan.test_scale:
-        unit = MiB * plan.slots  # whole MiB per slot, as the schedulers are asked
-        return max(int(math.ceil(plan.requested_bytes * plan.test_scale / unit)), 1) * unit
-    return plan.requested_bytes
+    return scaled_request(plan.requested_bytes, plan.test_scale, plan.slots)
 
 
 def print_plan(plan: RunPlan, scheduler: Scheduler, out=sys.stdout) -> None:

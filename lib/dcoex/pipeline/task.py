@@ -109,6 +109,19 @@ def release_successor(out_dir: Path, stage: str, task: int) -> None:
         print(f"dcoex task: could not release {later[0]} task {task}: {exc}", file=sys.stderr)
 
 
+def resize_after_02a(out_dir: Path, task: int) -> None:
+    """Size this task's 02b and 03 requests from the edges 02a found (before they can start:
+    this task has not ended, and under SGE its successor is still held)."""
+    from dcoex.pipeline.resize import resize_successors
+    from hpc.schedulers import SubmitError
+
+    try:
+        for line in resize_successors(out_dir, task):
+            print(f"dcoex task: {line}", flush=True)
+    except (OSError, ValueError, ManifestError, SubmitError) as exc:  # the planned requests stay
+        print(f"dcoex task: could not resize the 02b/03 tasks of task {task}: {exc}", file=sys.stderr)
+
+
 def write_status(path: Path, record: dict) -> bool:
     """Write the task's status file; False (after one line on stderr) if the file system
     refuses the write (full, read-only), so the task ends with an exit status, not a traceback."""
@@ -173,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     if not write_status(status, record):
         return code or EXIT_BAD_INPUT
     print(f"dcoex task: stage {args.stage} task {task} {state} (exit {code})", flush=True)
+    if code == 0 and task is not None and args.stage == "02a":
+        resize_after_02a(out, task)
     if code == 0 and task is not None:
         release_successor(out, args.stage, task)
     linger = os.environ.get(LINGER_ENV + args.stage.upper())

@@ -39,3 +39,9 @@ def stage_contract(stage: str) -> StageContract:
 def get_estimator(stage: str) -> Callable[..., MemoryEstimate]:
     """The ``estimate`` function (bytes) of a stage id ("00", "01", "02a", "02b", "03", "03b")."""
     return stage_contract(stage).estimator
+
+
+def get_estimator_module(stage: str):
+    """The ``estimator`` module of a stage id (its ``estimate`` and ``output_bytes``)."""
+    stage_contract(stage)
+    return importlib.import_module(f"dcoex.stages.{STAGE_PACKAGES[stage]}.estimator")

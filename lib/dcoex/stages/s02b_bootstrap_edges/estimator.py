@@ -91,3 +91,18 @@ def estimate(
         "n_edges": e, "edge_chunk": c, "store_replicates": bool(store_replicates),
     }
     return MemoryEstimate("02b", components, params)
+
+
+#: Output bytes of one gene's file: per selected edge (13 columns, 60 raw bytes; measured 29 B
+#: per edge on realistic data at N 600), plus the gene names (~37 B per gene) and HDF5 metadata
+#: (an empty file at N 16: 20 KB). The replicates of ``--store-replicates`` (|E0| × B float32)
+#: are not counted.
+OUTPUT_BYTES_PER_EDGE = 30
+OUTPUT_BYTES_PER_GENE = 40
+OUTPUT_FIXED_BYTES = 24 * 1024
+
+
+def output_bytes(*, n_genes: int, n_edges: int, n_boot: int) -> int:
+    """Predicted size (bytes) of one reference gene's 02b file for ``n_edges`` selected edges
+    (``n_boot``: replicates, which change the size only with ``--store-replicates``)."""
+    return int(n_edges) * OUTPUT_BYTES_PER_EDGE + int(n_genes) * OUTPUT_BYTES_PER_GENE + OUTPUT_FIXED_BYTES

@@ -25,3 +25,17 @@ def estimate(n_genes: int, n_files: int | None = None, **_: object) -> MemoryEst
         "table": BYTES_PER_GENE * int(n_genes),
     }
     return MemoryEstimate("03b", components, {"n_genes": int(n_genes), "n_files": files})
+
+
+#: Output bytes: per row (60 float64/int64 columns and the TSV line), the gene names (~29 B per
+#: gene), metadata (16 genes: 46 KB in all).
+OUTPUT_BYTES_PER_ROW = 60 * 8 + 600
+OUTPUT_BYTES_PER_GENE = 32
+OUTPUT_FIXED_BYTES = 48 * 1024
+
+
+def output_bytes(n_genes: int, n_rows: int | None = None) -> int:
+    """Predicted size (bytes) of ``differential_network_summary.h5`` and ``rewiring_hubs.tsv``
+    for ``n_rows`` reference genes (default N)."""
+    rows = int(n_genes) if n_rows is None else int(n_rows)
+    return rows * OUTPUT_BYTES_PER_ROW + int(n_genes) * OUTPUT_BYTES_PER_GENE + OUTPUT_FIXED_BYTES

@@ -36,3 +36,10 @@ def estimate(n_genes: int, n_samples: int, *, k_low: int, k_high: int, fdr_alpha
     components["part_values"] = int(perms_per_task) * n * len(METRICS) * 8 + int(perms_per_task) * n * 8
     params = dict(base.params, perms_per_task=int(perms_per_task))
     return MemoryEstimate("07", components, params)
+
+
+def output_bytes(n_genes: int, *, n_permutations: int) -> int:
+    """Bytes of all part files of the null (upper bound: float64 values uncompressed, per tested metric)."""
+    from dcoex.stages.s07_permutation_null.science import METRICS
+
+    return int(n_permutations) * int(n_genes) * len(METRICS) * 8 + 64 * 1024

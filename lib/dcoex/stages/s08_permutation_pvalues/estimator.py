@@ -34,3 +34,12 @@ def estimate(n_genes: int, n_permutations: int, n_edges: int | None = None, **_:
         "table": n * len(METRICS) * TABLE_BYTES_PER_GENE_METRIC,
     }
     return MemoryEstimate("08", components, {"n_genes": n, "n_permutations": p, "n_edges": edges})
+
+
+def output_bytes(n_genes: int, *, n_permutations: int) -> int:
+    """Bytes of ``permutation_pvalues.h5`` (which keeps the whole null, as stage 07 writes it) and
+    ``rewiring_hubs_with_pvals.tsv`` (observed, p and q per tested metric, ~24 characters each)."""
+    from dcoex.stages.s07_permutation_null.estimator import output_bytes as null_bytes
+    from dcoex.stages.s07_permutation_null.science import METRICS
+
+    return null_bytes(n_genes, n_permutations=n_permutations) + int(n_genes) * len(METRICS) * 3 * 24

@@ -1,0 +1,120 @@
+"""Memory requests from the data shape and from what upstream stages found.
+
+Stages 02b and 03 hold a reference gene's selected edges (|E0|, the edges 02a stored), so their
+memory grows with a count that only 02a knows. Before 02a has run the planner sizes them at the
+planning bound of :mod:`dcoex.pipeline.estimates`; once a gene's 02a file exists its count is
+read from the file's attributes (:func:`dcoex.edge_files.read_selected_count`, never the edges)
+and the tasks are sized from it:
+
+* at planning, for tasks whose 02a outputs are current (a resume, or ``--stages 02b,03``);
+* at run time, by the 02a task itself when it succeeds (:func:`resize_successors`, called by
+  the task runner before its successors can start): SLURM changes the pending task's memory
+  (``scontrol update JobId=<job>_<task> MinMemoryNode=<MiB>``); SGE cannot change one task of an
+  array, so the pending task is moved to an array of its own with the new request (submitted
+  held, its predecessor task deleted, the stage attempt's finaliser made to wait for it too).
+
+Every request is ``request_for``: the stage's own estimate × calibration, never under its
+minimum, through the scheduler's ``request_bytes`` (one formula for the plan and the resize).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dcoex.edge_files import read_selected_count
+from dcoex.genes import gene_file_path
+from dcoex.pipeline.estimates import stage_estimate
+from dcoex.pipeline.shapes import DataShape
+from hpc.errors import InputError
+from hpc.schedulers import Scheduler
+from memfit.estimate import MemoryEstimate
+from memfit.units import MiB
+
+#: Stages whose memory (and output) grows with 02a's edge counts.
+EDGE_SIZED = ("02b", "03")
+#: Under SGE a pending task's request changes when the sized one is larger, or smaller by more
+#: than this fraction (SGE moves the task to an array of its own: not worth it for a few MiB).
+RESIZE_SLACK = 0.25
+#: Testing knob: ``DCOEX_TEST_ESTIMATE_SCALE_<STAGE>=0.5`` scales the planned raw estimate of one stage.
+TEST_ESTIMATE_SCALE_ENV = "DCOEX_TEST_ESTIMATE_SCALE_"
+
+
+def apply_test_estimate_scale(stage: str, raw: MemoryEstimate) -> MemoryEstimate:
+    """Testing knob ``DCOEX_TEST_ESTIMATE_SCALE_<STAGE>=F``: the planned raw estimate times F
+    (an estimator off by 1/F, for the calibration round-trip test of ``memfit review``)."""
+    scale = os.environ.get(f"{TEST_ESTIMATE_SCALE_ENV}{stage.upper()}")
+    if not scale:
+        return raw
+    try:
+        factor = float(scale)
+    except ValueError:
+        raise InputError(f"{TEST_ESTIMATE_SCALE_ENV}{stage.upper()}={scale!r}: not a number") from None
+    return MemoryEstimate(raw.stage, {k: int(v * factor) for k, v in raw.components.items()},
+                          dict(raw.params, test_estimate_scale=factor))
+
+
+@dataclass(frozen=True)
+class Request:
+    """A stage's (or one task's) memory: the raw and minimum estimates, the calibration factor,
+    the peak the request covers and the scheduler's request (bytes)."""
+
+    raw: MemoryEstimate
+    minimum: MemoryEstimate
+    factor: float
+    peak_bytes: int
+    requested_bytes: int
+
+
+def request_for(stage: str, shape: DataShape, params: Mapping[str, Any], scheduler: Scheduler, *,
+                factor: float, safety: float, slots: int, n_edges: int | None = None) -> Request:
+    """The request of ``stage`` for the run's parameters (``params``: the driver's parameters by
+    name); ``n_edges``: the largest |E0| of the task's genes for 02b and 03 (None: the bound)."""
+    own = stage_estimate(stage, shape, n_bootstrap=params["n_bootstrap"], low_frac=params["low_frac"],
+                         high_frac=params["high_frac"], bootstrap_frac=params["bootstrap_frac"],
+                         fdr_alpha=params["fdr_alpha"], batch_size=params.get("batch_size"), slots=slots,
+                         n_edges=n_edges, n_permutations=params["n_permutations"],
+                         perms_per_task=params["perms_per_task"])
+    raw, minimum = apply_test_estimate_scale(stage, own.planned), apply_test_estimate_scale(stage, own.minimum)
+    peak = max(int(raw.total_bytes * factor), minimum.total_bytes)
+    return Request(raw, minimum, factor, peak, scheduler.request_bytes(peak, safety, slots))
+
+
+def scaled_request(requested_bytes: int, scale: float | None, slots: int) -> int:
+    """The first attempt's request under the test knob ``DCOEX_TEST_MEM_SCALE_<STAGE>`` (whole MiB
+    per slot, as the schedulers are asked); ``requested_bytes`` when ``scale`` is None."""
+    if not scale:
+        return requested_bytes
+    unit = MiB * slots
+    return max(int(math.ceil(requested_bytes * scale / unit)), 1) * unit
+
+
+def worth_resizing(current: int, sized: int, *, in_place: bool) -> bool:
+    """Whether to change a pending request: when the sized one differs and the scheduler changes
+    a task in place (``in_place``: SLURM), else when it is larger or smaller by more than
+    RESIZE_SLACK (SGE moves the task to an array of its own)."""
+    if in_place:
+        return sized != current
+    return sized > current or sized < current * (1 - RESIZE_SLACK)
+
+
+def task_edge_count(base_dir: Path, genes: Sequence[int], gene_names: Sequence[str],
+                    edge_selection: str) -> int | None:
+    """The largest |E0| over a task's genes from their 02a files (attributes only); None when
+    a gene's file or count is missing. A task runs its genes one after another, so its peak is
+    its largest gene's."""
+    n = len(gene_names)
+    counts = [read_selected_count(gene_file_path(base_dir, g, gene_names[g], n), edge_selection) for g in genes]
+    if not counts or any(c is None for c in counts):
+        return None
+    return max(c for c in counts if c is not None)
+
+
+def task_genes_of(n_genes: int, genes_per_task: int, gene_list: Sequence[int] | None, task: int) -> list[int]:
+    """The genes of array task ``task`` (1-based), as the stages cut them."""
+    universe = list(gene_list) if gene_list is not None else list(range(n_genes))
+    return universe[(task - 1) * genes_per_task: task * genes_per_task]

@@ -1,0 +1,203 @@
+"""Requests and disk from what 02a found (issue 11, items 3 and 4), without a scheduler.
+
+* 02b and 03 requests sized at planning from current 02a files (a resume): a reference gene with a
+  planted strongly rewired module (many edges) gets a larger request than a noise gene (few);
+* each stage's ``output_bytes`` against the files a real run wrote;
+* the plan table's disk per stage and in total; the refusal as a function of given free bytes;
+  the refusal end to end on a real 3 MiB file system, and ``--ignore-disk-check``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import h5py
+import pytest
+from cluster_util import run_driver, write_dataset
+from test_driver_faults import small_disk  # noqa: F401 (fixture)
+
+from dcoex.genes import gene_file_path
+from dcoex.pipeline.disk import disk_refusal, expected_edge_fraction
+from dcoex.pipeline.options import parse_args
+from dcoex.pipeline.plan import make_plan
+from dcoex.synthetic import make_synthetic, write_tsv
+from hpc.schedulers import Slurm
+from memfit.units import MiB
+
+ARGS = ["--n-bootstrap", "20", "--seed", "5", "--genes-per-task", "1", "--fdr-alpha", "0.1"]
+DIRS = {"02a": "base_correlations", "02b": "bootstrap_significant", "03": "networks"}
+
+
+@pytest.fixture(scope="module")
+def rewired(tmp_path_factory):
+    """240 genes × 60 samples with one modulator whose module of 150 genes is co-expressed only in
+    its HIGH group (11,175 planted pairs); reference genes: the modulator and a noise gene.
+    Stages 00, 01, 02a have run locally (so 02b and 03 are planned from real 02a counts)."""
+    base = tmp_path_factory.mktemp("rewired")
+    data = make_synthetic(240, 60, seed=3, n_modulators=1, module_size=150, strength=4.0)
+    tsv = write_tsv(base / "expr.tsv", data)
+    big = data.modulators[0]
+    small = next(g for g in range(240) if g != big and g not in data.modules[big])
+    subset = base / "subset.txt"
+    subset.write_text(f"index:{big}\nindex:{small}\n")
+    out = base / "run"
+    done = run_driver("slurm", ["--expr-tsv", tsv, "--out-dir", out, *ARGS, "--gene-subset", subset,
+                                "--local", "--stages", "00,01,02a"], timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    names = data.gene_names
+    edges = {}
+    for g in (big, small):  # independent of the attribute the driver reads: the stored edge table
+        with h5py.File(gene_file_path(out / DIRS["02a"], g, names[g], 240), "r") as f:
+            edges[g] = f["edges/pair_index"].shape[0]
+    return {"tsv": tsv, "out": out, "subset": subset, "big": big, "small": small, "edges": edges, "names": names}
+
+
+def _options(r, *extra, scheduler="slurm"):
+    return parse_args(["--expr-tsv", str(r["tsv"]), "--out-dir", str(r["out"]), *ARGS, "--gene-subset",
+                       str(r["subset"]), *map(str, extra)], scheduler)
+
+
+def test_02b_and_03_are_sized_from_the_02a_counts_of_their_genes(rewired, monkeypatch):
+    monkeypatch.setenv("DCOEX_MIN_REQUEST", "0")  # the sizes themselves, not SLURM's floor
+    big, small = rewired["big"], rewired["small"]
+    assert rewired["edges"][big] >= 11_175 > 50 * max(rewired["edges"][small], 1)
+    plan = make_plan(_options(rewired, "--stages", "02b,03,03b"), Slurm(dry_run=True))
+    task_of = {genes[0]: t for t, genes in plan.task_genes.items()}
+    assert plan.selected_edges == {big: rewired["edges"][big], small: rewired["edges"][small]}
+    more = rewired["edges"][big] - rewired["edges"][small]
+    for stage, per_edge in (("02b", 240), ("03", 360)):  # bytes per held edge (the estimators)
+        p = plan.stages[stage]
+        assert p.sizing == "02a edge counts"
+        # the request (estimate / safety 0.7) grows by at least the extra edges' bytes
+        assert p.task_requests[task_of[big]] - p.task_requests[task_of[small]] >= per_edge * more, stage
+        assert p.requested_bytes == max(p.task_requests.values())  # the array asks for its largest task
+        assert f"{stage}: memory from 02a edge counts" in plan.table()
+    # the estimate behind the big task's request holds its edges: 240 B per edge in 02b's tables
+    assert plan.stages["02b"].raw_estimate.components["edge_tables"] == 240 * rewired["edges"][big]
+    # planned before 02a: the bound, marked as such
+    fresh = make_plan(_options(rewired, "--force"), Slurm(dry_run=True))
+    assert fresh.stages["02b"].sizing.startswith("bound") and not fresh.stages["02b"].task_requests
+    assert "* upper bound for tasks whose 02a edge counts are not known yet (pending 02a)" in fresh.table()
+    # --force rewrites every output there is: their space comes back as the run goes
+    out = rewired["out"]
+    existing = [p for p in out.rglob("*") if p.suffix in (".h5", ".tsv") and ".dcoex" not in p.parts]
+    assert len(existing) >= 4 and fresh.replaced_bytes == sum(p.stat().st_size for p in existing)
+
+
+def test_submission_gives_each_sized_task_its_own_request(rewired, monkeypatch):
+    """SLURM: the array asks for its largest task; the smaller task is lowered before it can
+    start (scontrol update ... MinMemoryNode, printed by the dry run)."""
+    monkeypatch.setenv("DCOEX_MIN_REQUEST", "0")
+    done = run_driver("slurm", ["--expr-tsv", rewired["tsv"], "--out-dir", rewired["out"], *ARGS, "--gene-subset",
+                                rewired["subset"], "--stages", "02b,03,03b", "--dry-run"], env={"DCOEX_MIN_REQUEST": "0"})
+    assert done.returncode == 0, done.stderr
+    plan = make_plan(_options(rewired, "--stages", "02b,03,03b"), Slurm(dry_run=True))
+    small_task = next(t for t, genes in plan.task_genes.items() if genes == [rewired["small"]])
+    for stage, job in (("02b", "DRYRUN1"), ("03", "DRYRUN3")):
+        mib = -(-plan.stages[stage].task_requests[small_task] // MiB)
+        assert f"scontrol update JobId={job}_{small_task} MinMemoryNode={mib}" in done.stdout, done.stdout
+
+
+def test_disk_is_checked_again_from_the_real_counts_after_02a(rewired):
+    """What the 02a finaliser checks: the 02b, 03 and 03b bytes of the genes still to be written,
+    from 02a's real counts, against the free space (given here)."""
+    from dcoex.pipeline.disk import check_after_02a
+    from dcoex.stages.s02b_bootstrap_edges.estimator import output_bytes as out02b
+    from dcoex.stages.s03_network.estimator import output_bytes as out03
+    from dcoex.stages.s03b_collect.estimator import output_bytes as out03b
+    from hpc.manifest import read_manifest
+
+    out = rewired["out"]
+    manifest = read_manifest(out)
+    expected = sum(out02b(n_genes=240, n_edges=e, n_boot=20) + out03(n_genes=240, n_edges=e)
+                   for e in rewired["edges"].values()) + out03b(240, 2)
+    record, refusal = check_after_02a(out, manifest, stages=["02b", "03", "03b"], free=10**12)
+    assert refusal is None and record["ok"] and record["genes_counted"] == 2
+    assert record["needed_bytes"] == expected
+    record, refusal = check_after_02a(out, manifest, stages=["02b", "03", "03b"], free=expected - 1)
+    assert refusal.startswith("not enough disk after 02a: the outputs need ") and not record["ok"]
+    assert not record["ignored"]
+    manifest["parameters"]["ignore_disk_check"] = True
+    assert check_after_02a(out, manifest, stages=["03b"], free=1)[0]["ignored"]
+    assert check_after_02a(out, manifest, stages=[]) == (None, None)
+
+
+def test_output_bytes_predict_the_files_a_run_writes(rewired):
+    """Each stage's prediction from its edge count against the file the stage wrote: within
+    -20 % .. +100 % (upper estimates), for the gene with many edges and the one with few."""
+    from dcoex.stages.s00_convert.estimator import output_bytes as out00
+    from dcoex.stages.s02a_base_correlations.estimator import output_bytes as out02a
+    from dcoex.stages.s02b_bootstrap_edges.estimator import output_bytes as out02b
+    from dcoex.stages.s03_network.estimator import output_bytes as out03
+
+    out = rewired["out"]
+    done = run_driver("slurm", ["--expr-tsv", rewired["tsv"], "--out-dir", out, *ARGS, "--gene-subset",
+                                rewired["subset"], "--local"], timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    size = (out / "expression.h5").stat().st_size
+    assert 0.8 * size <= out00(240, 60) <= 2 * size
+    g = rewired["big"]
+    e = rewired["edges"][g]
+    for stage, predicted in (("02a", out02a(240, e)), ("02b", out02b(n_genes=240, n_edges=e, n_boot=20)),
+                             ("03", out03(n_genes=240, n_edges=e))):
+        size = gene_file_path(out / DIRS[stage], g, rewired["names"][g], 240).stat().st_size
+        assert 0.8 * size <= predicted <= 2 * size, (stage, predicted, size)
+
+
+def test_plan_table_shows_disk_per_stage_and_in_total(tmp_path, monkeypatch):
+    tsv = write_dataset(tmp_path / "expr.tsv", n_genes=40, n_samples=60)
+    plan = make_plan(parse_args(["--expr-tsv", str(tsv), "--out-dir", str(tmp_path / "run"), "--fdr-alpha", "0.3"],
+                                "slurm"), Slurm(dry_run=True))
+    table = plan.table()
+    assert table.splitlines()[0].split()[-1] == "disk"
+    assert set(plan.disk) == {"00", "01", "02a", "02b", "03", "03b"}
+    # 00 writes at least the float32 matrix; per-gene stages before 02a: expected below the bound
+    assert plan.disk["00"].expected_bytes >= 40 * 60 * 4
+    for stage in ("02a", "02b", "03"):
+        d = plan.disk[stage]
+        assert d.basis == "assumed density" and d.expected_bytes < d.bound_bytes
+    total = [line for line in table.splitlines() if line.startswith("total")]
+    assert len(total) == 1
+    from memfit.units import format_bytes
+
+    assert format_bytes(sum(d.expected_bytes for d in plan.disk.values())) in total[0]
+    assert "expected at" in table and "alpha 0.3" in table and "disk free on" in table
+
+
+def test_expected_density_is_the_measured_real_median():
+    """docs/realistic_data.md: the real set's median density, 19 % of pairs at alpha 0.7 and
+    0.066 % at 0.05; never above every pair."""
+    assert expected_edge_fraction(0.7) == pytest.approx(0.19)
+    assert expected_edge_fraction(0.05) == pytest.approx(0.00066, rel=0.15)
+    assert expected_edge_fraction(1.0) <= 1.0 and expected_edge_fraction(0.01) < expected_edge_fraction(0.05)
+
+
+def test_disk_refusal_with_given_free_bytes():
+    assert disk_refusal(10 * MiB, 10 * MiB, path="/data/run") is None
+    line = disk_refusal(10 * MiB + 1, 10 * MiB, path="/data/run", bound_bytes=50 * MiB)
+    assert line is not None and "\n" not in line
+    assert "need 10.00 MiB (expected; upper bound 50.00 MiB)" in line
+    assert "/data/run has 10.00 MiB free" in line and "--ignore-disk-check" in line
+    # outputs the run rewrites give their space back
+    assert disk_refusal(10 * MiB + 1, 10 * MiB, path="/data/run", replaced_bytes=1) is None
+    assert "(+ 1.00 MiB of outputs it replaces)" in disk_refusal(12 * MiB, 10 * MiB, path="/d", replaced_bytes=MiB)
+
+
+def test_refusal_on_a_small_file_system_and_the_override(tmp_path, small_disk):  # noqa: F811
+    """A 3 MiB tmpfs cannot hold a 400-gene run: one line, exit 2, nothing written; with
+    --ignore-disk-check the plan goes on (a dry run here)."""
+    tsv = write_dataset(tmp_path / "expr.tsv", n_genes=400, n_samples=60)
+    out = small_disk / "run"
+    args = [sys.executable, "-m", "dcoex.pipeline", "--scheduler", "slurm", "--expr-tsv", str(tsv),
+            "--out-dir", str(out), "--local", "--fdr-alpha", "0.3"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("run_bootstrap_pipeline: error: not enough disk: the outputs "
+                                                   "need "), done.stderr
+    assert f"but {out} has " in lines[0] and "MiB free" in lines[0]
+    assert not out.exists()
+    done = subprocess.run([*args, "--ignore-disk-check", "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "check skipped: --ignore-disk-check" in done.stdout
