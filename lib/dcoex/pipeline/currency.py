@@ -17,10 +17,11 @@ from typing import Any
 
 from dcoex.expression_tsv import tsv_sha256
 from dcoex.genes import gene_file_path
-from dcoex.pipeline.stages import HUBS_TSV, STAGES
+from dcoex.pipeline.stages import STAGES
 from dcoex.provenance import Provenance, read_provenance, read_provenance_attr, why_stale
 from dcoex.stages.contract import MissingUpstream
 from dcoex.stages.s03b_collect.contract import TSV_SHA_ATTR
+from dcoex.stages.s05_export.contract import optional_inputs_digest, why_export_stale
 from dcoex.stages.upstream import FileUpstream, expression_provenance, tsv_provenance
 
 
@@ -55,6 +56,8 @@ class PlanUpstream:
         values = dict(self.params)
         if stage == "03b":
             values["genes"] = collected_genes(self.out_dir, self.gene_names, self.universe)
+        if stage == "05":
+            values["optional"] = optional_inputs_digest(self.out_dir)
         return STAGES[stage].wanted(values, self, gene)
 
 
@@ -121,14 +124,16 @@ def stage_status(stage: str, upstream: PlanUpstream, genes: Sequence[int]) -> St
                     status.stale_genes[g] = reason
             return status
         path = upstream.expr_h5 if stage == "00" else out
-        status.whole = why_stale(path, upstream.provenance(stage, None))
-        if status.whole is None and stage == "03b":
-            tsv = upstream.out_dir / HUBS_TSV
+        status.whole = (why_export_stale(path, upstream.provenance(stage, None)) if stage == "05"
+                        else why_stale(path, upstream.provenance(stage, None)))
+        if status.whole is None and contract.files:  # 03b, 04: the TSV written with the HDF5 output
+            name = contract.files[0]
+            tsv = upstream.out_dir / name
             recorded = read_provenance_attr(path, TSV_SHA_ATTR)
             if not tsv.is_file():
-                status.whole = f"{HUBS_TSV} missing"
+                status.whole = f"{name} missing"
             elif recorded != _file_sha256(tsv):
-                status.whole = f"{HUBS_TSV} differs from the one written with the summary"
+                status.whole = f"{name} differs from the one written with {contract.output}"
     except MissingUpstream as exc:
         status.whole = str(exc)
     return status

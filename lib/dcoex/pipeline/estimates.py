@@ -56,7 +56,7 @@ def _batched(fn: Callable[[int], MemoryEstimate], batch: int | str | None, max_b
 
 def stage_estimate(stage: str, shape: DataShape, *, n_bootstrap: int, low_frac: float, high_frac: float,
                    bootstrap_frac: float, fdr_alpha: float, batch_size: int | str | None,
-                   slots: int) -> StageEstimate:
+                   slots: int, focus_genes: str | None = None, n_hubs: int = 10) -> StageEstimate:
     """The estimate stage ``stage`` will compute for itself, from the data shape and the run's flags.
 
     Raises InputError (from group_sizes) when the groups would be too small.
@@ -75,6 +75,13 @@ def stage_estimate(stage: str, shape: DataShape, *, n_bootstrap: int, low_frac: 
         return StageEstimate(fixed, fixed)
     if stage == "03b":
         fixed = estimate(n_genes=n, n_files=n)  # at most one network file per gene
+        return StageEstimate(fixed, fixed)
+    if stage == "04":  # at most one network file per gene; the focus genes the run names (or its hubs)
+        focus = focus_genes.count(",") + 1 if focus_genes else n_hubs
+        fixed = estimate(n_genes=n, n_ref_genes=n, n_focus=focus)
+        return StageEstimate(fixed, fixed)
+    if stage == "05":  # edges and ego networks at the estimator's planning bounds
+        fixed = estimate(n_genes=n)
         return StageEstimate(fixed, fixed)
     sizes = group_sizes(s, low_frac, high_frac, bootstrap_frac)
     if stage == "01":

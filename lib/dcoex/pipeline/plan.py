@@ -231,7 +231,7 @@ def _size_stages(plan: RunPlan, scheduler: Scheduler) -> None:
         spec = STAGES[s]
         own = stage_estimate(s, shape, n_bootstrap=o.n_bootstrap, low_frac=o.low_frac, high_frac=o.high_frac,
                              bootstrap_frac=o.bootstrap_frac, fdr_alpha=o.fdr_alpha,
-                             batch_size=o.batch_size, slots=o.slots)
+                             batch_size=o.batch_size, slots=o.slots, focus_genes=o.focus_genes, n_hubs=o.n_hubs)
         raw, minimum = apply_test_estimate_scale(s, own.planned), apply_test_estimate_scale(s, own.minimum)
         factor = plan.factors.get(s, 1.0)
         peak = max(int(raw.total_bytes * factor), minimum.total_bytes)

@@ -10,6 +10,7 @@ from typing import Any
 from dcoex.stages import STAGE_PACKAGES, stage_contract
 from dcoex.stages.contract import StageContract
 from dcoex.stages.s03b_collect.contract import HUBS_TSV
+from dcoex.stages.s04_focus_topology.contract import FOCUS_TSV
 
 STAGE_ORDER = tuple(STAGE_PACKAGES)
 #: Per-gene stages form one chain with per-task dependencies (task i after task i).
@@ -32,6 +33,9 @@ def _paths(stage: str, out_dir: Path, expr_h5: Path, params: Mapping[str, Any]) 
                ("--expr-h5", expr_h5)],
         "03b": [("--networks-dir", out["03"]), ("--out-h5", out["03b"]), ("--out-focus-tsv", out_dir / HUBS_TSV),
                 ("--gene-list", params.get("gene_list_file"))],
+        "04": [("--networks-dir", out["03"]), ("--summary-h5", out["03b"]), ("--out-h5", out["04"]),
+               ("--out-tsv", out_dir / FOCUS_TSV)],
+        "05": [("--out-dir", out_dir)],
     }[stage]
 
 

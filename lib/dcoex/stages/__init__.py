@@ -22,6 +22,8 @@ STAGE_PACKAGES = {
     "02b": "s02b_bootstrap_edges",
     "03": "s03_network",
     "03b": "s03b_collect",
+    "04": "s04_focus_topology",
+    "05": "s05_export",
 }
 
 
@@ -35,5 +37,5 @@ def stage_contract(stage: str) -> StageContract:
 
 
 def get_estimator(stage: str) -> Callable[..., MemoryEstimate]:
-    """The ``estimate`` function (bytes) of a stage id ("00", "01", "02a", "02b", "03", "03b")."""
+    """The ``estimate`` function (bytes) of a stage id (e.g. "02a", "03b", "05")."""
     return stage_contract(stage).estimator
