@@ -110,7 +110,7 @@ def test_pipeline_completes_and_equals_local(runs, sched):
     out, manifest = _need(runs, f"{sched}_plain")
     assert manifest["status"] == "complete"
     assert manifest["scheduler"] == sched
-    assert manifest["stage_order"] == ["00", "01", "02a", "02b", "03", "03b"]
+    assert manifest["stage_order"] == ["00", "01", "02a", "02b", "03", "03b", "04", "05"]
     assert manifest["manifest_version"] == 1 and manifest["data_shape"] == {"n_genes": 40, "n_samples": 60}
     assert manifest["parameters"]["n_bootstrap"] == 40 and manifest["parameters"]["genes_per_task"] == 10
     for stage in ("02a", "02b", "03"):

@@ -67,6 +67,8 @@ def hub_ranking(stem: Path, genes: Sequence[str], values: np.ndarray, metric: st
         note = f"red: {label} < {SIGNIFICANCE:g} (permutation test); blue: not significant; grey: not tested"
         if tested == 0:
             note = f"p-values present, but none for these genes ({metric})"
+    if n == 0:
+        note = "no reference gene has edges: no hubs"
     y = np.arange(n)
     ax.barh(y, np.nan_to_num(values, nan=0.0), color=colours)
     ax.set_yticks(y, list(genes), fontsize=8)
@@ -124,12 +126,13 @@ def ego_network(stem: Path, graph: nx.Graph, ego: str) -> list[Path]:
         ax.text(x, y, f" {v}", fontsize=7 if v != ego else 9, zorder=3)
     shown = sorted({int(d.get("qual_score", 0)) for _, _, d in edges})
     ax.legend(handles=[Line2D([0], [0], color=CLASS_COLOURS[c], lw=2, label=CLASS_LABELS[c]) for c in shown],
-              loc="lower left", fontsize=7, title="edge class", title_fontsize=7)
+              loc="best", fontsize=7, title="edge class", title_fontsize=7)
     total = graph.degree(ego)
     ax.set_title(f"Ego network of {ego} in its own differential network"
                  + (f" ({EGO_PARTNERS} of {total} partners, largest |Δr|)" if total > EGO_PARTNERS else ""), fontsize=9)
     ax.set_axis_off()
     ax.autoscale_view()
+    ax.margins(0.15)
     return save(fig, stem)
 
 
@@ -172,8 +175,12 @@ def focus_heatmap(stem: Path, degrees: np.ndarray, ref_names: Sequence[str], foc
     reference genes (rows) where the focus genes are most connected."""
     order = np.lexsort((np.arange(degrees.shape[0]), -degrees.sum(axis=1)))[:HEATMAP_REFS]
     shown = degrees[order]
-    fig = Figure(figsize=(1.5 + 0.45 * len(focus_names), 1.5 + 0.22 * max(len(order), 1)))
+    fig = Figure(figsize=(1.5 + 0.45 * max(len(focus_names), 4), 1.5 + 0.22 * max(len(order), 4)))
     ax = fig.add_subplot()
+    if shown.size == 0:
+        ax.text(0.5, 0.5, "no focus genes (no reference gene has edges)", ha="center", va="center")
+        ax.set_axis_off()
+        return save(fig, stem)
     image = ax.imshow(shown, aspect="auto", cmap="viridis", interpolation="nearest")
     ax.set_xticks(np.arange(len(focus_names)), list(focus_names), rotation=90, fontsize=7)
     ax.set_yticks(np.arange(len(order)), [ref_names[i] for i in order], fontsize=7)

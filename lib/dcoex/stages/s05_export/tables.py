@@ -129,8 +129,8 @@ class _GraphMLWriter(GraphMLWriter):
     """networkx's writer with XML Schema boolean literals (``true``/``false``, not ``True``)."""
 
     def add_data(self, name, element_type, value, scope="all", default=None):  # noqa: ANN001, ANN201
-        if element_type is bool:
-            value = "true" if value else "false"
+        if element_type is bool:  # networkx passes str(value): "True" / "False"
+            value = str(value).lower()
         return super().add_data(name, element_type, value, scope, default)
 
 
