@@ -264,3 +264,11 @@ def test_estimate_matches_the_measured_peak(run, tmp_path, stage):
     peak = json.loads(record.read_text())["peak_rss_bytes"]
     estimate = json.loads(sidecar.read_text())["estimate_bytes"]
     assert 0.95 <= estimate / peak <= 1.4, (stage, estimate, peak)
+
+
+def test_driver_refuses_unknown_focus_genes_before_anything_runs(tmp_path):
+    tsv = write_dataset(tmp_path / "expr.tsv", n_genes=12, n_samples=30)
+    done = run_driver("slurm", ["--expr-tsv", tsv, "--out-dir", tmp_path / "run", "--focus-genes", "G01,NOPE",
+                                "--local"])
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "unknown gene name(s): NOPE" in done.stderr and not (tmp_path / "run").exists()

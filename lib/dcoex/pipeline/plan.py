@@ -163,6 +163,10 @@ def make_plan(options: Options, scheduler: Scheduler) -> RunPlan:
         universe = read_gene_list(options.gene_subset, shape.gene_names)
         if not universe:
             raise InputError(f"{options.gene_subset}: the gene subset is empty")
+    if options.focus_genes:  # the stages would refuse them (exit 2) after the whole chain ran
+        unknown = sorted(set(options.focus_genes.split(",")) - set(shape.gene_names))
+        if unknown:
+            raise InputError(f"--focus-genes: {len(unknown)} unknown gene name(s): {', '.join(unknown)}")
     gpt, task_genes = split_tasks(universe, options.genes_per_task, scheduler.array_limit(),
                                    scheduler.auto_target_tasks)
     cal_file, factors = load_factors(options)

@@ -14,7 +14,8 @@ from memfit.estimate import MemoryEstimate
 if TYPE_CHECKING:
     from dcoex.stages.contract import StageContract
 
-#: Stage id -> package under ``dcoex.stages``, in pipeline order.
+#: Stage id -> package under ``dcoex.stages``, in pipeline order. 05 (export and figures) reads
+#: every other output, the permutation results included: it stays last.
 STAGE_PACKAGES = {
     "00": "s00_convert",
     "01": "s01_bootstrap_indices",
