@@ -68,6 +68,7 @@ def run_export(run_dir: str | Path, *, focus_genes: str | None = None, n_hubs: i
     named = resolve_focus(summary.gene_names, focus_genes, ranking, n_hubs) if focus_genes else []
     has_file = {int(g) for g, s in zip(summary.gene_index, summary.status) if s != "missing"}
     exported = [g for g in dict.fromkeys(hubs + named) if g in has_file]
+    without = [summary.gene_names[g] for g in named if g not in has_file]
     values = {"focus_genes": focus_genes, "n_hubs": n_hubs, "hub_metric": hub_metric,
               "optional": optional_inputs_digest(run)}
     wanted = CONTRACT.wanted(values, FileUpstream(files={"03b": summary_path, "04": topology_path}))
@@ -87,7 +88,8 @@ def run_export(run_dir: str | Path, *, focus_genes: str | None = None, n_hubs: i
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         with PeakRecorder(allocation.limit_bytes) as recorder:
-            notes = _write_all(tmp, run, summary, exported=exported, hubs=hubs, metric=hub_metric,
+            notes = [f"not exported (no network file): {', '.join(without)}"] if without else []
+            notes += _write_all(tmp, run, summary, exported=exported, hubs=hubs, metric=hub_metric,
                                topology_path=topology_path)
             files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
             with h5py.File(tmp / INDEX_NAME, "w") as f:
