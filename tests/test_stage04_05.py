@@ -213,6 +213,10 @@ def test_permutation_results_are_drawn_and_make_05_stale(run, tmp_path):
     dry = run_driver("slurm", ["--expr-tsv", tsv, "--out-dir", copy, *ARGS, "--dry-run"])
     assert dry.returncode == 0, dry.stderr
     assert "05: runs (input optional changed)" in dry.stdout and "04: skipped (current" in dry.stdout
+    fewer = [a if a != "4" else "3" for a in ARGS]  # --n-hubs 3
+    dry = run_driver("slurm", ["--expr-tsv", tsv, "--out-dir", copy, *fewer, "--dry-run"])
+    assert "04: runs (n_hubs 4 → 3)" in dry.stdout and "05: runs (n_hubs 4 → 3" in dry.stdout, dry.stdout
+    assert "03b: skipped (current" in dry.stdout
     result = run_export(copy, n_hubs=4)
     assert not any("null" in n for n in result["notes"]) and not any("significance" in n for n in result["notes"])
     null_png = copy / "export" / "figures" / "null_distributions.png"

@@ -76,12 +76,12 @@ def stage_estimate(stage: str, shape: DataShape, *, n_bootstrap: int, low_frac: 
     if stage == "03b":
         fixed = estimate(n_genes=n, n_files=n)  # at most one network file per gene
         return StageEstimate(fixed, fixed)
-    if stage == "04":  # at most one network file per gene; the focus genes the run names (or its hubs)
-        focus = focus_genes.count(",") + 1 if focus_genes else n_hubs
+    focus = focus_genes.count(",") + 1 if focus_genes else n_hubs  # the run's focus genes (or its hubs)
+    if stage == "04":  # at most one network file per gene
         fixed = estimate(n_genes=n, n_ref_genes=n, n_focus=focus)
         return StageEstimate(fixed, fixed)
     if stage == "05":  # edges and ego networks at the estimator's planning bounds
-        fixed = estimate(n_genes=n)
+        fixed = estimate(n_genes=n, n_focus=focus)
         return StageEstimate(fixed, fixed)
     sizes = group_sizes(s, low_frac, high_frac, bootstrap_frac)
     if stage == "01":

@@ -44,6 +44,7 @@ from dcoex.stages.upstream import FileUpstream
 from hpc.atomic import ensure_writable_dir, temporary_name
 from hpc.errors import InputError
 from memfit.allocation import detect_allocation
+from memfit.estimate import MemoryEstimate
 from memfit.plan import MemoryPlanError
 from memfit.record import H5_GROUP as MEMFIT_GROUP
 from memfit.record import PeakRecorder, h5_attrs, write_sidecar
@@ -77,7 +78,9 @@ def run_export(run_dir: str | Path, *, focus_genes: str | None = None, n_hubs: i
         return {"skipped": True, "n_genes": len(exported)}
     check_networks(summary, networks)
     allocation = detect_allocation()
-    est = _estimate(summary, exported)
+    with h5py.File(topology_path, "r") as f:
+        n_focus = int(f["focus_genes"].shape[0])
+    est = _estimate(summary, exported, n_focus)
     if est.total_bytes > allocation.usable_bytes:
         raise MemoryPlanError(f"stage 05 is estimated at {format_bytes(est.total_bytes)} > usable "
                               f"{format_bytes(allocation.usable_bytes)} ({allocation.describe()}); request more memory",
@@ -104,14 +107,15 @@ def run_export(run_dir: str | Path, *, focus_genes: str | None = None, n_hubs: i
     return {"skipped": False, "n_genes": len(exported), "n_files": len(files), "notes": notes}
 
 
-def _estimate(summary: Summary, exported: list[int]):
+def _estimate(summary: Summary, exported: list[int], n_focus: int) -> MemoryEstimate:
     rows = {int(g): k for k, g in enumerate(summary.gene_index)}
     edges = summary.column("n_sig_edges_diff")
     ego = summary.column("L1_n_nodes") + summary.column("n_l1_to_l1_edges")
     picked = [rows[g] for g in exported]
     biggest = int(np.nanmax(edges[picked])) if picked else 0
     biggest_ego = int(np.nanmax(ego[picked])) if picked else 0
-    return estimate(n_genes=len(summary.gene_names), n_edges=max(biggest, 0), n_ego_edges=max(biggest_ego, 0))
+    return estimate(n_genes=len(summary.gene_names), n_edges=max(biggest, 0), n_ego_edges=max(biggest_ego, 0),
+                    n_focus=n_focus)
 
 
 def _write_all(tmp: Path, run: Path, summary: Summary, *, exported: list[int], hubs: list[int], metric: str,
