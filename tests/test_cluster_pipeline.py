@@ -141,6 +141,8 @@ def test_dependencies_hold_in_accounting(runs, sched):
         assert rows["02b"][t]["start"] >= rows["02a"][t]["end"], f"02b task {t} started before its 02a task ended"
         assert rows["03"][t]["start"] >= rows["02b"][t]["end"], f"03 task {t} started before its 02b task ended"
     assert rows["03b"][None]["start"] >= max(r["end"] for r in rows["03"].values())
+    assert rows["04"][None]["start"] >= rows["03b"][None]["end"]
+    assert rows["05"][None]["start"] >= rows["04"][None]["end"]
 
 
 @pytest.mark.parametrize("sched", SCHEDULERS)

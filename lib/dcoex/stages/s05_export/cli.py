@@ -87,8 +87,8 @@ def run_export(run_dir: str | Path, *, focus_genes: str | None = None, n_hubs: i
                               est, allocation)
     ensure_writable_dir(run)
     final = index.parent
+    _remove_leftovers(final)
     tmp = temporary_name(final)
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
         with PeakRecorder(allocation.limit_bytes) as recorder:
             notes = [f"not exported (no network file): {', '.join(without)}"] if without else []
@@ -192,6 +192,20 @@ def _write_index(f: h5py.File, folder: Path, files: list[str], *, notes: list[st
     write_dataset(f, "exported_genes", np.asarray(exported, dtype=np.int32))
     write_dataset(f, "exported_gene_ids", np.asarray([names[g] for g in exported], dtype=object))
     write_dataset(f, "hubs", np.asarray(hubs, dtype=np.int32))
+
+
+def _remove_leftovers(final: Path) -> None:
+    """Remove the temporary and old export folders of processes that no longer run (a killed 05)."""
+    for path in final.parent.glob(f".{final.name}.*-*"):
+        kind, _, pid = path.name.rpartition("-")
+        if not (kind.endswith((".tmp", ".old")) and pid.isdigit()):
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:  # another user's live process
+            continue
 
 
 def _replace_folder(tmp: Path, final: Path) -> None:
