@@ -216,7 +216,7 @@ def test_second_driver_is_refused_while_the_first_chain_is_live(sched, tmp_path)
     first = run_driver(sched, ["--expr-tsv", tsv, "--out-dir", out, *ARGS, "--fdr-alpha", "0.05"])
     assert first.returncode == 0, first.stderr
     lock = json.loads((out / ".dcoex" / "driver.lock").read_text())
-    assert lock["state"] == "submitted" and len(lock["job_ids"]) == 12
+    assert lock["state"] == "submitted" and len(lock["job_ids"]) == 16  # 8 stages + finalisers
     second = run_driver(sched, ["--expr-tsv", tsv, "--out-dir", out, *ARGS, "--fdr-alpha", "0.01"])
     assert second.returncode == 2, second.stdout + second.stderr
     assert "is in use by a live chain" in second.stderr and lock["job_ids"][-1] in second.stderr

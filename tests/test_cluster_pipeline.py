@@ -110,7 +110,7 @@ def test_pipeline_completes_and_equals_local(runs, sched):
     out, manifest = _need(runs, f"{sched}_plain")
     assert manifest["status"] == "complete"
     assert manifest["scheduler"] == sched
-    assert manifest["stage_order"] == ["00", "01", "02a", "02b", "03", "03b"]
+    assert manifest["stage_order"] == ["00", "01", "02a", "02b", "03", "03b", "04", "05"]
     assert manifest["manifest_version"] == 1 and manifest["data_shape"] == {"n_genes": 40, "n_samples": 60}
     assert manifest["parameters"]["n_bootstrap"] == 40 and manifest["parameters"]["genes_per_task"] == 10
     for stage in ("02a", "02b", "03"):
@@ -141,6 +141,8 @@ def test_dependencies_hold_in_accounting(runs, sched):
         assert rows["02b"][t]["start"] >= rows["02a"][t]["end"], f"02b task {t} started before its 02a task ended"
         assert rows["03"][t]["start"] >= rows["02b"][t]["end"], f"03 task {t} started before its 02b task ended"
     assert rows["03b"][None]["start"] >= max(r["end"] for r in rows["03"].values())
+    assert rows["04"][None]["start"] >= rows["03b"][None]["end"]
+    assert rows["05"][None]["start"] >= rows["04"][None]["end"]
 
 
 @pytest.mark.parametrize("sched", SCHEDULERS)
@@ -285,7 +287,7 @@ def test_failed_single_job_cancels_every_later_stage(runs, sched):
     out, manifest = _need(runs, f"{sched}_fail01")
     assert manifest["status"] == "failed"
     assert [f["task"] for f in manifest["stages"]["01"]["failures"]] == [None]
-    for stage in ("02a", "02b", "03", "03b"):
+    for stage in ("02a", "02b", "03", "03b", "04", "05"):
         assert manifest["stages"][stage].get("cancelled") is True, stage
         assert not list((out / "logs").glob(f"{stage}.*.log")), f"{stage} must not run"
         assert not list((out / "logs").glob(f"fin-{stage}.*.log")), f"the finaliser of {stage} must not run"

@@ -14,7 +14,7 @@ from dcoex.stages import get_estimator
 from memfit.allocation import VIRTUAL_OVERHEAD_BYTES
 from memfit.units import MiB
 
-STAGES = ["00", "01", "02a", "02b", "03", "03b"]
+STAGES = ["00", "01", "02a", "02b", "03", "03b", "04", "05"]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def _opt(argv: list[str], name: str) -> str | None:
 def test_slurm_dry_run_commands(tmp_path, tsv):
     out = tmp_path / "run"
     text, cmds = dry_run("slurm", tsv, out)
-    assert len(cmds) == 12  # 6 stages + 6 finalisers
+    assert len(cmds) == 16  # 8 stages + 8 finalisers
     ids = {f"DRYRUN{i + 1}": c for i, c in enumerate(cmds)}
     stage_cmds, fin_cmds = cmds[0::2], cmds[1::2]
     for stage, c in zip(STAGES, stage_cmds):
@@ -60,7 +60,8 @@ def test_slurm_dry_run_commands(tmp_path, tsv):
     assert "--hold" in stage_cmds[0] and not any("--hold" in c for c in cmds[1:])
     dep = {s: _opt(c, "--dependency") for s, c in zip(STAGES, stage_cmds)}
     assert dep == {"00": None, "01": "afterok:DRYRUN2", "02a": "afterok:DRYRUN4", "02b": "aftercorr:DRYRUN5",
-                   "03": "aftercorr:DRYRUN7", "03b": "afterok:DRYRUN10"}
+                   "03": "aftercorr:DRYRUN7", "03b": "afterok:DRYRUN10", "04": "afterok:DRYRUN12",
+                   "05": "afterok:DRYRUN14"}
     for i, (stage, c) in enumerate(zip(STAGES, fin_cmds)):
         assert _opt(c, "--dependency") == f"afterany:DRYRUN{2 * i + 1}"
         assert _opt(c, "--job-name") == f"dcoex_fin{stage}_a1_run"
@@ -85,7 +86,8 @@ def test_sge_dry_run_commands(tmp_path, tsv):
         assert f"h_rt={'01:30:00' if stage == '02b' else '24:00:00'}" in resources
     holds = {s: (_opt(c, "-hold_jid"), _opt(c, "-hold_jid_ad"), "-h" in c) for s, c in zip(STAGES, stage_cmds)}
     assert holds == {"00": (None, None, True), "01": ("DRYRUN2", None, False), "02a": ("DRYRUN4", None, False),
-                     "02b": (None, "DRYRUN5", True), "03": (None, "DRYRUN7", True), "03b": ("DRYRUN10", None, False)}
+                     "02b": (None, "DRYRUN5", True), "03": (None, "DRYRUN7", True), "03b": ("DRYRUN10", None, False),
+                     "04": ("DRYRUN12", None, False), "05": ("DRYRUN14", None, False)}
     for i, c in enumerate(fin_cmds):
         assert _opt(c, "-hold_jid") == f"DRYRUN{2 * i + 1}"
 

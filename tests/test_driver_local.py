@@ -40,7 +40,7 @@ def test_local_run_completes_with_manifest(local_run):
     tsv, out = local_run
     m = json.loads((out / "run_manifest.json").read_text())
     assert m["status"] == "complete" and m["scheduler"] == "local"
-    assert list(m["stages"]) == ["00", "01", "02a", "02b", "03", "03b"]
+    assert list(m["stages"]) == ["00", "01", "02a", "02b", "03", "03b", "04", "05"]
     for stage, folder in (("02a", "base_correlations"), ("02b", "bootstrap_significant"), ("03", "networks")):
         assert len(list((out / folder).glob("*.h5"))) == 16
         assert m["stages"][stage]["n_tasks"] == 2
@@ -67,7 +67,7 @@ def test_rerun_resumes_only_missing_tasks(local_run, tmp_path):
     assert names == ["dcoex_02b_run"]
     assert "--array=2" in cmds[0]
     assert "02b: runs (missing (1 of 16 genes))" in dry.stdout
-    assert "03: skipped (current" in dry.stdout and "03b: skipped (current" in dry.stdout
+    assert all(f"{s}: skipped (current" in dry.stdout for s in ("03", "03b", "04", "05"))
     done = run_driver("slurm", ["--expr-tsv", tsv, "--out-dir", out, *ARGS, "--local"])
     assert done.returncode == 0, done.stderr
     assert "running stage 02b task 2/2" in done.stdout and "02b task 1/2" not in done.stdout
@@ -169,7 +169,7 @@ def test_every_stage_fits_the_request_the_driver_plans(local_run, tmp_path, sche
     tsv, out = local_run
     plan = make_plan(parse_args(["--expr-tsv", str(tsv), "--out-dir", str(out), *ARGS, "--force"], scheduler),
                      get_scheduler(scheduler, dry_run=True))
-    assert list(plan.stages) == ["00", "01", "02a", "02b", "03", "03b"]
+    assert list(plan.stages) == ["00", "01", "02a", "02b", "03", "03b", "04", "05"]
     copy = tmp_path / "run"
     shutil.copytree(out, copy, ignore=shutil.ignore_patterns("logs", ".dcoex", "*.memory.json"))
     for stage, p in plan.stages.items():

@@ -67,7 +67,7 @@ def test_gene_subset_with_unknown_genes_lists_them(tmp_path, tsv):
 
 
 def test_bad_stage_and_time(tmp_path, tsv):
-    assert "unknown stage" in _bad(tmp_path, ["--expr-tsv", tsv, "--stages", "01,04"])
+    assert "unknown stage" in _bad(tmp_path, ["--expr-tsv", tsv, "--stages", "01,09"])
     assert "HH:MM:SS" in _bad(tmp_path, ["--expr-tsv", tsv, "--time-02a", "5 hours"])
     assert "unknown stage" in _bad(tmp_path, ["--expr-tsv", tsv, "--time-09", "01:00:00"])
 

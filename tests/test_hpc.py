@@ -160,7 +160,7 @@ def test_local_dry_run_prints_the_commands_and_writes_nothing(tmp_path, tsv):
         runs.append((stage, task))
     n_tasks = math.ceil(16 / 6)  # 16 genes, 6 per task
     per_gene = [(s, t) for s in ("02a", "02b", "03") for t in range(1, n_tasks + 1)]
-    assert runs == [("00", None), ("01", None), *per_gene, ("03b", None)]
+    assert runs == [("00", None), ("01", None), *per_gene, ("03b", None), ("04", None), ("05", None)]
 
 
 def test_local_dry_run_without_out_dir_creates_none(tmp_path, tsv):

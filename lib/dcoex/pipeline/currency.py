@@ -21,6 +21,7 @@ from dcoex.pipeline.stages import STAGES
 from dcoex.provenance import Provenance, read_provenance, read_provenance_attr, why_stale
 from dcoex.stages.contract import MissingUpstream
 from dcoex.stages.s03b_collect.contract import TSV_SHA_ATTR
+from dcoex.stages.s05_export.contract import optional_inputs_digest, why_export_stale
 from dcoex.stages.upstream import FileUpstream, expression_provenance, tsv_provenance
 
 
@@ -55,6 +56,8 @@ class PlanUpstream:
         values = dict(self.params)
         if stage == "03b":
             values["genes"] = collected_genes(self.out_dir, self.gene_names, self.universe)
+        if stage == "05":
+            values["optional"] = optional_inputs_digest(self.out_dir)
         return STAGES[stage].wanted(values, self, gene)
 
 
@@ -130,8 +133,9 @@ def stage_status(stage: str, upstream: PlanUpstream, genes: Sequence[int]) -> St
                     status.stale_genes[g] = reason
             return status
         path = upstream.expr_h5 if stage == "00" else out
-        status.whole = why_stale(path, upstream.provenance(stage, None))
-        for name in contract.files if status.whole is None else ():  # 03b, 08: the TSV written with it
+        status.whole = (why_export_stale(path, upstream.provenance(stage, None)) if stage == "05"
+                        else why_stale(path, upstream.provenance(stage, None)))
+        for name in contract.files if status.whole is None else ():  # 03b, 04, 08: the TSV written with it
             tsv = upstream.out_dir / name
             recorded = read_provenance_attr(path, TSV_SHA_ATTR)
             if not tsv.is_file():

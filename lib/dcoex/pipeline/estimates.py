@@ -59,7 +59,7 @@ def _batched(fn: Callable[[int], MemoryEstimate], batch: int | str | None, max_b
 def stage_estimate(stage: str, shape: DataShape, *, n_bootstrap: int, low_frac: float, high_frac: float,
                    bootstrap_frac: float, fdr_alpha: float, batch_size: int | str | None,
                    slots: int, n_edges: int | None = None, n_permutations: int = 1000,
-                   perms_per_task: int = 50) -> StageEstimate:
+                   perms_per_task: int = 50, focus_genes: str | None = None, n_hubs: int = 10) -> StageEstimate:
     """The estimate stage ``stage`` will compute for itself, from the data shape and the run's flags;
     ``n_edges``: the selected edges of the largest gene (02b, 03) when 02a has counted them, else
     None (planned at the bound).
@@ -78,6 +78,13 @@ def stage_estimate(stage: str, shape: DataShape, *, n_bootstrap: int, low_frac: 
         return StageEstimate(fixed, fixed)
     if stage == "03b":
         fixed = estimate(n_genes=n, n_files=n)  # at most one network file per gene
+        return StageEstimate(fixed, fixed)
+    focus = focus_genes.count(",") + 1 if focus_genes else n_hubs  # the run's focus genes (or its hubs)
+    if stage == "04":  # at most one network file per gene
+        fixed = estimate(n_genes=n, n_ref_genes=n, n_focus=focus)
+        return StageEstimate(fixed, fixed)
+    if stage == "05":  # edges and ego networks at the estimator's planning bounds
+        fixed = estimate(n_genes=n, n_focus=focus)
         return StageEstimate(fixed, fixed)
     if stage == "08":
         fixed = estimate(n, n_permutations)  # the largest 02a file planned at stage 03's bound

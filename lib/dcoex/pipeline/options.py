@@ -25,7 +25,7 @@ DEFAULT_TIME = "24:00:00"
 
 USAGE_TEMPLATE = """run_bootstrap_pipeline.sh (--expr-tsv F | --expr-h5 F) --out-dir D [options]
 
-Plan and submit the dcoex pipeline 00 -> 01 -> 02a -> 02b -> 03 -> 03b as array jobs; the
+Plan and submit the dcoex pipeline {chain} as jobs (02a, 02b, 03: array jobs); the
 optional stages ({optional}) run when named in --stages (07, the permutation null, after 01;
 08, its p-values, after 03b and 07).
 
@@ -36,7 +36,7 @@ input/output:
 {science}work split and scheduling:
   --genes-per-task N|auto reference genes per array task ({genes_per_task}: <= 500 tasks, within the array limit)
   --gene-subset FILE      reference genes to process, one a line: a gene name, or index:N (0-based)
-  --stages LIST           comma-separated subset of {stages} (default: all that are needed
+  --stages LIST           comma-separated subset of {stage_list} (default: all that are needed
                           but the optional ones)
   --force                 recompute outputs even when they are current
   --local                 run every task here, in order, without a scheduler (same outputs)
@@ -83,7 +83,8 @@ def _science_help() -> str:
     return "\n".join(lines) + "\n"
 
 
-USAGE = USAGE_TEMPLATE.format(science=_science_help(), stages=",".join(STAGE_ORDER),
+USAGE = USAGE_TEMPLATE.format(science=_science_help(), chain=" -> ".join(s for s in STAGE_ORDER if not STAGES[s].optional),
+                              stage_list=",".join(STAGE_ORDER),
                               optional=", ".join(s for s in STAGE_ORDER if STAGES[s].optional), genes_per_task=DEFAULT_GENES_PER_TASK,
                               mem_safety=DEFAULT_MEM_SAFETY, max_retries=DEFAULT_MAX_RETRIES, slots=DEFAULT_SLOTS,
                               time=DEFAULT_TIME)

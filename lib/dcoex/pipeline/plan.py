@@ -202,6 +202,10 @@ def make_plan(options: Options, scheduler: Scheduler) -> RunPlan:
         universe = read_gene_list(options.gene_subset, shape.gene_names)
         if not universe:
             raise InputError(f"{options.gene_subset}: the gene subset is empty")
+    if options.focus_genes:  # the stages would refuse them (exit 2) after the whole chain ran
+        unknown = sorted(set(options.focus_genes.split(",")) - set(shape.gene_names))
+        if unknown:
+            raise InputError(f"--focus-genes: {len(unknown)} unknown gene name(s): {', '.join(unknown)}")
     gpt, task_genes = split_tasks(universe, options.genes_per_task, scheduler.array_limit(),
                                    scheduler.auto_target_tasks)
     cal_file, factors = load_factors(options)
@@ -312,9 +316,11 @@ def _choose_work(plan: RunPlan, stages: list[str]) -> None:
         plan.status[s] = status
         if o.force:
             plan.why[s] = "--force"
-        elif status.current:
+        elif status.current and not any(a in plan.stages for a in STAGES[s].runs_after):
             plan.skipped[s] = "current: every output records the wanted provenance"
             continue
+        elif status.current:
+            plan.why[s] = "stage " + ", ".join(a for a in STAGES[s].runs_after if a in plan.stages) + " runs"
         else:
             parts = STAGES[s].parts
             plan.why[s] = status.why(len(parts(o.params)) if parts is not None else len(plan.universe))

@@ -11,6 +11,7 @@ from dcoex.stages import STAGE_PACKAGES, stage_contract
 from dcoex.stages.contract import StageContract
 from dcoex.stages.s03b_collect.contract import HUBS_TSV
 from dcoex.stages.s08_permutation_pvalues.contract import PVALS_TSV
+from dcoex.stages.s04_focus_topology.contract import FOCUS_TSV
 
 STAGE_ORDER = tuple(STAGE_PACKAGES)
 #: Per-gene stages form one chain with per-task dependencies (task i after task i).
@@ -29,7 +30,7 @@ def dependencies(stage: str, planned: list[str]) -> list[str]:
 
     def ancestors(s: str) -> set[str]:
         found: set[str] = set()
-        for u in STAGES[s].upstream:
+        for u in (*STAGES[s].upstream, *STAGES[s].runs_after):
             found |= {u} | ancestors(u)
         return found
 
@@ -56,6 +57,9 @@ def _paths(stage: str, out_dir: Path, expr_h5: Path, params: Mapping[str, Any]) 
         "07": [("--expr-h5", expr_h5), ("--indices-h5", out["01"]), ("--out-dir", out["07"])],
         "08": [("--summary-h5", out["03b"]), ("--hubs-tsv", out_dir / HUBS_TSV), ("--base-dir", out["02a"]),
                ("--null-dir", out["07"]), ("--out-h5", out["08"]), ("--out-tsv", out_dir / PVALS_TSV)],
+        "04": [("--networks-dir", out["03"]), ("--summary-h5", out["03b"]), ("--out-h5", out["04"]),
+               ("--out-tsv", out_dir / FOCUS_TSV)],
+        "05": [("--out-dir", out_dir)],
     }[stage]
 
 

@@ -14,7 +14,8 @@ from memfit.estimate import MemoryEstimate
 if TYPE_CHECKING:
     from dcoex.stages.contract import StageContract
 
-#: Stage id -> package under ``dcoex.stages``, in pipeline order.
+#: Stage id -> package under ``dcoex.stages``, in pipeline order. 05 (export and figures) reads
+#: every other output, the permutation results included: it stays last.
 STAGE_PACKAGES = {
     "00": "s00_convert",
     "01": "s01_bootstrap_indices",
@@ -22,8 +23,10 @@ STAGE_PACKAGES = {
     "02b": "s02b_bootstrap_edges",
     "03": "s03_network",
     "03b": "s03b_collect",
+    "04": "s04_focus_topology",
     "07": "s07_permutation_null",
     "08": "s08_permutation_pvalues",
+    "05": "s05_export",
 }
 
 
@@ -37,7 +40,7 @@ def stage_contract(stage: str) -> StageContract:
 
 
 def get_estimator(stage: str) -> Callable[..., MemoryEstimate]:
-    """The ``estimate`` function (bytes) of a stage id ("00", "01", "02a", "02b", "03", "03b")."""
+    """The ``estimate`` function (bytes) of a stage id (e.g. "02a", "03b", "05")."""
     return stage_contract(stage).estimator
 
 

@@ -106,6 +106,9 @@ class StageContract:
     parts: Callable[[Mapping[str, Any]], list[str]] | None = None
     #: Run only when named in the driver's ``--stages``.
     optional: bool = False
+    #: Stages it waits for, and reruns after, when they run in the same chain, without reading
+    #: their provenance (05: the optional permutation results of 07/08, digested from the files).
+    runs_after: tuple[str, ...] = field(default_factory=tuple)
 
     def param(self, name: str) -> Param:
         for p in self.params:

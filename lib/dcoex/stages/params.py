@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dcoex.cli import parse_batch_size
 from dcoex.stages.contract import Param
 from hpc.device import DEVICES
+from dcoex.stages.s03_network.focus import METRIC_NAMES
 from hpc.errors import InputError
 
 
@@ -98,3 +99,24 @@ DEVICE = Param("device", "cpu",
                "Device of the exact rank products: cpu (numpy), gpu (CUDA through torch; exit 2 without one) "
                "or auto (a GPU when torch sees one). Outputs are identical on every device.",
                choice("--device", DEVICES), content=False, driver=False, metavar="D")
+
+
+def _gene_names(text: str) -> str:
+    """A comma-separated list of gene names, normalised: blanks dropped, duplicates removed
+    (first kept), order kept; names are checked against the run's genes by the stages."""
+    names = list(dict.fromkeys(n.strip() for n in str(text).split(",") if n.strip()))
+    if not names:
+        raise InputError(f"--focus-genes {text!r}: expected gene names separated by commas")
+    return ",".join(names)
+
+
+#: Columns of rewiring_hubs.tsv a hub ranking may use (the counts and metrics of stage 03).
+HUB_METRICS = ("n_sig_edges_diff", *METRIC_NAMES)
+FOCUS_GENES = Param("focus_genes", None,
+                    "Focus genes of 04 and extra genes 05 exports, by name, comma-separated "
+                    "(default: the top --n-hubs hubs).", _gene_names, metavar="G1,G2")
+N_HUBS = Param("n_hubs", 10, "Top hubs (by --hub-metric) used as focus genes (04) and exported (05).",
+               whole("--n-hubs", low=1), metavar="K")
+HUB_METRIC = Param("hub_metric", "L2L1_deg",
+                   "rewiring_hubs.tsv column that ranks the hubs, descending (L2L1_deg: the file's order).",
+                   choice("--hub-metric", HUB_METRICS), metavar="NAME")
