@@ -10,8 +10,8 @@ from typing import Any
 from dcoex.stages import STAGE_PACKAGES, stage_contract
 from dcoex.stages.contract import StageContract
 from dcoex.stages.s03b_collect.contract import HUBS_TSV
-from dcoex.stages.s08_permutation_pvalues.contract import PVALS_TSV
 from dcoex.stages.s04_focus_topology.contract import FOCUS_TSV
+from dcoex.stages.s08_permutation_pvalues.contract import PVALS_TSV
 
 STAGE_ORDER = tuple(STAGE_PACKAGES)
 #: Per-gene stages form one chain with per-task dependencies (task i after task i).

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from dcoex.cli import parse_batch_size
 from dcoex.stages.contract import Param
-from hpc.device import DEVICES
 from dcoex.stages.s03_network.focus import METRIC_NAMES
+from hpc.device import DEVICES
 from hpc.errors import InputError
 
 
