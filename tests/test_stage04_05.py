@@ -78,7 +78,7 @@ def test_local_driver_runs_04_and_05_and_draws_every_figure(run):
         notes = decode_strings(f["notes"][()])
         assert f["provenance"].attrs["stage"] == "05"
     assert {p.relative_to(run / "export").as_posix() for p in figures} <= listed
-    assert any("permutation_null.h5" in n for n in notes)  # the null figure is skipped with a note
+    assert any("permutation_pvalues.h5" in n for n in notes)  # the null figure is skipped with a note
 
 
 def test_focus_degrees_equal_a_naive_count_of_the_network_edges(run, tmp_path):
@@ -192,17 +192,19 @@ def test_a_network_folder_of_another_run_is_refused(run, tmp_path):
 
 
 def _add_permutation_results(run: Path, names: list[str]) -> None:
-    """Stage 08's hub table (+ L2L1_deg_pval/_qval) and stage 07's null values, as documented."""
+    """Stage 08's outputs in their documented layout (docs/stage08.md): the hub table with
+    obs_/pval_/qval_ columns of the tested metrics, and permutation_pvalues.h5 with the null."""
     lines = (run / "rewiring_hubs.tsv").read_text().splitlines()
-    out = [lines[0] + "\tL2L1_deg_pval\tL2L1_deg_qval"]
+    out = [lines[0] + "\tobs_L1_rewire\tpval_L1_rewire\tqval_L1_rewire"]
     for k, line in enumerate(lines[1:]):
-        out.append(f"{line}\t{0.001 * (k + 1):g}\t{0.01 * (k + 1):g}")
+        out.append(f"{line}\t{k}\t{0.001 * (k + 1):g}\t{0.01 * (k + 1):g}")
     (run / "rewiring_hubs_with_pvals.tsv").write_text("\n".join(out) + "\n")
     rng = np.random.default_rng(0)
-    with h5py.File(run / "permutation_null.h5", "w") as f:
-        ds = f.create_dataset("null/values", data=rng.gamma(2.0, 0.5, size=(50, len(names), 2)))
-        ds.attrs["metrics"] = ["L2L1_deg", "L1_rewire"]
-        ds.attrs["gene_names"] = names
+    with h5py.File(run / "permutation_pvalues.h5", "w") as f:
+        f["gene_names"] = np.asarray(names, dtype=object)
+        f["metrics"] = np.asarray(["n_sig_edges_diff", "L1_rewire"], dtype=object)
+        for m in ("n_sig_edges_diff", "L1_rewire"):
+            f.create_dataset(f"null/{m}", data=rng.gamma(2.0, 0.5, size=(50, len(names))))
 
 
 def test_permutation_results_are_drawn_and_make_05_stale(run, tmp_path):
@@ -217,7 +219,7 @@ def test_permutation_results_are_drawn_and_make_05_stale(run, tmp_path):
     dry = run_driver("slurm", ["--expr-tsv", tsv, "--out-dir", copy, *fewer, "--dry-run"])
     assert "04: runs (n_hubs 4 → 3)" in dry.stdout and "05: runs (n_hubs 4 → 3" in dry.stdout, dry.stdout
     assert "03b: skipped (current" in dry.stdout
-    result = run_export(copy, n_hubs=4)
+    result = run_export(copy, n_hubs=4, hub_metric="L1_rewire")
     assert not any("null" in n for n in result["notes"]) and not any("significance" in n for n in result["notes"])
     null_png = copy / "export" / "figures" / "null_distributions.png"
     assert null_png.read_bytes().startswith(PNG) and null_png.with_suffix(".pdf").read_bytes().startswith(PDF)

@@ -137,7 +137,7 @@ def _write_all(tmp: Path, run: Path, summary: Summary, *, exported: list[int], h
     observed = np.array([column[row_of[int(g)]] for g in ranking], dtype=np.float64)
     pvalues = read_pvalues(run / PVALS_TSV, metric)
     if pvalues is None:
-        notes.append(f"hub ranking drawn without significance: no {metric}_pval/_qval in {PVALS_TSV}"
+        notes.append(f"hub ranking drawn without significance: no pval_{metric}/qval_{metric} in {PVALS_TSV}"
                      if (run / PVALS_TSV).is_file() else f"hub ranking drawn without significance: no {PVALS_TSV}")
     figures.hub_ranking(fig_dir / "hub_ranking", [names[int(g)] for g in ranking], observed, metric, pvalues)
     notes += _null_figure(fig_dir, run, summary, hubs, metric)
@@ -159,7 +159,7 @@ def _write_all(tmp: Path, run: Path, summary: Summary, *, exported: list[int], h
 def _null_figure(fig_dir: Path, run: Path, summary: Summary, hubs: list[int], metric: str) -> list[str]:
     null = read_null(run / NULL_H5)
     if null is None:
-        return [f"null distributions not drawn: no {NULL_H5} (stage 07 not run)"]
+        return [f"null distributions not drawn: no {NULL_H5} (stages 07/08 not run)"]
     names = summary.gene_names
     usable = [m for m in [metric, *null.metrics] if m in null.metrics]
     chosen = next((m for m in usable if _has_column(summary, m)), None)

@@ -19,13 +19,15 @@ from dcoex.h5io import decode_strings
 from dcoex.provenance import Provenance, digest_of, why_stale
 from dcoex.stages.contract import StageContract, Upstream
 from dcoex.stages.params import FOCUS_GENES, HUB_METRIC, N_HUBS
+from dcoex.stages.s08_permutation_pvalues.contract import CONTRACT as PVALUES_CONTRACT
+from dcoex.stages.s08_permutation_pvalues.contract import PVALS_TSV
 
 #: The export folder in a run's folder, and its index (the output the driver checks).
 EXPORT_DIR = "export"
 INDEX_NAME = "export_index.h5"
-#: Optional inputs in the run folder: stage 08's hub table with p/q-values, stage 07's null values.
-PVALS_TSV = "rewiring_hubs_with_pvals.tsv"
-NULL_H5 = "permutation_null.h5"
+#: Optional inputs in the run folder: stage 08's hub table with p/q-values and its HDF5 (which
+#: holds the null values of stage 07).
+NULL_H5 = PVALUES_CONTRACT.output
 OPTIONAL_INPUTS = (PVALS_TSV, NULL_H5)
 
 

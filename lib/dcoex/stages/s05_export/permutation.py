@@ -1,16 +1,11 @@
-"""Readers of the optional permutation results (stages 07 and 08) that stage 05 draws.
+"""Readers of the optional permutation results that stage 05 draws (stage 08's outputs).
 
-Permutation null (stage 07), ``permutation_null.h5``:
+``permutation_pvalues.h5`` (stage 08; docs/stage08.md): ``gene_names`` (N), ``metrics`` (M
+names, rewiring_hubs.tsv columns) and ``null/<metric>`` float64 (P permutations, N genes).
 
-| path | content |
-|---|---|
-| ``null/values`` | float (P, G, M): permutation × gene × metric |
-| ``null/values`` attr ``metrics`` | the M metric names (rewiring_hubs.tsv column names) |
-| ``null/values`` attr ``gene_names``, else dataset ``null/gene_names`` | the G gene names |
-
-P-values (stage 08), ``rewiring_hubs_with_pvals.tsv``: the rewiring_hubs.tsv columns plus, per
-metric m, ``m_pval`` and ``m_qval`` (BH q-value). A value that is empty or not a number is
-missing.
+``rewiring_hubs_with_pvals.tsv`` (stage 08): the rewiring_hubs.tsv columns plus, per tested
+metric m, ``obs_m``, ``pval_m`` and ``qval_m`` (BH q-value across reference genes). A value
+that is empty or not a number is missing.
 """
 
 from __future__ import annotations
@@ -38,9 +33,9 @@ class NullValues:
 
     def values(self, gene: str, metric: str) -> np.ndarray:
         """The P null values of ``metric`` for ``gene`` (float64)."""
-        g, m = self.gene_names.index(gene), self.metrics.index(metric)
+        g = self.gene_names.index(gene)
         with h5py.File(self.path, "r") as f:
-            return f["null/values"][:, g, m].astype(np.float64)
+            return f["null"][metric][:, g].astype(np.float64)
 
 
 def read_null(path: Path) -> NullValues | None:
@@ -50,17 +45,17 @@ def read_null(path: Path) -> NullValues | None:
         return None
     try:
         with h5py.File(path, "r") as f:
-            ds = f["null/values"]
-            metrics = decode_strings(np.atleast_1d(ds.attrs["metrics"]))
-            raw = ds.attrs["gene_names"] if "gene_names" in ds.attrs else f["null/gene_names"][()]
-            genes = decode_strings(np.atleast_1d(raw))
-            shape = ds.shape
+            metrics = decode_strings(np.atleast_1d(f["metrics"][()]))
+            genes = decode_strings(np.atleast_1d(f["gene_names"][()]))
+            shapes = {m: f["null"][m].shape for m in metrics}
     except (OSError, KeyError) as exc:
-        raise InputError(f"{path}: not a permutation null file (expected null/values with attrs metrics, "
-                         f"gene_names) ({exc})") from None
-    if len(shape) != 3 or shape[1] != len(genes) or shape[2] != len(metrics):
-        raise InputError(f"{path}: null/values has shape {shape}, expected (permutations, {len(genes)} genes, "
-                         f"{len(metrics)} metrics)")
+        raise InputError(f"{path}: not a permutation p-value file (expected gene_names, metrics and null/<metric>) "
+                         f"({exc})") from None
+    bad = {m: shp for m, shp in shapes.items() if len(shp) != 2 or shp[1] != len(genes)}
+    if bad:
+        m, shp = next(iter(bad.items()))
+        raise InputError(f"{path}: null/{m} has shape {shp}, expected (permutations, {len(genes)} genes)")
+    shape = (next(iter(shapes.values()))[0] if shapes else 0,)
     return NullValues(Path(path), metrics, genes, int(shape[0]))
 
 
@@ -94,7 +89,7 @@ def read_pvalues(path: Path, metric: str) -> HubPvalues | None:
         fields = reader.fieldnames or []
         if "gene_id" not in fields:
             raise InputError(f"{path}: no gene_id column")
-        p_col, q_col = f"{metric}_pval", f"{metric}_qval"
+        p_col, q_col = f"pval_{metric}", f"qval_{metric}"
         if p_col not in fields and q_col not in fields:
             return None
         pval, qval = {}, {}
