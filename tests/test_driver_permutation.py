@@ -94,3 +94,12 @@ def test_dry_run_dependencies(tmp_path, sched):
     else:
         assert f"-hold_jid {ids['01'][1]} " in job["07"] and "-t 1-3" in job["07"]
         assert f"-hold_jid {ids['03b'][1]},{ids['07'][1]} " in job["08"]
+
+
+def test_export_waits_for_the_permutation_pvalues_when_they_run():
+    from dcoex.pipeline.stages import dependencies
+
+    chain = ["00", "01", "02a", "02b", "03", "03b", "04", "07", "08", "05"]
+    assert set(dependencies("05", chain)) == {"04", "08"}
+    assert dependencies("05", ["03b", "04", "05"]) == ["04"]
+    assert dependencies("08", chain) == ["03b", "07"]
