@@ -1,7 +1,9 @@
 """Per-pair work of stage 02a, fused per correlation tile (numba, one thread).
 
-A tile holds r of gene rows [a, a + T) against columns [a, N) (science._Tiles); entry
-(ii, jj) is the pair (a + ii, a + jj), used when jj > ii. The three family statistics:
+A tile holds the integer rank products of gene rows [a, a + T) against columns [a, N)
+(science._Tiles); entry (ii, jj) is the pair (a + ii, a + jj), used when jj > ii. The kernels
+scale it, r = (d·scale_i)·scale_j in float32 (the order numpy used), so r is the same
+whichever kernel computes it. The three family statistics:
 
 - low / high: s = |r| (float32, as the tile holds it), pairs with no gene constant in the group;
 - diff: w = |b − a| / (1 − a·b) (float64) with a, b the group r's clipped to ±clip, pairs with
@@ -9,7 +11,9 @@ A tile holds r of gene rows [a, a + T) against columns [a, N) (science._Tiles); 
   the Fisher |Z| = atanh(w)/se does, with no transcendental function per pair.
 
 A statistic s >= lo falls in bin min(nb − 1, int((s − lo)·inv)) (float64 arithmetic); every
-kernel computes bins the same way, so counts of bin ranges agree exactly between passes.
+kernel computes bins the same way, so counts of bin ranges agree exactly between passes. The
+histogram also keeps each bin's smallest and largest statistic: a bin whose two are equal
+holds one value, and its count is all a BH family needs of it (no collection).
 """
 
 from __future__ import annotations
@@ -32,95 +36,120 @@ def _bin(s: float, lo: float, inv: float, nb: int) -> int:
 
 
 @njit(cache=True, nogil=True)
-def histogram_tile(r_low, r_high, a, const_low, const_high, bounds, clip, h_low, h_high, h_diff):
-    """Add the tile's statistics >= lo to the bin counts; ``bounds`` = (lo, inv) of low,
-    high, diff as a float64 array of 6 (lo = inf: family not counted)."""
-    t, width = r_low.shape
-    nb = h_low.size
-    lo_l, inv_l, lo_h, inv_h, lo_w, inv_w = bounds[0], bounds[1], bounds[2], bounds[3], bounds[4], bounds[5]
-    for ii in range(t):
-        cl_i = const_low[a + ii]
-        ch_i = const_high[a + ii]
-        for jj in range(ii + 1, width):
-            ok_l = not (cl_i or const_low[a + jj])
-            ok_h = not (ch_i or const_high[a + jj])
-            rl = r_low[ii, jj]
-            rh = r_high[ii, jj]
-            if ok_l:
-                s = np.float64(abs(rl))
-                if s >= lo_l:
-                    h_low[_bin(s, lo_l, inv_l, nb)] += 1
-            if ok_h:
-                s = np.float64(abs(rh))
-                if s >= lo_h:
-                    h_high[_bin(s, lo_h, inv_h, nb)] += 1
-            if ok_l and ok_h:
-                w = _w_stat(rl, rh, clip)
-                if w >= lo_w:
-                    h_diff[_bin(w, lo_w, inv_w, nb)] += 1
+def _count(s: float, lo: float, inv: float, count, smin, smax) -> None:  # noqa: PLR0917 - numba kernel
+    if s >= lo:
+        b = _bin(s, lo, inv, count.size)
+        count[b] += 1
+        if s < smin[b]:
+            smin[b] = s
+        if s > smax[b]:
+            smax[b] = s
 
 
 @njit(cache=True, nogil=True)
-def collect_tile(r_low, r_high, a, const_low, const_high, bounds, clip, windows, out_low, out_high, out_diff, n_out):
-    """Append the statistics whose bin is in the family's window [windows[2f], windows[2f+1])
-    to out_low (float32), out_high (float32), out_diff (float64); n_out[f] counts them.
-    ``windows`` = int64 [low0, low1, high0, high1, diff0, diff1, number of bins]."""
-    t, width = r_low.shape
+def histogram_tile(d_low, d_high, a, scales, consts, bounds, clip, hists):  # noqa: PLR0917 - numba kernels take no keyword-only arguments
+    """Add the tile's statistics >= lo to each family's bins. ``scales`` = (scale_low,
+    scale_high), ``consts`` = (const_low, const_high), ``bounds`` = float64 [lo, inv] × 3
+    (low, high, diff), ``hists`` = (count, min, max) × 3 (int64, float64, float64)."""
+    t, width = d_low.shape
+    s_low, s_high = scales
+    c_low, c_high = consts
     lo_l, inv_l, lo_h, inv_h, lo_w, inv_w = bounds[0], bounds[1], bounds[2], bounds[3], bounds[4], bounds[5]
-    nbins = windows[6]
+    n_l, min_l, max_l, n_h, min_h, max_h, n_d, min_d, max_d = hists
+    for ii in range(t):
+        gi = a + ii
+        cl_i = c_low[gi]
+        ch_i = c_high[gi]
+        sl_i = s_low[gi]
+        sh_i = s_high[gi]
+        for jj in range(ii + 1, width):
+            gj = a + jj
+            ok_l = not (cl_i or c_low[gj])
+            ok_h = not (ch_i or c_high[gj])
+            rl = (d_low[ii, jj] * sl_i) * s_low[gj]
+            rh = (d_high[ii, jj] * sh_i) * s_high[gj]
+            if ok_l:
+                _count(np.float64(abs(rl)), lo_l, inv_l, n_l, min_l, max_l)
+            if ok_h:
+                _count(np.float64(abs(rh)), lo_h, inv_h, n_h, min_h, max_h)
+            if ok_l and ok_h:
+                _count(_w_stat(rl, rh, clip), lo_w, inv_w, n_d, min_d, max_d)
+
+
+@njit(cache=True, nogil=True)
+def _take(s: float, lo: float, inv: float, b0: int, b1: int, mask) -> bool:  # noqa: PLR0917 - numba kernel
+    if s < lo:
+        return False
+    b = _bin(s, lo, inv, mask.size)
+    return b0 <= b < b1 and mask[b]
+
+
+@njit(cache=True, nogil=True)
+def collect_tile(d_low, d_high, a, scales, consts, bounds, clip, windows, masks, outs, n_out):  # noqa: PLR0917 - numba kernels take no keyword-only arguments
+    """Append each family's statistics whose bin b is in its window [windows[2f],
+    windows[2f+1]) with masks[f][b] set to outs[f] (float64); n_out[f] counts them."""
+    t, width = d_low.shape
+    s_low, s_high = scales
+    c_low, c_high = consts
+    lo_l, inv_l, lo_h, inv_h, lo_w, inv_w = bounds[0], bounds[1], bounds[2], bounds[3], bounds[4], bounds[5]
+    m_l, m_h, m_d = masks
+    o_l, o_h, o_d = outs
     use_l = windows[1] > windows[0]
     use_h = windows[3] > windows[2]
     use_d = windows[5] > windows[4]
     for ii in range(t):
-        cl_i = const_low[a + ii]
-        ch_i = const_high[a + ii]
+        gi = a + ii
+        cl_i = c_low[gi]
+        ch_i = c_high[gi]
+        sl_i = s_low[gi]
+        sh_i = s_high[gi]
         for jj in range(ii + 1, width):
-            ok_l = not (cl_i or const_low[a + jj])
-            ok_h = not (ch_i or const_high[a + jj])
-            rl = r_low[ii, jj]
-            rh = r_high[ii, jj]
+            gj = a + jj
+            ok_l = not (cl_i or c_low[gj])
+            ok_h = not (ch_i or c_high[gj])
+            rl = (d_low[ii, jj] * sl_i) * s_low[gj]
+            rh = (d_high[ii, jj] * sh_i) * s_high[gj]
             if use_l and ok_l:
                 s = np.float64(abs(rl))
-                if s >= lo_l:
-                    b = _bin(s, lo_l, inv_l, nbins)
-                    if windows[0] <= b < windows[1]:
-                        out_low[n_out[0]] = abs(rl)
-                        n_out[0] += 1
+                if _take(s, lo_l, inv_l, windows[0], windows[1], m_l):
+                    o_l[n_out[0]] = s
+                    n_out[0] += 1
             if use_h and ok_h:
                 s = np.float64(abs(rh))
-                if s >= lo_h:
-                    b = _bin(s, lo_h, inv_h, nbins)
-                    if windows[2] <= b < windows[3]:
-                        out_high[n_out[1]] = abs(rh)
-                        n_out[1] += 1
+                if _take(s, lo_h, inv_h, windows[2], windows[3], m_h):
+                    o_h[n_out[1]] = s
+                    n_out[1] += 1
             if use_d and ok_l and ok_h:
-                w = _w_stat(rl, rh, clip)
-                if w >= lo_w:
-                    b = _bin(w, lo_w, inv_w, nbins)
-                    if windows[4] <= b < windows[5]:
-                        out_diff[n_out[2]] = w
-                        n_out[2] += 1
+                s = _w_stat(rl, rh, clip)
+                if _take(s, lo_w, inv_w, windows[4], windows[5], m_d):
+                    o_d[n_out[2]] = s
+                    n_out[2] += 1
 
 
 @njit(cache=True, nogil=True)
-def emit_rows(r_low, r_high, a, i0, i1, n_genes, const_any, clip, w_cut, out_pair, out_rl, out_rh, out_w):
+def emit_rows(d_low, d_high, a, i0, i1, scales, const_any, clip, w_cut, outs):  # noqa: PLR0917 - numba kernels take no keyword-only arguments
     """Pairs of tile rows [i0, i1) with w >= w_cut (no gene constant in either group), in
-    row-major (= ascending pair index) order: their flat pair index, r's and w. Returns
-    how many; the outputs must hold (i1 − i0)·width entries."""
-    width = r_low.shape[1]
+    row-major (= ascending pair index) order, into ``outs`` = (flat pair index int64, r_low,
+    r_high float32, w float64), each holding at least (i1 − i0)·width entries. Returns how many."""
+    width = d_low.shape[1]
+    n_genes = const_any.size
+    s_low, s_high = scales
+    out_pair, out_rl, out_rh, out_w = outs
     n = 0
     two_n = 2 * np.int64(n_genes)
     for ii in range(i0, i1):
         gi = np.int64(a + ii)
         if const_any[gi]:
             continue
+        sl_i = s_low[gi]
+        sh_i = s_high[gi]
         row_start = gi * (two_n - gi - 1) // 2 - gi - 1
         for jj in range(ii + 1, width):
             gj = a + jj
             if const_any[gj]:
                 continue
-            rl = r_low[ii, jj]
-            rh = r_high[ii, jj]
+            rl = (d_low[ii, jj] * sl_i) * s_low[gj]
+            rh = (d_high[ii, jj] * sh_i) * s_high[gj]
             w = _w_stat(rl, rh, clip)
             if w >= w_cut:
                 out_pair[n] = row_start + gj

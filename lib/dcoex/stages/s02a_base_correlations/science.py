@@ -58,12 +58,12 @@ class BaseResult:
 
 
 class _Tiles:
-    """Correlation tiles of the upper triangle: rows [a, b) against columns [a, N).
+    """Integer rank products of the upper triangle: rows [a, b) against columns [a, N).
 
-    r = (u_i·u_j)·scale_i·scale_j from integer ranks (dcoex.ranks.IntegerRanks): the
-    products are exact, so r does not depend on the tile shape or BLAS threads. Pairs
-    on or below the tile's diagonal are left as computed: the kernels skip them, and the
-    pairs with a gene constant in the group (scale 0, r = 0).
+    d = u_i·u_j from integer ranks (dcoex.ranks.IntegerRanks): exact in float32 (float64
+    products converted), so r = (d·scale_i)·scale_j, which the kernels compute, does not
+    depend on the tile shape or BLAS threads. Entries on or below the tile's diagonal are
+    computed but never read.
     """
 
     def __init__(self, low: IntegerRanks, high: IntegerRanks, tile_rows: int) -> None:
@@ -72,8 +72,9 @@ class _Tiles:
         self.tile_rows = max(1, int(tile_rows))
         size = min(self.tile_rows, max(self.n - 1, 1)) * self.n
         self._buf = (np.empty(size, np.float32), np.empty(size, np.float32))
-        wide = [np.empty(size, np.float64) if g.dtype == np.float64 else None for g in (low, high)]
-        self._wide = wide
+        self._wide = [np.empty(size, np.float64) if g.dtype == np.float64 else None for g in (low, high)]
+        self.scales = (low.scale, high.scale)
+        self.consts = (low.constant, high.constant)
 
     def _product(self, ranks: IntegerRanks, wide: np.ndarray | None, a: int, b: int, out: np.ndarray) -> None:
         if wide is None:
@@ -82,35 +83,36 @@ class _Tiles:
             product = wide[: out.size].reshape(out.shape)
             np.matmul(ranks.u[a:b], ranks.u[a:].T, out=product)
             out[...] = product
-        out *= ranks.scale[a:b, None]
-        out *= ranks.scale[None, a:]
 
     def __iter__(self):
         n = self.n
         for a in range(0, n - 1, self.tile_rows):
             b = min(a + self.tile_rows, n - 1)
             shape = (b - a, n - a)
-            r_low = self._buf[0][: shape[0] * shape[1]].reshape(shape)
-            r_high = self._buf[1][: shape[0] * shape[1]].reshape(shape)
-            self._product(self.low, self._wide[0], a, b, r_low)
-            self._product(self.high, self._wide[1], a, b, r_high)
-            yield a, r_low, r_high
-
+            d_low = self._buf[0][: shape[0] * shape[1]].reshape(shape)
+            d_high = self._buf[1][: shape[0] * shape[1]].reshape(shape)
+            self._product(self.low, self._wide[0], a, b, d_low)
+            self._product(self.high, self._wide[1], a, b, d_high)
+            yield a, d_low, d_high
 
 
 class _Family:
-    """One BH family: bin counts of its statistic s >= lo, then its exact cut and q table.
+    """One BH family: bins of its statistic s >= lo, then its exact cut and q table.
 
-    ``p_of`` maps statistics (float64 array) to p; it is non-increasing. ``top`` bounds s.
+    ``p_of`` maps statistics (float64 array) to p and is non-increasing; ``top`` bounds s.
+    After the histogram pass, ``next_group`` gives bin groups (lowest first) and ``consume``
+    takes the statistics collected in one: first the groups that can hold the BH cut, then,
+    from the cut (the lowest bin of a complete family) upward, the groups of the q table.
     """
 
-    def __init__(self, m: int, lo: float, top: float, p_of: Callable[[np.ndarray], np.ndarray], alpha: float,
+    def __init__(self, m: int, lo: float, top: float, p_of: Callable[[np.ndarray], np.ndarray], *, alpha: float,
                  budget: int) -> None:
         self.m, self.lo, self.p_of, self.alpha, self.budget = int(m), float(lo), p_of, float(alpha), int(budget)
         self.inv = N_BINS / max(top - self.lo, 1e-12)
-        self.hist = np.zeros(N_BINS, np.int64)
+        self.hist = (np.zeros(N_BINS, np.int64), np.full(N_BINS, np.inf), np.full(N_BINS, -np.inf))
         self.cut = np.inf
         self.n_sig = 0
+        self.found = False
         self.table_s = np.empty(0)
         self.table_q = np.empty(0)
 
@@ -119,83 +121,80 @@ class _Family:
         return self.lo, self.inv
 
     def prepare(self, complete: bool) -> None:
-        """After the histogram pass: counts at or above each bin and the bins to scan for the cut."""
-        self.above = np.concatenate([np.cumsum(self.hist[::-1])[::-1], [0]])  # above[b] = count in bins >= b
+        """After the histogram pass: counts at or above each bin, the bins that need
+        collecting (more than one value), and the first group."""
+        count, smin, smax = self.hist
+        self.above = np.concatenate([np.cumsum(count[::-1])[::-1], [0]])  # above[b] = count in bins >= b
+        self.mixed = (count > 0) & (smin < smax)
+        mixed_count = np.where(self.mixed, count, 0)
+        self.mixed_above = np.concatenate([np.cumsum(mixed_count[::-1])[::-1], [0]])
         self.complete = bool(complete) or int(self.above[0]) == self.m
-        self.cut_groups = self._cut_groups()
+        self.pos, self.limit = self._start()
 
-    def edge(self, b: np.ndarray) -> np.ndarray:
+    def _start(self) -> tuple[int, int]:
+        """First bin to collect and the bin below which the cut search stays."""
+        count = self.hist[0]
+        full = np.nonzero(count)[0]
+        if self.m == 0 or full.size == 0:
+            return N_BINS, N_BINS
+        if self.complete:
+            return int(full[0]), N_BINS
+        with np.errstate(over="ignore"):
+            p_low_edge = self.p_of(self._edge(full) * (1 - EDGE_SLACK))
+            p_high_edge = self.p_of(self._edge(full + 1) * (1 + EDGE_SLACK))
+        c = self.above[full].astype(np.float64)
+        certain = full[p_low_edge * self.m / c < self.alpha]
+        possible = full[p_high_edge * self.m / c < self.alpha]
+        if possible.size == 0:
+            return N_BINS, N_BINS
+        return int(possible[0]), int(certain[0]) + 1 if certain.size else N_BINS
+
+    def _edge(self, b: np.ndarray) -> np.ndarray:
         return self.lo + np.asarray(b, dtype=np.float64) / self.inv
 
-    def _cut_groups(self) -> list[tuple[int, int]]:
-        """Bin groups (lowest first) that can hold the BH cut, each of at most ``budget`` items."""
-        if self.m == 0:
-            return []
-        full = np.nonzero(self.hist)[0]
-        if full.size == 0:
-            return []
-        count = self.above[full].astype(np.float64)
-        with np.errstate(over="ignore"):
-            p_low_edge = self.p_of(self.edge(full) * (1 - EDGE_SLACK))
-            p_high_edge = self.p_of(self.edge(full + 1) * (1 + EDGE_SLACK))
-        certain = full[p_low_edge * self.m / count < self.alpha]
-        possible = full[p_high_edge * self.m / count < self.alpha]
-        if possible.size == 0:
-            return []
-        first = int(possible[0])
-        last = int(certain[0]) + 1 if certain.size else N_BINS
-        return self._groups(first, last)
+    def next_group(self) -> tuple[int, int] | None:
+        """The next bin range [start, stop) to consume, with at most ``budget`` statistics in
+        bins that need collecting (a single bin may hold more); None when done."""
+        last = N_BINS if (self.found or self.complete) else self.limit
+        start = self.pos
+        if start >= last:
+            return None
+        limit = self.mixed_above[start] - self.budget
+        stop = start + int(np.searchsorted(-self.mixed_above[start + 1 : last + 1], -limit, side="right"))
+        return start, min(max(stop, start + 1), last)
 
-    def _groups(self, first: int, last: int) -> list[tuple[int, int]]:
-        """Consecutive bin ranges covering [first, last), each of at most ``budget`` items (a
-        single bin may hold more)."""
-        groups, start = [], first
-        while start < last:
-            limit = self.above[start] - self.budget
-            stop = start + int(np.searchsorted(-self.above[start + 1 : last + 1], -limit, side="right"))
-            stop = min(max(stop, start + 1), last)
-            groups.append((start, stop))
-            start = stop
-        return groups
+    def n_mixed(self, group: tuple[int, int] | None) -> int:
+        return 0 if group is None else int(self.mixed_above[group[0]] - self.mixed_above[group[1]])
 
-    def size_of(self, group: tuple[int, int]) -> int:
-        return int(self.above[group[0]] - self.above[group[1]])
-
-    def _distinct(self, values: np.ndarray, group: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Distinct values of a collected group (ascending), C(value) and p·m/C."""
-        values = np.asarray(values, dtype=np.float64)
-        values.sort()
+    def consume(self, group: tuple[int, int], values: np.ndarray) -> None:
+        """Statistics collected in the group's bins that need collecting (any order)."""
+        count, smin, _ = self.hist
+        single = np.nonzero(~self.mixed[group[0] : group[1]] & (count[group[0] : group[1]] > 0))[0] + group[0]
+        values = np.sort(np.asarray(values, dtype=np.float64))
         u, counts = np.unique(values, return_counts=True)
-        c = self.above[group[1]] + np.cumsum(counts[::-1])[::-1]
-        return u, c, self.p_of(u) * self.m / c
-
-    def scan_cut(self, values: np.ndarray, group: tuple[int, int]) -> bool:
-        """Exact cut from one collected group (groups come lowest first); True once found."""
-        u, c, scaled = self._distinct(values, group)
-        hits = np.nonzero(scaled < self.alpha)[0]
-        if hits.size == 0:
-            return False
-        self.cut, self.n_sig = float(u[hits[0]]), int(c[hits[0]])
-        return True
-
-    def table_groups(self) -> list[tuple[int, int]]:
-        """Bin groups from the cut (or the lowest bin of a complete family) upward."""
+        u = np.concatenate([u, smin[single]])
+        counts = np.concatenate([counts, count[single]])
+        order = np.argsort(u, kind="stable")
+        u, counts = u[order], counts[order]
+        c = self.above[group[1]] + np.cumsum(counts[::-1])[::-1]  # tests with a statistic >= u
+        scaled = self.p_of(u) * self.m / c
+        if not self.found:
+            hits = np.nonzero(scaled < self.alpha)[0]
+            if hits.size:
+                self.found = True
+                self.cut, self.n_sig = float(u[hits[0]]), int(c[hits[0]])
         if self.complete:
-            full = np.nonzero(self.hist)[0]
-            return self._groups(int(full[0]), N_BINS) if full.size else []
-        if self.n_sig == 0:
-            return []
-        first = min(int((self.cut - self.lo) * self.inv), N_BINS - 1)
-        return self._groups(max(first - 1, 0), N_BINS)
+            self._add_table(u, scaled)
+        elif self.found:
+            keep = u >= self.cut
+            self._add_table(u[keep], scaled[keep])
+        self.pos = group[1]
 
-    def add_table(self, values: np.ndarray, group: tuple[int, int]) -> None:
-        """Extend the q table with one collected group (groups come lowest first)."""
-        values = np.asarray(values, dtype=np.float64)
-        if not self.complete:
-            values = values[values >= self.cut]
-        if values.size == 0:
+    def _add_table(self, u: np.ndarray, scaled: np.ndarray) -> None:
+        """Extend the q table (groups come lowest first): q = running minimum of p·m/C from the
+        bottom of the table, capped at 1; one entry per run of equal q."""
+        if u.size == 0:
             return
-        u, _, scaled = self._distinct(values, group)
         q = np.minimum.accumulate(scaled)
         if self.table_q.size:
             np.minimum(q, self.table_q[-1], out=q)
@@ -261,33 +260,28 @@ def differential_edges(
 
     budget = WINDOW_ITEMS if window_items is None else int(window_items)
     fams = (
-        _Family(n_pairs(n - int(const_low.sum())), lo_low, 1.0, lambda s: t_pvalue(s, df_low), alpha, budget),
-        _Family(n_pairs(n - int(const_high.sum())), lo_high, 1.0, lambda s: t_pvalue(s, df_high), alpha, budget),
-        _Family(n_pairs(n - int(const_any.sum())), lo_w, w_top, p_w, alpha, budget),
+        _Family(n_pairs(n - int(const_low.sum())), lo_low, 1.0, lambda s: t_pvalue(s, df_low), alpha=alpha, budget=budget),
+        _Family(n_pairs(n - int(const_high.sum())), lo_high, 1.0, lambda s: t_pvalue(s, df_high), alpha=alpha, budget=budget),
+        _Family(n_pairs(n - int(const_any.sum())), lo_w, w_top, p_w, alpha=alpha, budget=budget),
     )
     bounds = np.array([v for f in fams for v in f.bounds], dtype=np.float64)
     tiles = _Tiles(ranks_low, ranks_high, tile_rows)
-    for a, r_low, r_high in tiles:
-        kernels.histogram_tile(r_low, r_high, a, const_low, const_high, bounds, FISHER_CLIP,
-                               fams[0].hist, fams[1].hist, fams[2].hist)
+    hists = tuple(h for f in fams for h in f.hist)
+    for a, d_low, d_high in tiles:
+        kernels.histogram_tile(d_low, d_high, a, tiles.scales, tiles.consts, bounds, FISHER_CLIP, hists)
     for fam in fams:
         fam.prepare(exact_q)
-    pending = [list(f.cut_groups) for f in fams]
-    while any(pending):
-        groups = [p[0] if p else None for p in pending]
-        found = _collect(tiles, fams, groups, const_low, const_high, bounds)
-        for f, (fam, group, values) in enumerate(zip(fams, groups, found)):
-            if group is not None and fam.scan_cut(values, group):
-                pending[f] = []
-            elif group is not None:
-                pending[f].pop(0)
-    table = [f.table_groups() for f in fams]
-    while any(table):
-        groups = [p.pop(0) if p else None for p in table]
-        found = _collect(tiles, fams, groups, const_low, const_high, bounds)
+    while True:
+        groups = [f.next_group() for f in fams]
+        if all(g is None for g in groups):
+            break
+        if any(f.n_mixed(g) for f, g in zip(fams, groups)):
+            found = _collect(tiles, fams, groups, bounds=bounds)
+        else:
+            found = [np.empty(0)] * 3
         for fam, group, values in zip(fams, groups, found):
             if group is not None:
-                fam.add_table(values, group)
+                fam.consume(group, values)
     fam_low, fam_high, fam_diff = fams
     n_sig_edges = 0
     if on_count is not None:
@@ -321,24 +315,24 @@ def differential_edges(
     }
 
 
-def _collect(tiles: _Tiles, fams: tuple[_Family, ...], groups: list, const_low: np.ndarray, const_high: np.ndarray,
-             bounds: np.ndarray) -> list[np.ndarray]:
-    """One pass over the tiles collecting each family's statistics in its bin group (None: none)."""
-    windows = np.zeros(7, np.int64)
-    windows[6] = N_BINS
+def _collect(tiles: _Tiles, fams: tuple[_Family, ...], groups: list, *, bounds: np.ndarray) -> list[np.ndarray]:
+    """One pass over the tiles collecting each family's statistics in the bins of its group
+    that need collecting (None: nothing)."""
+    windows = np.zeros(6, np.int64)
     sizes = []
     for f, group in enumerate(groups):
         if group is not None:
             windows[2 * f], windows[2 * f + 1] = group
-        sizes.append(fams[f].size_of(group) if group is not None else 0)
-    out = (np.empty(sizes[0], np.float32), np.empty(sizes[1], np.float32), np.empty(sizes[2], np.float64))
+        sizes.append(fams[f].n_mixed(group))
+    outs = tuple(np.empty(size, np.float64) for size in sizes)
+    masks = tuple(f.mixed for f in fams)
     n_out = np.zeros(3, np.int64)
-    for a, r_low, r_high in tiles:
-        kernels.collect_tile(r_low, r_high, a, const_low, const_high, bounds, FISHER_CLIP, windows,
-                             out[0], out[1], out[2], n_out)
+    for a, d_low, d_high in tiles:
+        kernels.collect_tile(d_low, d_high, a, tiles.scales, tiles.consts, bounds, FISHER_CLIP, windows, masks,
+                             outs, n_out)
     if list(n_out) != sizes:
         raise RuntimeError(f"02a: collected {list(n_out)} statistics where the histogram counted {sizes}")
-    return list(out)
+    return list(outs)
 
 
 def _emit(tiles: _Tiles, fams: tuple[_Family, ...], const_any: np.ndarray, sink: Callable, *, chunk_edges: int,
@@ -346,29 +340,29 @@ def _emit(tiles: _Tiles, fams: tuple[_Family, ...], const_any: np.ndarray, sink:
     """Emission pass: the edges (w >= the diff cut) to ``sink`` in chunks; returns n_sig_edges."""
     fam_low, fam_high, fam_diff = fams
     n = tiles.n
-    step_cells = EMIT_CELLS
     buf = None
     pending: list[dict[str, np.ndarray]] = []
     n_pending = 0
     n_sig_edges = n_emitted = 0
-    for a, r_low, r_high in tiles:
-        width = r_low.shape[1]
-        step = max(1, step_cells // max(width, 1))
+    for a, d_low, d_high in tiles:
+        width = d_low.shape[1]
+        step = max(1, EMIT_CELLS // max(width, 1))
         size = step * width
         if buf is None or buf[0].size < size:
             buf = (np.empty(size, np.int64), np.empty(size, np.float32), np.empty(size, np.float32),
                    np.empty(size, np.float64))
-        for i0 in range(0, r_low.shape[0], step):
-            i1 = min(i0 + step, r_low.shape[0])
-            count = kernels.emit_rows(r_low, r_high, a, i0, i1, n, const_any, FISHER_CLIP, fam_diff.cut, *buf)
+        for i0 in range(0, d_low.shape[0], step):
+            i1 = min(i0 + step, d_low.shape[0])
+            count = kernels.emit_rows(d_low, d_high, a, i0, i1, tiles.scales, const_any, FISHER_CLIP,
+                                      fam_diff.cut, buf)
             if count == 0:
                 continue
             pair, rl, rh, w = (b[:count].copy() for b in buf)
             sig_low = fam_low.is_significant(np.abs(rl))
             sig_high = fam_high.is_significant(np.abs(rh))
             n_sig_edges += int(np.count_nonzero(sig_low | sig_high))
-            chunk = _columns(pair, rl, rh, w, sig_low, sig_high, fams, columns=columns, n=n, df=df, k=k)
-            pending.append(chunk)
+            pending.append(_columns(pair, rl, rh, w, sig_low=sig_low, sig_high=sig_high, fams=fams,
+                                    columns=columns, n=n, df=df, k=k))
             n_pending += count
             n_emitted += count
             while n_pending >= chunk_edges:
@@ -381,8 +375,8 @@ def _emit(tiles: _Tiles, fams: tuple[_Family, ...], const_any: np.ndarray, sink:
     return n_sig_edges
 
 
-def _columns(pair: np.ndarray, rl: np.ndarray, rh: np.ndarray, w: np.ndarray, sig_low: np.ndarray,
-             sig_high: np.ndarray, fams: tuple[_Family, ...], *, columns: tuple[str, ...], n: int,
+def _columns(pair: np.ndarray, rl: np.ndarray, rh: np.ndarray, w: np.ndarray, *, sig_low: np.ndarray,
+             sig_high: np.ndarray, fams: tuple[_Family, ...], columns: tuple[str, ...], n: int,
              df: tuple[int, int], k: tuple[int, int]) -> dict[str, np.ndarray]:
     fam_low, fam_high, fam_diff = fams
     make = {
