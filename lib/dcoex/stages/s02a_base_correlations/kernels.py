@@ -22,28 +22,17 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _w_stat(rl: float, rh: float, clip: float) -> float:
     a = min(max(np.float64(rl), -clip), clip)
     b = min(max(np.float64(rh), -clip), clip)
     return abs(b - a) / (1.0 - a * b)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _bin(s: float, lo: float, inv: float, nb: int) -> int:
     b = int((s - lo) * inv)
     return nb - 1 if b >= nb else b
-
-
-@njit(cache=True, nogil=True)
-def _count(s: float, lo: float, inv: float, count, smin, smax) -> None:  # noqa: PLR0917 - numba kernel
-    if s >= lo:
-        b = _bin(s, lo, inv, count.size)
-        count[b] += 1
-        if s < smin[b]:
-            smin[b] = s
-        if s > smax[b]:
-            smax[b] = s
 
 
 @njit(cache=True, nogil=True)
@@ -56,6 +45,7 @@ def histogram_tile(d_low, d_high, a, scales, consts, bounds, clip, hists):  # no
     c_low, c_high = consts
     lo_l, inv_l, lo_h, inv_h, lo_w, inv_w = bounds[0], bounds[1], bounds[2], bounds[3], bounds[4], bounds[5]
     n_l, min_l, max_l, n_h, min_h, max_h, n_d, min_d, max_d = hists
+    nb = n_l.size
     for ii in range(t):
         gi = a + ii
         cl_i = c_low[gi]
@@ -68,20 +58,28 @@ def histogram_tile(d_low, d_high, a, scales, consts, bounds, clip, hists):  # no
             ok_h = not (ch_i or c_high[gj])
             rl = (d_low[ii, jj] * sl_i) * s_low[gj]
             rh = (d_high[ii, jj] * sh_i) * s_high[gj]
+            # written out three times: a helper taking the arrays costs ~10x (reference counts)
             if ok_l:
-                _count(np.float64(abs(rl)), lo_l, inv_l, n_l, min_l, max_l)
+                s = np.float64(abs(rl))
+                if s >= lo_l:
+                    b = _bin(s, lo_l, inv_l, nb)
+                    n_l[b] += 1
+                    min_l[b] = min(min_l[b], s)
+                    max_l[b] = max(max_l[b], s)
             if ok_h:
-                _count(np.float64(abs(rh)), lo_h, inv_h, n_h, min_h, max_h)
+                s = np.float64(abs(rh))
+                if s >= lo_h:
+                    b = _bin(s, lo_h, inv_h, nb)
+                    n_h[b] += 1
+                    min_h[b] = min(min_h[b], s)
+                    max_h[b] = max(max_h[b], s)
             if ok_l and ok_h:
-                _count(_w_stat(rl, rh, clip), lo_w, inv_w, n_d, min_d, max_d)
-
-
-@njit(cache=True, nogil=True)
-def _take(s: float, lo: float, inv: float, b0: int, b1: int, mask) -> bool:  # noqa: PLR0917 - numba kernel
-    if s < lo:
-        return False
-    b = _bin(s, lo, inv, mask.size)
-    return b0 <= b < b1 and mask[b]
+                s = _w_stat(rl, rh, clip)
+                if s >= lo_w:
+                    b = _bin(s, lo_w, inv_w, nb)
+                    n_d[b] += 1
+                    min_d[b] = min(min_d[b], s)
+                    max_d[b] = max(max_d[b], s)
 
 
 @njit(cache=True, nogil=True)
@@ -94,9 +92,12 @@ def collect_tile(d_low, d_high, a, scales, consts, bounds, clip, windows, masks,
     lo_l, inv_l, lo_h, inv_h, lo_w, inv_w = bounds[0], bounds[1], bounds[2], bounds[3], bounds[4], bounds[5]
     m_l, m_h, m_d = masks
     o_l, o_h, o_d = outs
-    use_l = windows[1] > windows[0]
-    use_h = windows[3] > windows[2]
-    use_d = windows[5] > windows[4]
+    w0, w1, w2, w3, w4, w5 = windows[0], windows[1], windows[2], windows[3], windows[4], windows[5]
+    use_l = w1 > w0
+    use_h = w3 > w2
+    use_d = w5 > w4
+    nb = m_l.size
+    k_l, k_h, k_d = n_out[0], n_out[1], n_out[2]
     for ii in range(t):
         gi = a + ii
         cl_i = c_low[gi]
@@ -111,19 +112,28 @@ def collect_tile(d_low, d_high, a, scales, consts, bounds, clip, windows, masks,
             rh = (d_high[ii, jj] * sh_i) * s_high[gj]
             if use_l and ok_l:
                 s = np.float64(abs(rl))
-                if _take(s, lo_l, inv_l, windows[0], windows[1], m_l):
-                    o_l[n_out[0]] = s
-                    n_out[0] += 1
+                if s >= lo_l:
+                    b = _bin(s, lo_l, inv_l, nb)
+                    if w0 <= b < w1 and m_l[b]:
+                        o_l[k_l] = s
+                        k_l += 1
             if use_h and ok_h:
                 s = np.float64(abs(rh))
-                if _take(s, lo_h, inv_h, windows[2], windows[3], m_h):
-                    o_h[n_out[1]] = s
-                    n_out[1] += 1
+                if s >= lo_h:
+                    b = _bin(s, lo_h, inv_h, nb)
+                    if w2 <= b < w3 and m_h[b]:
+                        o_h[k_h] = s
+                        k_h += 1
             if use_d and ok_l and ok_h:
                 s = _w_stat(rl, rh, clip)
-                if _take(s, lo_w, inv_w, windows[4], windows[5], m_d):
-                    o_d[n_out[2]] = s
-                    n_out[2] += 1
+                if s >= lo_w:
+                    b = _bin(s, lo_w, inv_w, nb)
+                    if w4 <= b < w5 and m_d[b]:
+                        o_d[k_d] = s
+                        k_d += 1
+    n_out[0] = k_l
+    n_out[1] = k_h
+    n_out[2] = k_d
 
 
 @njit(cache=True, nogil=True)
