@@ -168,3 +168,37 @@ def emit_rows(d_low, d_high, a, i0, i1, scales, const_any, clip, w_cut, outs):  
                 out_w[n] = w
                 n += 1
     return n
+
+
+@njit(cache=True, nogil=True)
+def table_offsets(table_s, lo, inv, nb):
+    """offsets[b] = index of the first table value (ascending) in bin >= b; length nb + 1."""
+    offsets = np.empty(nb + 1, np.int64)
+    i = 0
+    for b in range(nb + 1):
+        while i < table_s.size and _bin(table_s[i], lo, inv, nb) < b:
+            i += 1
+        offsets[b] = i
+    return offsets
+
+
+@njit(cache=True, nogil=True)
+def lookup_q(values, lo, inv, offsets, table_s, table_q, out):  # noqa: PLR0917 - numba kernels take no keyword-only arguments
+    """out[i] = table_q of the last table value <= values[i] (NaN if none): the bin of the
+    value bounds the search (bins are monotone in the value)."""
+    nb = offsets.size - 1
+    for i in range(values.size):
+        s = values[i]
+        if s < lo:
+            at = -1
+        else:
+            b = _bin(s, lo, inv, nb)
+            first, last = offsets[b], offsets[b + 1]
+            while first < last:  # first entry of the bin with a value > s
+                mid = (first + last) // 2
+                if table_s[mid] <= s:
+                    first = mid + 1
+                else:
+                    last = mid
+            at = first - 1
+        out[i] = table_q[at] if at >= 0 else np.nan

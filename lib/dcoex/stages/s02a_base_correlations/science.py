@@ -115,6 +115,7 @@ class _Family:
         self.found = False
         self.table_s = np.empty(0)
         self.table_q = np.empty(0)
+        self._offsets: np.ndarray | None = None
 
     @property
     def bounds(self) -> tuple[float, float]:
@@ -207,11 +208,11 @@ class _Family:
 
     def q_values(self, s: np.ndarray) -> np.ndarray:
         """q of statistics s (float64): exact in the table, NaN below its first value."""
-        s = np.asarray(s, dtype=np.float64)
-        at = np.searchsorted(self.table_s, s, side="right") - 1
-        q = np.full(s.shape, np.nan)
-        inside = at >= 0
-        q[inside] = self.table_q[at[inside]]
+        if self._offsets is None:
+            self._offsets = kernels.table_offsets(self.table_s, self.lo, self.inv, N_BINS)
+        s = np.ascontiguousarray(s, dtype=np.float64)
+        q = np.empty(s.shape)
+        kernels.lookup_q(s, self.lo, self.inv, self._offsets, self.table_s, self.table_q, q)
         return q
 
     def is_significant(self, s: np.ndarray) -> np.ndarray:
