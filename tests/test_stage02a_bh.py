@@ -59,3 +59,28 @@ def test_t_test_cut_keeps_every_p_below_alpha():
         r = r_critical(alpha, df)
         assert t_pvalue(np.array([r * (1 - 1e-5)]), df)[0] > alpha - 1e-9
         assert t_pvalue(np.array([r * (1 + 1e-5)]), df)[0] <= alpha
+
+
+def test_critical_values_equal_scipy_stats():
+    """r_critical / z_critical use scipy.special inverses (no scipy.stats import on the hot
+    path); they equal scipy.stats' inverse survival functions."""
+    from dcoex.stats import z_critical
+
+    for alpha in (1e-8, 0.001, 0.05, 0.3, 0.7, 0.999):
+        assert z_critical(alpha) == pytest.approx(stats.norm.isf(alpha / 2), rel=1e-12)
+        for df in (2, 9, 23, 185, 5000):
+            t = stats.t.isf(alpha / 2, df)
+            # both invert numerically (to ~1e-10); the stage lowers the cut by 1e-5 anyway
+            assert r_critical(alpha, df) == pytest.approx(t / np.sqrt(df + t * t), rel=1e-8)
+    assert r_critical(1.0, 10) == 0.0 and z_critical(1.0) == 0.0
+
+
+def test_stage_imports_no_scipy_stats():
+    """The 02a command's imports leave scipy.stats unloaded (1-3 s per process)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import dcoex.stages.s02a_base_correlations.cli, dcoex.edge_files; "
+            "print('scipy.stats' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
