@@ -37,11 +37,11 @@ TILE_BYTES_PER_CELL = 16
 #: Bins of each family's histogram (science.py); 8 bytes each.
 N_BINS = 1 << 16
 #: Statistics collected at once per family in a collection pass (bounded groups of bins).
-WINDOW_ITEMS = 1 << 22
+WINDOW_ITEMS = 1 << 21
 #: Edges per chunk handed to the sink (the HDF5 writer).
-CHUNK_EDGES = 1 << 18
+CHUNK_EDGES = 1 << 16
 #: Tile cells of one emission slice (its buffers hold 24 bytes per cell).
-EMIT_CELLS = 1 << 18
+EMIT_CELLS = 1 << 16
 #: Cells of one differential-filter slice (dcoex.stages.s02a_base_correlations.science uses this); its bytes per
 #: cell are FILTER_BYTES_FIXED + FILTER_BYTES_SELECTED × (fraction of cells passing).
 FILTER_CELLS = 1 << 20

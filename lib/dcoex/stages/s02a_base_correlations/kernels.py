@@ -202,3 +202,18 @@ def lookup_q(values, lo, inv, offsets, table_s, table_q, out):  # noqa: PLR0917 
                     last = mid
             at = first - 1
         out[i] = table_q[at] if at >= 0 else np.nan
+
+
+@njit(cache=True, nogil=True)
+def unique_counts(values, counts):
+    """Distinct values of ascending ``values`` into values[:k] (in place) and their counts
+    into counts[:k]; returns k."""
+    k = 0
+    for i in range(values.size):
+        if k and values[i] == values[k - 1]:
+            counts[k - 1] += 1
+        else:
+            values[k] = values[i]
+            counts[k] = 1
+            k += 1
+    return k

@@ -167,14 +167,17 @@ class _Family:
     def n_mixed(self, group: tuple[int, int] | None) -> int:
         return 0 if group is None else int(self.mixed_above[group[0]] - self.mixed_above[group[1]])
 
-    def consume(self, group: tuple[int, int], values: np.ndarray) -> None:
-        """Statistics collected in the group's bins that need collecting (any order)."""
+    def consume(self, group: tuple[int, int], values: np.ndarray, scratch: np.ndarray) -> None:
+        """Statistics collected in the group's bins that need collecting (any order; sorted in
+        place), ``scratch`` an int64 array at least as long."""
         count, smin, _ = self.hist
         single = np.nonzero(~self.mixed[group[0] : group[1]] & (count[group[0] : group[1]] > 0))[0] + group[0]
-        values = np.sort(np.asarray(values, dtype=np.float64))
-        u, counts = np.unique(values, return_counts=True)
-        u = np.concatenate([u, smin[single]])
-        counts = np.concatenate([counts, count[single]])
+        values.sort()
+        if scratch.size < values.size:
+            scratch = np.empty(values.size, np.int64)
+        k = kernels.unique_counts(values, scratch)
+        u = np.concatenate([values[:k], smin[single]])
+        counts = np.concatenate([scratch[:k], count[single]])
         order = np.argsort(u, kind="stable")
         u, counts = u[order], counts[order]
         c = self.above[group[1]] + np.cumsum(counts[::-1])[::-1]  # tests with a statistic >= u
@@ -272,17 +275,22 @@ def differential_edges(
         kernels.histogram_tile(d_low, d_high, a, tiles.scales, tiles.consts, bounds, FISHER_CLIP, hists)
     for fam in fams:
         fam.prepare(exact_q)
+    # collection buffers: fixed (the budget, or every test binned if fewer), allocated once
+    size = min(budget, max(int(f.mixed_above[0]) for f in fams))
+    buffers = tuple(np.zeros(size, np.float64) for _ in range(3))
+    scratch = np.zeros(size, np.int64)
     while True:
         groups = [f.next_group() for f in fams]
         if all(g is None for g in groups):
             break
         if any(f.n_mixed(g) for f, g in zip(fams, groups)):
-            found = _collect(tiles, fams, groups, bounds=bounds)
+            found = _collect(tiles, fams, groups, bounds=bounds, buffers=buffers)
         else:
-            found = [np.empty(0)] * 3
+            found = [b[:0] for b in buffers]
         for fam, group, values in zip(fams, groups, found):
             if group is not None:
-                fam.consume(group, values)
+                fam.consume(group, values, scratch)
+    del buffers, scratch
     fam_low, fam_high, fam_diff = fams
     n_sig_edges = 0
     if on_count is not None:
@@ -316,16 +324,18 @@ def differential_edges(
     }
 
 
-def _collect(tiles: _Tiles, fams: tuple[_Family, ...], groups: list, *, bounds: np.ndarray) -> list[np.ndarray]:
+def _collect(tiles: _Tiles, fams: tuple[_Family, ...], groups: list, *, bounds: np.ndarray,
+             buffers: tuple[np.ndarray, ...]) -> list[np.ndarray]:
     """One pass over the tiles collecting each family's statistics in the bins of its group
-    that need collecting (None: nothing)."""
+    that need collecting (None: nothing), into the front of its buffer."""
     windows = np.zeros(6, np.int64)
     sizes = []
     for f, group in enumerate(groups):
         if group is not None:
             windows[2 * f], windows[2 * f + 1] = group
         sizes.append(fams[f].n_mixed(group))
-    outs = tuple(np.empty(size, np.float64) for size in sizes)
+    # a single bin with more than the budget gets its own buffer
+    outs = tuple(buf[:size] if size <= buf.size else np.empty(size) for buf, size in zip(buffers, sizes))
     masks = tuple(f.mixed for f in fams)
     n_out = np.zeros(3, np.int64)
     for a, d_low, d_high in tiles:
