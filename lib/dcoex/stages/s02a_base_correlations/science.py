@@ -275,10 +275,11 @@ def differential_edges(
         kernels.histogram_tile(d_low, d_high, a, tiles.scales, tiles.consts, bounds, FISHER_CLIP, hists)
     for fam in fams:
         fam.prepare(exact_q)
-    # collection buffers: fixed (the budget, or every test binned if fewer), allocated once
-    size = min(budget, max(int(f.mixed_above[0]) for f in fams))
-    buffers = tuple(np.zeros(size, np.float64) for _ in range(3))
-    scratch = np.zeros(size, np.int64)
+    # collection buffers: fixed (the budget, or m if smaller), allocated and touched once so
+    # that the peak does not depend on the data (estimator.py)
+    size = min(budget, n_pairs(n))
+    buffers = tuple(np.full(size, 0.0) for _ in range(3))  # np.full writes every page (np.zeros may not)
+    scratch = np.full(size, 0, np.int64)
     while True:
         groups = [f.next_group() for f in fams]
         if all(g is None for g in groups):
