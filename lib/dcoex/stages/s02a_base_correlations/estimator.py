@@ -7,8 +7,9 @@ only fixed budgets are held.
 - ``python``: interpreter + numpy/scipy.special/h5py/numba (the compiled kernels loaded from
   numba's cache)/click imports (measured);
 - ``expr``: the whole N × S float32 matrix, loaded once per task;
-- ``ranks``: the integer ranks of both groups (float32), N·(k_L + k_H)·4, plus the float64
-  ranking transient (~RANK_TRANSIENT_BYTES per cell of the larger group, freed before the tiles);
+- ``ranks``: the integer ranks of both groups (float32), N·(k_L + k_H)·4, and the groups'
+  expression copies (as much again), plus the float64 ranking transient of one block of
+  dcoex.ranks.RANK_BLOCK_ROWS rows (~RANK_TRANSIENT_BYTES per cell);
 - ``tile``: the two reused float32 product buffers of T × N cells (8 B per cell; +8 per group
   of float64 products when k(k−1)² >= 2**24);
 - ``bins``: the three families' histograms (count, min, max: 24 B per bin) and the q-table
@@ -22,6 +23,7 @@ only fixed budgets are held.
 
 from __future__ import annotations
 
+from dcoex.ranks import RANK_BLOCK_ROWS
 from memfit.estimate import MemoryEstimate
 from memfit.units import MiB
 
@@ -37,7 +39,7 @@ CHUNK_EDGES = 1 << 16
 #: Tile cells of one emission slice (its buffers hold 24 bytes per cell).
 EMIT_CELLS = 1 << 16
 TILE_BYTES_PER_CELL = 8
-RANK_TRANSIENT_BYTES = 48
+RANK_TRANSIENT_BYTES = 64
 TABLE_ENTRIES = 1 << 17
 #: Bytes per pending edge: the kernel's outputs copied, the stored columns and significance
 #: flags, and the concatenation of a chunk.
@@ -77,9 +79,8 @@ def estimate(
     components = {
         "python": STAGE_BASELINE_BYTES,
         "expr": n * int(n_samples) * 4,
-        "ranks": n * (int(k_low) + int(k_high)) * 4,
-        # the ranking transient is gone before the tiles exist: the larger of the two phases
-        "tile": max(tile, n * k_max * RANK_TRANSIENT_BYTES),
+        "ranks": n * (int(k_low) + int(k_high)) * 8 + min(n, RANK_BLOCK_ROWS) * k_max * RANK_TRANSIENT_BYTES,
+        "tile": tile,
         "bins": 3 * N_BINS * (24 + 8) + 3 * TABLE_ENTRIES * 16,
         "collect": 4 * window * 8,
         "emit": min(EMIT_CELLS, t * n) * 24 + min(CHUNK_EDGES + EMIT_CELLS, m) * EDGE_CHUNK_BYTES + WRITER_BYTES,
