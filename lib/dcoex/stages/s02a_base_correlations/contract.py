@@ -9,7 +9,7 @@ from dcoex.stages.contract import Param, StageContract, Upstream
 from dcoex.stages.params import BATCH_SIZE, FDR_ALPHA
 from dcoex.stages.s01_bootstrap_indices.contract import groups_digest
 
-EXACT_Q = Param("exact_q", False, "Compute every q-value exactly (all tests become BH candidates; slower, more memory).",
+EXACT_Q = Param("exact_q", False, "Compute every q-value exactly, also those >= alpha (more passes over the tiles; same memory).",
                 lambda text: text, switch=True, driver=False)
 
 
