@@ -123,3 +123,25 @@ def test_edge_file_round_trip(data, tmp_path, alpha):
     assert all(c["pair_index"].size == 123 for c in chunks[:-1])
     for name in BASE_EDGE_DTYPES:
         np.testing.assert_array_equal(np.concatenate([c[name] for c in chunks]), res.edges[name], err_msg=name)
+
+
+def test_peak_rss_within_the_estimate(tmp_path):
+    """The stage as a command on realistic data: its measured peak RSS (memfit sidecar) is
+    within -5 % / +25 % of its estimate at alpha 0.05 and 0.7 (the estimate has no edge term)."""
+    import json
+
+    from util_stage02 import SCRIPT_02A, run_script, write_inputs
+
+    x = make_realistic(1500, 128, seed=2).astype(np.float32)
+    expr, idx = write_inputs(tmp_path, x, n_bootstrap=2)
+    ratios = {}
+    for alpha in (0.05, 0.7):
+        out = tmp_path / f"base_{alpha}"
+        done = run_script(SCRIPT_02A, "--expr-h5", expr, "--indices-h5", idx, "--out-dir", out, "--fdr-alpha", alpha,
+                          "--gene-index", 0, "--quiet")
+        assert done.returncode == 0, done.stderr
+        record = json.loads(next((out / "memory").glob("02a.*.memory.json")).read_text())
+        with h5py.File(next(out.glob("*.h5")), "r") as f:
+            assert f["meta"].attrs["n_sig_differential"] > (50_000 if alpha == 0.7 else 0)
+        ratios[alpha] = record["estimate_bytes"] / record["peak_rss_bytes"]
+    assert all(0.95 <= r <= 1.25 for r in ratios.values()), ratios

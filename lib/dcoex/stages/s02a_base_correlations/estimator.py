@@ -15,7 +15,8 @@ only fixed budgets are held.
 - ``bins``: the three families' histograms (count, min, max: 24 B per bin) and the q-table
   offsets, plus the q tables (at most TABLE_ENTRIES entries allowed for: one per run of equal q);
 - ``collect``: the collection buffers, three float64 and one int64 of min(WINDOW_ITEMS, m)
-  entries, allocated once and filled in every collection pass;
+  entries, allocated once and filled in every collection pass, and the two float64
+  temporaries (counts at or above, p·m/C) of a group's distinct values;
 - ``emit``: one emission slice (EMIT_CELLS tile cells, 24 B each) and the pending edge chunks
   (CHUNK_EDGES + EMIT_CELLS edges, EDGE_CHUNK_BYTES each), the bitmap window of the writer and
   the HDF5 chunk buffers (WRITER_BYTES).
@@ -82,7 +83,7 @@ def estimate(
         "ranks": n * (int(k_low) + int(k_high)) * 8 + min(n, RANK_BLOCK_ROWS) * k_max * RANK_TRANSIENT_BYTES,
         "tile": tile,
         "bins": 3 * N_BINS * (24 + 8) + 3 * TABLE_ENTRIES * 16,
-        "collect": 4 * window * 8,
+        "collect": 4 * window * 8 + 2 * window * 8,
         "emit": min(EMIT_CELLS, t * n) * 24 + min(CHUNK_EDGES + EMIT_CELLS, m) * EDGE_CHUNK_BYTES + WRITER_BYTES,
     }
     params = {

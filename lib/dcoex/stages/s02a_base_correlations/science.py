@@ -41,6 +41,8 @@ from dcoex.stats import FISHER_CLIP, fisher_z, n_pairs, pair_from_flat, r_critic
 
 #: Candidate cuts are lowered by this relative margin so float rounding never drops a test.
 CUT_MARGIN = 1e-5
+#: Statistics whose p-values are computed at once (bounds the temporaries of p_of).
+P_BLOCK = 1 << 16
 #: Relative slack of the bin edges when bounding p over a bin (the kernels bin in float64).
 EDGE_SLACK = 1e-9
 EDGE_FIELDS = (
@@ -169,43 +171,52 @@ class _Family:
 
     def consume(self, group: tuple[int, int], values: np.ndarray, scratch: np.ndarray) -> None:
         """Statistics collected in the group's bins that need collecting (any order; sorted in
-        place), ``scratch`` an int64 array at least as long."""
+        place), ``scratch`` an int64 array at least as long. Temporaries: two float64 arrays
+        of the group's distinct values."""
         count, smin, _ = self.hist
         single = np.nonzero(~self.mixed[group[0] : group[1]] & (count[group[0] : group[1]] > 0))[0] + group[0]
         values.sort()
         if scratch.size < values.size:
             scratch = np.empty(values.size, np.int64)
         k = kernels.unique_counts(values, scratch)
-        u = np.concatenate([values[:k], smin[single]])
-        counts = np.concatenate([scratch[:k], count[single]])
-        order = np.argsort(u, kind="stable")
-        u, counts = u[order], counts[order]
-        c = self.above[group[1]] + np.cumsum(counts[::-1])[::-1]  # tests with a statistic >= u
-        scaled = self.p_of(u) * self.m / c
+        u, counts = values[:k], scratch[:k]
+        if single.size:  # bins are disjoint: merge the two sorted sets
+            u = np.concatenate([u, smin[single]])
+            counts = np.concatenate([counts, count[single]])
+            order = np.argsort(u, kind="stable")
+            u, counts = u[order], counts[order]
+        c = np.cumsum(counts[::-1])
+        c += self.above[group[1]]
+        c = c[::-1]  # tests with a statistic >= u
+        scaled = np.empty(u.size)
+        for a in range(0, u.size, P_BLOCK):  # p·m/C, with bounded temporaries
+            scaled[a : a + P_BLOCK] = self.p_of(u[a : a + P_BLOCK]) * self.m / c[a : a + P_BLOCK]
+        del c
         if not self.found:
             hits = np.nonzero(scaled < self.alpha)[0]
             if hits.size:
                 self.found = True
-                self.cut, self.n_sig = float(u[hits[0]]), int(c[hits[0]])
+                first = int(hits[0])
+                self.cut, self.n_sig = float(u[first]), int(self.above[group[1]] + counts[first:].sum())
         if self.complete:
             self._add_table(u, scaled)
         elif self.found:
-            keep = u >= self.cut
-            self._add_table(u[keep], scaled[keep])
+            keep = int(np.searchsorted(u, self.cut, side="left"))
+            self._add_table(u[keep:], scaled[keep:])
         self.pos = group[1]
 
     def _add_table(self, u: np.ndarray, scaled: np.ndarray) -> None:
         """Extend the q table (groups come lowest first): q = running minimum of p·m/C from the
-        bottom of the table, capped at 1; one entry per run of equal q."""
+        bottom of the table, capped at 1; one entry per run of equal q. ``scaled`` is overwritten."""
         if u.size == 0:
             return
-        q = np.minimum.accumulate(scaled)
+        q = np.minimum.accumulate(scaled, out=scaled)
         if self.table_q.size:
             np.minimum(q, self.table_q[-1], out=q)
         np.minimum(q, 1.0, out=q)
-        new = np.concatenate([[True], q[1:] != q[:-1]])
-        if self.table_q.size and q[0] == self.table_q[-1]:
-            new[0] = False
+        new = np.empty(q.size, bool)
+        new[0] = not (self.table_q.size and q[0] == self.table_q[-1])
+        np.not_equal(q[1:], q[:-1], out=new[1:])
         self.table_s = np.concatenate([self.table_s, u[new]])
         self.table_q = np.concatenate([self.table_q, q[new]])
 
