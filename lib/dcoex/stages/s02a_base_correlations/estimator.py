@@ -14,10 +14,10 @@ only fixed budgets are held.
   of float64 products when k(k−1)² >= 2**24);
 - ``bins``: the three families' histograms (count, min, max: 24 B per bin) and the q-table
   offsets, plus the q tables (at most TABLE_ENTRIES entries allowed for: one per run of equal q);
-- ``collect``: the collection buffers, three float64 and one int64 of min(WINDOW_ITEMS, m)
-  entries, allocated once and filled in every collection pass, and the two float64
-  temporaries (counts at or above, p·m/C) of a group's distinct values;
-- ``emit``: one emission slice (EMIT_CELLS tile cells, 24 B each) and the pending edge chunks
+- ``collect_or_emit``: the larger of two phases. Collection: the buffers, three float64 and one
+  int64 of min(WINDOW_ITEMS, m) entries, allocated and written once, and the two float64
+  temporaries (counts at or above, p·m/C) of a group's distinct values; they are freed before
+  emission: one emission slice (EMIT_CELLS tile cells, 24 B each) and the pending edge chunks
   (CHUNK_EDGES + EMIT_CELLS edges, EDGE_CHUNK_BYTES each), the bitmap window of the writer and
   the HDF5 chunk buffers (WRITER_BYTES).
 """
@@ -34,7 +34,7 @@ STAGE_BASELINE_BYTES = 180 * MiB
 #: Bins of each family's histogram (science.py).
 N_BINS = 1 << 16
 #: Statistics collected at once per family in a collection pass (bounded groups of bins).
-WINDOW_ITEMS = 1 << 21
+WINDOW_ITEMS = 1 << 22
 #: Edges per chunk handed to the sink (the HDF5 writer).
 CHUNK_EDGES = 1 << 16
 #: Tile cells of one emission slice (its buffers hold 24 bytes per cell).
@@ -77,14 +77,15 @@ def estimate(
     wide = sum(8 for k in (int(k_low), int(k_high)) if k * (k - 1) ** 2 >= 2**24)  # float64 products (dcoex.ranks)
     window = min(WINDOW_ITEMS, m)
     tile = t * n * (TILE_BYTES_PER_CELL + wide)
+    emit = min(EMIT_CELLS, t * n) * 24 + min(CHUNK_EDGES + EMIT_CELLS, m) * EDGE_CHUNK_BYTES + WRITER_BYTES
     components = {
         "python": STAGE_BASELINE_BYTES,
         "expr": n * int(n_samples) * 4,
         "ranks": n * (int(k_low) + int(k_high)) * 8 + min(n, RANK_BLOCK_ROWS) * k_max * RANK_TRANSIENT_BYTES,
         "tile": tile,
         "bins": 3 * N_BINS * (24 + 8) + 3 * TABLE_ENTRIES * 16,
-        "collect": 4 * window * 8 + 2 * window * 8,
-        "emit": min(EMIT_CELLS, t * n) * 24 + min(CHUNK_EDGES + EMIT_CELLS, m) * EDGE_CHUNK_BYTES + WRITER_BYTES,
+        # the collection buffers are freed before the emission pass: the larger of the two phases
+        "collect_or_emit": max(6 * window * 8, emit),
     }
     params = {
         "n_genes": n, "n_samples": int(n_samples), "k_low": int(k_low), "k_high": int(k_high),

@@ -286,23 +286,7 @@ def differential_edges(
         kernels.histogram_tile(d_low, d_high, a, tiles.scales, tiles.consts, bounds, FISHER_CLIP, hists)
     for fam in fams:
         fam.prepare(exact_q)
-    # collection buffers: fixed (the budget, or m if smaller), allocated and touched once so
-    # that the peak does not depend on the data (estimator.py)
-    size = min(budget, n_pairs(n))
-    buffers = tuple(np.full(size, 0.0) for _ in range(3))  # np.full writes every page (np.zeros may not)
-    scratch = np.full(size, 0, np.int64)
-    while True:
-        groups = [f.next_group() for f in fams]
-        if all(g is None for g in groups):
-            break
-        if any(f.n_mixed(g) for f, g in zip(fams, groups)):
-            found = _collect(tiles, fams, groups, bounds=bounds, buffers=buffers)
-        else:
-            found = [b[:0] for b in buffers]
-        for fam, group, values in zip(fams, groups, found):
-            if group is not None:
-                fam.consume(group, values, scratch)
-    del buffers, scratch
+    _sweep(tiles, fams, bounds=bounds, size=min(budget, n_pairs(n)))
     fam_low, fam_high, fam_diff = fams
     n_sig_edges = 0
     if on_count is not None:
@@ -334,6 +318,26 @@ def differential_edges(
         "cut_high": fam_high.cut,
         "cut_diff_w": fam_diff.cut,
     }
+
+
+def _sweep(tiles: _Tiles, fams: tuple[_Family, ...], *, bounds: np.ndarray, size: int) -> None:
+    """Cut search and q tables of the three families: collection passes over the tiles until
+    every family is done. The collection buffers (``size`` entries each) are allocated and
+    written once, so that the peak does not depend on the data (estimator.py), and freed on
+    return."""
+    buffers = tuple(np.full(size, 0.0) for _ in range(3))  # np.full writes every page (np.zeros may not)
+    scratch = np.full(size, 0, np.int64)
+    while True:
+        groups = [f.next_group() for f in fams]
+        if all(g is None for g in groups):
+            return
+        if any(f.n_mixed(g) for f, g in zip(fams, groups)):
+            found = _collect(tiles, fams, groups, bounds=bounds, buffers=buffers)
+        else:
+            found = [b[:0] for b in buffers]
+        for fam, group, values in zip(fams, groups, found):
+            if group is not None:
+                fam.consume(group, values, scratch)
 
 
 def _collect(tiles: _Tiles, fams: tuple[_Family, ...], groups: list, *, bounds: np.ndarray,
