@@ -7,7 +7,7 @@ For each shape: ``python -m dcoex.realistic`` writes a genes × samples TSV (see
 converts it, stage 01 makes the groups (--low-frac = --high-frac = 0.2 → k = 25 at 128 samples;
 --n-bootstrap 1: 02a reads only the groups), then stage 02a runs once per reference gene and
 alpha as users run it (a separate process, --quiet, --force). ``--real`` adds the bladderbatch
-export (bench/data/export_bladderbatch.sh → bench/work/bladderbatch.tsv) when present.
+export (bench/data/export_bladderbatch.sh writes bladderbatch.tsv into the bench work folder) when present.
 
 Reported per run: edges (meta n_sig_differential), the stage's wall and CPU seconds and peak
 RSS (its memfit task sidecar), the estimate (the same sidecar), the file's bytes and
@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--shape", action="append", help="GENESxSAMPLES (repeatable); default 12625x128")
     parser.add_argument("--alpha", action="append", type=float, help="default 0.05 and 0.7")
     parser.add_argument("--genes", default="0", help="reference genes (comma-separated)")
-    parser.add_argument("--real", action="store_true", help="also bench/work/bladderbatch.tsv if present")
+    parser.add_argument("--real", action="store_true", help="also the bladderbatch export (WORK / bladderbatch.tsv) if present")
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads of the stage processes")
     parser.add_argument("--work-dir", default=str(WORK / "stage02a_real"))
     parser.add_argument("--out", default=str(REPO / "bench/results/stage02a_real.json"))
