@@ -41,6 +41,7 @@ def _run_family(s: np.ndarray, *, lo: float, alpha: float, budget: int, complete
         take = (bins >= group[0]) & (bins < group[1]) & fam.mixed[bins]
         assert take.sum() <= max(budget, count[group[0] : group[1]].max())
         fam.consume(group, kept[take].copy(), scratch)
+    fam.finish()
     return fam
 
 

@@ -13,7 +13,11 @@ only fixed budgets are held.
 - ``tile``: the two reused float32 product buffers of T × N cells (8 B per cell; +8 per group
   of float64 products when k(k−1)² >= 2**24);
 - ``bins``: the three families' histograms (count, min, max: 24 B per bin) and the q-table
-  offsets, plus the q tables (at most TABLE_ENTRIES entries allowed for: one per run of equal q);
+  offsets, plus TABLE_ENTRIES entries of q table per family (one per run of equal q);
+- ``r_tables``: the q tables of the group families at most: one entry per distinct |r|,
+  k(k²−1)/6 + 1 without ties (~1,300 at k = 25, 545,000 at k = 187). The differential family's
+  table is not bounded a priori (up to one entry per edge when w takes a new value for each:
+  docs/stage02a.md, Bench);
 - ``collect_or_emit``: the larger of two phases. Collection: the buffers, three float64 and one
   int64 of min(WINDOW_ITEMS, m) entries, allocated and written once, and the two float64
   temporaries (counts at or above, p·m/C) of a group's distinct values; they are freed before
@@ -84,6 +88,9 @@ def estimate(
         "ranks": n * (int(k_low) + int(k_high)) * 8 + min(n, RANK_BLOCK_ROWS) * k_max * RANK_TRANSIENT_BYTES,
         "tile": tile,
         "bins": 3 * N_BINS * (24 + 8) + 3 * TABLE_ENTRIES * 16,
+        # q tables of the group families: at most one entry per distinct |r| (k(k²−1)/6 + 1
+        # values without ties), joined once (twice the bytes then)
+        "r_tables": 2 * min(m, k_max * (k_max * k_max - 1) // 6 + 1) * 16 * 2,
         # the collection buffers are freed before the emission pass: the larger of the two phases
         "collect_or_emit": max(6 * window * 8, emit),
     }

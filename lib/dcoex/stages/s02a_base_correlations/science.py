@@ -115,6 +115,8 @@ class _Family:
         self.cut = np.inf
         self.n_sig = 0
         self.found = False
+        self._pieces: list[tuple[np.ndarray, np.ndarray]] = []
+        self._last_q = np.nan
         self.table_s = np.empty(0)
         self.table_q = np.empty(0)
         self._offsets: np.ndarray | None = None
@@ -211,14 +213,21 @@ class _Family:
         if u.size == 0:
             return
         q = np.minimum.accumulate(scaled, out=scaled)
-        if self.table_q.size:
-            np.minimum(q, self.table_q[-1], out=q)
+        if self._pieces:
+            np.minimum(q, self._last_q, out=q)
         np.minimum(q, 1.0, out=q)
         new = np.empty(q.size, bool)
-        new[0] = not (self.table_q.size and q[0] == self.table_q[-1])
+        new[0] = not (self._pieces and q[0] == self._last_q)
         np.not_equal(q[1:], q[:-1], out=new[1:])
-        self.table_s = np.concatenate([self.table_s, u[new]])
-        self.table_q = np.concatenate([self.table_q, q[new]])
+        self._pieces.append((u[new], q[new]))
+        self._last_q = float(q[-1])
+
+    def finish(self) -> None:
+        """Join the q table's pieces (after the last group)."""
+        if self._pieces:
+            self.table_s = np.concatenate([piece[0] for piece in self._pieces])
+            self.table_q = np.concatenate([piece[1] for piece in self._pieces])
+        self._pieces = []
 
     def q_values(self, s: np.ndarray) -> np.ndarray:
         """q of statistics s (float64): exact in the table, NaN below its first value."""
@@ -287,6 +296,8 @@ def differential_edges(
     for fam in fams:
         fam.prepare(exact_q)
     _sweep(tiles, fams, bounds=bounds, size=min(budget, n_pairs(n)))
+    for fam in fams:
+        fam.finish()
     fam_low, fam_high, fam_diff = fams
     n_sig_edges = 0
     if on_count is not None:
