@@ -88,9 +88,9 @@ def estimate(
         "ranks": n * (int(k_low) + int(k_high)) * 8 + min(n, RANK_BLOCK_ROWS) * k_max * RANK_TRANSIENT_BYTES,
         "tile": tile,
         "bins": 3 * N_BINS * (24 + 8) + 3 * TABLE_ENTRIES * 16,
-        # q tables of the group families: at most one entry per distinct |r| (k(k²−1)/6 + 1
-        # values without ties), joined once (twice the bytes then)
-        "r_tables": 2 * min(m, k_max * (k_max * k_max - 1) // 6 + 1) * 16 * 2,
+        # q tables of the group families: at most one entry per distinct r (k(k²−1)/6 + 1
+        # values without ties)
+        "r_tables": 2 * min(m, k_max * (k_max * k_max - 1) // 6 + 1) * 16,
         # the collection buffers are freed before the emission pass: the larger of the two phases
         "collect_or_emit": max(6 * window * 8, emit),
     }

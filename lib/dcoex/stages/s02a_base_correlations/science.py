@@ -223,11 +223,16 @@ class _Family:
         self._last_q = float(q[-1])
 
     def finish(self) -> None:
-        """Join the q table's pieces (after the last group)."""
-        if self._pieces:
-            self.table_s = np.concatenate([piece[0] for piece in self._pieces])
-            self.table_q = np.concatenate([piece[1] for piece in self._pieces])
-        self._pieces = []
+        """Join the q table's pieces (after the last group), freeing each once copied."""
+        size = sum(piece[0].size for piece in self._pieces)
+        self.table_s, self.table_q = np.empty(size), np.empty(size)
+        at = 0
+        self._pieces.reverse()
+        while self._pieces:
+            values, q = self._pieces.pop()
+            self.table_s[at : at + values.size] = values
+            self.table_q[at : at + values.size] = q
+            at += values.size
 
     def q_values(self, s: np.ndarray) -> np.ndarray:
         """q of statistics s (float64): exact in the table, NaN below its first value."""
