@@ -89,8 +89,8 @@ def estimate(
         "tile": tile,
         "bins": 3 * N_BINS * (24 + 8) + 3 * TABLE_ENTRIES * 16,
         # q tables of the group families: at most one entry per distinct r (k(k²−1)/6 + 1
-        # values without ties)
-        "r_tables": 2 * min(m, k_max * (k_max * k_max - 1) // 6 + 1) * 16,
+        # values without ties), and as much again for the temporaries of building them
+        "r_tables": 2 * min(m, k_max * (k_max * k_max - 1) // 6 + 1) * 16 * 2,
         # the collection buffers are freed before the emission pass: the larger of the two phases
         "collect_or_emit": max(6 * window * 8, emit),
     }
