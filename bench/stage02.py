@@ -149,7 +149,7 @@ def main() -> None:
 
 def _edges(base_dir: Path, gene: int) -> int:
     code = ("import h5py,glob,sys; f=h5py.File(glob.glob(sys.argv[1])[0]); "
-            "print(f['edges/pair_index'].shape[0])")
+            "print(f['meta'].attrs['n_sig_differential'])")
     done = subprocess.run([sys.executable, "-c", code, str(base_dir / f"{gene:04d}_*.h5")],
                           capture_output=True, text=True, check=True)
     return int(done.stdout)

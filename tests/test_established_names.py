@@ -149,35 +149,55 @@ def test_bootstrap_indices(run):
 
 def _n_edges(path: Path) -> int:
     with h5py.File(path, "r") as f:
-        return int(f["edges/pair_index"].shape[0])
+        return int(f["edges/pair_index" if "edges/pair_index" in f else "edges/r_low"].shape[0])
 
 
 def test_base_correlations_02a(run):
-    path = _richest(run / "base_correlations", _n_edges)
-    with h5py.File(path, "r") as f:
-        meta = f["meta"].attrs
-        for key in ("n_genes", "n_tests", "k_low", "k_high", "fdr_alpha", "gene_index_used", "storage_mode"):
-            assert key in meta, key
-        assert meta["n_tests"] == N_GENES * (N_GENES - 1) // 2
-        pairs = f["edges/pair_index"][()]
-        gi, gj = f["edges/gene_i"][()].astype(np.int64), f["edges/gene_j"][()].astype(np.int64)
-        # established significant/indices: flat upper-triangle index of each stored edge
-        indices = f["significant/indices"]
-        assert indices.dtype.kind == "i" and indices.shape == pairs.shape
-        np.testing.assert_array_equal(indices[()], gi * (2 * N_GENES - gi - 1) // 2 + (gj - gi - 1))
-        for established, dcoex in (("low/corr_sig", "edges/r_low"), ("high/corr_sig", "edges/r_high"),
-                                   ("diff/delta_sig", "edges/delta"), ("diff/pval_sig", "edges/p_diff"),
-                                   ("diff/qval_sig", "edges/q_diff")):
-            ds = f[established]
-            assert ds.dtype.kind == "f" and ds.shape == pairs.shape, established
-            np.testing.assert_array_equal(ds[()], f[dcoex][()])
-        np.testing.assert_allclose(f["diff/delta_sig"][()], f["high/corr_sig"][()] - f["low/corr_sig"][()], atol=1e-6)
-        assert np.all(f["diff/qval_sig"][()] < meta["fdr_alpha"])
-        # the established full mode's counts on the significant group
-        sig = f["significant"].attrs
-        assert sig["n_sig_differential"] == pairs.size
-        assert sig["n_sig_edges"] == int((f["edges/sig_low"][()] | f["edges/sig_high"][()]).sum())
-        assert sig["n_sig_low"] >= int(f["edges/sig_low"][()].sum())
+    """Every 02a file: the established names its edge form allows are hard links to the
+    dcoex datasets; the pair set (int64 indices or the packed bitmap, decoded here) and the
+    derived columns read_base_edges gives agree with the stored ones."""
+    from dcoex.edge_files import read_base_edges
+
+    forms = set()
+    for path in _per_gene_files(run / "base_correlations"):
+        with h5py.File(path, "r") as f:
+            meta = f["meta"].attrs
+            for key in ("n_genes", "n_tests", "k_low", "k_high", "fdr_alpha", "gene_index_used", "storage_mode",
+                        "edge_form", "cut_low", "cut_high"):
+                assert key in meta, key
+            assert meta["n_tests"] == N_GENES * (N_GENES - 1) // 2
+            form = meta["edge_form"]
+            forms.add(form)
+            n = int(f["edges/r_low"].shape[0])
+            if form == "sparse":
+                pairs = f["edges/pair_index"][()]
+                assert f["significant/indices"].id == f["edges/pair_index"].id
+            else:
+                assert "significant/indices" not in f and "edges/pair_index" not in f
+                bits = np.unpackbits(f["edges/pair_bitmap"][()], bitorder="little")[: meta["n_tests"]]
+                pairs = np.flatnonzero(bits)
+            assert pairs.size == n == meta["n_sig_differential"]
+            for established, dcoex in (("low/corr_sig", "edges/r_low"), ("high/corr_sig", "edges/r_high"),
+                                       ("diff/qval_sig", "edges/q_diff")):
+                ds = f[established]
+                assert ds.id == f[dcoex].id and ds.dtype.kind == "f" and ds.shape == (n,), established
+            assert np.all(f["diff/qval_sig"][()] < meta["fdr_alpha"])
+            sig = dict(f["significant"].attrs)
+            r_low, r_high = f["edges/r_low"][()], f["edges/r_high"][()]
+            q_low, q_high = f["edges/q_low"][()], f["edges/q_high"][()]
+            alpha = meta["fdr_alpha"]
+        _, edges = read_base_edges(path)
+        np.testing.assert_array_equal(edges["pair_index"], pairs)
+        gi, gj = edges["gene_i"].astype(np.int64), edges["gene_j"].astype(np.int64)
+        np.testing.assert_array_equal(pairs, gi * (2 * N_GENES - gi - 1) // 2 + (gj - gi - 1))
+        np.testing.assert_array_equal(edges["delta"], r_high - r_low)
+        # sig from the stored cut equals sig from the stored q (BH: q < alpha)
+        np.testing.assert_array_equal(edges["sig_low"], q_low < alpha)
+        np.testing.assert_array_equal(edges["sig_high"], q_high < alpha)
+        assert sig["n_sig_differential"] == n
+        assert sig["n_sig_edges"] == int((edges["sig_low"] | edges["sig_high"]).sum())
+        assert sig["n_sig_low"] >= int(edges["sig_low"].sum())
+    assert "bitmap" in forms
 
 
 def test_bootstrap_significant_02b(run):

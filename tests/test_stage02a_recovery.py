@@ -7,6 +7,7 @@ import h5py
 import numpy as np
 from util_stage02 import SCRIPT_02A, SCRIPT_02B, run_inproc, write_inputs
 
+from dcoex.edge_files import read_base_edges
 from dcoex.genes import gene_file_path
 from dcoex.synthetic import make_synthetic
 
@@ -24,8 +25,8 @@ def test_planted_pairs_recovered(tmp_path):
     n = data.matrix.shape[0]
     for m in data.modulators:
         planted = {(p["gene_i"], p["gene_j"]) for p in data.pairs if p["modulator"] == m}
-        with h5py.File(gene_file_path(tmp_path / "base", m, f"g{m}", n), "r") as f:
-            found = set(zip(f["edges/gene_i"][()].tolist(), f["edges/gene_j"][()].tolist()))
+        base = read_base_edges(gene_file_path(tmp_path / "base", m, f"g{m}", n))[1]
+        found = set(zip(base["gene_i"].tolist(), base["gene_j"].tolist()))
         hits = planted & found
         assert len(hits) / len(planted) >= 0.9, (m, len(hits), len(planted))
         assert len(hits) / len(found) >= 0.9, (m, len(hits), len(found))

@@ -202,13 +202,19 @@ def reference_base(x: np.ndarray, low: np.ndarray, high: np.ndarray, alpha: floa
 
 def read_edges(path: Path) -> tuple[dict, dict]:
     """(meta attrs, {dataset path: array}) of a 02a/02b file, /memfit excluded. Every name
-    of a dataset is listed (hard links too: ``visititems`` would give each object once)."""
+    of a dataset is listed (hard links too: ``visititems`` would give each object once); a
+    02a file also gets every edge column read_base_edges gives (derived ones included)."""
     with h5py.File(path, "r") as f:
         meta = dict(f["meta"].attrs)
         names: list[str] = []
         f.visit_links(names.append)
         data = {name: f[name][()] for name in names
                 if isinstance(f[name], h5py.Dataset) and not name.startswith("memfit")}
+        base = "edges/q_diff" in f
+    if base:  # a 02a file: the columns it derives on read (dcoex.edge_files) under edges/
+        from dcoex.edge_files import read_base_edges
+
+        data.update({f"edges/{name}": col for name, col in read_base_edges(path)[1].items()})
     return meta, data
 
 

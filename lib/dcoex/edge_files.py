@@ -7,13 +7,22 @@ Layouts are fixed in docs/design.md §3.4–§3.5 and docs/stage02a.md / docs/st
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from dcoex.h5io import link_dataset, open_h5_input, plain_attr, read_meta, write_attrs, write_dataset
+from dcoex.h5io import (
+    dataset_options,
+    link_dataset,
+    open_h5_input,
+    plain_attr,
+    read_meta,
+    write_attrs,
+    write_dataset,
+)
+from dcoex.stats import fisher_z, n_pairs, pair_from_flat, t_pvalue, z_pvalue
 
 BASE_EDGE_DTYPES = {
     "pair_index": np.int64, "gene_i": np.int32, "gene_j": np.int32,
@@ -22,6 +31,11 @@ BASE_EDGE_DTYPES = {
     "q_low": np.float64, "q_high": np.float64, "q_diff": np.float64,
     "sig_low": np.bool_, "sig_high": np.bool_,
 }
+#: Columns a 02a file stores (format 2); the others are computed on read (docs/stage02a.md).
+BASE_STORED = ("r_low", "r_high", "q_low", "q_high", "q_diff")
+#: Edge forms: "sparse" stores ``edges/pair_index`` (int64), "bitmap" stores ``edges/pair_bitmap``
+#: (uint8, bit k of the N(N−1)/2 pairs = byte k // 8, bit k % 8, least significant first).
+EDGE_FORMS = ("sparse", "bitmap")
 BOOT_DATASETS = {
     "edges/pair_index": np.int64, "edges/gene_i": np.int32, "edges/gene_j": np.int32,
     "base/delta": np.float32, "base/r_low": np.float32, "base/r_high": np.float32,
@@ -29,14 +43,17 @@ BOOT_DATASETS = {
     "boot/ci_high": np.float32, "boot/bias": np.float32, "boot/n_finite": np.int32,
     "pval/bootstrap_pval": np.float64,
 }
+#: Density (edges / pairs) from which the bitmap form is stored (docs/stage02a.md, "Storage").
+BITMAP_DENSITY = 1 / 32
+#: Bytes of the bitmap held in memory while writing or reading (one window).
+BITMAP_WINDOW_BYTES = 1 << 20
 #: Established 02a names (dronetanalysis "common" storage mode) → the dcoex dataset they
-#: are hard links to (docs/stage02a.md, "Established names").
+#: are hard links to (docs/stage02a.md, "Established names"); ``significant/indices`` only
+#: in the sparse form.
 ESTABLISHED_BASE_LINKS = {
     "significant/indices": "edges/pair_index",
     "low/corr_sig": "edges/r_low",
     "high/corr_sig": "edges/r_high",
-    "diff/delta_sig": "edges/delta",
-    "diff/pval_sig": "edges/p_diff",
     "diff/qval_sig": "edges/q_diff",
 }
 #: Established 02b names → dcoex dataset (docs/stage02b.md).
@@ -49,31 +66,174 @@ def _write_names(f: h5py.File, gene_names: list[str]) -> None:
     write_dataset(f, "gene_names", np.array(gene_names, dtype=object))
 
 
-def write_base_file(f: h5py.File, edges: Mapping[str, np.ndarray], meta: Mapping[str, object], gene_names: list[str]) -> None:
-    """Write a 02a file into the open (new) h5py file ``f``."""
-    write_attrs(f.require_group("meta"), meta)
-    _write_names(f, gene_names)
-    group = f.require_group("edges")
-    for name, dtype in BASE_EDGE_DTYPES.items():
-        write_dataset(group, name, edges[name], dtype=dtype)
-    for alias, target in ESTABLISHED_BASE_LINKS.items():
-        link_dataset(f, alias, target)
-    write_attrs(f["significant"], {k: meta[k] for k in _SIGNIFICANT_COUNTS if k in meta})
+class BaseEdgeWriter:
+    """Writes a 02a file's edges into the open (new) h5py file ``f`` in bounded chunks.
+
+    ``n_edges`` (known before the edges are emitted) and the density n_edges / N(N−1)/2
+    choose the form (``edge_form``): the sparse int64 ``edges/pair_index`` or, at density
+    >= ``BITMAP_DENSITY``, the packed ``edges/pair_bitmap``. ``append`` takes chunks in
+    ascending pair order holding ``pair_index`` and the ``BASE_STORED`` columns.
+    """
+
+    def __init__(self, f: h5py.File, *, n_genes: int, n_edges: int) -> None:
+        self.f = f
+        self.n_tests = n_pairs(int(n_genes))
+        self.n_edges = int(n_edges)
+        self.form = edge_form(self.n_tests, self.n_edges)
+        group = f.require_group("edges")
+        self._columns = {
+            name: group.create_dataset(name, (self.n_edges,), BASE_EDGE_DTYPES[name],
+                                       **dataset_options((self.n_edges,), BASE_EDGE_DTYPES[name]))
+            for name in (("pair_index",) if self.form == "sparse" else ()) + BASE_STORED
+        }
+        if self.form == "bitmap":
+            n_bytes = (self.n_tests + 7) // 8
+            self._bitmap = group.create_dataset("pair_bitmap", (n_bytes,), np.uint8,
+                                                **dataset_options((n_bytes,), np.uint8))
+            self._window = np.zeros(BITMAP_WINDOW_BYTES * 8, dtype=bool)
+            self._window_start = 0  # first byte of the window
+        self._written = 0
+
+    def append(self, chunk: Mapping[str, np.ndarray]) -> None:
+        """Append edges (ascending pair_index, after every edge already written)."""
+        count = int(np.asarray(chunk["pair_index"]).size)
+        if count == 0:
+            return
+        end = self._written + count
+        if end > self.n_edges:
+            raise ValueError(f"more edges than the {self.n_edges} announced")
+        for name, ds in self._columns.items():
+            ds[self._written : end] = np.asarray(chunk[name], dtype=BASE_EDGE_DTYPES[name])
+        if self.form == "bitmap":
+            self._set_bits(np.asarray(chunk["pair_index"], dtype=np.int64))
+        self._written = end
+
+    def _set_bits(self, pairs: np.ndarray) -> None:
+        width = self._window.size
+        while pairs.size:
+            first_bit = self._window_start * 8
+            inside = np.searchsorted(pairs, first_bit + width, side="left")
+            self._window[pairs[:inside] - first_bit] = True
+            pairs = pairs[inside:]
+            if pairs.size:
+                self._flush_window()
+                self._window_start = int(pairs[0] // 8)
+
+    def _flush_window(self) -> None:
+        packed = np.packbits(self._window, bitorder="little")
+        end = min(self._window_start + packed.size, self._bitmap.shape[0])
+        if packed[: end - self._window_start].any():
+            self._bitmap[self._window_start : end] = packed[: end - self._window_start]
+        self._window[:] = False
+
+    def close(self, meta: Mapping[str, object], gene_names: list[str]) -> None:
+        """Write meta (plus ``edge_form``), the gene names and the established links."""
+        if self._written != self.n_edges:
+            raise ValueError(f"{self._written} edges written of the {self.n_edges} announced")
+        if self.form == "bitmap":
+            self._flush_window()
+        write_attrs(self.f.require_group("meta"), {**meta, "edge_form": self.form})
+        _write_names(self.f, gene_names)
+        for alias, target in ESTABLISHED_BASE_LINKS.items():
+            if target in self.f:
+                link_dataset(self.f, alias, target)
+        write_attrs(self.f.require_group("significant"), {k: meta[k] for k in _SIGNIFICANT_COUNTS if k in meta})
 
 
-def read_base_edges(path: Path) -> tuple[dict[str, object], dict[str, np.ndarray]]:
-    """(meta, edge columns) of a 02a file; ValueError naming it if unreadable or incomplete."""
+def edge_form(n_tests: int, n_edges: int) -> str:
+    """"bitmap" when the edges are at least ``BITMAP_DENSITY`` of the pairs, else "sparse"."""
+    return "bitmap" if n_tests and n_edges >= BITMAP_DENSITY * n_tests else "sparse"
+
+
+def iter_base_edges(path: Path, *, chunk_edges: int) -> Iterator[dict[str, np.ndarray]]:
+    """Every edge column of a 02a file (BASE_EDGE_DTYPES, derived ones computed), in chunks
+    of at most ``chunk_edges`` edges, ascending pair_index. ValueError naming the file if
+    it is unreadable or incomplete. At most one chunk (and one bitmap window) is in memory."""
+    if chunk_edges < 1:
+        raise ValueError(f"chunk_edges {chunk_edges}: must be >= 1")
     with open_h5_input(path, "base correlations file") as f:
         try:
             meta = read_meta(f["meta"])
-            edges = {name: f[f"edges/{name}"][()] for name in BASE_EDGE_DTYPES}
+            group = f["edges"]
+            n_edges = group["r_low"].shape[0]
+            if any(group[name].shape != (n_edges,) for name in BASE_STORED if name in group):
+                raise ValueError(f"base correlations file {path}: edge columns have different lengths")
+            pairs = _pair_chunks(group, n_edges, chunk_edges)
+            start = 0
+            for pair in pairs:
+                end = start + pair.size
+                yield _edge_chunk(group, meta, pair, start, end)
+                start = end
+            if start != n_edges:
+                raise ValueError(f"base correlations file {path}: {start} pairs for {n_edges} edges")
         except KeyError as exc:
             raise ValueError(f"base correlations file {path} lacks {exc}") from None
         except OSError as exc:
             raise ValueError(f"base correlations file {path} is unreadable or truncated ({exc})") from None
-    n_edges = edges["pair_index"].shape[0]
-    if any(col.shape != (n_edges,) for col in edges.values()):
-        raise ValueError(f"base correlations file {path}: edge columns have different lengths")
+
+
+def _pair_chunks(group: h5py.Group, n_edges: int, chunk_edges: int) -> Iterator[np.ndarray]:
+    """Pair indices of the edges, ascending, in chunks of at most ``chunk_edges``."""
+    if "pair_index" in group:
+        ds = group["pair_index"]
+        if ds.shape != (n_edges,):
+            raise ValueError(f"{group.file.filename}: edge columns have different lengths")
+        for start in range(0, n_edges, chunk_edges):
+            yield ds[start : start + chunk_edges].astype(np.int64)
+        return
+    bitmap = group["pair_bitmap"]
+    pending: list[np.ndarray] = []
+    n_pending = 0
+    for first in range(0, bitmap.shape[0], BITMAP_WINDOW_BYTES):
+        bits = np.unpackbits(bitmap[first : first + BITMAP_WINDOW_BYTES], bitorder="little")
+        found = np.flatnonzero(bits).astype(np.int64) + first * 8
+        while found.size:
+            take = min(found.size, chunk_edges - n_pending)
+            pending.append(found[:take])
+            n_pending += take
+            found = found[take:]
+            if n_pending == chunk_edges:
+                yield np.concatenate(pending)
+                pending, n_pending = [], 0
+    if n_pending:
+        yield np.concatenate(pending)
+
+
+def _edge_chunk(group: h5py.Group, meta: Mapping[str, object], pair: np.ndarray, start: int, end: int) -> dict[str, np.ndarray]:
+    """Edge columns [start, end) with the derived ones (docs/stage02a.md, "Storage")."""
+    stored = {name: group[name][start:end] for name in BASE_EDGE_DTYPES if name in group and name != "pair_index"}
+    n_genes, k_low, k_high = int(meta["n_genes"]), int(meta["k_low"]), int(meta["k_high"])
+    r_low, r_high = stored["r_low"], stored["r_high"]
+    gene_i, gene_j = pair_from_flat(pair, n_genes)
+    derived = {
+        "pair_index": pair,
+        "gene_i": gene_i,
+        "gene_j": gene_j,
+        "delta": lambda: r_high - r_low,
+        "p_low": lambda: t_pvalue(r_low, k_low - 2),
+        "p_high": lambda: t_pvalue(r_high, k_high - 2),
+        "p_diff": lambda: z_pvalue(fisher_z(r_low, r_high, k_low, k_high)),
+        "sig_low": lambda: np.abs(r_low) >= np.float32(meta["cut_low"]),
+        "sig_high": lambda: np.abs(r_high) >= np.float32(meta["cut_high"]),
+    }
+    out = {}
+    for name, dtype in BASE_EDGE_DTYPES.items():
+        value = stored[name] if name in stored else derived[name]
+        out[name] = np.asarray(value() if callable(value) else value, dtype=dtype)
+    return out
+
+
+def read_base_edges(path: Path) -> tuple[dict[str, object], dict[str, np.ndarray]]:
+    """(meta, edge columns) of a 02a file, every column of BASE_EDGE_DTYPES (derived ones
+    computed); ValueError naming it if unreadable or incomplete."""
+    with open_h5_input(path, "base correlations file") as f:
+        try:
+            meta = read_meta(f["meta"])
+        except KeyError as exc:
+            raise ValueError(f"base correlations file {path} lacks {exc}") from None
+    chunks = list(iter_base_edges(path, chunk_edges=1 << 62))
+    edges = {name: (np.concatenate([c[name] for c in chunks]) if chunks else np.empty(0, dtype))
+             for name, dtype in BASE_EDGE_DTYPES.items()}
     return meta, edges
 
 
@@ -94,7 +254,8 @@ def meta_matches(path: Path, expected: Mapping[str, object], datasets: list[str]
 
 
 def base_datasets() -> list[str]:
-    return [f"edges/{name}" for name in BASE_EDGE_DTYPES]
+    """Datasets every 02a file has (whatever its edge form)."""
+    return [f"edges/{name}" for name in BASE_STORED]
 
 
 def write_boot_file(

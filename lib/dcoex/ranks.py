@@ -34,6 +34,10 @@ def exact_dtype(n_terms: int, max_abs: int) -> type:
     return np.float32 if n_terms * max_abs * max_abs < 2**24 else np.float64
 
 
+#: Rows ranked at once by IntegerRanks (its float64 temporaries are ~60 bytes per cell of a block).
+RANK_BLOCK_ROWS = 1024
+
+
 class IntegerRanks:
     """Doubled centred average ranks u = 2·rank − (k + 1) of each row: integers, so their dot
     products are exact in the chosen float type whatever the summation order (BLAS blocking,
@@ -41,12 +45,16 @@ class IntegerRanks:
     i, j is (u_i·u_j)·scale_i·scale_j."""
 
     def __init__(self, x: np.ndarray) -> None:
-        ranks = average_ranks(x)
-        k = ranks.shape[1]
-        ranks *= 2.0
-        ranks -= k + 1
+        x = np.atleast_2d(x)
+        n, k = x.shape
         self.dtype = exact_dtype(k, k - 1)
-        norm = np.sqrt(np.einsum("ij,ij->i", ranks, ranks))
+        self.u = np.empty((n, k), self.dtype)
+        norm = np.empty(n)
+        for a in range(0, n, RANK_BLOCK_ROWS):  # rows are independent: bounded float64 temporaries
+            ranks = average_ranks(x[a : a + RANK_BLOCK_ROWS])
+            ranks *= 2.0
+            ranks -= k + 1
+            norm[a : a + RANK_BLOCK_ROWS] = np.sqrt(np.einsum("ij,ij->i", ranks, ranks))
+            self.u[a : a + RANK_BLOCK_ROWS] = ranks
         self.constant = norm == 0.0
         self.scale = np.where(self.constant, 0.0, 1.0 / np.where(self.constant, 1.0, norm)).astype(np.float32)
-        self.u = ranks.astype(self.dtype)

@@ -17,7 +17,7 @@ import click
 import h5py
 
 from dcoex.cli import gene_selection_options, parse_batch_size
-from dcoex.edge_files import write_base_file
+from dcoex.edge_files import BASE_STORED, BaseEdgeWriter
 from dcoex.expression_store import open_expression
 from dcoex.genes import gene_file_path, index_width
 from dcoex.h5io import write_attrs
@@ -26,7 +26,7 @@ from dcoex.pergene import resolve_genes, run_genes
 from dcoex.provenance import why_stale, write_provenance
 from dcoex.stages.s02a_base_correlations.contract import CONTRACT
 from dcoex.stages.s02a_base_correlations.estimator import estimate
-from dcoex.stages.s02a_base_correlations.science import base_correlations
+from dcoex.stages.s02a_base_correlations.science import differential_edges
 from dcoex.stages.upstream import FileUpstream
 from dcoex.threads import blas_threads
 from hpc.atomic import atomic_output, ensure_writable_dir
@@ -86,22 +86,30 @@ def run_base(
             def process(gene: int, path: Path) -> None:
                 low, high = indices.groups(gene)
                 check_groups(low, high, n_samples, gene)
-                result = base_correlations(expr[:, low], expr[:, high], fdr_alpha, tile_rows=plan.batch_size,
-                                           exact_q=exact_q)
-                if result.attrs["n_tests_low"] == 0 or result.attrs["n_tests_high"] == 0:
-                    print(
-                        f"warning: gene {gene} ({names[gene]}): {result.attrs['n_const_low']} genes constant in LOW, "
-                        f"{result.attrs['n_const_high']} in HIGH: no testable pairs; writing an empty edge table",
-                        file=sys.stderr,
-                    )
-                meta = dict(result.attrs)
-                meta.update(
-                    gene_index_used=gene, gene_name=names[gene], storage_mode="sparse",
-                    expr_content_sha256=expr_sha, indices_sha=groups_sha(low, high),
-                )
                 with atomic_output(path) as tmp:
                     with h5py.File(tmp, "w") as f:
-                        write_base_file(f, result.edges, meta, names)
+                        writer: list[BaseEdgeWriter] = []
+
+                        def start(n_edges: int) -> None:
+                            writer.append(BaseEdgeWriter(f, n_genes=n, n_edges=n_edges))
+
+                        attrs = differential_edges(
+                            expr[:, low], expr[:, high], fdr_alpha, tile_rows=plan.batch_size, exact_q=exact_q,
+                            sink=lambda chunk: writer[0].append(chunk), on_count=start,
+                            columns=("pair_index", *BASE_STORED),
+                        )
+                        if attrs["n_tests_low"] == 0 or attrs["n_tests_high"] == 0:
+                            print(
+                                f"warning: gene {gene} ({names[gene]}): {attrs['n_const_low']} genes constant in "
+                                f"LOW, {attrs['n_const_high']} in HIGH: no testable pairs; writing an empty edge table",
+                                file=sys.stderr,
+                            )
+                        meta = dict(attrs)
+                        meta.update(
+                            gene_index_used=gene, gene_name=names[gene], storage_mode="sparse",
+                            expr_content_sha256=expr_sha, indices_sha=groups_sha(low, high),
+                        )
+                        writer[0].close(meta, names)
                         write_provenance(f, CONTRACT.wanted(values, upstream, gene))
                         write_attrs(f.require_group(MEMFIT_GROUP), h5_attrs(STAGE, plan.estimate, allocation, recorder, plan.batch_size))
 

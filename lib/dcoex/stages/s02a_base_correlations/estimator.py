@@ -1,50 +1,65 @@
-"""Stage 02a (base correlations of one reference gene) peak-RSS estimate, in bytes.
+"""Stage 02a (base correlations of one reference gene) peak-RSS estimate and output size, in bytes.
 
-Memory model (N genes, S samples, k_L/k_H group sizes, T tile rows, m = N(N−1)/2,
-c = candidate fraction):
+Memory model (N genes, S samples, k_L/k_H group sizes, T tile rows, m = N(N−1)/2). Nothing
+depends on the number of candidates or edges: the statistics are streamed (science.py) and
+only fixed budgets are held.
 
-- ``python``: interpreter + numpy/scipy.stats/h5py/click imports (measured);
+- ``python``: interpreter + numpy/scipy.special/h5py/numba (the compiled kernels loaded from
+  numba's cache)/click imports (measured);
 - ``expr``: the whole N × S float32 matrix, loaded once per task;
-- ``ranks``: the integer ranks of both groups (float32), N·(k_L + k_H)·4 (the float64
-  ranking transient, ~45 B per cell, is freed before the tiles start);
-- ``tile``: the reused tile buffers of T × N cells — two float32 r blocks, |r| and its
-  mask: 13 B per cell, 16 as measured; +8 for the float64 products of groups with
-  k(k−1)² >= 2**24 — plus the differential filter's slice temporaries
-  (FILTER_CELLS cells: two float32 buffers, and ~70 B per passing cell for its indices and
-  float64 Fisher values);
-- ``candidates``: BH candidates of the three families, |r_L| and |r_H| float32 and |Z|
-  float64, plus the concatenation copy of the differential family: 24 B per candidate,
-  30 as measured (allocator slack of the per-tile lists); and, when there are at most
-  DIFF_DETAIL_CAP differential candidates, their pair index and r values (24 B each);
-- ``bh``: q-values of the significant prefixes (p, scaled, suffix minimum; float64):
-  32 B per significant test, ~``background``·m;
-- ``edges``: the stored sig_differential edges, ~120 B each while collected.
-
-c = min(1, alpha + background): every test with p <= alpha plus the truly correlated
-pairs (``background``, 0.02 by default; raise it for data with broad co-expression).
-``exact_q`` makes every test a candidate (c = 1).
+- ``ranks``: the integer ranks of both groups (float32), N·(k_L + k_H)·4, and the groups'
+  expression copies (as much again), plus the float64 ranking transient of one block of
+  dcoex.ranks.RANK_BLOCK_ROWS rows (~RANK_TRANSIENT_BYTES per cell);
+- ``tile``: the two reused float32 product buffers of T × N cells (8 B per cell; +8 per group
+  of float64 products when k(k−1)² >= 2**24);
+- ``bins``: the three families' histograms (count, min, max: 24 B per bin) and the q-table
+  offsets, plus TABLE_ENTRIES entries of q table per family (one per run of equal q);
+- ``r_tables``: the q tables of the group families at most: one entry per distinct |r|,
+  k(k²−1)/6 + 1 without ties (~1,300 at k = 25, 545,000 at k = 187). The differential family's
+  table is not bounded a priori (up to one entry per edge when w takes a new value for each:
+  docs/stage02a.md, Bench);
+- ``collect_or_emit``: the larger of two phases. Collection: the buffers, three float64 and one
+  int64 of min(WINDOW_ITEMS, m) entries, allocated and written once, and the two float64
+  temporaries (counts at or above, p·m/C) of a group's distinct values; they are freed before
+  emission: one emission slice (EMIT_CELLS tile cells, 24 B each) and the pending edge chunks
+  (CHUNK_EDGES + EMIT_CELLS edges, EDGE_CHUNK_BYTES each), the bitmap window of the writer and
+  the HDF5 chunk buffers (WRITER_BYTES).
 """
 
 from __future__ import annotations
 
+from dcoex.ranks import RANK_BLOCK_ROWS
 from memfit.estimate import MemoryEstimate
 from memfit.units import MiB
 
-#: Resident bytes of the stage before data: interpreter, numpy, scipy.special/stats, h5py,
-#: click, psutil, threadpoolctl (measured 113 MiB on CPython 3.11) + recorder/HDF5 state.
-STAGE_BASELINE_BYTES = 116 * MiB
-TILE_BYTES_PER_CELL = 16
-#: Cells of one differential-filter slice (dcoex.stages.s02a_base_correlations.science uses this); its bytes per
-#: cell are FILTER_BYTES_FIXED + FILTER_BYTES_SELECTED × (fraction of cells passing).
-FILTER_CELLS = 1 << 20
-FILTER_BYTES_FIXED = 8
-FILTER_BYTES_SELECTED = 70
-#: Differential candidates kept with their pair and r values in the first pass.
-DIFF_DETAIL_CAP = 4_000_000
-CANDIDATE_BYTES = 30
-DETAIL_BYTES = 24
-EDGE_BYTES = 120
-BH_BYTES_PER_SIG = 32
+#: Resident bytes of the stage before data: interpreter, numpy, scipy.special, h5py, numba with
+#: the stage's cached kernels, click, psutil, threadpoolctl + recorder/HDF5 state (measured).
+STAGE_BASELINE_BYTES = 180 * MiB
+#: Bins of each family's histogram (science.py).
+N_BINS = 1 << 16
+#: Statistics collected at once per family in a collection pass (bounded groups of bins).
+WINDOW_ITEMS = 1 << 22
+#: Edges per chunk handed to the sink (the HDF5 writer).
+CHUNK_EDGES = 1 << 16
+#: Tile cells of one emission slice (its buffers hold 24 bytes per cell).
+EMIT_CELLS = 1 << 16
+TILE_BYTES_PER_CELL = 8
+RANK_TRANSIENT_BYTES = 64
+TABLE_ENTRIES = 1 << 17
+#: Bytes per pending edge: the kernel's outputs copied, the stored columns and significance
+#: flags, and the concatenation of a chunk.
+EDGE_CHUNK_BYTES = 100
+#: The writer's bitmap window (8 MiB of booleans, 1 MiB packed) and HDF5 chunk buffers.
+WRITER_BYTES = 16 * MiB
+#: Output size (output_bytes): shuffle + gzip 4 bytes per edge of r_low, r_high (float32) and
+#: q_low, q_high, q_diff (float64), measured on realistic data; of the sparse int64 pair index
+#: (at most, density >= 0.5 %); of the packed bitmap per pair (at most, density >= 1/32); fixed
+#: bytes (meta, provenance, HDF5 structure) and bytes per gene name.
+FILE_EDGE_VALUE_BYTES = 28.0
+FILE_SPARSE_INDEX_BYTES = 1.7
+FILE_BITMAP_BYTES_PER_PAIR = 0.125
+FILE_FIXED_BYTES = 64 * 1024
+FILE_NAME_BYTES = 32
 
 
 def estimate(
@@ -56,44 +71,43 @@ def estimate(
     fdr_alpha: float = 0.05,
     tile_rows: int = 512,
     exact_q: bool = False,
-    background: float = 0.02,
-    n_edges: int | None = None,
 ) -> MemoryEstimate:
-    """Predicted peak RSS (bytes) of stage 02a for one reference gene at ``tile_rows``."""
+    """Predicted peak RSS (bytes) of stage 02a for one reference gene at ``tile_rows``
+    (``fdr_alpha`` and ``exact_q`` change the time, not the memory)."""
     n = int(n_genes)
     m = n * (n - 1) // 2
     t = max(1, min(int(tile_rows), max(n - 1, 1)))
-    frac = 1.0 if exact_q else min(1.0, float(fdr_alpha) + float(background))
-    n_cand = int(m * frac)
-    n_edges = int(m * 0.002) if n_edges is None else int(n_edges)
     k_max = max(int(k_low), int(k_high))
-    wide = 8 if k_max * (k_max - 1) ** 2 >= 2**24 else 0  # float64 rank products (dcoex.ranks)
+    wide = sum(8 for k in (int(k_low), int(k_high)) if k * (k - 1) ** 2 >= 2**24)  # float64 products (dcoex.ranks)
+    window = min(WINDOW_ITEMS, m)
+    tile = t * n * (TILE_BYTES_PER_CELL + wide)
+    emit = min(EMIT_CELLS, t * n) * 24 + min(CHUNK_EDGES + EMIT_CELLS, m) * EDGE_CHUNK_BYTES + WRITER_BYTES
     components = {
         "python": STAGE_BASELINE_BYTES,
         "expr": n * int(n_samples) * 4,
-        "ranks": n * (int(k_low) + int(k_high)) * 4,
-        "tile": t * n * (TILE_BYTES_PER_CELL + wide)
-        + int(min(FILTER_CELLS, t * n) * (FILTER_BYTES_FIXED + FILTER_BYTES_SELECTED * frac)),
-        "candidates": n_cand * CANDIDATE_BYTES + (n_cand * DETAIL_BYTES if n_cand <= DIFF_DETAIL_CAP else 0),
-        "bh": int(m * (1.0 if exact_q else float(background))) * BH_BYTES_PER_SIG,
-        "edges": n_edges * EDGE_BYTES,
+        "ranks": n * (int(k_low) + int(k_high)) * 8 + min(n, RANK_BLOCK_ROWS) * k_max * RANK_TRANSIENT_BYTES,
+        "tile": tile,
+        "bins": 3 * N_BINS * (24 + 8) + 3 * TABLE_ENTRIES * 16,
+        # q tables of the group families: at most one entry per distinct r (k(k²−1)/6 + 1
+        # values without ties), and as much again for the temporaries of building them
+        "r_tables": 2 * min(m, k_max * (k_max * k_max - 1) // 6 + 1) * 16 * 2,
+        # the collection buffers are freed before the emission pass: the larger of the two phases
+        "collect_or_emit": max(6 * window * 8, emit),
     }
     params = {
         "n_genes": n, "n_samples": int(n_samples), "k_low": int(k_low), "k_high": int(k_high),
         "fdr_alpha": float(fdr_alpha), "tile_rows": t, "exact_q": bool(exact_q),
-        "background": float(background), "n_edges": n_edges,
     }
     return MemoryEstimate("02a", components, params)
 
 
-#: Output bytes of one gene's file: per stored edge (14 columns, 78 raw bytes, gzip + shuffle;
-#: measured 49 B per edge on realistic data at N 600, and 1.25 GB for 2.5e7 edges on real data),
-#: plus the gene names (~37 B per gene) and HDF5 metadata (an empty file at N 16: 23 KB).
-OUTPUT_BYTES_PER_EDGE = 50
-OUTPUT_BYTES_PER_GENE = 40
-OUTPUT_FIXED_BYTES = 24 * 1024
-
-
 def output_bytes(n_genes: int, n_edges: int) -> int:
-    """Predicted size (bytes) of one reference gene's 02a file with ``n_edges`` stored edges."""
-    return int(n_edges) * OUTPUT_BYTES_PER_EDGE + int(n_genes) * OUTPUT_BYTES_PER_GENE + OUTPUT_FIXED_BYTES
+    """Predicted size (bytes) of one 02a file with ``n_edges`` edges over N = ``n_genes`` genes
+    (docs/stage02a.md, "Storage"): an upper bound within ~20 % on realistic data."""
+    from dcoex.edge_files import edge_form
+
+    n = int(n_genes)
+    m = n * (n - 1) // 2
+    e = int(n_edges)
+    index = m * FILE_BITMAP_BYTES_PER_PAIR if edge_form(m, e) == "bitmap" else e * FILE_SPARSE_INDEX_BYTES
+    return int(FILE_FIXED_BYTES + n * FILE_NAME_BYTES + e * FILE_EDGE_VALUE_BYTES + index)

@@ -1,52 +1,50 @@
 """Stage 02a science: Spearman r of every gene pair in LOW and HIGH, tests and BH.
 
-Per reference gene (docs/design.md §4.2–§4.5): rank each gene once per group (average ranks), double
-and centre them (integers u = 2·rank − (k+1)), then r = (U·Uᵀ)·scaleᵢ·scaleⱼ with
-scale = 1/||u|| one tile of ``tile_rows`` gene rows at a time (upper triangle only). The
-integer products are exact in float32 (float64 when k(k−1)² >= 2**24), so r is identical
-for any tile size and thread count:
+Per reference gene (docs/design.md §4.2–§4.5, docs/stage02a.md): rank each gene once per group
+(average ranks), double and centre them (integers u = 2·rank − (k+1)), then
+r = (U·Uᵀ)·scaleᵢ·scaleⱼ with scale = 1/||u|| one tile of ``tile_rows`` gene rows at a time
+(upper triangle only). The integer products are exact in float32 (float64 when
+k(k−1)² >= 2**24), so r is identical for any tile size and thread count. The per-pair work
+is fused per tile in numba kernels (kernels.py); the tiles are recomputed for each pass
+(the products are cheap), never stored:
 
-1. one pass over the tiles collects the BH candidates of the three families (|r_L|, |r_H|
-   as float32, |Z| of the Fisher test as float64) — only tests whose p can be <= alpha
-   (bh.py) — and, for the differential candidates, their pair index and r values;
-2. BH of each family from its candidates; the stored edges are the differential
-   candidates with q_diff < alpha. When there are more than ``DIFF_DETAIL_CAP``
-   differential candidates (large alpha), their details are dropped and a second pass
-   over the tiles collects the significant pairs instead.
+1. histogram pass: fine bin counts (``N_BINS``) of each family's statistic — |r_L|, |r_H|,
+   and for the differential test w = |b − a|/(1 − ab) = tanh(|atanh b − atanh a|) — over
+   the tests that can have p <= alpha (all of them with ``exact_q``);
+2. BH cut: the counts bound p_(j)·m/j over each bin, which locates the cut to a few bins;
+   collection passes gather the exact statistics of those bins (at most ``window_items``
+   at a time) and fix the cut exactly;
+3. q-values: q(s) = min(1, min over observed s' in [cut, s] of p(s')·m/C(s')) with C(s')
+   the number of tests with statistic >= s' — a function of the statistic. Collection
+   passes from the cut upward (bounded groups of bins) give the distinct values with
+   their counts; the running minimum is carried from group to group. The table keeps
+   one entry per run of equal q;
+4. emission pass: the significant differential pairs of each tile, in ascending pair index,
+   get their q's from the tables and go to ``sink`` in chunks of ``chunk_edges``.
 
-Pairs with a gene constant within a group leave that group's family, and the differential
-family if constant in either group. Memory: O(N·k) ranks + O(tile_rows·N) per tile + the
-candidates (4, 4 and 8 bytes each, + 24 for kept differential details) + the stored
-edges; never an N×N or N(N−1)/2 array.
+Memory: O(N·k) ranks + O(tile_rows·N) tile + O(window_items) collection + O(chunk_edges)
+edges + the q tables (one entry per distinct statistic at or above the cut with a new q);
+never an N×N or N(N−1)/2 array, and no per-edge array beyond one tile and one chunk.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from dcoex.bh import BHFamily
 from dcoex.ranks import IntegerRanks
-from dcoex.stages.s02a_base_correlations.estimator import DIFF_DETAIL_CAP, FILTER_CELLS
-from dcoex.stats import (
-    fisher_z,
-    flat_index,
-    n_pairs,
-    pair_from_flat,
-    r_critical,
-    t_pvalue,
-    z_critical,
-    z_pvalue,
-)
+from dcoex.stages.s02a_base_correlations import kernels
+from dcoex.stages.s02a_base_correlations.estimator import CHUNK_EDGES, EMIT_CELLS, N_BINS, WINDOW_ITEMS
+from dcoex.stats import FISHER_CLIP, fisher_z, n_pairs, pair_from_flat, r_critical, t_pvalue, z_critical, z_pvalue
 
 #: Candidate cuts are lowered by this relative margin so float rounding never drops a test.
 CUT_MARGIN = 1e-5
-#: Absolute margin (Z units) of the float32 pre-filter of the differential test.
-Z_PREFILTER_MARGIN = 1e-2
-#: DIFF_DETAIL_CAP: differential candidates whose pair and r values are kept in pass 1
-#: (24 bytes each); above it the tiles are computed again to collect the significant pairs.
-#: FILTER_CELLS: tile cells the differential filter works on at once (bounds its temporaries).
+#: Statistics whose p-values are computed at once (bounds the temporaries of p_of).
+P_BLOCK = 1 << 16
+#: Relative slack of the bin edges when bounding p over a bin (the kernels bin in float64).
+EDGE_SLACK = 1e-9
 EDGE_FIELDS = (
     "pair_index", "gene_i", "gene_j", "r_low", "r_high", "delta",
     "p_low", "p_high", "p_diff", "q_low", "q_high", "q_diff", "sig_low", "sig_high",
@@ -62,12 +60,12 @@ class BaseResult:
 
 
 class _Tiles:
-    """Correlation tiles of the upper triangle: rows [a, b) against columns [a, N).
+    """Integer rank products of the upper triangle: rows [a, b) against columns [a, N).
 
-    r = (u_i·u_j)·scale_i·scale_j from integer ranks (dcoex.ranks.IntegerRanks): the
-    products are exact, so r does not depend on the tile shape or BLAS threads. Pairs
-    outside the family (lower triangle or diagonal of the tile, or a gene constant in the
-    group: scale 0) get r = 0 exactly, so any cut > 0 drops them without a mask.
+    d = u_i·u_j from integer ranks (dcoex.ranks.IntegerRanks): exact in float32 (float64
+    products converted), so r = (d·scale_i)·scale_j, which the kernels compute, does not
+    depend on the tile shape or BLAS threads. Entries on or below the tile's diagonal are
+    computed but never read.
     """
 
     def __init__(self, low: IntegerRanks, high: IntegerRanks, tile_rows: int) -> None:
@@ -76,8 +74,9 @@ class _Tiles:
         self.tile_rows = max(1, int(tile_rows))
         size = min(self.tile_rows, max(self.n - 1, 1)) * self.n
         self._buf = (np.empty(size, np.float32), np.empty(size, np.float32))
-        wide = [np.empty(size, np.float64) if g.dtype == np.float64 else None for g in (low, high)]
-        self._wide = wide
+        self._wide = [np.empty(size, np.float64) if g.dtype == np.float64 else None for g in (low, high)]
+        self.scales = (low.scale, high.scale)
+        self.consts = (low.constant, high.constant)
 
     def _product(self, ranks: IntegerRanks, wide: np.ndarray | None, a: int, b: int, out: np.ndarray) -> None:
         if wide is None:
@@ -86,100 +85,382 @@ class _Tiles:
             product = wide[: out.size].reshape(out.shape)
             np.matmul(ranks.u[a:b], ranks.u[a:].T, out=product)
             out[...] = product
-        out *= ranks.scale[a:b, None]
-        out *= ranks.scale[None, a:]
 
     def __iter__(self):
         n = self.n
         for a in range(0, n - 1, self.tile_rows):
             b = min(a + self.tile_rows, n - 1)
             shape = (b - a, n - a)
-            r_low = self._buf[0][: shape[0] * shape[1]].reshape(shape)
-            r_high = self._buf[1][: shape[0] * shape[1]].reshape(shape)
-            self._product(self.low, self._wide[0], a, b, r_low)
-            self._product(self.high, self._wide[1], a, b, r_high)
-            lower = np.arange(b - a)[None, :] <= np.arange(b - a)[:, None]
-            r_low[:, : b - a][lower] = 0.0
-            r_high[:, : b - a][lower] = 0.0
-            yield a, r_low, r_high
+            d_low = self._buf[0][: shape[0] * shape[1]].reshape(shape)
+            d_high = self._buf[1][: shape[0] * shape[1]].reshape(shape)
+            self._product(self.low, self._wide[0], a, b, d_low)
+            self._product(self.high, self._wide[1], a, b, d_high)
+            yield a, d_low, d_high
 
 
-def _upper(a: int, shape: tuple[int, int]) -> np.ndarray:
-    return np.arange(shape[1])[None, :] > np.arange(shape[0])[:, None]
+class _Family:
+    """One BH family: bins of its statistic s >= lo, then its exact cut and q table.
+
+    ``p_of`` maps statistics (float64 array) to p and is non-increasing; ``top`` bounds s.
+    After the histogram pass, ``next_group`` gives bin groups (lowest first) and ``consume``
+    takes the statistics collected in one: first the groups that can hold the BH cut, then,
+    from the cut (the lowest bin of a complete family) upward, the groups of the q table.
+    """
+
+    def __init__(self, m: int, lo: float, top: float, p_of: Callable[[np.ndarray], np.ndarray], *, alpha: float,
+                 budget: int) -> None:
+        self.m, self.lo, self.p_of, self.alpha, self.budget = int(m), float(lo), p_of, float(alpha), int(budget)
+        self.inv = N_BINS / max(top - self.lo, 1e-12)
+        self.hist = (np.zeros(N_BINS, np.int64), np.full(N_BINS, np.inf), np.full(N_BINS, -np.inf))
+        self.cut = np.inf
+        self.n_sig = 0
+        self.found = False
+        self._pieces: list[tuple[np.ndarray, np.ndarray]] = []
+        self._last_q = np.nan
+        self.table_s = np.empty(0)
+        self.table_q = np.empty(0)
+        self._offsets: np.ndarray | None = None
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return self.lo, self.inv
+
+    def prepare(self, complete: bool) -> None:
+        """After the histogram pass: counts at or above each bin, the bins that need
+        collecting (more than one value), and the first group."""
+        count, smin, smax = self.hist
+        self.above = np.concatenate([np.cumsum(count[::-1])[::-1], [0]])  # above[b] = count in bins >= b
+        self.mixed = (count > 0) & (smin < smax)
+        mixed_count = np.where(self.mixed, count, 0)
+        self.mixed_above = np.concatenate([np.cumsum(mixed_count[::-1])[::-1], [0]])
+        self.complete = bool(complete) or int(self.above[0]) == self.m
+        self.pos, self.limit = self._start()
+
+    def _start(self) -> tuple[int, int]:
+        """First bin to collect and the bin below which the cut search stays."""
+        count = self.hist[0]
+        full = np.nonzero(count)[0]
+        if self.m == 0 or full.size == 0:
+            return N_BINS, N_BINS
+        if self.complete:
+            return int(full[0]), N_BINS
+        with np.errstate(over="ignore"):
+            p_low_edge = self.p_of(self._edge(full) * (1 - EDGE_SLACK))
+            p_high_edge = self.p_of(self._edge(full + 1) * (1 + EDGE_SLACK))
+        c = self.above[full].astype(np.float64)
+        certain = full[p_low_edge * self.m / c < self.alpha]
+        possible = full[p_high_edge * self.m / c < self.alpha]
+        if possible.size == 0:
+            return N_BINS, N_BINS
+        return int(possible[0]), int(certain[0]) + 1 if certain.size else N_BINS
+
+    def _edge(self, b: np.ndarray) -> np.ndarray:
+        return self.lo + np.asarray(b, dtype=np.float64) / self.inv
+
+    def next_group(self) -> tuple[int, int] | None:
+        """The next bin range [start, stop) to consume, with at most ``budget`` statistics in
+        bins that need collecting (a single bin may hold more); None when done."""
+        last = N_BINS if (self.found or self.complete) else self.limit
+        start = self.pos
+        if start >= last:
+            return None
+        limit = self.mixed_above[start] - self.budget
+        stop = start + int(np.searchsorted(-self.mixed_above[start + 1 : last + 1], -limit, side="right"))
+        return start, min(max(stop, start + 1), last)
+
+    def n_mixed(self, group: tuple[int, int] | None) -> int:
+        return 0 if group is None else int(self.mixed_above[group[0]] - self.mixed_above[group[1]])
+
+    def consume(self, group: tuple[int, int], values: np.ndarray, scratch: np.ndarray) -> None:
+        """Statistics collected in the group's bins that need collecting (any order; sorted in
+        place), ``scratch`` an int64 array at least as long. Temporaries: two float64 arrays
+        of the group's distinct values."""
+        count, smin, _ = self.hist
+        single = np.nonzero(~self.mixed[group[0] : group[1]] & (count[group[0] : group[1]] > 0))[0] + group[0]
+        values.sort()
+        if scratch.size < values.size:
+            scratch = np.empty(values.size, np.int64)
+        k = kernels.unique_counts(values, scratch)
+        u, counts = values[:k], scratch[:k]
+        if single.size:  # bins are disjoint: merge the two sorted sets
+            u = np.concatenate([u, smin[single]])
+            counts = np.concatenate([counts, count[single]])
+            order = np.argsort(u, kind="stable")
+            u, counts = u[order], counts[order]
+        c = np.cumsum(counts[::-1])
+        c += self.above[group[1]]
+        c = c[::-1]  # tests with a statistic >= u
+        scaled = np.empty(u.size)
+        for a in range(0, u.size, P_BLOCK):  # p·m/C, with bounded temporaries
+            scaled[a : a + P_BLOCK] = self.p_of(u[a : a + P_BLOCK]) * self.m / c[a : a + P_BLOCK]
+        del c
+        if not self.found:
+            hits = np.nonzero(scaled < self.alpha)[0]
+            if hits.size:
+                self.found = True
+                first = int(hits[0])
+                self.cut, self.n_sig = float(u[first]), int(self.above[group[1]] + counts[first:].sum())
+        if self.complete:
+            self._add_table(u, scaled)
+        elif self.found:
+            keep = int(np.searchsorted(u, self.cut, side="left"))
+            self._add_table(u[keep:], scaled[keep:])
+        self.pos = group[1]
+
+    def _add_table(self, u: np.ndarray, scaled: np.ndarray) -> None:
+        """Extend the q table (groups come lowest first): q = running minimum of p·m/C from the
+        bottom of the table, capped at 1; one entry per run of equal q. ``scaled`` is overwritten."""
+        if u.size == 0:
+            return
+        q = np.minimum.accumulate(scaled, out=scaled)
+        if self._pieces:
+            np.minimum(q, self._last_q, out=q)
+        np.minimum(q, 1.0, out=q)
+        new = np.empty(q.size, bool)
+        new[0] = not (self._pieces and q[0] == self._last_q)
+        np.not_equal(q[1:], q[:-1], out=new[1:])
+        self._pieces.append((u[new], q[new]))
+        self._last_q = float(q[-1])
+
+    def finish(self) -> None:
+        """Join the q table's pieces (after the last group), freeing each once copied."""
+        size = sum(piece[0].size for piece in self._pieces)
+        self.table_s, self.table_q = np.empty(size), np.empty(size)
+        at = 0
+        self._pieces.reverse()
+        while self._pieces:
+            values, q = self._pieces.pop()
+            self.table_s[at : at + values.size] = values
+            self.table_q[at : at + values.size] = q
+            at += values.size
+
+    def q_values(self, s: np.ndarray) -> np.ndarray:
+        """q of statistics s (float64): exact in the table, NaN below its first value."""
+        if self._offsets is None:
+            self._offsets = kernels.table_offsets(self.table_s, self.lo, self.inv, N_BINS)
+        s = np.ascontiguousarray(s, dtype=np.float64)
+        q = np.empty(s.shape)
+        kernels.lookup_q(s, self.lo, self.inv, self._offsets, self.table_s, self.table_q, q)
+        return q
+
+    def is_significant(self, s: np.ndarray) -> np.ndarray:
+        return np.asarray(s, dtype=np.float64) >= self.cut
 
 
-def _pair_ok(a: int, shape: tuple[int, int], constant: np.ndarray) -> np.ndarray:
-    """Upper-triangle pairs of the tile with no constant gene (for a cut of 0)."""
-    return _upper(a, shape) & ~constant[a : a + shape[0], None] & ~constant[None, a:]
+def differential_edges(
+    x_low: np.ndarray,
+    x_high: np.ndarray,
+    alpha: float,
+    *,
+    tile_rows: int,
+    sink: Callable[[dict[str, np.ndarray]], None],
+    chunk_edges: int = CHUNK_EDGES,
+    exact_q: bool = False,
+    window_items: int | None = None,
+    columns: tuple[str, ...] = EDGE_FIELDS,
+    on_count: Callable[[int], None] | None = None,
+) -> dict[str, object]:
+    """Stream the significant differential edges of one reference gene to ``sink``.
+
+    ``x_low``/``x_high``: expression of all N genes in the LOW/HIGH samples, (N, k_L) and
+    (N, k_H). ``sink(chunk)`` receives dicts of ``columns`` (names of EDGE_FIELDS) holding at
+    most ``chunk_edges`` edges each, in ascending pair_index, with exact q's (q at or above
+    alpha is NaN unless ``exact_q``); ``on_count(n_edges)``, if given, is called once before the
+    first chunk (also when there are none). Returns the attrs (counts, cuts). Memory does not depend
+    on the number of edges (module docstring); ``window_items`` overrides WINDOW_ITEMS (tests).
+    """
+    n, k_low = x_low.shape
+    k_high = x_high.shape[1]
+    ranks_low, ranks_high = IntegerRanks(x_low), IntegerRanks(x_high)
+    const_low, const_high = ranks_low.constant, ranks_high.constant
+    const_any = const_low | const_high
+    df_low, df_high = k_low - 2, k_high - 2
+    se = float(np.sqrt(1.0 / (k_low - 3) + 1.0 / (k_high - 3)))
+    w_top = float(np.tanh(2 * np.arctanh(FISHER_CLIP)))
+    if exact_q:
+        lo_low = lo_high = lo_w = 0.0
+    else:
+        lo_low = r_critical(alpha, df_low) * (1 - CUT_MARGIN)
+        lo_high = r_critical(alpha, df_high) * (1 - CUT_MARGIN)
+        lo_w = float(np.tanh(z_critical(alpha) * se)) * (1 - CUT_MARGIN)
+
+    def p_w(w: np.ndarray) -> np.ndarray:
+        return z_pvalue(np.arctanh(np.minimum(w, 1.0)) / se)
+
+    budget = WINDOW_ITEMS if window_items is None else int(window_items)
+    fams = (
+        _Family(n_pairs(n - int(const_low.sum())), lo_low, 1.0, lambda s: t_pvalue(s, df_low), alpha=alpha, budget=budget),
+        _Family(n_pairs(n - int(const_high.sum())), lo_high, 1.0, lambda s: t_pvalue(s, df_high), alpha=alpha, budget=budget),
+        _Family(n_pairs(n - int(const_any.sum())), lo_w, w_top, p_w, alpha=alpha, budget=budget),
+    )
+    bounds = np.array([v for f in fams for v in f.bounds], dtype=np.float64)
+    tiles = _Tiles(ranks_low, ranks_high, tile_rows)
+    hists = tuple(h for f in fams for h in f.hist)
+    for a, d_low, d_high in tiles:
+        kernels.histogram_tile(d_low, d_high, a, tiles.scales, tiles.consts, bounds, FISHER_CLIP, hists)
+    for fam in fams:
+        fam.prepare(exact_q)
+    _sweep(tiles, fams, bounds=bounds, size=min(budget, n_pairs(n)))
+    for fam in fams:
+        fam.finish()
+    fam_low, fam_high, fam_diff = fams
+    n_sig_edges = 0
+    if on_count is not None:
+        on_count(fam_diff.n_sig)
+    if fam_diff.n_sig:
+        n_sig_edges = _emit(tiles, fams, const_any, sink, chunk_edges=chunk_edges, columns=columns,
+                            df=(df_low, df_high), k=(k_low, k_high))
+    return {
+        "n_genes": n,
+        "n_tests": n_pairs(n),
+        "n_tests_low": fam_low.m,
+        "n_tests_high": fam_high.m,
+        "n_tests_diff": fam_diff.m,
+        "n_excluded": n_pairs(n) - fam_diff.m,
+        "n_const_low": int(const_low.sum()),
+        "n_const_high": int(const_high.sum()),
+        "k_low": k_low,
+        "k_high": k_high,
+        "fdr_alpha": float(alpha),
+        "n_sig_low": fam_low.n_sig,
+        "n_sig_high": fam_high.n_sig,
+        "n_sig_differential": fam_diff.n_sig,
+        "n_sig_edges": n_sig_edges,
+        "n_candidates_low": int(fam_low.above[0]),
+        "n_candidates_high": int(fam_high.above[0]),
+        "n_candidates_diff": int(fam_diff.above[0]),
+        "q_exact": bool(exact_q),
+        "cut_low": fam_low.cut,
+        "cut_high": fam_high.cut,
+        "cut_diff_w": fam_diff.cut,
+    }
 
 
-class _Above:
-    """|r| of a tile's entries with |r| >= cut (and ok), float32; reuses its buffers."""
-
-    def __init__(self) -> None:
-        self._abs = np.empty(0, np.float32)
-        self._mask = np.empty(0, bool)
-
-    def __call__(self, r: np.ndarray, cut: float, ok: np.ndarray | None) -> np.ndarray:
-        if self._abs.size < r.size:
-            self._abs, self._mask = np.empty(r.size, np.float32), np.empty(r.size, bool)
-        magnitude = self._abs[: r.size].reshape(r.shape)
-        mask = self._mask[: r.size].reshape(r.shape)
-        np.abs(r, out=magnitude)
-        np.greater_equal(magnitude, np.float32(cut), out=mask)
-        if ok is not None:
-            mask &= ok
-        return magnitude[mask]
-
-
-class _DiffFilter:
-    """Pairs of a tile whose Fisher |Z| >= cut: float32 pre-filter, exact float64 Z."""
-
-    def __init__(self, k_low: int, k_high: int, constant_any: np.ndarray) -> None:
-        self.k_low, self.k_high = k_low, k_high
-        self.se_inv = np.float32(1.0 / np.sqrt(1.0 / (k_low - 3) + 1.0 / (k_high - 3)))
-        self.constant_any = constant_any
-        self._buf: tuple[np.ndarray, np.ndarray] | None = None
-
-    def _approx_mask(self, r_low: np.ndarray, r_high: np.ndarray, cut: float) -> np.ndarray:
-        if self._buf is None or self._buf[0].size < r_low.size:
-            self._buf = (np.empty(r_low.size, np.float32), np.empty(r_low.size, np.float32))
-        zl = self._buf[0][: r_low.size].reshape(r_low.shape)
-        zh = self._buf[1][: r_low.size].reshape(r_low.shape)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            np.arctanh(r_low, out=zl)
-            np.arctanh(r_high, out=zh)
-            np.subtract(zh, zl, out=zh)
-        np.abs(zh, out=zh)
-        zh *= self.se_inv
-        # |r| at or past 1 (float32 rounding) gives inf or NaN: kept for the exact test
-        mask = self._buf[0][: r_low.size].view(np.uint8)[: r_low.size].view(bool).reshape(r_low.shape)
-        np.less(zh, np.float32(cut - Z_PREFILTER_MARGIN), out=mask)
-        np.logical_not(mask, out=mask)
-        return mask
-
-    def __call__(self, a: int, r_low: np.ndarray, r_high: np.ndarray, cut: float) -> tuple[np.ndarray, ...]:
-        """(rows, cols, r_low, r_high, Z) of the tile's pairs with |Z| >= cut (rows/cols in the
-        tile), in row-major order; worked out in row slices of at most FILTER_CELLS cells."""
-        step = max(1, FILTER_CELLS // max(r_low.shape[1], 1))
-        parts = [self._slice(a, r0, r_low[r0 : r0 + step], r_high[r0 : r0 + step], cut)
-                 for r0 in range(0, r_low.shape[0], step)]
-        return tuple(np.concatenate([p[c] for p in parts]) for c in range(5))
-
-    def _slice(self, a: int, r0: int, r_low: np.ndarray, r_high: np.ndarray, cut: float) -> tuple[np.ndarray, ...]:
-        if cut > 0:
-            rows, cols = np.nonzero(self._approx_mask(r_low, r_high, cut))
+def _sweep(tiles: _Tiles, fams: tuple[_Family, ...], *, bounds: np.ndarray, size: int) -> None:
+    """Cut search and q tables of the three families: collection passes over the tiles until
+    every family is done. The collection buffers (``size`` entries each) are allocated and
+    written once, so that the peak does not depend on the data (estimator.py), and freed on
+    return."""
+    buffers = tuple(np.full(size, 0.0) for _ in range(3))  # np.full writes every page (np.zeros may not)
+    scratch = np.full(size, 0, np.int64)
+    while True:
+        groups = [f.next_group() for f in fams]
+        if all(g is None for g in groups):
+            return
+        if any(f.n_mixed(g) for f, g in zip(fams, groups)):
+            found = _collect(tiles, fams, groups, bounds=bounds, buffers=buffers)
         else:
-            ok = np.arange(r_low.shape[1])[None, :] > np.arange(r0, r0 + r_low.shape[0])[:, None]
-            ok &= ~self.constant_any[a + r0 : a + r0 + r_low.shape[0], None] & ~self.constant_any[None, a:]
-            rows, cols = np.nonzero(ok)
-        if self.constant_any.any():
-            keep = ~self.constant_any[rows + a + r0] & ~self.constant_any[cols + a]
-            rows, cols = rows[keep], cols[keep]
-        rl, rh = r_low[rows, cols], r_high[rows, cols]
-        z = fisher_z(rl, rh, self.k_low, self.k_high)
-        keep = np.abs(z) >= cut
-        return rows[keep] + r0, cols[keep], rl[keep], rh[keep], z[keep]
+            found = [b[:0] for b in buffers]
+        for fam, group, values in zip(fams, groups, found):
+            if group is not None:
+                fam.consume(group, values, scratch)
+
+
+def _collect(tiles: _Tiles, fams: tuple[_Family, ...], groups: list, *, bounds: np.ndarray,
+             buffers: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+    """One pass over the tiles collecting each family's statistics in the bins of its group
+    that need collecting (None: nothing), into the front of its buffer."""
+    windows = np.zeros(6, np.int64)
+    sizes = []
+    for f, group in enumerate(groups):
+        if group is not None:
+            windows[2 * f], windows[2 * f + 1] = group
+        sizes.append(fams[f].n_mixed(group))
+    # a single bin with more than the budget gets its own buffer
+    outs = tuple(buf[:size] if size <= buf.size else np.empty(size) for buf, size in zip(buffers, sizes))
+    masks = tuple(f.mixed for f in fams)
+    n_out = np.zeros(3, np.int64)
+    for a, d_low, d_high in tiles:
+        kernels.collect_tile(d_low, d_high, a, tiles.scales, tiles.consts, bounds, FISHER_CLIP, windows, masks,
+                             outs, n_out)
+    if list(n_out) != sizes:
+        raise RuntimeError(f"02a: collected {list(n_out)} statistics where the histogram counted {sizes}")
+    return list(outs)
+
+
+def _emit(tiles: _Tiles, fams: tuple[_Family, ...], const_any: np.ndarray, sink: Callable, *, chunk_edges: int,
+          columns: tuple[str, ...], df: tuple[int, int], k: tuple[int, int]) -> int:
+    """Emission pass: the edges (w >= the diff cut) to ``sink`` in chunks; returns n_sig_edges."""
+    fam_low, fam_high, fam_diff = fams
+    n = tiles.n
+    buf = None
+    pending: list[dict[str, np.ndarray]] = []
+    n_pending = 0
+    n_sig_edges = n_emitted = 0
+    for a, d_low, d_high in tiles:
+        width = d_low.shape[1]
+        step = max(1, EMIT_CELLS // max(width, 1))
+        size = step * width
+        if buf is None or buf[0].size < size:
+            buf = (np.empty(size, np.int64), np.empty(size, np.float32), np.empty(size, np.float32),
+                   np.empty(size, np.float64))
+        for i0 in range(0, d_low.shape[0], step):
+            i1 = min(i0 + step, d_low.shape[0])
+            count = kernels.emit_rows(d_low, d_high, a, i0, i1, tiles.scales, const_any, FISHER_CLIP,
+                                      fam_diff.cut, buf)
+            if count == 0:
+                continue
+            pair, rl, rh, w = (b[:count].copy() for b in buf)
+            sig_low = fam_low.is_significant(np.abs(rl))
+            sig_high = fam_high.is_significant(np.abs(rh))
+            n_sig_edges += int(np.count_nonzero(sig_low | sig_high))
+            pending.append(_columns(pair, rl, rh, w, sig_low=sig_low, sig_high=sig_high, fams=fams,
+                                    columns=columns, n=n, df=df, k=k))
+            n_pending += count
+            n_emitted += count
+            while n_pending >= chunk_edges:
+                head, pending, n_pending = _split(pending, chunk_edges)
+                sink(head)
+    if n_pending:
+        sink(_split(pending, n_pending)[0])
+    if n_emitted != fam_diff.n_sig:
+        raise RuntimeError(f"02a: emitted {n_emitted} edges where BH found {fam_diff.n_sig}")
+    return n_sig_edges
+
+
+def _columns(pair: np.ndarray, rl: np.ndarray, rh: np.ndarray, w: np.ndarray, *, sig_low: np.ndarray,
+             sig_high: np.ndarray, fams: tuple[_Family, ...], columns: tuple[str, ...], n: int,
+             df: tuple[int, int], k: tuple[int, int]) -> dict[str, np.ndarray]:
+    fam_low, fam_high, fam_diff = fams
+    make = {
+        "pair_index": lambda: pair,
+        "gene_i": lambda: pair_from_flat(pair, n)[0].astype(np.int32),
+        "gene_j": lambda: pair_from_flat(pair, n)[1].astype(np.int32),
+        "r_low": lambda: rl,
+        "r_high": lambda: rh,
+        "delta": lambda: rh - rl,
+        "p_low": lambda: t_pvalue(rl, df[0]),
+        "p_high": lambda: t_pvalue(rh, df[1]),
+        "p_diff": lambda: z_pvalue(fisher_z(rl, rh, k[0], k[1])),
+        "q_low": lambda: fam_low.q_values(np.abs(rl)),
+        "q_high": lambda: fam_high.q_values(np.abs(rh)),
+        "q_diff": lambda: fam_diff.q_values(w),
+        "sig_low": lambda: sig_low,
+        "sig_high": lambda: sig_high,
+    }
+    return {name: make[name]() for name in columns}
+
+
+def _split(parts: list[dict[str, np.ndarray]], size: int) -> tuple[dict[str, np.ndarray], list, int]:
+    """The first ``size`` edges of the pending chunks, and what is left."""
+    head: dict[str, list[np.ndarray]] = {name: [] for name in parts[0]}
+    rest: list[dict[str, np.ndarray]] = []
+    need = size
+    for part in parts:
+        count = len(next(iter(part.values())))
+        if need >= count:
+            for name, col in part.items():
+                head[name].append(col)
+            need -= count
+        elif need > 0:
+            for name, col in part.items():
+                head[name].append(col[:need])
+            rest.append({name: col[need:] for name, col in part.items()})
+            need = 0
+        else:
+            rest.append(part)
+    left = sum(len(next(iter(p.values()))) for p in rest)
+    return {name: np.concatenate(cols) for name, cols in head.items()}, rest, left
 
 
 def base_correlations(
@@ -189,114 +470,15 @@ def base_correlations(
     *,
     tile_rows: int = 512,
     exact_q: bool = False,
-    diff_detail_cap: int = DIFF_DETAIL_CAP,
+    window_items: int | None = None,
 ) -> BaseResult:
-    """Tests of every gene pair for one reference gene.
-
-    ``x_low``/``x_high``: expression of all N genes in the LOW/HIGH samples, (N, k_L) and
-    (N, k_H). ``exact_q`` makes every test a candidate so every q is exact (slower, more
-    memory); otherwise q values at or above alpha are NaN (bh.py). Differential candidates
-    keep their pair and r values while there are at most ``diff_detail_cap`` of them;
-    beyond that the tiles are computed a second time to collect the significant pairs.
-    """
-    n, k_low = x_low.shape
-    k_high = x_high.shape[1]
-    ranks_low, ranks_high = IntegerRanks(x_low), IntegerRanks(x_high)
-    const_low, const_high = ranks_low.constant, ranks_high.constant
-    const_any = const_low | const_high
-    m_low = n_pairs(n - int(const_low.sum()))
-    m_high = n_pairs(n - int(const_high.sum()))
-    m_diff = n_pairs(n - int(const_any.sum()))
-    df_low, df_high = k_low - 2, k_high - 2
-    if exact_q:
-        cut_low = cut_high = cut_diff = 0.0
-    else:
-        cut_low = r_critical(alpha, df_low) * (1 - CUT_MARGIN)
-        cut_high = r_critical(alpha, df_high) * (1 - CUT_MARGIN)
-        cut_diff = z_critical(alpha) * (1 - CUT_MARGIN)
-    tiles = _Tiles(ranks_low, ranks_high, tile_rows)
-    diff = _DiffFilter(k_low, k_high, const_any)
-    above = _Above()
-
-    cand_low, cand_high, cand_diff = [], [], []
-    details: list[tuple[np.ndarray, ...]] | None = []
-    n_detail = 0
-    for a, r_low, r_high in tiles:
-        ok_low = _pair_ok(a, r_low.shape, const_low) if cut_low == 0 else None
-        ok_high = _pair_ok(a, r_high.shape, const_high) if cut_high == 0 else None
-        cand_low.append(above(r_low, cut_low, ok_low))
-        cand_high.append(above(r_high, cut_high, ok_high))
-        del ok_low, ok_high
-        rows, cols, rl, rh, z = diff(a, r_low, r_high, cut_diff)
-        cand_diff.append(np.abs(z))
-        if details is not None:
-            n_detail += rows.size
-            if n_detail > diff_detail_cap:
-                details = None
-            else:
-                details.append((flat_index(rows + a, cols + a, n), rl, rh, z))
-        del r_low, r_high
-    fam_low = BHFamily(_concat(cand_low, np.float32), m_low, lambda s: t_pvalue(s, df_low), alpha, exact_q)
-    fam_high = BHFamily(_concat(cand_high, np.float32), m_high, lambda s: t_pvalue(s, df_high), alpha, exact_q)
-    fam_diff = BHFamily(_concat(cand_diff, np.float64), m_diff, z_pvalue, alpha, exact_q)
-
-    if details is None:
-        details = []
-        if fam_diff.n_sig:
-            for a, r_low, r_high in tiles:
-                rows, cols, rl, rh, z = diff(a, r_low, r_high, fam_diff.cut)
-                details.append((flat_index(rows + a, cols + a, n), rl, rh, z))
-                del r_low, r_high
-    flat, rl, rh, z = (
-        np.concatenate([d[c] for d in details]) if details else np.empty(0, t)
-        for c, t in enumerate((np.int64, np.float32, np.float32, np.float64))
-    )
-    details.clear()
-    keep = np.abs(z) >= fam_diff.cut
-    flat, rl, rh, z = flat[keep], rl[keep], rh[keep], z[keep]
-    gi, gj = pair_from_flat(flat, n)
-    edges = {
-        "pair_index": flat,
-        "gene_i": gi.astype(np.int32),
-        "gene_j": gj.astype(np.int32),
-        "r_low": rl,
-        "r_high": rh,
-        "delta": rh - rl,
-        "p_low": t_pvalue(rl, df_low),
-        "p_high": t_pvalue(rh, df_high),
-        "p_diff": z_pvalue(z),
-        "q_low": fam_low.q_values(np.abs(rl)),
-        "q_high": fam_high.q_values(np.abs(rh)),
-        "q_diff": fam_diff.q_values(np.abs(z)),
-        "sig_low": fam_low.is_significant(np.abs(rl)),
-        "sig_high": fam_high.is_significant(np.abs(rh)),
-    }
-    sig_edges = int((edges["sig_low"] | edges["sig_high"]).sum())
-    attrs = {
-        "n_genes": n,
-        "n_tests": n_pairs(n),
-        "n_tests_low": m_low,
-        "n_tests_high": m_high,
-        "n_tests_diff": m_diff,
-        "n_excluded": n_pairs(n) - m_diff,
-        "n_const_low": int(const_low.sum()),
-        "n_const_high": int(const_high.sum()),
-        "k_low": k_low,
-        "k_high": k_high,
-        "fdr_alpha": float(alpha),
-        "n_sig_low": fam_low.n_sig,
-        "n_sig_high": fam_high.n_sig,
-        "n_sig_differential": fam_diff.n_sig,
-        "n_sig_edges": sig_edges,
-        "n_candidates_low": fam_low.n,
-        "n_candidates_high": fam_high.n,
-        "n_candidates_diff": fam_diff.n,
-        "q_exact": bool(exact_q),
-    }
+    """Tests of every gene pair for one reference gene, every edge in memory (tests, small data):
+    ``differential_edges`` with a sink that concatenates."""
+    chunks: list[dict[str, np.ndarray]] = []
+    attrs = differential_edges(x_low, x_high, alpha, tile_rows=tile_rows, sink=chunks.append, exact_q=exact_q,
+                               window_items=window_items)
+    dtypes = dict(zip(EDGE_FIELDS, (np.int64, np.int32, np.int32, np.float32, np.float32, np.float32, np.float64,
+                                    np.float64, np.float64, np.float64, np.float64, np.float64, bool, bool)))
+    edges = {name: np.concatenate([c[name] for c in chunks]) if chunks else np.empty(0, dtypes[name])
+             for name in EDGE_FIELDS}
     return BaseResult(edges, attrs)
-
-
-def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
-    out = np.concatenate(parts) if parts else np.empty(0, dtype)
-    parts.clear()
-    return out.astype(dtype, copy=False)

@@ -13,6 +13,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from dcoex.edge_files import read_base_edges
 from dcoex.h5io import attr_value, open_h5_input, plain_attr, read_meta, write_attrs, write_dataset
 from dcoex.stages.params import EDGE_SELECTIONS
 from hpc.errors import InputError
@@ -80,7 +81,7 @@ def base_summary(base_path: Path) -> tuple[int, dict[str, Any]]:
         with h5py.File(base_path, "r") as f:
             meta = f["meta"].attrs
             upstream = {k: attr_value(meta[k]) for k in ("expr_content_sha256", "fdr_alpha", "k_low", "k_high") if k in meta}
-            return int(f["edges/pair_index"].shape[0]), upstream
+            return int(f["edges/r_low"].shape[0]), upstream
     except (OSError, KeyError):
         return 0, {}
 
@@ -96,11 +97,13 @@ def read_gene_inputs(base_path: Path, boot_path: Path, gene_index: int, gene_nam
     with _open(base_path, "base (02a)", gene) as f:
         try:
             meta = read_meta(f["meta"])
-            _check_gene(meta, base_path, "base (02a)", gene, gene_index=gene_index, gene_name=gene_name,
-                        n_genes=n_genes)
-            edges = {name: f[f"edges/{name}"][()] for name in _BASE_EDGE_FIELDS}
         except KeyError as exc:
             raise InputError(f"gene {gene}: base (02a) file {base_path} lacks {exc}") from None
+    _check_gene(meta, base_path, "base (02a)", gene, gene_index=gene_index, gene_name=gene_name, n_genes=n_genes)
+    try:
+        edges = {name: col for name, col in read_base_edges(base_path)[1].items() if name in _BASE_EDGE_FIELDS}
+    except ValueError as exc:
+        raise InputError(f"gene {gene}: {exc}") from None
     n0 = edges["pair_index"].size
     if any(v.shape != (n0,) for v in edges.values()):
         raise InputError(f"gene {gene}: base (02a) file {base_path} has edge datasets of different lengths")
