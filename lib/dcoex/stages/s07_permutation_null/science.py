@@ -18,12 +18,12 @@ excluded on both sides.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from dcoex.stages.s02a_base_correlations.science import base_correlations
+from dcoex.stages.s02a_base_correlations.science import differential_edges
 from dcoex.stages.s03_network.classify import CLASS_LABELS, DISAPPEAR, NEW, SIGN_CHANGE, classify, presence
 
 #: SeedSequence spawn key of permutation b is (PERM_STREAM, b): stage 01's gene streams are (g,).
@@ -149,37 +149,26 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.where(den != 0, num / np.where(den != 0, den, 1.0), np.nan)
 
 
-def edges_to_sink(x_low: np.ndarray, x_high: np.ndarray, alpha: float, *, tile_rows: int,
-                  sink: Callable[[Mapping[str, np.ndarray]], None], chunk_edges: int = CHUNK_EDGES) -> dict:
-    """The sig_differential edges of stage 02a for groups ``x_low``/``x_high``, handed to
-    ``sink`` in chunks of at most ``chunk_edges``; returns 02a's counts (attrs).
-
-    Same signature as ``s02a_base_correlations.science.differential_edges`` (edges streamed
-    from the tiles, never stored): once that exists, call it in its place.
-    """
-    result = base_correlations(x_low, x_high, alpha, tile_rows=tile_rows)
-    total = int(result.edges["gene_i"].size)
-    for start in range(0, total, max(1, int(chunk_edges))):
-        sink({k: v[start:start + chunk_edges] for k, v in result.edges.items()})
-    return result.attrs
+#: The edge columns the accumulator reads (02a computes no p-values for the null).
+NULL_COLUMNS = ("pair_index", "gene_i", "gene_j", "r_low", "r_high", "delta", "sig_low", "sig_high")
 
 
 def null_metrics(expr: np.ndarray, low: np.ndarray, high: np.ndarray, *, alpha: float, rules: EdgeRules,
-                 tile_rows: int, chunk_edges: int = CHUNK_EDGES) -> tuple[dict[str, np.ndarray], dict]:
+                 tile_rows: int) -> tuple[dict[str, np.ndarray], dict]:
     """Every gene's tested metrics in the differential network of one split (LOW = ``low``,
     HIGH = ``high`` sample indices of ``expr``, N × S); also 02a's counts of that network."""
     acc = HubAccumulator(expr.shape[0], rules)
-    attrs = edges_to_sink(expr[:, low], expr[:, high], alpha, tile_rows=tile_rows, sink=acc.add,
-                          chunk_edges=chunk_edges)
+    attrs = differential_edges(expr[:, low], expr[:, high], alpha, tile_rows=tile_rows, sink=acc.add,
+                               columns=NULL_COLUMNS)
     return acc.metrics(), attrs
 
 
-def observed_metrics(edges: Mapping[str, np.ndarray], gene: int, n_genes: int, rules: EdgeRules) -> dict[str, float]:
-    """The tested metrics of reference gene ``gene`` from its own 02a edges (sig_differential),
-    with the rules of its null (no bootstrap CI filter)."""
+def observed_metrics(chunks: Iterable[Mapping[str, np.ndarray]], gene: int, n_genes: int,
+                     rules: EdgeRules) -> dict[str, float]:
+    """The tested metrics of reference gene ``gene`` from its own 02a edges (sig_differential,
+    in chunks of edge columns as ``edge_files.iter_base_edges`` yields them), with the rules of
+    its null (no bootstrap CI filter)."""
     acc = HubAccumulator(n_genes, rules)
-    total = int(np.asarray(edges["gene_i"]).size)
-    for start in range(0, total, CHUNK_EDGES):
-        acc.add({k: np.asarray(edges[k])[start:start + CHUNK_EDGES] for k in
-                 ("gene_i", "gene_j", "r_low", "r_high", "delta", "sig_low", "sig_high")})
+    for chunk in chunks:
+        acc.add(chunk)
     return {name: float(values[gene]) for name, values in acc.metrics().items()}

@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 
 from dcoex.cli import force_option
+from dcoex.edge_files import iter_base_edges
 from dcoex.genes import gene_file_path
 from dcoex.h5io import attr_value, decode_strings, open_h5_input, read_meta, write_attrs, write_dataset
 from dcoex.progress import progress
@@ -27,7 +28,7 @@ from dcoex.provenance import Provenance, read_provenance, read_provenance_attr, 
 from dcoex.stages.contract import MissingUpstream
 from dcoex.stages.s03b_collect.contract import TSV_SHA_ATTR
 from dcoex.stages.s07_permutation_null.io import NullUpstream, null_dataset, part_meta, part_paths, read_part
-from dcoex.stages.s07_permutation_null.science import METRICS, SIDES, EdgeRules, observed_metrics
+from dcoex.stages.s07_permutation_null.science import CHUNK_EDGES, METRICS, SIDES, EdgeRules, observed_metrics
 from dcoex.stages.s08_permutation_pvalues.contract import CONTRACT
 from dcoex.stages.s08_permutation_pvalues.estimator import estimate
 from dcoex.stages.s08_permutation_pvalues.science import (
@@ -43,7 +44,6 @@ from memfit.record import H5_GROUP as MEMFIT_GROUP
 from memfit.record import PeakRecorder, h5_attrs, write_sidecar
 
 STAGE = "08"
-EDGE_COLUMNS = ("gene_i", "gene_j", "r_low", "r_high", "delta", "sig_low", "sig_high")
 TESTED_STATUS = ("ok", "no-edges")
 #: Parameters the null must share with the observed run (summary meta name → part meta name).
 SHARED = ("fdr_alpha", "k_low", "k_high", "edge_selection", "min_effect", "corr_threshold")
@@ -130,12 +130,11 @@ def run_pvalues(*, summary_h5: str | Path, hubs_tsv: str | Path, base_dir: str |
                     raise InputError(f"{path}: made with fdr_alpha={base_meta['fdr_alpha']}, k={base_meta['k_low']}/"
                                      f"{base_meta['k_high']}; the null with {part['fdr_alpha']}, "
                                      f"{part['k_low']}/{part['k_high']}")
-                edges = {c: f["edges"][c][...] for c in EDGE_COLUMNS}
-            max_edges = max(max_edges, int(edges["gene_i"].size))
-            for m, value in observed_metrics(edges, g, n, rules).items():
+            max_edges = max(max_edges, int(base_meta["n_sig_differential"]))
+            chunks = iter_base_edges(path, chunk_edges=CHUNK_EDGES)
+            for m, value in observed_metrics(chunks, g, n, rules).items():
                 observed[m][i] = value
-            del edges
-        est = estimate(n, v["n_permutations"], n_edges=max_edges)
+        est = estimate(n, v["n_permutations"], n_edges=min(max_edges, CHUNK_EDGES))
         columns: dict[str, np.ndarray] = {}
         nulls: dict[str, np.ndarray] = {}
         for m in METRICS:

@@ -16,7 +16,8 @@ from dcoex.stages.s07_permutation_null.science import METRICS
 from memfit.estimate import PYTHON_BASELINE_BYTES, MemoryEstimate
 from memfit.units import MiB
 
-IMPORTS_BYTES = 40 * MiB
+#: numpy/scipy/h5py and the 02a read path (edge_files, which loads the numba kernels), measured.
+IMPORTS_BYTES = 56 * MiB
 NULL_BYTES_PER_CELL = 24
 EDGE_BYTES = 200
 TABLE_BYTES_PER_GENE_METRIC = 64
