@@ -151,7 +151,7 @@ def test_plan_table_shows_disk_per_stage_and_in_total(tmp_path, monkeypatch):
                                 "slurm"), Slurm(dry_run=True))
     table = plan.table()
     assert table.splitlines()[0].split()[-1] == "disk"
-    assert set(plan.disk) == {"00", "01", "02a", "02b", "03", "03b"}
+    assert set(plan.disk) == {"00", "01", "02a", "02b", "03", "03b", "04", "05"}
     # 00 writes at least the float32 matrix; per-gene stages before 02a: expected below the bound
     assert plan.disk["00"].expected_bytes >= 40 * 60 * 4
     for stage in ("02a", "02b", "03"):

@@ -83,6 +83,13 @@ def stage_disk(stage: str, shape: DataShape, params: Mapping[str, Any], *, genes
 
         size = output_bytes(n, n_rows)
         return StageDisk(stage, size, size, "shape")
+    if stage in ("04", "05"):
+        from dcoex.stages import get_estimator_module
+
+        focus = params["focus_genes"].count(",") + 1 if params.get("focus_genes") else params["n_hubs"]
+        module = get_estimator_module(stage)
+        size = module.output_bytes(n_rows, focus) if stage == "04" else module.output_bytes(params["n_hubs"] + focus)
+        return StageDisk(stage, size, size, "shape")
     if stage in ("07", "08"):
         from dcoex.stages import get_estimator_module
 

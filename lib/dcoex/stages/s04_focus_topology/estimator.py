@@ -41,3 +41,13 @@ def estimate(n_genes: int, n_ref_genes: int | None = None, n_focus: int = 10, n_
     }
     return MemoryEstimate("04", components, {"n_genes": int(n_genes), "n_ref_genes": refs, "n_focus": int(n_focus),
                                              "n_edges": n_edges})
+
+
+def output_bytes(n_ref_genes: int, n_focus: int) -> int:
+    """Bytes of ``focus_gene_topology.h5`` and ``.tsv`` (upper bound): the values (float64,
+    reference × focus × metrics), the three int32 degree matrices, and a TSV row (~16
+    characters per metric) per (reference, focus) pair, plus names and HDF5 structure."""
+    from dcoex.stages.s04_focus_topology.science import METRICS
+
+    cells = int(n_ref_genes) * int(n_focus)
+    return cells * (len(METRICS) * 8 + 3 * 4 + 32 + 16 * len(METRICS)) + 64 * 1024

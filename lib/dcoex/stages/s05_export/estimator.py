@@ -49,3 +49,13 @@ def estimate(n_genes: int, n_edges: int | None = None, n_ego_edges: int | None =
     }
     return MemoryEstimate("05", components, {"n_genes": int(n_genes), "n_edges": edges, "n_ego_edges": ego,
                                              "n_focus": int(n_focus)})
+#: Output size (output_bytes) per exported gene: its four tables and GraphML at the
+#: expected size of a hub's network (an assumption, like the disk plan's density: docs/stage05.md),
+#: and the figures (PNG + PDF, measured 1–3 MB in all).
+EXPORT_BYTES_PER_GENE = 8 * MiB
+EXPORT_FIGURES_BYTES = 8 * MiB
+
+
+def output_bytes(n_export_genes: int) -> int:
+    """Expected bytes of ``export/`` for ``n_export_genes`` exported genes (hubs + named)."""
+    return int(n_export_genes) * EXPORT_BYTES_PER_GENE + EXPORT_FIGURES_BYTES
