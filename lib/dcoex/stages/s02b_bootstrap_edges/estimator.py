@@ -38,6 +38,8 @@ MAX_CHUNK_DELTA_BYTES = 512 * MiB
 RANK_WORK_BYTES = 96 * MiB
 #: Edge-gather temporaries of one sub-block of edges (dcoex.stages.s02b_bootstrap_edges.science sizes them to it).
 GATHER_WORK_BYTES = 48 * MiB
+#: Sign matrices (g·k × k float32) of one gene block of the ranking product.
+SIGN_WORK_BYTES = 64 * MiB
 EDGE_TABLE_BYTES = 240
 CHUNK_GENE_BYTES_PER_CELL = 24
 

@@ -3,22 +3,25 @@
 A bootstrap resample of a group repeats some of its samples (positions drawn with
 replacement). Its Spearman correlation is the Pearson correlation of the resample's
 average ranks, where duplicated samples are ties. Only the genes of the selected edges are
-ranked, each from its order within the group (computed once per chunk of edges):
+ranked:
 
-- a resample is a vector of counts c_p over the k positions of the group (sum c_p = k_r);
-- along a gene's sorted positions, the cumulative sum of counts gives the average rank of
-  each value: cum − (c − 1)/2, or for a run of tied values (cum_last + cum_before_first + 1)/2;
-- with u = 2·rank − (k_r + 1) (integers), r_ij = Σ_p c_p·u_i,p·u_j,p / sqrt(Σ c u_i² · Σ c u_j²):
-  exactly the correlation over the k_r resampled columns. The sums are exact integers in
-  float32 (float64 when k_r(k_r−1)² >= 2**24), so r does not depend on how edges are
-  chunked or computed.
+- a resample is a vector of counts c_q over the k positions of the group (Σ c_q = k_r);
+- with u = 2·rank − (k_r + 1), the doubled centred average rank of a gene's value at
+  position p in the resample is u_p = Σ_q c_q·sign(x_p − x_q) (values below count +1, above
+  −1, ties 0): an integer, for all genes and replicates at once one matrix product of the
+  counts (B, k) with the genes' sign matrices (g·k, k);
+- r_ij = Σ_p c_p·u_i,p·u_j,p / sqrt(Σ c u_i² · Σ c u_j²): exactly the correlation over the
+  k_r resampled columns. The sums are exact integers in float32 (float64 when
+  k_r(k_r−1)² >= 2**24), so r does not depend on how edges are tiled or computed.
 
-Edges are processed in chunks (memory O(chunk × B)); within a chunk, replicates in
-blocks and edges in sub-blocks so temporaries stay bounded. Within a chunk, a dense core
-of high-degree genes (e.g. a rewired module) is computed by matrix products, the other
-edges by row gathers. A gene constant within a
-resample has no correlation: its replicate is NaN and the statistics use the finite
-replicates (``n_finite``).
+Edges come in tiles (contiguous runs of the 02a file's ascending pair index: a band of
+gene rows); within a tile, replicates in blocks, so each edge's B replicates are complete
+when its tile ends (memory O(tile × B)). In a tile, rows (gene_i) and columns (gene_j) are
+ordered by degree and the rectangle of the top rows × top columns that minimises
+R·C + GATHER_COST_RATIO·(edges outside it) is computed by one matrix product per replicate
+(BLAS; the whole tile when it is dense), the other edges by gathered dot products. A gene
+constant within a resample has no correlation: its replicate is NaN and the statistics use
+the finite replicates (``n_finite``).
 """
 
 from __future__ import annotations
@@ -28,15 +31,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dcoex.ranks import exact_dtype, tie_bounds
-from dcoex.stages.s02b_bootstrap_edges.estimator import GATHER_WORK_BYTES, RANK_WORK_BYTES, STATS_WORK_BYTES
+from dcoex.ranks import exact_dtype
+from dcoex.stages.s02b_bootstrap_edges.estimator import (
+    GATHER_WORK_BYTES,
+    RANK_WORK_BYTES,
+    SIGN_WORK_BYTES,
+    STATS_WORK_BYTES,
+)
 
-#: Dense-core sizes tried: MIN_CORE, MIN_CORE + CORE_STEP, ... up to MAX_CORE genes.
-MIN_CORE = 64
-CORE_STEP = 32
-MAX_CORE = 2048
 #: Cost of one gathered edge relative to one pair of a core matrix product.
 GATHER_COST_RATIO = 24.0
+#: Fixed cost of a core matrix product (per replicate), in pairs: small cores are not worth it.
+CORE_OVERHEAD_PAIRS = 4096
+#: Candidate core sizes tried per axis (geometric grid up to all rows / columns).
+CORE_GRID = 40
 
 
 def positions_in_group(samples: np.ndarray, group: np.ndarray) -> np.ndarray:
@@ -49,29 +57,32 @@ def positions_in_group(samples: np.ndarray, group: np.ndarray) -> np.ndarray:
 
 
 class ResampleSide:
-    """One group (LOW or HIGH) of one reference gene for a set of genes: their order within
-    the group and the resamples' counts."""
+    """One group (LOW or HIGH) of one reference gene for a set of genes: their sign
+    matrices within the group and the resamples' counts."""
 
     def __init__(self, x_group: np.ndarray, boot_positions: np.ndarray) -> None:
         """``x_group``: (g, k) values of the genes in the group's samples; ``boot_positions``:
         (B, k_r) positions (0..k−1) of each resample."""
-        x_group = np.atleast_2d(x_group)
-        self.n_genes, self.k = x_group.shape
+        self.x = np.atleast_2d(x_group)
+        self.n_genes, self.k = self.x.shape
         self.n_boot, self.kr = boot_positions.shape
-        self.order = np.argsort(x_group, axis=1, kind="stable")
-        first, last = tie_bounds(np.take_along_axis(x_group, self.order, axis=1))
-        sorted_position = np.empty_like(self.order)
-        np.put_along_axis(sorted_position, self.order, np.arange(self.k), axis=1)
-        self.rank_index = np.arange(self.n_genes)[:, None] * self.k + sorted_position
-        self.tied = np.flatnonzero(np.any(first != last, axis=1))
-        self.first, self.last = first[self.tied], last[self.tied]
         flat = (np.arange(self.n_boot)[:, None] * self.k + boot_positions).ravel()
         self.dtype = exact_dtype(self.kr, self.kr - 1)
-        self.counts = np.bincount(flat, minlength=self.n_boot * self.k).reshape(self.n_boot, self.k).astype(self.dtype)
+        counts = np.bincount(flat, minlength=self.n_boot * self.k).reshape(self.n_boot, self.k)
+        self.counts = counts.astype(self.dtype)
+        self.counts32 = counts.astype(np.float32)  # |u| <= k_r: exact in float32
+        self.block_genes = int(max(1, min(self.n_genes, SIGN_WORK_BYTES // (4 * self.k * self.k))))
+        self._signs = self._sign_block(0, self.n_genes) if self.block_genes == self.n_genes else None
+
+    def _sign_block(self, g0: int, g1: int) -> np.ndarray:
+        """sign(x_p − x_q) of genes g0..g1, ((g1−g0)·k, k) float32."""
+        x = self.x[g0:g1]
+        signs = np.sign(x[:, :, None] - x[:, None, :]).astype(np.float32)
+        return signs.reshape((g1 - g0) * self.k, self.k)
 
     def bytes_per_replicate(self) -> int:
-        """Ranking temporaries of one replicate (bytes): four (g, k) arrays of the rank dtype."""
-        return self.n_genes * self.k * 4 * np.dtype(self.dtype).itemsize
+        """Ranking temporaries of one replicate (bytes): three (g, k) arrays of the rank dtype."""
+        return self.n_genes * self.k * 3 * np.dtype(self.dtype).itemsize
 
     def integer_ranks(self, b0: int, b1: int) -> tuple[np.ndarray, np.ndarray]:
         """(u, scale) of replicates b0..b1: u (nb, g, k) = 2·rank − (k_r + 1) of each gene's
@@ -79,26 +90,20 @@ class ResampleSide:
         count 0), scale (nb, g) = 1/sqrt(Σ_p c_p·u_p²), NaN for a gene constant in the
         resample. r_ij = (Σ_p c_p·u_i,p·u_j,p)·scale_i·scale_j, an exact integer sum."""
         nb, g, k = b1 - b0, self.n_genes, self.k
-        weights = self.counts[b0:b1][:, self.order]  # (nb, g, k): counts in sorted order
-        avg = np.cumsum(weights, axis=2)
-        if self.tied.size:
-            cum_t, w_t = avg[:, self.tied], weights[:, self.tied]
-            before = np.take_along_axis(cum_t, self.first[None], 2) - np.take_along_axis(w_t, self.first[None], 2)
-            tied_avg = (np.take_along_axis(cum_t, self.last[None], 2) + before + 1.0) / 2.0
-        weights *= -0.5
-        avg += weights
-        avg += 0.5
-        del weights
-        if self.tied.size:
-            avg[:, self.tied] = tied_avg
-        ranks = avg.reshape(nb, g * k)[:, self.rank_index]
-        del avg
-        ranks *= 2.0
-        ranks -= self.kr + 1  # u = 2·rank − (k_r + 1): integers
-        squares = np.einsum("bgk,bgk,bk->bg", ranks, ranks, self.counts[b0:b1], dtype=np.float64)
+        counts = self.counts32[b0:b1]
+        if self._signs is not None:
+            u = np.matmul(counts, self._signs.T).reshape(nb, g, k)
+        else:
+            u = np.empty((nb, g, k), dtype=np.float32)
+            for g0 in range(0, g, self.block_genes):
+                g1 = min(g0 + self.block_genes, g)
+                u[:, g0:g1] = np.matmul(counts, self._sign_block(g0, g1).T).reshape(nb, g1 - g0, k)
+        u = u.astype(self.dtype, copy=False)
+        squares = np.matmul(u * u, self.counts[b0:b1, :, None])[..., 0]  # exact integers
+        squares = squares.astype(np.float64)
         with np.errstate(divide="ignore"):
             scale = np.where(squares > 0, 1.0 / np.sqrt(squares), np.nan).astype(np.float32)
-        return ranks.astype(self.dtype, copy=False), scale
+        return u, scale
 
 
 def replicate_blocks(n_boot: int, per_replicate_bytes: int) -> Iterator[tuple[int, int]]:
@@ -124,55 +129,86 @@ def edge_correlations(u: np.ndarray, counts: np.ndarray, li: np.ndarray, lj: np.
     return out
 
 
-class EdgeLayout:
-    """Edges of a chunk split into a dense core and the rest.
+def _degree_order(genes: np.ndarray, n_genes: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(genes by decreasing degree, each gene's position in that order, genes with edges)."""
+    degree = np.bincount(genes, minlength=n_genes)
+    order = np.argsort(-degree, kind="stable")
+    position = np.empty(n_genes, dtype=np.int64)
+    position[order] = np.arange(n_genes)
+    return order, position, int(np.count_nonzero(degree))
 
-    Genes are ordered by degree; the core is the prefix of D genes (D <= MAX_CORE) that
-    minimises D(D−1)/2 + GATHER_COST_RATIO·(edges outside it). Core edges come from one
-    matrix product per replicate (BLAS); the others from row gathers. Both are exact integer
-    sums, so r does not depend on the layout, the chunk or the BLAS threads.
+
+def _grid(n: int) -> np.ndarray:
+    """Candidate prefix sizes 1..n (geometric, n included)."""
+    return np.unique(np.concatenate([np.geomspace(1, max(n, 1), CORE_GRID).round().astype(np.int64), [n]]))
+
+
+class EdgeLayout:
+    """Edges of a tile split into a dense core rectangle and the rest.
+
+    Rows (gene_i) and columns (gene_j) are ordered by degree; the core is the rectangle of
+    the first R rows × first C columns that minimises R·C + CORE_OVERHEAD_PAIRS +
+    GATHER_COST_RATIO·(edges outside it) (no core if gathering every edge is cheaper). Core
+    edges come from one matrix product per replicate (BLAS); the others from gathered dot
+    products. Both are exact integer sums, so r does not depend on the layout, the tile or
+    the BLAS threads.
     """
 
     def __init__(self, li: np.ndarray, lj: np.ndarray, n_genes: int) -> None:
-        degree = np.bincount(li, minlength=n_genes) + np.bincount(lj, minlength=n_genes)
-        order = np.argsort(-degree, kind="stable")
-        position = np.empty(n_genes, dtype=np.int64)
-        position[order] = np.arange(n_genes)
-        a, b = position[li], position[lj]
-        top = np.maximum(a, b)
-        sorted_top = np.sort(top)
-        sizes = np.arange(MIN_CORE, min(MAX_CORE, n_genes) + 1, CORE_STEP)
-        size, best = 0, GATHER_COST_RATIO * li.size
-        if sizes.size:
-            inside = np.searchsorted(sorted_top, sizes)
-            cost = sizes * (sizes - 1) / 2 + GATHER_COST_RATIO * (li.size - inside)
-            if cost.min() < best:
-                size = int(sizes[int(np.argmin(cost))])
-        in_core = top < size
-        self.core_genes = order[:size]
+        row_order, row_pos, n_rows = _degree_order(li, n_genes)
+        col_order, col_pos, n_cols = _degree_order(lj, n_genes)
+        a, b = row_pos[li], col_pos[lj]
+        rows, cols = _grid(n_rows), _grid(n_cols)
+        # inside[m, n] = edges with a < rows[m] and b < cols[n]
+        ia = np.searchsorted(rows, a, side="right")
+        ib = np.searchsorted(cols, b, side="right")
+        hist = np.bincount(ia * (cols.size + 1) + ib, minlength=(rows.size + 1) * (cols.size + 1))
+        inside = hist.reshape(rows.size + 1, cols.size + 1).cumsum(0).cumsum(1)[: rows.size, : cols.size]
+        cost = rows[:, None] * cols[None, :] + CORE_OVERHEAD_PAIRS + GATHER_COST_RATIO * (li.size - inside)
+        n_r = n_c = 0
+        if li.size and cost.min() < GATHER_COST_RATIO * li.size:
+            m, n = np.unravel_index(int(np.argmin(cost)), cost.shape)
+            n_r, n_c = int(rows[m]), int(cols[n])
+        in_core = (a < n_r) & (b < n_c)
+        self.core_rows, self.core_cols = row_order[:n_r], col_order[:n_c]
         self.core_edges = np.flatnonzero(in_core)
-        self.core_a, self.core_b = a[in_core], b[in_core]
+        self.core_flat = a[in_core] * n_c + b[in_core]
+        self.all_core = self.core_edges.size == li.size
         self.rest_edges = np.flatnonzero(~in_core)
         self.rest_i, self.rest_j = li[~in_core], lj[~in_core]
         self.gene_i, self.gene_j = li, lj
         self.n_edges = li.size
 
+    @property
+    def core_pairs(self) -> int:
+        """Pairs of the core rectangle (its matrix product's output size)."""
+        return self.core_rows.size * self.core_cols.size
+
+    def bytes_per_replicate(self, itemsize: int, k: int) -> int:
+        """Temporaries of one replicate (bytes): the core's row and column ranks and four
+        (E,) arrays (raw sums, r, scale gathers)."""
+        return (self.core_rows.size + self.core_cols.size) * k * itemsize + 4 * self.n_edges * max(itemsize, 4)
+
     def correlations(self, u: np.ndarray, scale: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        """r (nb, E) float32 of the chunk's edges from integer ranks u (nb, g, k), their
+        """r (nb, E) float32 of the tile's edges from integer ranks u (nb, g, k), their
         scale (nb, g) and the resample counts (nb, k) (see ResampleSide.integer_ranks)."""
         nb = u.shape[0]
         raw = np.empty((nb, self.n_edges), dtype=u.dtype)
         if self.rest_edges.size:
             raw[:, self.rest_edges] = edge_correlations(u, counts, self.rest_i, self.rest_j)
         if self.core_edges.size:
-            core = u[:, self.core_genes]  # (nb, D, k)
-            weighted = core * counts[:, None, :]
-            d = core.shape[1]
-            step = int(max(1, GATHER_WORK_BYTES // (u.itemsize * d * d)))
+            rows = u[:, self.core_rows]
+            rows *= counts[:, None, :]
+            cols = u[:, self.core_cols]
+            step = int(max(1, GATHER_WORK_BYTES // (u.itemsize * self.core_pairs)))
             for b0 in range(0, nb, step):
-                gram = np.matmul(core[b0 : b0 + step], weighted[b0 : b0 + step].transpose(0, 2, 1))
-                raw[b0 : b0 + step, self.core_edges] = gram[:, self.core_a, self.core_b]
-        r = raw.astype(np.float32)
+                b1 = min(b0 + step, nb)
+                gram = np.matmul(rows[b0:b1], cols[b0:b1].transpose(0, 2, 1)).reshape(b1 - b0, self.core_pairs)
+                if self.all_core:
+                    np.take(gram, self.core_flat, axis=1, out=raw[b0:b1])
+                else:
+                    raw[b0:b1, self.core_edges] = np.take(gram, self.core_flat, axis=1)
+        r = raw.astype(np.float32, copy=False)
         r *= scale[:, self.gene_i]
         r *= scale[:, self.gene_j]
         return r
@@ -191,7 +227,8 @@ def replicate_deltas(
     low = ResampleSide(x_low[genes], pos_low)
     high = ResampleSide(x_high[genes], pos_high)
     deltas = np.empty((gene_i.size, low.n_boot), dtype=np.float32)
-    per_rep = max(low.bytes_per_replicate(), high.bytes_per_replicate())
+    per_rep = max(low.bytes_per_replicate(), high.bytes_per_replicate()) + max(
+        layout.bytes_per_replicate(np.dtype(side.dtype).itemsize, side.k) for side in (low, high))
     for b0, b1 in replicate_blocks(low.n_boot, per_rep):
         r_high = layout.correlations(*high.integer_ranks(b0, b1), high.counts[b0:b1])
         r_low = layout.correlations(*low.integer_ranks(b0, b1), low.counts[b0:b1])
