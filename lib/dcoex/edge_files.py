@@ -7,13 +7,22 @@ Layouts are fixed in docs/design.md §3.4–§3.5 and docs/stage02a.md / docs/st
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from dcoex.h5io import link_dataset, open_h5_input, plain_attr, read_meta, write_attrs, write_dataset
+from dcoex.h5io import (
+    CHUNK_BYTES,
+    filter_options,
+    link_dataset,
+    open_h5_input,
+    plain_attr,
+    read_meta,
+    write_attrs,
+    write_dataset,
+)
 
 BASE_EDGE_DTYPES = {
     "pair_index": np.int64, "gene_i": np.int32, "gene_j": np.int32,
@@ -77,6 +86,36 @@ def read_base_edges(path: Path) -> tuple[dict[str, object], dict[str, np.ndarray
     return meta, edges
 
 
+def read_base_meta(path: Path) -> tuple[dict[str, object], int]:
+    """(meta, number of edges) of a 02a file without its edge columns; ValueError naming it
+    if unreadable or incomplete."""
+    with open_h5_input(path, "base correlations file") as f:
+        try:
+            return read_meta(f["meta"]), int(f["edges/pair_index"].shape[0])
+        except KeyError as exc:
+            raise ValueError(f"base correlations file {path} lacks {exc}") from None
+        except OSError as exc:
+            raise ValueError(f"base correlations file {path} is unreadable or truncated ({exc})") from None
+
+
+def iter_base_edges(path: Path, *, chunk_edges: int) -> Iterator[dict[str, np.ndarray]]:
+    """The edge columns of a 02a file (as read_base_edges) in ascending pair_index, at most
+    ``chunk_edges`` edges at a time; ValueError naming the file if unreadable or incomplete."""
+    step = max(1, int(chunk_edges))
+    with open_h5_input(path, "base correlations file") as f:
+        try:
+            columns = {name: f[f"edges/{name}"] for name in BASE_EDGE_DTYPES}
+            n_edges = columns["pair_index"].shape[0]
+            if any(col.shape != (n_edges,) for col in columns.values()):
+                raise ValueError(f"base correlations file {path}: edge columns have different lengths")
+            for e0 in range(0, n_edges, step):
+                yield {name: col[e0 : e0 + step] for name, col in columns.items()}
+        except KeyError as exc:
+            raise ValueError(f"base correlations file {path} lacks {exc}") from None
+        except OSError as exc:
+            raise ValueError(f"base correlations file {path} is unreadable or truncated ({exc})") from None
+
+
 def meta_matches(path: Path, expected: Mapping[str, object], datasets: list[str]) -> bool:
     """True if the file opens, its meta attrs equal ``expected`` and the datasets exist."""
     with h5py.File(path, "r") as f:
@@ -97,13 +136,41 @@ def base_datasets() -> list[str]:
     return [f"edges/{name}" for name in BASE_EDGE_DTYPES]
 
 
-def write_boot_file(
-    f: h5py.File, columns: Mapping[str, np.ndarray], meta: Mapping[str, object], gene_names: list[str]
-) -> None:
-    """Write a 02b file's meta, names and columns (keys of BOOT_DATASETS) into ``f``."""
-    write_attrs(f.require_group("meta"), meta)
-    _write_names(f, gene_names)
-    for name, dtype in BOOT_DATASETS.items():
-        write_dataset(f, name, columns[name], dtype=dtype)
-    for alias, target in ESTABLISHED_BOOT_LINKS.items():
-        link_dataset(f, alias, target)
+class BootFileWriter:
+    """Writes a 02b file into the open (new) h5py file ``f`` chunk by chunk: the columns of
+    BOOT_DATASETS (and the (E, B) replicate matrix ``boot/delta_replicates`` when
+    ``n_boot_stored`` is given) are resizable chunked datasets, so memory stays bounded
+    by one chunk of edges whatever the gene's edge count."""
+
+    def __init__(self, f: h5py.File, *, n_boot_stored: int | None = None) -> None:
+        self.f, self.n_edges = f, 0
+        filters = filter_options()
+        for name, dtype in BOOT_DATASETS.items():
+            rows = max(1, CHUNK_BYTES // np.dtype(dtype).itemsize)
+            f.create_dataset(name, (0,), dtype=dtype, maxshape=(None,), chunks=(rows,), **filters)
+        if n_boot_stored is not None:
+            rows = max(1, CHUNK_BYTES // (4 * n_boot_stored))
+            f.create_dataset("boot/delta_replicates", (0, n_boot_stored), dtype=np.float32,
+                             maxshape=(None, n_boot_stored), chunks=(rows, n_boot_stored), **filters)
+
+    def append(self, columns: Mapping[str, np.ndarray], replicates: np.ndarray | None = None) -> None:
+        """Append one chunk of edges: every BOOT_DATASETS column (and the (E, B) replicates
+        when stored)."""
+        e0 = self.n_edges
+        e1 = e0 + int(np.asarray(columns["edges/pair_index"]).shape[0])
+        for name, dtype in BOOT_DATASETS.items():
+            dataset = self.f[name]
+            dataset.resize((e1,))
+            dataset[e0:e1] = np.asarray(columns[name], dtype=dtype)
+        if replicates is not None:
+            dataset = self.f["boot/delta_replicates"]
+            dataset.resize((e1, dataset.shape[1]))
+            dataset[e0:e1] = replicates
+        self.n_edges = e1
+
+    def finish(self, meta: Mapping[str, object], gene_names: list[str]) -> None:
+        """Write meta, names and the established aliases."""
+        write_attrs(self.f.require_group("meta"), meta)
+        _write_names(self.f, gene_names)
+        for alias, target in ESTABLISHED_BOOT_LINKS.items():
+            link_dataset(self.f, alias, target)

@@ -73,6 +73,7 @@ class ResampleSide:
         self.counts32 = counts.astype(np.float32)  # |u| <= k_r: exact in float32
         self.block_genes = int(max(1, min(self.n_genes, SIGN_WORK_BYTES // (4 * self.k * self.k))))
         self._signs = self._sign_block(0, self.n_genes) if self.block_genes == self.n_genes else None
+        self._work: np.ndarray | None = None
 
     def _sign_block(self, g0: int, g1: int) -> np.ndarray:
         """sign(x_p − x_q) of genes g0..g1, ((g1−g0)·k, k) float32."""
@@ -81,8 +82,8 @@ class ResampleSide:
         return signs.reshape((g1 - g0) * self.k, self.k)
 
     def bytes_per_replicate(self) -> int:
-        """Ranking temporaries of one replicate (bytes): three (g, k) arrays of the rank dtype."""
-        return self.n_genes * self.k * 3 * np.dtype(self.dtype).itemsize
+        """Ranking work of one replicate (bytes): u and its squares, (g, k) each."""
+        return self.n_genes * self.k * 2 * np.dtype(self.dtype).itemsize
 
     def integer_ranks(self, b0: int, b1: int) -> tuple[np.ndarray, np.ndarray]:
         """(u, scale) of replicates b0..b1: u (nb, g, k) = 2·rank − (k_r + 1) of each gene's
@@ -91,18 +92,23 @@ class ResampleSide:
         resample. r_ij = (Σ_p c_p·u_i,p·u_j,p)·scale_i·scale_j, an exact integer sum."""
         nb, g, k = b1 - b0, self.n_genes, self.k
         counts = self.counts32[b0:b1]
+        if self._work is None or self._work.shape[1] < nb:
+            self._work = np.empty((2, nb, g, k), dtype=np.float32)  # kept: fresh pages are costly
+        u, squares = self._work[0, :nb], self._work[1, :nb]
         if self._signs is not None:
-            u = np.matmul(counts, self._signs.T).reshape(nb, g, k)
+            np.matmul(counts, self._signs.T, out=u.reshape(nb, g * k))
         else:
-            u = np.empty((nb, g, k), dtype=np.float32)
             for g0 in range(0, g, self.block_genes):
                 g1 = min(g0 + self.block_genes, g)
                 u[:, g0:g1] = np.matmul(counts, self._sign_block(g0, g1).T).reshape(nb, g1 - g0, k)
         u = u.astype(self.dtype, copy=False)
-        squares = np.matmul(u * u, self.counts[b0:b1, :, None])[..., 0]  # exact integers
-        squares = squares.astype(np.float64)
+        if u.dtype == np.float32:
+            np.multiply(u, u, out=squares)
+        else:
+            squares = u * u
+        sums = np.matmul(squares, self.counts[b0:b1, :, None])[..., 0].astype(np.float64)  # exact integers
         with np.errstate(divide="ignore"):
-            scale = np.where(squares > 0, 1.0 / np.sqrt(squares), np.nan).astype(np.float32)
+            scale = np.where(sums > 0, 1.0 / np.sqrt(sums), np.nan).astype(np.float32)
         return u, scale
 
 
@@ -178,6 +184,7 @@ class EdgeLayout:
         self.rest_i, self.rest_j = li[~in_core], lj[~in_core]
         self.gene_i, self.gene_j = li, lj
         self.n_edges = li.size
+        self._buffers: dict[str, np.ndarray] = {}
 
     @property
     def core_pairs(self) -> int:
@@ -185,56 +192,84 @@ class EdgeLayout:
         return self.core_rows.size * self.core_cols.size
 
     def bytes_per_replicate(self, itemsize: int, k: int) -> int:
-        """Temporaries of one replicate (bytes): the core's row and column ranks and four
-        (E,) arrays (raw sums, r, scale gathers)."""
-        return (self.core_rows.size + self.core_cols.size) * k * itemsize + 4 * self.n_edges * max(itemsize, 4)
+        """Temporaries of one replicate (bytes): the core's row and column ranks, the raw
+        sums and two scale gathers of the E edges, and a share of the core product."""
+        return (self.core_rows.size + self.core_cols.size) * k * itemsize + 3 * self.n_edges * max(itemsize, 4)
 
-    def correlations(self, u: np.ndarray, scale: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        """A work array kept for the tile's replicate blocks (fresh pages are costly)."""
+        size = int(np.prod(shape))
+        held = self._buffers.get(name)
+        if held is None or held.size < size or held.dtype != dtype:
+            held = self._buffers[name] = np.empty(size, dtype=dtype)
+        return held[:size].reshape(shape)
+
+    def correlations(
+        self, u: np.ndarray, scale: np.ndarray, counts: np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """r (nb, E) float32 of the tile's edges from integer ranks u (nb, g, k), their
-        scale (nb, g) and the resample counts (nb, k) (see ResampleSide.integer_ranks)."""
-        nb = u.shape[0]
-        raw = np.empty((nb, self.n_edges), dtype=u.dtype)
+        scale (nb, g) and the resample counts (nb, k) (see ResampleSide.integer_ranks);
+        written into ``out`` (nb, E) when given."""
+        nb, k = u.shape[0], u.shape[2]
+        r = np.empty((nb, self.n_edges), dtype=np.float32) if out is None else out
+        raw = r if u.dtype == np.float32 else self._buffer("raw", (nb, self.n_edges), u.dtype)
         if self.rest_edges.size:
             raw[:, self.rest_edges] = edge_correlations(u, counts, self.rest_i, self.rest_j)
         if self.core_edges.size:
-            rows = u[:, self.core_rows]
+            rows = self._buffer("rows", (nb, self.core_rows.size, k), u.dtype)
+            np.take(u, self.core_rows, axis=1, out=rows)
             rows *= counts[:, None, :]
-            cols = u[:, self.core_cols]
-            step = int(max(1, GATHER_WORK_BYTES // (u.itemsize * self.core_pairs)))
+            cols = self._buffer("cols", (nb, self.core_cols.size, k), u.dtype)
+            np.take(u, self.core_cols, axis=1, out=cols)
+            step = int(max(1, min(nb, GATHER_WORK_BYTES // (u.itemsize * self.core_pairs))))
+            gram = self._buffer("gram", (step, self.core_rows.size, self.core_cols.size), u.dtype)
             for b0 in range(0, nb, step):
                 b1 = min(b0 + step, nb)
-                gram = np.matmul(rows[b0:b1], cols[b0:b1].transpose(0, 2, 1)).reshape(b1 - b0, self.core_pairs)
-                if self.all_core:
-                    np.take(gram, self.core_flat, axis=1, out=raw[b0:b1])
-                else:
-                    raw[b0:b1, self.core_edges] = np.take(gram, self.core_flat, axis=1)
-        r = raw.astype(np.float32, copy=False)
-        r *= scale[:, self.gene_i]
-        r *= scale[:, self.gene_j]
+                part = gram[: b1 - b0]
+                np.matmul(rows[b0:b1], cols[b0:b1].transpose(0, 2, 1), out=part)
+                flat = part.reshape(b1 - b0, self.core_pairs)
+                for b in range(b0, b1):
+                    if self.all_core:
+                        np.take(flat[b - b0], self.core_flat, out=raw[b])
+                    else:
+                        raw[b, self.core_edges] = flat[b - b0, self.core_flat]
+        if raw is not r:
+            r[...] = raw
+        gathered = self._buffer("scale", (nb, self.n_edges), np.float32)
+        np.take(scale, self.gene_i, axis=1, out=gathered)
+        r *= gathered
+        np.take(scale, self.gene_j, axis=1, out=gathered)
+        r *= gathered
         return r
 
 
 def replicate_deltas(
     x_low: np.ndarray, x_high: np.ndarray, pos_low: np.ndarray, pos_high: np.ndarray,
     *,
-    gene_i: np.ndarray, gene_j: np.ndarray,
+    gene_i: np.ndarray, gene_j: np.ndarray, out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Δ^b = r_H^b − r_L^b, (E, B) float32, of edges (gene_i, gene_j) given as rows of
     ``x_low`` (g, k_L) / ``x_high`` (g, k_H), the genes' values in the LOW/HIGH samples;
-    ``pos_low`` (B, k_rL) / ``pos_high`` (B, k_rH) are resample positions in the groups."""
+    ``pos_low`` (B, k_rL) / ``pos_high`` (B, k_rH) are resample positions in the groups.
+
+    The result is the transposed view of a (B, E) array, ``out[:, :E]`` when ``out`` (a
+    (B, >= E) float32 buffer, reused across tiles) is given."""
     genes = np.unique(np.concatenate([gene_i, gene_j]))
     layout = EdgeLayout(np.searchsorted(genes, gene_i), np.searchsorted(genes, gene_j), genes.size)
     low = ResampleSide(x_low[genes], pos_low)
     high = ResampleSide(x_high[genes], pos_high)
-    deltas = np.empty((gene_i.size, low.n_boot), dtype=np.float32)
-    per_rep = max(low.bytes_per_replicate(), high.bytes_per_replicate()) + max(
+    n_edges, n_boot = gene_i.size, low.n_boot
+    by_replicate = np.empty((n_boot, n_edges), dtype=np.float32) if out is None else out[:, :n_edges]
+    per_rep = max(low.bytes_per_replicate(), high.bytes_per_replicate()) + 4 * n_edges + max(
         layout.bytes_per_replicate(np.dtype(side.dtype).itemsize, side.k) for side in (low, high))
-    for b0, b1 in replicate_blocks(low.n_boot, per_rep):
-        r_high = layout.correlations(*high.integer_ranks(b0, b1), high.counts[b0:b1])
-        r_low = layout.correlations(*low.integer_ranks(b0, b1), low.counts[b0:b1])
+    r_low = None
+    for b0, b1 in replicate_blocks(n_boot, per_rep):
+        r_high = layout.correlations(*high.integer_ranks(b0, b1), high.counts[b0:b1], out=by_replicate[b0:b1])
+        if r_low is None or r_low.shape[0] != b1 - b0:
+            r_low = np.empty((b1 - b0, n_edges), dtype=np.float32)
+        layout.correlations(*low.integer_ranks(b0, b1), low.counts[b0:b1], out=r_low)
         r_high -= r_low
-        deltas[:, b0:b1] = r_high.T
-    return deltas
+    return by_replicate.T
 
 
 @dataclass
@@ -257,17 +292,17 @@ def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def boot_stats(deltas: np.ndarray, delta_base: np.ndarray, ci_alpha: float) -> BootStats:
-    """Statistics of docs/design.md §4.6 over each row of ``deltas`` (rows sorted in place).
+    """Statistics of docs/design.md §4.6 over each row of ``deltas`` (E, B), any layout.
 
     Over the n finite replicates of an edge: mean, sd (ddof 1), percentile CI at
     100·ci_alpha/2 and 100·(1 − ci_alpha/2) with numpy.percentile's "linear" method
     (virtual index (n−1)·q), bias = mean − Δ_base, and
     bootstrap_pval = max(2·min(#{Δ>0}, #{Δ<0})/n, 1/n). NaN where n < 2. Rows are
-    processed in blocks so temporaries stay within STATS_WORK_BYTES.
+    processed in blocks (C-ordered copies) so temporaries stay within STATS_WORK_BYTES.
     """
     n_edges, n_boot = deltas.shape
     step = int(max(1, STATS_WORK_BYTES // max(16 * n_boot, 1)))
-    parts = [_block_stats(deltas[e0 : e0 + step], delta_base[e0 : e0 + step], ci_alpha)
+    parts = [_block_stats(np.array(deltas[e0 : e0 + step], order="C"), delta_base[e0 : e0 + step], ci_alpha)
              for e0 in range(0, n_edges, step)]
     if not parts:
         parts = [_block_stats(deltas, delta_base, ci_alpha)]
