@@ -154,7 +154,7 @@ def run_bootstrap(
                     largest.update(estimate=plan.estimate, chunk=plan.batch_size)
                 x_low, x_high = expr[:, low], expr[:, high]
                 pos_low, pos_high = positions_in_group(lb, low), positions_in_group(hb, high)
-                buffer = np.empty((n_boot, max(1, min(n_base, plan.batch_size))), dtype=np.float32)
+                buffer = None  # (B, tile) replicate buffer, grown to the largest tile, reused
                 hashes = [hashlib.sha256() for _ in range(3)]
                 with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
                     writer = BootFileWriter(f, n_boot_stored=n_boot if store_replicates else None)
@@ -167,6 +167,9 @@ def run_bootstrap(
                                                         e["r_high"].astype(np.float32)), strict=True):
                             sha.update(np.ascontiguousarray(column).tobytes())
                         delta_base = e["r_high"].astype(np.float32) - e["r_low"].astype(np.float32)
+                        if buffer is None or buffer.shape[1] < gi.size:
+                            buffer = None
+                            buffer = np.empty((n_boot, gi.size), dtype=np.float32)
                         deltas = replicate_deltas(x_low, x_high, pos_low, pos_high, gene_i=gi, gene_j=gj, out=buffer)
                         stats = boot_stats(deltas, delta_base, ci_alpha)
                         columns = {

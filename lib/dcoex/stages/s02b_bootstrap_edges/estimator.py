@@ -1,25 +1,26 @@
-"""Stage 02b (bootstrap of one reference gene's selected edges) peak-RSS estimate, in bytes.
+"""Stage 02b (bootstrap of one reference gene's selected edges) peak-RSS estimate, in bytes,
+and its output size.
 
-Memory model (N genes, S samples, B replicates, k = k_L + k_H, E selected edges, c edges
-per chunk, n_c <= min(N, 2c) genes touched by a chunk):
+Memory model (N genes, S samples, B replicates, k_L/k_H group sizes, a tile of c edges
+touching n_c <= min(N, 2c) genes; nothing is proportional to the gene's total edge count:
+tiles are read from the 02a file and appended to the output one at a time):
 
 - ``python``: interpreter + numpy/h5py/click imports (measured; 02b does not import scipy);
-- ``expr``: the whole N × S float32 matrix, loaded once per task;
-- ``edge_tables``: the base file's edge table (~80 B per edge), the selected copy, the
-  row indices and the output columns: ~240 B per selected edge;
-- ``indices``: the gene's bootstrap indices and positions (int64) and the resample
-  counts: B·(k_rL + k_rH)·16 + B·k·8;
-- ``chunk_genes``: per group the chunk's gene values, sort order and rank index (kept,
-  ~24 B per gene × group position) and the tie-bound transient of building them (~40 B per
-  gene × position of the larger group);
-- ``deltas``: the chunk's Δ matrix (c × B float32) and the r blocks of one replicate block;
-- ``work``: the larger of the ranking phase (two (block × n_c × k) arrays: half of the
-  block budget, RANK_WORK_BYTES) and the correlation phase (one such array, the integer
-  ranks u, plus the gathered edge sub-block: 2/3 of GATHER_WORK_BYTES); float32, float64
-  when k_r(k_r−1)² >= 2**24;
-- ``stats``: the statistics' row-block temporaries (~70 % of STATS_WORK_BYTES at most).
+- ``expr``: the whole N × S float32 matrix, loaded once per task, and its LOW/HIGH columns;
+- ``indices``: the gene's bootstrap indices and positions (int64) and the resample counts;
+- ``tile_edges``: one tile's 02a columns, the selected copy, row indices, statistics and
+  output conversions: TILE_EDGE_BYTES per edge;
+- ``deltas``: the (B × c) float32 replicate buffer, reused by every tile;
+- ``signs``: per group the tile genes' sign matrices (n_c·k × k float32, at most
+  SIGN_WORK_BYTES each) and their values;
+- ``work``: the replicate block's ranks and squares of both groups, the core rows/columns,
+  the scale gathers and LOW r of the block (sized together to RANK_WORK_BYTES by
+  dcoex.stages.s02b_bootstrap_edges.science), and the core product (GATHER_WORK_BYTES);
+- ``stats``: a C-ordered copy of one statistics row block and its temporaries
+  (STATS_WORK_BYTES);
+- ``hdf5``: chunk buffers of the resizable output datasets.
 
-The chunk is at most MAX_CHUNK_DELTA_BYTES of Δ: bigger chunks are no faster.
+The tile is at most MAX_CHUNK_DELTA_BYTES of Δ.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from memfit.units import MiB
 STAGE_BASELINE_BYTES = 56 * MiB
 #: Temporaries of the per-edge statistics (dcoex.stages.s02b_bootstrap_edges.science works in row blocks of this).
 STATS_WORK_BYTES = 64 * MiB
-#: Largest Δ matrix of one edge chunk (bytes): bigger chunks are no faster.
+#: Largest Δ matrix of one tile (bytes): bigger tiles amortise the ranking a little more.
 MAX_CHUNK_DELTA_BYTES = 512 * MiB
 #: Ranking temporaries of one block of replicates (dcoex.stages.s02b_bootstrap_edges.science sizes blocks to it).
 RANK_WORK_BYTES = 96 * MiB
@@ -40,12 +41,17 @@ RANK_WORK_BYTES = 96 * MiB
 GATHER_WORK_BYTES = 48 * MiB
 #: Sign matrices (g·k × k float32) of one gene block of the ranking product.
 SIGN_WORK_BYTES = 64 * MiB
-EDGE_TABLE_BYTES = 240
-CHUNK_GENE_BYTES_PER_CELL = 24
+#: Bytes per edge of one tile (02a columns ~78 B, selected copy, int64 rows, statistics,
+#: hashes and output conversions).
+TILE_EDGE_BYTES = 320
+#: Statistics temporaries per value of a row block (C-ordered copy 4, mask 1, centred 4, ...).
+STATS_BYTES_PER_VALUE = 14
+#: HDF5 chunk buffers and caches of the output datasets.
+HDF5_BYTES = 16 * MiB
 
 
 def max_chunk(n_bootstrap: int) -> int:
-    """Most edges per chunk: MAX_CHUNK_DELTA_BYTES of float32 Δ."""
+    """Most edges per tile: MAX_CHUNK_DELTA_BYTES of float32 Δ."""
     return max(1, MAX_CHUNK_DELTA_BYTES // (4 * max(int(n_bootstrap), 1)))
 
 
@@ -62,34 +68,58 @@ def estimate(
     edge_chunk: int,
     store_replicates: bool = False,
 ) -> MemoryEstimate:
-    """Predicted peak RSS (bytes) of stage 02b for one gene at ``edge_chunk`` edges per chunk."""
+    """Predicted peak RSS (bytes) of stage 02b for one gene at ``edge_chunk`` edges per tile
+    (``n_edges``: the gene's 02a edges, an upper bound of the selected ones)."""
     n, b = int(n_genes), int(n_bootstrap)
     e = max(0, int(n_edges))
     c = max(1, min(int(edge_chunk), max(e, 1)))
     n_c = min(n, 2 * c) if e else 0
-    k = int(k_low) + int(k_high)
-    k_max = max(int(k_low), int(k_high))
+    ks = (int(k_low), int(k_high))
     kr = max(int(kr_low), int(kr_high))
     itemsize = 4 if kr * (kr - 1) ** 2 < 2**24 else 8  # exact integer rank sums (dcoex.ranks)
-    per_replicate = 4 * itemsize * n_c * k_max
-    block = max(1, min(b, RANK_WORK_BYTES // max(per_replicate, 1)))
-    rank_budget = block * per_replicate
-    gather = min(GATHER_WORK_BYTES, c * block * k_max * 3 * itemsize) * 2 // 3
+    k_max = max(ks)
+    signs = sum(min(SIGN_WORK_BYTES, n_c * k * k * 4) + n_c * k * 4 for k in ks)
+    # science.replicate_deltas: per replicate, the larger group's ranks and squares + LOW r +
+    # the layout's core rows/columns and three (c,) arrays; blocks fill RANK_WORK_BYTES
+    side = n_c * k_max * 2 * itemsize
+    per_rep = side + 4 * c + n_c * k_max * itemsize + 3 * c * max(itemsize, 4)
+    block = max(1, min(b, RANK_WORK_BYTES // max(per_rep, 1)))
+    work = block * (2 * side + 4 * c + n_c * k_max * itemsize + 2 * c * max(itemsize, 4))
+    gram = min(GATHER_WORK_BYTES, block * n_c * n_c * itemsize // 4)
+    stats_rows = max(1, min(c, STATS_WORK_BYTES // max(16 * b, 1)))
     components = {
         "python": STAGE_BASELINE_BYTES,
-        "expr": n * int(n_samples) * 4,
-        "edge_tables": e * EDGE_TABLE_BYTES,
-        "indices": b * (int(kr_low) + int(kr_high)) * 16 + b * k * 8,
-        "chunk_genes": n_c * k * CHUNK_GENE_BYTES_PER_CELL + n_c * k_max * 40,
-        "deltas": (c * b * 4 + c * block * 12) if e else 0,
-        "work": max(rank_budget // 2, rank_budget // 4 + gather) if e else 0,
-        "stats": min(STATS_WORK_BYTES, c * b * 16) * 7 // 10 if e else 0,
+        "expr": n * int(n_samples) * 4 + n * sum(ks) * 4,
+        "indices": b * (int(kr_low) + int(kr_high)) * 16 + b * sum(ks) * 20,
+        "tile_edges": c * TILE_EDGE_BYTES if e else 0,
+        "deltas": c * b * 4 if e else 0,
+        "signs": signs,
+        "work": (work + gram) if e else 0,
+        "stats": stats_rows * b * STATS_BYTES_PER_VALUE if e else 0,
+        "hdf5": HDF5_BYTES + (16 * MiB if store_replicates else 0),
     }
-    if store_replicates:
-        components["hdf5_chunks"] = 16 * MiB
     params = {
         "n_genes": n, "n_samples": int(n_samples), "n_bootstrap": b, "k_low": int(k_low),
         "k_high": int(k_high), "kr_low": int(kr_low), "kr_high": int(kr_high),
         "n_edges": e, "edge_chunk": c, "store_replicates": bool(store_replicates),
     }
     return MemoryEstimate("02b", components, params)
+
+
+#: Output bytes per edge: the BOOT_DATASETS columns (8 + 4 + 4 + 3·4 + 5·4 + 4 + 8 bytes)
+#: before compression; the statistics barely compress (float noise), the indices do.
+OUTPUT_BYTES_PER_EDGE = 60
+#: Fixed part of an output file: HDF5 structure, meta, provenance, memfit attributes.
+OUTPUT_FIXED_BYTES = 64 * 1024
+#: gene_names: about this many bytes per gene (variable-length UTF-8, gzip).
+OUTPUT_BYTES_PER_GENE = 16
+
+
+def output_bytes(*, n_genes: int, n_edges: int, n_boot: int, store_replicates: bool = False) -> int:
+    """Predicted size (bytes) of one gene's 02b file: an upper bound of the uncompressed
+    columns (OUTPUT_BYTES_PER_EDGE per edge), the gene names and the fixed part; with
+    ``store_replicates`` also the (E, B) float32 replicates."""
+    total = OUTPUT_FIXED_BYTES + OUTPUT_BYTES_PER_GENE * int(n_genes) + OUTPUT_BYTES_PER_EDGE * int(n_edges)
+    if store_replicates:
+        total += 4 * int(n_edges) * int(n_boot)
+    return int(total)
