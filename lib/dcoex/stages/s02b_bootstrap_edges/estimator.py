@@ -13,9 +13,10 @@ tiles are read from the 02a file and appended to the output one at a time):
 - ``deltas``: the (B × c) float32 replicate buffer, reused by every tile;
 - ``signs``: per group the tile genes' sign matrices (n_c·k × k float32, at most
   SIGN_WORK_BYTES each) and their values;
-- ``work``: the replicate block's ranks and squares of both groups, the core rows/columns,
-  the scale gathers and LOW r of the block (sized together to RANK_WORK_BYTES by
-  dcoex.stages.s02b_bootstrap_edges.science), and the core product (GATHER_WORK_BYTES);
+- ``work``: the replicate block (per_replicate_bytes × replicate_block: both groups'
+  ranks and squares, the core rows/columns, per edge the scale gather, LOW r and raw
+  sums; the science sizes its blocks with these same functions, from the tile's real
+  genes and core) and the core product or gathered products (GATHER_WORK_BYTES);
 - ``stats``: a C-ordered copy of one statistics row block and its temporaries
   (STATS_WORK_BYTES);
 - ``hdf5``: chunk buffers of the resizable output datasets.
@@ -55,6 +56,22 @@ def max_chunk(n_bootstrap: int) -> int:
     return max(1, MAX_CHUNK_DELTA_BYTES // (4 * max(int(n_bootstrap), 1)))
 
 
+def per_replicate_bytes(*, n_genes: int, k_low: int, k_high: int, itemsize: int, core_genes: int, n_edges: int) -> int:
+    """Work of one replicate of a tile (bytes), as dcoex.stages.s02b_bootstrap_edges.science
+    holds it: both groups' ranks and their squares (float32; plus float64 copies when the
+    sums need float64), the core's row and column ranks, and per edge the scale gather,
+    LOW r and the raw sums."""
+    wide = 2 * itemsize if itemsize == 8 else 0
+    ranks = int(n_genes) * (int(k_low) + int(k_high)) * (8 + wide)
+    core = int(core_genes) * max(int(k_low), int(k_high)) * itemsize
+    return ranks + core + int(n_edges) * (8 + itemsize + (itemsize if itemsize == 8 else 0))
+
+
+def replicate_block(*, per_replicate: int, n_boot: int) -> int:
+    """Replicates per block: as many as fit RANK_WORK_BYTES (at least 1, at most B)."""
+    return int(max(1, min(int(n_boot), RANK_WORK_BYTES // max(int(per_replicate), 1))))
+
+
 def estimate(
     n_genes: int,
     n_samples: int,
@@ -77,15 +94,11 @@ def estimate(
     ks = (int(k_low), int(k_high))
     kr = max(int(kr_low), int(kr_high))
     itemsize = 4 if kr * (kr - 1) ** 2 < 2**24 else 8  # exact integer rank sums (dcoex.ranks)
-    k_max = max(ks)
-    signs = sum(min(SIGN_WORK_BYTES, n_c * k * k * 4) + n_c * k * 4 for k in ks)
-    # science.replicate_deltas: per replicate, the larger group's ranks and squares + LOW r +
-    # the layout's core rows/columns and three (c,) arrays; blocks fill RANK_WORK_BYTES
-    side = n_c * k_max * 2 * itemsize
-    per_rep = side + 4 * c + n_c * k_max * itemsize + 3 * c * max(itemsize, 4)
-    block = max(1, min(b, RANK_WORK_BYTES // max(per_rep, 1)))
-    work = block * (2 * side + 4 * c + n_c * k_max * itemsize + 2 * c * max(itemsize, 4))
-    gram = min(GATHER_WORK_BYTES, block * n_c * n_c * itemsize // 4)
+    per_rep = per_replicate_bytes(n_genes=n_c, k_low=ks[0], k_high=ks[1], itemsize=itemsize,
+                                  core_genes=min(2 * n_c, n_c + c), n_edges=c)
+    block = replicate_block(per_replicate=per_rep, n_boot=b)
+    # the core product (<= GATHER_WORK_BYTES) or the gathered products' temporaries
+    products = min(GATHER_WORK_BYTES, block * c * max(ks) * 2 * itemsize)
     stats_rows = max(1, min(c, STATS_WORK_BYTES // max(16 * b, 1)))
     components = {
         "python": STAGE_BASELINE_BYTES,
@@ -93,8 +106,8 @@ def estimate(
         "indices": b * (int(kr_low) + int(kr_high)) * 16 + b * sum(ks) * 20,
         "tile_edges": c * TILE_EDGE_BYTES if e else 0,
         "deltas": c * b * 4 if e else 0,
-        "signs": signs,
-        "work": (work + gram) if e else 0,
+        "signs": sum(min(SIGN_WORK_BYTES, n_c * k * k * 4) + n_c * k * 4 for k in ks),
+        "work": block * per_rep + products if e else 0,
         "stats": stats_rows * b * STATS_BYTES_PER_VALUE if e else 0,
         "hdf5": HDF5_BYTES + (16 * MiB if store_replicates else 0),
     }

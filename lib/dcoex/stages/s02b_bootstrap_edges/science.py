@@ -26,7 +26,6 @@ the finite replicates (``n_finite``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,9 +33,10 @@ import numpy as np
 from dcoex.ranks import exact_dtype
 from dcoex.stages.s02b_bootstrap_edges.estimator import (
     GATHER_WORK_BYTES,
-    RANK_WORK_BYTES,
     SIGN_WORK_BYTES,
     STATS_WORK_BYTES,
+    per_replicate_bytes,
+    replicate_block,
 )
 
 #: Cost of one gathered edge relative to one pair of a core matrix product.
@@ -81,10 +81,6 @@ class ResampleSide:
         signs = np.sign(x[:, :, None] - x[:, None, :]).astype(np.float32)
         return signs.reshape((g1 - g0) * self.k, self.k)
 
-    def bytes_per_replicate(self) -> int:
-        """Ranking work of one replicate (bytes): u and its squares, (g, k) each."""
-        return self.n_genes * self.k * 2 * np.dtype(self.dtype).itemsize
-
     def integer_ranks(self, b0: int, b1: int) -> tuple[np.ndarray, np.ndarray]:
         """(u, scale) of replicates b0..b1: u (nb, g, k) = 2·rank − (k_r + 1) of each gene's
         value at each group position in the resample (integers; positions not drawn carry
@@ -112,26 +108,29 @@ class ResampleSide:
         return u, scale
 
 
-def replicate_blocks(n_boot: int, per_replicate_bytes: int) -> Iterator[tuple[int, int]]:
-    """[b0, b1) blocks of replicates whose temporaries fit RANK_WORK_BYTES."""
-    size = int(max(1, min(n_boot, RANK_WORK_BYTES // max(per_replicate_bytes, 1))))
-    for b0 in range(0, n_boot, size):
-        yield b0, min(b0 + size, n_boot)
-
-
-def edge_correlations(u: np.ndarray, counts: np.ndarray, li: np.ndarray, lj: np.ndarray) -> np.ndarray:
+def edge_correlations(
+    u: np.ndarray, counts: np.ndarray, li: np.ndarray, lj: np.ndarray, work: np.ndarray | None = None
+) -> np.ndarray:
     """Σ_p c_p·u_i,p·u_j,p, (nb, E), of edges (li, lj) from integer ranks u (nb, g, k) and
-    counts (nb, k), in edge sub-blocks (exact: integer products and sums)."""
+    counts (nb, k), in edge sub-blocks held in ``work`` (a flat scratch of u's dtype;
+    GATHER_WORK_BYTES when not given) (exact: integer products and sums)."""
     nb, k = u.shape[0], u.shape[2]
-    step = int(max(1, GATHER_WORK_BYTES // (3 * u.itemsize * nb * k)))
+    if work is None:
+        work = np.empty(GATHER_WORK_BYTES // u.itemsize, dtype=u.dtype)
+    step = int(max(1, work.size // (2 * nb * k)))
+    if 2 * nb * k * min(step, li.size) > work.size:
+        work = np.empty(2 * nb * k, dtype=u.dtype)
     out = np.empty((nb, li.size), dtype=u.dtype)
     weights = counts[:, None, :]
     for e0 in range(0, li.size, step):
         e1 = min(e0 + step, li.size)
-        prod = u[:, li[e0:e1]]
-        prod *= u[:, lj[e0:e1]]
+        prod = work[: nb * (e1 - e0) * k].reshape(nb, e1 - e0, k)
+        other = work[nb * step * k : nb * (step + e1 - e0) * k].reshape(nb, e1 - e0, k)
+        np.take(u, li[e0:e1], axis=1, out=prod)
+        np.take(u, lj[e0:e1], axis=1, out=other)
+        prod *= other
         prod *= weights
-        out[:, e0:e1] = prod.sum(axis=2)
+        prod.sum(axis=2, out=out[:, e0:e1])
     return out
 
 
@@ -191,11 +190,6 @@ class EdgeLayout:
         """Pairs of the core rectangle (its matrix product's output size)."""
         return self.core_rows.size * self.core_cols.size
 
-    def bytes_per_replicate(self, itemsize: int, k: int) -> int:
-        """Temporaries of one replicate (bytes): the core's row and column ranks, the raw
-        sums and two scale gathers of the E edges, and a share of the core product."""
-        return (self.core_rows.size + self.core_cols.size) * k * itemsize + 3 * self.n_edges * max(itemsize, 4)
-
     def _buffer(self, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
         """A work array kept for the tile's replicate blocks (fresh pages are costly)."""
         size = int(np.prod(shape))
@@ -213,8 +207,9 @@ class EdgeLayout:
         nb, k = u.shape[0], u.shape[2]
         r = np.empty((nb, self.n_edges), dtype=np.float32) if out is None else out
         raw = r if u.dtype == np.float32 else self._buffer("raw", (nb, self.n_edges), u.dtype)
+        products = self._buffer("products", (GATHER_WORK_BYTES // u.itemsize,), u.dtype)  # gathers, then the core
         if self.rest_edges.size:
-            raw[:, self.rest_edges] = edge_correlations(u, counts, self.rest_i, self.rest_j)
+            raw[:, self.rest_edges] = edge_correlations(u, counts, self.rest_i, self.rest_j, products)
         if self.core_edges.size:
             rows = self._buffer("rows", (nb, self.core_rows.size, k), u.dtype)
             np.take(u, self.core_rows, axis=1, out=rows)
@@ -222,7 +217,9 @@ class EdgeLayout:
             cols = self._buffer("cols", (nb, self.core_cols.size, k), u.dtype)
             np.take(u, self.core_cols, axis=1, out=cols)
             step = int(max(1, min(nb, GATHER_WORK_BYTES // (u.itemsize * self.core_pairs))))
-            gram = self._buffer("gram", (step, self.core_rows.size, self.core_cols.size), u.dtype)
+            if step * self.core_pairs > products.size:  # one replicate's product above the budget
+                products = self._buffer("products", (step * self.core_pairs,), u.dtype)
+            gram = products[: step * self.core_pairs].reshape(step, self.core_rows.size, self.core_cols.size)
             for b0 in range(0, nb, step):
                 b1 = min(b0 + step, nb)
                 part = gram[: b1 - b0]
@@ -260,10 +257,13 @@ def replicate_deltas(
     high = ResampleSide(x_high[genes], pos_high)
     n_edges, n_boot = gene_i.size, low.n_boot
     by_replicate = np.empty((n_boot, n_edges), dtype=np.float32) if out is None else out[:, :n_edges]
-    per_rep = max(low.bytes_per_replicate(), high.bytes_per_replicate()) + 4 * n_edges + max(
-        layout.bytes_per_replicate(np.dtype(side.dtype).itemsize, side.k) for side in (low, high))
+    per_rep = per_replicate_bytes(n_genes=genes.size, k_low=low.k, k_high=high.k,
+                                  itemsize=max(np.dtype(low.dtype).itemsize, np.dtype(high.dtype).itemsize),
+                                  core_genes=layout.core_rows.size + layout.core_cols.size, n_edges=n_edges)
+    step = replicate_block(per_replicate=per_rep, n_boot=n_boot)
     r_low = None
-    for b0, b1 in replicate_blocks(n_boot, per_rep):
+    for b0 in range(0, n_boot, step):
+        b1 = min(b0 + step, n_boot)
         r_high = layout.correlations(*high.integer_ranks(b0, b1), high.counts[b0:b1], out=by_replicate[b0:b1])
         if r_low is None or r_low.shape[0] != b1 - b0:
             r_low = np.empty((b1 - b0, n_edges), dtype=np.float32)
