@@ -25,6 +25,7 @@ from dcoex.h5io import write_attrs
 from dcoex.pergene import resolve_genes, run_genes
 from dcoex.provenance import why_stale, write_provenance
 from dcoex.stages.s03_network.build import NetworkOptions, reconstruct
+from dcoex.stages.s03_network.classify import select_edges
 from dcoex.stages.s03_network.contract import CONTRACT
 from dcoex.stages.s03_network.estimator import estimate
 from dcoex.stages.s03_network.io import base_summary, read_gene_inputs, read_gene_names, write_network
@@ -117,7 +118,8 @@ def run_network(
             t0 = time.monotonic()
             name = names[g]
             inputs = read_gene_inputs(
-                gene_file_path(base_dir, g, name, n), gene_file_path(boot_dir, g, name, n), g, name, n
+                gene_file_path(base_dir, g, name, n), gene_file_path(boot_dir, g, name, n), g, name, n,
+                keep=lambda e: select_edges(e["delta"], e["ci_low"], e["ci_high"], options.min_effect, options.ci_filter),
             )
             if expr_sha and inputs.upstream.get("expr_content_sha256") not in ("", expr_sha):
                 raise InputError(f"gene {g} ({name}): base file was made from another expression matrix than {expr_h5}")
@@ -130,7 +132,7 @@ def run_network(
                     write_attrs(f.require_group(MEMFIT_GROUP), h5_attrs(STAGE, est, allocation, recorder, 1))
                 finally:
                     f.close()
-            per_gene[str(g)] = {"n_candidate_edges": inputs.n_edges,
+            per_gene[str(g)] = {"n_candidate_edges": inputs.n_candidates,
                                 "n_edges": network.meta["n_significant"],
                                 "wall_s": round(time.monotonic() - t0, 4)}
 
