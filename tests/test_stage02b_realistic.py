@@ -84,3 +84,25 @@ def test_realistic_density_matches_naive_loop(run):
         np.testing.assert_allclose(d["pval/bootstrap_pval"], pval, rtol=0, atol=1e-12)
         np.testing.assert_array_equal(d["boot/n_finite"], [v.size for v in finite])
     assert 0 < dense < total  # both the core products and the gathered dot products ran
+
+
+def test_sorted_rank_path_equals_sign_products(monkeypatch):
+    """Genes whose sign matrices do not fit are ranked from cumulative counts: same Δ bits."""
+    from dcoex.stages.s02b_bootstrap_edges import estimator
+    from dcoex.stages.s02b_bootstrap_edges.science import ResampleSide, positions_in_group, replicate_deltas
+
+    rng = np.random.default_rng(3)
+    x = make_realistic(120, 70, seed=2).astype(np.float32)
+    x[:30] = np.round(x[:30])  # ties
+    low, high = np.arange(0, 25), np.arange(40, 65)
+    low_boot, high_boot = low[rng.integers(0, 25, (30, 20))], high[rng.integers(0, 25, (30, 20))]
+    iu, ju = np.triu_indices(120, 1)
+    pick = rng.random(iu.size) < 0.3
+    args = (x[:, low], x[:, high], positions_in_group(low_boot, low), positions_in_group(high_boot, high))
+    signs = replicate_deltas(*args, gene_i=iu[pick], gene_j=ju[pick]).copy()
+    monkeypatch.setattr(estimator, "SIGN_WORK_BYTES", 0)
+    assert ResampleSide(x[:, low], args[2]).uses_sorted_ranks
+    cumulative = replicate_deltas(*args, gene_i=iu[pick], gene_j=ju[pick])
+    np.testing.assert_array_equal(signs, cumulative)
+    ref = naive(x.astype(np.float64), low_boot, high_boot, iu[pick], ju[pick])
+    np.testing.assert_allclose(cumulative, ref, atol=2e-6, equal_nan=True)

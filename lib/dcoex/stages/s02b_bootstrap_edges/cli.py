@@ -155,6 +155,7 @@ def run_bootstrap(
                 x_low, x_high = expr[:, low], expr[:, high]
                 pos_low, pos_high = positions_in_group(lb, low), positions_in_group(hb, high)
                 buffer = None  # (B, tile) replicate buffer, grown to the largest tile, reused
+                pool: dict[str, np.ndarray] = {}  # work arrays kept across tiles
                 hashes = [hashlib.sha256() for _ in range(3)]
                 with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
                     writer = BootFileWriter(f, n_boot_stored=n_boot if store_replicates else None)
@@ -170,7 +171,8 @@ def run_bootstrap(
                         if buffer is None or buffer.shape[1] < gi.size:
                             buffer = None
                             buffer = np.empty((n_boot, gi.size), dtype=np.float32)
-                        deltas = replicate_deltas(x_low, x_high, pos_low, pos_high, gene_i=gi, gene_j=gj, out=buffer)
+                        deltas = replicate_deltas(x_low, x_high, pos_low, pos_high, gene_i=gi, gene_j=gj, out=buffer,
+                                                  pool=pool)
                         stats = boot_stats(deltas, delta_base, ci_alpha)
                         columns = {
                             "edges/pair_index": e["pair_index"], "edges/gene_i": gi, "edges/gene_j": gj,

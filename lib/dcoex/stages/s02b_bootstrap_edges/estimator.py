@@ -11,8 +11,8 @@ tiles are read from the 02a file and appended to the output one at a time):
 - ``tile_edges``: one tile's 02a columns, the selected copy, row indices, statistics and
   output conversions: TILE_EDGE_BYTES per edge;
 - ``deltas``: the (B × c) float32 replicate buffer, reused by every tile;
-- ``signs``: per group the tile genes' sign matrices (n_c·k × k float32, at most
-  SIGN_WORK_BYTES each) and their values;
+- ``signs``: per group the tile genes' sign matrices (n_c·k × k float32) when they fit
+  SIGN_WORK_BYTES, else their sort order and rank index (int64), and their values;
 - ``work``: the replicate block (per_replicate_bytes × replicate_block: both groups'
   ranks and squares, the core rows/columns, per edge the scale gather, LOW r and raw
   sums; the science sizes its blocks with these same functions, from the tile's real
@@ -56,13 +56,23 @@ def max_chunk(n_bootstrap: int) -> int:
     return max(1, MAX_CHUNK_DELTA_BYTES // (4 * max(int(n_bootstrap), 1)))
 
 
-def per_replicate_bytes(*, n_genes: int, k_low: int, k_high: int, itemsize: int, core_genes: int, n_edges: int) -> int:
+def signs_fit(n_genes: int, k: int) -> bool:
+    """Whether a tile's sign matrices (n_genes·k × k float32) are kept (<= SIGN_WORK_BYTES);
+    else ranks come from cumulative counts in each gene's sorted order."""
+    return int(n_genes) * int(k) * int(k) * 4 <= SIGN_WORK_BYTES
+
+
+def per_replicate_bytes(
+    *, n_genes: int, k_low: int, k_high: int, itemsize: int, core_genes: int, n_edges: int, cumulative: bool = False
+) -> int:
     """Work of one replicate of a tile (bytes), as dcoex.stages.s02b_bootstrap_edges.science
     holds it: both groups' ranks and their squares (float32; plus float64 copies when the
-    sums need float64), the core's row and column ranks, and per edge the scale gather,
-    LOW r and the raw sums."""
+    sums need float64; plus the sorted counts and their cumulative sums when ``cumulative``),
+    the core's row and column ranks, and per edge the scale gather, LOW r and the raw sums."""
     wide = 2 * itemsize if itemsize == 8 else 0
     ranks = int(n_genes) * (int(k_low) + int(k_high)) * (8 + wide)
+    if cumulative:
+        ranks += int(n_genes) * max(int(k_low), int(k_high)) * 8
     core = int(core_genes) * max(int(k_low), int(k_high)) * itemsize
     return ranks + core + int(n_edges) * (8 + itemsize + (itemsize if itemsize == 8 else 0))
 
@@ -94,8 +104,9 @@ def estimate(
     ks = (int(k_low), int(k_high))
     kr = max(int(kr_low), int(kr_high))
     itemsize = 4 if kr * (kr - 1) ** 2 < 2**24 else 8  # exact integer rank sums (dcoex.ranks)
+    cached = [signs_fit(n_c, k) for k in ks]
     per_rep = per_replicate_bytes(n_genes=n_c, k_low=ks[0], k_high=ks[1], itemsize=itemsize,
-                                  core_genes=min(2 * n_c, n_c + c), n_edges=c)
+                                  core_genes=min(2 * n_c, n_c + c), n_edges=c, cumulative=not all(cached))
     block = replicate_block(per_replicate=per_rep, n_boot=b)
     # the core product (<= GATHER_WORK_BYTES) or the gathered products' temporaries
     products = min(GATHER_WORK_BYTES, block * c * max(ks) * 2 * itemsize)
@@ -106,7 +117,7 @@ def estimate(
         "indices": b * (int(kr_low) + int(kr_high)) * 16 + b * sum(ks) * 20,
         "tile_edges": c * TILE_EDGE_BYTES if e else 0,
         "deltas": c * b * 4 if e else 0,
-        "signs": sum(min(SIGN_WORK_BYTES, n_c * k * k * 4) + n_c * k * 4 for k in ks),
+        "signs": sum((n_c * k * k * 4 if fit else n_c * k * 24) + n_c * k * 4 for k, fit in zip(ks, cached, strict=True)),
         "work": block * per_rep + products if e else 0,
         "stats": stats_rows * b * STATS_BYTES_PER_VALUE if e else 0,
         "hdf5": HDF5_BYTES + (16 * MiB if store_replicates else 0),

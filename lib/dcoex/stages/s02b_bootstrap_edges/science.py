@@ -30,13 +30,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dcoex.ranks import exact_dtype
+from dcoex.ranks import exact_dtype, tie_bounds
 from dcoex.stages.s02b_bootstrap_edges.estimator import (
     GATHER_WORK_BYTES,
-    SIGN_WORK_BYTES,
     STATS_WORK_BYTES,
     per_replicate_bytes,
     replicate_block,
+    signs_fit,
 )
 
 #: Cost of one gathered edge relative to one pair of a core matrix product.
@@ -56,13 +56,30 @@ def positions_in_group(samples: np.ndarray, group: np.ndarray) -> np.ndarray:
     return pos
 
 
+def work_buffer(pool: dict[str, np.ndarray], name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """A work array from ``pool`` (kept across replicate blocks and tiles: first-touch page
+    faults are costly), grown when too small."""
+    size = int(np.prod(shape))
+    held = pool.get(name)
+    if held is None or held.size < size or held.dtype != dtype:
+        pool.pop(name, None)
+        held = pool[name] = np.empty(size, dtype=dtype)
+    return held[:size].reshape(shape)
+
+
 class ResampleSide:
     """One group (LOW or HIGH) of one reference gene for a set of genes: their sign
     matrices within the group and the resamples' counts."""
 
-    def __init__(self, x_group: np.ndarray, boot_positions: np.ndarray) -> None:
+    def __init__(
+        self, x_group: np.ndarray, boot_positions: np.ndarray, pool: dict[str, np.ndarray] | None = None,
+        name: str = "side",
+    ) -> None:
         """``x_group``: (g, k) values of the genes in the group's samples; ``boot_positions``:
-        (B, k_r) positions (0..k−1) of each resample."""
+        (B, k_r) positions (0..k−1) of each resample; ``pool``/``name``: where work arrays
+        are kept."""
+        self.pool = {} if pool is None else pool
+        self.name = name
         self.x = np.atleast_2d(x_group)
         self.n_genes, self.k = self.x.shape
         self.n_boot, self.kr = boot_positions.shape
@@ -71,15 +88,42 @@ class ResampleSide:
         counts = np.bincount(flat, minlength=self.n_boot * self.k).reshape(self.n_boot, self.k)
         self.counts = counts.astype(self.dtype)
         self.counts32 = counts.astype(np.float32)  # |u| <= k_r: exact in float32
-        self.block_genes = int(max(1, min(self.n_genes, SIGN_WORK_BYTES // (4 * self.k * self.k))))
-        self._signs = self._sign_block(0, self.n_genes) if self.block_genes == self.n_genes else None
-        self._work: np.ndarray | None = None
+        self._signs: np.ndarray | None = None
+        if signs_fit(self.n_genes, self.k):
+            signs = np.sign(self.x[:, :, None] - self.x[:, None, :]).astype(np.float32)
+            self._signs = signs.reshape(self.n_genes * self.k, self.k)
+        else:  # sign matrices too large to keep: ranks from cumulative counts in sorted order
+            self.order = np.argsort(self.x, axis=1, kind="stable")
+            first, last = tie_bounds(np.take_along_axis(self.x, self.order, axis=1))
+            sorted_position = np.empty_like(self.order)
+            np.put_along_axis(sorted_position, self.order, np.arange(self.k), axis=1)
+            self.rank_index = np.arange(self.n_genes)[:, None] * self.k + sorted_position
+            self.tied = np.flatnonzero(np.any(first != last, axis=1))
+            self.first, self.last = first[self.tied], last[self.tied]
 
-    def _sign_block(self, g0: int, g1: int) -> np.ndarray:
-        """sign(x_p − x_q) of genes g0..g1, ((g1−g0)·k, k) float32."""
-        x = self.x[g0:g1]
-        signs = np.sign(x[:, :, None] - x[:, None, :]).astype(np.float32)
-        return signs.reshape((g1 - g0) * self.k, self.k)
+    @property
+    def uses_sorted_ranks(self) -> bool:
+        """True when ranks come from cumulative counts (sign matrices too large to keep)."""
+        return self._signs is None
+
+    def _sorted_ranks(self, counts: np.ndarray, u: np.ndarray) -> None:
+        """u (nb, g, k) from the counts (nb, k) along each gene's sorted order: with cum the
+        inclusive cumulative counts and w the counts in sorted order, a value whose tie run
+        spans sorted positions f..l has u = (cum_f − w_f) + cum_l − k_r (below minus above)."""
+        nb, g, k = u.shape
+        w = counts[:, self.order]  # (nb, g, k)
+        cum = np.cumsum(w, axis=2)
+        if self.tied.size:
+            cum_t, w_t = cum[:, self.tied], w[:, self.tied]
+            tied_u = (np.take_along_axis(cum_t, self.first[None], 2) - np.take_along_axis(w_t, self.first[None], 2)
+                      + np.take_along_axis(cum_t, self.last[None], 2) - self.kr)
+        cum *= 2
+        cum -= w
+        cum -= self.kr
+        del w
+        if self.tied.size:
+            cum[:, self.tied] = tied_u
+        np.take(cum.reshape(nb, g * k), self.rank_index, axis=1, out=u)
 
     def integer_ranks(self, b0: int, b1: int) -> tuple[np.ndarray, np.ndarray]:
         """(u, scale) of replicates b0..b1: u (nb, g, k) = 2·rank − (k_r + 1) of each gene's
@@ -88,15 +132,12 @@ class ResampleSide:
         resample. r_ij = (Σ_p c_p·u_i,p·u_j,p)·scale_i·scale_j, an exact integer sum."""
         nb, g, k = b1 - b0, self.n_genes, self.k
         counts = self.counts32[b0:b1]
-        if self._work is None or self._work.shape[1] < nb:
-            self._work = np.empty((2, nb, g, k), dtype=np.float32)  # kept: fresh pages are costly
-        u, squares = self._work[0, :nb], self._work[1, :nb]
+        work = work_buffer(self.pool, self.name, (2, nb, g, k), np.float32)
+        u, squares = work[0], work[1]
         if self._signs is not None:
             np.matmul(counts, self._signs.T, out=u.reshape(nb, g * k))
         else:
-            for g0 in range(0, g, self.block_genes):
-                g1 = min(g0 + self.block_genes, g)
-                u[:, g0:g1] = np.matmul(counts, self._sign_block(g0, g1).T).reshape(nb, g1 - g0, k)
+            self._sorted_ranks(counts, u)
         u = u.astype(self.dtype, copy=False)
         if u.dtype == np.float32:
             np.multiply(u, u, out=squares)
@@ -159,7 +200,7 @@ class EdgeLayout:
     the BLAS threads.
     """
 
-    def __init__(self, li: np.ndarray, lj: np.ndarray, n_genes: int) -> None:
+    def __init__(self, li: np.ndarray, lj: np.ndarray, n_genes: int, pool: dict[str, np.ndarray] | None = None) -> None:
         row_order, row_pos, n_rows = _degree_order(li, n_genes)
         col_order, col_pos, n_cols = _degree_order(lj, n_genes)
         a, b = row_pos[li], col_pos[lj]
@@ -183,7 +224,7 @@ class EdgeLayout:
         self.rest_i, self.rest_j = li[~in_core], lj[~in_core]
         self.gene_i, self.gene_j = li, lj
         self.n_edges = li.size
-        self._buffers: dict[str, np.ndarray] = {}
+        self._buffers = {} if pool is None else pool
 
     @property
     def core_pairs(self) -> int:
@@ -191,12 +232,7 @@ class EdgeLayout:
         return self.core_rows.size * self.core_cols.size
 
     def _buffer(self, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
-        """A work array kept for the tile's replicate blocks (fresh pages are costly)."""
-        size = int(np.prod(shape))
-        held = self._buffers.get(name)
-        if held is None or held.size < size or held.dtype != dtype:
-            held = self._buffers[name] = np.empty(size, dtype=dtype)
-        return held[:size].reshape(shape)
+        return work_buffer(self._buffers, name, shape, dtype)
 
     def correlations(
         self, u: np.ndarray, scale: np.ndarray, counts: np.ndarray, out: np.ndarray | None = None
@@ -244,29 +280,31 @@ def replicate_deltas(
     x_low: np.ndarray, x_high: np.ndarray, pos_low: np.ndarray, pos_high: np.ndarray,
     *,
     gene_i: np.ndarray, gene_j: np.ndarray, out: np.ndarray | None = None,
+    pool: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Δ^b = r_H^b − r_L^b, (E, B) float32, of edges (gene_i, gene_j) given as rows of
     ``x_low`` (g, k_L) / ``x_high`` (g, k_H), the genes' values in the LOW/HIGH samples;
     ``pos_low`` (B, k_rL) / ``pos_high`` (B, k_rH) are resample positions in the groups.
 
     The result is the transposed view of a (B, E) array, ``out[:, :E]`` when ``out`` (a
-    (B, >= E) float32 buffer, reused across tiles) is given."""
+    (B, >= E) float32 buffer, reused across tiles) is given; ``pool`` keeps the work arrays
+    for the next tile."""
+    pool = {} if pool is None else pool
     genes = np.unique(np.concatenate([gene_i, gene_j]))
-    layout = EdgeLayout(np.searchsorted(genes, gene_i), np.searchsorted(genes, gene_j), genes.size)
-    low = ResampleSide(x_low[genes], pos_low)
-    high = ResampleSide(x_high[genes], pos_high)
+    layout = EdgeLayout(np.searchsorted(genes, gene_i), np.searchsorted(genes, gene_j), genes.size, pool)
+    low = ResampleSide(x_low[genes], pos_low, pool, "low")
+    high = ResampleSide(x_high[genes], pos_high, pool, "high")
     n_edges, n_boot = gene_i.size, low.n_boot
     by_replicate = np.empty((n_boot, n_edges), dtype=np.float32) if out is None else out[:, :n_edges]
     per_rep = per_replicate_bytes(n_genes=genes.size, k_low=low.k, k_high=high.k,
                                   itemsize=max(np.dtype(low.dtype).itemsize, np.dtype(high.dtype).itemsize),
-                                  core_genes=layout.core_rows.size + layout.core_cols.size, n_edges=n_edges)
+                                  core_genes=layout.core_rows.size + layout.core_cols.size, n_edges=n_edges,
+                                  cumulative=low.uses_sorted_ranks or high.uses_sorted_ranks)
     step = replicate_block(per_replicate=per_rep, n_boot=n_boot)
-    r_low = None
     for b0 in range(0, n_boot, step):
         b1 = min(b0 + step, n_boot)
         r_high = layout.correlations(*high.integer_ranks(b0, b1), high.counts[b0:b1], out=by_replicate[b0:b1])
-        if r_low is None or r_low.shape[0] != b1 - b0:
-            r_low = np.empty((b1 - b0, n_edges), dtype=np.float32)
+        r_low = work_buffer(pool, "r_low", (b1 - b0, n_edges), np.float32)
         layout.correlations(*low.integer_ranks(b0, b1), low.counts[b0:b1], out=r_low)
         r_high -= r_low
     return by_replicate.T

@@ -28,7 +28,13 @@ from dcoex.stages.s03_network.build import NetworkOptions, reconstruct
 from dcoex.stages.s03_network.classify import select_edges
 from dcoex.stages.s03_network.contract import CONTRACT
 from dcoex.stages.s03_network.estimator import estimate
-from dcoex.stages.s03_network.io import base_summary, read_gene_inputs, read_gene_names, write_network
+from dcoex.stages.s03_network.io import (
+    base_summary,
+    network_edge_count,
+    read_gene_inputs,
+    read_gene_names,
+    write_network,
+)
 from dcoex.stages.upstream import FileUpstream
 from hpc.atomic import atomic_output, ensure_writable_dir
 from hpc.errors import InputError
@@ -89,14 +95,19 @@ def run_network(
     names_array = np.asarray(names, dtype=object)
 
     upstream_of: dict[int, dict[str, Any]] = {}
+
+    def keep(e: dict[str, np.ndarray]) -> np.ndarray:
+        return select_edges(e["delta"], e["ci_low"], e["ci_high"], options.min_effect, options.ci_filter)
+
     max_edges = 0
     for g in genes:
-        n_edges, upstream_of[g] = base_summary(gene_file_path(base_dir, g, names[g], n))
-        max_edges = max(max_edges, n_edges)
+        n_candidates, upstream_of[g] = base_summary(gene_file_path(base_dir, g, names[g], n))
+        n_network = network_edge_count(gene_file_path(boot_dir, g, names[g], n), keep) if n_candidates else 0
+        max_edges = max(max_edges, n_candidates if n_network is None else n_network)
     est = estimate(n_genes=n, n_edges=max_edges)
     if est.total_bytes > allocation.usable_bytes:
         raise MemoryPlanError(
-            f"stage 03 for {max_edges} edges is estimated at {format_bytes(est.total_bytes)} "
+            f"stage 03 for {max_edges} network edges is estimated at {format_bytes(est.total_bytes)} "
             f"> usable {format_bytes(allocation.usable_bytes)} ({allocation.describe()}); request more memory",
             est, allocation,
         )
@@ -119,7 +130,7 @@ def run_network(
             name = names[g]
             inputs = read_gene_inputs(
                 gene_file_path(base_dir, g, name, n), gene_file_path(boot_dir, g, name, n), g, name, n,
-                keep=lambda e: select_edges(e["delta"], e["ci_low"], e["ci_high"], options.min_effect, options.ci_filter),
+                keep=keep,
             )
             if expr_sha and inputs.upstream.get("expr_content_sha256") not in ("", expr_sha):
                 raise InputError(f"gene {g} ({name}): base file was made from another expression matrix than {expr_h5}")

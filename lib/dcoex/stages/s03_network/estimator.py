@@ -23,7 +23,7 @@ BYTES_PER_GENE = 300
 TWO_PATH_CHUNK_ENTRIES = 4_000_000
 BYTES_PER_TWO_PATH = 4
 #: Candidate edges read from the 02a/02b files at a time (dcoex.stages.s03_network.io).
-READ_CHUNK_EDGES = 262_144
+READ_CHUNK_EDGES = 65_536
 #: Candidate edges assumed when the caller does not know them yet (before 02a has run).
 DEFAULT_PLANNING_EDGES = 500_000
 

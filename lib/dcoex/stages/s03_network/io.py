@@ -89,6 +89,20 @@ def base_summary(base_path: Path) -> tuple[int, dict[str, Any]]:
         return 0, {}
 
 
+def network_edge_count(boot_path: Path, keep: Callable[[Mapping[str, np.ndarray]], np.ndarray]) -> int | None:
+    """Edges of the 02b file that ``keep`` keeps (a mask of a chunk of its ``delta``,
+    ``ci_low``, ``ci_high``), read READ_CHUNK_EDGES at a time; None if it cannot be read."""
+    try:
+        with h5py.File(boot_path, "r") as f:
+            columns = {"delta": f["base/delta"], "ci_low": f["boot/ci_low"], "ci_high": f["boot/ci_high"]}
+            total = columns["delta"].shape[0]
+            return int(sum(
+                np.count_nonzero(keep({name: col[e0 : e0 + READ_CHUNK_EDGES] for name, col in columns.items()}))
+                for e0 in range(0, total, READ_CHUNK_EDGES)))
+    except (OSError, KeyError):
+        return None
+
+
 def read_gene_inputs(
     base_path: Path,
     boot_path: Path,
