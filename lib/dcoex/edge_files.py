@@ -142,14 +142,16 @@ class BootFileWriter:
     ``n_boot_stored`` is given) are resizable chunked datasets, so memory stays bounded
     by one chunk of edges whatever the gene's edge count."""
 
-    def __init__(self, f: h5py.File, *, n_boot_stored: int | None = None) -> None:
+    def __init__(self, f: h5py.File, *, max_edges: int, n_boot_stored: int | None = None) -> None:
+        """``max_edges``: an upper bound of the edges to come (chunks are no longer)."""
         self.f, self.n_edges = f, 0
         filters = filter_options()
+        cap = max(1, int(max_edges))
         for name, dtype in BOOT_DATASETS.items():
-            rows = max(1, CHUNK_BYTES // np.dtype(dtype).itemsize)
+            rows = min(cap, max(1, CHUNK_BYTES // np.dtype(dtype).itemsize))
             f.create_dataset(name, (0,), dtype=dtype, maxshape=(None,), chunks=(rows,), **filters)
         if n_boot_stored is not None:
-            rows = max(1, CHUNK_BYTES // (4 * n_boot_stored))
+            rows = min(cap, max(1, CHUNK_BYTES // (4 * n_boot_stored)))
             f.create_dataset("boot/delta_replicates", (0, n_boot_stored), dtype=np.float32,
                              maxshape=(None, n_boot_stored), chunks=(rows, n_boot_stored), **filters)
 

@@ -158,7 +158,7 @@ def run_bootstrap(
                 pool: dict[str, np.ndarray] = {}  # work arrays kept across tiles
                 hashes = [hashlib.sha256() for _ in range(3)]
                 with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
-                    writer = BootFileWriter(f, n_boot_stored=n_boot if store_replicates else None)
+                    writer = BootFileWriter(f, max_edges=n_base, n_boot_stored=n_boot if store_replicates else None)
                     for chunk in iter_base_edges(inputs["path"], chunk_edges=plan.batch_size):
                         keep = select_edges(chunk, edge_selection)
                         e = {name: col[keep] for name, col in chunk.items()}

@@ -99,12 +99,13 @@ def run_network(
     def keep(e: dict[str, np.ndarray]) -> np.ndarray:
         return select_edges(e["delta"], e["ci_low"], e["ci_high"], options.min_effect, options.ci_filter)
 
-    max_edges = 0
+    max_edges = max_candidates = 0
     for g in genes:
         n_candidates, upstream_of[g] = base_summary(gene_file_path(base_dir, g, names[g], n))
         n_network = network_edge_count(gene_file_path(boot_dir, g, names[g], n), keep) if n_candidates else 0
         max_edges = max(max_edges, n_candidates if n_network is None else n_network)
-    est = estimate(n_genes=n, n_edges=max_edges)
+        max_candidates = max(max_candidates, n_candidates)
+    est = estimate(n_genes=n, n_edges=max_edges, n_candidates=max_candidates)
     if est.total_bytes > allocation.usable_bytes:
         raise MemoryPlanError(
             f"stage 03 for {max_edges} network edges is estimated at {format_bytes(est.total_bytes)} "
@@ -153,7 +154,7 @@ def run_network(
                 task_sidecar_path(out_dir, STAGE, genes, index_width(n)), STAGE, est, allocation, recorder,
                 batch_size=1,
                 extra={"genes": genes, **done, "per_gene": per_gene, "n_genes": n,
-                       "max_candidate_edges": max_edges, **params},
+                       "max_candidate_edges": max_candidates, "max_network_edges": max_edges, **params},
             )
 
         return run_genes(genes, output_of, is_valid, process, finish, force=force, quiet=quiet)

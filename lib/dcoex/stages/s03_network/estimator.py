@@ -9,6 +9,7 @@ candidate edges measured 82-237 MiB; this estimate is 5-16 % above each).
 
 from __future__ import annotations
 
+from dcoex.h5io import CHUNK_BYTES
 from memfit.estimate import PYTHON_BASELINE_BYTES, MemoryEstimate
 from memfit.units import MiB
 
@@ -20,10 +21,15 @@ BYTES_PER_EDGE = 360
 BYTES_PER_GENE = 300
 #: The clustering step's row chunks hold at most this many two-path entries (the
 #: topology module's cap), at about BYTES_PER_TWO_PATH bytes each.
-TWO_PATH_CHUNK_ENTRIES = 4_000_000
-BYTES_PER_TWO_PATH = 4
+TWO_PATH_CHUNK_ENTRIES = 1_000_000
+BYTES_PER_TWO_PATH = 24
 #: Candidate edges read from the 02a/02b files at a time (dcoex.stages.s03_network.io).
 READ_CHUNK_EDGES = 65_536
+#: Bytes per edge of one read chunk (02a and 02b columns, int64 checks, masks).
+READ_BYTES_PER_EDGE = 200
+#: Datasets read (02a edge columns + 02b pair index and values): one decompressed HDF5
+#: chunk (at most CHUNK_BYTES) cached per dataset.
+READ_DATASETS = 17
 #: Candidate edges assumed when the caller does not know them yet (before 02a has run).
 DEFAULT_PLANNING_EDGES = 500_000
 
@@ -36,19 +42,24 @@ def two_path_entries(n_genes: int, n_edges: int) -> int:
     return int(min(TWO_PATH_CHUNK_ENTRIES, expected))
 
 
-def estimate(n_genes: int, n_edges: int | None = None, **_: object) -> MemoryEstimate:
+def estimate(n_genes: int, n_edges: int | None = None, n_candidates: int | None = None, **_: object) -> MemoryEstimate:
     """Predicted peak RSS (bytes) of a stage 03 task.
 
-    n_genes: genes in the expression matrix (N); n_edges: the largest number of
-    candidate edges (|E0|, from the 02a files) among the task's genes; when unknown
-    (planning before 02a ran), DEFAULT_PLANNING_EDGES.
+    n_genes: genes in the expression matrix (N); n_edges: the largest number of network
+    edges |E| (candidates kept by the CI / min-effect filter, counted from the 02b files)
+    among the task's genes — before 02b ran, the candidate count |E0| of the 02a files (an
+    upper bound), and before 02a ran DEFAULT_PLANNING_EDGES; n_candidates: the largest
+    |E0| (default: n_edges), which sizes the read chunk and the HDF5 chunk caches.
     """
     edges = DEFAULT_PLANNING_EDGES if n_edges is None else int(n_edges)
+    candidates = edges if n_candidates is None else max(int(n_candidates), edges)
     components = {
         "python": PYTHON_BASELINE_BYTES,
         "imports": IMPORTS_BYTES,
         "genes": BYTES_PER_GENE * int(n_genes),
+        "read_chunk": READ_BYTES_PER_EDGE * min(READ_CHUNK_EDGES, candidates),
+        "hdf5_chunk_caches": READ_DATASETS * min(CHUNK_BYTES, 8 * candidates),
         "edges": BYTES_PER_EDGE * edges,
         "clustering_two_paths": BYTES_PER_TWO_PATH * two_path_entries(n_genes, edges),
     }
-    return MemoryEstimate("03", components, {"n_genes": int(n_genes), "n_edges": edges})
+    return MemoryEstimate("03", components, {"n_genes": int(n_genes), "n_edges": edges, "n_candidates": candidates})
