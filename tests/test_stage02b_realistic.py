@@ -106,3 +106,28 @@ def test_sorted_rank_path_equals_sign_products(monkeypatch):
     np.testing.assert_array_equal(signs, cumulative)
     ref = naive(x.astype(np.float64), low_boot, high_boot, iu[pick], ju[pick])
     np.testing.assert_allclose(cumulative, ref, atol=2e-6, equal_nan=True)
+
+
+def test_output_sizes_and_bounded_estimate(run, tmp_path):
+    """output_bytes of 02b and 03 bound the files written (within 3×); 02b's memory
+    estimate depends on the tile, not on the gene's edge count."""
+    from dcoex.stages.s02b_bootstrap_edges.estimator import estimate
+    from dcoex.stages.s02b_bootstrap_edges.estimator import output_bytes as boot_bytes
+    from dcoex.stages.s03_network.cli import run_network
+    from dcoex.stages.s03_network.estimator import output_bytes as network_bytes
+
+    x, idx, genes, folder = run
+    n = x.shape[0]
+    assert run_network(folder / "base", folder / "boot", tmp_path / "net", genes=genes)["written"] == genes
+    for gene in genes:
+        path = gene_file_path(folder / "boot", gene, f"g{gene}", n)
+        meta, _ = read_edges(path)
+        size = path.stat().st_size
+        assert size <= boot_bytes(n_genes=n, n_edges=meta["n_sig_edges"], n_boot=B, store_replicates=True) <= 3 * size
+        net = gene_file_path(tmp_path / "net", gene, f"g{gene}", n)
+        with h5py.File(net, "r") as f:
+            n_network = int(f["meta"].attrs["n_significant"])
+        assert 0 < n_network and net.stat().st_size <= network_bytes(n_genes=n, n_edges=n_network) <= 3 * net.stat().st_size
+    shape = dict(n_genes=12625, n_samples=128, n_bootstrap=1000, k_low=25, k_high=25, kr_low=20, kr_high=20)
+    tile = estimate(**shape, n_edges=134_217, edge_chunk=134_217).total_bytes
+    assert estimate(**shape, n_edges=24_700_000, edge_chunk=134_217).total_bytes == tile < 2 * 1024**3

@@ -140,38 +140,65 @@ class BootFileWriter:
     """Writes a 02b file into the open (new) h5py file ``f`` chunk by chunk: the columns of
     BOOT_DATASETS (and the (E, B) replicate matrix ``boot/delta_replicates`` when
     ``n_boot_stored`` is given) are resizable chunked datasets, so memory stays bounded
-    by one chunk of edges whatever the gene's edge count."""
+    by one chunk of edges whatever the gene's edge count. Rows are held until a whole HDF5
+    chunk is complete, so each chunk is compressed and written once (no dead space)."""
 
     def __init__(self, f: h5py.File, *, max_edges: int, n_boot_stored: int | None = None) -> None:
         """``max_edges``: an upper bound of the edges to come (chunks are no longer)."""
         self.f, self.n_edges = f, 0
         filters = filter_options()
         cap = max(1, int(max_edges))
-        for name, dtype in BOOT_DATASETS.items():
-            rows = min(cap, max(1, CHUNK_BYTES // np.dtype(dtype).itemsize))
-            f.create_dataset(name, (0,), dtype=dtype, maxshape=(None,), chunks=(rows,), **filters)
+        names = dict(BOOT_DATASETS)
         if n_boot_stored is not None:
-            rows = min(cap, max(1, CHUNK_BYTES // (4 * n_boot_stored)))
-            f.create_dataset("boot/delta_replicates", (0, n_boot_stored), dtype=np.float32,
-                             maxshape=(None, n_boot_stored), chunks=(rows, n_boot_stored), **filters)
+            names["boot/delta_replicates"] = np.float32
+        self._pending: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        self._written: dict[str, int] = dict.fromkeys(names, 0)
+        for name, dtype in names.items():
+            tail = () if name in BOOT_DATASETS else (int(n_boot_stored),)
+            row_bytes = np.dtype(dtype).itemsize * int(np.prod(tail, dtype=np.int64))
+            rows = min(cap, max(1, CHUNK_BYTES // row_bytes))
+            f.create_dataset(name, (0, *tail), dtype=dtype, maxshape=(None, *tail), chunks=(rows, *tail), **filters)
+
+    def _write(self, name: str, rows: np.ndarray) -> None:
+        dataset, e0 = self.f[name], self._written[name]
+        dataset.resize((e0 + rows.shape[0], *dataset.shape[1:]))
+        dataset[e0 : e0 + rows.shape[0]] = rows
+        self._written[name] = e0 + rows.shape[0]
+
+    def _push(self, name: str, values: np.ndarray) -> None:
+        """Queue rows of ``name`` (any layout); write every completed chunk, copying at most
+        one chunk at a time."""
+        dataset, pending = self.f[name], self._pending[name]
+        rows, dtype = dataset.chunks[0], dataset.dtype
+        start, n = 0, values.shape[0]
+        held = sum(p.shape[0] for p in pending)
+        if held:
+            start = min(rows - held, n)
+            pending.append(np.array(values[:start], dtype=dtype))
+            if held + start == rows:
+                self._write(name, np.concatenate(pending))
+                pending.clear()
+        while n - start >= rows:
+            self._write(name, np.array(values[start : start + rows], dtype=dtype))
+            start += rows
+        if start < n:
+            pending.append(np.array(values[start:], dtype=dtype))
 
     def append(self, columns: Mapping[str, np.ndarray], replicates: np.ndarray | None = None) -> None:
         """Append one chunk of edges: every BOOT_DATASETS column (and the (E, B) replicates
         when stored)."""
-        e0 = self.n_edges
-        e1 = e0 + int(np.asarray(columns["edges/pair_index"]).shape[0])
-        for name, dtype in BOOT_DATASETS.items():
-            dataset = self.f[name]
-            dataset.resize((e1,))
-            dataset[e0:e1] = np.asarray(columns[name], dtype=dtype)
+        for name in BOOT_DATASETS:
+            self._push(name, np.asarray(columns[name]))
         if replicates is not None:
-            dataset = self.f["boot/delta_replicates"]
-            dataset.resize((e1, dataset.shape[1]))
-            dataset[e0:e1] = replicates
-        self.n_edges = e1
+            self._push("boot/delta_replicates", replicates)
+        self.n_edges += int(np.asarray(columns["edges/pair_index"]).shape[0])
 
     def finish(self, meta: Mapping[str, object], gene_names: list[str]) -> None:
-        """Write meta, names and the established aliases."""
+        """Write the rows still held, meta, names and the established aliases."""
+        for name, pending in self._pending.items():
+            if pending:
+                self._write(name, np.concatenate(pending))
+                pending.clear()
         write_attrs(self.f.require_group("meta"), meta)
         _write_names(self.f, gene_names)
         for alias, target in ESTABLISHED_BOOT_LINKS.items():

@@ -63,3 +63,19 @@ def estimate(n_genes: int, n_edges: int | None = None, n_candidates: int | None 
         "clustering_two_paths": BYTES_PER_TWO_PATH * two_path_entries(n_genes, edges),
     }
     return MemoryEstimate("03", components, {"n_genes": int(n_genes), "n_edges": edges, "n_candidates": candidates})
+
+
+#: Output bytes per network edge: pair index 8, gene_i/j 8, eight float32 32, three float64
+#: 24, four bool 4, qual_score 4, qual_label (variable-length string) ~32 = 112 before
+#: compression; shuffle + gzip leave ~80 (measured on realistic data), 96 with a margin.
+OUTPUT_BYTES_PER_EDGE = 96
+#: Per gene: the name (~16 B) and the low/high/diff degree vectors (int32).
+OUTPUT_BYTES_PER_GENE = 28
+#: Fixed part: HDF5 structure, meta (with its JSON summary), topology/focus attributes, provenance.
+OUTPUT_FIXED_BYTES = 64 * 1024
+
+
+def output_bytes(*, n_genes: int, n_edges: int) -> int:
+    """Predicted size (bytes) of one stage 03 network file with ``n_edges`` network edges
+    (compressed columns with a ~20 % margin; the focus partners count 8 B per gene at most)."""
+    return int(OUTPUT_FIXED_BYTES + (OUTPUT_BYTES_PER_GENE + 8) * int(n_genes) + OUTPUT_BYTES_PER_EDGE * int(n_edges))
