@@ -348,15 +348,23 @@ def boot_stats(deltas: np.ndarray, delta_base: np.ndarray, ci_alpha: float) -> B
 
 
 def _block_stats(deltas: np.ndarray, delta_base: np.ndarray, ci_alpha: float) -> BootStats:
-    finite = np.isfinite(deltas)
-    n_f = finite.sum(axis=1)
+    all_finite = bool(np.isfinite(deltas.sum(dtype=np.float64)))  # |Δ| <= 2: no overflow
+    if all_finite:  # the usual case: the same sums without the masks
+        n_f = np.full(deltas.shape[0], deltas.shape[1], dtype=np.int64)
+        total = deltas.sum(axis=1, dtype=np.float64)
+    else:
+        finite = np.isfinite(deltas)
+        n_f = finite.sum(axis=1)
+        total = np.where(finite, deltas, 0).sum(axis=1, dtype=np.float64)
     n_safe = np.maximum(n_f, 1)
-    total = np.where(finite, deltas, 0).sum(axis=1, dtype=np.float64)
     mean = total / n_safe
-    centred = np.where(finite, deltas - mean[:, None].astype(np.float32), 0)
+    centred = deltas - mean[:, None].astype(np.float32)
+    if not all_finite:
+        centred[~finite] = 0
+        del finite
     np.square(centred, out=centred)
     var = centred.sum(axis=1, dtype=np.float64) / np.maximum(n_f - 1, 1)
-    del centred, finite
+    del centred
     pos = (deltas > 0).sum(axis=1)
     neg = (deltas < 0).sum(axis=1)
     pval = np.maximum(2.0 * np.minimum(pos, neg) / n_safe, 1.0 / n_safe)
