@@ -1,22 +1,23 @@
 """Memory estimator of stage 03 (per reference gene differential network).
 
 Peak RSS of one task = interpreter and imports + per-gene vectors + the work of its
-largest gene (genes run one after another): per candidate edge (inputs, the E columns,
-masks, three adjacency matrices, output buffers) and the two-path products of the
-triangle count. Calibrated with bench/stage03.py --scan at N = 8,763 (320 to 506k
-candidate edges measured 82-237 MiB; this estimate is 5-16 % above each).
+largest gene (genes run one after another), the larger of two phases: reading (one chunk
+of candidate edges E0 with the HDF5 chunk caches, plus the kept network edges E) and the
+network (per edge of E: its columns, masks, three adjacency matrices, output buffers; and
+the two-path products of the triangle count). Nothing is proportional to |E0| beyond one
+chunk; the network's adjacency makes the peak proportional to |E| (inherent). Calibrated
+on stage 02a/02b files of realistic data (bench/stage02b_tiles.py) and bench/stage03.py.
 """
 
 from __future__ import annotations
 
-from dcoex.h5io import CHUNK_BYTES
 from memfit.estimate import PYTHON_BASELINE_BYTES, MemoryEstimate
 from memfit.units import MiB
 
 #: Resident bytes of stage 03's imports beyond the Python baseline (scipy.sparse, csgraph, h5py).
 IMPORTS_BYTES = 4 * MiB
 #: Bytes per candidate edge (|E0|) while one gene is processed.
-BYTES_PER_EDGE = 360
+BYTES_PER_EDGE = 255
 #: Bytes per gene of the universe (names, degree/clustering vectors, component labels).
 BYTES_PER_GENE = 300
 #: The clustering step's row chunks hold at most this many two-path entries (the
@@ -25,11 +26,13 @@ TWO_PATH_CHUNK_ENTRIES = 1_000_000
 BYTES_PER_TWO_PATH = 24
 #: Candidate edges read from the 02a/02b files at a time (dcoex.stages.s03_network.io).
 READ_CHUNK_EDGES = 65_536
-#: Bytes per edge of one read chunk (02a and 02b columns, int64 checks, masks).
-READ_BYTES_PER_EDGE = 200
-#: Datasets read (02a edge columns + 02b pair index and values): one decompressed HDF5
-#: chunk (at most CHUNK_BYTES) cached per dataset.
-READ_DATASETS = 17
+#: Bytes per edge of one read chunk: the 02a and 02b columns, int64 checks and masks, and
+#: the HDF5 chunk caches and decompression buffers of the 21 datasets read (measured on
+#: stage 02a/02b files of realistic data: ~45-50 MiB for a full chunk).
+READ_BYTES_PER_EDGE = 800
+#: Bytes per kept (network) edge while reading: its columns in the chunk list and the
+#: concatenated copy.
+KEPT_BYTES_PER_EDGE = 212
 #: Candidate edges assumed when the caller does not know them yet (before 02a has run).
 DEFAULT_PLANNING_EDGES = 500_000
 
@@ -53,14 +56,14 @@ def estimate(n_genes: int, n_edges: int | None = None, n_candidates: int | None 
     """
     edges = DEFAULT_PLANNING_EDGES if n_edges is None else int(n_edges)
     candidates = edges if n_candidates is None else max(int(n_candidates), edges)
+    reading = READ_BYTES_PER_EDGE * min(READ_CHUNK_EDGES, candidates) + KEPT_BYTES_PER_EDGE * edges
+    network = BYTES_PER_EDGE * edges + BYTES_PER_TWO_PATH * two_path_entries(n_genes, edges)
     components = {
         "python": PYTHON_BASELINE_BYTES,
         "imports": IMPORTS_BYTES,
         "genes": BYTES_PER_GENE * int(n_genes),
-        "read_chunk": READ_BYTES_PER_EDGE * min(READ_CHUNK_EDGES, candidates),
-        "hdf5_chunk_caches": READ_DATASETS * min(CHUNK_BYTES, 8 * candidates),
-        "edges": BYTES_PER_EDGE * edges,
-        "clustering_two_paths": BYTES_PER_TWO_PATH * two_path_entries(n_genes, edges),
+        # the peak is in one of two phases: reading (chunks, kept edges) or the network work
+        "reading_or_network": max(reading, network),
     }
     return MemoryEstimate("03", components, {"n_genes": int(n_genes), "n_edges": edges, "n_candidates": candidates})
 
