@@ -57,13 +57,16 @@ def estimate(n_genes: int, n_edges: int | None = None, n_candidates: int | None 
     edges = DEFAULT_PLANNING_EDGES if n_edges is None else int(n_edges)
     candidates = edges if n_candidates is None else max(int(n_candidates), edges)
     reading = READ_BYTES_PER_EDGE * min(READ_CHUNK_EDGES, candidates) + KEPT_BYTES_PER_EDGE * edges
-    network = BYTES_PER_EDGE * edges + BYTES_PER_TWO_PATH * two_path_entries(n_genes, edges)
+    two_paths = BYTES_PER_TWO_PATH * two_path_entries(n_genes, edges)
+    network = BYTES_PER_EDGE * edges + two_paths
     components = {
         "python": PYTHON_BASELINE_BYTES,
         "imports": IMPORTS_BYTES,
         "genes": BYTES_PER_GENE * int(n_genes),
-        # the peak is in one of two phases: reading (chunks, kept edges) or the network work
-        "reading_or_network": max(reading, network),
+        # the peak is in the network phase or, when larger, the reading phase (chunks + kept edges)
+        "edges": BYTES_PER_EDGE * edges,
+        "clustering_two_paths": two_paths,
+        "reading_beyond_network": max(0, reading - network),
     }
     return MemoryEstimate("03", components, {"n_genes": int(n_genes), "n_edges": edges, "n_candidates": candidates})
 
