@@ -67,10 +67,11 @@ def per_replicate_bytes(
 ) -> int:
     """Work of one replicate of a tile (bytes), as dcoex.stages.s02b_bootstrap_edges.science
     holds it: both groups' ranks and their squares (float32; plus float64 copies when the
-    sums need float64; plus the sorted counts and their cumulative sums when ``cumulative``),
+    sums need float64; plus the sorted counts and their cumulative sums when ``cumulative``;
+    the sums of squares and scales, float64, per gene),
     the core's row and column ranks, and per edge the scale gather, LOW r and the raw sums."""
     wide = 2 * itemsize if itemsize == 8 else 0
-    ranks = int(n_genes) * (int(k_low) + int(k_high)) * (8 + wide)
+    ranks = int(n_genes) * (int(k_low) + int(k_high)) * (8 + wide) + int(n_genes) * 40  # + scale temporaries
     if cumulative:
         ranks += int(n_genes) * max(int(k_low), int(k_high)) * 8
     core = int(core_genes) * max(int(k_low), int(k_high)) * itemsize
@@ -108,8 +109,9 @@ def estimate(
     per_rep = per_replicate_bytes(n_genes=n_c, k_low=ks[0], k_high=ks[1], itemsize=itemsize,
                                   core_genes=min(2 * n_c, n_c + c), n_edges=c, cumulative=not all(cached))
     block = replicate_block(per_replicate=per_rep, n_boot=b)
-    # the core product (<= GATHER_WORK_BYTES) or the gathered products' temporaries
-    products = min(GATHER_WORK_BYTES, block * c * max(ks) * 2 * itemsize)
+    # the core product or the gathered products' temporaries (one GATHER_WORK_BYTES scratch);
+    # a tile touching fewer genes than n_c runs larger blocks, up to all B replicates
+    products = min(GATHER_WORK_BYTES, b * c * max(ks) * 2 * itemsize)
     stats_rows = max(1, min(c, STATS_WORK_BYTES // max(16 * b, 1)))
     components = {
         "python": STAGE_BASELINE_BYTES,
