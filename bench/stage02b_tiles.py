@@ -1,6 +1,6 @@
 """Bench of stage 02b (and 03) on realistic-density data against the GEMM bound.
 
-    python bench/stage02b_tiles.py [--n-genes 12625] [--n-samples 128] [--n-boot 1000]
+    python bench/stage02b_tiles.py [--n-genes 12625] [--n-samples 128] [--n-boot 1000] [--time-tiles N]
         [--alphas 0.05,0.7] [--work-dir DIR] [--out bench/results/stage02b_tiles.json]
 
 1. ``prepare`` (a child process): a realistic matrix (dcoex.realistic) and a
@@ -14,6 +14,10 @@
    edges of the 02a file in pair order; a tile's product is rows × columns × k: 2·T·C·k
    FLOPs per group and replicate), at the float32 GEMM rate measured on the median tile's
    shape right after the stage ran (same threads).
+
+``--time-tiles N`` (on a work folder prepared before, with its base files): instead, time
+02b's science in this process on the first N tiles of each base file and their GEMM bound,
+and extrapolate to the gene's edges at B = 1000 (for genes too large to run whole here).
 """
 
 from __future__ import annotations
@@ -98,6 +102,61 @@ def gemm_bound(base_file: str, edge_chunk: int, n_boot: int, k_low: int, k_high:
             "gflops_rate": round(rate / 1e9, 2), "bound_s": round(flops / rate, 2)}
 
 
+def time_tiles(work: Path, alpha: float, gene: int, n_tiles: int, tile: int) -> dict:
+    """In this process: 02b's science (replicate_deltas + boot_stats) on the first
+    ``n_tiles`` tiles of the gene's 02a file, wall and CPU seconds, and the GEMM bound of the
+    same tiles at the float32 rate measured right after; extrapolated to all the edges."""
+    import time
+
+    import h5py
+    import numpy as np
+
+    from dcoex.edge_files import iter_base_edges, read_base_meta
+    from dcoex.expression_store import open_expression
+    from dcoex.stages.s02b_bootstrap_edges.science import boot_stats, positions_in_group, replicate_deltas
+
+    base_file = next((work / f"base_{alpha}").glob(f"*_g{gene}.h5"))
+    with open_expression(str(work / "expression.h5")) as store:
+        expr = store.read_all()
+    with h5py.File(work / "bootstrap_indices.h5", "r") as f:
+        low, high = np.sort(f["indices/low"][gene]), np.sort(f["indices/high"][gene])
+        lb, hb = f["indices/low_boot"][gene], f["indices/high_boot"][gene]
+    n_boot = lb.shape[0]
+    x_low, x_high = expr[:, low], expr[:, high]
+    pos_low, pos_high = positions_in_group(lb, low), positions_in_group(hb, high)
+    _, n_edges = read_base_meta(base_file)
+    buffer, pool, shapes = np.empty((n_boot, tile), dtype=np.float32), {}, []
+    done = wall = cpu = 0.0
+    for i, chunk in enumerate(iter_base_edges(base_file, chunk_edges=tile)):
+        if i == n_tiles:
+            break
+        gi, gj = chunk["gene_i"].astype(np.int64), chunk["gene_j"].astype(np.int64)
+        shapes.append((np.unique(gi).size, np.unique(gj).size))
+        w0, c0 = time.perf_counter(), time.process_time()
+        deltas = replicate_deltas(x_low, x_high, pos_low, pos_high, gene_i=gi, gene_j=gj, out=buffer, pool=pool)
+        boot_stats(deltas, (chunk["r_high"] - chunk["r_low"]).astype(np.float32), 0.05)
+        wall += time.perf_counter() - w0
+        cpu += time.process_time() - c0
+        done += gi.size
+    k = low.size + high.size
+    flops = sum(2.0 * t * c * k * n_boot for t, c in shapes)
+    t, c = shapes[len(shapes) // 2]
+    a = np.ones((t, max(low.size, high.size)), dtype=np.float32)
+    b = np.ones((max(low.size, high.size), c), dtype=np.float32)
+    out = np.empty((t, c), dtype=np.float32)
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 2.0:
+        np.matmul(a, b, out=out)
+        reps += 1
+    rate = 2.0 * t * c * a.shape[1] * reps / (time.perf_counter() - start)
+    return {"fdr_alpha": alpha, "edges": int(n_edges), "tiles_timed": len(shapes), "edges_timed": int(done),
+            "n_bootstrap": n_boot, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+            "ns_per_edge_replicate_wall": round(1e9 * wall / done / n_boot, 2),
+            "gemm_flops": flops, "gflops_rate": round(rate / 1e9, 2), "gemm_bound_s": round(flops / rate, 2),
+            "wall_over_bound": round(wall / (flops / rate), 2),
+            "extrapolated_gene_wall_s_at_B1000": round(wall / done * n_edges * 1000 / n_boot, 1)}
+
+
 def _stage(module: str, args: list[str], env: dict, *, work: Path, out_dir: Path, stage: str) -> dict:
     peak_json = work / f"peak_{stage}.json"
     cmd = [sys.executable, str(REPO / "bench/peak_rss.py"), str(peak_json), module, *args, "--quiet", "--force"]
@@ -132,6 +191,9 @@ def main() -> None:
     parser.add_argument("--alphas", default="0.05,0.7")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-03", action="store_true")
+    parser.add_argument("--time-tiles", type=int, default=0,
+                        help="Instead: time 02b's science on this many tiles of existing base files (in process).")
+    parser.add_argument("--tile", type=int, default=134_217, help="Edges per tile for --time-tiles.")
     parser.add_argument("--work-dir", default="/tmp/dcoex_bench_stage02b_tiles")
     parser.add_argument("--out", default=str(REPO / "bench/results/stage02b_tiles.json"))
     args = parser.parse_args()
@@ -146,6 +208,15 @@ def main() -> None:
                 f"{args.n_boot}, {args.gene})")
         subprocess.run([sys.executable, "-c", code], check=True, env=env)
     expr, idx, gene = str(work / "expression.h5"), str(work / "bootstrap_indices.h5"), args.gene
+    if args.time_tiles:
+        sys.path.insert(0, str(REPO / "lib"))
+        rows = [time_tiles(work, float(a), gene, args.time_tiles, args.tile) for a in args.alphas.split(",")]
+        print(json.dumps(rows))
+        Path(args.out).write_text(json.dumps({"shape": {"n_genes": args.n_genes, "n_samples": args.n_samples},
+                                              "threads": args.threads, "mode": "time_tiles",
+                                              "machine": "2-core development VM shared with other agents",
+                                              "rows": rows}, indent=1) + "\n")
+        return
     rows = []
     for alpha in [float(a) for a in args.alphas.split(",")]:
         base, boot, net = work / f"base_{alpha}", work / f"boot_{alpha}", work / f"net_{alpha}"
@@ -170,8 +241,13 @@ def main() -> None:
                                "--out-dir", str(net), "--gene-index", str(gene)], env, work=work, out_dir=net, stage="03")
         rows.append(row)
         print(json.dumps(row), flush=True)
+        _write(args, rows)
+
+
+def _write(args: argparse.Namespace, rows: list[dict]) -> None:
+    """Write the result JSON (after every row, so a long run keeps what it measured)."""
     result = {"shape": {"n_genes": args.n_genes, "n_samples": args.n_samples, "n_bootstrap": args.n_boot,
-                        "generator": f"dcoex.realistic seed {SEED}", "reference_gene": gene},
+                        "generator": f"dcoex.realistic seed {SEED}", "reference_gene": args.gene},
               "threads": args.threads, "host_cpus": os.cpu_count(),
               "machine": "2-core development VM shared with other agents (loaded; timings are noisy)",
               "rows": rows}
