@@ -9,7 +9,9 @@ ranked:
 - with u = 2·rank − (k_r + 1), the doubled centred average rank of a gene's value at
   position p in the resample is u_p = Σ_q c_q·sign(x_p − x_q) (values below count +1, above
   −1, ties 0): an integer, for all genes and replicates at once one matrix product of the
-  counts (B, k) with the genes' sign matrices (g·k, k);
+  counts (B, k) with the genes' sign matrices (g·k, k) — or, when those would exceed
+  SIGN_WORK_BYTES (large k and many genes), the same integers from cumulative counts along
+  each gene's sorted order;
 - r_ij = Σ_p c_p·u_i,p·u_j,p / sqrt(Σ c u_i² · Σ c u_j²): exactly the correlation over the
   k_r resampled columns. The sums are exact integers in float32 (float64 when
   k_r(k_r−1)² >= 2**24), so r does not depend on how edges are tiled or computed.
@@ -69,7 +71,8 @@ def work_buffer(pool: dict[str, np.ndarray], name: str, shape: tuple[int, ...], 
 
 class ResampleSide:
     """One group (LOW or HIGH) of one reference gene for a set of genes: their sign
-    matrices within the group and the resamples' counts."""
+    matrices within the group (or, when those exceed SIGN_WORK_BYTES, their sort order for
+    ranks from cumulative counts) and the resamples' counts."""
 
     def __init__(
         self, x_group: np.ndarray, boot_positions: np.ndarray, pool: dict[str, np.ndarray] | None = None,
