@@ -158,7 +158,7 @@ def time_tiles(work: Path, alpha: float, gene: int, n_tiles: int, tile: int) -> 
 
 
 def _stage(module: str, args: list[str], env: dict, *, work: Path, out_dir: Path, stage: str) -> dict:
-    peak_json = work / f"peak_{stage}.json"
+    peak_json = out_dir.parent / f"peak_{stage}_{out_dir.name}.json"
     cmd = [sys.executable, str(REPO / "bench/peak_rss.py"), str(peak_json), module, *args, "--quiet", "--force"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:

@@ -28,8 +28,8 @@ BYTES_PER_TWO_PATH = 24
 READ_CHUNK_EDGES = 65_536
 #: Bytes per edge of one read chunk: the 02a and 02b columns, int64 checks and masks, and
 #: the HDF5 chunk caches and decompression buffers of the 21 datasets read (measured on
-#: stage 02a/02b files of realistic data: ~45-50 MiB for a full chunk).
-READ_BYTES_PER_EDGE = 800
+#: stage 02a/02b files of realistic data: ~47 MiB for a full chunk).
+READ_BYTES_PER_EDGE = 760
 #: Bytes per kept (network) edge while reading: its columns in the chunk list and the
 #: concatenated copy.
 KEPT_BYTES_PER_EDGE = 212
