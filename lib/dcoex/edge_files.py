@@ -14,7 +14,9 @@ import h5py
 import numpy as np
 
 from dcoex.h5io import (
+    CHUNK_BYTES,
     dataset_options,
+    filter_options,
     link_dataset,
     open_h5_input,
     plain_attr,
@@ -237,6 +239,18 @@ def read_base_edges(path: Path) -> tuple[dict[str, object], dict[str, np.ndarray
     return meta, edges
 
 
+def read_base_meta(path: Path) -> tuple[dict[str, object], int]:
+    """(meta, number of edges) of a 02a file without its edge columns; ValueError naming it
+    if unreadable or incomplete."""
+    with open_h5_input(path, "base correlations file") as f:
+        try:
+            return read_meta(f["meta"]), int(f["edges/r_low"].shape[0])  # both edge forms
+        except KeyError as exc:
+            raise ValueError(f"base correlations file {path} lacks {exc}") from None
+        except OSError as exc:
+            raise ValueError(f"base correlations file {path} is unreadable or truncated ({exc})") from None
+
+
 def meta_matches(path: Path, expected: Mapping[str, object], datasets: list[str]) -> bool:
     """True if the file opens, its meta attrs equal ``expected`` and the datasets exist."""
     with h5py.File(path, "r") as f:
@@ -258,18 +272,6 @@ def base_datasets() -> list[str]:
     return [f"edges/{name}" for name in BASE_STORED]
 
 
-def write_boot_file(
-    f: h5py.File, columns: Mapping[str, np.ndarray], meta: Mapping[str, object], gene_names: list[str]
-) -> None:
-    """Write a 02b file's meta, names and columns (keys of BOOT_DATASETS) into ``f``."""
-    write_attrs(f.require_group("meta"), meta)
-    _write_names(f, gene_names)
-    for name, dtype in BOOT_DATASETS.items():
-        write_dataset(f, name, columns[name], dtype=dtype)
-    for alias, target in ESTABLISHED_BOOT_LINKS.items():
-        link_dataset(f, alias, target)
-
-
 def read_selected_count(path: Path, edge_selection: str = "sig_differential") -> int | None:
     """How many edges 02b will take from a 02a file (|E0|): meta ``n_sig_differential``
     (``sig_differential``) or ``n_sig_edges`` (``sig_edges``), read from the attributes only;
@@ -281,3 +283,72 @@ def read_selected_count(path: Path, edge_selection: str = "sig_differential") ->
     except (OSError, KeyError):
         return None
     return None if value is None else int(value)
+
+
+class BootFileWriter:
+    """Writes a 02b file into the open (new) h5py file ``f`` chunk by chunk: the columns of
+    BOOT_DATASETS (and the (E, B) replicate matrix ``boot/delta_replicates`` when
+    ``n_boot_stored`` is given) are resizable chunked datasets, so memory stays bounded
+    by one chunk of edges whatever the gene's edge count. Rows are held until a whole HDF5
+    chunk is complete, so each chunk is compressed and written once (no dead space)."""
+
+    def __init__(self, f: h5py.File, *, max_edges: int, n_boot_stored: int | None = None) -> None:
+        """``max_edges``: an upper bound of the edges to come (chunks are no longer)."""
+        self.f, self.n_edges = f, 0
+        filters = filter_options()
+        cap = max(1, int(max_edges))
+        names = dict(BOOT_DATASETS)
+        if n_boot_stored is not None:
+            names["boot/delta_replicates"] = np.float32
+        self._pending: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        self._written: dict[str, int] = dict.fromkeys(names, 0)
+        for name, dtype in names.items():
+            tail = () if name in BOOT_DATASETS else (int(n_boot_stored),)
+            row_bytes = np.dtype(dtype).itemsize * int(np.prod(tail, dtype=np.int64))
+            rows = min(cap, max(1, CHUNK_BYTES // row_bytes))
+            f.create_dataset(name, (0, *tail), dtype=dtype, maxshape=(None, *tail), chunks=(rows, *tail), **filters)
+
+    def _write(self, name: str, rows: np.ndarray) -> None:
+        dataset, e0 = self.f[name], self._written[name]
+        dataset.resize((e0 + rows.shape[0], *dataset.shape[1:]))
+        dataset[e0 : e0 + rows.shape[0]] = rows
+        self._written[name] = e0 + rows.shape[0]
+
+    def _push(self, name: str, values: np.ndarray) -> None:
+        """Queue rows of ``name`` (any layout); write every completed chunk, copying at most
+        one chunk at a time."""
+        dataset, pending = self.f[name], self._pending[name]
+        rows, dtype = dataset.chunks[0], dataset.dtype
+        start, n = 0, values.shape[0]
+        held = sum(p.shape[0] for p in pending)
+        if held:
+            start = min(rows - held, n)
+            pending.append(np.array(values[:start], dtype=dtype))
+            if held + start == rows:
+                self._write(name, np.concatenate(pending))
+                pending.clear()
+        while n - start >= rows:
+            self._write(name, np.array(values[start : start + rows], dtype=dtype))
+            start += rows
+        if start < n:
+            pending.append(np.array(values[start:], dtype=dtype))
+
+    def append(self, columns: Mapping[str, np.ndarray], replicates: np.ndarray | None = None) -> None:
+        """Append one chunk of edges: every BOOT_DATASETS column (and the (E, B) replicates
+        when stored)."""
+        for name in BOOT_DATASETS:
+            self._push(name, np.asarray(columns[name]))
+        if replicates is not None:
+            self._push("boot/delta_replicates", replicates)
+        self.n_edges += int(np.asarray(columns["edges/pair_index"]).shape[0])
+
+    def finish(self, meta: Mapping[str, object], gene_names: list[str]) -> None:
+        """Write the rows still held, meta, names and the established aliases."""
+        for name, pending in self._pending.items():
+            if pending:
+                self._write(name, np.concatenate(pending))
+                pending.clear()
+        write_attrs(self.f.require_group("meta"), meta)
+        _write_names(self.f, gene_names)
+        for alias, target in ESTABLISHED_BOOT_LINKS.items():
+            link_dataset(self.f, alias, target)

@@ -21,10 +21,10 @@ import h5py
 import numpy as np
 
 from dcoex.cli import gene_selection_options, parse_batch_size
-from dcoex.edge_files import BOOT_DATASETS, read_base_edges, write_boot_file
+from dcoex.edge_files import BootFileWriter, iter_base_edges, read_base_meta
 from dcoex.expression_store import open_expression
 from dcoex.genes import gene_file_path, index_width
-from dcoex.h5io import dataset_options, write_attrs
+from dcoex.h5io import write_attrs
 from dcoex.indices_file import IndicesFile, check_groups, groups_sha
 from dcoex.pergene import resolve_genes, run_genes
 from dcoex.provenance import why_stale, write_provenance
@@ -44,6 +44,7 @@ from memfit.record import PeakRecorder, h5_attrs, task_sidecar_path, write_sidec
 
 STAGE = "02b"
 CI_METHOD = "percentile (numpy linear interpolation over the finite replicates)"
+STAT_NAMES = ("delta_mean", "delta_std", "ci_low", "ci_high", "bias", "n_finite")
 
 
 def _sha(*arrays: np.ndarray) -> str:
@@ -110,7 +111,7 @@ def run_bootstrap(
 
             def gene_inputs(gene: int) -> dict[str, Any]:
                 base_path = gene_file_path(base, gene, names[gene], n)
-                meta, edges = read_base_edges(base_path)
+                meta, n_base = read_base_meta(base_path)
                 low, high = indices.groups(gene)
                 check_groups(low, high, n_samples, gene)
                 problems = []
@@ -124,20 +125,15 @@ def run_bootstrap(
                     problems.append(f"was made with --fdr-alpha {meta.get('fdr_alpha')}, not the {fdr_alpha} asked")
                 if problems:
                     raise InputError(f"base file {base_path} " + "; ".join(problems))
-                keep = select_edges(edges, edge_selection)
-                chosen = {name: col[keep] for name, col in edges.items()}
-                return {"meta": meta, "edges": chosen, "low": low, "high": high, "n_base": int(keep.size)}
+                return {"meta": meta, "path": base_path, "low": low, "high": high, "n_base": n_base}
 
-            def expected_meta(gene: int, inputs: dict[str, Any], boot_sha: str) -> dict[str, Any]:
-                e = inputs["edges"]
+            def expected_meta(gene: int, inputs: dict[str, Any], boot_sha: str, base_sha: str) -> dict[str, Any]:
                 return {
                     "gene_index_used": gene, "n_genes": n, "n_bootstrap": n_boot,
                     "edge_selection_mode": edge_selection, "ci_alpha": float(ci_alpha),
                     "fdr_alpha": float(inputs["meta"]["fdr_alpha"]), "expr_content_sha256": expr_sha,
                     "indices_sha": groups_sha(inputs["low"], inputs["high"]), "bootstrap_sha": boot_sha,
-                    "base_edges_sha": _sha(e["pair_index"].astype(np.int64), e["r_low"].astype(np.float32),
-                                           e["r_high"].astype(np.float32)),
-                    "store_replicates": bool(store_replicates),
+                    "base_edges_sha": base_sha, "store_replicates": bool(store_replicates),
                 }
 
             upstream = FileUpstream(files={"00": Path(expr_h5), "01": Path(indices_h5)}, dirs={"02a": base},
@@ -149,54 +145,51 @@ def run_bootstrap(
 
             def process(gene: int, path: Path) -> None:
                 inputs = gene_inputs(gene)
-                e = inputs["edges"]
                 lb, hb = indices.boot(gene)
                 low, high = inputs["low"], inputs["high"]
-                n_edges = int(e["pair_index"].size)
-                plan = plan_batch(batch_size, lambda c: estimate_for(n_edges, c),
-                                  max(1, min(n_edges, max_chunk(n_boot))), allocation, what="edge chunk")
+                n_base = inputs["n_base"]
+                plan = plan_batch(batch_size, lambda c: estimate_for(n_base, c),
+                                  max(1, min(n_base, max_chunk(n_boot))), allocation, what="edge chunk")
                 if plan.estimate.total_bytes > largest["estimate"].total_bytes:
                     largest.update(estimate=plan.estimate, chunk=plan.batch_size)
-                gi, gj = e["gene_i"].astype(np.int64), e["gene_j"].astype(np.int64)
-                genes_used = np.unique(np.concatenate([gi, gj]))
-                rows_i, rows_j = np.searchsorted(genes_used, gi), np.searchsorted(genes_used, gj)
-                x_low, x_high = expr[genes_used][:, low], expr[genes_used][:, high]
+                x_low, x_high = expr[:, low], expr[:, high]
                 pos_low, pos_high = positions_in_group(lb, low), positions_in_group(hb, high)
-                delta_base = (e["r_high"].astype(np.float32) - e["r_low"].astype(np.float32))
-                columns = {
-                    "edges/pair_index": e["pair_index"], "edges/gene_i": gi, "edges/gene_j": gj,
-                    "base/delta": delta_base, "base/r_low": e["r_low"], "base/r_high": e["r_high"],
-                }
-                stat_names = ("delta_mean", "delta_std", "ci_low", "ci_high", "bias", "n_finite")
-                for name in stat_names:
-                    columns[f"boot/{name}"] = np.empty(n_edges, dtype=BOOT_DATASETS[f"boot/{name}"])
-                columns["pval/bootstrap_pval"] = np.empty(n_edges, dtype=np.float64)
-                meta = expected_meta(gene, inputs, _sha(lb, hb))
-                meta.update(
-                    n_sig_edges=n_edges, n_base_edges=inputs["n_base"], gene_name=names[gene],
-                    k_low=low.size, k_high=high.size, kr_low=lb.shape[1], kr_high=hb.shape[1],
-                    ci_method=CI_METHOD, edge_chunk=plan.batch_size,
-                )
+                buffer = None  # (B, tile) replicate buffer, grown to the largest tile, reused
+                pool: dict[str, np.ndarray] = {}  # work arrays kept across tiles
+                hashes = [hashlib.sha256() for _ in range(3)]
                 with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
-                    replicates = None
-                    if store_replicates:
-                        rows_per_chunk = int(max(1, min(max(n_edges, 1), (1 << 20) // max(n_boot, 1))))
-                        replicates = f.create_dataset(
-                            "boot/delta_replicates", (n_edges, n_boot), np.float32,
-                            **dataset_options((n_edges, n_boot), np.float32, chunks=(rows_per_chunk, n_boot)),
-                        )
-                    for e0 in range(0, n_edges, plan.batch_size):
-                        e1 = min(e0 + plan.batch_size, n_edges)
-                        deltas = replicate_deltas(x_low, x_high, pos_low, pos_high, gene_i=rows_i[e0:e1],
-                                                  gene_j=rows_j[e0:e1])
-                        if replicates is not None:
-                            replicates[e0:e1] = deltas
-                        stats = boot_stats(deltas, delta_base[e0:e1], ci_alpha)
-                        del deltas
-                        for name in stat_names:
-                            columns[f"boot/{name}"][e0:e1] = getattr(stats, name)
-                        columns["pval/bootstrap_pval"][e0:e1] = stats.bootstrap_pval
-                    write_boot_file(f, columns, meta, names)
+                    writer = BootFileWriter(f, max_edges=n_base, n_boot_stored=n_boot if store_replicates else None)
+                    for chunk in iter_base_edges(inputs["path"], chunk_edges=plan.batch_size):
+                        keep = select_edges(chunk, edge_selection)
+                        e = {name: col[keep] for name, col in chunk.items()}
+                        del chunk
+                        gi, gj = e["gene_i"].astype(np.int64), e["gene_j"].astype(np.int64)
+                        for sha, column in zip(hashes, (e["pair_index"].astype(np.int64), e["r_low"].astype(np.float32),
+                                                        e["r_high"].astype(np.float32)), strict=True):
+                            sha.update(np.ascontiguousarray(column).tobytes())
+                        delta_base = e["r_high"].astype(np.float32) - e["r_low"].astype(np.float32)
+                        if buffer is None or buffer.shape[1] < gi.size:
+                            buffer = None
+                            buffer = np.empty((n_boot, gi.size), dtype=np.float32)
+                        deltas = replicate_deltas(x_low, x_high, pos_low, pos_high, gene_i=gi, gene_j=gj, out=buffer,
+                                                  pool=pool)
+                        stats = boot_stats(deltas, delta_base, ci_alpha)
+                        columns = {
+                            "edges/pair_index": e["pair_index"], "edges/gene_i": gi, "edges/gene_j": gj,
+                            "base/delta": delta_base, "base/r_low": e["r_low"], "base/r_high": e["r_high"],
+                            "pval/bootstrap_pval": stats.bootstrap_pval,
+                            **{f"boot/{name}": getattr(stats, name) for name in STAT_NAMES},
+                        }
+                        writer.append(columns, deltas if store_replicates else None)
+                        del deltas, stats, columns, e
+                    base_sha = hashlib.sha256(b"".join(sha.digest() for sha in hashes)).hexdigest()
+                    meta = expected_meta(gene, inputs, _sha(lb, hb), base_sha)
+                    meta.update(
+                        n_sig_edges=writer.n_edges, n_base_edges=n_base, gene_name=names[gene],
+                        k_low=low.size, k_high=high.size, kr_low=lb.shape[1], kr_high=hb.shape[1],
+                        ci_method=CI_METHOD, edge_chunk=plan.batch_size,
+                    )
+                    writer.finish(meta, names)
                     write_provenance(f, CONTRACT.wanted(values, upstream, gene))
                     write_attrs(f.require_group(MEMFIT_GROUP), h5_attrs(STAGE, plan.estimate, allocation, recorder, plan.batch_size))
 

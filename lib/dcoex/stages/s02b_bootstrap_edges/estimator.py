@@ -1,25 +1,27 @@
-"""Stage 02b (bootstrap of one reference gene's selected edges) peak-RSS estimate, in bytes.
+"""Stage 02b (bootstrap of one reference gene's selected edges) peak-RSS estimate, in bytes,
+and its output size.
 
-Memory model (N genes, S samples, B replicates, k = k_L + k_H, E selected edges, c edges
-per chunk, n_c <= min(N, 2c) genes touched by a chunk):
+Memory model (N genes, S samples, B replicates, k_L/k_H group sizes, a tile of c edges
+touching n_c <= min(N, 2c) genes; nothing is proportional to the gene's total edge count:
+tiles are read from the 02a file and appended to the output one at a time):
 
 - ``python``: interpreter + numpy/h5py/click imports (measured; 02b does not import scipy);
-- ``expr``: the whole N × S float32 matrix, loaded once per task;
-- ``edge_tables``: the base file's edge table (~80 B per edge), the selected copy, the
-  row indices and the output columns: ~240 B per selected edge;
-- ``indices``: the gene's bootstrap indices and positions (int64) and the resample
-  counts: B·(k_rL + k_rH)·16 + B·k·8;
-- ``chunk_genes``: per group the chunk's gene values, sort order and rank index (kept,
-  ~24 B per gene × group position) and the tie-bound transient of building them (~40 B per
-  gene × position of the larger group);
-- ``deltas``: the chunk's Δ matrix (c × B float32) and the r blocks of one replicate block;
-- ``work``: the larger of the ranking phase (two (block × n_c × k) arrays: half of the
-  block budget, RANK_WORK_BYTES) and the correlation phase (one such array, the integer
-  ranks u, plus the gathered edge sub-block: 2/3 of GATHER_WORK_BYTES); float32, float64
-  when k_r(k_r−1)² >= 2**24;
-- ``stats``: the statistics' row-block temporaries (~70 % of STATS_WORK_BYTES at most).
+- ``expr``: the whole N × S float32 matrix, loaded once per task, and its LOW/HIGH columns;
+- ``indices``: the gene's bootstrap indices and positions (int64) and the resample counts;
+- ``tile_edges``: one tile's 02a columns, the selected copy, row indices, statistics and
+  output conversions: TILE_EDGE_BYTES per edge;
+- ``deltas``: the (B × c) float32 replicate buffer, reused by every tile;
+- ``signs``: per group the tile genes' sign matrices (n_c·k × k float32) when they fit
+  SIGN_WORK_BYTES, else their sort order and rank index (int64), and their values;
+- ``work``: the replicate block (per_replicate_bytes × replicate_block: both groups'
+  ranks and squares, the core rows/columns, per edge the scale gather, LOW r and raw
+  sums; the science sizes its blocks with these same functions, from the tile's real
+  genes and core) and the core product or gathered products (GATHER_WORK_BYTES);
+- ``stats``: a C-ordered copy of one statistics row block and its temporaries
+  (STATS_WORK_BYTES);
+- ``hdf5``: chunk buffers of the resizable output datasets.
 
-The chunk is at most MAX_CHUNK_DELTA_BYTES of Δ: bigger chunks are no faster.
+The tile is at most MAX_CHUNK_DELTA_BYTES of Δ.
 """
 
 from __future__ import annotations
@@ -32,19 +34,53 @@ from memfit.units import MiB
 STAGE_BASELINE_BYTES = 56 * MiB
 #: Temporaries of the per-edge statistics (dcoex.stages.s02b_bootstrap_edges.science works in row blocks of this).
 STATS_WORK_BYTES = 64 * MiB
-#: Largest Δ matrix of one edge chunk (bytes): bigger chunks are no faster.
+#: Largest Δ matrix of one tile (bytes): bigger tiles amortise the ranking a little more.
 MAX_CHUNK_DELTA_BYTES = 512 * MiB
 #: Ranking temporaries of one block of replicates (dcoex.stages.s02b_bootstrap_edges.science sizes blocks to it).
 RANK_WORK_BYTES = 96 * MiB
 #: Edge-gather temporaries of one sub-block of edges (dcoex.stages.s02b_bootstrap_edges.science sizes them to it).
 GATHER_WORK_BYTES = 48 * MiB
-EDGE_TABLE_BYTES = 240
-CHUNK_GENE_BYTES_PER_CELL = 24
+#: Sign matrices (g·k × k float32) of one gene block of the ranking product.
+SIGN_WORK_BYTES = 64 * MiB
+#: Bytes per edge of one tile (02a columns ~78 B, selected copy, int64 rows, statistics,
+#: hashes and output conversions).
+TILE_EDGE_BYTES = 320
+#: Statistics temporaries per value of a row block (C-ordered copy 4, mask 1, centred 4, ...).
+STATS_BYTES_PER_VALUE = 14
+#: HDF5 chunk buffers and caches of the output datasets.
+HDF5_BYTES = 16 * MiB
 
 
 def max_chunk(n_bootstrap: int) -> int:
-    """Most edges per chunk: MAX_CHUNK_DELTA_BYTES of float32 Δ."""
+    """Most edges per tile: MAX_CHUNK_DELTA_BYTES of float32 Δ."""
     return max(1, MAX_CHUNK_DELTA_BYTES // (4 * max(int(n_bootstrap), 1)))
+
+
+def signs_fit(n_genes: int, k: int) -> bool:
+    """Whether a tile's sign matrices (n_genes·k × k float32) are kept (<= SIGN_WORK_BYTES);
+    else ranks come from cumulative counts in each gene's sorted order."""
+    return int(n_genes) * int(k) * int(k) * 4 <= SIGN_WORK_BYTES
+
+
+def per_replicate_bytes(
+    *, n_genes: int, k_low: int, k_high: int, itemsize: int, core_genes: int, n_edges: int, cumulative: bool = False
+) -> int:
+    """Work of one replicate of a tile (bytes), as dcoex.stages.s02b_bootstrap_edges.science
+    holds it: both groups' ranks and their squares (float32; plus float64 copies when the
+    sums need float64; plus the sorted counts and their cumulative sums when ``cumulative``;
+    the sums of squares and scales, float64, per gene),
+    the core's row and column ranks, and per edge the scale gather, LOW r and the raw sums."""
+    wide = 2 * itemsize if itemsize == 8 else 0
+    ranks = int(n_genes) * (int(k_low) + int(k_high)) * (8 + wide) + int(n_genes) * 40  # + scale temporaries
+    if cumulative:
+        ranks += int(n_genes) * max(int(k_low), int(k_high)) * 8
+    core = int(core_genes) * max(int(k_low), int(k_high)) * itemsize
+    return ranks + core + int(n_edges) * (8 + itemsize + (itemsize if itemsize == 8 else 0))
+
+
+def replicate_block(*, per_replicate: int, n_boot: int) -> int:
+    """Replicates per block: as many as fit RANK_WORK_BYTES (at least 1, at most B)."""
+    return int(max(1, min(int(n_boot), RANK_WORK_BYTES // max(int(per_replicate), 1))))
 
 
 def estimate(
@@ -60,31 +96,34 @@ def estimate(
     edge_chunk: int,
     store_replicates: bool = False,
 ) -> MemoryEstimate:
-    """Predicted peak RSS (bytes) of stage 02b for one gene at ``edge_chunk`` edges per chunk."""
+    """Predicted peak RSS (bytes) of stage 02b for one gene at ``edge_chunk`` edges per tile
+    (``n_edges``: the gene's 02a edges, an upper bound of the selected ones)."""
     n, b = int(n_genes), int(n_bootstrap)
     e = max(0, int(n_edges))
     c = max(1, min(int(edge_chunk), max(e, 1)))
     n_c = min(n, 2 * c) if e else 0
-    k = int(k_low) + int(k_high)
-    k_max = max(int(k_low), int(k_high))
+    ks = (int(k_low), int(k_high))
     kr = max(int(kr_low), int(kr_high))
     itemsize = 4 if kr * (kr - 1) ** 2 < 2**24 else 8  # exact integer rank sums (dcoex.ranks)
-    per_replicate = 4 * itemsize * n_c * k_max
-    block = max(1, min(b, RANK_WORK_BYTES // max(per_replicate, 1)))
-    rank_budget = block * per_replicate
-    gather = min(GATHER_WORK_BYTES, c * block * k_max * 3 * itemsize) * 2 // 3
+    cached = [signs_fit(n_c, k) for k in ks]
+    per_rep = per_replicate_bytes(n_genes=n_c, k_low=ks[0], k_high=ks[1], itemsize=itemsize,
+                                  core_genes=min(2 * n_c, n_c + c), n_edges=c, cumulative=not all(cached))
+    block = replicate_block(per_replicate=per_rep, n_boot=b)
+    # the core product or the gathered products' temporaries (one GATHER_WORK_BYTES scratch);
+    # a tile touching fewer genes than n_c runs larger blocks, up to all B replicates
+    products = min(GATHER_WORK_BYTES, b * c * max(ks) * 2 * itemsize)
+    stats_rows = max(1, min(c, STATS_WORK_BYTES // max(16 * b, 1)))
     components = {
         "python": STAGE_BASELINE_BYTES,
-        "expr": n * int(n_samples) * 4,
-        "edge_tables": e * EDGE_TABLE_BYTES,
-        "indices": b * (int(kr_low) + int(kr_high)) * 16 + b * k * 8,
-        "chunk_genes": n_c * k * CHUNK_GENE_BYTES_PER_CELL + n_c * k_max * 40,
-        "deltas": (c * b * 4 + c * block * 12) if e else 0,
-        "work": max(rank_budget // 2, rank_budget // 4 + gather) if e else 0,
-        "stats": min(STATS_WORK_BYTES, c * b * 16) * 7 // 10 if e else 0,
+        "expr": n * int(n_samples) * 4 + n * sum(ks) * 4,
+        "indices": b * (int(kr_low) + int(kr_high)) * 16 + b * sum(ks) * 20,
+        "tile_edges": c * TILE_EDGE_BYTES if e else 0,
+        "deltas": c * b * 4 if e else 0,
+        "signs": sum((n_c * k * k * 4 if fit else n_c * k * 24) + n_c * k * 4 for k, fit in zip(ks, cached, strict=True)),
+        "work": block * per_rep + products if e else 0,
+        "stats": stats_rows * b * STATS_BYTES_PER_VALUE if e else 0,
+        "hdf5": HDF5_BYTES + (16 * MiB if store_replicates else 0),
     }
-    if store_replicates:
-        components["hdf5_chunks"] = 16 * MiB
     params = {
         "n_genes": n, "n_samples": int(n_samples), "n_bootstrap": b, "k_low": int(k_low),
         "k_high": int(k_high), "kr_low": int(kr_low), "kr_high": int(kr_high),
@@ -93,16 +132,20 @@ def estimate(
     return MemoryEstimate("02b", components, params)
 
 
-#: Output bytes of one gene's file: per selected edge (13 columns, 60 raw bytes; measured 29 B
-#: per edge on realistic data at N 600), plus the gene names (~37 B per gene) and HDF5 metadata
-#: (an empty file at N 16: 20 KB). The replicates of ``--store-replicates`` (|E0| × B float32)
-#: are not counted.
-OUTPUT_BYTES_PER_EDGE = 30
-OUTPUT_BYTES_PER_GENE = 40
-OUTPUT_FIXED_BYTES = 24 * 1024
+#: Output bytes per edge: the BOOT_DATASETS columns are 60 B before compression (8 + 4 + 4 +
+#: 3·4 + 5·4 + 4 + 8); shuffle + gzip leave ~37 (measured on realistic data), 48 with a margin.
+OUTPUT_BYTES_PER_EDGE = 48
+#: Fixed part of an output file: HDF5 structure, meta, provenance, memfit attributes.
+OUTPUT_FIXED_BYTES = 64 * 1024
+#: gene_names: about this many bytes per gene (variable-length UTF-8, gzip).
+OUTPUT_BYTES_PER_GENE = 16
 
 
-def output_bytes(*, n_genes: int, n_edges: int, n_boot: int) -> int:
-    """Predicted size (bytes) of one reference gene's 02b file for ``n_edges`` selected edges
-    (``n_boot``: replicates, which change the size only with ``--store-replicates``)."""
-    return int(n_edges) * OUTPUT_BYTES_PER_EDGE + int(n_genes) * OUTPUT_BYTES_PER_GENE + OUTPUT_FIXED_BYTES
+def output_bytes(*, n_genes: int, n_edges: int, n_boot: int, store_replicates: bool = False) -> int:
+    """Predicted size (bytes) of one gene's 02b file: the compressed columns with a margin
+    (OUTPUT_BYTES_PER_EDGE per edge), the gene names and the fixed part; with
+    ``store_replicates`` also the (E, B) float32 replicates (uncompressed: an upper bound)."""
+    total = OUTPUT_FIXED_BYTES + OUTPUT_BYTES_PER_GENE * int(n_genes) + OUTPUT_BYTES_PER_EDGE * int(n_edges)
+    if store_replicates:
+        total += 4 * int(n_edges) * int(n_boot)
+    return int(total)

@@ -3,40 +3,50 @@
 A bootstrap resample of a group repeats some of its samples (positions drawn with
 replacement). Its Spearman correlation is the Pearson correlation of the resample's
 average ranks, where duplicated samples are ties. Only the genes of the selected edges are
-ranked, each from its order within the group (computed once per chunk of edges):
+ranked:
 
-- a resample is a vector of counts c_p over the k positions of the group (sum c_p = k_r);
-- along a gene's sorted positions, the cumulative sum of counts gives the average rank of
-  each value: cum − (c − 1)/2, or for a run of tied values (cum_last + cum_before_first + 1)/2;
-- with u = 2·rank − (k_r + 1) (integers), r_ij = Σ_p c_p·u_i,p·u_j,p / sqrt(Σ c u_i² · Σ c u_j²):
-  exactly the correlation over the k_r resampled columns. The sums are exact integers in
-  float32 (float64 when k_r(k_r−1)² >= 2**24), so r does not depend on how edges are
-  chunked or computed.
+- a resample is a vector of counts c_q over the k positions of the group (Σ c_q = k_r);
+- with u = 2·rank − (k_r + 1), the doubled centred average rank of a gene's value at
+  position p in the resample is u_p = Σ_q c_q·sign(x_p − x_q) (values below count +1, above
+  −1, ties 0): an integer, for all genes and replicates at once one matrix product of the
+  counts (B, k) with the genes' sign matrices (g·k, k) — or, when those would exceed
+  SIGN_WORK_BYTES (large k and many genes), the same integers from cumulative counts along
+  each gene's sorted order;
+- r_ij = Σ_p c_p·u_i,p·u_j,p / sqrt(Σ c u_i² · Σ c u_j²): exactly the correlation over the
+  k_r resampled columns. The sums are exact integers in float32 (float64 when
+  k_r(k_r−1)² >= 2**24), so r does not depend on how edges are tiled or computed.
 
-Edges are processed in chunks (memory O(chunk × B)); within a chunk, replicates in
-blocks and edges in sub-blocks so temporaries stay bounded. Within a chunk, a dense core
-of high-degree genes (e.g. a rewired module) is computed by matrix products, the other
-edges by row gathers. A gene constant within a
-resample has no correlation: its replicate is NaN and the statistics use the finite
-replicates (``n_finite``).
+Edges come in tiles (contiguous runs of the 02a file's ascending pair index: a band of
+gene rows); within a tile, replicates in blocks, so each edge's B replicates are complete
+when its tile ends (memory O(tile × B)). In a tile, rows (gene_i) and columns (gene_j) are
+ordered by degree and the rectangle of the top rows × top columns that minimises
+R·C + GATHER_COST_RATIO·(edges outside it) is computed by one matrix product per replicate
+(BLAS; the whole tile when it is dense), the other edges by gathered dot products. A gene
+constant within a resample has no correlation: its replicate is NaN and the statistics use
+the finite replicates (``n_finite``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from dcoex.ranks import exact_dtype, tie_bounds
-from dcoex.stages.s02b_bootstrap_edges.estimator import GATHER_WORK_BYTES, RANK_WORK_BYTES, STATS_WORK_BYTES
+from dcoex.stages.s02b_bootstrap_edges.estimator import (
+    GATHER_WORK_BYTES,
+    STATS_WORK_BYTES,
+    per_replicate_bytes,
+    replicate_block,
+    signs_fit,
+)
 
-#: Dense-core sizes tried: MIN_CORE, MIN_CORE + CORE_STEP, ... up to MAX_CORE genes.
-MIN_CORE = 64
-CORE_STEP = 32
-MAX_CORE = 2048
 #: Cost of one gathered edge relative to one pair of a core matrix product.
 GATHER_COST_RATIO = 24.0
+#: Fixed cost of a core matrix product (per replicate), in pairs: small cores are not worth it.
+CORE_OVERHEAD_PAIRS = 4096
+#: Candidate core sizes tried per axis (geometric grid up to all rows / columns).
+CORE_GRID = 40
 
 
 def positions_in_group(samples: np.ndarray, group: np.ndarray) -> np.ndarray:
@@ -48,30 +58,75 @@ def positions_in_group(samples: np.ndarray, group: np.ndarray) -> np.ndarray:
     return pos
 
 
-class ResampleSide:
-    """One group (LOW or HIGH) of one reference gene for a set of genes: their order within
-    the group and the resamples' counts."""
+def work_buffer(pool: dict[str, np.ndarray], name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """A work array from ``pool`` (kept across replicate blocks and tiles: first-touch page
+    faults are costly), grown when too small."""
+    size = int(np.prod(shape))
+    held = pool.get(name)
+    if held is None or held.size < size or held.dtype != dtype:
+        pool.pop(name, None)
+        held = pool[name] = np.empty(size, dtype=dtype)
+    return held[:size].reshape(shape)
 
-    def __init__(self, x_group: np.ndarray, boot_positions: np.ndarray) -> None:
+
+class ResampleSide:
+    """One group (LOW or HIGH) of one reference gene for a set of genes: their sign
+    matrices within the group (or, when those exceed SIGN_WORK_BYTES, their sort order for
+    ranks from cumulative counts) and the resamples' counts."""
+
+    def __init__(
+        self, x_group: np.ndarray, boot_positions: np.ndarray, pool: dict[str, np.ndarray] | None = None,
+        name: str = "side",
+    ) -> None:
         """``x_group``: (g, k) values of the genes in the group's samples; ``boot_positions``:
-        (B, k_r) positions (0..k−1) of each resample."""
-        x_group = np.atleast_2d(x_group)
-        self.n_genes, self.k = x_group.shape
+        (B, k_r) positions (0..k−1) of each resample; ``pool``/``name``: where work arrays
+        are kept."""
+        self.pool = {} if pool is None else pool
+        self.name = name
+        self.x = np.atleast_2d(x_group)
+        self.n_genes, self.k = self.x.shape
         self.n_boot, self.kr = boot_positions.shape
-        self.order = np.argsort(x_group, axis=1, kind="stable")
-        first, last = tie_bounds(np.take_along_axis(x_group, self.order, axis=1))
-        sorted_position = np.empty_like(self.order)
-        np.put_along_axis(sorted_position, self.order, np.arange(self.k), axis=1)
-        self.rank_index = np.arange(self.n_genes)[:, None] * self.k + sorted_position
-        self.tied = np.flatnonzero(np.any(first != last, axis=1))
-        self.first, self.last = first[self.tied], last[self.tied]
         flat = (np.arange(self.n_boot)[:, None] * self.k + boot_positions).ravel()
         self.dtype = exact_dtype(self.kr, self.kr - 1)
-        self.counts = np.bincount(flat, minlength=self.n_boot * self.k).reshape(self.n_boot, self.k).astype(self.dtype)
+        counts = np.bincount(flat, minlength=self.n_boot * self.k).reshape(self.n_boot, self.k)
+        self.counts = counts.astype(self.dtype)
+        self.counts32 = counts.astype(np.float32)  # |u| <= k_r: exact in float32
+        self._signs: np.ndarray | None = None
+        if signs_fit(self.n_genes, self.k):
+            signs = np.sign(self.x[:, :, None] - self.x[:, None, :]).astype(np.float32)
+            self._signs = signs.reshape(self.n_genes * self.k, self.k)
+        else:  # sign matrices too large to keep: ranks from cumulative counts in sorted order
+            self.order = np.argsort(self.x, axis=1, kind="stable")
+            first, last = tie_bounds(np.take_along_axis(self.x, self.order, axis=1))
+            sorted_position = np.empty_like(self.order)
+            np.put_along_axis(sorted_position, self.order, np.arange(self.k), axis=1)
+            self.rank_index = np.arange(self.n_genes)[:, None] * self.k + sorted_position
+            self.tied = np.flatnonzero(np.any(first != last, axis=1))
+            self.first, self.last = first[self.tied], last[self.tied]
 
-    def bytes_per_replicate(self) -> int:
-        """Ranking temporaries of one replicate (bytes): four (g, k) arrays of the rank dtype."""
-        return self.n_genes * self.k * 4 * np.dtype(self.dtype).itemsize
+    @property
+    def uses_sorted_ranks(self) -> bool:
+        """True when ranks come from cumulative counts (sign matrices too large to keep)."""
+        return self._signs is None
+
+    def _sorted_ranks(self, counts: np.ndarray, u: np.ndarray) -> None:
+        """u (nb, g, k) from the counts (nb, k) along each gene's sorted order: with cum the
+        inclusive cumulative counts and w the counts in sorted order, a value whose tie run
+        spans sorted positions f..l has u = (cum_f − w_f) + cum_l − k_r (below minus above)."""
+        nb, g, k = u.shape
+        w = counts[:, self.order]  # (nb, g, k)
+        cum = np.cumsum(w, axis=2)
+        if self.tied.size:
+            cum_t, w_t = cum[:, self.tied], w[:, self.tied]
+            tied_u = (np.take_along_axis(cum_t, self.first[None], 2) - np.take_along_axis(w_t, self.first[None], 2)
+                      + np.take_along_axis(cum_t, self.last[None], 2) - self.kr)
+        cum *= 2
+        cum -= w
+        cum -= self.kr
+        del w
+        if self.tied.size:
+            cum[:, self.tied] = tied_u
+        np.take(cum.reshape(nb, g * k), self.rank_index, axis=1, out=u)
 
     def integer_ranks(self, b0: int, b1: int) -> tuple[np.ndarray, np.ndarray]:
         """(u, scale) of replicates b0..b1: u (nb, g, k) = 2·rank − (k_r + 1) of each gene's
@@ -79,125 +134,183 @@ class ResampleSide:
         count 0), scale (nb, g) = 1/sqrt(Σ_p c_p·u_p²), NaN for a gene constant in the
         resample. r_ij = (Σ_p c_p·u_i,p·u_j,p)·scale_i·scale_j, an exact integer sum."""
         nb, g, k = b1 - b0, self.n_genes, self.k
-        weights = self.counts[b0:b1][:, self.order]  # (nb, g, k): counts in sorted order
-        avg = np.cumsum(weights, axis=2)
-        if self.tied.size:
-            cum_t, w_t = avg[:, self.tied], weights[:, self.tied]
-            before = np.take_along_axis(cum_t, self.first[None], 2) - np.take_along_axis(w_t, self.first[None], 2)
-            tied_avg = (np.take_along_axis(cum_t, self.last[None], 2) + before + 1.0) / 2.0
-        weights *= -0.5
-        avg += weights
-        avg += 0.5
-        del weights
-        if self.tied.size:
-            avg[:, self.tied] = tied_avg
-        ranks = avg.reshape(nb, g * k)[:, self.rank_index]
-        del avg
-        ranks *= 2.0
-        ranks -= self.kr + 1  # u = 2·rank − (k_r + 1): integers
-        squares = np.einsum("bgk,bgk,bk->bg", ranks, ranks, self.counts[b0:b1], dtype=np.float64)
+        counts = self.counts32[b0:b1]
+        work = work_buffer(self.pool, self.name, (2, nb, g, k), np.float32)
+        u, squares = work[0], work[1]
+        if self._signs is not None:
+            np.matmul(counts, self._signs.T, out=u.reshape(nb, g * k))
+        else:
+            self._sorted_ranks(counts, u)
+        u = u.astype(self.dtype, copy=False)
+        if u.dtype == np.float32:
+            np.multiply(u, u, out=squares)
+        else:
+            squares = u * u
+        sums = np.matmul(squares, self.counts[b0:b1, :, None])[..., 0].astype(np.float64)  # exact integers
         with np.errstate(divide="ignore"):
-            scale = np.where(squares > 0, 1.0 / np.sqrt(squares), np.nan).astype(np.float32)
-        return ranks.astype(self.dtype, copy=False), scale
+            scale = np.where(sums > 0, 1.0 / np.sqrt(sums), np.nan).astype(np.float32)
+        return u, scale
 
 
-def replicate_blocks(n_boot: int, per_replicate_bytes: int) -> Iterator[tuple[int, int]]:
-    """[b0, b1) blocks of replicates whose temporaries fit RANK_WORK_BYTES."""
-    size = int(max(1, min(n_boot, RANK_WORK_BYTES // max(per_replicate_bytes, 1))))
-    for b0 in range(0, n_boot, size):
-        yield b0, min(b0 + size, n_boot)
-
-
-def edge_correlations(u: np.ndarray, counts: np.ndarray, li: np.ndarray, lj: np.ndarray) -> np.ndarray:
+def edge_correlations(
+    u: np.ndarray, counts: np.ndarray, li: np.ndarray, lj: np.ndarray, work: np.ndarray | None = None
+) -> np.ndarray:
     """Σ_p c_p·u_i,p·u_j,p, (nb, E), of edges (li, lj) from integer ranks u (nb, g, k) and
-    counts (nb, k), in edge sub-blocks (exact: integer products and sums)."""
+    counts (nb, k), in edge sub-blocks held in ``work`` (a flat scratch of u's dtype;
+    GATHER_WORK_BYTES when not given) (exact: integer products and sums)."""
     nb, k = u.shape[0], u.shape[2]
-    step = int(max(1, GATHER_WORK_BYTES // (3 * u.itemsize * nb * k)))
+    if work is None:
+        work = np.empty(GATHER_WORK_BYTES // u.itemsize, dtype=u.dtype)
+    step = int(max(1, work.size // (2 * nb * k)))
+    if 2 * nb * k * min(step, li.size) > work.size:
+        work = np.empty(2 * nb * k, dtype=u.dtype)
     out = np.empty((nb, li.size), dtype=u.dtype)
     weights = counts[:, None, :]
     for e0 in range(0, li.size, step):
         e1 = min(e0 + step, li.size)
-        prod = u[:, li[e0:e1]]
-        prod *= u[:, lj[e0:e1]]
+        prod = work[: nb * (e1 - e0) * k].reshape(nb, e1 - e0, k)
+        other = work[nb * step * k : nb * (step + e1 - e0) * k].reshape(nb, e1 - e0, k)
+        np.take(u, li[e0:e1], axis=1, out=prod)
+        np.take(u, lj[e0:e1], axis=1, out=other)
+        prod *= other
         prod *= weights
-        out[:, e0:e1] = prod.sum(axis=2)
+        prod.sum(axis=2, out=out[:, e0:e1])
     return out
 
 
-class EdgeLayout:
-    """Edges of a chunk split into a dense core and the rest.
+def _degree_order(genes: np.ndarray, n_genes: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(genes by decreasing degree, each gene's position in that order, genes with edges)."""
+    degree = np.bincount(genes, minlength=n_genes)
+    order = np.argsort(-degree, kind="stable")
+    position = np.empty(n_genes, dtype=np.int64)
+    position[order] = np.arange(n_genes)
+    return order, position, int(np.count_nonzero(degree))
 
-    Genes are ordered by degree; the core is the prefix of D genes (D <= MAX_CORE) that
-    minimises D(D−1)/2 + GATHER_COST_RATIO·(edges outside it). Core edges come from one
-    matrix product per replicate (BLAS); the others from row gathers. Both are exact integer
-    sums, so r does not depend on the layout, the chunk or the BLAS threads.
+
+def _grid(n: int) -> np.ndarray:
+    """Candidate prefix sizes 1..n (geometric, n included)."""
+    return np.unique(np.concatenate([np.geomspace(1, max(n, 1), CORE_GRID).round().astype(np.int64), [n]]))
+
+
+class EdgeLayout:
+    """Edges of a tile split into a dense core rectangle and the rest.
+
+    Rows (gene_i) and columns (gene_j) are ordered by degree; the core is the rectangle of
+    the first R rows × first C columns that minimises R·C + CORE_OVERHEAD_PAIRS +
+    GATHER_COST_RATIO·(edges outside it) (no core if gathering every edge is cheaper). Core
+    edges come from one matrix product per replicate (BLAS); the others from gathered dot
+    products. Both are exact integer sums, so r does not depend on the layout, the tile or
+    the BLAS threads.
     """
 
-    def __init__(self, li: np.ndarray, lj: np.ndarray, n_genes: int) -> None:
-        degree = np.bincount(li, minlength=n_genes) + np.bincount(lj, minlength=n_genes)
-        order = np.argsort(-degree, kind="stable")
-        position = np.empty(n_genes, dtype=np.int64)
-        position[order] = np.arange(n_genes)
-        a, b = position[li], position[lj]
-        top = np.maximum(a, b)
-        sorted_top = np.sort(top)
-        sizes = np.arange(MIN_CORE, min(MAX_CORE, n_genes) + 1, CORE_STEP)
-        size, best = 0, GATHER_COST_RATIO * li.size
-        if sizes.size:
-            inside = np.searchsorted(sorted_top, sizes)
-            cost = sizes * (sizes - 1) / 2 + GATHER_COST_RATIO * (li.size - inside)
-            if cost.min() < best:
-                size = int(sizes[int(np.argmin(cost))])
-        in_core = top < size
-        self.core_genes = order[:size]
+    def __init__(self, li: np.ndarray, lj: np.ndarray, n_genes: int, pool: dict[str, np.ndarray] | None = None) -> None:
+        row_order, row_pos, n_rows = _degree_order(li, n_genes)
+        col_order, col_pos, n_cols = _degree_order(lj, n_genes)
+        a, b = row_pos[li], col_pos[lj]
+        rows, cols = _grid(n_rows), _grid(n_cols)
+        # inside[m, n] = edges with a < rows[m] and b < cols[n]
+        ia = np.searchsorted(rows, a, side="right")
+        ib = np.searchsorted(cols, b, side="right")
+        hist = np.bincount(ia * (cols.size + 1) + ib, minlength=(rows.size + 1) * (cols.size + 1))
+        inside = hist.reshape(rows.size + 1, cols.size + 1).cumsum(0).cumsum(1)[: rows.size, : cols.size]
+        cost = rows[:, None] * cols[None, :] + CORE_OVERHEAD_PAIRS + GATHER_COST_RATIO * (li.size - inside)
+        n_r = n_c = 0
+        if li.size and cost.min() < GATHER_COST_RATIO * li.size:
+            m, n = np.unravel_index(int(np.argmin(cost)), cost.shape)
+            n_r, n_c = int(rows[m]), int(cols[n])
+        in_core = (a < n_r) & (b < n_c)
+        self.core_rows, self.core_cols = row_order[:n_r], col_order[:n_c]
         self.core_edges = np.flatnonzero(in_core)
-        self.core_a, self.core_b = a[in_core], b[in_core]
+        self.core_flat = a[in_core] * n_c + b[in_core]
+        self.all_core = self.core_edges.size == li.size
         self.rest_edges = np.flatnonzero(~in_core)
         self.rest_i, self.rest_j = li[~in_core], lj[~in_core]
         self.gene_i, self.gene_j = li, lj
         self.n_edges = li.size
+        self._buffers = {} if pool is None else pool
 
-    def correlations(self, u: np.ndarray, scale: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        """r (nb, E) float32 of the chunk's edges from integer ranks u (nb, g, k), their
-        scale (nb, g) and the resample counts (nb, k) (see ResampleSide.integer_ranks)."""
-        nb = u.shape[0]
-        raw = np.empty((nb, self.n_edges), dtype=u.dtype)
+    @property
+    def core_pairs(self) -> int:
+        """Pairs of the core rectangle (its matrix product's output size)."""
+        return self.core_rows.size * self.core_cols.size
+
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        return work_buffer(self._buffers, name, shape, dtype)
+
+    def correlations(
+        self, u: np.ndarray, scale: np.ndarray, counts: np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """r (nb, E) float32 of the tile's edges from integer ranks u (nb, g, k), their
+        scale (nb, g) and the resample counts (nb, k) (see ResampleSide.integer_ranks);
+        written into ``out`` (nb, E) when given."""
+        nb, k = u.shape[0], u.shape[2]
+        r = np.empty((nb, self.n_edges), dtype=np.float32) if out is None else out
+        raw = r if u.dtype == np.float32 else self._buffer("raw", (nb, self.n_edges), u.dtype)
+        products = self._buffer("products", (GATHER_WORK_BYTES // u.itemsize,), u.dtype)  # gathers, then the core
         if self.rest_edges.size:
-            raw[:, self.rest_edges] = edge_correlations(u, counts, self.rest_i, self.rest_j)
+            raw[:, self.rest_edges] = edge_correlations(u, counts, self.rest_i, self.rest_j, products)
         if self.core_edges.size:
-            core = u[:, self.core_genes]  # (nb, D, k)
-            weighted = core * counts[:, None, :]
-            d = core.shape[1]
-            step = int(max(1, GATHER_WORK_BYTES // (u.itemsize * d * d)))
+            rows = self._buffer("rows", (nb, self.core_rows.size, k), u.dtype)
+            np.take(u, self.core_rows, axis=1, out=rows)
+            rows *= counts[:, None, :]
+            cols = self._buffer("cols", (nb, self.core_cols.size, k), u.dtype)
+            np.take(u, self.core_cols, axis=1, out=cols)
+            step = int(max(1, min(nb, GATHER_WORK_BYTES // (u.itemsize * self.core_pairs))))
+            if step * self.core_pairs > products.size:  # one replicate's product above the budget
+                products = self._buffer("products", (step * self.core_pairs,), u.dtype)
+            gram = products[: step * self.core_pairs].reshape(step, self.core_rows.size, self.core_cols.size)
             for b0 in range(0, nb, step):
-                gram = np.matmul(core[b0 : b0 + step], weighted[b0 : b0 + step].transpose(0, 2, 1))
-                raw[b0 : b0 + step, self.core_edges] = gram[:, self.core_a, self.core_b]
-        r = raw.astype(np.float32)
-        r *= scale[:, self.gene_i]
-        r *= scale[:, self.gene_j]
+                b1 = min(b0 + step, nb)
+                part = gram[: b1 - b0]
+                np.matmul(rows[b0:b1], cols[b0:b1].transpose(0, 2, 1), out=part)
+                flat = part.reshape(b1 - b0, self.core_pairs)
+                for b in range(b0, b1):
+                    if self.all_core:
+                        np.take(flat[b - b0], self.core_flat, out=raw[b])
+                    else:
+                        raw[b, self.core_edges] = flat[b - b0, self.core_flat]
+        if raw is not r:
+            r[...] = raw
+        gathered = self._buffer("scale", (nb, self.n_edges), np.float32)
+        np.take(scale, self.gene_i, axis=1, out=gathered)
+        r *= gathered
+        np.take(scale, self.gene_j, axis=1, out=gathered)
+        r *= gathered
         return r
 
 
 def replicate_deltas(
     x_low: np.ndarray, x_high: np.ndarray, pos_low: np.ndarray, pos_high: np.ndarray,
     *,
-    gene_i: np.ndarray, gene_j: np.ndarray,
+    gene_i: np.ndarray, gene_j: np.ndarray, out: np.ndarray | None = None,
+    pool: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Δ^b = r_H^b − r_L^b, (E, B) float32, of edges (gene_i, gene_j) given as rows of
     ``x_low`` (g, k_L) / ``x_high`` (g, k_H), the genes' values in the LOW/HIGH samples;
-    ``pos_low`` (B, k_rL) / ``pos_high`` (B, k_rH) are resample positions in the groups."""
+    ``pos_low`` (B, k_rL) / ``pos_high`` (B, k_rH) are resample positions in the groups.
+
+    The result is the transposed view of a (B, E) array, ``out[:, :E]`` when ``out`` (a
+    (B, >= E) float32 buffer, reused across tiles) is given; ``pool`` keeps the work arrays
+    for the next tile."""
+    pool = {} if pool is None else pool
     genes = np.unique(np.concatenate([gene_i, gene_j]))
-    layout = EdgeLayout(np.searchsorted(genes, gene_i), np.searchsorted(genes, gene_j), genes.size)
-    low = ResampleSide(x_low[genes], pos_low)
-    high = ResampleSide(x_high[genes], pos_high)
-    deltas = np.empty((gene_i.size, low.n_boot), dtype=np.float32)
-    per_rep = max(low.bytes_per_replicate(), high.bytes_per_replicate())
-    for b0, b1 in replicate_blocks(low.n_boot, per_rep):
-        r_high = layout.correlations(*high.integer_ranks(b0, b1), high.counts[b0:b1])
-        r_low = layout.correlations(*low.integer_ranks(b0, b1), low.counts[b0:b1])
+    layout = EdgeLayout(np.searchsorted(genes, gene_i), np.searchsorted(genes, gene_j), genes.size, pool)
+    low = ResampleSide(x_low[genes], pos_low, pool, "low")
+    high = ResampleSide(x_high[genes], pos_high, pool, "high")
+    n_edges, n_boot = gene_i.size, low.n_boot
+    by_replicate = np.empty((n_boot, n_edges), dtype=np.float32) if out is None else out[:, :n_edges]
+    per_rep = per_replicate_bytes(n_genes=genes.size, k_low=low.k, k_high=high.k,
+                                  itemsize=max(np.dtype(low.dtype).itemsize, np.dtype(high.dtype).itemsize),
+                                  core_genes=layout.core_rows.size + layout.core_cols.size, n_edges=n_edges,
+                                  cumulative=low.uses_sorted_ranks or high.uses_sorted_ranks)
+    step = replicate_block(per_replicate=per_rep, n_boot=n_boot)
+    for b0 in range(0, n_boot, step):
+        b1 = min(b0 + step, n_boot)
+        r_high = layout.correlations(*high.integer_ranks(b0, b1), high.counts[b0:b1], out=by_replicate[b0:b1])
+        r_low = work_buffer(pool, "r_low", (b1 - b0, n_edges), np.float32)
+        layout.correlations(*low.integer_ranks(b0, b1), low.counts[b0:b1], out=r_low)
         r_high -= r_low
-        deltas[:, b0:b1] = r_high.T
-    return deltas
+    return by_replicate.T
 
 
 @dataclass
@@ -220,17 +333,17 @@ def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def boot_stats(deltas: np.ndarray, delta_base: np.ndarray, ci_alpha: float) -> BootStats:
-    """Statistics of docs/design.md §4.6 over each row of ``deltas`` (rows sorted in place).
+    """Statistics of docs/design.md §4.6 over each row of ``deltas`` (E, B), any layout.
 
     Over the n finite replicates of an edge: mean, sd (ddof 1), percentile CI at
     100·ci_alpha/2 and 100·(1 − ci_alpha/2) with numpy.percentile's "linear" method
     (virtual index (n−1)·q), bias = mean − Δ_base, and
     bootstrap_pval = max(2·min(#{Δ>0}, #{Δ<0})/n, 1/n). NaN where n < 2. Rows are
-    processed in blocks so temporaries stay within STATS_WORK_BYTES.
+    processed in blocks (C-ordered copies) so temporaries stay within STATS_WORK_BYTES.
     """
     n_edges, n_boot = deltas.shape
     step = int(max(1, STATS_WORK_BYTES // max(16 * n_boot, 1)))
-    parts = [_block_stats(deltas[e0 : e0 + step], delta_base[e0 : e0 + step], ci_alpha)
+    parts = [_block_stats(np.array(deltas[e0 : e0 + step], order="C"), delta_base[e0 : e0 + step], ci_alpha)
              for e0 in range(0, n_edges, step)]
     if not parts:
         parts = [_block_stats(deltas, delta_base, ci_alpha)]
@@ -238,15 +351,23 @@ def boot_stats(deltas: np.ndarray, delta_base: np.ndarray, ci_alpha: float) -> B
 
 
 def _block_stats(deltas: np.ndarray, delta_base: np.ndarray, ci_alpha: float) -> BootStats:
-    finite = np.isfinite(deltas)
-    n_f = finite.sum(axis=1)
+    all_finite = bool(np.isfinite(deltas.sum(dtype=np.float64)))  # |Δ| <= 2: no overflow
+    if all_finite:  # the usual case: the same sums without the masks
+        n_f = np.full(deltas.shape[0], deltas.shape[1], dtype=np.int64)
+        total = deltas.sum(axis=1, dtype=np.float64)
+    else:
+        finite = np.isfinite(deltas)
+        n_f = finite.sum(axis=1)
+        total = np.where(finite, deltas, 0).sum(axis=1, dtype=np.float64)
     n_safe = np.maximum(n_f, 1)
-    total = np.where(finite, deltas, 0).sum(axis=1, dtype=np.float64)
     mean = total / n_safe
-    centred = np.where(finite, deltas - mean[:, None].astype(np.float32), 0)
+    centred = deltas - mean[:, None].astype(np.float32)
+    if not all_finite:
+        centred[~finite] = 0
+        del finite
     np.square(centred, out=centred)
     var = centred.sum(axis=1, dtype=np.float64) / np.maximum(n_f - 1, 1)
-    del centred, finite
+    del centred
     pos = (deltas > 0).sum(axis=1)
     neg = (deltas < 0).sum(axis=1)
     pval = np.maximum(2.0 * np.minimum(pos, neg) / n_safe, 1.0 / n_safe)

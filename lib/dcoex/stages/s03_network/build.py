@@ -115,7 +115,7 @@ def reconstruct(inputs: GeneInputs, options: NetworkOptions) -> Network:
         "n_bootstrap": -1,
         **inputs.upstream,
         **options.meta(),
-        "n_candidate_edges": inputs.n_edges,
+        "n_candidate_edges": inputs.n_candidates,
         "n_significant": int(keep.sum()),
         **counts,
         "mean_abs_delta": float(abs_delta.mean()) if abs_delta.size else und,

@@ -25,9 +25,16 @@ from dcoex.h5io import write_attrs
 from dcoex.pergene import resolve_genes, run_genes
 from dcoex.provenance import why_stale, write_provenance
 from dcoex.stages.s03_network.build import NetworkOptions, reconstruct
+from dcoex.stages.s03_network.classify import select_edges
 from dcoex.stages.s03_network.contract import CONTRACT
 from dcoex.stages.s03_network.estimator import estimate
-from dcoex.stages.s03_network.io import base_summary, read_gene_inputs, read_gene_names, write_network
+from dcoex.stages.s03_network.io import (
+    base_summary,
+    network_edge_count,
+    read_gene_inputs,
+    read_gene_names,
+    write_network,
+)
 from dcoex.stages.upstream import FileUpstream
 from hpc.atomic import atomic_output, ensure_writable_dir
 from hpc.errors import InputError
@@ -88,14 +95,20 @@ def run_network(
     names_array = np.asarray(names, dtype=object)
 
     upstream_of: dict[int, dict[str, Any]] = {}
-    max_edges = 0
+
+    def keep(e: dict[str, np.ndarray]) -> np.ndarray:
+        return select_edges(e["delta"], e["ci_low"], e["ci_high"], options.min_effect, options.ci_filter)
+
+    max_edges = max_candidates = 0
     for g in genes:
-        n_edges, upstream_of[g] = base_summary(gene_file_path(base_dir, g, names[g], n))
-        max_edges = max(max_edges, n_edges)
-    est = estimate(n_genes=n, n_edges=max_edges)
+        n_candidates, upstream_of[g] = base_summary(gene_file_path(base_dir, g, names[g], n))
+        n_network = network_edge_count(gene_file_path(boot_dir, g, names[g], n), keep) if n_candidates else 0
+        max_edges = max(max_edges, n_candidates if n_network is None else n_network)
+        max_candidates = max(max_candidates, n_candidates)
+    est = estimate(n_genes=n, n_edges=max_edges, n_candidates=max_candidates)
     if est.total_bytes > allocation.usable_bytes:
         raise MemoryPlanError(
-            f"stage 03 for {max_edges} edges is estimated at {format_bytes(est.total_bytes)} "
+            f"stage 03 for {max_edges} network edges is estimated at {format_bytes(est.total_bytes)} "
             f"> usable {format_bytes(allocation.usable_bytes)} ({allocation.describe()}); request more memory",
             est, allocation,
         )
@@ -117,7 +130,8 @@ def run_network(
             t0 = time.monotonic()
             name = names[g]
             inputs = read_gene_inputs(
-                gene_file_path(base_dir, g, name, n), gene_file_path(boot_dir, g, name, n), g, name, n
+                gene_file_path(base_dir, g, name, n), gene_file_path(boot_dir, g, name, n), g, name, n,
+                keep=keep,
             )
             if expr_sha and inputs.upstream.get("expr_content_sha256") not in ("", expr_sha):
                 raise InputError(f"gene {g} ({name}): base file was made from another expression matrix than {expr_h5}")
@@ -130,7 +144,7 @@ def run_network(
                     write_attrs(f.require_group(MEMFIT_GROUP), h5_attrs(STAGE, est, allocation, recorder, 1))
                 finally:
                     f.close()
-            per_gene[str(g)] = {"n_candidate_edges": inputs.n_edges,
+            per_gene[str(g)] = {"n_candidate_edges": inputs.n_candidates,
                                 "n_edges": network.meta["n_significant"],
                                 "wall_s": round(time.monotonic() - t0, 4)}
 
@@ -140,7 +154,7 @@ def run_network(
                 task_sidecar_path(out_dir, STAGE, genes, index_width(n)), STAGE, est, allocation, recorder,
                 batch_size=1,
                 extra={"genes": genes, **done, "per_gene": per_gene, "n_genes": n,
-                       "max_candidate_edges": max_edges, **params},
+                       "max_candidate_edges": max_candidates, "max_network_edges": max_edges, **params},
             )
 
         return run_genes(genes, output_of, is_valid, process, finish, force=force, quiet=quiet)

@@ -1,10 +1,12 @@
 """Memory estimator of stage 03 (per reference gene differential network).
 
 Peak RSS of one task = interpreter and imports + per-gene vectors + the work of its
-largest gene (genes run one after another): per candidate edge (inputs, the E columns,
-masks, three adjacency matrices, output buffers) and the two-path products of the
-triangle count. Calibrated with bench/stage03.py --scan at N = 8,763 (320 to 506k
-candidate edges measured 82-237 MiB; this estimate is 5-16 % above each).
+largest gene (genes run one after another), the larger of two phases: reading (one chunk
+of candidate edges E0 with the HDF5 chunk caches, plus the kept network edges E) and the
+network (per edge of E: its columns, masks, three adjacency matrices, output buffers; and
+the two-path products of the triangle count). Nothing is proportional to |E0| beyond one
+chunk; the network's adjacency makes the peak proportional to |E| (inherent). Calibrated
+on stage 02a/02b files of realistic data (bench/stage02b_tiles.py) and bench/stage03.py.
 """
 
 from __future__ import annotations
@@ -15,13 +17,22 @@ from memfit.units import MiB
 #: Resident bytes of stage 03's imports beyond the Python baseline (scipy.sparse, csgraph, h5py).
 IMPORTS_BYTES = 4 * MiB
 #: Bytes per candidate edge (|E0|) while one gene is processed.
-BYTES_PER_EDGE = 360
+BYTES_PER_EDGE = 255
 #: Bytes per gene of the universe (names, degree/clustering vectors, component labels).
 BYTES_PER_GENE = 300
 #: The clustering step's row chunks hold at most this many two-path entries (the
 #: topology module's cap), at about BYTES_PER_TWO_PATH bytes each.
-TWO_PATH_CHUNK_ENTRIES = 4_000_000
-BYTES_PER_TWO_PATH = 4
+TWO_PATH_CHUNK_ENTRIES = 1_000_000
+BYTES_PER_TWO_PATH = 24
+#: Candidate edges read from the 02a/02b files at a time (dcoex.stages.s03_network.io).
+READ_CHUNK_EDGES = 65_536
+#: Bytes per edge of one read chunk: the 02a and 02b columns, int64 checks and masks, and
+#: the HDF5 chunk caches and decompression buffers of the 21 datasets read (measured on
+#: stage 02a/02b files of realistic data: ~47 MiB for a full chunk).
+READ_BYTES_PER_EDGE = 760
+#: Bytes per kept (network) edge while reading: its columns in the chunk list and the
+#: concatenated copy.
+KEPT_BYTES_PER_EDGE = 212
 #: Candidate edges assumed when the caller does not know them yet (before 02a has run).
 DEFAULT_PLANNING_EDGES = 500_000
 
@@ -34,34 +45,43 @@ def two_path_entries(n_genes: int, n_edges: int) -> int:
     return int(min(TWO_PATH_CHUNK_ENTRIES, expected))
 
 
-def estimate(n_genes: int, n_edges: int | None = None, **_: object) -> MemoryEstimate:
+def estimate(n_genes: int, n_edges: int | None = None, n_candidates: int | None = None, **_: object) -> MemoryEstimate:
     """Predicted peak RSS (bytes) of a stage 03 task.
 
-    n_genes: genes in the expression matrix (N); n_edges: the largest number of
-    candidate edges (|E0|, from the 02a files) among the task's genes; when unknown
-    (planning before 02a ran), DEFAULT_PLANNING_EDGES.
+    n_genes: genes in the expression matrix (N); n_edges: the largest number of network
+    edges |E| (candidates kept by the CI / min-effect filter, counted from the 02b files)
+    among the task's genes — before 02b ran, the candidate count |E0| of the 02a files (an
+    upper bound), and before 02a ran DEFAULT_PLANNING_EDGES; n_candidates: the largest
+    |E0| (default: n_edges), which sizes the read chunk and the HDF5 chunk caches.
     """
     edges = DEFAULT_PLANNING_EDGES if n_edges is None else int(n_edges)
+    candidates = edges if n_candidates is None else max(int(n_candidates), edges)
+    reading = READ_BYTES_PER_EDGE * min(READ_CHUNK_EDGES, candidates) + KEPT_BYTES_PER_EDGE * edges
+    two_paths = BYTES_PER_TWO_PATH * two_path_entries(n_genes, edges)
+    network = BYTES_PER_EDGE * edges + two_paths
     components = {
         "python": PYTHON_BASELINE_BYTES,
         "imports": IMPORTS_BYTES,
         "genes": BYTES_PER_GENE * int(n_genes),
+        # the peak is in the network phase or, when larger, the reading phase (chunks + kept edges)
         "edges": BYTES_PER_EDGE * edges,
-        "clustering_two_paths": BYTES_PER_TWO_PATH * two_path_entries(n_genes, edges),
+        "clustering_two_paths": two_paths,
+        "reading_beyond_network": max(0, reading - network),
     }
-    return MemoryEstimate("03", components, {"n_genes": int(n_genes), "n_edges": edges})
+    return MemoryEstimate("03", components, {"n_genes": int(n_genes), "n_edges": edges, "n_candidates": candidates})
 
 
-#: Output bytes of one gene's network file: per candidate edge (|E| <= |E0|; 22 columns and the label text;
-#: measured 59 B per edge when every candidate passes, 33 B on realistic data at N 600), per gene
-#: (names, three degree vectors: ~50 B), and the HDF5 metadata and attributes (an empty network at
-#: N 16: 46 KB).
-OUTPUT_BYTES_PER_EDGE = 64
-OUTPUT_BYTES_PER_GENE = 64
-OUTPUT_FIXED_BYTES = 48 * 1024
+#: Output bytes per network edge: pair index 8, gene_i/j 8, eight float32 32, three float64
+#: 24, four bool 4, qual_score 4, qual_label (variable-length string) ~32 = 112 before
+#: compression; shuffle + gzip leave ~80 (measured on realistic data), 96 with a margin.
+OUTPUT_BYTES_PER_EDGE = 96
+#: Per gene: the name (~16 B) and the low/high/diff degree vectors (int32).
+OUTPUT_BYTES_PER_GENE = 28
+#: Fixed part: HDF5 structure, meta (with its JSON summary), topology/focus attributes, provenance.
+OUTPUT_FIXED_BYTES = 64 * 1024
 
 
 def output_bytes(*, n_genes: int, n_edges: int) -> int:
-    """Predicted size (bytes) of one reference gene's 03 file for ``n_edges`` candidate edges (an
-    upper estimate: only the edges that pass the filters are stored)."""
-    return int(n_edges) * OUTPUT_BYTES_PER_EDGE + int(n_genes) * OUTPUT_BYTES_PER_GENE + OUTPUT_FIXED_BYTES
+    """Predicted size (bytes) of one stage 03 network file with ``n_edges`` network edges
+    (compressed columns with a ~20 % margin; the focus partners count 8 B per gene at most)."""
+    return int(OUTPUT_FIXED_BYTES + (OUTPUT_BYTES_PER_GENE + 8) * int(n_genes) + OUTPUT_BYTES_PER_EDGE * int(n_edges))

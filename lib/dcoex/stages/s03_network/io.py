@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,9 +13,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from dcoex.edge_files import read_base_edges
+from dcoex.edge_files import BASE_EDGE_DTYPES, iter_base_edges, read_base_meta
 from dcoex.h5io import attr_value, open_h5_input, plain_attr, read_meta, write_attrs, write_dataset
 from dcoex.stages.params import EDGE_SELECTIONS
+from dcoex.stages.s03_network.estimator import READ_CHUNK_EDGES
 from hpc.errors import InputError
 
 #: Format tag of the stage 03 files; 03b refuses files of another format.
@@ -52,6 +53,8 @@ class GeneInputs:
     n_genes: int
     edges: dict[str, np.ndarray]
     upstream: dict[str, Any] = field(default_factory=dict)
+    #: candidate edges |E0| read (``edges`` holds those that the reader's filter kept)
+    n_candidates: int = 0
 
     @property
     def n_edges(self) -> int:
@@ -86,35 +89,44 @@ def base_summary(base_path: Path) -> tuple[int, dict[str, Any]]:
         return 0, {}
 
 
-def read_gene_inputs(base_path: Path, boot_path: Path, gene_index: int, gene_name: str, n_genes: int) -> GeneInputs:
-    """Read E0 of one gene from its 02a and 02b files and check that they agree.
+def network_edge_count(boot_path: Path, keep: Callable[[Mapping[str, np.ndarray]], np.ndarray]) -> int | None:
+    """Edges of the 02b file that ``keep`` keeps (a mask of a chunk of its ``delta``,
+    ``ci_low``, ``ci_high``), read READ_CHUNK_EDGES at a time; None if it cannot be read."""
+    try:
+        with h5py.File(boot_path, "r") as f:
+            columns = {"delta": f["base/delta"], "ci_low": f["boot/ci_low"], "ci_high": f["boot/ci_high"]}
+            total = columns["delta"].shape[0]
+            return int(sum(
+                np.count_nonzero(keep({name: col[e0 : e0 + READ_CHUNK_EDGES] for name, col in columns.items()}))
+                for e0 in range(0, total, READ_CHUNK_EDGES)))
+    except (OSError, KeyError):
+        return None
 
-    Raises InputError naming the gene and the disagreement (gene, n_genes, expression
-    checksum, group sizes, or the edge set). A missing 02b file is accepted only when
-    the 02a file has no edges.
+
+def read_gene_inputs(
+    base_path: Path,
+    boot_path: Path,
+    gene_index: int,
+    gene_name: str,
+    n_genes: int,
+    *,
+    keep: Callable[[Mapping[str, np.ndarray]], np.ndarray] | None = None,
+    chunk_edges: int = READ_CHUNK_EDGES,
+) -> GeneInputs:
+    """Read E0 of one gene from its 02a and 02b files, check that they agree, and keep the
+    edges for which ``keep`` (a mask of a chunk of E0's columns; default: all) is true.
+
+    The files are read ``chunk_edges`` edges at a time, so memory is one chunk plus the
+    kept edges. Raises InputError naming the gene and the disagreement (gene, n_genes,
+    expression checksum, group sizes, or the edge set). A missing 02b file is accepted only
+    when the 02a file has no edges.
     """
     gene = f"{gene_index} ({gene_name})"
-    with _open(base_path, "base (02a)", gene) as f:
-        try:
-            meta = read_meta(f["meta"])
-        except KeyError as exc:
-            raise InputError(f"gene {gene}: base (02a) file {base_path} lacks {exc}") from None
-    _check_gene(meta, base_path, "base (02a)", gene, gene_index=gene_index, gene_name=gene_name, n_genes=n_genes)
     try:
-        edges = {name: col for name, col in read_base_edges(base_path)[1].items() if name in _BASE_EDGE_FIELDS}
-    except ValueError as exc:
-        raise InputError(f"gene {gene}: {exc}") from None
-    n0 = edges["pair_index"].size
-    if any(v.shape != (n0,) for v in edges.values()):
-        raise InputError(f"gene {gene}: base (02a) file {base_path} has edge datasets of different lengths")
-    pair = edges["pair_index"].astype(np.int64)
-    gi, gj = edges["gene_i"].astype(np.int64), edges["gene_j"].astype(np.int64)
-    if n0 and (np.any(np.diff(pair) <= 0) or np.any(gi >= gj) or gi.min() < 0 or gj.max() >= n_genes
-               or np.any(pair != gi * (2 * n_genes - gi - 1) // 2 + (gj - gi - 1))):
-        raise InputError(
-            f"gene {gene}: base (02a) file {base_path} has unsorted, duplicate, out-of-range edges "
-            "or pair_index not matching gene_i/gene_j"
-        )
+        meta, n_base = read_base_meta(Path(base_path))
+    except (ValueError, InputError) as exc:
+        raise InputError(f"gene {gene}: base (02a) file: {exc}") from None
+    _check_gene(meta, base_path, "base (02a)", gene, gene_index=gene_index, gene_name=gene_name, n_genes=n_genes)
     upstream = {
         "n_tests": int(meta.get("n_tests", n_genes * (n_genes - 1) // 2)),
         "fdr_alpha": float(meta.get("fdr_alpha", float("nan"))),
@@ -123,57 +135,94 @@ def read_gene_inputs(base_path: Path, boot_path: Path, gene_index: int, gene_nam
         "expr_content_sha256": str(meta.get("expr_content_sha256", "")),
     }
     if not Path(boot_path).exists():
-        if n0:
-            raise InputError(f"gene {gene}: bootstrap (02b) file {boot_path} is missing but the base file has {n0} edges")
+        if n_base:
+            raise InputError(f"gene {gene}: bootstrap (02b) file {boot_path} is missing but the base file has {n_base} edges")
+        edges = {name: np.zeros(0, dtype=BASE_EDGE_DTYPES[name]) for name in _BASE_EDGE_FIELDS}
         for name in _BOOT_FIELDS:
             edges[name] = np.zeros(0, dtype=_BOOT_DTYPES.get(name, np.float32))
-        return GeneInputs(gene_index, gene_name, n_genes, edges, upstream)
+        return GeneInputs(gene_index, gene_name, n_genes, edges, upstream, n_candidates=0)
     with _open(Path(boot_path), "bootstrap (02b)", gene) as f:
         try:
             bmeta = read_meta(f["meta"])
             _check_gene(bmeta, boot_path, "bootstrap (02b)", gene, gene_index=gene_index, gene_name=gene_name,
                         n_genes=n_genes)
-            boot_pairs = f["edges/pair_index"][()].astype(np.int64)
             mode = str(bmeta.get("edge_selection_mode", "sig_differential"))
             if mode not in EDGE_SELECTIONS:
                 raise InputError(f"gene {gene}: bootstrap (02b) file {boot_path} has unknown edge_selection_mode {mode!r}")
-            if mode == "sig_edges":
-                chosen = edges["sig_low"].astype(bool) | edges["sig_high"].astype(bool)
-                edges = {k: v[chosen] for k, v in edges.items()}
-                pair, n0 = pair[chosen], int(chosen.sum())
-            _check_edge_sets(pair, boot_pairs, gene, mode)
-            for name, dset in _BOOT_FIELDS.items():
-                edges[name] = f[dset][()]
+            boot_pairs = f["edges/pair_index"]
+            values = {name: f[dset] for name, dset in _BOOT_FIELDS.items()}
         except KeyError as exc:
             raise InputError(f"gene {gene}: bootstrap (02b) file {boot_path} lacks {exc}") from None
-    if any(edges[name].shape != (n0,) for name in _BOOT_FIELDS):
-        raise InputError(f"gene {gene}: bootstrap (02b) file {boot_path} has value datasets not of length {n0}")
-    for key in ("expr_content_sha256", "k_low", "k_high", "fdr_alpha"):
-        if key in bmeta and key in meta and bmeta[key] != meta[key]:
-            raise InputError(
-                f"gene {gene}: base and bootstrap files disagree on {key} ({meta[key]!r} vs {bmeta[key]!r})"
-            )
+        n_boot = int(boot_pairs.shape[0])
+        if any(v.shape != (n_boot,) for v in values.values()):
+            raise InputError(f"gene {gene}: bootstrap (02b) file {boot_path} has value datasets not of length {n_boot}")
+        for key in ("expr_content_sha256", "k_low", "k_high", "fdr_alpha"):
+            if key in bmeta and key in meta and bmeta[key] != meta[key]:
+                raise InputError(
+                    f"gene {gene}: base and bootstrap files disagree on {key} ({meta[key]!r} vs {bmeta[key]!r})"
+                )
+        parts: list[dict[str, np.ndarray]] = []
+        n0, last, differ, first = 0, -1, 0, None
+        try:
+            for chunk in iter_base_edges(Path(base_path), chunk_edges=chunk_edges):
+                pair = chunk["pair_index"].astype(np.int64)
+                gi, gj = chunk["gene_i"].astype(np.int64), chunk["gene_j"].astype(np.int64)
+                if pair.size and (pair[0] <= last or np.any(np.diff(pair) <= 0) or np.any(gi >= gj) or gi.min() < 0
+                                  or gj.max() >= n_genes
+                                  or np.any(pair != gi * (2 * n_genes - gi - 1) // 2 + (gj - gi - 1))):
+                    raise InputError(
+                        f"gene {gene}: base (02a) file {base_path} has unsorted, duplicate, out-of-range edges "
+                        "or pair_index not matching gene_i/gene_j"
+                    )
+                last = int(pair[-1]) if pair.size else last
+                e = {name: chunk[name] for name in _BASE_EDGE_FIELDS}
+                if mode == "sig_edges":
+                    chosen = e["sig_low"].astype(bool) | e["sig_high"].astype(bool)
+                    e = {k: v[chosen] for k, v in e.items()}
+                m = e["pair_index"].size
+                stop = min(n0 + m, n_boot)
+                theirs = boot_pairs[n0:stop].astype(np.int64)
+                ours = e["pair_index"][: stop - n0].astype(np.int64)
+                bad = np.flatnonzero(ours != theirs)
+                if bad.size and first is None:
+                    first = (n0 + int(bad[0]), int(ours[bad[0]]), int(theirs[bad[0]]))
+                differ += int(bad.size)
+                if stop - n0 == m:
+                    for name, dataset in values.items():
+                        e[name] = dataset[n0:stop]
+                    mask = np.ones(m, dtype=bool) if keep is None else np.asarray(keep(e), dtype=bool)
+                    parts.append({k: v[mask] for k, v in e.items()})
+                n0 += m
+        except ValueError as exc:
+            raise InputError(f"gene {gene}: base (02a) file: {exc}") from None
+    _check_edge_counts(n0, n_boot, differ=differ, first=first, gene=gene, mode=mode)
+    if not parts:
+        parts = [{**{name: np.zeros(0, dtype=BASE_EDGE_DTYPES[name]) for name in _BASE_EDGE_FIELDS},
+                  **{name: np.zeros(0, dtype=_BOOT_DTYPES.get(name, np.float32)) for name in _BOOT_FIELDS}}]
+    edges = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
     upstream.update(
         edge_selection=mode,
         ci_alpha=float(bmeta.get("ci_alpha", float("nan"))),
         n_bootstrap=int(bmeta.get("n_bootstrap", -1)),
     )
-    return GeneInputs(gene_index, gene_name, n_genes, edges, upstream)
+    return GeneInputs(gene_index, gene_name, n_genes, edges, upstream, n_candidates=n0)
 
 
-def _check_edge_sets(base_pairs: np.ndarray, boot_pairs: np.ndarray, gene: str, mode: str) -> None:
-    """The 02b edges must be exactly the 02a edges that its edge_selection_mode selects."""
-    if base_pairs.size != boot_pairs.size:
+def _check_edge_counts(
+    n_base: int, n_boot: int, *, differ: int, first: tuple[int, int, int] | None, gene: str, mode: str
+) -> None:
+    """The 02b edges must be exactly the 02a edges that its edge_selection_mode selects
+    (``differ`` positions differ, the first at ``first`` = (position, base, bootstrap))."""
+    if n_base != n_boot:
         raise InputError(
-            f"gene {gene}: edge sets differ: base (02a) file has {base_pairs.size} {mode} edges, "
-            f"bootstrap (02b) file has {boot_pairs.size} (edge_selection_mode={mode})"
+            f"gene {gene}: edge sets differ: base (02a) file has {n_base} {mode} edges, "
+            f"bootstrap (02b) file has {n_boot} (edge_selection_mode={mode})"
         )
-    differ = np.flatnonzero(base_pairs != boot_pairs)
-    if differ.size:
-        k = int(differ[0])
+    if differ:
+        k, ours, theirs = first
         raise InputError(
-            f"gene {gene}: edge sets differ at {differ.size} of {base_pairs.size} positions "
-            f"(first: position {k}, base pair_index {base_pairs[k]}, bootstrap {boot_pairs[k]}; "
+            f"gene {gene}: edge sets differ at {differ} of {n_base} positions "
+            f"(first: position {k}, base pair_index {ours}, bootstrap {theirs}; "
             f"edge_selection_mode={mode})"
         )
 

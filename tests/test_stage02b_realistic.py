@@ -1,0 +1,133 @@
+"""Stage 02b on realistic-density data (dcoex.realistic: many edges per gene, dense and
+sparse tiles) against a naive loop: numpy resamples, scipy.stats.spearmanr per replicate,
+numpy mean / sd / percentile."""
+
+from __future__ import annotations
+
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+from scipy import stats
+from util_stage02 import SCRIPT_02A, SCRIPT_02B, read_edges, run_inproc, write_inputs
+
+from dcoex.genes import gene_file_path
+from dcoex.realistic import make_realistic
+from dcoex.stages.s02b_bootstrap_edges.science import EdgeLayout
+
+B = 24
+CI_ALPHA = 0.1
+TILE = 1500
+
+
+def naive(x: np.ndarray, low_boot: np.ndarray, high_boot: np.ndarray, gi: np.ndarray, gj: np.ndarray) -> np.ndarray:
+    """Δ^b (E, B): each replicate's resampled columns, Spearman r of all genes by scipy."""
+    out = np.empty((gi.size, low_boot.shape[0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for b in range(low_boot.shape[0]):
+            r_low = stats.spearmanr(x[:, low_boot[b]], axis=1).statistic
+            r_high = stats.spearmanr(x[:, high_boot[b]], axis=1).statistic
+            out[:, b] = r_high[gi, gj] - r_low[gi, gj]
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    x = make_realistic(300, 90, seed=5).astype(np.float32)
+    folder = tmp_path_factory.mktemp("s02b_realistic")
+    expr, idx = write_inputs(folder, x, n_bootstrap=B)
+    genes = [0, 1]
+    args = ["--expr-h5", expr, "--indices-h5", idx, "--gene-range", "0:2"]
+    done = run_inproc(SCRIPT_02A, *args, "--out-dir", folder / "base", "--fdr-alpha", 0.7)
+    assert done.returncode == 0, done.stderr
+    done = run_inproc(SCRIPT_02B, *args, "--base-dir", folder / "base", "--out-dir", folder / "boot",
+                      "--ci-alpha", CI_ALPHA, "--batch-size", TILE, "--store-replicates")
+    assert done.returncode == 0, done.stderr
+    return x, idx, genes, folder
+
+
+def test_realistic_density_matches_naive_loop(run):
+    x, idx, genes, folder = run
+    n = x.shape[0]
+    total = dense = 0
+    for gene in genes:
+        _, base = read_edges(gene_file_path(folder / "base", gene, f"g{gene}", n))
+        meta, d = read_edges(gene_file_path(folder / "boot", gene, f"g{gene}", n))
+        gi, gj = d["edges/gene_i"].astype(np.int64), d["edges/gene_j"].astype(np.int64)
+        np.testing.assert_array_equal(d["edges/pair_index"], base["edges/pair_index"])
+        assert meta["n_sig_edges"] == gi.size > 3 * TILE  # several tiles
+        total += gi.size
+        for e0 in range(0, gi.size, TILE):  # the tiles as the stage cuts them
+            tile_genes = np.unique(np.concatenate([gi[e0 : e0 + TILE], gj[e0 : e0 + TILE]]))
+            layout = EdgeLayout(np.searchsorted(tile_genes, gi[e0 : e0 + TILE]),
+                                np.searchsorted(tile_genes, gj[e0 : e0 + TILE]), tile_genes.size)
+            dense += layout.core_edges.size
+        with h5py.File(idx, "r") as f:
+            low_boot, high_boot = f["indices/low_boot"][gene], f["indices/high_boot"][gene]
+        ref = naive(x.astype(np.float64), low_boot, high_boot, gi, gj)
+        np.testing.assert_allclose(d["boot/delta_replicates"], ref, atol=2e-6, equal_nan=True)
+        base_delta = base["edges/r_high"].astype(np.float32) - base["edges/r_low"].astype(np.float32)
+        np.testing.assert_array_equal(d["base/delta"], base_delta)
+        finite = [row[np.isfinite(row)] for row in ref]
+        want = {
+            "delta_mean": [v.mean() for v in finite],
+            "delta_std": [v.std(ddof=1) for v in finite],
+            "ci_low": [np.percentile(v, 100 * CI_ALPHA / 2) for v in finite],
+            "ci_high": [np.percentile(v, 100 * (1 - CI_ALPHA / 2)) for v in finite],
+            "bias": [v.mean() - d0 for v, d0 in zip(finite, base_delta.astype(np.float64))],
+        }
+        for name, values in want.items():
+            np.testing.assert_allclose(d[f"boot/{name}"], values, atol=1e-5, err_msg=name)
+        pval = [max(2 * min(np.sum(v > 0), np.sum(v < 0)) / v.size, 1 / v.size) for v in finite]
+        np.testing.assert_allclose(d["pval/bootstrap_pval"], pval, rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(d["boot/n_finite"], [v.size for v in finite])
+    assert 0 < dense < total  # both the core products and the gathered dot products ran
+
+
+def test_sorted_rank_path_equals_sign_products(monkeypatch):
+    """Genes whose sign matrices do not fit are ranked from cumulative counts: same Δ bits."""
+    from dcoex.stages.s02b_bootstrap_edges import estimator
+    from dcoex.stages.s02b_bootstrap_edges.science import ResampleSide, positions_in_group, replicate_deltas
+
+    rng = np.random.default_rng(3)
+    x = make_realistic(120, 70, seed=2).astype(np.float32)
+    x[:30] = np.round(x[:30])  # ties
+    low, high = np.arange(0, 25), np.arange(40, 65)
+    low_boot, high_boot = low[rng.integers(0, 25, (30, 20))], high[rng.integers(0, 25, (30, 20))]
+    iu, ju = np.triu_indices(120, 1)
+    pick = rng.random(iu.size) < 0.3
+    args = (x[:, low], x[:, high], positions_in_group(low_boot, low), positions_in_group(high_boot, high))
+    signs = replicate_deltas(*args, gene_i=iu[pick], gene_j=ju[pick]).copy()
+    monkeypatch.setattr(estimator, "SIGN_WORK_BYTES", 0)
+    assert ResampleSide(x[:, low], args[2]).uses_sorted_ranks
+    cumulative = replicate_deltas(*args, gene_i=iu[pick], gene_j=ju[pick])
+    np.testing.assert_array_equal(signs, cumulative)
+    ref = naive(x.astype(np.float64), low_boot, high_boot, iu[pick], ju[pick])
+    np.testing.assert_allclose(cumulative, ref, atol=2e-6, equal_nan=True)
+
+
+def test_output_sizes_and_bounded_estimate(run, tmp_path):
+    """output_bytes of 02b and 03 bound the files written (within 3×); 02b's memory
+    estimate depends on the tile, not on the gene's edge count."""
+    from dcoex.stages.s02b_bootstrap_edges.estimator import estimate
+    from dcoex.stages.s02b_bootstrap_edges.estimator import output_bytes as boot_bytes
+    from dcoex.stages.s03_network.cli import run_network
+    from dcoex.stages.s03_network.estimator import output_bytes as network_bytes
+
+    x, idx, genes, folder = run
+    n = x.shape[0]
+    assert run_network(folder / "base", folder / "boot", tmp_path / "net", genes=genes)["written"] == genes
+    for gene in genes:
+        path = gene_file_path(folder / "boot", gene, f"g{gene}", n)
+        meta, _ = read_edges(path)
+        size = path.stat().st_size
+        assert size <= boot_bytes(n_genes=n, n_edges=meta["n_sig_edges"], n_boot=B, store_replicates=True) <= 3 * size
+        net = gene_file_path(tmp_path / "net", gene, f"g{gene}", n)
+        with h5py.File(net, "r") as f:
+            n_network = int(f["meta"].attrs["n_significant"])
+        assert 0 < n_network and net.stat().st_size <= network_bytes(n_genes=n, n_edges=n_network) <= 3 * net.stat().st_size
+    shape = dict(n_genes=12625, n_samples=128, n_bootstrap=1000, k_low=25, k_high=25, kr_low=20, kr_high=20)
+    tile = estimate(**shape, n_edges=134_217, edge_chunk=134_217).total_bytes
+    assert estimate(**shape, n_edges=24_700_000, edge_chunk=134_217).total_bytes == tile < 2 * 1024**3
