@@ -79,6 +79,10 @@ class LatentResult:
     #: SCANVI epochs trained (0 for the scvi method) and their wall seconds.
     scanvi_epochs: int = 0
     scanvi_s: float = 0.0
+    #: The scVI latent (cells × n_latent float32) before SCANVI training (None for the scvi
+    #: method, where ``latent`` is that already): SCANVI's classifier loss pulls query cells of a
+    #: type the reference lacks onto the reference types, the unsupervised latent does not.
+    scvi_latent: np.ndarray | None = None
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -147,8 +151,9 @@ def train_latent(
             if k in ("elbo_train", "elbo_validation")
         }
         epochs = len(history.get("elbo_train", []))
-        n_scanvi, scanvi_s = 0, 0.0
+        n_scanvi, scanvi_s, scvi_latent = 0, 0.0, None
         if model == "scanvi":
+            scvi_latent = np.asarray(net.get_latent_representation(batch_size=batch_size), dtype=np.float32)
             net = scvi.model.SCANVI.from_scvi_model(net, unlabeled_category=UNLABELLED, labels_key=labels_key)
             n_scanvi = scanvi_epochs(max_epochs)
             start = time.monotonic()
@@ -168,4 +173,4 @@ def train_latent(
     if device == "gpu":
         torch.cuda.empty_cache()
     return LatentResult(latent, samples, epochs, early, history, train_s=round(train_s, 3),
-                        scanvi_epochs=n_scanvi, scanvi_s=round(scanvi_s, 3))
+                        scanvi_epochs=n_scanvi, scanvi_s=round(scanvi_s, 3), scvi_latent=scvi_latent)

@@ -288,6 +288,7 @@ def _pipeline(opts: RunOptions, inputs: Inputs, device: str, staging: Path, log:
             sample_rows=np.arange(n_ref, n_ref + n_query), model=METHODS[opts.method], labels=latent_labels,
         )
         latent, query_samples = trained.latent, trained.samples
+        unsupervised = latent if trained.scvi_latent is None else trained.scvi_latent
         del joint
     log.say(f"scVI trained {trained.epochs_trained} of {max_epochs} epochs (early stopped: {trained.early_stopped}, "
             f"{trained.seconds_per_epoch:.2f} s per epoch)"
@@ -299,8 +300,10 @@ def _pipeline(opts: RunOptions, inputs: Inputs, device: str, staging: Path, log:
         classifier = fit_classifier(latent[:n_ref], ref_labels, tuning=opts.xgb_tuning, device=device, seed=opts.seed,
                                     class_weight=opts.class_weight, features=opts.features)
         _, max_prob, _, proba = predict(classifier, latent[n_ref:], 0.0, samples=query_samples)
-        distance = fit_type_distance(latent[:n_ref], ref_labels, opts.unknown_quantile, seed=opts.seed)
-        novelty = distance.novelty(latent[n_ref:])
+        # distances in the unsupervised scVI latent (docs/label_transfer.md, "unknown")
+        distance = fit_type_distance(unsupervised[:n_ref], ref_labels, opts.unknown_quantile, seed=opts.seed)
+        novelty = distance.novelty(unsupervised[n_ref:])
+        del unsupervised
         is_unknown = unknown_mask(opts.unknown_rule, max_prob=max_prob, novelty=novelty,
                                   threshold=opts.unknown_threshold)
         labels = np.where(is_unknown, "unknown", np.asarray(classifier.classes, dtype=object)[proba.argmax(axis=1)])

@@ -87,7 +87,7 @@ def sparse_counts(
     gene_rng = np.random.default_rng(12345)
     weights = gene_rng.gamma(0.5, 1.0, size=n_genes)
     cdfs = []
-    for t in range(n_types):
+    for _ in range(n_types):
         w = weights.copy()
         w[gene_rng.choice(n_genes, size=min(markers_per_type, n_genes), replace=False)] *= 4.0
         cdfs.append(np.cumsum(w) / w.sum())
