@@ -507,6 +507,53 @@ def compare_tables(summary: dict) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- issue 13: the seed's scale
+LARGE_SHAPE = (50_000, 60_000, 30_000, 0.05)  # reference cells, query cells, genes, density
+LARGE_RESULTS = RESULTS.with_name("label_transfer_large.json")
+
+
+def large_files(folder: Path, shape: tuple = LARGE_SHAPE) -> tuple[Path, Path]:
+    """Sparse counts of ``shape`` (labeltransfer.synthetic.sparse_counts), made once in ``folder``."""
+    from labeltransfer.synthetic import sparse_counts
+
+    n_ref, n_query, n_genes, density = shape
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = folder / "ref.h5ad", folder / "query.h5ad"
+    for path, n, seed in ((paths[0], n_ref, 1), (paths[1], n_query, 2)):
+        if not path.exists():
+            sparse_counts(n, n_genes, density=density, seed=seed).write_h5ad(path)
+    return paths
+
+
+def large(folder: Path, max_epochs: int) -> dict:
+    """diagnose's prediction, then the whole run (``max_epochs``, defaults otherwise) in its own
+    process: measured peak RSS, per-step peaks and times, seconds per scVI epoch."""
+    ref, qry = large_files(folder)
+    wall, stdout = _peak_of([PY, str(CLI), "diagnose", "--reference", str(ref), "--query", str(qry),
+                             "--device", "cpu", "--json"])
+    diag = json.loads(stdout)
+    out = folder / "out"
+    wall, _ = _peak_of([PY, str(CLI), "run", "--reference", str(ref), "--query", str(qry), "--out-dir", str(out),
+                        "--max-epochs", str(max_epochs), "--device", "cpu", "--query-label-key", "cell_type",
+                        "--quiet", "--ignore-memory-check"])
+    report = json.loads((out / "report.json").read_text())
+    measured = report["peak_rss_bytes"]
+    row = {
+        "shape": {"reference": diag["reference"]["n_obs"], "query": diag["query"]["n_obs"],
+                  "genes": diag["reference"]["n_vars"], "nnz": diag["reference"]["nnz"] + diag["query"]["nnz"]},
+        "diagnose_peak_bytes": diag["peak_bytes"], "diagnose_peak_step": diag["peak_step"],
+        "measured_peak_bytes": measured, "estimate_over_measured": round(diag["peak_bytes"] / measured, 3),
+        "steps": {k: {"measured_bytes": v["peak_rss_bytes"], "estimated_bytes": diag["steps"][k]["total_bytes"],
+                      "wall_s": v["wall_s"]} for k, v in report["steps"].items()},
+        "max_epochs": max_epochs, "scvi": report["scvi"], "method": report["method"],
+        "run_wall_s": round(wall, 1), "accuracy": report["metrics"]["accuracy"],
+        "machine": {"cpus": os.cpu_count(), "note": "2 cores shared with other agents (loaded)"},
+    }
+    LARGE_RESULTS.write_text(json.dumps(row, indent=1) + "\n")
+    print(json.dumps(row, indent=1))
+    return row
+
+
 # ---------------------------------------------------------------- memory
 SIZES = [  # reference cells, query cells, genes, mean count of a non-marker gene
     (2000, 1000, 1500, 0.15),
@@ -710,6 +757,7 @@ def main() -> None:
     parser.add_argument("--reference")
     parser.add_argument("--query")
     parser.add_argument("--stop-after-setup", action="store_true", help="naive: stop after the dense matrix + scVI model")
+    parser.add_argument("--large-dir", default="/tmp/lt_large", help="large: where the generated files are kept")
     parser.add_argument("--splits", default=",".join(COMPARE_SPLITS), help="compare: the splits")
     args = parser.parse_args()
     if args.what in ("compare", "compare-tables"):
@@ -718,6 +766,9 @@ def main() -> None:
         summary = summarize_compare()
         COMPARE_RESULTS.write_text(json.dumps({"splits": summary, "machine": {"cpus": os.cpu_count()}}, indent=1) + "\n")
         print(compare_tables(summary))
+        return
+    if args.what == "large":
+        large(Path(args.large_dir), args.max_epochs)
         return
     if args.what == "naive":
         print(json.dumps(naive_run(args.reference, args.query, args.max_epochs, args.stop_after_setup)))
