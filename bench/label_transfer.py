@@ -447,6 +447,74 @@ def compare_rows(splits: list[str], seeds: list[int], max_epochs: int) -> None:
                 fh.write(json.dumps(row) + "\n")
 
 
+def paired_row(ref: Path, qry: Path, seed: int, max_epochs: int, folder: Path) -> dict:
+    """Every method from ONE scVI pre-training (this package's own functions, in this process):
+    the scVI model (labels registered, query unlabelled) then SCANVI, as ``run --method
+    scanvi-xgb`` trains them. dcoex_old = XGBoost on the scVI latent, unknown = probability < 0.5;
+    dcoex_new = XGBoost on the SCANVI latent, unknown = distance in the scVI latent; scanvi =
+    SCANVI's own classifier. Posterior mean only (--latent-samples 0) for both dcoex rows (the
+    draws would come from different models). Same epochs, threads and data for all three."""
+    import scvi
+
+    from labeltransfer.classify import fit_classifier, predict
+    from labeltransfer.evaluate import evaluate
+    from labeltransfer.latent import UNLABELLED, train_latent
+    from labeltransfer.novelty import fit_type_distance, unknown_mask
+
+    a, b, joint = _joint(ref, qry)
+    n_ref = a.n_obs
+    ref_labels = a.obs["cell_type"].astype(str).to_numpy()
+    truth = b.obs["cell_type"].astype(str).to_numpy()
+    classes = sorted(set(ref_labels))
+    joint.obs = joint.obs[["dataset"]].copy()
+    labels = np.concatenate([ref_labels, np.full(b.n_obs, UNLABELLED)]).astype(str)
+    t0 = time.monotonic()
+    trained = train_latent(joint, folder / "model", n_latent=30, max_epochs=max_epochs, seed=seed, model="scanvi",
+                           labels=labels)
+    train_s = time.monotonic() - t0
+    row = {"epochs": trained.epochs_trained, "scanvi_epochs": trained.scanvi_epochs,
+           "seconds_per_epoch": round(trained.seconds_per_epoch, 3), "train_s": round(train_s, 1)}
+    distance = fit_type_distance(trained.scvi_latent[:n_ref], ref_labels, 0.99, seed=seed)
+    novelty = distance.novelty(trained.scvi_latent[n_ref:])
+    keys = ("accuracy", "macro_f1", "known_macro_f1", "unknown_recall", "known_called_unknown", "n_unknown")
+    for name, latent, rule in (("dcoex_old", trained.scvi_latent, "probability"),
+                               ("dcoex_new", trained.latent, "distance")):
+        clf = fit_classifier(latent[:n_ref], ref_labels, seed=seed)
+        _, max_prob, _, proba = predict(clf, latent[n_ref:], 0.0)
+        argmax = np.asarray(clf.classes, dtype=object)[proba.argmax(axis=1)]
+        entry = {"argmax": {k: v for k, v in evaluate(truth, argmax, known=classes).items() if k in keys},
+                 "rules": {}}
+        for r in RULES:
+            unknown = unknown_mask(r, max_prob=max_prob, novelty=novelty, threshold=0.5)
+            m = evaluate(truth, np.where(unknown, "unknown", argmax), known=classes)
+            entry["rules"][r] = {k: m[k] for k in keys}
+        entry["output"] = entry["rules"][rule]
+        row[name] = entry
+    joint.obs["_label_transfer_label"] = labels
+    model = scvi.model.SCANVI.load(str(folder / "model"), adata=joint)
+    pred = np.asarray(model.predict(joint[n_ref:]), dtype=str)
+    m = evaluate(truth, pred, known=classes)
+    row["scanvi"] = {"argmax": {k: m[k] for k in keys}, "output": {k: m[k] for k in keys}}
+    return row
+
+
+def compare_paired(splits: list[str], seeds: list[int], max_epochs: int) -> None:
+    """paired_row on every (split, seed); one JSON line each in COMPARE_ROWS."""
+    for name in splits:
+        make = COMPARE_SPLITS[name][0]
+        for seed in seeds:
+            with tempfile.TemporaryDirectory() as tmp:
+                ref, qry, _ = make(seed, Path(tmp))
+                t0 = time.monotonic()
+                row = {"split": name, "seed": seed, "max_epochs": max_epochs, "design": "paired",
+                       **paired_row(ref, qry, seed, max_epochs, Path(tmp))}
+                row["wall_s"] = round(time.monotonic() - t0, 1)
+            print(name, seed, {m: (row[m]["argmax"]["macro_f1"], row[m]["output"]["macro_f1"])
+                               for m in ("dcoex_old", "dcoex_new", "scanvi")}, file=sys.stderr, flush=True)
+            with COMPARE_ROWS.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+
 def _mean_sd(values: list[float]) -> list[float] | None:
     values = [v for v in values if v is not None]
     if not values:
@@ -476,8 +544,8 @@ def summarize_compare() -> dict:
                     rule: {k: _mean_sd([r[method]["rules"][rule][k] for r in mine])
                            for k in ("accuracy", "macro_f1", "known_macro_f1", "unknown_recall", "known_called_unknown")}
                     for rule in RULES}
-                entry[method]["epochs"] = _mean_sd([r[method]["epochs"] for r in mine])
-                entry[method]["seconds_per_epoch"] = _mean_sd([r[method]["seconds_per_epoch"] for r in mine])
+                for key in ("epochs", "seconds_per_epoch"):
+                    entry[method][key] = _mean_sd([r[method].get(key, r.get(key)) for r in mine])
         out[name] = entry
     return out
 
@@ -744,7 +812,7 @@ def tables(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["accuracy", "memory", "naive-compare", "all", "naive", "summarize", "tables",
-                                             "ablation", "memory-heldout", "compare", "compare-tables", "large"])
+                                             "ablation", "memory-heldout", "compare", "compare-tables", "compare-paired", "large"])
     parser.add_argument("--datasets", default=",".join(SPLITS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--max-epochs", type=int, default=5, help="scVI epochs of the memory runs")
@@ -760,6 +828,9 @@ def main() -> None:
     parser.add_argument("--large-dir", default="/tmp/lt_large", help="large: where the generated files are kept")
     parser.add_argument("--splits", default=",".join(COMPARE_SPLITS), help="compare: the splits")
     args = parser.parse_args()
+    if args.what == "compare-paired":
+        compare_paired(args.splits.split(","), [int(x) for x in args.seeds.split(",")], args.accuracy_max_epochs)
+        args.what = "compare-tables"
     if args.what in ("compare", "compare-tables"):
         if args.what == "compare":
             compare_rows(args.splits.split(","), [int(s) for s in args.seeds.split(",")], args.accuracy_max_epochs)

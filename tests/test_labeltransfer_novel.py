@@ -20,15 +20,15 @@ def novel_run(tmp_path_factory):
     from labeltransfer.synthetic import novel_type_split
 
     d = tmp_path_factory.mktemp("lt_novel")
-    ref, qry, novel = novel_type_split(600, 400, 400, seed=3)
+    ref, qry, novel = novel_type_split(500, 300, 300, seed=3)
     ref.write_h5ad(d / "ref.h5ad")
     qry.write_h5ad(d / "query.h5ad")
     out = d / "out"
     proc = subprocess.run(
         [PYTHON, str(CLI), "run", "--reference", str(d / "ref.h5ad"), "--query", str(d / "query.h5ad"),
-         "--query-label-key", "cell_type", "--out-dir", str(out), "--max-epochs", "30", "--n-latent", "10",
+         "--query-label-key", "cell_type", "--out-dir", str(out), "--max-epochs", "20", "--n-latent", "10",
          "--n-hvg", "0", "--latent-samples", "0", "--device", "cpu", "--min-common-genes", "100"],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True, text=True, timeout=1800,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return qry, novel, out, json.loads((out / "report.json").read_text())
@@ -43,7 +43,7 @@ def test_novel_type_becomes_unknown_and_known_types_keep_their_f1(novel_run):
     truth = qry.obs["cell_type"].astype(str).to_numpy()
     labels = pred["predicted_label"].astype(str).to_numpy()
     argmax = prob.columns.to_numpy()[prob.to_numpy().argmax(axis=1)].astype(str)
-    assert novel not in prob.columns and (truth == novel).sum() > 50
+    assert novel not in prob.columns and (truth == novel).sum() > 40
     recall = np.mean(labels[truth == novel] == "unknown")
     assert recall >= 0.8
     known = sorted(set(truth) - {novel})
@@ -57,21 +57,21 @@ def test_novel_type_becomes_unknown_and_known_types_keep_their_f1(novel_run):
     assert m["novel_types"] == [novel]
     assert report["method"] == "scanvi-xgb" and report["unknown"]["rule"] == "distance"
     assert (pred["is_unknown"] == (pred["novelty"] > 1)).all()
-    assert report["scvi"]["max_epochs"] == 30 and report["scvi"]["scanvi_epochs"] == 10
-    assert 1 <= report["scvi"]["epochs_trained"] <= 30 and report["scvi"]["seconds_per_epoch"] > 0
+    assert report["scvi"]["max_epochs"] == 20 and report["scvi"]["scanvi_epochs"] == 7
+    assert 1 <= report["scvi"]["epochs_trained"] <= 20 and report["scvi"]["seconds_per_epoch"] > 0
     assert (out / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
     assert "unknown" in m["confusion_matrix"]["labels"]
 
 
 def test_no_full_matrix_is_densified(tmp_path, monkeypatch):
-    """The whole run (in this process, 1 epoch) on 8 000 + 6 000 cells × 6 000 genes, 5 % dense,
+    """The whole run (in this process, 1 epoch) on 6 000 + 4 000 cells × 5 000 genes, 5 % dense,
     with every sparse toarray/todense patched to fail above 4 096 rows: only mini-batches of the
     HVG matrix may be made dense, never a whole matrix (or a 64 MiB load chunk)."""
     from labeltransfer.run import RunOptions, run_label_transfer
     from labeltransfer.synthetic import sparse_counts
 
-    sparse_counts(8000, 6000, density=0.05, seed=1).write_h5ad(tmp_path / "ref.h5ad")
-    sparse_counts(6000, 6000, density=0.05, seed=2).write_h5ad(tmp_path / "query.h5ad")
+    sparse_counts(6000, 5000, density=0.05, seed=1).write_h5ad(tmp_path / "ref.h5ad")
+    sparse_counts(4000, 5000, density=0.05, seed=2).write_h5ad(tmp_path / "query.h5ad")
     biggest = [0]
 
     def guard(original):
@@ -89,7 +89,7 @@ def test_no_full_matrix_is_densified(tmp_path, monkeypatch):
         reference=str(tmp_path / "ref.h5ad"), query=str(tmp_path / "query.h5ad"), label_key="cell_type",
         out_dir=str(tmp_path / "out"), max_epochs=1, n_hvg=2000, latent_samples=1, device="cpu", quiet=True,
         ignore_memory_check=True))
-    assert report["matrices"]["concatenate"]["shape"] == [14000, 6000]
+    assert report["matrices"]["concatenate"]["shape"] == [10000, 5000]
     for step in ("load_reference", "load_query", "concatenate", "hvg"):
         assert report["matrices"][step]["format"] == "csr" and report["matrices"][step]["dtype"] == "float32"
     assert 0 < biggest[0] <= 4096  # mini-batches were made dense (the guard saw them), nothing larger
