@@ -96,6 +96,91 @@ def _write(ref, qry, out: Path, name: str) -> tuple[Path, Path, str]:
     return r, q, "cell_type"
 
 
+def _pbmc_counts():
+    import scanpy as sc
+    import scipy.sparse as sp
+
+    pb = sc.datasets.pbmc68k_reduced()
+    raw = pb.raw.to_adata()
+    x = raw.X.toarray() if sp.issparse(raw.X) else np.asarray(raw.X)
+    counts = np.rint(np.expm1(x) * pb.obs["n_counts"].to_numpy()[:, None] / 1e4).astype(np.float32)
+    return counts, pb.obs["bulk_labels"].astype(str).to_numpy(), raw.var_names.astype(str), pb.obs_names.astype(str)
+
+
+def _pbmc_write(data: tuple, is_query, query_counts, rng, out: Path, *, name: str,
+                drop_from_reference: str | None = None):
+    """Reference / query files with partly disjoint genes (5 % of the genes dropped from each side)."""
+    import anndata
+    import pandas as pd
+    import scipy.sparse as sp
+
+    counts, labels, genes, cells = data
+    n_genes = len(genes)
+    ref_genes = np.sort(rng.permutation(n_genes)[n_genes // 20:])
+    query_genes = np.sort(rng.permutation(n_genes)[n_genes // 20:])
+    obs = pd.DataFrame({"cell_type": pd.Categorical(labels)}, index=cells)
+    keep_ref = ~is_query if drop_from_reference is None else ~is_query & (labels != drop_from_reference)
+    ref = anndata.AnnData(sp.csr_matrix(counts[keep_ref][:, ref_genes]), obs=obs[keep_ref].copy(),
+                          var=pd.DataFrame(index=genes[ref_genes]))
+    qry = anndata.AnnData(sp.csr_matrix(query_counts[:, query_genes]), obs=obs[is_query].copy(),
+                          var=pd.DataFrame(index=genes[query_genes]))
+    return _write(ref, qry, out, name)
+
+
+def _stratified_half(labels, rng) -> np.ndarray:
+    is_query = np.zeros(len(labels), dtype=bool)
+    for lab in np.unique(labels):
+        idx = np.flatnonzero(labels == lab)
+        rng.shuffle(idx)
+        is_query[idx[: len(idx) // 2]] = True
+    return is_query
+
+
+def _thin(counts, rng):
+    rates = np.clip(0.5 * np.exp(rng.normal(0, 0.3, size=counts.shape[1])), 0.02, 1.0)
+    return rng.binomial(counts.astype(np.int64), rates[None, :]).astype(np.float32)
+
+
+def pbmc_thinned_split(seed: int, out: Path, novel: str | None = None) -> tuple[Path, Path, str]:
+    """pbmc68k_reduced: stratified 50/50, the query binomially thinned per gene (a second
+    "technology"), 5 % of the genes dropped from each side; ``novel``: that type left out of the
+    reference (it exists only in the query)."""
+    data = _pbmc_counts()
+    rng = np.random.default_rng(seed)
+    is_query = _stratified_half(data[1], rng)
+    thinned = _thin(data[0][is_query], rng)
+    return _pbmc_write(data, is_query, thinned, rng, out, name="pbmc_thinned" if novel is None else "pbmc_novel",
+                       drop_from_reference=novel)
+
+
+def pbmc_depth_split(seed: int, out: Path) -> tuple[Path, Path, str]:
+    """pbmc68k_reduced split by sequencing depth (a real technical difference, nothing simulated):
+    within each type the deeper half of the cells is the reference, the shallower half the query
+    (ties broken by the seed); 5 % of the genes dropped from each side."""
+    data = _pbmc_counts()
+    counts, labels = data[0], data[1]
+    rng = np.random.default_rng(seed)
+    depth = counts.sum(axis=1) + rng.random(len(labels)) * 1e-3
+    is_query = np.zeros(len(labels), dtype=bool)
+    for lab in np.unique(labels):
+        idx = np.flatnonzero(labels == lab)
+        order = idx[np.argsort(depth[idx])]
+        is_query[order[: len(idx) // 2]] = True
+    return _pbmc_write(data, is_query, counts[is_query], rng, out, name="pbmc_depth")
+
+
+#: The type held out of the reference in pbmc_novel (a distinct lineage: B cells).
+PBMC_NOVEL_TYPE = "CD19+ B"
+
+
+def synthetic_novel_split(seed: int, out: Path) -> tuple[Path, Path, str]:
+    """labeltransfer.synthetic.novel_type_split: 4 reference types, the query has a fifth."""
+    from labeltransfer.synthetic import novel_type_split
+
+    ref, qry, _ = novel_type_split(1200, 800, 1000, seed=seed)
+    return _write(ref, qry, out, "synthetic_novel")
+
+
 # ---------------------------------------------------------------- methods
 def ours(ref: Path, qry: Path, seed: int, out: Path, *, n_hvg: int, min_common: int, max_epochs: int,
          n_latent: int = 30, min_cells: int = 1, threshold: float = 0.5, extra: tuple[str, ...] = ()) -> dict:
@@ -264,6 +349,277 @@ def ablation(seeds: list[int], max_epochs: int, variants: list[str]) -> dict:
         values = np.array([[v["accuracy"], v["macro_f1"]] for v in per_seed.values()])
         print(f"{name}: {len(values)} seeds, accuracy {values[:, 0].mean():.3f}, macro-F1 {values[:, 1].mean():.3f}")
     return results
+
+
+# ---------------------------------------------------------------- issue 13: methods x real splits
+COMPARE_SPLITS = {  # name -> (maker, n_hvg, min_common_genes)
+    "pbmc_thinned": (pbmc_thinned_split, 0, 200),
+    "pbmc_depth": (pbmc_depth_split, 0, 200),
+    "pbmc_novel": (partial(pbmc_thinned_split, novel=PBMC_NOVEL_TYPE), 0, 200),
+    "synthetic_novel": (synthetic_novel_split, 0, 200),
+}
+#: dcoex before issue 13 (scVI latent, unknown = probability < 0.5) and now (the defaults).
+DCOEX_VARIANTS = {"dcoex_old": ("--method", "scvi-xgb", "--unknown-rule", "probability"), "dcoex_new": ()}
+COMPARE_ROWS = RESULTS.with_name("label_transfer_compare_rows.jsonl")
+COMPARE_RESULTS = RESULTS.with_name("label_transfer_compare.json")
+RULES = ("distance", "probability", "both", "none")
+
+
+def dcoex_run(ref: Path, qry: Path, seed: int, out: Path, *, n_hvg: int, min_common: int, max_epochs: int,
+              extra: tuple[str, ...]) -> dict:
+    """The CLI in its own process; metrics of its output, of the argmax, and of every unknown rule
+    recomputed from predictions.tsv (probability, novelty) and probabilities.tsv.gz."""
+    import pandas as pd
+
+    from labeltransfer.evaluate import evaluate
+    from labeltransfer.novelty import unknown_mask
+
+    cmd = [PY, str(CLI), "run", "--reference", str(ref), "--query", str(qry), "--label-key", "cell_type",
+           "--query-label-key", "cell_type", "--out-dir", str(out), "--n-hvg", str(n_hvg), "--seed", str(seed),
+           "--device", "cpu", "--max-epochs", str(max_epochs), "--min-common-genes", str(min_common),
+           "--min-cells-per-type", "1", "--quiet", "--ignore-memory-check", *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"label_transfer.py run failed: {proc.stderr[-2000:]}")
+    report = json.loads((out / "report.json").read_text())
+    m = report["metrics"]
+    pred = pd.read_csv(out / "predictions.tsv", sep="\t")
+    prob = pd.read_csv(out / "probabilities.tsv.gz", sep="\t").drop(columns="cell")
+    classes = list(prob.columns)
+    argmax = np.asarray(classes, dtype=object)[prob.to_numpy().argmax(axis=1)]
+    truth = pred["true_label"].astype(str).to_numpy()
+    rules = {}
+    for rule in RULES:
+        unknown = unknown_mask(rule, max_prob=pred["probability"].to_numpy(), novelty=pred["novelty"].to_numpy(),
+                               threshold=report["parameters"]["unknown_threshold"])
+        r = evaluate(truth, np.where(unknown, "unknown", argmax), known=classes)
+        rules[rule] = {k: r[k] for k in ("accuracy", "macro_f1", "known_macro_f1", "unknown_recall",
+                                         "known_called_unknown", "n_unknown")}
+    keys = ("accuracy", "macro_f1", "known_macro_f1", "unknown_recall", "known_called_unknown", "n_unknown")
+    return {"output": {k: m.get(k) for k in keys}, "argmax": dict(m["argmax"], per_class_f1=None),
+            "rules": rules, "method": report["method"], "unknown_rule": report["unknown"]["rule"],
+            "epochs": report["scvi"]["epochs_trained"], "max_epochs": report["scvi"]["max_epochs"],
+            "scanvi_epochs": report["scvi"]["scanvi_epochs"], "seconds_per_epoch": report["scvi"]["seconds_per_epoch"]}
+
+
+def scanvi_peer(ref: Path, qry: Path, seed: int, max_epochs: int) -> dict:
+    """SCANVI as scvi-tools documents it: scVI on reference + query (query unlabelled, early
+    stopping, ``max_epochs``), SCANVI.from_scvi_model, scvi-tools' SCANVI epochs for that budget."""
+    import scvi
+
+    from labeltransfer.evaluate import evaluate
+    from labeltransfer.latent import scanvi_epochs
+
+    scvi.settings.seed = seed
+    a, b, joint = _joint(ref, qry)
+    truth = b.obs["cell_type"].astype(str).to_numpy()
+    joint.obs["label"] = np.concatenate([a.obs["cell_type"].astype(str), ["__unlabeled__"] * b.n_obs])
+    scvi.model.SCVI.setup_anndata(joint, batch_key="dataset", labels_key="label")
+    model = scvi.model.SCVI(joint, n_latent=30)
+    model.train(max_epochs=max_epochs, early_stopping=True, early_stopping_patience=10, enable_progress_bar=False,
+                accelerator="cpu")
+    sv = scvi.model.SCANVI.from_scvi_model(model, unlabeled_category="__unlabeled__", labels_key="label")
+    sv.train(max_epochs=scanvi_epochs(max_epochs), n_samples_per_label=100, enable_progress_bar=False,
+             accelerator="cpu")
+    pred = np.asarray(sv.predict(joint[joint.obs["dataset"] == "query"]), dtype=str)
+    m = evaluate(truth, pred, known=sorted(set(a.obs["cell_type"].astype(str))))
+    out = {k: m[k] for k in ("accuracy", "macro_f1", "known_macro_f1")}
+    return {"output": out, "argmax": out}
+
+
+def compare_rows(splits: list[str], seeds: list[int], max_epochs: int) -> None:
+    """Every method on every (split, seed), the same epoch budget and torch threads; one JSON line each."""
+    for name in splits:
+        make, n_hvg, min_common = COMPARE_SPLITS[name]
+        for seed in seeds:
+            with tempfile.TemporaryDirectory() as tmp:
+                ref, qry, _ = make(seed, Path(tmp))
+                row = {"split": name, "seed": seed, "max_epochs": max_epochs}
+                runs = [(v, partial(dcoex_run, ref, qry, seed, Path(tmp) / v, n_hvg=n_hvg, min_common=min_common,
+                                    max_epochs=max_epochs, extra=flags)) for v, flags in DCOEX_VARIANTS.items()]
+                runs.append(("scanvi", partial(scanvi_peer, ref, qry, seed, max_epochs)))
+                for method, fn in runs:
+                    t0 = time.monotonic()
+                    row[method] = fn()
+                    row[method]["wall_s"] = round(time.monotonic() - t0, 1)
+                    print(name, seed, method, row[method]["argmax"], row[method]["output"], file=sys.stderr, flush=True)
+            with COMPARE_ROWS.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+
+def paired_row(ref: Path, qry: Path, seed: int, max_epochs: int, folder: Path) -> dict:
+    """Every method from ONE scVI pre-training (this package's own functions, in this process):
+    the scVI model (labels registered, query unlabelled) then SCANVI, as ``run --method
+    scanvi-xgb`` trains them. dcoex_old = XGBoost on the scVI latent, unknown = probability < 0.5;
+    dcoex_new = XGBoost on the SCANVI latent, unknown = distance in the scVI latent; scanvi =
+    SCANVI's own classifier. Posterior mean only (--latent-samples 0) for both dcoex rows (the
+    draws would come from different models). Same epochs, threads and data for all three."""
+    import scvi
+
+    from labeltransfer.classify import fit_classifier, predict
+    from labeltransfer.evaluate import evaluate
+    from labeltransfer.latent import UNLABELLED, train_latent
+    from labeltransfer.novelty import fit_type_distance, unknown_mask
+
+    a, b, joint = _joint(ref, qry)
+    n_ref = a.n_obs
+    ref_labels = a.obs["cell_type"].astype(str).to_numpy()
+    truth = b.obs["cell_type"].astype(str).to_numpy()
+    classes = sorted(set(ref_labels))
+    joint.obs = joint.obs[["dataset"]].copy()
+    labels = np.concatenate([ref_labels, np.full(b.n_obs, UNLABELLED)]).astype(str)
+    t0 = time.monotonic()
+    trained = train_latent(joint, folder / "model", n_latent=30, max_epochs=max_epochs, seed=seed, model="scanvi",
+                           labels=labels)
+    train_s = time.monotonic() - t0
+    row = {"epochs": trained.epochs_trained, "scanvi_epochs": trained.scanvi_epochs,
+           "seconds_per_epoch": round(trained.seconds_per_epoch, 3), "train_s": round(train_s, 1)}
+    distance = fit_type_distance(trained.scvi_latent[:n_ref], ref_labels, 0.99, seed=seed)
+    novelty = distance.novelty(trained.scvi_latent[n_ref:])
+    keys = ("accuracy", "macro_f1", "known_macro_f1", "unknown_recall", "known_called_unknown", "n_unknown")
+    for name, latent, rule in (("dcoex_old", trained.scvi_latent, "probability"),
+                               ("dcoex_new", trained.latent, "distance")):
+        clf = fit_classifier(latent[:n_ref], ref_labels, seed=seed)
+        _, max_prob, _, proba = predict(clf, latent[n_ref:], 0.0)
+        argmax = np.asarray(clf.classes, dtype=object)[proba.argmax(axis=1)]
+        entry = {"argmax": {k: v for k, v in evaluate(truth, argmax, known=classes).items() if k in keys},
+                 "rules": {}}
+        for r in RULES:
+            unknown = unknown_mask(r, max_prob=max_prob, novelty=novelty, threshold=0.5)
+            m = evaluate(truth, np.where(unknown, "unknown", argmax), known=classes)
+            entry["rules"][r] = {k: m[k] for k in keys}
+        entry["output"] = entry["rules"][rule]
+        row[name] = entry
+    joint.obs["_label_transfer_label"] = labels
+    model = scvi.model.SCANVI.load(str(folder / "model"), adata=joint)
+    pred = np.asarray(model.predict(joint[n_ref:]), dtype=str)
+    m = evaluate(truth, pred, known=classes)
+    row["scanvi"] = {"argmax": {k: m[k] for k in keys}, "output": {k: m[k] for k in keys}}
+    return row
+
+
+def compare_paired(splits: list[str], seeds: list[int], max_epochs: int) -> None:
+    """paired_row on every (split, seed); one JSON line each in COMPARE_ROWS."""
+    for name in splits:
+        make = COMPARE_SPLITS[name][0]
+        for seed in seeds:
+            with tempfile.TemporaryDirectory() as tmp:
+                ref, qry, _ = make(seed, Path(tmp))
+                t0 = time.monotonic()
+                row = {"split": name, "seed": seed, "max_epochs": max_epochs, "design": "paired",
+                       **paired_row(ref, qry, seed, max_epochs, Path(tmp))}
+                row["wall_s"] = round(time.monotonic() - t0, 1)
+            print(name, seed, {m: (row[m]["argmax"]["macro_f1"], row[m]["output"]["macro_f1"])
+                               for m in ("dcoex_old", "dcoex_new", "scanvi")}, file=sys.stderr, flush=True)
+            with COMPARE_ROWS.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+
+def _mean_sd(values: list[float]) -> list[float] | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return [round(float(np.mean(values)), 4), round(float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, 4)]
+
+
+def summarize_compare() -> dict:
+    """Mean ± sd over seeds (the last row of each split and seed) per split, method and metric."""
+    rows = [json.loads(line) for line in COMPARE_ROWS.read_text().splitlines() if line.strip()]
+    latest = {(r["split"], r["seed"]): r for r in rows}
+    out: dict = {}
+    for name in COMPARE_SPLITS:
+        mine = sorted((r for r in latest.values() if r["split"] == name), key=lambda r: r["seed"])
+        if not mine:
+            continue
+        entry = {"seeds": [r["seed"] for r in mine], "max_epochs": sorted({r["max_epochs"] for r in mine})}
+        for method in (*DCOEX_VARIANTS, "scanvi"):
+            entry[method] = {
+                part: {k: _mean_sd([r[method][part].get(k) for r in mine])
+                       for k in ("accuracy", "macro_f1", "known_macro_f1", "unknown_recall", "known_called_unknown")
+                       if k in mine[0][method][part]}
+                for part in ("argmax", "output")
+            }
+            if "rules" in mine[0][method]:
+                entry[method]["rules"] = {
+                    rule: {k: _mean_sd([r[method]["rules"][rule][k] for r in mine])
+                           for k in ("accuracy", "macro_f1", "known_macro_f1", "unknown_recall", "known_called_unknown")}
+                    for rule in RULES}
+                for key in ("epochs", "seconds_per_epoch"):
+                    entry[method][key] = _mean_sd([r[method].get(key, r.get(key)) for r in mine])
+        out[name] = entry
+    return out
+
+
+def compare_tables(summary: dict) -> str:
+    """Markdown: per split, every method's argmax and output accuracy / macro-F1 (mean ± sd)."""
+    def f(x):
+        return "–" if x is None else f"{x[0]:.3f} ± {x[1]:.3f}"
+
+    lines = []
+    for name, entry in summary.items():
+        lines += [f"**{name}** (seeds {entry['seeds']}, --max-epochs {entry['max_epochs']})", "",
+                  "| method | argmax accuracy | argmax macro-F1 | output accuracy | output macro-F1 | "
+                  "known-type macro-F1 (output) | unknown recall |", "|---|---|---|---|---|---|---|"]
+        for method in (*DCOEX_VARIANTS, "scanvi"):
+            a, o = entry[method]["argmax"], entry[method]["output"]
+            lines.append(f"| {method} | {f(a['accuracy'])} | {f(a['macro_f1'])} | {f(o['accuracy'])} | "
+                         f"{f(o['macro_f1'])} | {f(o.get('known_macro_f1'))} | {f(o.get('unknown_recall'))} |")
+        rules = entry["dcoex_new"].get("rules")
+        if rules:
+            lines += ["", "| dcoex_new, rule | accuracy | macro-F1 | known-type macro-F1 | unknown recall | "
+                      "known cells called unknown |", "|---|---|---|---|---|---|"]
+            for rule, r in rules.items():
+                lines.append(f"| {rule} | {f(r['accuracy'])} | {f(r['macro_f1'])} | {f(r['known_macro_f1'])} | "
+                             f"{f(r['unknown_recall'])} | {f(r['known_called_unknown'])} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- issue 13: the seed's scale
+LARGE_SHAPE = (50_000, 60_000, 30_000, 0.05)  # reference cells, query cells, genes, density
+LARGE_RESULTS = RESULTS.with_name("label_transfer_large.json")
+
+
+def large_files(folder: Path, shape: tuple = LARGE_SHAPE) -> tuple[Path, Path]:
+    """Sparse counts of ``shape`` (labeltransfer.synthetic.sparse_counts), made once in ``folder``."""
+    from labeltransfer.synthetic import sparse_counts
+
+    n_ref, n_query, n_genes, density = shape
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = folder / "ref.h5ad", folder / "query.h5ad"
+    for path, n, seed in ((paths[0], n_ref, 1), (paths[1], n_query, 2)):
+        if not path.exists():
+            sparse_counts(n, n_genes, density=density, seed=seed).write_h5ad(path)
+    return paths
+
+
+def large(folder: Path, max_epochs: int) -> dict:
+    """diagnose's prediction, then the whole run (``max_epochs``, defaults otherwise) in its own
+    process: measured peak RSS, per-step peaks and times, seconds per scVI epoch."""
+    ref, qry = large_files(folder)
+    wall, stdout = _peak_of([PY, str(CLI), "diagnose", "--reference", str(ref), "--query", str(qry),
+                             "--device", "cpu", "--json"])
+    diag = json.loads(stdout)
+    out = folder / "out"
+    wall, _ = _peak_of([PY, str(CLI), "run", "--reference", str(ref), "--query", str(qry), "--out-dir", str(out),
+                        "--max-epochs", str(max_epochs), "--device", "cpu", "--query-label-key", "cell_type",
+                        "--quiet", "--ignore-memory-check"])
+    report = json.loads((out / "report.json").read_text())
+    measured = report["peak_rss_bytes"]
+    row = {
+        "shape": {"reference": diag["reference"]["n_obs"], "query": diag["query"]["n_obs"],
+                  "genes": diag["reference"]["n_vars"], "nnz": diag["reference"]["nnz"] + diag["query"]["nnz"]},
+        "diagnose_peak_bytes": diag["peak_bytes"], "diagnose_peak_step": diag["peak_step"],
+        "measured_peak_bytes": measured, "estimate_over_measured": round(diag["peak_bytes"] / measured, 3),
+        "steps": {k: {"measured_bytes": v["peak_rss_bytes"], "estimated_bytes": diag["steps"][k]["total_bytes"],
+                      "wall_s": v["wall_s"]} for k, v in report["steps"].items()},
+        "max_epochs": max_epochs, "scvi": report["scvi"], "method": report["method"],
+        "run_wall_s": round(wall, 1), "accuracy": report["metrics"]["accuracy"],
+        "machine": {"cpus": os.cpu_count(), "note": "2 cores shared with other agents (loaded)"},
+    }
+    LARGE_RESULTS.write_text(json.dumps(row, indent=1) + "\n")
+    print(json.dumps(row, indent=1))
+    return row
 
 
 # ---------------------------------------------------------------- memory
@@ -456,7 +812,7 @@ def tables(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["accuracy", "memory", "naive-compare", "all", "naive", "summarize", "tables",
-                                             "ablation", "memory-heldout"])
+                                             "ablation", "memory-heldout", "compare", "compare-tables", "compare-paired", "large"])
     parser.add_argument("--datasets", default=",".join(SPLITS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--max-epochs", type=int, default=5, help="scVI epochs of the memory runs")
@@ -469,7 +825,22 @@ def main() -> None:
     parser.add_argument("--reference")
     parser.add_argument("--query")
     parser.add_argument("--stop-after-setup", action="store_true", help="naive: stop after the dense matrix + scVI model")
+    parser.add_argument("--large-dir", default="/tmp/lt_large", help="large: where the generated files are kept")
+    parser.add_argument("--splits", default=",".join(COMPARE_SPLITS), help="compare: the splits")
     args = parser.parse_args()
+    if args.what == "compare-paired":
+        compare_paired(args.splits.split(","), [int(x) for x in args.seeds.split(",")], args.accuracy_max_epochs)
+        args.what = "compare-tables"
+    if args.what in ("compare", "compare-tables"):
+        if args.what == "compare":
+            compare_rows(args.splits.split(","), [int(s) for s in args.seeds.split(",")], args.accuracy_max_epochs)
+        summary = summarize_compare()
+        COMPARE_RESULTS.write_text(json.dumps({"splits": summary, "machine": {"cpus": os.cpu_count()}}, indent=1) + "\n")
+        print(compare_tables(summary))
+        return
+    if args.what == "large":
+        large(Path(args.large_dir), args.max_epochs)
+        return
     if args.what == "naive":
         print(json.dumps(naive_run(args.reference, args.query, args.max_epochs, args.stop_after_setup)))
         return

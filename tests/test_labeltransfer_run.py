@@ -33,7 +33,7 @@ def run_cli(ref_path, q_path, out) -> subprocess.CompletedProcess:
         [PYTHON, str(CLI), "run", "--reference", str(ref_path), "--query", str(q_path), "--label-key", "cell_type",
          "--query-label-key", "cell_type", "--out-dir", str(out), "--max-epochs", "25", "--n-latent", "8",
          "--n-hvg", "220", "--unknown-threshold", str(THRESHOLD), "--device", "cpu", "--xgb-tuning", "quick",
-         "--latent-samples", "3"],
+         "--latent-samples", "3", "--unknown-rule", "probability"],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

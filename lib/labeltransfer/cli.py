@@ -34,11 +34,14 @@ def common_options(func):
 def run_options(func):
     """Options of the run itself, shared by ``run`` and the cluster submit scripts."""
     options = [
-        click.option("--max-epochs", default=400, show_default=True, type=int, help="scVI epochs at most (early stopping, patience 10)."),
+        click.option("--method", default="scanvi-xgb", show_default=True, type=click.Choice(["scanvi-xgb", "scvi-xgb"]), help="Latent + classifier: SCANVI (scVI trained on with the reference labels) or scVI alone, then XGBoost."),
+        click.option("--max-epochs", default=None, type=click.IntRange(1, None), help="scVI epochs at most (early stopping, patience 10); default: scvi-tools' min(round(20000 / cells × 400), 400)."),
         click.option("--xgb-tuning", default="none", show_default=True, type=TUNING, help="Stratified K-fold grid search: quick (4 combos, 3 folds), full (48 combos, 5 folds); none = depth 4, learning rate 0.1, 200 trees."),
         click.option("--class-weight", default="balanced", show_default=True, type=click.Choice(["balanced", "none"]), help="XGBoost sample weights: balanced = each type weighs the same in total (helps rare types)."),
         click.option("--features", default="latent+lda", show_default=True, type=click.Choice(["latent+lda", "latent"]), help="XGBoost input: the latent plus the reference's shrinkage-LDA coordinates, or the latent alone."),
-        click.option("--unknown-threshold", default=0.5, show_default=True, type=float, help="Max probability below this -> label 'unknown'."),
+        click.option("--unknown-rule", default="distance", show_default=True, type=click.Choice(["distance", "probability", "both", "none"]), help="'unknown' = not in the reference: distance = further in the latent from every reference type than --unknown-quantile of its own cells; probability = max probability below --unknown-threshold; both = either."),
+        click.option("--unknown-quantile", default=0.99, show_default=True, type=float, help="Distance rule: the quantile of a type's held-out reference distances beyond which a cell is not of that type."),
+        click.option("--unknown-threshold", default=0.5, show_default=True, type=float, help="Probability rule: max probability below this -> 'unknown'."),
         click.option("--seed", default=0, show_default=True, type=int),
         click.option("--allow-non-integer", is_flag=True, help="Accept non-integer / negative values in the counts."),
     ]
@@ -49,7 +52,7 @@ def run_options(func):
 
 @click.group(name="label_transfer")
 def main() -> None:
-    """Transfer cell-type labels from a reference to a query (scVI latent + XGBoost)."""
+    """Transfer cell-type labels from a reference to a query (SCANVI or scVI latent + XGBoost)."""
 
 
 @main.command()

@@ -111,10 +111,11 @@ def step_estimates(
             libs[step]["cuda_context"] = CUDA_CONTEXT_BYTES
     steps["scvi"] = {
         **libs["scvi"], "per_cell": n_cells * PER_CELL_BYTES["scvi"], "joint_hvg_csr": joint_hvg,
-        "model_weights": weights, "minibatch": minibatch, "latent": latent, "query_latent_samples": query_samples,
+        "model_weights": weights, "minibatch": minibatch, "latent": latent, "scvi_latent": latent,
+        "query_latent_samples": query_samples,
     }
     steps["xgboost"] = {
-        **libs["xgboost"], "per_cell": n_cells * PER_CELL_BYTES["xgboost"], "latent": latent,
+        **libs["xgboost"], "per_cell": n_cells * PER_CELL_BYTES["xgboost"], "latent": latent, "scvi_latent": latent,
         "query_latent_samples": query_samples, "xgb_quantised": n_reference * (n_latent + n_classes) * 8, "probabilities": n_query * n_classes * 8 * 2,
     }
     steps["outputs"] = {

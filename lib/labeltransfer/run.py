@@ -21,6 +21,7 @@ from hpc.device import resolve_device
 from hpc.errors import InputError
 from labeltransfer.classify import FEATURES
 from labeltransfer.io import H5adHeader, load_csr, read_header
+from labeltransfer.novelty import UNKNOWN_RULES
 from labeltransfer.prepare import (
     GeneOverlap,
     TypeFilter,
@@ -38,6 +39,8 @@ from memfit.record import PeakRecorder, write_sidecar
 from memfit.units import format_bytes
 
 STAGE = "label_transfer"
+#: --method: the latent (scVI, or SCANVI trained on from it with the reference labels) + XGBoost.
+METHODS = {"scanvi-xgb": "scanvi", "scvi-xgb": "scvi"}
 OUTPUT_FILES = (
     "predictions.tsv",
     "probabilities.tsv.gz",
@@ -62,7 +65,8 @@ class RunOptions:
     min_cells_per_type: int = 10
     n_hvg: int = 3000
     n_latent: int = 30
-    max_epochs: int = 400
+    max_epochs: int | None = None
+    method: str = "scanvi-xgb"
     batch_size: int = 128
     device: str = "auto"
     xgb_tuning: str = "none"
@@ -70,6 +74,8 @@ class RunOptions:
     features: str = "latent+lda"
     latent_samples: int = 10
     unknown_threshold: float = 0.5
+    unknown_rule: str = "distance"
+    unknown_quantile: float = 0.99
     seed: int = 0
     allow_non_integer: bool = False
     min_common_genes: int = 200
@@ -79,8 +85,14 @@ class RunOptions:
     def validate(self) -> None:
         if not 0.0 <= self.unknown_threshold <= 1.0:
             raise InputError(f"--unknown-threshold must be in [0, 1], got {self.unknown_threshold}")
+        if not 0.0 < self.unknown_quantile < 1.0:
+            raise InputError(f"--unknown-quantile must be in (0, 1), got {self.unknown_quantile}")
+        if self.method not in METHODS:
+            raise InputError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.unknown_rule not in UNKNOWN_RULES:
+            raise InputError(f"--unknown-rule must be one of {', '.join(UNKNOWN_RULES)}, got {self.unknown_rule!r}")
         for name in ("n_latent", "max_epochs", "batch_size", "min_cells_per_type"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.latent_samples < 0:
             raise InputError(f"--latent-samples must be >= 0, got {self.latent_samples}")
@@ -262,25 +274,39 @@ def _pipeline(opts: RunOptions, inputs: Inputs, device: str, staging: Path, log:
             joint = joint[:, mask].copy()
         facts["hvg"] = _matrix_facts(joint.X)
     log.say(f"{int(mask.sum())} genes for scVI")
+    from labeltransfer.latent import UNLABELLED, default_max_epochs
+
+    max_epochs = opts.max_epochs or default_max_epochs(n_ref + n_query)
     with log.step("scvi"):
         from labeltransfer.latent import train_latent
 
+        latent_labels = np.concatenate([ref_labels, np.full(n_query, UNLABELLED, dtype=object)]).astype(str)
         trained = train_latent(
-            joint, staging / "model", n_latent=opts.n_latent, max_epochs=opts.max_epochs,
+            joint, staging / "model", n_latent=opts.n_latent, max_epochs=max_epochs,
             batch_size=opts.batch_size, device=device, seed=opts.seed,
             progress=not opts.quiet and sys.stderr.isatty(), n_samples=opts.latent_samples,
-            sample_rows=np.arange(n_ref, n_ref + n_query),
+            sample_rows=np.arange(n_ref, n_ref + n_query), model=METHODS[opts.method], labels=latent_labels,
         )
         latent, query_samples = trained.latent, trained.samples
+        unsupervised = latent if trained.scvi_latent is None else trained.scvi_latent
         del joint
-    log.say(f"scVI trained {trained.epochs_trained} epochs (early stopped: {trained.early_stopped})")
+    log.say(f"scVI trained {trained.epochs_trained} of {max_epochs} epochs (early stopped: {trained.early_stopped}, "
+            f"{trained.seconds_per_epoch:.2f} s per epoch)"
+            + (f"; SCANVI {trained.scanvi_epochs} epochs" if trained.scanvi_epochs else ""))
     with log.step("xgboost"):
         from labeltransfer.classify import fit_classifier, predict
+        from labeltransfer.novelty import fit_type_distance, unknown_mask
 
         classifier = fit_classifier(latent[:n_ref], ref_labels, tuning=opts.xgb_tuning, device=device, seed=opts.seed,
                                     class_weight=opts.class_weight, features=opts.features)
-        labels, max_prob, is_unknown, proba = predict(classifier, latent[n_ref:], opts.unknown_threshold,
-                                                      samples=query_samples)
+        _, max_prob, _, proba = predict(classifier, latent[n_ref:], 0.0, samples=query_samples)
+        # distances in the unsupervised scVI latent (docs/label_transfer.md, "unknown")
+        distance = fit_type_distance(unsupervised[:n_ref], ref_labels, opts.unknown_quantile, seed=opts.seed)
+        novelty = distance.novelty(unsupervised[n_ref:])
+        del unsupervised
+        is_unknown = unknown_mask(opts.unknown_rule, max_prob=max_prob, novelty=novelty,
+                                  threshold=opts.unknown_threshold)
+        labels = np.where(is_unknown, "unknown", np.asarray(classifier.classes, dtype=object)[proba.argmax(axis=1)])
         xgb_facts = {"tuning": opts.xgb_tuning, "class_weight": opts.class_weight, "features": opts.features,
                      "latent_samples": opts.latent_samples,
                      "n_features": latent.shape[1] + classifier.features.n_extra,
@@ -289,7 +315,7 @@ def _pipeline(opts: RunOptions, inputs: Inputs, device: str, staging: Path, log:
     with log.step("outputs"):
         metrics = _write_outputs(
             opts, inputs, staging, latent=latent, n_ref=n_ref, ref_labels=ref_labels, labels=labels,
-            max_prob=max_prob, is_unknown=is_unknown, proba=proba,
+            max_prob=max_prob, is_unknown=is_unknown, proba=proba, novelty=novelty,
             classes=sorted(inputs.types.kept),
         )
     return {
@@ -303,11 +329,21 @@ def _pipeline(opts: RunOptions, inputs: Inputs, device: str, staging: Path, log:
         },
         "matrices": facts,
         "n_genes_used": int(mask.sum()),
+        "method": opts.method,
         "scvi": {
+            "max_epochs": max_epochs,
+            "max_epochs_source": "--max-epochs" if opts.max_epochs else "default_max_epochs(n_cells)",
             "epochs_trained": trained.epochs_trained,
             "early_stopped": trained.early_stopped,
+            "train_s": trained.train_s,
+            "seconds_per_epoch": round(trained.seconds_per_epoch, 4),
+            "scanvi_epochs": trained.scanvi_epochs,
+            "scanvi_s": trained.scanvi_s,
             "final_elbo_validation": (trained.history.get("elbo_validation") or [None])[-1],
         },
+        "unknown": {"rule": opts.unknown_rule, "probability_threshold": opts.unknown_threshold,
+                    "distance_quantile": opts.unknown_quantile, "n_unknown": int(is_unknown.sum()),
+                    "n_far": int((novelty > 1).sum()), "n_unsure": int((max_prob < opts.unknown_threshold).sum())},
         "xgboost": xgb_facts,
         "predictions": {
             "n_query": n_query,
@@ -331,6 +367,7 @@ def _write_outputs(
     max_prob: np.ndarray,
     is_unknown: np.ndarray,
     proba: np.ndarray,
+    novelty: np.ndarray,
     classes: list[str],
 ) -> dict | None:
     import anndata
@@ -343,16 +380,16 @@ def _write_outputs(
     obs = read_obs(query_h, np.arange(query_h.n_obs))
     table = pd.DataFrame(
         {"cell": obs.index.astype(str), "predicted_label": labels, "probability": np.round(max_prob, 6),
-         "is_unknown": is_unknown},
+         "is_unknown": is_unknown, "novelty": np.round(novelty, 6)},
     )
     metrics = None
     if opts.query_label_key is not None:
         truth = query_h.labels.to_numpy(dtype=object).astype(str)
         table["true_label"] = truth
-        metrics = evaluate(truth, labels)
         argmax = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
-        without = evaluate(truth, argmax)
-        metrics["argmax"] = {k: without[k] for k in ("accuracy", "macro_f1", "per_class_f1")}
+        metrics = evaluate(truth, labels, known=classes)
+        without = evaluate(truth, argmax, known=classes)
+        metrics["argmax"] = {k: without[k] for k in ("accuracy", "macro_f1", "per_class_f1", "known_macro_f1")}
         plot_confusion(metrics["confusion_matrix"], staging / "confusion_matrix.png")
     else:
         counts = pd.crosstab(pd.Series(labels, name="predicted"), pd.Series(["query"] * len(labels), name="x"))
@@ -380,6 +417,9 @@ def _write_outputs(
         X=counts_x, obs=obs, var=var,
         obsm={"X_scvi": latent[n_ref:], "X_umap": coords[n_ref:]},
     )
-    annotated.uns["label_transfer"] = {"classes": np.asarray(classes), "unknown_threshold": opts.unknown_threshold}
+    annotated.uns["label_transfer"] = {"classes": np.asarray(classes), "unknown_threshold": opts.unknown_threshold,
+                                       "unknown_rule": opts.unknown_rule, "unknown_quantile": opts.unknown_quantile,
+                                       "method": opts.method}
+    annotated.obs["novelty"] = novelty.astype(np.float32)
     annotated.write_h5ad(staging / "query_annotated.h5ad")
     return metrics

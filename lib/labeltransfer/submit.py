@@ -34,7 +34,8 @@ TORCH_VIRTUAL_BYTES = 1024 * MiB
 #: The options of ``run`` forwarded to the job (name -> click flag).
 RUN_FLAGS = (
     "label_key", "counts_layer", "query_label_key", "min_cells_per_type", "n_hvg", "n_latent", "latent_samples",
-    "batch_size", "min_common_genes", "max_epochs", "xgb_tuning", "class_weight", "features", "unknown_threshold", "seed",
+    "batch_size", "min_common_genes", "method", "max_epochs", "xgb_tuning", "class_weight", "features", "unknown_rule",
+    "unknown_quantile", "unknown_threshold", "seed",
 )
 RUN_SWITCHES = ("allow_non_integer",)
 
