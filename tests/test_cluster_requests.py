@@ -92,7 +92,8 @@ def test_many_edges_get_a_larger_request_and_nothing_runs_out_of_memory(sized_ru
         assert {a["reason"] for a in entry["attempts"]} <= {"initial", "resize"}, entry["attempts"]
         assert not entry["failures"]
         asked = {g: _task_request_mib(sched, entry, tasks[g]) for g in (big, small)}
-        assert asked[big] > asked[small], (stage, asked)
+        # 03 holds the network's edges; 02b one tile of them (x B), so it may ask the same
+        assert asked[big] > asked[small] if stage == "03" else asked[big] >= asked[small], (stage, asked)
         # what was asked is what the manifest records for the task (sized from the count)
         sized = {g: entry["task_requests"][str(tasks[g])] / 2**20 / (entry["slots"] if sched == "sge" else 1)
                  for g in (big, small)}
@@ -101,10 +102,8 @@ def test_many_edges_get_a_larger_request_and_nothing_runs_out_of_memory(sized_ru
             sidecar = json.loads(next((out / {"02b": "bootstrap_significant", "03": "networks"}[stage] / "memory")
                                       .glob(f"{stage}.genes_{g:04d}-{g:04d}.memory.json")).read_text())
             assert sidecar["peak_rss_bytes"] < asked[g] * 2**20, (stage, g, sidecar["peak_rss_bytes"])
-    # more edges than 02b's planning bound: its task asked for more than the plan
-    entry = manifest["stages"]["02b"]
-    planned = entry["requested_bytes"] / 2**20 / (entry["slots"] if sched == "sge" else 1)
-    assert _task_request_mib(sched, entry, tasks[big]) > planned
+    # the big gene's 03 task was sized again from its count when its 02a task ended
+    entry = manifest["stages"]["03"]
     if sched == "sge":  # SGE changes no single array task: the big one moved to an array of its own
         moved = [a for a in entry["attempts"] if a["reason"] == "resize"]
         assert [a["task_list"] for a in moved] == [[tasks[big]]] and moved[0]["split_of"] == 1
@@ -133,6 +132,6 @@ def test_a_rerun_is_sized_from_the_02a_outputs_at_planning(sized_runs, sched):
         assert asked[big] == pytest.approx(entry["task_requests"][str(tasks[big])] / 2**20 / per_slot)
         if sched == "slurm":
             assert asked[small] == pytest.approx(entry["task_requests"][str(tasks[small])] / 2**20)
-            assert asked[small] < asked[big]
+            assert asked[small] < asked[big] if stage == "03" else asked[small] <= asked[big]
         else:
             assert asked[small] == asked[big]

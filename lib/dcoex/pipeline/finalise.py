@@ -261,7 +261,9 @@ def _last_finaliser(m: dict, stage: str) -> str | None:
 def _finalised(m: dict, stage: str) -> bool:
     """The last attempt of ``stage`` has been finalised (its finaliser job is done or ending)."""
     entry = m["stages"][stage]
-    last = len(entry["attempts"])
+    # a task moved to an array of its own (SGE resize) is finalised by its root attempt's finaliser
+    own = [a.get("attempt", i) for i, a in enumerate(entry["attempts"], start=1) if a.get("reason") != "resize"]
+    last = own[-1] if own else len(entry["attempts"])
     return any(f.get("attempt") == last for f in entry.get("finalised", []))
 
 
