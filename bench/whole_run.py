@@ -4,7 +4,7 @@
         [--n-ref 3] [--alphas 0.05 0.7] [--n-bootstrap 1000] [--seed 1] [--work-dir DIR]
         [--out bench/results/whole_run.json] [--threads 2] [--skip-02b-above EDGES]
 
-Datasets (inputs and outputs under ``--work-dir``, default bench/work/whole_run, git-ignored):
+Datasets (inputs and outputs under ``--work-dir``, default: ``whole_run`` in bench's git-ignored work folder):
 - ``generated``: ``python -m dcoex.realistic`` at ``--n-genes`` × ``--n-samples`` (its default
   parameters reproduce real edge densities: docs/realistic_data.md);
 - ``real``: the bladderbatch microarrays (bench/data/export_bladderbatch.sh; 22,283 × 57), or any
