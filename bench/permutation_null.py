@@ -140,7 +140,7 @@ def shutil_rm(path: Path) -> None:
 
 
 def _count_edges(base: Path, env: dict) -> int:
-    code = "import h5py,glob,sys; f=h5py.File(glob.glob(sys.argv[1])[0]); print(f['edges/pair_index'].shape[0])"
+    code = "import h5py,glob,sys; f=h5py.File(glob.glob(sys.argv[1])[0]); print(f['edges/r_low'].shape[0])"
     done = subprocess.run([sys.executable, "-c", code, str(base / "*.h5")], capture_output=True, text=True,
                           check=True, env=env)
     return int(done.stdout)

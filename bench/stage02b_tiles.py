@@ -230,7 +230,7 @@ def main() -> None:
         base_file = str(next(base.glob(f"*_g{gene}.h5")))
         code = ("import json, h5py; from stage02b_tiles import gemm_bound; "
                 f"f = h5py.File({base_file!r}); k = (int(f['meta'].attrs['k_low']), int(f['meta'].attrs['k_high'])); "
-                f"n = int(f['edges/pair_index'].shape[0]); f.close(); "
+                f"n = int(f['edges/r_low'].shape[0]); f.close(); "
                 f"print(json.dumps({{'edges': n, **gemm_bound({base_file!r}, {row['02b']['batch_size']}, {args.n_boot}, *k)}}))")
         bound = _child(f"import sys; sys.path.insert(0, {str(REPO / 'bench')!r}); " + code, env)
         row["edges"] = bound.pop("edges")
