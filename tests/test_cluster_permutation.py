@@ -26,7 +26,7 @@ def runs(tmp_path_factory):
         if cluster_status(sched)[0]:
             out = base / sched
             done = run_driver(sched, ["--expr-tsv", tsv, "--out-dir", out, *ARGS],
-                              env={"DCOEX_TEST_MEM_SCALE_07": "0.2"})
+                              env={"DCOEX_TEST_MEM_SCALE_07": "0.35"})
             assert done.returncode == 0, done.stderr
             started[sched] = out
     local = base / "local"

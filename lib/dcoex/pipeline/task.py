@@ -59,7 +59,8 @@ def run_stage(argv: list[str]) -> int:
         return EXIT_OUT_OF_MEMORY
     except Exception as exc:  # noqa: BLE001 - e.g. a shared library that cannot be mapped under h_vmem
         text = str(exc).lower()
-        if isinstance(exc, (ImportError, OSError)) and ("memory" in text or "failed to map" in text):
+        if isinstance(exc, (ImportError, OSError)) and ("memory" in text or "failed to map" in text
+                                                       or (_address_space_limited() and "shared object" in text)):
             print(f"dcoex task: out of memory while importing {argv[2]}: {exc}", file=sys.stderr)
             return EXIT_OUT_OF_MEMORY
         traceback.print_exc()
@@ -199,3 +200,12 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _address_space_limited() -> bool:
+    """Whether the process runs under an address-space limit (SGE h_vmem sets RLIMIT_AS): a
+    shared library that cannot be loaded there (llvmlite's names no reason) is the limit."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return soft != resource.RLIM_INFINITY
