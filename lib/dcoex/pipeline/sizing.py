@@ -46,7 +46,9 @@ TEST_ESTIMATE_SCALE_ENV = "DCOEX_TEST_ESTIMATE_SCALE_"
 
 def apply_test_estimate_scale(stage: str, raw: MemoryEstimate) -> MemoryEstimate:
     """Testing knob ``DCOEX_TEST_ESTIMATE_SCALE_<STAGE>=F``: the planned raw estimate times F
-    (an estimator off by 1/F, for the calibration round-trip test of ``memfit review``)."""
+    (an estimator off by 1/F, for the calibration round-trip test of ``memfit review``). Stage
+    02a applies it to its own estimate too (the job inherits the driver's environment), so the
+    stage and the plan see the same wrong estimator."""
     scale = os.environ.get(f"{TEST_ESTIMATE_SCALE_ENV}{stage.upper()}")
     if not scale:
         return raw

@@ -67,8 +67,10 @@ def run_base(
         genes = resolve_genes(n, names, selection or {"gene_index": [0]})
 
         def estimate_for(rows: int):
-            return estimate(n, n_samples, k_low=indices.k_low, k_high=indices.k_high, fdr_alpha=fdr_alpha,
-                            tile_rows=rows, exact_q=exact_q)
+            from dcoex.pipeline.sizing import apply_test_estimate_scale  # the driver's testing knob, seen here too
+
+            return apply_test_estimate_scale(STAGE, estimate(n, n_samples, k_low=indices.k_low, k_high=indices.k_high,
+                                                             fdr_alpha=fdr_alpha, tile_rows=rows, exact_q=exact_q))
 
         plan = plan_batch(batch_size, estimate_for, min(MAX_TILE_ROWS, n - 1), allocation, what="tile")
         with PeakRecorder(limit_bytes=allocation.limit_bytes) as recorder, blas_threads() as threads:
