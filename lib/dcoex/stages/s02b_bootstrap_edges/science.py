@@ -32,7 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dcoex.backend import Backend, NumpyBackend
 from dcoex.ranks import exact_dtype, tie_bounds
+from dcoex.stages.s02b_bootstrap_edges import kernels
 from dcoex.stages.s02b_bootstrap_edges.estimator import (
     GATHER_WORK_BYTES,
     STATS_WORK_BYTES,
@@ -45,6 +47,8 @@ from dcoex.stages.s02b_bootstrap_edges.estimator import (
 GATHER_COST_RATIO = 24.0
 #: Fixed cost of a core matrix product (per replicate), in pairs: small cores are not worth it.
 CORE_OVERHEAD_PAIRS = 4096
+#: Bytes of the core product computed at once on the host (a block of rows; kept in cache).
+CORE_BLOCK_BYTES = 128 * 1024
 #: Candidate core sizes tried per axis (geometric grid up to all rows / columns).
 CORE_GRID = 40
 
@@ -219,13 +223,19 @@ class EdgeLayout:
             m, n = np.unravel_index(int(np.argmin(cost)), cost.shape)
             n_r, n_c = int(rows[m]), int(cols[n])
         in_core = (a < n_r) & (b < n_c)
-        self.core_rows, self.core_cols = row_order[:n_r], col_order[:n_c]
-        self.core_edges = np.flatnonzero(in_core)
-        self.core_flat = a[in_core] * n_c + b[in_core]
-        self.all_core = self.core_edges.size == li.size
+        # core rows by gene, core edges by row: each run of rows owns a run of core edges
+        self.core_rows, self.core_cols = np.sort(row_order[:n_r]), col_order[:n_c]
+        core_row = np.searchsorted(self.core_rows, li[in_core])
+        by_row = np.argsort(core_row, kind="stable")
+        self.core_edges = np.flatnonzero(in_core)[by_row]
+        self.core_row, self.core_col = core_row[by_row], b[in_core][by_row]
+        self.core_ptr = np.searchsorted(self.core_row, np.arange(n_r + 1))
         self.rest_edges = np.flatnonzero(~in_core)
         self.rest_i, self.rest_j = li[~in_core], lj[~in_core]
+        self.rest_index = np.arange(self.rest_edges.size)
+        self.core_index = np.arange(self.core_edges.size)
         self.gene_i, self.gene_j = li, lj
+        self._pairs: tuple | None = None  # the core pairs (row, column) on a gathering backend's device
         self.n_edges = li.size
         self._buffers = {} if pool is None else pool
 
@@ -237,53 +247,48 @@ class EdgeLayout:
     def _buffer(self, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
         return work_buffer(self._buffers, name, shape, dtype)
 
-    def correlations(
-        self, u: np.ndarray, scale: np.ndarray, counts: np.ndarray, out: np.ndarray | None = None
-    ) -> np.ndarray:
-        """r (nb, E) float32 of the tile's edges from integer ranks u (nb, g, k), their
-        scale (nb, g) and the resample counts (nb, k) (see ResampleSide.integer_ranks);
-        written into ``out`` (nb, E) when given."""
+    def scaled_into(
+        self, u: np.ndarray, scale: np.ndarray, counts: np.ndarray, out: np.ndarray, *, subtract: bool,
+        backend: Backend,
+    ) -> None:
+        """r (nb, E) float32 of the tile's edges from integer ranks u (nb, g, k), their scale
+        (nb, g) and the resample counts (nb, k) (see ResampleSide.integer_ranks), written into
+        ``out`` (nb, E), or subtracted from it when ``subtract``. The core products go through
+        ``backend``; a backend that gathers on its device returns only the core edges' sums."""
         nb, k = u.shape[0], u.shape[2]
-        r = np.empty((nb, self.n_edges), dtype=np.float32) if out is None else out
-        raw = r if u.dtype == np.float32 else self._buffer("raw", (nb, self.n_edges), u.dtype)
-        products = self._buffer("products", (GATHER_WORK_BYTES // u.itemsize,), u.dtype)  # gathers, then the core
         if self.rest_edges.size:
-            raw[:, self.rest_edges] = edge_correlations(u, counts, self.rest_i, self.rest_j, products)
-        if self.core_edges.size:
-            rows = self._buffer("rows", (nb, self.core_rows.size, k), u.dtype)
-            np.take(u, self.core_rows, axis=1, out=rows)
-            rows *= counts[:, None, :]
-            cols = self._buffer("cols", (nb, self.core_cols.size, k), u.dtype)
-            np.take(u, self.core_cols, axis=1, out=cols)
-            step = int(max(1, min(nb, GATHER_WORK_BYTES // (u.itemsize * self.core_pairs))))
-            if step * self.core_pairs > products.size:  # one replicate's product above the budget
-                products = self._buffer("products", (step * self.core_pairs,), u.dtype)
-            gram = products[: step * self.core_pairs].reshape(step, self.core_rows.size, self.core_cols.size)
-            for b0 in range(0, nb, step):
-                b1 = min(b0 + step, nb)
-                part = gram[: b1 - b0]
-                np.matmul(rows[b0:b1], cols[b0:b1].transpose(0, 2, 1), out=part)
-                flat = part.reshape(b1 - b0, self.core_pairs)
-                for b in range(b0, b1):
-                    if self.all_core:
-                        np.take(flat[b - b0], self.core_flat, out=raw[b])
-                    else:
-                        raw[b, self.core_edges] = flat[b - b0, self.core_flat]
-        if raw is not r:
-            r[...] = raw
-        gathered = self._buffer("scale", (nb, self.n_edges), np.float32)
-        np.take(scale, self.gene_i, axis=1, out=gathered)
-        r *= gathered
-        np.take(scale, self.gene_j, axis=1, out=gathered)
-        r *= gathered
-        return r
+            work = self._buffer("products", (GATHER_WORK_BYTES // u.itemsize,), u.dtype)
+            raw = edge_correlations(u, counts, self.rest_i, self.rest_j, work)
+            kernels.scale_into(raw, self.rest_index, self.rest_edges, scale, self.gene_i, self.gene_j, out, subtract)
+        if not self.core_edges.size:
+            return
+        rows = self._buffer("rows", (nb, self.core_rows.size, k), u.dtype)
+        np.take(u, self.core_rows, axis=1, out=rows)
+        rows *= counts[:, None, :]
+        cols = self._buffer("cols", (nb, self.core_cols.size, k), u.dtype)
+        np.take(u, self.core_cols, axis=1, out=cols)
+        if not backend.gathers_on_device:  # the host: product and gather fused per block of rows, in cache
+            row_block = max(1, CORE_BLOCK_BYTES // (u.itemsize * self.core_cols.size))
+            kernels.core_into(rows, cols, self.core_ptr, self.core_row, self.core_col, self.core_edges, scale,
+                              self.gene_i, self.gene_j, out, subtract, row_block)
+            return
+        if self._pairs is None:
+            self._pairs = (backend.put(self.core_row), backend.put(self.core_col))
+        step = int(max(1, min(nb, GATHER_WORK_BYTES // (u.itemsize * self.core_pairs))))  # the device's product
+        raw = self._buffer("products", (step * self.core_edges.size,), u.dtype)
+        for b0 in range(0, nb, step):
+            b1 = min(b0 + step, nb)
+            part = raw[: (b1 - b0) * self.core_edges.size].reshape(b1 - b0, self.core_edges.size)
+            backend.products(rows[b0:b1], cols[b0:b1], pairs=self._pairs, out=part)
+            kernels.scale_into(part, self.core_index, self.core_edges, scale[b0:b1], self.gene_i, self.gene_j,
+                               out[b0:b1], subtract)
 
 
 def replicate_deltas(
     x_low: np.ndarray, x_high: np.ndarray, pos_low: np.ndarray, pos_high: np.ndarray,
     *,
     gene_i: np.ndarray, gene_j: np.ndarray, out: np.ndarray | None = None,
-    pool: dict[str, np.ndarray] | None = None,
+    pool: dict[str, np.ndarray] | None = None, backend: Backend | None = None,
 ) -> np.ndarray:
     """Δ^b = r_H^b − r_L^b, (E, B) float32, of edges (gene_i, gene_j) given as rows of
     ``x_low`` (g, k_L) / ``x_high`` (g, k_H), the genes' values in the LOW/HIGH samples;
@@ -291,8 +296,9 @@ def replicate_deltas(
 
     The result is the transposed view of a (B, E) array, ``out[:, :E]`` when ``out`` (a
     (B, >= E) float32 buffer, reused across tiles) is given; ``pool`` keeps the work arrays
-    for the next tile."""
+    for the next tile; ``backend`` computes the core products (default numpy on the host)."""
     pool = {} if pool is None else pool
+    backend = NumpyBackend() if backend is None else backend
     genes = np.unique(np.concatenate([gene_i, gene_j]))
     layout = EdgeLayout(np.searchsorted(genes, gene_i), np.searchsorted(genes, gene_j), genes.size, pool)
     low = ResampleSide(x_low[genes], pos_low, pool, "low")
@@ -306,10 +312,9 @@ def replicate_deltas(
     step = replicate_block(per_replicate=per_rep, n_boot=n_boot)
     for b0 in range(0, n_boot, step):
         b1 = min(b0 + step, n_boot)
-        r_high = layout.correlations(*high.integer_ranks(b0, b1), high.counts[b0:b1], out=by_replicate[b0:b1])
-        r_low = work_buffer(pool, "r_low", (b1 - b0, n_edges), np.float32)
-        layout.correlations(*low.integer_ranks(b0, b1), low.counts[b0:b1], out=r_low)
-        r_high -= r_low
+        block = by_replicate[b0:b1]
+        layout.scaled_into(*high.integer_ranks(b0, b1), high.counts[b0:b1], block, subtract=False, backend=backend)
+        layout.scaled_into(*low.integer_ranks(b0, b1), low.counts[b0:b1], block, subtract=True, backend=backend)
     return by_replicate.T
 
 
