@@ -37,6 +37,7 @@ from dcoex.ranks import exact_dtype, tie_bounds
 from dcoex.stages.s02b_bootstrap_edges import kernels
 from dcoex.stages.s02b_bootstrap_edges.estimator import (
     GATHER_WORK_BYTES,
+    RANK_WORK_BYTES,
     STATS_WORK_BYTES,
     per_replicate_bytes,
     replicate_block,
@@ -51,6 +52,18 @@ CORE_OVERHEAD_PAIRS = 4096
 CORE_BLOCK_BYTES = 128 * 1024
 #: Candidate core sizes tried per axis (geometric grid up to all rows / columns).
 CORE_GRID = 40
+
+
+def device_bytes(edge_chunk: int, *, kr_low: int, kr_high: int) -> dict[str, int]:
+    """GPU bytes of one tile of ``edge_chunk`` edges on a gathering backend (upper bounds):
+    the core rows and columns of a replicate block (at most the host's RANK_WORK_BYTES of
+    work), the core product of a step of replicates (GATHER_WORK_BYTES, or one replicate's
+    product, at most GATHER_COST_RATIO·c pairs: a larger core costs more than gathering),
+    its gathered sums (no more than the product) and the pairs' indices."""
+    itemsize = max(np.dtype(exact_dtype(kr, kr - 1)).itemsize for kr in (int(kr_low), int(kr_high)))
+    product = max(GATHER_WORK_BYTES, int(GATHER_COST_RATIO * int(edge_chunk)) * itemsize)
+    return {"core_ranks": RANK_WORK_BYTES, "core_product": product, "core_sums": product,
+            "pairs": 2 * 8 * int(edge_chunk)}
 
 
 def positions_in_group(samples: np.ndarray, group: np.ndarray) -> np.ndarray:
