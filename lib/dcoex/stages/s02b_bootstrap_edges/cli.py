@@ -90,8 +90,8 @@ def run_bootstrap(
     base = Path(base_dir)
     if not base.is_dir():
         raise InputError(f"{base}: base correlations folder does not exist (run 02a first)")
-    out = ensure_writable_dir(out_dir)
     backend = resolve(device) if isinstance(device, str) else device
+    out = ensure_writable_dir(out_dir)
     allocation = detect_allocation()
     device_limit = backend.device_limit()
     with open_expression(expr_h5) as store, IndicesFile(indices_h5) as indices:
