@@ -181,3 +181,35 @@ def test_device_gpu_without_cuda_is_one_line_and_exit_2(small_run, monkeypatch, 
     err = capsys.readouterr().err
     assert done.value.code == 2 and "no CUDA GPU" in err and len(err.strip().splitlines()) == 1
     assert not out.exists() or not list(out.glob("*.h5"))
+
+
+@pytest.mark.parametrize("n_boot", [7, 129, 1000, 9000])
+def test_02b_statistics_have_numpys_bits_on_one_and_two_threads(n_boot):
+    """kernels.row_moments sums in numpy's pairwise order: mean and sd equal numpy's float64
+    sums of the finite values bit for bit, and the statistics do not depend on the threads."""
+    rng = np.random.default_rng(n_boot)
+    by_replicate = (rng.standard_normal((n_boot, 300)) * rng.choice([1e-4, 0.1, 1.0], 300)).astype(np.float32)
+    by_replicate[rng.random(by_replicate.shape) < 0.03] = np.nan
+    by_replicate[:, 4] = np.nan
+    deltas, base = by_replicate.T, rng.standard_normal(300).astype(np.float32)
+    got = {}
+    for threads in (1, 2):
+        kernels.set_threads(threads)
+        got[threads] = science.boot_stats(deltas, base, 0.05)
+    kernels.set_threads(numba.config.NUMBA_NUM_THREADS)
+    for name in science.BootStats.__dataclass_fields__:
+        assert getattr(got[1], name).tobytes() == getattr(got[2], name).tobytes(), name
+    rows = np.ascontiguousarray(deltas)
+    finite = np.isfinite(rows)
+    n = finite.sum(axis=1)
+    mean = np.where(finite, rows, 0).sum(axis=1, dtype=np.float64) / np.maximum(n, 1)
+    centred = np.where(finite, rows - mean[:, None].astype(np.float32), 0)
+    sd = np.sqrt(np.square(centred).sum(axis=1, dtype=np.float64) / np.maximum(n - 1, 1))
+    ok = n >= 2
+    assert np.array_equal(got[1].delta_mean[ok], mean[ok].astype(np.float32))
+    assert np.array_equal(got[1].delta_std[ok], sd[ok].astype(np.float32))
+    assert np.isnan(got[1].delta_mean[4]) and got[1].n_finite[4] == 0
+    for e in np.flatnonzero(ok)[:20]:  # numpy's percentile of the finite replicates
+        values = rows[e][finite[e]].astype(np.float64)
+        assert got[1].ci_low[e] == np.float32(np.percentile(values, 2.5))
+        assert got[1].ci_high[e] == np.float32(np.percentile(values, 97.5))
