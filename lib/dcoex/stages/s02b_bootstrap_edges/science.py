@@ -20,8 +20,12 @@ Edges come in tiles (contiguous runs of the 02a file's ascending pair index: a b
 gene rows); within a tile, replicates in blocks, so each edge's B replicates are complete
 when its tile ends (memory O(tile × B)). In a tile, rows (gene_i) and columns (gene_j) are
 ordered by degree and the rectangle of the top rows × top columns that minimises
-R·C + GATHER_COST_RATIO·(edges outside it) is computed by one matrix product per replicate
-(BLAS; the whole tile when it is dense), the other edges by gathered dot products. A gene
+R·C + GATHER_COST_RATIO·(edges outside it) is computed by matrix products per replicate
+(BLAS; the whole tile when it is dense), the other edges by gathered dot products. On the
+host the core's products and its edges' Δ are one compiled pass per block of core rows, in
+cache (kernels.core_deltas); a GPU backend (dcoex.backend) computes the products and
+gathers the core pairs on its device. The per-edge counts and sums of the statistics are
+compiled too (kernels.row_moments, numpy's summation order). A gene
 constant within a resample has no correlation: its replicate is NaN and the statistics use
 the finite replicates (``n_finite``).
 """
@@ -244,7 +248,7 @@ class EdgeLayout:
         self.core_edges = np.flatnonzero(in_core)[by_row]
         self.core_row, self.core_col = core_row[by_row], b[in_core][by_row]
         self.core_ptr = np.searchsorted(self.core_row, np.arange(n_r + 1))
-        self.core_gene, self.core_gene_j = self.core_rows, lj[self.core_edges]  # each core row's gene_i; gene_j
+        self.core_gene_j = lj[self.core_edges]
         self.rest_edges = np.flatnonzero(~in_core)
         self.rest_i, self.rest_j = li[~in_core], lj[~in_core]
         self.rest_index = np.arange(self.rest_edges.size)
@@ -293,7 +297,7 @@ class EdgeLayout:
             rows_l, cols_l = self._core_factors("low", u_l, counts_l)
             itemsize = max(u_h.itemsize, u_l.itemsize)
             row_block = max(1, CORE_BLOCK_BYTES // (2 * itemsize * self.core_cols.size))
-            kernels.core_deltas(rows_h, cols_h, scale_h, rows_l, cols_l, scale_l, self.core_ptr, self.core_gene,
+            kernels.core_deltas(rows_h, cols_h, scale_h, rows_l, cols_l, scale_l, self.core_ptr, self.core_rows,
                                 self.core_col, self.core_gene_j, self.core_edges, out, row_block)
             return
         if self._pairs is None:
