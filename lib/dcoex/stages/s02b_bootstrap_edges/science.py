@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+from threadpoolctl import threadpool_limits as blas_limit
 
 from dcoex.backend import Backend, NumpyBackend
 from dcoex.ranks import exact_dtype, tie_bounds
@@ -297,8 +298,9 @@ class EdgeLayout:
             rows_l, cols_l = self._core_factors("low", u_l, counts_l)
             itemsize = max(u_h.itemsize, u_l.itemsize)
             row_block = max(1, CORE_BLOCK_BYTES // (2 * itemsize * self.core_cols.size))
-            kernels.core_deltas(rows_h, cols_h, scale_h, rows_l, cols_l, scale_l, self.core_ptr, self.core_rows,
-                                self.core_col, self.core_gene_j, self.core_edges, out, row_block)
+            with blas_limit(1 if numba.get_num_threads() > 1 else None):  # small BLAS calls inside numba's threads
+                kernels.core_deltas(rows_h, cols_h, scale_h, rows_l, cols_l, scale_l, self.core_ptr, self.core_rows,
+                                    self.core_col, self.core_gene_j, self.core_edges, out, row_block)
             return
         if self._pairs is None:
             self._pairs = (backend.put(self.core_row), backend.put(self.core_col))
