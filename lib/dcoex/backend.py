@@ -47,13 +47,15 @@ A CUDA out-of-memory error is raised as MemoryError (the stages' exit 3).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from hpc.device import resolve_device
 from memfit.device import DeviceLimit, detect_device_limit
+from memfit.estimate import MemoryEstimate
 from memfit.units import MiB
 
 #: Device bytes beyond the buffers of a product: cuBLAS workspace and the caching
@@ -104,6 +106,17 @@ def products_device_bytes(*, rows: int, cols: int, inner: int, dtype: Any, batch
     return int(total + kept)
 
 
+def for_backend(estimate: MemoryEstimate, backend: Backend, device: Mapping[str, int]) -> MemoryEstimate:
+    """A stage's host estimate run on ``backend``: plus the host RSS the backend adds
+    (``backend``: torch, a CUDA context) and, on a GPU, the ``device`` components (bytes the
+    stage holds there) and DEVICE_WORKSPACE_BYTES, fitted by plan_batch to the device limit."""
+    components = dict(estimate.components)
+    if backend.host_overhead_bytes:
+        components["backend"] = backend.host_overhead_bytes
+    on_device = {**device, "workspace": DEVICE_WORKSPACE_BYTES} if backend.device == "gpu" else {}
+    return dataclasses.replace(estimate, components=components, device_components=on_device)
+
+
 class Backend:
     """The exact products on one device (the host defaults of the helpers here). ``name``:
     "numpy", "torch-cpu" or "torch-cuda"; ``device``: "cpu" or "gpu"."""
@@ -112,6 +125,9 @@ class Backend:
     device = "cpu"
     #: Host RSS the backend adds to a stage (torch, the CUDA context), bytes.
     host_overhead_bytes = 0
+    #: Whether callers should gather wanted pairs on the backend (``pairs=``) rather than
+    #: take whole products back: True where the product lives in another memory (a GPU).
+    gathers_on_device = False
 
     def put(self, array: np.ndarray) -> Any:
         """``array`` on the backend's device (numpy: itself, C-contiguous; torch on the CPU: a
@@ -204,6 +220,7 @@ class TorchBackend(Backend):
         if self.cuda and not torch.cuda.is_available():
             raise RuntimeError("torch sees no CUDA device")
         self.name = "torch-cuda" if self.cuda else "torch-cpu"
+        self.gathers_on_device = True  # also on torch's CPU build: the same code path as on CUDA
         self.device = "gpu" if self.cuda else "cpu"
         self.host_overhead_bytes = TORCH_IMPORT_BYTES + (CUDA_CONTEXT_HOST_BYTES if self.cuda else 0)
         disable_tf32()

@@ -15,7 +15,9 @@ from typing import Any
 
 import click
 import h5py
+import numpy as np
 
+from dcoex.backend import Backend, for_backend, products_device_bytes, resolve
 from dcoex.cli import gene_selection_options, parse_batch_size
 from dcoex.edge_files import BASE_STORED, BaseEdgeWriter
 from dcoex.expression_store import open_expression
@@ -24,6 +26,7 @@ from dcoex.h5io import write_attrs
 from dcoex.indices_file import IndicesFile, check_groups, groups_sha
 from dcoex.pergene import resolve_genes, run_genes
 from dcoex.provenance import why_stale, write_provenance
+from dcoex.ranks import exact_dtype
 from dcoex.stages.s02a_base_correlations.contract import CONTRACT
 from dcoex.stages.s02a_base_correlations.estimator import estimate
 from dcoex.stages.s02a_base_correlations.science import differential_edges
@@ -41,6 +44,18 @@ STAGE = "02a"
 MAX_TILE_ROWS = 1024
 
 
+def tile_device_bytes(n_genes: int, *, k_low: int, k_high: int, tile_rows: int) -> dict[str, int]:
+    """GPU bytes of the tile products (02a, and 07 through it): both groups' ranks, uploaded
+    once, and both groups' tile products (the caching allocator keeps the two)."""
+    n, rows = int(n_genes), max(1, min(int(tile_rows), int(n_genes) - 1))
+    ranks = products = 0
+    for k in (int(k_low), int(k_high)):
+        dtype = exact_dtype(k, k - 1)
+        ranks += n * k * np.dtype(dtype).itemsize
+        products += products_device_bytes(rows=rows, cols=n, inner=k, dtype=dtype)
+    return {"ranks": ranks, "tile_products": products}
+
+
 def run_base(
     expr_h5: str,
     indices_h5: str,
@@ -52,10 +67,13 @@ def run_base(
     selection: dict[str, Any] | None = None,
     force: bool = False,
     quiet: bool = True,
+    device: str | Backend = "cpu",
 ) -> dict[str, Any]:
-    """Run 02a for the genes chosen by ``selection`` (select_genes keywords)."""
+    """Run 02a for the genes chosen by ``selection`` (select_genes keywords); ``device``:
+    ``--device`` (resolved here, once) or a backend."""
     if not 0 < fdr_alpha <= 1:
         raise InputError(f"--fdr-alpha {fdr_alpha}: must be in (0, 1]")
+    backend = resolve(device) if isinstance(device, str) else device
     out = ensure_writable_dir(out_dir)
     allocation = detect_allocation()
     with open_expression(expr_h5) as store, IndicesFile(indices_h5) as indices:
@@ -69,10 +87,13 @@ def run_base(
         def estimate_for(rows: int):
             from dcoex.pipeline.sizing import apply_test_estimate_scale  # the driver's testing knob, seen here too
 
-            return apply_test_estimate_scale(STAGE, estimate(n, n_samples, k_low=indices.k_low, k_high=indices.k_high,
-                                                             fdr_alpha=fdr_alpha, tile_rows=rows, exact_q=exact_q))
+            host = estimate(n, n_samples, k_low=indices.k_low, k_high=indices.k_high, fdr_alpha=fdr_alpha,
+                            tile_rows=rows, exact_q=exact_q)
+            on_device = tile_device_bytes(n, k_low=indices.k_low, k_high=indices.k_high, tile_rows=rows)
+            return apply_test_estimate_scale(STAGE, for_backend(host, backend, on_device))
 
-        plan = plan_batch(batch_size, estimate_for, min(MAX_TILE_ROWS, n - 1), allocation, what="tile")
+        plan = plan_batch(batch_size, estimate_for, min(MAX_TILE_ROWS, n - 1), allocation, what="tile",
+                          device=backend.device_limit())
         with PeakRecorder(limit_bytes=allocation.limit_bytes) as recorder, blas_threads() as threads:
             expr = store.read_all()
 
@@ -98,7 +119,7 @@ def run_base(
                         attrs = differential_edges(
                             expr[:, low], expr[:, high], fdr_alpha, tile_rows=plan.batch_size, exact_q=exact_q,
                             sink=lambda chunk: writer[0].append(chunk), on_count=start,
-                            columns=("pair_index", *BASE_STORED),
+                            columns=("pair_index", *BASE_STORED), backend=backend,
                         )
                         if attrs["n_tests_low"] == 0 or attrs["n_tests_high"] == 0:
                             print(
@@ -120,7 +141,7 @@ def run_base(
                 write_sidecar(
                     task_sidecar_path(out, STAGE, genes, index_width(n)), STAGE, plan.estimate,
                     allocation, recorder, batch_size=plan.batch_size,
-                    extra={"genes": genes, "fdr_alpha": fdr_alpha, "threads": threads,
+                    extra={"genes": genes, "fdr_alpha": fdr_alpha, "threads": threads, "backend": backend.describe(),
                            "n_genes": n, "n_samples": n_samples, **done},
                 )
 
@@ -136,13 +157,13 @@ def run_base(
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False), help="Folder of the per-gene {gi}_{gene}.h5 files.")
 @CONTRACT.click_options
 @gene_selection_options
-def main(*, expr_h5, indices_h5, out_dir, fdr_alpha, batch_size, exact_q, gene_index, gene_range,
+def main(*, expr_h5, indices_h5, out_dir, fdr_alpha, batch_size, exact_q, device, gene_index, gene_range,
          genes_per_task, task_id, gene_list, force, quiet) -> None:
     """Base Spearman correlations, t / Fisher-z tests and BH per reference gene (docs/design.md §4.2–§4.5)."""
     selection = {"gene_index": list(gene_index) or None, "gene_range": gene_range,
                  "genes_per_task": genes_per_task, "task_id": task_id, "gene_list": gene_list}
     info = run_base(expr_h5, indices_h5, out_dir, fdr_alpha=fdr_alpha, batch_size=parse_batch_size(str(batch_size)),
-                    exact_q=exact_q, selection=selection, force=force, quiet=quiet)
+                    exact_q=exact_q, selection=selection, force=force, quiet=quiet, device=device)
     if not quiet:
         print(
             f"02a: {len(info['written'])} written, {len(info['skipped'])} skipped; tile {info['tile_rows']} rows; "

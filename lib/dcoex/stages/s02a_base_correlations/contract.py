@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dcoex.stages.contract import Param, StageContract, Upstream
-from dcoex.stages.params import BATCH_SIZE, FDR_ALPHA
+from dcoex.stages.params import BATCH_SIZE, DEVICE, FDR_ALPHA
 from dcoex.stages.s01_bootstrap_indices.contract import groups_digest
 
 EXACT_Q = Param("exact_q", False, "Compute every q-value exactly, also those >= alpha (more passes over the tiles; same memory).",
@@ -21,6 +21,6 @@ def _inputs(values: Mapping[str, Any], upstream: Upstream, gene: int | None) -> 
 
 CONTRACT = StageContract(
     stage="02a", package="s02a_base_correlations", title="base correlations", output="base_correlations",
-    per_gene=True, upstream=("00", "01"), params=(FDR_ALPHA, BATCH_SIZE, EXACT_Q),
+    per_gene=True, upstream=("00", "01"), params=(FDR_ALPHA, BATCH_SIZE, EXACT_Q, DEVICE),
     format="dcoex.base_correlations", format_version=2, inputs_of=_inputs,
 )

@@ -31,9 +31,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from dcoex.backend import Backend, NumpyBackend
 from dcoex.ranks import IntegerRanks
 from dcoex.stages.s02a_base_correlations import kernels
 from dcoex.stages.s02a_base_correlations.estimator import CHUNK_EDGES, EMIT_CELLS, N_BINS, WINDOW_ITEMS
@@ -64,26 +66,29 @@ class _Tiles:
 
     d = u_i·u_j from integer ranks (dcoex.ranks.IntegerRanks): exact in float32 (float64
     products converted), so r = (d·scale_i)·scale_j, which the kernels compute, does not
-    depend on the tile shape or BLAS threads. Entries on or below the tile's diagonal are
+    depend on the tile shape, BLAS threads or the backend (``backend.products``: numpy, or
+    torch on a GPU with the ranks uploaded once). Entries on or below the tile's diagonal are
     computed but never read.
     """
 
-    def __init__(self, low: IntegerRanks, high: IntegerRanks, tile_rows: int) -> None:
+    def __init__(self, low: IntegerRanks, high: IntegerRanks, tile_rows: int, backend: Backend) -> None:
         self.low, self.high = low, high
+        self.backend = backend
         self.n = low.u.shape[0]
         self.tile_rows = max(1, int(tile_rows))
         size = min(self.tile_rows, max(self.n - 1, 1)) * self.n
-        self._buf = (np.empty(size, np.float32), np.empty(size, np.float32))
-        self._wide = [np.empty(size, np.float64) if g.dtype == np.float64 else None for g in (low, high)]
+        self._buf = (backend.host_buffer(size, np.float32), backend.host_buffer(size, np.float32))
+        self._wide = [backend.host_buffer(size, np.float64) if g.dtype == np.float64 else None for g in (low, high)]
+        self._u = (backend.put(low.u), backend.put(high.u))
         self.scales = (low.scale, high.scale)
         self.consts = (low.constant, high.constant)
 
-    def _product(self, ranks: IntegerRanks, wide: np.ndarray | None, a: int, b: int, out: np.ndarray) -> None:
+    def _product(self, u: Any, wide: np.ndarray | None, a: int, b: int, out: np.ndarray) -> None:
         if wide is None:
-            np.matmul(ranks.u[a:b], ranks.u[a:].T, out=out)
+            self.backend.products(u[a:b], u[a:], out=out)
         else:
             product = wide[: out.size].reshape(out.shape)
-            np.matmul(ranks.u[a:b], ranks.u[a:].T, out=product)
+            self.backend.products(u[a:b], u[a:], out=product)
             out[...] = product
 
     def __iter__(self):
@@ -93,8 +98,8 @@ class _Tiles:
             shape = (b - a, n - a)
             d_low = self._buf[0][: shape[0] * shape[1]].reshape(shape)
             d_high = self._buf[1][: shape[0] * shape[1]].reshape(shape)
-            self._product(self.low, self._wide[0], a, b, d_low)
-            self._product(self.high, self._wide[1], a, b, d_high)
+            self._product(self._u[0], self._wide[0], a, b, d_low)
+            self._product(self._u[1], self._wide[1], a, b, d_high)
             yield a, d_low, d_high
 
 
@@ -259,6 +264,7 @@ def differential_edges(
     window_items: int | None = None,
     columns: tuple[str, ...] = EDGE_FIELDS,
     on_count: Callable[[int], None] | None = None,
+    backend: Backend | None = None,
 ) -> dict[str, object]:
     """Stream the significant differential edges of one reference gene to ``sink``.
 
@@ -267,7 +273,8 @@ def differential_edges(
     most ``chunk_edges`` edges each, in ascending pair_index, with exact q's (q at or above
     alpha is NaN unless ``exact_q``); ``on_count(n_edges)``, if given, is called once before the
     first chunk (also when there are none). Returns the attrs (counts, cuts). Memory does not depend
-    on the number of edges (module docstring); ``window_items`` overrides WINDOW_ITEMS (tests).
+    on the number of edges (module docstring); ``window_items`` overrides WINDOW_ITEMS (tests);
+    ``backend`` computes the rank products (dcoex.backend; default numpy on the host).
     """
     n, k_low = x_low.shape
     k_high = x_high.shape[1]
@@ -294,7 +301,7 @@ def differential_edges(
         _Family(n_pairs(n - int(const_any.sum())), lo_w, w_top, p_w, alpha=alpha, budget=budget),
     )
     bounds = np.array([v for f in fams for v in f.bounds], dtype=np.float64)
-    tiles = _Tiles(ranks_low, ranks_high, tile_rows)
+    tiles = _Tiles(ranks_low, ranks_high, tile_rows, NumpyBackend() if backend is None else backend)
     hists = tuple(h for f in fams for h in f.hist)
     for a, d_low, d_high in tiles:
         kernels.histogram_tile(d_low, d_high, a, tiles.scales, tiles.consts, bounds, FISHER_CLIP, hists)

@@ -20,6 +20,7 @@ import click
 import h5py
 import numpy as np
 
+from dcoex.backend import Backend, for_backend, resolve
 from dcoex.cli import gene_selection_options, parse_batch_size
 from dcoex.edge_files import BootFileWriter, iter_base_edges, read_base_meta
 from dcoex.expression_store import open_expression
@@ -31,7 +32,8 @@ from dcoex.provenance import why_stale, write_provenance
 from dcoex.stages.params import EDGE_SELECTIONS
 from dcoex.stages.s02b_bootstrap_edges.contract import CONTRACT
 from dcoex.stages.s02b_bootstrap_edges.estimator import estimate, max_chunk
-from dcoex.stages.s02b_bootstrap_edges.science import boot_stats, positions_in_group, replicate_deltas
+from dcoex.stages.s02b_bootstrap_edges.kernels import set_threads
+from dcoex.stages.s02b_bootstrap_edges.science import boot_stats, device_bytes, positions_in_group, replicate_deltas
 from dcoex.stages.upstream import FileUpstream
 from dcoex.threads import blas_threads
 from hpc.atomic import atomic_output, ensure_writable_dir
@@ -77,8 +79,10 @@ def run_bootstrap(
     selection: dict[str, Any] | None = None,
     force: bool = False,
     quiet: bool = True,
+    device: str | Backend = "cpu",
 ) -> dict[str, Any]:
-    """Run 02b for the genes chosen by ``selection`` (select_genes keywords)."""
+    """Run 02b for the genes chosen by ``selection`` (select_genes keywords); ``device``:
+    ``--device`` (resolved here, once) or a backend."""
     if edge_selection not in EDGE_SELECTIONS:
         raise InputError(f"--edge-selection {edge_selection!r}: expected one of {', '.join(EDGE_SELECTIONS)}")
     if not 0 < ci_alpha < 1:
@@ -86,8 +90,10 @@ def run_bootstrap(
     base = Path(base_dir)
     if not base.is_dir():
         raise InputError(f"{base}: base correlations folder does not exist (run 02a first)")
+    backend = resolve(device) if isinstance(device, str) else device
     out = ensure_writable_dir(out_dir)
     allocation = detect_allocation()
+    device_limit = backend.device_limit()
     with open_expression(expr_h5) as store, IndicesFile(indices_h5) as indices:
         names, n, n_samples = list(store.gene_names), store.n_genes, store.n_samples
         expr_sha = store.content_sha256
@@ -98,12 +104,15 @@ def run_bootstrap(
         genes = resolve_genes(n, names, selection or {"gene_index": [0]})
 
         def estimate_for(n_edges: int, chunk: int) -> MemoryEstimate:
-            return estimate(n, n_samples, n_bootstrap=n_boot, k_low=indices.k_low, k_high=indices.k_high,
+            host = estimate(n, n_samples, n_bootstrap=n_boot, k_low=indices.k_low, k_high=indices.k_high,
                             kr_low=indices.kr_low, kr_high=indices.kr_high, n_edges=n_edges, edge_chunk=chunk,
                             store_replicates=store_replicates)
+            return for_backend(host, backend, device_bytes(min(chunk, max(n_edges, 1)), kr_low=indices.kr_low,
+                                                           kr_high=indices.kr_high))
 
         largest = {"estimate": estimate_for(0, 1), "chunk": 1}
         with PeakRecorder(limit_bytes=allocation.limit_bytes) as recorder, blas_threads() as threads:
+            set_threads(threads)
             expr = store.read_all()
 
             def output_of(gene: int) -> Path:
@@ -149,7 +158,8 @@ def run_bootstrap(
                 low, high = inputs["low"], inputs["high"]
                 n_base = inputs["n_base"]
                 plan = plan_batch(batch_size, lambda c: estimate_for(n_base, c),
-                                  max(1, min(n_base, max_chunk(n_boot))), allocation, what="edge chunk")
+                                  max(1, min(n_base, max_chunk(n_boot))), allocation, what="edge chunk",
+                                  device=device_limit)
                 if plan.estimate.total_bytes > largest["estimate"].total_bytes:
                     largest.update(estimate=plan.estimate, chunk=plan.batch_size)
                 x_low, x_high = expr[:, low], expr[:, high]
@@ -172,7 +182,7 @@ def run_bootstrap(
                             buffer = None
                             buffer = np.empty((n_boot, gi.size), dtype=np.float32)
                         deltas = replicate_deltas(x_low, x_high, pos_low, pos_high, gene_i=gi, gene_j=gj, out=buffer,
-                                                  pool=pool)
+                                                  pool=pool, backend=backend)
                         stats = boot_stats(deltas, delta_base, ci_alpha)
                         columns = {
                             "edges/pair_index": e["pair_index"], "edges/gene_i": gi, "edges/gene_j": gj,
@@ -199,7 +209,7 @@ def run_bootstrap(
                     task_sidecar_path(out, STAGE, genes, index_width(n)), STAGE, largest["estimate"],
                     allocation, recorder, batch_size=largest["chunk"],
                     extra={"genes": genes, "n_bootstrap": n_boot, "edge_selection": edge_selection,
-                           "threads": threads, "n_genes": n, "n_samples": n_samples, **done},
+                           "threads": threads, "backend": backend.describe(), "n_genes": n, "n_samples": n_samples, **done},
                 )
 
             done = run_genes(genes, output_of, is_valid, process, finish, force=force, quiet=quiet)
@@ -217,13 +227,14 @@ def run_bootstrap(
 @CONTRACT.click_options
 @gene_selection_options
 def main(*, expr_h5, indices_h5, base_dir, out_dir, edge_selection, ci_alpha, fdr_alpha, n_bootstrap, batch_size,
-         store_replicates, gene_index, gene_range, genes_per_task, task_id, gene_list, force, quiet) -> None:
+         store_replicates, device, gene_index, gene_range, genes_per_task, task_id, gene_list, force, quiet) -> None:
     """Bootstrap CI and statistics of Δ = r_H − r_L for each gene's selected edges (docs/design.md §4.6)."""
     selection = {"gene_index": list(gene_index) or None, "gene_range": gene_range,
                  "genes_per_task": genes_per_task, "task_id": task_id, "gene_list": gene_list}
     info = run_bootstrap(expr_h5, indices_h5, base_dir, out_dir, edge_selection=edge_selection, ci_alpha=ci_alpha,
                          fdr_alpha=fdr_alpha, n_bootstrap=n_bootstrap, batch_size=parse_batch_size(str(batch_size)),
-                         store_replicates=store_replicates, selection=selection, force=force, quiet=quiet)
+                         store_replicates=store_replicates, selection=selection, force=force, quiet=quiet,
+                         device=device)
     if not quiet:
         print(
             f"02b: {len(info['written'])} written, {len(info['skipped'])} skipped; edge chunk {info['edge_chunk']}; "

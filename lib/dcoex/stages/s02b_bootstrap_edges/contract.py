@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dcoex.stages.contract import Param, StageContract, Upstream
-from dcoex.stages.params import BATCH_SIZE, CI_ALPHA, EDGE_SELECTION, number, whole
+from dcoex.stages.params import BATCH_SIZE, CI_ALPHA, DEVICE, EDGE_SELECTION, number, whole
 from dcoex.stages.s01_bootstrap_indices.contract import boot_digest
 
 CHECK_FDR_ALPHA = Param("fdr_alpha", None, "Refuse base files made with another BH level (default: no check).",
@@ -32,6 +32,6 @@ def _inputs(values: Mapping[str, Any], upstream: Upstream, gene: int | None) -> 
 CONTRACT = StageContract(
     stage="02b", package="s02b_bootstrap_edges", title="bootstrap significant edges",
     output="bootstrap_significant", per_gene=True, upstream=("00", "01", "02a"),
-    params=(EDGE_SELECTION, CI_ALPHA, CHECK_FDR_ALPHA, CHECK_N_BOOTSTRAP, BATCH_SIZE, STORE_REPLICATES),
+    params=(EDGE_SELECTION, CI_ALPHA, CHECK_FDR_ALPHA, CHECK_N_BOOTSTRAP, BATCH_SIZE, STORE_REPLICATES, DEVICE),
     format="dcoex.bootstrap_edges", format_version=2, inputs_of=_inputs,
 )

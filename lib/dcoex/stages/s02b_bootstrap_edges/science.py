@@ -20,8 +20,12 @@ Edges come in tiles (contiguous runs of the 02a file's ascending pair index: a b
 gene rows); within a tile, replicates in blocks, so each edge's B replicates are complete
 when its tile ends (memory O(tile × B)). In a tile, rows (gene_i) and columns (gene_j) are
 ordered by degree and the rectangle of the top rows × top columns that minimises
-R·C + GATHER_COST_RATIO·(edges outside it) is computed by one matrix product per replicate
-(BLAS; the whole tile when it is dense), the other edges by gathered dot products. A gene
+R·C + GATHER_COST_RATIO·(edges outside it) is computed by matrix products per replicate
+(BLAS; the whole tile when it is dense), the other edges by gathered dot products. On the
+host the core's products and its edges' Δ are one compiled pass per block of core rows, in
+cache (kernels.core_deltas); a GPU backend (dcoex.backend) computes the products and
+gathers the core pairs on its device. The per-edge counts and sums of the statistics are
+compiled too (kernels.row_moments, numpy's summation order). A gene
 constant within a resample has no correlation: its replicate is NaN and the statistics use
 the finite replicates (``n_finite``).
 """
@@ -30,11 +34,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
+from threadpoolctl import threadpool_limits as blas_limit
 
+from dcoex.backend import Backend, NumpyBackend
 from dcoex.ranks import exact_dtype, tie_bounds
+from dcoex.stages.s02b_bootstrap_edges import kernels
 from dcoex.stages.s02b_bootstrap_edges.estimator import (
     GATHER_WORK_BYTES,
+    RANK_WORK_BYTES,
     STATS_WORK_BYTES,
     per_replicate_bytes,
     replicate_block,
@@ -45,8 +54,22 @@ from dcoex.stages.s02b_bootstrap_edges.estimator import (
 GATHER_COST_RATIO = 24.0
 #: Fixed cost of a core matrix product (per replicate), in pairs: small cores are not worth it.
 CORE_OVERHEAD_PAIRS = 4096
+#: Bytes of the core product computed at once on the host (a block of rows; kept in cache).
+CORE_BLOCK_BYTES = 128 * 1024
 #: Candidate core sizes tried per axis (geometric grid up to all rows / columns).
 CORE_GRID = 40
+
+
+def device_bytes(edge_chunk: int, *, kr_low: int, kr_high: int) -> dict[str, int]:
+    """GPU bytes of one tile of ``edge_chunk`` edges on a gathering backend (upper bounds):
+    the core rows and columns of a replicate block (at most the host's RANK_WORK_BYTES of
+    work), the core product of a step of replicates (GATHER_WORK_BYTES, or one replicate's
+    product, at most GATHER_COST_RATIO·c pairs: a larger core costs more than gathering),
+    its gathered sums (no more than the product) and the pairs' indices."""
+    itemsize = max(np.dtype(exact_dtype(kr, kr - 1)).itemsize for kr in (int(kr_low), int(kr_high)))
+    product = max(GATHER_WORK_BYTES, int(GATHER_COST_RATIO * int(edge_chunk)) * itemsize)
+    return {"core_ranks": RANK_WORK_BYTES, "core_product": product, "core_sums": product,
+            "pairs": 2 * 8 * int(edge_chunk)}
 
 
 def positions_in_group(samples: np.ndarray, group: np.ndarray) -> np.ndarray:
@@ -219,13 +242,20 @@ class EdgeLayout:
             m, n = np.unravel_index(int(np.argmin(cost)), cost.shape)
             n_r, n_c = int(rows[m]), int(cols[n])
         in_core = (a < n_r) & (b < n_c)
-        self.core_rows, self.core_cols = row_order[:n_r], col_order[:n_c]
-        self.core_edges = np.flatnonzero(in_core)
-        self.core_flat = a[in_core] * n_c + b[in_core]
-        self.all_core = self.core_edges.size == li.size
+        # core rows by gene, core edges by row: each run of rows owns a run of core edges
+        self.core_rows, self.core_cols = np.sort(row_order[:n_r]), col_order[:n_c]
+        core_row = np.searchsorted(self.core_rows, li[in_core])
+        by_row = np.argsort(core_row, kind="stable")
+        self.core_edges = np.flatnonzero(in_core)[by_row]
+        self.core_row, self.core_col = core_row[by_row], b[in_core][by_row]
+        self.core_ptr = np.searchsorted(self.core_row, np.arange(n_r + 1))
+        self.core_gene_j = lj[self.core_edges]
         self.rest_edges = np.flatnonzero(~in_core)
         self.rest_i, self.rest_j = li[~in_core], lj[~in_core]
+        self.rest_index = np.arange(self.rest_edges.size)
+        self.core_index = np.arange(self.core_edges.size)
         self.gene_i, self.gene_j = li, lj
+        self._pairs: tuple | None = None  # the core pairs (row, column) on a gathering backend's device
         self.n_edges = li.size
         self._buffers = {} if pool is None else pool
 
@@ -237,53 +267,65 @@ class EdgeLayout:
     def _buffer(self, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
         return work_buffer(self._buffers, name, shape, dtype)
 
-    def correlations(
-        self, u: np.ndarray, scale: np.ndarray, counts: np.ndarray, out: np.ndarray | None = None
-    ) -> np.ndarray:
-        """r (nb, E) float32 of the tile's edges from integer ranks u (nb, g, k), their
-        scale (nb, g) and the resample counts (nb, k) (see ResampleSide.integer_ranks);
-        written into ``out`` (nb, E) when given."""
+    def _core_factors(self, name: str, u: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The core rows (weighted by the counts) and columns of u (nb, g, k), in pool buffers."""
         nb, k = u.shape[0], u.shape[2]
-        r = np.empty((nb, self.n_edges), dtype=np.float32) if out is None else out
-        raw = r if u.dtype == np.float32 else self._buffer("raw", (nb, self.n_edges), u.dtype)
-        products = self._buffer("products", (GATHER_WORK_BYTES // u.itemsize,), u.dtype)  # gathers, then the core
-        if self.rest_edges.size:
-            raw[:, self.rest_edges] = edge_correlations(u, counts, self.rest_i, self.rest_j, products)
-        if self.core_edges.size:
-            rows = self._buffer("rows", (nb, self.core_rows.size, k), u.dtype)
-            np.take(u, self.core_rows, axis=1, out=rows)
-            rows *= counts[:, None, :]
-            cols = self._buffer("cols", (nb, self.core_cols.size, k), u.dtype)
-            np.take(u, self.core_cols, axis=1, out=cols)
-            step = int(max(1, min(nb, GATHER_WORK_BYTES // (u.itemsize * self.core_pairs))))
-            if step * self.core_pairs > products.size:  # one replicate's product above the budget
-                products = self._buffer("products", (step * self.core_pairs,), u.dtype)
-            gram = products[: step * self.core_pairs].reshape(step, self.core_rows.size, self.core_cols.size)
+        rows = self._buffer(f"rows_{name}", (nb, self.core_rows.size, k), u.dtype)
+        np.take(u, self.core_rows, axis=1, out=rows)
+        rows *= counts[:, None, :]
+        cols = self._buffer(f"cols_{name}", (nb, self.core_cols.size, k), u.dtype)
+        np.take(u, self.core_cols, axis=1, out=cols)
+        return rows, cols
+
+    def deltas_into(self, high: Side, low: Side, out: np.ndarray, *, backend: Backend) -> None:
+        """Δ = r_H − r_L (nb, E) float32 of the tile's edges into ``out``, from each group's
+        (u, scale, counts): integer ranks u (nb, g, k), their scale (nb, g) and the resample
+        counts (nb, k) (see ResampleSide.integer_ranks); r = (float32(Σ c·u_i·u_j)·scale_i)·scale_j.
+        On the host the core products and the Δ of their edges are one fused pass per block
+        of rows (kernels.core_deltas); a backend that gathers on its device returns the core
+        edges' sums, scaled here group by group."""
+        for (u, scale, counts), subtract in ((high, False), (low, True)):
+            if self.rest_edges.size:
+                work = self._buffer("products", (GATHER_WORK_BYTES // u.itemsize,), u.dtype)
+                raw = edge_correlations(u, counts, self.rest_i, self.rest_j, work)
+                kernels.scale_into(raw, self.rest_index, self.rest_edges, scale, self.gene_i, self.gene_j, out,
+                                   subtract)
+        if not self.core_edges.size:
+            return
+        if not backend.gathers_on_device:
+            (u_h, scale_h, counts_h), (u_l, scale_l, counts_l) = high, low
+            rows_h, cols_h = self._core_factors("high", u_h, counts_h)
+            rows_l, cols_l = self._core_factors("low", u_l, counts_l)
+            itemsize = max(u_h.itemsize, u_l.itemsize)
+            row_block = max(1, CORE_BLOCK_BYTES // (2 * itemsize * self.core_cols.size))
+            with blas_limit(1 if numba.get_num_threads() > 1 else None):  # small BLAS calls inside numba's threads
+                kernels.core_deltas(rows_h, cols_h, scale_h, rows_l, cols_l, scale_l, self.core_ptr, self.core_rows,
+                                    self.core_col, self.core_gene_j, self.core_edges, out, row_block)
+            return
+        if self._pairs is None:
+            self._pairs = (backend.put(self.core_row), backend.put(self.core_col))
+        for (u, scale, counts), subtract in ((high, False), (low, True)):
+            nb = u.shape[0]
+            rows, cols = self._core_factors("", u, counts)
+            step = int(max(1, min(nb, GATHER_WORK_BYTES // (u.itemsize * self.core_pairs))))  # the device's product
+            raw = self._buffer("products", (step * self.core_edges.size,), u.dtype)
             for b0 in range(0, nb, step):
                 b1 = min(b0 + step, nb)
-                part = gram[: b1 - b0]
-                np.matmul(rows[b0:b1], cols[b0:b1].transpose(0, 2, 1), out=part)
-                flat = part.reshape(b1 - b0, self.core_pairs)
-                for b in range(b0, b1):
-                    if self.all_core:
-                        np.take(flat[b - b0], self.core_flat, out=raw[b])
-                    else:
-                        raw[b, self.core_edges] = flat[b - b0, self.core_flat]
-        if raw is not r:
-            r[...] = raw
-        gathered = self._buffer("scale", (nb, self.n_edges), np.float32)
-        np.take(scale, self.gene_i, axis=1, out=gathered)
-        r *= gathered
-        np.take(scale, self.gene_j, axis=1, out=gathered)
-        r *= gathered
-        return r
+                part = raw[: (b1 - b0) * self.core_edges.size].reshape(b1 - b0, self.core_edges.size)
+                backend.products(rows[b0:b1], cols[b0:b1], pairs=self._pairs, out=part)
+                kernels.scale_into(part, self.core_index, self.core_edges, scale[b0:b1], self.gene_i, self.gene_j,
+                                   out[b0:b1], subtract)
+
+
+#: One group's (u, scale, counts) of a replicate block (ResampleSide.integer_ranks, counts).
+Side = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def replicate_deltas(
     x_low: np.ndarray, x_high: np.ndarray, pos_low: np.ndarray, pos_high: np.ndarray,
     *,
     gene_i: np.ndarray, gene_j: np.ndarray, out: np.ndarray | None = None,
-    pool: dict[str, np.ndarray] | None = None,
+    pool: dict[str, np.ndarray] | None = None, backend: Backend | None = None,
 ) -> np.ndarray:
     """Δ^b = r_H^b − r_L^b, (E, B) float32, of edges (gene_i, gene_j) given as rows of
     ``x_low`` (g, k_L) / ``x_high`` (g, k_H), the genes' values in the LOW/HIGH samples;
@@ -291,8 +333,9 @@ def replicate_deltas(
 
     The result is the transposed view of a (B, E) array, ``out[:, :E]`` when ``out`` (a
     (B, >= E) float32 buffer, reused across tiles) is given; ``pool`` keeps the work arrays
-    for the next tile."""
+    for the next tile; ``backend`` computes the core products (default numpy on the host)."""
     pool = {} if pool is None else pool
+    backend = NumpyBackend() if backend is None else backend
     genes = np.unique(np.concatenate([gene_i, gene_j]))
     layout = EdgeLayout(np.searchsorted(genes, gene_i), np.searchsorted(genes, gene_j), genes.size, pool)
     low = ResampleSide(x_low[genes], pos_low, pool, "low")
@@ -301,15 +344,14 @@ def replicate_deltas(
     by_replicate = np.empty((n_boot, n_edges), dtype=np.float32) if out is None else out[:, :n_edges]
     per_rep = per_replicate_bytes(n_genes=genes.size, k_low=low.k, k_high=high.k,
                                   itemsize=max(np.dtype(low.dtype).itemsize, np.dtype(high.dtype).itemsize),
-                                  core_genes=layout.core_rows.size + layout.core_cols.size, n_edges=n_edges,
+                                  core_genes=2 * (layout.core_rows.size + layout.core_cols.size),  # both groups
+                                  n_edges=n_edges,
                                   cumulative=low.uses_sorted_ranks or high.uses_sorted_ranks)
     step = replicate_block(per_replicate=per_rep, n_boot=n_boot)
     for b0 in range(0, n_boot, step):
         b1 = min(b0 + step, n_boot)
-        r_high = layout.correlations(*high.integer_ranks(b0, b1), high.counts[b0:b1], out=by_replicate[b0:b1])
-        r_low = work_buffer(pool, "r_low", (b1 - b0, n_edges), np.float32)
-        layout.correlations(*low.integer_ranks(b0, b1), low.counts[b0:b1], out=r_low)
-        r_high -= r_low
+        layout.deltas_into((*high.integer_ranks(b0, b1), high.counts[b0:b1]),
+                           (*low.integer_ranks(b0, b1), low.counts[b0:b1]), by_replicate[b0:b1], backend=backend)
     return by_replicate.T
 
 
@@ -339,47 +381,40 @@ def boot_stats(deltas: np.ndarray, delta_base: np.ndarray, ci_alpha: float) -> B
     100·ci_alpha/2 and 100·(1 − ci_alpha/2) with numpy.percentile's "linear" method
     (virtual index (n−1)·q), bias = mean − Δ_base, and
     bootstrap_pval = max(2·min(#{Δ>0}, #{Δ<0})/n, 1/n). NaN where n < 2. Rows are
-    processed in blocks (C-ordered copies) so temporaries stay within STATS_WORK_BYTES.
+    processed in blocks (C-ordered copies) so temporaries stay within STATS_WORK_BYTES:
+    counts and sums by kernels.row_moments (numpy's float64 pairwise sums), percentiles
+    from numpy's sort of the copy.
     """
     n_edges, n_boot = deltas.shape
     step = int(max(1, STATS_WORK_BYTES // max(16 * n_boot, 1)))
-    parts = [_block_stats(np.array(deltas[e0 : e0 + step], order="C"), delta_base[e0 : e0 + step], ci_alpha)
-             for e0 in range(0, n_edges, step)]
+    copy = np.empty((min(step, max(n_edges, 1)), n_boot), np.float32)
+    parts = [_block_stats(deltas, e0, min(e0 + step, n_edges), copy, delta_base=delta_base[e0 : e0 + step],
+                          ci_alpha=ci_alpha) for e0 in range(0, n_edges, step)]
     if not parts:
-        parts = [_block_stats(deltas, delta_base, ci_alpha)]
+        parts = [_block_stats(deltas, 0, 0, copy, delta_base=delta_base, ci_alpha=ci_alpha)]
     return BootStats(*(np.concatenate([getattr(p, f) for p in parts]) for f in BootStats.__dataclass_fields__))
 
 
-def _block_stats(deltas: np.ndarray, delta_base: np.ndarray, ci_alpha: float) -> BootStats:
-    all_finite = bool(np.isfinite(deltas.sum(dtype=np.float64)))  # |Δ| <= 2: no overflow
-    if all_finite:  # the usual case: the same sums without the masks
-        n_f = np.full(deltas.shape[0], deltas.shape[1], dtype=np.int64)
-        total = deltas.sum(axis=1, dtype=np.float64)
-    else:
-        finite = np.isfinite(deltas)
-        n_f = finite.sum(axis=1)
-        total = np.where(finite, deltas, 0).sum(axis=1, dtype=np.float64)
+def _block_stats(deltas: np.ndarray, e0: int, e1: int, copy: np.ndarray, *, delta_base: np.ndarray,
+                 ci_alpha: float) -> BootStats:
+    """boot_stats of rows e0..e1 of ``deltas`` (``copy``: a (>= e1 − e0, B) float32 scratch)."""
+    block = copy[: e1 - e0]
+    total, squares = np.empty(e1 - e0), np.empty(e1 - e0)
+    n_f, pos, neg = (np.empty(e1 - e0, np.int64) for _ in range(3))
+    kernels.row_moments(deltas, e0, block, total, squares, n_f, pos, neg, numba.get_num_threads())
     n_safe = np.maximum(n_f, 1)
     mean = total / n_safe
-    centred = deltas - mean[:, None].astype(np.float32)
-    if not all_finite:
-        centred[~finite] = 0
-        del finite
-    np.square(centred, out=centred)
-    var = centred.sum(axis=1, dtype=np.float64) / np.maximum(n_f - 1, 1)
-    del centred
-    pos = (deltas > 0).sum(axis=1)
-    neg = (deltas < 0).sum(axis=1)
+    var = squares / np.maximum(n_f - 1, 1)
     pval = np.maximum(2.0 * np.minimum(pos, neg) / n_safe, 1.0 / n_safe)
-    deltas.sort(axis=1)  # NaN last
+    block.sort(axis=1)  # NaN last
     bounds = []
-    rows = np.arange(deltas.shape[0])
+    rows = np.arange(block.shape[0])
     for q in (ci_alpha / 2.0, 1.0 - ci_alpha / 2.0):
         h = (n_safe - 1) * q
         lo = np.floor(h).astype(np.int64)
         hi = np.minimum(lo + 1, n_safe - 1)
-        a = deltas[rows, lo].astype(np.float64)
-        b = deltas[rows, hi].astype(np.float64)
+        a = block[rows, lo].astype(np.float64)
+        b = block[rows, hi].astype(np.float64)
         bounds.append(_lerp(a, b, h - lo))
     undefined = n_f < 2
     out = []

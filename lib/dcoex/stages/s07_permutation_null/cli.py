@@ -18,6 +18,7 @@ import click
 import h5py
 import numpy as np
 
+from dcoex.backend import Backend, for_backend, resolve
 from dcoex.cli import force_option, parse_batch_size
 from dcoex.expression_store import open_expression
 from dcoex.genes import task_id_from_env
@@ -25,7 +26,7 @@ from dcoex.h5io import write_attrs
 from dcoex.indices_file import IndicesFile
 from dcoex.progress import progress
 from dcoex.provenance import why_stale, write_provenance
-from dcoex.stages.s02a_base_correlations.cli import MAX_TILE_ROWS
+from dcoex.stages.s02a_base_correlations.cli import MAX_TILE_ROWS, tile_device_bytes
 from dcoex.stages.s07_permutation_null.contract import CONTRACT, n_parts, part_name, part_ranges
 from dcoex.stages.s07_permutation_null.estimator import estimate
 from dcoex.stages.s07_permutation_null.io import write_part
@@ -44,10 +45,13 @@ PER_PERMUTATION = ("n_sig_low", "n_sig_high", "n_sig_differential", "n_tests_dif
 
 
 def run_null(expr_h5: str | Path, indices_h5: str | Path, out_dir: str | Path, *, values: dict[str, Any],
-             task_id: int | None = None, force: bool = False, quiet: bool = True) -> dict[str, Any]:
+             task_id: int | None = None, force: bool = False, quiet: bool = True,
+             backend: Backend | None = None) -> dict[str, Any]:
     """Run the parts of task ``task_id`` (1-based; None: every part). ``values``: the contract's
-    parameters by name (missing ones take their defaults)."""
+    parameters by name (missing ones take their defaults); ``backend`` (tests) overrides the
+    one ``device`` resolves to."""
     v = CONTRACT.resolve(values)
+    backend = resolve(v["device"]) if backend is None else backend
     ranges = part_ranges(v["n_permutations"], v["perms_per_task"])
     if task_id is not None and not 1 <= task_id <= len(ranges):
         raise InputError(f"--task-id {task_id}: {v['n_permutations']} permutations in tasks of "
@@ -65,11 +69,12 @@ def run_null(expr_h5: str | Path, indices_h5: str | Path, out_dir: str | Path, *
         upstream = FileUpstream(files={"00": Path(expr_h5), "01": Path(indices_h5)}, gene_names=names)
 
         def estimate_for(rows: int):
-            return estimate(n, s, k_low=k_low, k_high=k_high, fdr_alpha=v["fdr_alpha"], tile_rows=rows,
+            host = estimate(n, s, k_low=k_low, k_high=k_high, fdr_alpha=v["fdr_alpha"], tile_rows=rows,
                             perms_per_task=min(v["perms_per_task"], v["n_permutations"]))
+            return for_backend(host, backend, tile_device_bytes(n, k_low=k_low, k_high=k_high, tile_rows=rows))
 
         plan = plan_batch(parse_batch_size(str(v["batch_size"])), estimate_for, min(MAX_TILE_ROWS, n - 1),
-                          allocation, what="tile")
+                          allocation, what="tile", device=backend.device_limit())
         written, skipped, per_part = [], [], {}
         with PeakRecorder(limit_bytes=allocation.limit_bytes) as recorder, blas_threads():
             expr = None
@@ -88,7 +93,7 @@ def run_null(expr_h5: str | Path, indices_h5: str | Path, out_dir: str | Path, *
                 for row, perm in enumerate(progress(range(first, stop), quiet=quiet, unit="perm")):
                     low, high = permutation_groups(s, k_low, k_high, v["seed"], perm)
                     metrics, attrs = null_metrics(expr, low, high, alpha=v["fdr_alpha"], rules=rules,
-                                                  tile_rows=plan.batch_size)
+                                                  tile_rows=plan.batch_size, backend=backend)
                     for m in METRICS:
                         null[m][row] = metrics[m]
                     for c in PER_PERMUTATION:
@@ -116,7 +121,7 @@ def run_null(expr_h5: str | Path, indices_h5: str | Path, out_dir: str | Path, *
         write_sidecar(sidecar, STAGE, plan.estimate, allocation, recorder, batch_size=plan.batch_size,
                       extra={**({"task_id": str(task_id)} if task_id is not None else {}),
                              "tasks": [u + 1 for u in units], "written": written, "skipped": skipped,
-                             "per_task": per_part, "n_genes": n, "n_samples": s})
+                             "per_task": per_part, "n_genes": n, "n_samples": s, "backend": backend.describe()})
     return {"written": written, "skipped": skipped, "tile_rows": plan.batch_size,
             "estimate_bytes": plan.estimate.total_bytes, "peak_rss_bytes": recorder.peak_rss_bytes}
 

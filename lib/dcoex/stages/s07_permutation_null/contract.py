@@ -18,6 +18,7 @@ from dcoex.stages.contract import StageContract, Upstream
 from dcoex.stages.params import (
     BATCH_SIZE,
     CORR_THRESHOLD,
+    DEVICE,
     EDGE_SELECTION,
     FDR_ALPHA,
     MIN_EFFECT,
@@ -70,6 +71,7 @@ def n_parts(values: Mapping[str, Any]) -> int:
 CONTRACT = StageContract(
     stage="07", package="s07_permutation_null", title="permutation null", output=OUTPUT, per_gene=False,
     upstream=("00", "01"),
-    params=(N_PERMUTATIONS, PERMS_PER_TASK, SEED, FDR_ALPHA, EDGE_SELECTION, MIN_EFFECT, CORR_THRESHOLD, BATCH_SIZE),
+    params=(N_PERMUTATIONS, PERMS_PER_TASK, SEED, FDR_ALPHA, EDGE_SELECTION, MIN_EFFECT, CORR_THRESHOLD, BATCH_SIZE,
+            DEVICE),
     format="dcoex.permutation_null", format_version=1, inputs_of=_inputs, parts=_parts, optional=True,
 )

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dcoex.backend import Backend
 from dcoex.stages.s02a_base_correlations.science import differential_edges
 from dcoex.stages.s03_network.classify import CLASS_LABELS, DISAPPEAR, NEW, SIGN_CHANGE, classify, presence
 
@@ -154,12 +155,13 @@ NULL_COLUMNS = ("pair_index", "gene_i", "gene_j", "r_low", "r_high", "delta", "s
 
 
 def null_metrics(expr: np.ndarray, low: np.ndarray, high: np.ndarray, *, alpha: float, rules: EdgeRules,
-                 tile_rows: int) -> tuple[dict[str, np.ndarray], dict]:
+                 tile_rows: int, backend: Backend | None = None) -> tuple[dict[str, np.ndarray], dict]:
     """Every gene's tested metrics in the differential network of one split (LOW = ``low``,
-    HIGH = ``high`` sample indices of ``expr``, N × S); also 02a's counts of that network."""
+    HIGH = ``high`` sample indices of ``expr``, N × S); also 02a's counts of that network.
+    ``backend``: where 02a's rank products run (default numpy on the host)."""
     acc = HubAccumulator(expr.shape[0], rules)
     attrs = differential_edges(expr[:, low], expr[:, high], alpha, tile_rows=tile_rows, sink=acc.add,
-                               columns=NULL_COLUMNS)
+                               columns=NULL_COLUMNS, backend=backend)
     return acc.metrics(), attrs
 
 
