@@ -177,16 +177,21 @@ def test_base_correlations_02a(run):
                 bits = np.unpackbits(f["edges/pair_bitmap"][()], bitorder="little")[: meta["n_tests"]]
                 pairs = np.flatnonzero(bits)
             assert pairs.size == n == meta["n_sig_differential"]
-            for established, dcoex in (("low/corr_sig", "edges/r_low"), ("high/corr_sig", "edges/r_high"),
-                                       ("diff/qval_sig", "edges/q_diff")):
+            links = [("low/corr_sig", "edges/r_low"), ("high/corr_sig", "edges/r_high")]
+            if meta["q_diff_form"] == "column":
+                links.append(("diff/qval_sig", "edges/q_diff"))
+                assert np.all(f["diff/qval_sig"][()] < meta["fdr_alpha"])
+            else:  # q_diff from its table: no per-edge dataset to link
+                assert "diff/qval_sig" not in f and "edges/q_diff" not in f and "q_tables/diff_q" in f
+            for established, dcoex in links:
                 ds = f[established]
                 assert ds.id == f[dcoex].id and ds.dtype.kind == "f" and ds.shape == (n,), established
-            assert np.all(f["diff/qval_sig"][()] < meta["fdr_alpha"])
             sig = dict(f["significant"].attrs)
             r_low, r_high = f["edges/r_low"][()], f["edges/r_high"][()]
-            q_low, q_high = f["edges/q_low"][()], f["edges/q_high"][()]
             alpha = meta["fdr_alpha"]
         _, edges = read_base_edges(path)
+        q_low, q_high = edges["q_low"], edges["q_high"]
+        assert np.all(edges["q_diff"] < alpha)
         np.testing.assert_array_equal(edges["pair_index"], pairs)
         gi, gj = edges["gene_i"].astype(np.int64), edges["gene_j"].astype(np.int64)
         np.testing.assert_array_equal(pairs, gi * (2 * N_GENES - gi - 1) // 2 + (gj - gi - 1))
@@ -201,21 +206,30 @@ def test_base_correlations_02a(run):
 
 
 def test_bootstrap_significant_02b(run):
-    path = _richest(run / "bootstrap_significant", _n_edges)
+    """The 02b file (format 3) stores its bootstrap values under the established names; the
+    pairs, genes and base r's (established edges/indices, gene_i, gene_j, base/*) come from
+    the 02a file through iter_boot_edges, which also computes bias and bootstrap_pval."""
+    from dcoex.edge_files import iter_boot_edges
+
+    path = _richest(run / "bootstrap_significant", lambda p: int(h5py.File(p, "r")["meta"].attrs["n_sig_edges"]))
     with h5py.File(path, "r") as f:
         meta = f["meta"].attrs
         for key in ("n_genes", "n_sig_edges", "n_bootstrap", "edge_selection_mode", "ci_alpha", "gene_index_used"):
             assert key in meta, key
         n = int(meta["n_sig_edges"])
-        indices = f["edges/indices"]
-        assert indices.dtype.kind == "i" and indices.shape == (n,)
-        np.testing.assert_array_equal(indices[()], f["edges/pair_index"][()])
-        gi, gj = f["edges/gene_i"][()].astype(np.int64), f["edges/gene_j"][()].astype(np.int64)
-        np.testing.assert_array_equal(indices[()], gi * (2 * N_GENES - gi - 1) // 2 + (gj - gi - 1))
-        for name in ("base/delta", "base/r_low", "base/r_high", "boot/delta_mean", "boot/delta_std",
-                     "boot/ci_low", "boot/ci_high", "boot/bias", "pval/bootstrap_pval"):
+        assert n > 0 and "edges/indices" not in f and "edges/pair_index" not in f
+        for name in ("boot/delta_mean", "boot/delta_std", "boot/ci_low", "boot/ci_high"):
             assert f[name].dtype.kind == "f" and f[name].shape == (n,), name
+        minority, n_finite = f["boot/n_minority"][()], f["boot/n_finite"][()]
         assert f["gene_names"].shape == (N_GENES,)
+    chunks = list(iter_boot_edges(run / "base_correlations" / path.name, path, chunk_edges=7))
+    pairs = np.concatenate([c["pair_index"] for c in chunks])
+    gi = np.concatenate([c["gene_i"] for c in chunks]).astype(np.int64)
+    gj = np.concatenate([c["gene_j"] for c in chunks]).astype(np.int64)
+    assert pairs.size == n and np.all(np.diff(pairs) > 0)
+    np.testing.assert_array_equal(pairs, gi * (2 * N_GENES - gi - 1) // 2 + (gj - gi - 1))
+    pval = np.concatenate([c["bootstrap_pval"] for c in chunks])
+    np.testing.assert_array_equal(pval, np.maximum(2 * minority / n_finite, 1 / n_finite))
 
 
 def _l1_size(path: Path) -> int:

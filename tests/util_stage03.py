@@ -152,6 +152,7 @@ def write_inputs(
         f["boot/ci_low"] = fit(e["ci_low"]).astype(np.float32)
         f["boot/ci_high"] = fit(e["ci_high"]).astype(np.float32)
         f["boot/bias"] = np.zeros(mb, np.float32)
+        f["boot/n_finite"] = np.full(mb, 100, np.int32)
         f["pval/bootstrap_pval"] = np.full(mb, 0.01, np.float64)
     return base_path, boot_path
 

@@ -102,7 +102,8 @@ def run_network(
     max_edges = max_candidates = 0
     for g in genes:
         n_candidates, upstream_of[g] = base_summary(gene_file_path(base_dir, g, names[g], n))
-        n_network = network_edge_count(gene_file_path(boot_dir, g, names[g], n), keep) if n_candidates else 0
+        n_network = network_edge_count(gene_file_path(base_dir, g, names[g], n), gene_file_path(boot_dir, g, names[g], n),
+                                       keep) if n_candidates else 0
         max_edges = max(max_edges, n_candidates if n_network is None else n_network)
         max_candidates = max(max_candidates, n_candidates)
     est = estimate(n_genes=n, n_edges=max_edges, n_candidates=max_candidates)

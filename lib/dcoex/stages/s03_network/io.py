@@ -13,7 +13,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from dcoex.edge_files import BASE_EDGE_DTYPES, iter_base_edges, read_base_meta
+from dcoex.edge_files import BASE_EDGE_DTYPES, BOOT_EDGE_DTYPES, iter_boot_edges, read_base_meta
 from dcoex.h5io import attr_value, open_h5_input, plain_attr, read_meta, write_attrs, write_dataset
 from dcoex.stages.params import EDGE_SELECTIONS
 from dcoex.stages.s03_network.estimator import READ_CHUNK_EDGES
@@ -37,11 +37,7 @@ STAGE_PARAMETERS: tuple[str, ...] = ("min_effect", "corr_threshold", "require_ci
 SUMMARY_ATTR = "summary_json"
 
 _BASE_EDGE_FIELDS = ("pair_index", "gene_i", "gene_j", "r_low", "r_high", "delta", "p_diff", "q_diff", "sig_low", "sig_high")
-_BOOT_FIELDS = {
-    "delta_mean": "boot/delta_mean", "delta_std": "boot/delta_std", "ci_low": "boot/ci_low",
-    "ci_high": "boot/ci_high", "bias": "boot/bias", "bootstrap_pval": "pval/bootstrap_pval",
-}
-_BOOT_DTYPES = {"bootstrap_pval": np.float64}
+_BOOT_FIELDS = ("delta_mean", "delta_std", "ci_low", "ci_high", "bias", "bootstrap_pval")
 
 
 @dataclass
@@ -89,17 +85,15 @@ def base_summary(base_path: Path) -> tuple[int, dict[str, Any]]:
         return 0, {}
 
 
-def network_edge_count(boot_path: Path, keep: Callable[[Mapping[str, np.ndarray]], np.ndarray]) -> int | None:
-    """Edges of the 02b file that ``keep`` keeps (a mask of a chunk of its ``delta``,
-    ``ci_low``, ``ci_high``), read READ_CHUNK_EDGES at a time; None if it cannot be read."""
+def network_edge_count(base_path: Path, boot_path: Path,
+                       keep: Callable[[Mapping[str, np.ndarray]], np.ndarray]) -> int | None:
+    """Edges of the 02b file (joined with its 02a file) that ``keep`` keeps (a mask of a chunk of
+    the joined columns: ``delta``, ``ci_low``, ``ci_high``, ...), read READ_CHUNK_EDGES at a time;
+    None if they cannot be read."""
     try:
-        with h5py.File(boot_path, "r") as f:
-            columns = {"delta": f["base/delta"], "ci_low": f["boot/ci_low"], "ci_high": f["boot/ci_high"]}
-            total = columns["delta"].shape[0]
-            return int(sum(
-                np.count_nonzero(keep({name: col[e0 : e0 + READ_CHUNK_EDGES] for name, col in columns.items()}))
-                for e0 in range(0, total, READ_CHUNK_EDGES)))
-    except (OSError, KeyError):
+        return int(sum(np.count_nonzero(keep(chunk))
+                       for chunk in iter_boot_edges(base_path, boot_path, chunk_edges=READ_CHUNK_EDGES)))
+    except (OSError, KeyError, ValueError, InputError):
         return None
 
 
@@ -113,8 +107,9 @@ def read_gene_inputs(
     keep: Callable[[Mapping[str, np.ndarray]], np.ndarray] | None = None,
     chunk_edges: int = READ_CHUNK_EDGES,
 ) -> GeneInputs:
-    """Read E0 of one gene from its 02a and 02b files, check that they agree, and keep the
-    edges for which ``keep`` (a mask of a chunk of E0's columns; default: all) is true.
+    """Read E0 of one gene from its 02a and 02b files (``dcoex.edge_files.iter_boot_edges``),
+    check that they agree, and keep the edges for which ``keep`` (a mask of a chunk of E0's
+    columns; default: all) is true.
 
     The files are read ``chunk_edges`` edges at a time, so memory is one chunk plus the
     kept edges. Raises InputError naming the gene and the disagreement (gene, n_genes,
@@ -134,97 +129,45 @@ def read_gene_inputs(
         "k_high": int(meta.get("k_high", -1)),
         "expr_content_sha256": str(meta.get("expr_content_sha256", "")),
     }
+    empty = {**{name: np.zeros(0, dtype=BASE_EDGE_DTYPES[name]) for name in _BASE_EDGE_FIELDS},
+             **{name: np.zeros(0, dtype=BOOT_EDGE_DTYPES[name]) for name in _BOOT_FIELDS}}
     if not Path(boot_path).exists():
         if n_base:
             raise InputError(f"gene {gene}: bootstrap (02b) file {boot_path} is missing but the base file has {n_base} edges")
-        edges = {name: np.zeros(0, dtype=BASE_EDGE_DTYPES[name]) for name in _BASE_EDGE_FIELDS}
-        for name in _BOOT_FIELDS:
-            edges[name] = np.zeros(0, dtype=_BOOT_DTYPES.get(name, np.float32))
-        return GeneInputs(gene_index, gene_name, n_genes, edges, upstream, n_candidates=0)
+        return GeneInputs(gene_index, gene_name, n_genes, empty, upstream, n_candidates=0)
     with _open(Path(boot_path), "bootstrap (02b)", gene) as f:
         try:
             bmeta = read_meta(f["meta"])
-            _check_gene(bmeta, boot_path, "bootstrap (02b)", gene, gene_index=gene_index, gene_name=gene_name,
-                        n_genes=n_genes)
-            mode = str(bmeta.get("edge_selection_mode", "sig_differential"))
-            if mode not in EDGE_SELECTIONS:
-                raise InputError(f"gene {gene}: bootstrap (02b) file {boot_path} has unknown edge_selection_mode {mode!r}")
-            boot_pairs = f["edges/pair_index"]
-            values = {name: f[dset] for name, dset in _BOOT_FIELDS.items()}
         except KeyError as exc:
             raise InputError(f"gene {gene}: bootstrap (02b) file {boot_path} lacks {exc}") from None
-        n_boot = int(boot_pairs.shape[0])
-        if any(v.shape != (n_boot,) for v in values.values()):
-            raise InputError(f"gene {gene}: bootstrap (02b) file {boot_path} has value datasets not of length {n_boot}")
-        for key in ("expr_content_sha256", "k_low", "k_high", "fdr_alpha"):
-            if key in bmeta and key in meta and bmeta[key] != meta[key]:
-                raise InputError(
-                    f"gene {gene}: base and bootstrap files disagree on {key} ({meta[key]!r} vs {bmeta[key]!r})"
-                )
-        parts: list[dict[str, np.ndarray]] = []
-        n0, last, differ, first = 0, -1, 0, None
-        try:
-            for chunk in iter_base_edges(Path(base_path), chunk_edges=chunk_edges):
-                pair = chunk["pair_index"].astype(np.int64)
-                gi, gj = chunk["gene_i"].astype(np.int64), chunk["gene_j"].astype(np.int64)
-                if pair.size and (pair[0] <= last or np.any(np.diff(pair) <= 0) or np.any(gi >= gj) or gi.min() < 0
-                                  or gj.max() >= n_genes
-                                  or np.any(pair != gi * (2 * n_genes - gi - 1) // 2 + (gj - gi - 1))):
-                    raise InputError(
-                        f"gene {gene}: base (02a) file {base_path} has unsorted, duplicate, out-of-range edges "
-                        "or pair_index not matching gene_i/gene_j"
-                    )
-                last = int(pair[-1]) if pair.size else last
-                e = {name: chunk[name] for name in _BASE_EDGE_FIELDS}
-                if mode == "sig_edges":
-                    chosen = e["sig_low"].astype(bool) | e["sig_high"].astype(bool)
-                    e = {k: v[chosen] for k, v in e.items()}
-                m = e["pair_index"].size
-                stop = min(n0 + m, n_boot)
-                theirs = boot_pairs[n0:stop].astype(np.int64)
-                ours = e["pair_index"][: stop - n0].astype(np.int64)
-                bad = np.flatnonzero(ours != theirs)
-                if bad.size and first is None:
-                    first = (n0 + int(bad[0]), int(ours[bad[0]]), int(theirs[bad[0]]))
-                differ += int(bad.size)
-                if stop - n0 == m:
-                    for name, dataset in values.items():
-                        e[name] = dataset[n0:stop]
-                    mask = np.ones(m, dtype=bool) if keep is None else np.asarray(keep(e), dtype=bool)
-                    parts.append({k: v[mask] for k, v in e.items()})
-                n0 += m
-        except ValueError as exc:
-            raise InputError(f"gene {gene}: base (02a) file: {exc}") from None
-    _check_edge_counts(n0, n_boot, differ=differ, first=first, gene=gene, mode=mode)
-    if not parts:
-        parts = [{**{name: np.zeros(0, dtype=BASE_EDGE_DTYPES[name]) for name in _BASE_EDGE_FIELDS},
-                  **{name: np.zeros(0, dtype=_BOOT_DTYPES.get(name, np.float32)) for name in _BOOT_FIELDS}}]
-    edges = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    _check_gene(bmeta, boot_path, "bootstrap (02b)", gene, gene_index=gene_index, gene_name=gene_name, n_genes=n_genes)
+    mode = str(bmeta.get("edge_selection_mode", "sig_differential"))
+    if mode not in EDGE_SELECTIONS:
+        raise InputError(f"gene {gene}: bootstrap (02b) file {boot_path} has unknown edge_selection_mode {mode!r}")
+    for key in ("expr_content_sha256", "k_low", "k_high", "fdr_alpha"):
+        if key in bmeta and key in meta and bmeta[key] != meta[key]:
+            raise InputError(f"gene {gene}: base and bootstrap files disagree on {key} ({meta[key]!r} vs {bmeta[key]!r})")
+    parts: list[dict[str, np.ndarray]] = []
+    n0, last = 0, -1
+    try:
+        for chunk in iter_boot_edges(Path(base_path), Path(boot_path), chunk_edges=chunk_edges):
+            pair = chunk["pair_index"]
+            if pair.size and (pair[0] <= last or np.any(np.diff(pair) <= 0) or pair[-1] >= upstream["n_tests"]):
+                raise InputError(f"gene {gene}: base (02a) file {base_path} has unsorted, duplicate or out-of-range edges")
+            last = int(pair[-1]) if pair.size else last
+            e = {name: chunk[name] for name in (*_BASE_EDGE_FIELDS, *_BOOT_FIELDS)}
+            n0 += pair.size
+            mask = np.ones(pair.size, dtype=bool) if keep is None else np.asarray(keep(e), dtype=bool)
+            parts.append({k: v[mask] for k, v in e.items()})
+    except ValueError as exc:
+        raise InputError(f"gene {gene}: {exc}") from None
+    edges = {name: np.concatenate([p[name] for p in parts]) if parts else col for name, col in empty.items()}
     upstream.update(
         edge_selection=mode,
         ci_alpha=float(bmeta.get("ci_alpha", float("nan"))),
         n_bootstrap=int(bmeta.get("n_bootstrap", -1)),
     )
     return GeneInputs(gene_index, gene_name, n_genes, edges, upstream, n_candidates=n0)
-
-
-def _check_edge_counts(
-    n_base: int, n_boot: int, *, differ: int, first: tuple[int, int, int] | None, gene: str, mode: str
-) -> None:
-    """The 02b edges must be exactly the 02a edges that its edge_selection_mode selects
-    (``differ`` positions differ, the first at ``first`` = (position, base, bootstrap))."""
-    if n_base != n_boot:
-        raise InputError(
-            f"gene {gene}: edge sets differ: base (02a) file has {n_base} {mode} edges, "
-            f"bootstrap (02b) file has {n_boot} (edge_selection_mode={mode})"
-        )
-    if differ:
-        k, ours, theirs = first
-        raise InputError(
-            f"gene {gene}: edge sets differ at {differ} of {n_base} positions "
-            f"(first: position {k}, base pair_index {ours}, bootstrap {theirs}; "
-            f"edge_selection_mode={mode})"
-        )
 
 
 #: Established names of the focus edge-set statistics (``focus_gene/direct_stats`` …)
