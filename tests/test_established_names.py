@@ -17,6 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from util_stage03 import network_edges
 
 from dcoex.synthetic import make_synthetic
 
@@ -237,15 +238,13 @@ def _l1_size(path: Path) -> int:
         return int(f["focus_gene"].attrs["n_direct_partners"])
 
 
-def _stats_reference(f: h5py.File, edge_mask: np.ndarray) -> dict[str, float]:
-    """The established edge-set statistics recomputed from the edge table."""
-    e = f["edges"]
-    labels = np.array([s.decode() for s in e["qual_label"][()]])[edge_mask]
-    delta = e["delta_base"][()][edge_mask].astype(np.float64)
-    r_low, r_high = e["r_low"][()][edge_mask].astype(np.float64), e["r_high"][()][edge_mask].astype(np.float64)
-    tau = float(f["meta"].attrs["corr_threshold"])
-    present_low = e["sig_low"][()][edge_mask] & (np.abs(r_low) >= tau)
-    present_high = e["sig_high"][()][edge_mask] & (np.abs(r_high) >= tau)
+def _stats_reference(e: dict[str, np.ndarray], tau: float, edge_mask: np.ndarray) -> dict[str, float]:
+    """The established edge-set statistics recomputed from the edge table (the reader's columns)."""
+    labels = np.asarray(e["qual_label"].tolist())[edge_mask]
+    delta = e["delta_base"][edge_mask].astype(np.float64)
+    r_low, r_high = e["r_low"][edge_mask].astype(np.float64), e["r_high"][edge_mask].astype(np.float64)
+    present_low = e["sig_low"][edge_mask] & (np.abs(r_low) >= tau)
+    present_high = e["sig_high"][edge_mask] & (np.abs(r_high) >= tau)
     n = int(edge_mask.sum())
     return {
         "n_edges": n,
@@ -274,16 +273,21 @@ def test_network_03(run):
                     "k_low", "k_high", "corr_threshold", "require_ci_exclude_zero", "gene_index_used"):
             assert key in meta, key
         n = int(meta["n_significant"])
-        e = f["edges"]
+        stored = f["edges"]
+        assert stored["qual_score"].dtype == np.int8 and stored["qual_score"].shape == (n,)
+        assert stored["selected"].dtype == np.bool_ and int(stored["selected"][()].sum()) == n
+        assert list(stored.attrs["qual_labels"]) == ["unchanged", "disappear", "new", "sign_change", "strengthen",
+                                                     "weaken"]
+        e = network_edges(path)
         for name in ("gene_i", "gene_j"):
             assert e[name].dtype == np.int32 and e[name].shape == (n,)
         for name in ("delta_base", "delta_boot_mean", "delta_boot_std", "ci_low", "ci_high", "bias", "r_low",
                      "r_high", "pval_diff", "qval_diff", "pval_boot"):
             assert e[name].dtype.kind == "f" and e[name].shape == (n,), name
         assert e["qual_score"].dtype == np.int8 and e["qual_label"].shape == (n,)
-        labels = [s.decode() for s in e["qual_label"][()]]
+        labels = e["qual_label"].tolist()
         for label in ("unchanged", "disappear", "new", "sign_change", "strengthen", "weaken"):
-            assert e["qual_summary"].attrs[f"n_{label}"] == labels.count(label)
+            assert stored["qual_summary"].attrs[f"n_{label}"] == labels.count(label)
         topo_keys = ("n_nodes_total", "n_nodes_active", "fraction_active", "n_edges", "density", "avg_degree",
                      "max_degree", "min_degree", "median_degree", "std_degree", "degree_p25", "degree_p50",
                      "degree_p75", "degree_p90", "degree_p95", "degree_p99", "power_law_exponent",
@@ -296,7 +300,7 @@ def test_network_03(run):
         focus = f["focus_gene"]
         g = int(focus.attrs["gene_index"])
         assert g == meta["gene_index_used"]
-        gi, gj = e["gene_i"][()], e["gene_j"][()]
+        gi, gj = e["gene_i"], e["gene_j"]
         direct = (gi == g) | (gj == g)
         l1 = np.setdiff1d(np.union1d(gi[direct], gj[direct]), [g])
         np.testing.assert_array_equal(focus["direct_partners"][()], l1)
@@ -311,16 +315,18 @@ def test_network_03_edge_set_stats(run):
     """Every gene's direct_stats / two_layer_stats carry the established statistics."""
     seen = {"n_sign_change": 0, "n_disappear": 0, "conn_sum_low": 0.0}
     for path in _per_gene_files(run / "networks"):
+        edges = network_edges(path)
         with h5py.File(path, "r") as f:
             g = int(f["focus_gene"].attrs["gene_index"])
-            gi, gj = f["edges/gene_i"][()], f["edges/gene_j"][()]
+            tau = float(f["meta"].attrs["corr_threshold"])
+            gi, gj = edges["gene_i"], edges["gene_j"]
             direct = (gi == g) | (gj == g)
             l1 = np.setdiff1d(np.union1d(gi[direct], gj[direct]), [g])
             in_l1_i, in_l1_j = np.isin(gi, l1), np.isin(gj, l1)
             outer = (in_l1_i & in_l1_j) | (in_l1_i & ~in_l1_j & (gj != g)) | (in_l1_j & ~in_l1_i & (gi != g))
             for group, mask in (("direct_stats", direct), ("two_layer_stats", outer)):
                 attrs = f["focus_gene"][group].attrs
-                reference = _stats_reference(f, mask)
+                reference = _stats_reference(edges, tau, mask)
                 for key, value in reference.items():
                     np.testing.assert_allclose(attrs[key], value, rtol=1e-6, atol=1e-6, equal_nan=True,
                                                err_msg=f"{path.name} {group}@{key}")

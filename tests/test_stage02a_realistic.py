@@ -154,3 +154,19 @@ def test_peak_rss_within_the_estimate(tmp_path):
             assert f["meta"].attrs["n_sig_differential"] > (50_000 if alpha == 0.7 else 0)
         ratios[alpha] = record["estimate_bytes"] / record["peak_rss_bytes"]
     assert all(0.95 <= r <= 1.25 for r in ratios.values()), ratios
+
+
+def test_reader_w_is_the_kernels_w_bit_for_bit():
+    """dcoex.stats.w_statistic (numpy, what readers derive q_diff from) equals the kernels' w
+    exactly, on random r's, the clip edges and the grid of Spearman values at k = 25."""
+    from dcoex.stages.s02a_base_correlations.kernels import _w_stat
+    from dcoex.stats import FISHER_CLIP, w_statistic
+
+    rng = np.random.default_rng(5)
+    grid = (1 - 6 * np.arange(0, 2601, 7) / (25 * (25**2 - 1))).astype(np.float32)
+    r_low = np.concatenate([rng.uniform(-1, 1, 20_000), grid, [1.0, -1.0, 0.99995, -0.99995, 0.0]]).astype(np.float32)
+    r_high = np.concatenate([rng.uniform(-1, 1, 20_000), grid[::-1], [-1.0, 1.0, 0.3, 0.99999, 0.0]]).astype(np.float32)
+    want = np.array([_w_stat(a, b, FISHER_CLIP) for a, b in zip(r_low, r_high)])
+    got = w_statistic(r_low, r_high)
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, want)

@@ -27,13 +27,13 @@ from dcoex.h5io import (
     write_dataset,
 )
 from dcoex.stats import (
-    FISHER_CLIP,
     bootstrap_bias,
     bootstrap_pvalue,
     fisher_z,
     n_pairs,
     pair_from_flat,
     t_pvalue,
+    w_statistic,
     z_pvalue,
 )
 
@@ -259,15 +259,6 @@ def _pair_chunks(group: h5py.Group, n_edges: int, chunk_edges: int) -> Iterator[
         yield np.concatenate(pending)
 
 
-def _w_of(r_low: np.ndarray, r_high: np.ndarray) -> np.ndarray:
-    """The differential statistic w of each edge, bit for bit as 02a computed it."""
-    from dcoex.stages.s02a_base_correlations.kernels import w_values
-
-    out = np.empty(r_low.shape, np.float64)
-    w_values(np.ascontiguousarray(r_low), np.ascontiguousarray(r_high), FISHER_CLIP, out)
-    return out
-
-
 def _edge_chunk(group: h5py.Group, meta: Mapping[str, object], pair: np.ndarray, start: int, end: int, *,
                 tables: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
     """Edge columns [start, end) with the derived ones (docs/stage02a.md, "Storage")."""
@@ -278,7 +269,7 @@ def _edge_chunk(group: h5py.Group, meta: Mapping[str, object], pair: np.ndarray,
     derived = {
         "q_low": lambda: q_from_table(tables["low"], np.abs(r_low)),
         "q_high": lambda: q_from_table(tables["high"], np.abs(r_high)),
-        "q_diff": lambda: q_from_table(tables["diff"], _w_of(r_low, r_high)),
+        "q_diff": lambda: q_from_table(tables["diff"], w_statistic(r_low, r_high)),
         "pair_index": pair,
         "gene_i": gene_i,
         "gene_j": gene_j,

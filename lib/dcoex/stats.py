@@ -97,3 +97,13 @@ def bootstrap_bias(delta_mean: np.ndarray, delta_base: np.ndarray) -> np.ndarray
     """bias = mean of the bootstrap Δ's (as stored, float32) − Δ_base, in float64, as float32."""
     return (np.asarray(delta_mean, dtype=np.float32).astype(np.float64)
             - np.asarray(delta_base, dtype=np.float32).astype(np.float64)).astype(np.float32)
+
+
+def w_statistic(r_low: np.ndarray, r_high: np.ndarray) -> np.ndarray:
+    """The differential statistic of stage 02a, w = |b − a| / (1 − a·b) with a, b the r's
+    clipped to ±FISHER_CLIP (float64): the same IEEE operations in the same order as its numba
+    kernels (``kernels._w_stat``), so bit for bit the w the stage computed (tested); readers
+    derive q_diff from it without loading numba."""
+    a = np.clip(np.asarray(r_low, dtype=np.float32).astype(np.float64), -FISHER_CLIP, FISHER_CLIP)
+    b = np.clip(np.asarray(r_high, dtype=np.float32).astype(np.float64), -FISHER_CLIP, FISHER_CLIP)
+    return np.abs(b - a) / (1.0 - a * b)

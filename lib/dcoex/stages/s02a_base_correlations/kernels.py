@@ -217,11 +217,3 @@ def unique_counts(values, counts):
             counts[k] = 1
             k += 1
     return k
-
-
-@njit(cache=True, nogil=True)
-def w_values(r_low, r_high, clip, out):
-    """out[i] = the differential statistic w of (r_low[i], r_high[i]) (float64), computed as the
-    other kernels compute it (readers derive q_diff from it and the q table)."""
-    for i in range(r_low.size):
-        out[i] = _w_stat(r_low[i], r_high[i], clip)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,11 +16,29 @@ import numpy as np
 from dcoex.edge_files import BASE_EDGE_DTYPES, BOOT_EDGE_DTYPES, iter_boot_edges, read_base_meta
 from dcoex.h5io import attr_value, open_h5_input, plain_attr, read_meta, write_attrs, write_dataset
 from dcoex.stages.params import EDGE_SELECTIONS
+from dcoex.stages.s03_network.classify import CLASS_LABELS, presence
 from dcoex.stages.s03_network.estimator import READ_CHUNK_EDGES
 from hpc.errors import InputError
 
 #: Format tag of the stage 03 files; 03b refuses files of another format.
-NETWORK_FORMAT = "dcoex-network/1"
+NETWORK_FORMAT = "dcoex-network/2"
+
+#: Network edge columns ``iter_network_edges`` gives (name → dtype): from the 02a/02b files
+#: (joined by ``dcoex.edge_files.iter_boot_edges``; the name there in NETWORK_SOURCES), the class
+#: code stored by 03 (``qual_score``) and what follows from them (presence, ``qual_label``).
+NETWORK_EDGE_DTYPES = {
+    "pair_index": np.int64, "gene_i": np.int32, "gene_j": np.int32, "delta_base": np.float32,
+    "delta_boot_mean": np.float32, "delta_boot_std": np.float32, "ci_low": np.float32, "ci_high": np.float32,
+    "bias": np.float32, "r_low": np.float32, "r_high": np.float32, "pval_diff": np.float64,
+    "qval_diff": np.float64, "pval_boot": np.float64, "sig_low": np.bool_, "sig_high": np.bool_,
+    "present_low": np.bool_, "present_high": np.bool_, "qual_score": np.int8, "qual_label": object,
+}
+NETWORK_SOURCES = {
+    "pair_index": "pair_index", "gene_i": "gene_i", "gene_j": "gene_j", "delta_base": "delta",
+    "delta_boot_mean": "delta_mean", "delta_boot_std": "delta_std", "ci_low": "ci_low", "ci_high": "ci_high",
+    "bias": "bias", "r_low": "r_low", "r_high": "r_high", "pval_diff": "p_diff", "qval_diff": "q_diff",
+    "pval_boot": "bootstrap_pval", "sig_low": "sig_low", "sig_high": "sig_high",
+}
 
 #: meta attributes that must be equal across the gene files of one run (03b checks them).
 RUN_PARAMETERS: tuple[str, ...] = (
@@ -51,6 +69,8 @@ class GeneInputs:
     upstream: dict[str, Any] = field(default_factory=dict)
     #: candidate edges |E0| read (``edges`` holds those that the reader's filter kept)
     n_candidates: int = 0
+    #: which of the |E0| candidate rows the reader's filter kept (bool; None: all)
+    selected: np.ndarray | None = None
 
     @property
     def n_edges(self) -> int:
@@ -148,6 +168,7 @@ def read_gene_inputs(
         if key in bmeta and key in meta and bmeta[key] != meta[key]:
             raise InputError(f"gene {gene}: base and bootstrap files disagree on {key} ({meta[key]!r} vs {bmeta[key]!r})")
     parts: list[dict[str, np.ndarray]] = []
+    masks: list[np.ndarray] = []
     n0, last = 0, -1
     try:
         for chunk in iter_boot_edges(Path(base_path), Path(boot_path), chunk_edges=chunk_edges):
@@ -159,6 +180,7 @@ def read_gene_inputs(
             n0 += pair.size
             mask = np.ones(pair.size, dtype=bool) if keep is None else np.asarray(keep(e), dtype=bool)
             parts.append({k: v[mask] for k, v in e.items()})
+            masks.append(mask)
     except ValueError as exc:
         raise InputError(f"gene {gene}: {exc}") from None
     edges = {name: np.concatenate([p[name] for p in parts]) if parts else col for name, col in empty.items()}
@@ -167,7 +189,8 @@ def read_gene_inputs(
         ci_alpha=float(bmeta.get("ci_alpha", float("nan"))),
         n_bootstrap=int(bmeta.get("n_bootstrap", -1)),
     )
-    return GeneInputs(gene_index, gene_name, n_genes, edges, upstream, n_candidates=n0)
+    selected = np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
+    return GeneInputs(gene_index, gene_name, n_genes, edges, upstream, n_candidates=n0, selected=selected)
 
 
 #: Established names of the focus edge-set statistics (``focus_gene/direct_stats`` …)
@@ -183,6 +206,57 @@ ESTABLISHED_STAT_ALIASES = {
 
 def _with_established_names(stats: Mapping[str, Any]) -> dict[str, Any]:
     return {**stats, **{alias: stats[name] for alias, name in ESTABLISHED_STAT_ALIASES.items()}}
+
+
+def iter_network_edges(network: h5py.File, *, chunk_edges: int = READ_CHUNK_EDGES) -> Iterator[dict[str, np.ndarray]]:
+    """The edges of an open stage 03 file, every NETWORK_EDGE_DTYPES column, in file order, in
+    chunks of at most ``chunk_edges`` (of its 02a file's edges: fewer network edges). Format 2
+    stores the selection of the candidate rows and the class codes; the rest comes from the
+    02a and 02b files named in ``meta`` (``base_file``, ``boot_file``, relative to the network
+    file's folder) through ``iter_boot_edges``. Format-1 files (every column stored) read as
+    they are. InputError (one line) if the inputs cannot be read or do not match."""
+    path = Path(network.filename)
+    try:
+        meta = read_meta(network["meta"])
+        group = network["edges"]
+        if "qual_label" in group:  # format 1: stored columns
+            n = int(group["pair_index"].shape[0])
+            for start in range(0, n, chunk_edges):
+                chunk = {name: group[name][start : start + chunk_edges] for name in NETWORK_EDGE_DTYPES}
+                chunk["qual_label"] = np.array([s.decode() if isinstance(s, bytes) else str(s)
+                                                for s in chunk["qual_label"]], dtype=object)
+                yield chunk
+            return
+        selected, codes = group["selected"], group["qual_score"]
+        n_rows, n_edges = int(selected.shape[0]), int(codes.shape[0])
+        base, boot = path.parent / str(meta["base_file"]), path.parent / str(meta["boot_file"])
+        tau = float(meta["corr_threshold"])
+    except KeyError as exc:
+        raise InputError(f"{path}: not a readable stage 03 network file (lacks {exc})") from None
+    row0 = net0 = 0
+    labels = np.asarray(CLASS_LABELS, dtype=object)
+    try:
+        chunks = iter_boot_edges(base, boot, chunk_edges=chunk_edges) if n_rows else iter(())
+        for chunk in chunks:
+            m = int(chunk["pair_index"].size)
+            sel = selected[row0 : row0 + m]
+            if sel.size != m:
+                break
+            row0 += m
+            k = int(np.count_nonzero(sel))
+            out = {name: np.asarray(chunk[source][sel], dtype=NETWORK_EDGE_DTYPES[name])
+                   for name, source in NETWORK_SOURCES.items()}
+            out["present_low"] = presence(out["r_low"], out["sig_low"], tau)
+            out["present_high"] = presence(out["r_high"], out["sig_high"], tau)
+            out["qual_score"] = codes[net0 : net0 + k].astype(np.int8)
+            out["qual_label"] = labels[out["qual_score"]]
+            net0 += k
+            yield out
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{path}: cannot read its network edges: {exc}") from None
+    if row0 != n_rows or net0 != n_edges:
+        raise InputError(f"{path}: its 02a/02b files ({base}, {boot}) hold other candidate edges than the "
+                         f"{n_rows} it selected {n_edges} network edges from (recompute stage 03)")
 
 
 def write_network(
@@ -203,6 +277,7 @@ def write_network(
         group = f.create_group("edges")
         for name, data in edges.items():
             write_dataset(group, name, data)
+        write_attrs(group, {"qual_labels": list(CLASS_LABELS)})
         write_attrs(group.create_group("qual_summary"), qual_summary)
         topo = f.create_group("topology")
         for name, (attrs, degrees) in topology.items():
