@@ -89,8 +89,15 @@ ESTABLISHED_BASE_LINKS = {
 _SIGNIFICANT_COUNTS = ("n_sig_low", "n_sig_high", "n_sig_differential", "n_sig_edges")
 
 
-def _write_names(f: h5py.File, gene_names: list[str]) -> None:
-    write_dataset(f, "gene_names", np.array(gene_names, dtype=object))
+def write_gene_names(group: h5py.Group, gene_names: list[str] | np.ndarray) -> None:
+    """``gene_names`` of a per-gene file (02a, 02b, 03): fixed-length UTF-8 strings as wide as
+    the longest name, shuffle + gzip. Variable-length strings sit in an unfiltered heap (~30 B per
+    name, ~0.37 MB per file at 12,625 genes, three files per reference gene); this costs ~1 B per
+    name. Readers get the same bytes per name (h5py returns bytes for both)."""
+    encoded = [str(name).encode("utf-8") for name in gene_names]
+    width = max([len(b) for b in encoded] + [1])
+    array = np.array(encoded, dtype=f"S{width}").astype(h5py.string_dtype("utf-8", width))
+    group.create_dataset("gene_names", data=array, **dataset_options(array.shape, array.dtype))
 
 
 class BaseEdgeWriter:
@@ -174,7 +181,7 @@ class BaseEdgeWriter:
         if self.form == "bitmap":
             self._flush_window()
         write_attrs(self.f.require_group("meta"), {**meta, "edge_form": self.form, "q_diff_form": self.q_diff_form})
-        _write_names(self.f, gene_names)
+        write_gene_names(self.f, gene_names)
         for alias, target in ESTABLISHED_BASE_LINKS.items():
             if target in self.f:
                 link_dataset(self.f, alias, target)
@@ -411,7 +418,7 @@ class BootFileWriter:
                 self._write(name, np.concatenate(pending))
                 pending.clear()
         write_attrs(self.f.require_group("meta"), meta)
-        _write_names(self.f, gene_names)
+        write_gene_names(self.f, gene_names)
 
 
 def selected_rows(edges: Mapping[str, np.ndarray], mode: str) -> np.ndarray:

@@ -13,7 +13,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from dcoex.edge_files import BASE_EDGE_DTYPES, BOOT_EDGE_DTYPES, iter_boot_edges, read_base_meta
+from dcoex.edge_files import BASE_EDGE_DTYPES, BOOT_EDGE_DTYPES, iter_boot_edges, read_base_meta, write_gene_names
 from dcoex.h5io import attr_value, open_h5_input, plain_attr, read_meta, write_attrs, write_dataset
 from dcoex.stages.params import EDGE_SELECTIONS
 from dcoex.stages.s03_network.classify import CLASS_LABELS, presence
@@ -291,7 +291,7 @@ def write_network(
         for name in ("direct_stats", "two_layer_stats", "full_stats"):
             write_attrs(fg.create_group(name), _with_established_names(focus[name]))
         write_attrs(fg.create_group("metrics"), focus["metrics"])
-        write_dataset(f, "gene_names", gene_names)
+        write_gene_names(f, gene_names)
         record = {"meta": {k: plain_attr(v) for k, v in meta.items()},
                   "metrics": {k: plain_attr(v) for k, v in focus["metrics"].items()}}
         write_attrs(f["meta"], {SUMMARY_ATTR: json.dumps(record, sort_keys=True)})
