@@ -77,8 +77,8 @@ def estimate(n_genes: int, n_edges: int | None = None, n_candidates: int | None 
 #: and 0.29 B per network edge (`edges/qual_score`); 0.6 per edge with a margin (``n_edges`` may
 #: be the network's edges or, for planning, its candidates: both bounded).
 OUTPUT_BYTES_PER_EDGE = 0.6
-#: Per gene: the name (~16 B) and the low/high/diff degree vectors (int32).
-OUTPUT_BYTES_PER_GENE = 28
+#: Per gene: the name (fixed-length UTF-8, gzip: ~1 B) and the low/high/diff degree vectors (int32, gzip).
+OUTPUT_BYTES_PER_GENE = 12
 #: Fixed part: HDF5 structure, meta (with its JSON summary), topology/focus attributes, provenance.
 OUTPUT_FIXED_BYTES = 64 * 1024
 
