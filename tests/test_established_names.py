@@ -17,6 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from util_stage03 import network_edges
 
 from dcoex.synthetic import make_synthetic
 
@@ -177,16 +178,21 @@ def test_base_correlations_02a(run):
                 bits = np.unpackbits(f["edges/pair_bitmap"][()], bitorder="little")[: meta["n_tests"]]
                 pairs = np.flatnonzero(bits)
             assert pairs.size == n == meta["n_sig_differential"]
-            for established, dcoex in (("low/corr_sig", "edges/r_low"), ("high/corr_sig", "edges/r_high"),
-                                       ("diff/qval_sig", "edges/q_diff")):
+            links = [("low/corr_sig", "edges/r_low"), ("high/corr_sig", "edges/r_high")]
+            if meta["q_diff_form"] == "column":
+                links.append(("diff/qval_sig", "edges/q_diff"))
+                assert np.all(f["diff/qval_sig"][()] < meta["fdr_alpha"])
+            else:  # q_diff from its table: no per-edge dataset to link
+                assert "diff/qval_sig" not in f and "edges/q_diff" not in f and "q_tables/diff_q" in f
+            for established, dcoex in links:
                 ds = f[established]
                 assert ds.id == f[dcoex].id and ds.dtype.kind == "f" and ds.shape == (n,), established
-            assert np.all(f["diff/qval_sig"][()] < meta["fdr_alpha"])
             sig = dict(f["significant"].attrs)
             r_low, r_high = f["edges/r_low"][()], f["edges/r_high"][()]
-            q_low, q_high = f["edges/q_low"][()], f["edges/q_high"][()]
             alpha = meta["fdr_alpha"]
         _, edges = read_base_edges(path)
+        q_low, q_high = edges["q_low"], edges["q_high"]
+        assert np.all(edges["q_diff"] < alpha)
         np.testing.assert_array_equal(edges["pair_index"], pairs)
         gi, gj = edges["gene_i"].astype(np.int64), edges["gene_j"].astype(np.int64)
         np.testing.assert_array_equal(pairs, gi * (2 * N_GENES - gi - 1) // 2 + (gj - gi - 1))
@@ -201,21 +207,30 @@ def test_base_correlations_02a(run):
 
 
 def test_bootstrap_significant_02b(run):
-    path = _richest(run / "bootstrap_significant", _n_edges)
+    """The 02b file (format 3) stores its bootstrap values under the established names; the
+    pairs, genes and base r's (established edges/indices, gene_i, gene_j, base/*) come from
+    the 02a file through iter_boot_edges, which also computes bias and bootstrap_pval."""
+    from dcoex.edge_files import iter_boot_edges
+
+    path = _richest(run / "bootstrap_significant", lambda p: int(h5py.File(p, "r")["meta"].attrs["n_sig_edges"]))
     with h5py.File(path, "r") as f:
         meta = f["meta"].attrs
         for key in ("n_genes", "n_sig_edges", "n_bootstrap", "edge_selection_mode", "ci_alpha", "gene_index_used"):
             assert key in meta, key
         n = int(meta["n_sig_edges"])
-        indices = f["edges/indices"]
-        assert indices.dtype.kind == "i" and indices.shape == (n,)
-        np.testing.assert_array_equal(indices[()], f["edges/pair_index"][()])
-        gi, gj = f["edges/gene_i"][()].astype(np.int64), f["edges/gene_j"][()].astype(np.int64)
-        np.testing.assert_array_equal(indices[()], gi * (2 * N_GENES - gi - 1) // 2 + (gj - gi - 1))
-        for name in ("base/delta", "base/r_low", "base/r_high", "boot/delta_mean", "boot/delta_std",
-                     "boot/ci_low", "boot/ci_high", "boot/bias", "pval/bootstrap_pval"):
+        assert n > 0 and "edges/indices" not in f and "edges/pair_index" not in f
+        for name in ("boot/delta_mean", "boot/delta_std", "boot/ci_low", "boot/ci_high"):
             assert f[name].dtype.kind == "f" and f[name].shape == (n,), name
+        minority, n_finite = f["boot/n_minority"][()], f["boot/n_finite"][()]
         assert f["gene_names"].shape == (N_GENES,)
+    chunks = list(iter_boot_edges(run / "base_correlations" / path.name, path, chunk_edges=7))
+    pairs = np.concatenate([c["pair_index"] for c in chunks])
+    gi = np.concatenate([c["gene_i"] for c in chunks]).astype(np.int64)
+    gj = np.concatenate([c["gene_j"] for c in chunks]).astype(np.int64)
+    assert pairs.size == n and np.all(np.diff(pairs) > 0)
+    np.testing.assert_array_equal(pairs, gi * (2 * N_GENES - gi - 1) // 2 + (gj - gi - 1))
+    pval = np.concatenate([c["bootstrap_pval"] for c in chunks])
+    np.testing.assert_array_equal(pval, np.maximum(2 * minority / n_finite, 1 / n_finite))
 
 
 def _l1_size(path: Path) -> int:
@@ -223,15 +238,13 @@ def _l1_size(path: Path) -> int:
         return int(f["focus_gene"].attrs["n_direct_partners"])
 
 
-def _stats_reference(f: h5py.File, edge_mask: np.ndarray) -> dict[str, float]:
-    """The established edge-set statistics recomputed from the edge table."""
-    e = f["edges"]
-    labels = np.array([s.decode() for s in e["qual_label"][()]])[edge_mask]
-    delta = e["delta_base"][()][edge_mask].astype(np.float64)
-    r_low, r_high = e["r_low"][()][edge_mask].astype(np.float64), e["r_high"][()][edge_mask].astype(np.float64)
-    tau = float(f["meta"].attrs["corr_threshold"])
-    present_low = e["sig_low"][()][edge_mask] & (np.abs(r_low) >= tau)
-    present_high = e["sig_high"][()][edge_mask] & (np.abs(r_high) >= tau)
+def _stats_reference(e: dict[str, np.ndarray], tau: float, edge_mask: np.ndarray) -> dict[str, float]:
+    """The established edge-set statistics recomputed from the edge table (the reader's columns)."""
+    labels = np.asarray(e["qual_label"].tolist())[edge_mask]
+    delta = e["delta_base"][edge_mask].astype(np.float64)
+    r_low, r_high = e["r_low"][edge_mask].astype(np.float64), e["r_high"][edge_mask].astype(np.float64)
+    present_low = e["sig_low"][edge_mask] & (np.abs(r_low) >= tau)
+    present_high = e["sig_high"][edge_mask] & (np.abs(r_high) >= tau)
     n = int(edge_mask.sum())
     return {
         "n_edges": n,
@@ -260,16 +273,21 @@ def test_network_03(run):
                     "k_low", "k_high", "corr_threshold", "require_ci_exclude_zero", "gene_index_used"):
             assert key in meta, key
         n = int(meta["n_significant"])
-        e = f["edges"]
+        stored = f["edges"]
+        assert stored["qual_score"].dtype == np.int8 and stored["qual_score"].shape == (n,)
+        assert stored["selected"].dtype == np.bool_ and int(stored["selected"][()].sum()) == n
+        assert list(stored.attrs["qual_labels"]) == ["unchanged", "disappear", "new", "sign_change", "strengthen",
+                                                     "weaken"]
+        e = network_edges(path)
         for name in ("gene_i", "gene_j"):
             assert e[name].dtype == np.int32 and e[name].shape == (n,)
         for name in ("delta_base", "delta_boot_mean", "delta_boot_std", "ci_low", "ci_high", "bias", "r_low",
                      "r_high", "pval_diff", "qval_diff", "pval_boot"):
             assert e[name].dtype.kind == "f" and e[name].shape == (n,), name
         assert e["qual_score"].dtype == np.int8 and e["qual_label"].shape == (n,)
-        labels = [s.decode() for s in e["qual_label"][()]]
+        labels = e["qual_label"].tolist()
         for label in ("unchanged", "disappear", "new", "sign_change", "strengthen", "weaken"):
-            assert e["qual_summary"].attrs[f"n_{label}"] == labels.count(label)
+            assert stored["qual_summary"].attrs[f"n_{label}"] == labels.count(label)
         topo_keys = ("n_nodes_total", "n_nodes_active", "fraction_active", "n_edges", "density", "avg_degree",
                      "max_degree", "min_degree", "median_degree", "std_degree", "degree_p25", "degree_p50",
                      "degree_p75", "degree_p90", "degree_p95", "degree_p99", "power_law_exponent",
@@ -282,7 +300,7 @@ def test_network_03(run):
         focus = f["focus_gene"]
         g = int(focus.attrs["gene_index"])
         assert g == meta["gene_index_used"]
-        gi, gj = e["gene_i"][()], e["gene_j"][()]
+        gi, gj = e["gene_i"], e["gene_j"]
         direct = (gi == g) | (gj == g)
         l1 = np.setdiff1d(np.union1d(gi[direct], gj[direct]), [g])
         np.testing.assert_array_equal(focus["direct_partners"][()], l1)
@@ -297,16 +315,18 @@ def test_network_03_edge_set_stats(run):
     """Every gene's direct_stats / two_layer_stats carry the established statistics."""
     seen = {"n_sign_change": 0, "n_disappear": 0, "conn_sum_low": 0.0}
     for path in _per_gene_files(run / "networks"):
+        edges = network_edges(path)
         with h5py.File(path, "r") as f:
             g = int(f["focus_gene"].attrs["gene_index"])
-            gi, gj = f["edges/gene_i"][()], f["edges/gene_j"][()]
+            tau = float(f["meta"].attrs["corr_threshold"])
+            gi, gj = edges["gene_i"], edges["gene_j"]
             direct = (gi == g) | (gj == g)
             l1 = np.setdiff1d(np.union1d(gi[direct], gj[direct]), [g])
             in_l1_i, in_l1_j = np.isin(gi, l1), np.isin(gj, l1)
             outer = (in_l1_i & in_l1_j) | (in_l1_i & ~in_l1_j & (gj != g)) | (in_l1_j & ~in_l1_i & (gi != g))
             for group, mask in (("direct_stats", direct), ("two_layer_stats", outer)):
                 attrs = f["focus_gene"][group].attrs
-                reference = _stats_reference(f, mask)
+                reference = _stats_reference(edges, tau, mask)
                 for key, value in reference.items():
                     np.testing.assert_allclose(attrs[key], value, rtol=1e-6, atol=1e-6, equal_nan=True,
                                                err_msg=f"{path.name} {group}@{key}")

@@ -100,22 +100,31 @@ def test_stream_is_the_same_for_any_tile_and_chunk(data):
         np.testing.assert_array_equal(np.concatenate([c[name] for c in chunks]), whole.edges[name], err_msg=name)
 
 
-@pytest.mark.parametrize("alpha", [0.05, 0.7])
-def test_edge_file_round_trip(data, tmp_path, alpha):
-    """Written in chunks and read back (whole and in chunks), the columns equal the stage's;
-    alpha 0.05 gives the sparse form, 0.7 the bitmap."""
+@pytest.mark.parametrize(("alpha", "exact_q"), [(0.05, False), (0.7, False), (0.05, True)])
+def test_edge_file_round_trip(data, tmp_path, alpha, exact_q):
+    """Written in chunks and read back (whole and in chunks), the columns equal the stage's
+    (q's from the stored q tables); alpha 0.05 gives the sparse form, 0.7 the bitmap and a
+    differential q table; with exact q's that table (every test) is longer than the edges:
+    q_diff per edge."""
     x, low, high = data
-    res = base_correlations(x[:, low[0]], x[:, high[0]], alpha, tile_rows=50)
+    res = base_correlations(x[:, low[0]], x[:, high[0]], alpha, tile_rows=50, exact_q=exact_q)
+    tables: dict = {}
+    differential_edges(x[:, low[0]], x[:, high[0]], alpha, tile_rows=50, exact_q=exact_q, sink=lambda c: None,
+                       on_tables=tables.update)
     path = tmp_path / "edges.h5"
     n = res.edges["pair_index"].size
     with h5py.File(path, "w") as f:
-        writer = BaseEdgeWriter(f, n_genes=N_GENES, n_edges=n)
+        writer = BaseEdgeWriter(f, n_genes=N_GENES, n_edges=n, tables=tables)
         for start in range(0, n, 777):
             writer.append({k: v[start : start + 777] for k, v in res.edges.items()})
         writer.close(res.attrs, [f"g{i}" for i in range(N_GENES)])
         assert writer.form == ("bitmap" if alpha == 0.7 else "sparse")
+        assert writer.q_diff_form == ("column" if 2 * tables["diff"][0].size > n else "table")
+        if alpha == 0.7 or exact_q:  # dense: few q runs per edge; exact: every test in the table
+            assert writer.q_diff_form == ("column" if exact_q else "table")
+        assert ("q_diff" in f["edges"]) == (writer.q_diff_form == "column") and "q_low" not in f["edges"] and "q_high" not in f["edges"]
     meta, edges = read_base_edges(path)
-    assert meta["edge_form"] == writer.form
+    assert meta["edge_form"] == writer.form and meta["q_diff_form"] == writer.q_diff_form
     for name, dtype in BASE_EDGE_DTYPES.items():
         assert edges[name].dtype == dtype
         np.testing.assert_array_equal(edges[name], res.edges[name], err_msg=name)
@@ -145,3 +154,19 @@ def test_peak_rss_within_the_estimate(tmp_path):
             assert f["meta"].attrs["n_sig_differential"] > (50_000 if alpha == 0.7 else 0)
         ratios[alpha] = record["estimate_bytes"] / record["peak_rss_bytes"]
     assert all(0.95 <= r <= 1.25 for r in ratios.values()), ratios
+
+
+def test_reader_w_is_the_kernels_w_bit_for_bit():
+    """dcoex.stats.w_statistic (numpy, what readers derive q_diff from) equals the kernels' w
+    exactly, on random r's, the clip edges and the grid of Spearman values at k = 25."""
+    from dcoex.stages.s02a_base_correlations.kernels import _w_stat
+    from dcoex.stats import FISHER_CLIP, w_statistic
+
+    rng = np.random.default_rng(5)
+    grid = (1 - 6 * np.arange(0, 2601, 7) / (25 * (25**2 - 1))).astype(np.float32)
+    r_low = np.concatenate([rng.uniform(-1, 1, 20_000), grid, [1.0, -1.0, 0.99995, -0.99995, 0.0]]).astype(np.float32)
+    r_high = np.concatenate([rng.uniform(-1, 1, 20_000), grid[::-1], [-1.0, 1.0, 0.3, 0.99999, 0.0]]).astype(np.float32)
+    want = np.array([_w_stat(a, b, FISHER_CLIP) for a, b in zip(r_low, r_high)])
+    got = w_statistic(r_low, r_high)
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, want)

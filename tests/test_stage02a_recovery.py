@@ -3,11 +3,10 @@ exclude 0 for the recovered planted pairs."""
 
 from __future__ import annotations
 
-import h5py
 import numpy as np
 from util_stage02 import SCRIPT_02A, SCRIPT_02B, run_inproc, write_inputs
 
-from dcoex.edge_files import read_base_edges
+from dcoex.edge_files import iter_boot_edges, read_base_edges
 from dcoex.genes import gene_file_path
 from dcoex.synthetic import make_synthetic
 
@@ -30,9 +29,10 @@ def test_planted_pairs_recovered(tmp_path):
         hits = planted & found
         assert len(hits) / len(planted) >= 0.9, (m, len(hits), len(planted))
         assert len(hits) / len(found) >= 0.9, (m, len(hits), len(found))
-        with h5py.File(gene_file_path(tmp_path / "boot", m, f"g{m}", n), "r") as f:
-            pairs = list(zip(f["edges/gene_i"][()].tolist(), f["edges/gene_j"][()].tolist()))
-            excludes_zero = (f["boot/ci_low"][()] > 0) | (f["boot/ci_high"][()] < 0)
+        boot = [c for c in iter_boot_edges(gene_file_path(tmp_path / "base", m, f"g{m}", n),
+                                           gene_file_path(tmp_path / "boot", m, f"g{m}", n), chunk_edges=1 << 20)]
+        pairs = [p for c in boot for p in zip(c["gene_i"].tolist(), c["gene_j"].tolist())]
+        excludes_zero = [ok for c in boot for ok in ((c["ci_low"] > 0) | (c["ci_high"] < 0)).tolist()]
         confirmed = {p for p, ok in zip(pairs, excludes_zero) if ok}
         assert len(planted & confirmed) / len(planted) >= 0.9
         assert np.all([p in found for p in pairs])

@@ -74,10 +74,11 @@ def test_records_skip_and_force(inputs):
         for name in ("n_genes", "n_sig_edges", "n_bootstrap", "edge_selection_mode", "ci_alpha", "fdr_alpha",
                      "gene_index_used", "gene_name", "k_low", "k_high", "expr_content_sha256"):
             assert name in meta
-        for name in ("edges/pair_index", "edges/gene_i", "edges/gene_j", "base/delta", "base/r_low", "base/r_high",
-                     "boot/delta_mean", "boot/delta_std", "boot/ci_low", "boot/ci_high", "boot/bias",
-                     "pval/bootstrap_pval", "gene_names"):
+        for name in ("boot/delta_mean", "boot/delta_std", "boot/ci_low", "boot/ci_high", "boot/n_finite",
+                     "boot/n_minority", "gene_names"):
             assert name in f
+        for name in ("edges/pair_index", "edges/gene_i", "base/delta", "base/r_low", "boot/bias", "pval/bootstrap_pval"):
+            assert name not in f, name  # format 3: from the 02a file or computed on read (iter_boot_edges)
     before = os.stat(path).st_mtime_ns
     assert _run(inputs, out, "--gene-range", "1:3").returncode == 0
     assert os.stat(path).st_mtime_ns == before

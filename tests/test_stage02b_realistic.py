@@ -54,7 +54,8 @@ def test_realistic_density_matches_naive_loop(run):
     total = dense = 0
     for gene in genes:
         _, base = read_edges(gene_file_path(folder / "base", gene, f"g{gene}", n))
-        meta, d = read_edges(gene_file_path(folder / "boot", gene, f"g{gene}", n))
+        meta, d = read_edges(gene_file_path(folder / "boot", gene, f"g{gene}", n),
+                             gene_file_path(folder / "base", gene, f"g{gene}", n))
         gi, gj = d["edges/gene_i"].astype(np.int64), d["edges/gene_j"].astype(np.int64)
         np.testing.assert_array_equal(d["edges/pair_index"], base["edges/pair_index"])
         assert meta["n_sig_edges"] == gi.size > 3 * TILE  # several tiles

@@ -77,7 +77,7 @@ def test_bootstrap_matches_naive_loop(run, mode):
     total = 0
     for gene in genes:
         _, base = read_edges(gene_file_path(base_dir, gene, f"g{gene}", n))
-        meta, d = read_edges(gene_file_path(outs[mode], gene, f"g{gene}", n))
+        meta, d = read_edges(gene_file_path(outs[mode], gene, f"g{gene}", n), gene_file_path(base_dir, gene, f"g{gene}", n))
         keep = np.ones(base["edges/pair_index"].size, bool)
         if mode == "sig_edges":
             keep = base["edges/sig_low"] | base["edges/sig_high"]

@@ -19,7 +19,7 @@ import math
 import h5py
 import numpy as np
 import pytest
-from util_stage03 import STAGE03, STAGE03B, gene_names, make_edges, run_cli, write_inputs
+from util_stage03 import STAGE03, STAGE03B, gene_names, make_edges, network_edges, run_cli, write_inputs
 
 from dcoex.genes import gene_file_path
 
@@ -107,12 +107,14 @@ def hand_run(tmp_path_factory):
 
 
 def test_classes_and_edge_set(hand_run):
+    edges = network_edges(gene_file_path(hand_run / "net", 0, "G0", N))
+    pairs = list(zip(edges["gene_i"].tolist(), edges["gene_j"].tolist()))
+    assert (0, 9) not in pairs and len(pairs) == 12
+    assert edges["qual_score"].tolist() == EXPECTED_CODES
+    assert edges["qual_label"].tolist()[:3] == ["disappear", "new", "sign_change"]
     with h5py.File(gene_file_path(hand_run / "net", 0, "G0", N), "r") as f:
-        pairs = list(zip(f["edges/gene_i"][()].tolist(), f["edges/gene_j"][()].tolist()))
-        assert (0, 9) not in pairs and len(pairs) == 12
-        assert f["edges/qual_score"][()].tolist() == EXPECTED_CODES
-        labels = [s.decode() for s in f["edges/qual_label"][()]]
-        assert labels[:3] == ["disappear", "new", "sign_change"]
+        assert f["edges/qual_score"][()].tolist() == EXPECTED_CODES  # the stored int8 codes
+        assert list(f["edges"].attrs["qual_labels"])[:3] == ["unchanged", "disappear", "new"]
         summary = dict(f["edges/qual_summary"].attrs)
         assert {k: int(v) for k, v in summary.items()} == {
             "n_unchanged": 2, "n_disappear": 2, "n_new": 3, "n_sign_change": 2, "n_strengthen": 2, "n_weaken": 1}
@@ -157,8 +159,8 @@ def test_no_ci_filter_keeps_straddling_edge(hand_run, tmp_path):
     res = run_cli(STAGE03, "--base-dir", hand_run / "base", "--boot-dir", hand_run / "boot",
                   "--out-dir", tmp_path, "--gene-index", 0, "--no-ci-filter", "--min-effect", "0.55", "--quiet")
     assert res.returncode == 0, res.stderr
-    with h5py.File(gene_file_path(tmp_path, 0, "G0", N), "r") as f:
-        pairs = set(zip(f["edges/gene_i"][()].tolist(), f["edges/gene_j"][()].tolist()))
+    edges = network_edges(gene_file_path(tmp_path, 0, "G0", N))
+    pairs = set(zip(edges["gene_i"].tolist(), edges["gene_j"].tolist()))
     # |delta| >= 0.55: e1 e2 e3 e4 e6 e7 e8 e9 ; e12 (|0.2|) is dropped by the effect filter
     assert pairs == {(0, 1), (0, 2), (0, 3), (0, 4), (3, 4), (1, 5), (4, 6), (2, 6)}
 

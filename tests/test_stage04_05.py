@@ -17,6 +17,7 @@ import networkx as nx
 import numpy as np
 import pytest
 from cluster_util import run_driver, write_dataset
+from util_stage03 import network_edges
 
 from dcoex.genes import gene_file_path
 from dcoex.h5io import decode_strings
@@ -49,9 +50,7 @@ def _names(run: Path) -> list[str]:
 
 
 def _edges(path: Path) -> dict[str, np.ndarray]:
-    with h5py.File(path, "r") as f:
-        return {k: f[f"edges/{k}"][()] for k in ("gene_i", "gene_j", "present_low", "present_high", "qual_score",
-                                                 "delta_base", "r_low", "r_high", "qual_label")}
+    return network_edges(path)
 
 
 def _network(run: Path, g: int) -> Path:
@@ -149,7 +148,7 @@ def test_graphml_and_tsv_read_back_equal_the_network_file(run):
         for k in inside:
             data = graph.edges[names[e["gene_i"][k]], names[e["gene_j"][k]]]
             assert data["delta"] == float(e["delta_base"][k]) and data["r_low"] == float(e["r_low"][k])
-            assert data["qual_label"] == e["qual_label"][k].decode() and data["qual_score"] == int(e["qual_score"][k])
+            assert data["qual_label"] == e["qual_label"][k] and data["qual_score"] == int(e["qual_score"][k])
             assert data["present_low"] is bool(e["present_low"][k])
             checked_edges += 1
         text = (folder / "ego.graphml").read_text()

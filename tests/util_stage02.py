@@ -200,21 +200,34 @@ def reference_base(x: np.ndarray, low: np.ndarray, high: np.ndarray, alpha: floa
     return out
 
 
-def read_edges(path: Path) -> tuple[dict, dict]:
+def read_edges(path: Path, base_path: Path | None = None) -> tuple[dict, dict]:
     """(meta attrs, {dataset path: array}) of a 02a/02b file, /memfit excluded. Every name
     of a dataset is listed (hard links too: ``visititems`` would give each object once); a
-    02a file also gets every edge column read_base_edges gives (derived ones included)."""
+    02a file also gets every edge column read_base_edges gives (derived ones included) under
+    edges/; a 02b file, given its 02a file ``base_path``, the columns iter_boot_edges joins under
+    the format-2 names (edges/pair_index, gene_i, gene_j, base/delta, r_low, r_high, boot/bias,
+    pval/bootstrap_pval)."""
     with h5py.File(path, "r") as f:
         meta = dict(f["meta"].attrs)
         names: list[str] = []
         f.visit_links(names.append)
         data = {name: f[name][()] for name in names
                 if isinstance(f[name], h5py.Dataset) and not name.startswith("memfit")}
-        base = "edges/q_diff" in f
+        base = "edges/r_low" in f
     if base:  # a 02a file: the columns it derives on read (dcoex.edge_files) under edges/
         from dcoex.edge_files import read_base_edges
 
         data.update({f"edges/{name}": col for name, col in read_base_edges(path)[1].items()})
+    elif base_path is not None:
+        from dcoex.edge_files import BASE_EDGE_DTYPES, BOOT_EDGE_DTYPES, iter_boot_edges
+
+        chunks = list(iter_boot_edges(base_path, path, chunk_edges=1 << 40))
+        where = {"pair_index": "edges/pair_index", "gene_i": "edges/gene_i", "gene_j": "edges/gene_j",
+                 "delta": "base/delta", "r_low": "base/r_low", "r_high": "base/r_high", "bias": "boot/bias",
+                 "bootstrap_pval": "pval/bootstrap_pval"}
+        dtypes = {**BASE_EDGE_DTYPES, **BOOT_EDGE_DTYPES}
+        for name, target in where.items():
+            data[target] = np.concatenate([c[name] for c in chunks]) if chunks else np.empty(0, dtypes[name])
     return meta, data
 
 

@@ -152,6 +152,7 @@ def write_inputs(
         f["boot/ci_low"] = fit(e["ci_low"]).astype(np.float32)
         f["boot/ci_high"] = fit(e["ci_high"]).astype(np.float32)
         f["boot/bias"] = np.zeros(mb, np.float32)
+        f["boot/n_finite"] = np.full(mb, 100, np.int32)
         f["pval/bootstrap_pval"] = np.full(mb, 0.01, np.float64)
     return base_path, boot_path
 
@@ -202,3 +203,13 @@ def run_cli(script: str, *args: Any, env: Mapping[str, str] | None = None) -> su
 
 STAGE03 = "src/scripts/03collect/03_reconstruct_diff_network.py"
 STAGE03B = "src/scripts/03collect/03b_collect_networks.py"
+
+
+def network_edges(path: Path) -> dict[str, np.ndarray]:
+    """Every edge column of a stage 03 file (io.NETWORK_EDGE_DTYPES) through its reader."""
+    from dcoex.stages.s03_network.io import NETWORK_EDGE_DTYPES, iter_network_edges
+
+    with h5py.File(path, "r") as f:
+        chunks = list(iter_network_edges(f, chunk_edges=7))
+    return {name: np.concatenate([c[name] for c in chunks]) if chunks else np.zeros(0, dtype)
+            for name, dtype in NETWORK_EDGE_DTYPES.items()}

@@ -1,4 +1,5 @@
-"""Per-gene edge files of stages 02a (``base_correlations/``) and 02b (``bootstrap_significant/``).
+"""Per-gene edge files of stages 02a (``base_correlations/``) and 02b (``bootstrap_significant/``),
+their writers and readers (``iter_base_edges``: 02a; ``iter_boot_edges``: 02b joined with 02a).
 
 Layouts are fixed in docs/design.md §3.4–§3.5 and docs/stage02a.md / docs/stage02b.md. Every file has a
 ``meta`` group (attrs), a root ``gene_names`` dataset and sparse edge tables; the
@@ -7,6 +8,7 @@ Layouts are fixed in docs/design.md §3.4–§3.5 and docs/stage02a.md / docs/st
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -24,7 +26,16 @@ from dcoex.h5io import (
     write_attrs,
     write_dataset,
 )
-from dcoex.stats import fisher_z, n_pairs, pair_from_flat, t_pvalue, z_pvalue
+from dcoex.stats import (
+    bootstrap_bias,
+    bootstrap_pvalue,
+    fisher_z,
+    n_pairs,
+    pair_from_flat,
+    t_pvalue,
+    w_statistic,
+    z_pvalue,
+)
 
 BASE_EDGE_DTYPES = {
     "pair_index": np.int64, "gene_i": np.int32, "gene_j": np.int32,
@@ -33,17 +44,33 @@ BASE_EDGE_DTYPES = {
     "q_low": np.float64, "q_high": np.float64, "q_diff": np.float64,
     "sig_low": np.bool_, "sig_high": np.bool_,
 }
-#: Columns a 02a file stores (format 2); the others are computed on read (docs/stage02a.md).
-BASE_STORED = ("r_low", "r_high", "q_low", "q_high", "q_diff")
+#: Per-edge columns every 02a file stores (format 3); the others are computed on read
+#: (docs/stage02a.md, "Storage"): q_low, q_high and q_diff from the q tables below, q_diff
+#: stored per edge instead when that is smaller (``Q_DIFF_FORMS``).
+BASE_STORED = ("r_low", "r_high")
+#: Columns the 02a writer takes (``BaseEdgeWriter.append``).
+BASE_EMITTED = ("pair_index", "r_low", "r_high", "q_diff")
+#: BH families with a q table: ``q_tables/{family}_stat`` (ascending statistic: |r_low|,
+#: |r_high|, w) and ``q_tables/{family}_q`` (float64); the q of a statistic s is that of the
+#: last entry <= s, NaN below the first.
+Q_FAMILIES = ("low", "high", "diff")
+#: How q_diff is stored (meta ``q_diff_form``): from its table and w(r_low, r_high) ("table"),
+#: or per edge (``edges/q_diff``, "column") when the table has more entries than half the edges.
+Q_DIFF_FORMS = ("table", "column")
 #: Edge forms: "sparse" stores ``edges/pair_index`` (int64), "bitmap" stores ``edges/pair_bitmap``
 #: (uint8, bit k of the N(N−1)/2 pairs = byte k // 8, bit k % 8, least significant first).
 EDGE_FORMS = ("sparse", "bitmap")
+#: What a 02b file stores per edge (format 3): its rows are the 02a file's edges that its
+#: ``edge_selection_mode`` selects, in the same order, so the pair, genes, r's and Δ come from
+#: the 02a file; bias and bootstrap_pval are computed on read (``iter_boot_edges``).
 BOOT_DATASETS = {
-    "edges/pair_index": np.int64, "edges/gene_i": np.int32, "edges/gene_j": np.int32,
-    "base/delta": np.float32, "base/r_low": np.float32, "base/r_high": np.float32,
     "boot/delta_mean": np.float32, "boot/delta_std": np.float32, "boot/ci_low": np.float32,
-    "boot/ci_high": np.float32, "boot/bias": np.float32, "boot/n_finite": np.int32,
-    "pval/bootstrap_pval": np.float64,
+    "boot/ci_high": np.float32, "boot/n_finite": np.int32, "boot/n_minority": np.int32,
+}
+#: The 02b columns ``iter_boot_edges`` adds to the 02a ones.
+BOOT_EDGE_DTYPES = {
+    "delta_mean": np.float32, "delta_std": np.float32, "ci_low": np.float32, "ci_high": np.float32,
+    "bias": np.float32, "bootstrap_pval": np.float64, "n_finite": np.int32,
 }
 #: Density (edges / pairs) from which the bitmap form is stored (docs/stage02a.md, "Storage").
 BITMAP_DENSITY = 1 / 32
@@ -58,14 +85,19 @@ ESTABLISHED_BASE_LINKS = {
     "high/corr_sig": "edges/r_high",
     "diff/qval_sig": "edges/q_diff",
 }
-#: Established 02b names → dcoex dataset (docs/stage02b.md).
-ESTABLISHED_BOOT_LINKS = {"edges/indices": "edges/pair_index"}
 #: meta attrs the established 02a "full" mode also wrote on the ``significant`` group.
 _SIGNIFICANT_COUNTS = ("n_sig_low", "n_sig_high", "n_sig_differential", "n_sig_edges")
 
 
-def _write_names(f: h5py.File, gene_names: list[str]) -> None:
-    write_dataset(f, "gene_names", np.array(gene_names, dtype=object))
+def write_gene_names(group: h5py.Group, gene_names: list[str] | np.ndarray) -> None:
+    """``gene_names`` of a per-gene file (02a, 02b, 03): fixed-length UTF-8 strings as wide as
+    the longest name, shuffle + gzip. Variable-length strings sit in an unfiltered heap (~30 B per
+    name, ~0.37 MB per file at 12,625 genes, three files per reference gene); this costs ~1 B per
+    name. Readers get the same bytes per name (h5py returns bytes for both)."""
+    encoded = [str(name).encode("utf-8") for name in gene_names]
+    width = max([len(b) for b in encoded] + [1])
+    array = np.array(encoded, dtype=f"S{width}").astype(h5py.string_dtype("utf-8", width))
+    group.create_dataset("gene_names", data=array, **dataset_options(array.shape, array.dtype))
 
 
 class BaseEdgeWriter:
@@ -73,21 +105,35 @@ class BaseEdgeWriter:
 
     ``n_edges`` (known before the edges are emitted) and the density n_edges / N(N−1)/2
     choose the form (``edge_form``): the sparse int64 ``edges/pair_index`` or, at density
-    >= ``BITMAP_DENSITY``, the packed ``edges/pair_bitmap``. ``append`` takes chunks in
-    ascending pair order holding ``pair_index`` and the ``BASE_STORED`` columns.
+    >= ``BITMAP_DENSITY``, the packed ``edges/pair_bitmap``. The q tables are written at once
+    (``q_tables/``); ``append`` takes chunks in ascending pair order holding the
+    ``BASE_EMITTED`` columns.
     """
 
-    def __init__(self, f: h5py.File, *, n_genes: int, n_edges: int) -> None:
+    def __init__(self, f: h5py.File, *, n_genes: int, n_edges: int,
+                 tables: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """``tables``: each family of ``Q_FAMILIES`` → (statistic, q), float64 (02a science's
+        ``on_tables``)."""
         self.f = f
         self.n_tests = n_pairs(int(n_genes))
         self.n_edges = int(n_edges)
         self.form = edge_form(self.n_tests, self.n_edges)
+        self.q_diff_form = "column" if 2 * len(tables["diff"][0]) > self.n_edges else "table"
         group = f.require_group("edges")
+        stored = (("pair_index",) if self.form == "sparse" else ()) + BASE_STORED
+        stored += ("q_diff",) if self.q_diff_form == "column" else ()
         self._columns = {
             name: group.create_dataset(name, (self.n_edges,), BASE_EDGE_DTYPES[name],
                                        **dataset_options((self.n_edges,), BASE_EDGE_DTYPES[name]))
-            for name in (("pair_index",) if self.form == "sparse" else ()) + BASE_STORED
+            for name in stored
         }
+        q_group = f.require_group("q_tables")
+        for family in Q_FAMILIES:
+            if family == "diff" and self.q_diff_form == "column":
+                continue
+            stat, q = tables[family]
+            write_dataset(q_group, f"{family}_stat", np.asarray(stat, dtype=np.float64))
+            write_dataset(q_group, f"{family}_q", np.asarray(q, dtype=np.float64))
         if self.form == "bitmap":
             n_bytes = (self.n_tests + 7) // 8
             self._bitmap = group.create_dataset("pair_bitmap", (n_bytes,), np.uint8,
@@ -134,8 +180,8 @@ class BaseEdgeWriter:
             raise ValueError(f"{self._written} edges written of the {self.n_edges} announced")
         if self.form == "bitmap":
             self._flush_window()
-        write_attrs(self.f.require_group("meta"), {**meta, "edge_form": self.form})
-        _write_names(self.f, gene_names)
+        write_attrs(self.f.require_group("meta"), {**meta, "edge_form": self.form, "q_diff_form": self.q_diff_form})
+        write_gene_names(self.f, gene_names)
         for alias, target in ESTABLISHED_BASE_LINKS.items():
             if target in self.f:
                 link_dataset(self.f, alias, target)
@@ -160,11 +206,12 @@ def iter_base_edges(path: Path, *, chunk_edges: int) -> Iterator[dict[str, np.nd
             n_edges = group["r_low"].shape[0]
             if any(group[name].shape != (n_edges,) for name in BASE_STORED if name in group):
                 raise ValueError(f"base correlations file {path}: edge columns have different lengths")
+            tables = _q_tables(f)
             pairs = _pair_chunks(group, n_edges, chunk_edges)
             start = 0
             for pair in pairs:
                 end = start + pair.size
-                yield _edge_chunk(group, meta, pair, start, end)
+                yield _edge_chunk(group, meta, pair, start, end, tables=tables)
                 start = end
             if start != n_edges:
                 raise ValueError(f"base correlations file {path}: {start} pairs for {n_edges} edges")
@@ -172,6 +219,24 @@ def iter_base_edges(path: Path, *, chunk_edges: int) -> Iterator[dict[str, np.nd
             raise ValueError(f"base correlations file {path} lacks {exc}") from None
         except OSError as exc:
             raise ValueError(f"base correlations file {path} is unreadable or truncated ({exc})") from None
+
+
+def _q_tables(f: h5py.File) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The q tables of a 02a file (format 3; none in format 2, which stores the q columns)."""
+    group = f.get("q_tables")
+    if group is None:
+        return {}
+    return {family: (group[f"{family}_stat"][()], group[f"{family}_q"][()])
+            for family in Q_FAMILIES if f"{family}_stat" in group}
+
+
+def q_from_table(table: tuple[np.ndarray, np.ndarray], stat: np.ndarray) -> np.ndarray:
+    """q of statistics ``stat`` (float64) from a q table (statistic, q): that of the last
+    entry <= the statistic, NaN below the first (what 02a's science looks up)."""
+    values, q = table
+    at = np.searchsorted(values, np.asarray(stat, dtype=np.float64), side="right") - 1
+    out = q[np.maximum(at, 0)] if q.size else np.full(at.shape, np.nan)
+    return np.where(at >= 0, out, np.nan)
 
 
 def _pair_chunks(group: h5py.Group, n_edges: int, chunk_edges: int) -> Iterator[np.ndarray]:
@@ -201,13 +266,17 @@ def _pair_chunks(group: h5py.Group, n_edges: int, chunk_edges: int) -> Iterator[
         yield np.concatenate(pending)
 
 
-def _edge_chunk(group: h5py.Group, meta: Mapping[str, object], pair: np.ndarray, start: int, end: int) -> dict[str, np.ndarray]:
+def _edge_chunk(group: h5py.Group, meta: Mapping[str, object], pair: np.ndarray, start: int, end: int, *,
+                tables: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
     """Edge columns [start, end) with the derived ones (docs/stage02a.md, "Storage")."""
     stored = {name: group[name][start:end] for name in BASE_EDGE_DTYPES if name in group and name != "pair_index"}
     n_genes, k_low, k_high = int(meta["n_genes"]), int(meta["k_low"]), int(meta["k_high"])
     r_low, r_high = stored["r_low"], stored["r_high"]
     gene_i, gene_j = pair_from_flat(pair, n_genes)
     derived = {
+        "q_low": lambda: q_from_table(tables["low"], np.abs(r_low)),
+        "q_high": lambda: q_from_table(tables["high"], np.abs(r_high)),
+        "q_diff": lambda: q_from_table(tables["diff"], w_statistic(r_low, r_high)),
         "pair_index": pair,
         "gene_i": gene_i,
         "gene_j": gene_j,
@@ -340,15 +409,94 @@ class BootFileWriter:
             self._push(name, np.asarray(columns[name]))
         if replicates is not None:
             self._push("boot/delta_replicates", replicates)
-        self.n_edges += int(np.asarray(columns["edges/pair_index"]).shape[0])
+        self.n_edges += int(np.asarray(columns["boot/delta_mean"]).shape[0])
 
     def finish(self, meta: Mapping[str, object], gene_names: list[str]) -> None:
-        """Write the rows still held, meta, names and the established aliases."""
+        """Write the rows still held, meta and names."""
         for name, pending in self._pending.items():
             if pending:
                 self._write(name, np.concatenate(pending))
                 pending.clear()
         write_attrs(self.f.require_group("meta"), meta)
-        _write_names(self.f, gene_names)
-        for alias, target in ESTABLISHED_BOOT_LINKS.items():
-            link_dataset(self.f, alias, target)
+        write_gene_names(self.f, gene_names)
+
+
+def selected_rows(edges: Mapping[str, np.ndarray], mode: str) -> np.ndarray:
+    """Boolean mask of the 02a edges (a chunk of ``iter_base_edges``) that 02b bootstraps under
+    ``edge_selection`` ``mode``: all (sig_differential) or those also significant in a group
+    (sig_edges = sig_differential ∧ (sig_low ∨ sig_high))."""
+    if mode == "sig_differential":
+        return np.ones(edges["pair_index"].shape, dtype=bool)
+    return edges["sig_low"].astype(bool) | edges["sig_high"].astype(bool)
+
+
+class BaseEdgesSha:
+    """sha256 of the 02a edges 02b bootstrapped (their pair_index int64, r_low, r_high float32),
+    fed chunk by chunk: 02b records it (meta ``base_edges_sha``), readers check it."""
+
+    def __init__(self) -> None:
+        self._hashes = [hashlib.sha256() for _ in range(3)]
+
+    def update(self, edges: Mapping[str, np.ndarray]) -> None:
+        for sha, column in zip(self._hashes, (edges["pair_index"].astype(np.int64), edges["r_low"].astype(np.float32),
+                                              edges["r_high"].astype(np.float32)), strict=True):
+            sha.update(np.ascontiguousarray(column).tobytes())
+
+    def hexdigest(self) -> str:
+        return hashlib.sha256(b"".join(sha.digest() for sha in self._hashes)).hexdigest()
+
+
+def iter_boot_edges(base_path: Path, boot_path: Path, *, chunk_edges: int) -> Iterator[dict[str, np.ndarray]]:
+    """The edges of a 02b file joined with its 02a file, in chunks of at most ``chunk_edges``
+    02a edges (before the selection): every BASE_EDGE_DTYPES and BOOT_EDGE_DTYPES column, bias
+    and bootstrap_pval computed. ValueError (one line, naming the files) if a file is unreadable
+    or the 02b rows are not the 02a edges its ``edge_selection_mode`` selects (count, stored pairs
+    of format-2 files, or ``base_edges_sha``); the last is known only after the last chunk."""
+    with open_h5_input(boot_path, "bootstrap (02b) file") as f:
+        try:
+            meta = read_meta(f["meta"])
+            values = {name: f[name] for name in ("boot/delta_mean", "boot/delta_std", "boot/ci_low", "boot/ci_high",
+                                                  "boot/n_finite")}
+            n_rows = int(values["boot/delta_mean"].shape[0])
+            stored = {name: f[name] for name in ("boot/n_minority", "boot/bias", "pval/bootstrap_pval",
+                                                 "edges/pair_index") if name in f}
+            if "boot/n_minority" not in stored and "pval/bootstrap_pval" not in stored:
+                raise KeyError("boot/n_minority")
+        except KeyError as exc:
+            raise ValueError(f"bootstrap (02b) file {boot_path} lacks {exc}") from None
+        mode = str(meta.get("edge_selection_mode", "sig_differential"))
+        if any(v.shape != (n_rows,) for v in (*values.values(), *stored.values())):
+            raise ValueError(f"bootstrap (02b) file {boot_path} has value datasets not of length {n_rows}")
+        sha = BaseEdgesSha()
+        n0, differ, first = 0, 0, None
+        for chunk in iter_base_edges(Path(base_path), chunk_edges=chunk_edges):
+            keep = selected_rows(chunk, mode)
+            e = {name: col[keep] for name, col in chunk.items()} if not keep.all() else chunk
+            m = int(e["pair_index"].size)
+            sha.update(e)
+            stop = min(n0 + m, n_rows)
+            if "edges/pair_index" in stored:  # format 2: the pairs are stored, compare them
+                bad = np.flatnonzero(e["pair_index"][: stop - n0] != stored["edges/pair_index"][n0:stop])
+                if bad.size and first is None:
+                    first = (n0 + int(bad[0]), int(e["pair_index"][bad[0]]),
+                             int(stored["edges/pair_index"][n0 + int(bad[0])]))
+                differ += int(bad.size)
+            if stop - n0 == m and not differ:
+                for name, ds in values.items():
+                    e[name.split("/")[1]] = ds[n0:stop]
+                e["bias"] = stored["boot/bias"][n0:stop] if "boot/bias" in stored \
+                    else bootstrap_bias(e["delta_mean"], e["delta"])
+                e["bootstrap_pval"] = stored["pval/bootstrap_pval"][n0:stop] if "pval/bootstrap_pval" in stored \
+                    else bootstrap_pvalue(stored["boot/n_minority"][n0:stop], e["n_finite"])
+                yield {**e, **{name: np.asarray(e[name], dtype=dtype) for name, dtype in BOOT_EDGE_DTYPES.items()}}
+            n0 += m
+        if n0 != n_rows:
+            raise ValueError(f"edge sets differ: base (02a) file has {n0} {mode} edges, bootstrap (02b) file has "
+                             f"{n_rows} (edge_selection_mode={mode}; {base_path}, {boot_path})")
+        if differ:
+            k, ours, theirs = first
+            raise ValueError(f"edge sets differ at {differ} of {n0} positions (first: position {k}, base pair_index "
+                             f"{ours}, bootstrap {theirs}; edge_selection_mode={mode})")
+        if "base_edges_sha" in meta and str(meta["base_edges_sha"]) != sha.hexdigest():
+            raise ValueError(f"edge sets differ: bootstrap (02b) file {boot_path} was made from other 02a edges than "
+                             f"{base_path} holds (base_edges_sha; edge_selection_mode={mode})")

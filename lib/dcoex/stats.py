@@ -82,3 +82,28 @@ def pair_from_flat(k: np.ndarray, n_genes: int) -> tuple[np.ndarray, np.ndarray]
         i = np.where(nxt <= k64, i + 1, i)
     j = k64 - i * (2 * n - i - 1) // 2 + i + 1
     return i, j
+
+
+def bootstrap_pvalue(n_minority: np.ndarray, n_finite: np.ndarray) -> np.ndarray:
+    """Two-sided bootstrap p of Δ (float64): max(2·m/n, 1/n) with m = min(#{Δ^b > 0}, #{Δ^b < 0})
+    over the n finite replicates; NaN where n < 2 (docs/design.md §4.6)."""
+    n = np.asarray(n_finite, dtype=np.int64)
+    n_safe = np.maximum(n, 1)
+    p = np.maximum(2.0 * np.asarray(n_minority, dtype=np.int64) / n_safe, 1.0 / n_safe)
+    return np.where(n < 2, np.nan, p)
+
+
+def bootstrap_bias(delta_mean: np.ndarray, delta_base: np.ndarray) -> np.ndarray:
+    """bias = mean of the bootstrap Δ's (as stored, float32) − Δ_base, in float64, as float32."""
+    return (np.asarray(delta_mean, dtype=np.float32).astype(np.float64)
+            - np.asarray(delta_base, dtype=np.float32).astype(np.float64)).astype(np.float32)
+
+
+def w_statistic(r_low: np.ndarray, r_high: np.ndarray) -> np.ndarray:
+    """The differential statistic of stage 02a, w = |b − a| / (1 − a·b) with a, b the r's
+    clipped to ±FISHER_CLIP (float64): the same IEEE operations in the same order as its numba
+    kernels (``kernels._w_stat``), so bit for bit the w the stage computed (tested); readers
+    derive q_diff from it without loading numba."""
+    a = np.clip(np.asarray(r_low, dtype=np.float32).astype(np.float64), -FISHER_CLIP, FISHER_CLIP)
+    b = np.clip(np.asarray(r_high, dtype=np.float32).astype(np.float64), -FISHER_CLIP, FISHER_CLIP)
+    return np.abs(b - a) / (1.0 - a * b)

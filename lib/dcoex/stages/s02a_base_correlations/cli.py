@@ -19,7 +19,7 @@ import numpy as np
 
 from dcoex.backend import Backend, for_backend, products_device_bytes, resolve
 from dcoex.cli import gene_selection_options, parse_batch_size
-from dcoex.edge_files import BASE_STORED, BaseEdgeWriter
+from dcoex.edge_files import BASE_EMITTED, BaseEdgeWriter
 from dcoex.expression_store import open_expression
 from dcoex.genes import gene_file_path, index_width
 from dcoex.h5io import write_attrs
@@ -112,14 +112,15 @@ def run_base(
                 with atomic_output(path) as tmp:
                     with h5py.File(tmp, "w") as f:
                         writer: list[BaseEdgeWriter] = []
+                        tables: dict = {}
 
                         def start(n_edges: int) -> None:
-                            writer.append(BaseEdgeWriter(f, n_genes=n, n_edges=n_edges))
+                            writer.append(BaseEdgeWriter(f, n_genes=n, n_edges=n_edges, tables=tables))
 
                         attrs = differential_edges(
                             expr[:, low], expr[:, high], fdr_alpha, tile_rows=plan.batch_size, exact_q=exact_q,
-                            sink=lambda chunk: writer[0].append(chunk), on_count=start,
-                            columns=("pair_index", *BASE_STORED), backend=backend,
+                            sink=lambda chunk: writer[0].append(chunk), on_count=start, on_tables=tables.update,
+                            columns=BASE_EMITTED, backend=backend,
                         )
                         if attrs["n_tests_low"] == 0 or attrs["n_tests_high"] == 0:
                             print(

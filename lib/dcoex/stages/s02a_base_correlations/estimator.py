@@ -51,15 +51,20 @@ TABLE_ENTRIES = 1 << 17
 EDGE_CHUNK_BYTES = 100
 #: The writer's bitmap window (8 MiB of booleans, 1 MiB packed) and HDF5 chunk buffers.
 WRITER_BYTES = 16 * MiB
-#: Output size (output_bytes): shuffle + gzip 4 bytes per edge of r_low, r_high (float32) and
-#: q_low, q_high, q_diff (float64), measured on realistic data; of the sparse int64 pair index
-#: (at most, density >= 0.5 %); of the packed bitmap per pair (at most, density >= 1/32); fixed
-#: bytes (meta, provenance, HDF5 structure) and bytes per gene name.
-FILE_EDGE_VALUE_BYTES = 28.0
+#: Output size (output_bytes), format 3, shuffle + gzip 4, measured on realistic data (12,625 × 128,
+#: docs/stage02a.md "Storage"): bytes per edge of r_low, r_high (float32; 6.7 measured); of the
+#: differential q table, which has about one entry per edge in sparse (low-density) files (4.7
+#: measured at α 0.05) and few in dense ones (0.21 at α 0.7: 147,240 entries for 7.0 M edges);
+#: of the sparse int64 pair index (at most, density >= 0.5 %); of the packed bitmap per pair (at
+#: most, density >= 1/32); fixed bytes (meta, provenance, HDF5 structure, the group q tables)
+#: and bytes per gene name.
+FILE_EDGE_VALUE_BYTES = 7.0
+FILE_Q_DIFF_SPARSE_BYTES = 5.0
+FILE_Q_DIFF_BITMAP_BYTES = 0.25
 FILE_SPARSE_INDEX_BYTES = 1.7
 FILE_BITMAP_BYTES_PER_PAIR = 0.125
 FILE_FIXED_BYTES = 64 * 1024
-FILE_NAME_BYTES = 32
+FILE_NAME_BYTES = 4
 
 
 def estimate(
@@ -109,5 +114,8 @@ def output_bytes(n_genes: int, n_edges: int) -> int:
     n = int(n_genes)
     m = n * (n - 1) // 2
     e = int(n_edges)
-    index = m * FILE_BITMAP_BYTES_PER_PAIR if edge_form(m, e) == "bitmap" else e * FILE_SPARSE_INDEX_BYTES
+    if edge_form(m, e) == "bitmap":
+        index = m * FILE_BITMAP_BYTES_PER_PAIR + e * FILE_Q_DIFF_BITMAP_BYTES
+    else:
+        index = e * (FILE_SPARSE_INDEX_BYTES + FILE_Q_DIFF_SPARSE_BYTES)
     return int(FILE_FIXED_BYTES + n * FILE_NAME_BYTES + e * FILE_EDGE_VALUE_BYTES + index)

@@ -264,6 +264,7 @@ def differential_edges(
     window_items: int | None = None,
     columns: tuple[str, ...] = EDGE_FIELDS,
     on_count: Callable[[int], None] | None = None,
+    on_tables: Callable[[dict[str, tuple[np.ndarray, np.ndarray]]], None] | None = None,
     backend: Backend | None = None,
 ) -> dict[str, object]:
     """Stream the significant differential edges of one reference gene to ``sink``.
@@ -272,8 +273,10 @@ def differential_edges(
     (N, k_H). ``sink(chunk)`` receives dicts of ``columns`` (names of EDGE_FIELDS) holding at
     most ``chunk_edges`` edges each, in ascending pair_index, with exact q's (q at or above
     alpha is NaN unless ``exact_q``); ``on_count(n_edges)``, if given, is called once before the
-    first chunk (also when there are none). Returns the attrs (counts, cuts). Memory does not depend
-    on the number of edges (module docstring); ``window_items`` overrides WINDOW_ITEMS (tests);
+    first chunk (also when there are none); ``on_tables(tables)``, if given, before it with each
+    family's q table {"low" | "high" | "diff": (statistic, q)} (float64, ascending statistic: the q
+    of a statistic s is that of the last entry <= s). Returns the attrs (counts, cuts). Memory does not
+    depend on the number of edges (module docstring); ``window_items`` overrides WINDOW_ITEMS (tests);
     ``backend`` computes the rank products (dcoex.backend; default numpy on the host).
     """
     n, k_low = x_low.shape
@@ -311,6 +314,8 @@ def differential_edges(
     for fam in fams:
         fam.finish()
     fam_low, fam_high, fam_diff = fams
+    if on_tables is not None:
+        on_tables({name: (fam.table_s, fam.table_q) for name, fam in zip(("low", "high", "diff"), fams)})
     n_sig_edges = 0
     if on_count is not None:
         on_count(fam_diff.n_sig)

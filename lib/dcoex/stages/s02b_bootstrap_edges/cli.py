@@ -22,7 +22,7 @@ import numpy as np
 
 from dcoex.backend import Backend, for_backend, resolve
 from dcoex.cli import gene_selection_options, parse_batch_size
-from dcoex.edge_files import BootFileWriter, iter_base_edges, read_base_meta
+from dcoex.edge_files import BaseEdgesSha, BootFileWriter, iter_base_edges, read_base_meta, selected_rows
 from dcoex.expression_store import open_expression
 from dcoex.genes import gene_file_path, index_width
 from dcoex.h5io import write_attrs
@@ -46,7 +46,7 @@ from memfit.record import PeakRecorder, h5_attrs, task_sidecar_path, write_sidec
 
 STAGE = "02b"
 CI_METHOD = "percentile (numpy linear interpolation over the finite replicates)"
-STAT_NAMES = ("delta_mean", "delta_std", "ci_low", "ci_high", "bias", "n_finite")
+STAT_NAMES = ("delta_mean", "delta_std", "ci_low", "ci_high", "n_finite", "n_minority")
 
 
 def _sha(*arrays: np.ndarray) -> str:
@@ -54,14 +54,6 @@ def _sha(*arrays: np.ndarray) -> str:
     for array in arrays:
         sha.update(np.ascontiguousarray(array).tobytes())
     return sha.hexdigest()
-
-
-def select_edges(edges: dict[str, np.ndarray], mode: str) -> np.ndarray:
-    """Boolean mask of the base edges that E0 keeps: all (sig_differential) or those also
-    significant in a group (sig_edges = sig_differential ∧ (sig_low ∨ sig_high))."""
-    if mode == "sig_differential":
-        return np.ones(edges["pair_index"].shape, dtype=bool)
-    return edges["sig_low"].astype(bool) | edges["sig_high"].astype(bool)
 
 
 def run_bootstrap(
@@ -166,17 +158,15 @@ def run_bootstrap(
                 pos_low, pos_high = positions_in_group(lb, low), positions_in_group(hb, high)
                 buffer = None  # (B, tile) replicate buffer, grown to the largest tile, reused
                 pool: dict[str, np.ndarray] = {}  # work arrays kept across tiles
-                hashes = [hashlib.sha256() for _ in range(3)]
+                base_sha = BaseEdgesSha()
                 with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
                     writer = BootFileWriter(f, max_edges=n_base, n_boot_stored=n_boot if store_replicates else None)
                     for chunk in iter_base_edges(inputs["path"], chunk_edges=plan.batch_size):
-                        keep = select_edges(chunk, edge_selection)
+                        keep = selected_rows(chunk, edge_selection)
                         e = {name: col[keep] for name, col in chunk.items()}
                         del chunk
                         gi, gj = e["gene_i"].astype(np.int64), e["gene_j"].astype(np.int64)
-                        for sha, column in zip(hashes, (e["pair_index"].astype(np.int64), e["r_low"].astype(np.float32),
-                                                        e["r_high"].astype(np.float32)), strict=True):
-                            sha.update(np.ascontiguousarray(column).tobytes())
+                        base_sha.update(e)
                         delta_base = e["r_high"].astype(np.float32) - e["r_low"].astype(np.float32)
                         if buffer is None or buffer.shape[1] < gi.size:
                             buffer = None
@@ -184,16 +174,10 @@ def run_bootstrap(
                         deltas = replicate_deltas(x_low, x_high, pos_low, pos_high, gene_i=gi, gene_j=gj, out=buffer,
                                                   pool=pool, backend=backend)
                         stats = boot_stats(deltas, delta_base, ci_alpha)
-                        columns = {
-                            "edges/pair_index": e["pair_index"], "edges/gene_i": gi, "edges/gene_j": gj,
-                            "base/delta": delta_base, "base/r_low": e["r_low"], "base/r_high": e["r_high"],
-                            "pval/bootstrap_pval": stats.bootstrap_pval,
-                            **{f"boot/{name}": getattr(stats, name) for name in STAT_NAMES},
-                        }
+                        columns = {f"boot/{name}": getattr(stats, name) for name in STAT_NAMES}
                         writer.append(columns, deltas if store_replicates else None)
                         del deltas, stats, columns, e
-                    base_sha = hashlib.sha256(b"".join(sha.digest() for sha in hashes)).hexdigest()
-                    meta = expected_meta(gene, inputs, _sha(lb, hb), base_sha)
+                    meta = expected_meta(gene, inputs, _sha(lb, hb), base_sha.hexdigest())
                     meta.update(
                         n_sig_edges=writer.n_edges, n_base_edges=n_base, gene_name=names[gene],
                         k_low=low.size, k_high=high.size, kr_low=lb.shape[1], kr_high=hb.shape[1],

@@ -33,5 +33,5 @@ CONTRACT = StageContract(
     stage="02b", package="s02b_bootstrap_edges", title="bootstrap significant edges",
     output="bootstrap_significant", per_gene=True, upstream=("00", "01", "02a"),
     params=(EDGE_SELECTION, CI_ALPHA, CHECK_FDR_ALPHA, CHECK_N_BOOTSTRAP, BATCH_SIZE, STORE_REPLICATES, DEVICE),
-    format="dcoex.bootstrap_edges", format_version=2, inputs_of=_inputs,
+    format="dcoex.bootstrap_edges", format_version=3, inputs_of=_inputs,
 )

@@ -132,13 +132,14 @@ def estimate(
     return MemoryEstimate("02b", components, params)
 
 
-#: Output bytes per edge: the BOOT_DATASETS columns are 60 B before compression (8 + 4 + 4 +
-#: 3·4 + 5·4 + 4 + 8); shuffle + gzip leave ~37 (measured on realistic data), 48 with a margin.
-OUTPUT_BYTES_PER_EDGE = 48
+#: Output bytes per edge (format 3): the BOOT_DATASETS columns are 24 B before compression
+#: (4 float32 + n_finite + n_minority int32); shuffle + gzip leave ~13 (measured on realistic
+#: data, 12,625 × 128, B = 100: docs/stage02b.md), 16 with a margin.
+OUTPUT_BYTES_PER_EDGE = 16
 #: Fixed part of an output file: HDF5 structure, meta, provenance, memfit attributes.
 OUTPUT_FIXED_BYTES = 64 * 1024
-#: gene_names: about this many bytes per gene (variable-length UTF-8, gzip).
-OUTPUT_BYTES_PER_GENE = 16
+#: gene_names: about this many bytes per gene (fixed-length UTF-8, gzip: ~1 measured).
+OUTPUT_BYTES_PER_GENE = 4
 
 
 def output_bytes(*, n_genes: int, n_edges: int, n_boot: int, store_replicates: bool = False) -> int:

@@ -49,6 +49,7 @@ from dcoex.stages.s02b_bootstrap_edges.estimator import (
     replicate_block,
     signs_fit,
 )
+from dcoex.stats import bootstrap_bias, bootstrap_pvalue
 
 #: Cost of one gathered edge relative to one pair of a core matrix product.
 GATHER_COST_RATIO = 24.0
@@ -357,7 +358,7 @@ def replicate_deltas(
 
 @dataclass
 class BootStats:
-    """Per-edge bootstrap statistics (float32 except pval float64, n_finite int32)."""
+    """Per-edge bootstrap statistics (float32 except pval float64, n_finite and n_minority int32)."""
 
     delta_mean: np.ndarray
     delta_std: np.ndarray
@@ -366,6 +367,7 @@ class BootStats:
     bias: np.ndarray
     bootstrap_pval: np.ndarray
     n_finite: np.ndarray
+    n_minority: np.ndarray
 
 
 def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -379,11 +381,11 @@ def boot_stats(deltas: np.ndarray, delta_base: np.ndarray, ci_alpha: float) -> B
 
     Over the n finite replicates of an edge: mean, sd (ddof 1), percentile CI at
     100·ci_alpha/2 and 100·(1 − ci_alpha/2) with numpy.percentile's "linear" method
-    (virtual index (n−1)·q), bias = mean − Δ_base, and
-    bootstrap_pval = max(2·min(#{Δ>0}, #{Δ<0})/n, 1/n). NaN where n < 2. Rows are
-    processed in blocks (C-ordered copies) so temporaries stay within STATS_WORK_BYTES:
-    counts and sums by kernels.row_moments (numpy's float64 pairwise sums), percentiles
-    from numpy's sort of the copy.
+    (virtual index (n−1)·q), bias = mean (float32) − Δ_base, n_minority = min(#{Δ>0}, #{Δ<0}) and
+    bootstrap_pval = max(2·n_minority/n, 1/n) (dcoex.stats.bootstrap_bias / bootstrap_pvalue,
+    which readers of the 02b file use too). NaN where n < 2. Rows are processed in blocks
+    (C-ordered copies) so temporaries stay within STATS_WORK_BYTES: counts and sums by
+    kernels.row_moments (numpy's float64 pairwise sums), percentiles from numpy's sort of the copy.
     """
     n_edges, n_boot = deltas.shape
     step = int(max(1, STATS_WORK_BYTES // max(16 * n_boot, 1)))
@@ -405,7 +407,7 @@ def _block_stats(deltas: np.ndarray, e0: int, e1: int, copy: np.ndarray, *, delt
     n_safe = np.maximum(n_f, 1)
     mean = total / n_safe
     var = squares / np.maximum(n_f - 1, 1)
-    pval = np.maximum(2.0 * np.minimum(pos, neg) / n_safe, 1.0 / n_safe)
+    minority = np.minimum(pos, neg)
     block.sort(axis=1)  # NaN last
     bounds = []
     rows = np.arange(block.shape[0])
@@ -418,12 +420,14 @@ def _block_stats(deltas: np.ndarray, e0: int, e1: int, copy: np.ndarray, *, delt
         bounds.append(_lerp(a, b, h - lo))
     undefined = n_f < 2
     out = []
-    for values in (mean, np.sqrt(var), bounds[0], bounds[1], mean - delta_base.astype(np.float64), pval):
+    for values in (mean, np.sqrt(var), bounds[0], bounds[1]):
         values = np.asarray(values, dtype=np.float64)
         values[undefined] = np.nan
         out.append(values)
+    delta_mean = out[0].astype(np.float32)
     return BootStats(
-        delta_mean=out[0].astype(np.float32), delta_std=out[1].astype(np.float32),
+        delta_mean=delta_mean, delta_std=out[1].astype(np.float32),
         ci_low=out[2].astype(np.float32), ci_high=out[3].astype(np.float32),
-        bias=out[4].astype(np.float32), bootstrap_pval=out[5], n_finite=n_f.astype(np.int32),
+        bias=bootstrap_bias(delta_mean, delta_base), bootstrap_pval=bootstrap_pvalue(minority, n_f),
+        n_finite=n_f.astype(np.int32), n_minority=minority.astype(np.int32),
     )

@@ -42,7 +42,11 @@ class Network:
     """Everything written to ``networks/{gi}_{gene}.h5`` (see io.write_network)."""
 
     meta: dict[str, Any]
+    #: every network edge column (io.NETWORK_EDGE_DTYPES), in memory
     edges: dict[str, np.ndarray]
+    #: what the file stores of them: ``selected`` (bool over the candidate rows E0) and
+    #: ``qual_score`` (int8 per network edge); the rest is read from 02a/02b (io.iter_network_edges)
+    stored: dict[str, np.ndarray]
     qual_summary: dict[str, int]
     topology: dict[str, tuple[dict[str, Any], np.ndarray]]
     focus: dict[str, Any]
@@ -81,6 +85,10 @@ def reconstruct(inputs: GeneInputs, options: NetworkOptions) -> Network:
         "qual_score": codes,
         "qual_label": np.asarray(CLASS_LABELS, dtype=object)[codes],
     }
+    selected = np.ones(inputs.n_candidates, dtype=bool) if inputs.selected is None else inputs.selected.copy()
+    rows = np.flatnonzero(selected)
+    selected[rows[~keep]] = False
+    stored = {"selected": selected, "qual_score": codes}
     counts = class_counts(codes)
     topology = {
         "low": global_topology(gi[present_low], gj[present_low], n, und),
@@ -121,4 +129,4 @@ def reconstruct(inputs: GeneInputs, options: NetworkOptions) -> Network:
         "mean_abs_delta": float(abs_delta.mean()) if abs_delta.size else und,
         "max_abs_delta": float(abs_delta.max()) if abs_delta.size else und,
     }
-    return Network(meta, edges, counts, topology, focus)
+    return Network(meta, edges, stored, counts, topology, focus)

@@ -10,6 +10,7 @@ stop the others (exit 1 at the end, naming them).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -102,7 +103,8 @@ def run_network(
     max_edges = max_candidates = 0
     for g in genes:
         n_candidates, upstream_of[g] = base_summary(gene_file_path(base_dir, g, names[g], n))
-        n_network = network_edge_count(gene_file_path(boot_dir, g, names[g], n), keep) if n_candidates else 0
+        n_network = network_edge_count(gene_file_path(base_dir, g, names[g], n), gene_file_path(boot_dir, g, names[g], n),
+                                       keep) if n_candidates else 0
         max_edges = max(max_edges, n_candidates if n_network is None else n_network)
         max_candidates = max(max_candidates, n_candidates)
     est = estimate(n_genes=n, n_edges=max_edges, n_candidates=max_candidates)
@@ -129,15 +131,15 @@ def run_network(
         def process(g: int, path: Path) -> None:
             t0 = time.monotonic()
             name = names[g]
-            inputs = read_gene_inputs(
-                gene_file_path(base_dir, g, name, n), gene_file_path(boot_dir, g, name, n), g, name, n,
-                keep=keep,
-            )
+            base_path, boot_path = gene_file_path(base_dir, g, name, n), gene_file_path(boot_dir, g, name, n)
+            inputs = read_gene_inputs(base_path, boot_path, g, name, n, keep=keep)
             if expr_sha and inputs.upstream.get("expr_content_sha256") not in ("", expr_sha):
                 raise InputError(f"gene {g} ({name}): base file was made from another expression matrix than {expr_h5}")
             network = reconstruct(inputs, options)
+            network.meta.update(base_file=Path(os.path.relpath(base_path, path.parent)).as_posix(),
+                                boot_file=Path(os.path.relpath(boot_path, path.parent)).as_posix())
             with atomic_output(path) as tmp:
-                f = write_network(tmp, network.meta, network.edges, qual_summary=network.qual_summary,
+                f = write_network(tmp, network.meta, network.stored, qual_summary=network.qual_summary,
                                   topology=network.topology, focus=network.focus, gene_names=names_array)
                 try:
                     write_provenance(f, CONTRACT.wanted(values, upstream, g))

@@ -25,5 +25,5 @@ def _inputs(values: Mapping[str, Any], upstream: Upstream, gene: int | None) -> 
 CONTRACT = StageContract(
     stage="03", package="s03_network", title="differential network", output="networks", per_gene=True,
     upstream=("02a", "02b"), params=(MIN_EFFECT, CORR_THRESHOLD, NO_CI_FILTER, ZERO_UNDEFINED),
-    format="dcoex.network", format_version=1, inputs_of=_inputs,
+    format="dcoex.network", format_version=2, inputs_of=_inputs,
 )

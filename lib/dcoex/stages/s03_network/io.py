@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,14 +13,32 @@ from typing import Any
 import h5py
 import numpy as np
 
-from dcoex.edge_files import BASE_EDGE_DTYPES, iter_base_edges, read_base_meta
+from dcoex.edge_files import BASE_EDGE_DTYPES, BOOT_EDGE_DTYPES, iter_boot_edges, read_base_meta, write_gene_names
 from dcoex.h5io import attr_value, open_h5_input, plain_attr, read_meta, write_attrs, write_dataset
 from dcoex.stages.params import EDGE_SELECTIONS
+from dcoex.stages.s03_network.classify import CLASS_LABELS, presence
 from dcoex.stages.s03_network.estimator import READ_CHUNK_EDGES
 from hpc.errors import InputError
 
 #: Format tag of the stage 03 files; 03b refuses files of another format.
-NETWORK_FORMAT = "dcoex-network/1"
+NETWORK_FORMAT = "dcoex-network/2"
+
+#: Network edge columns ``iter_network_edges`` gives (name → dtype): from the 02a/02b files
+#: (joined by ``dcoex.edge_files.iter_boot_edges``; the name there in NETWORK_SOURCES), the class
+#: code stored by 03 (``qual_score``) and what follows from them (presence, ``qual_label``).
+NETWORK_EDGE_DTYPES = {
+    "pair_index": np.int64, "gene_i": np.int32, "gene_j": np.int32, "delta_base": np.float32,
+    "delta_boot_mean": np.float32, "delta_boot_std": np.float32, "ci_low": np.float32, "ci_high": np.float32,
+    "bias": np.float32, "r_low": np.float32, "r_high": np.float32, "pval_diff": np.float64,
+    "qval_diff": np.float64, "pval_boot": np.float64, "sig_low": np.bool_, "sig_high": np.bool_,
+    "present_low": np.bool_, "present_high": np.bool_, "qual_score": np.int8, "qual_label": object,
+}
+NETWORK_SOURCES = {
+    "pair_index": "pair_index", "gene_i": "gene_i", "gene_j": "gene_j", "delta_base": "delta",
+    "delta_boot_mean": "delta_mean", "delta_boot_std": "delta_std", "ci_low": "ci_low", "ci_high": "ci_high",
+    "bias": "bias", "r_low": "r_low", "r_high": "r_high", "pval_diff": "p_diff", "qval_diff": "q_diff",
+    "pval_boot": "bootstrap_pval", "sig_low": "sig_low", "sig_high": "sig_high",
+}
 
 #: meta attributes that must be equal across the gene files of one run (03b checks them).
 RUN_PARAMETERS: tuple[str, ...] = (
@@ -37,11 +55,7 @@ STAGE_PARAMETERS: tuple[str, ...] = ("min_effect", "corr_threshold", "require_ci
 SUMMARY_ATTR = "summary_json"
 
 _BASE_EDGE_FIELDS = ("pair_index", "gene_i", "gene_j", "r_low", "r_high", "delta", "p_diff", "q_diff", "sig_low", "sig_high")
-_BOOT_FIELDS = {
-    "delta_mean": "boot/delta_mean", "delta_std": "boot/delta_std", "ci_low": "boot/ci_low",
-    "ci_high": "boot/ci_high", "bias": "boot/bias", "bootstrap_pval": "pval/bootstrap_pval",
-}
-_BOOT_DTYPES = {"bootstrap_pval": np.float64}
+_BOOT_FIELDS = ("delta_mean", "delta_std", "ci_low", "ci_high", "bias", "bootstrap_pval")
 
 
 @dataclass
@@ -55,6 +69,8 @@ class GeneInputs:
     upstream: dict[str, Any] = field(default_factory=dict)
     #: candidate edges |E0| read (``edges`` holds those that the reader's filter kept)
     n_candidates: int = 0
+    #: which of the |E0| candidate rows the reader's filter kept (bool; None: all)
+    selected: np.ndarray | None = None
 
     @property
     def n_edges(self) -> int:
@@ -89,17 +105,15 @@ def base_summary(base_path: Path) -> tuple[int, dict[str, Any]]:
         return 0, {}
 
 
-def network_edge_count(boot_path: Path, keep: Callable[[Mapping[str, np.ndarray]], np.ndarray]) -> int | None:
-    """Edges of the 02b file that ``keep`` keeps (a mask of a chunk of its ``delta``,
-    ``ci_low``, ``ci_high``), read READ_CHUNK_EDGES at a time; None if it cannot be read."""
+def network_edge_count(base_path: Path, boot_path: Path,
+                       keep: Callable[[Mapping[str, np.ndarray]], np.ndarray]) -> int | None:
+    """Edges of the 02b file (joined with its 02a file) that ``keep`` keeps (a mask of a chunk of
+    the joined columns: ``delta``, ``ci_low``, ``ci_high``, ...), read READ_CHUNK_EDGES at a time;
+    None if they cannot be read."""
     try:
-        with h5py.File(boot_path, "r") as f:
-            columns = {"delta": f["base/delta"], "ci_low": f["boot/ci_low"], "ci_high": f["boot/ci_high"]}
-            total = columns["delta"].shape[0]
-            return int(sum(
-                np.count_nonzero(keep({name: col[e0 : e0 + READ_CHUNK_EDGES] for name, col in columns.items()}))
-                for e0 in range(0, total, READ_CHUNK_EDGES)))
-    except (OSError, KeyError):
+        return int(sum(np.count_nonzero(keep(chunk))
+                       for chunk in iter_boot_edges(base_path, boot_path, chunk_edges=READ_CHUNK_EDGES)))
+    except (OSError, KeyError, ValueError, InputError):
         return None
 
 
@@ -113,8 +127,9 @@ def read_gene_inputs(
     keep: Callable[[Mapping[str, np.ndarray]], np.ndarray] | None = None,
     chunk_edges: int = READ_CHUNK_EDGES,
 ) -> GeneInputs:
-    """Read E0 of one gene from its 02a and 02b files, check that they agree, and keep the
-    edges for which ``keep`` (a mask of a chunk of E0's columns; default: all) is true.
+    """Read E0 of one gene from its 02a and 02b files (``dcoex.edge_files.iter_boot_edges``),
+    check that they agree, and keep the edges for which ``keep`` (a mask of a chunk of E0's
+    columns; default: all) is true.
 
     The files are read ``chunk_edges`` edges at a time, so memory is one chunk plus the
     kept edges. Raises InputError naming the gene and the disagreement (gene, n_genes,
@@ -134,97 +149,48 @@ def read_gene_inputs(
         "k_high": int(meta.get("k_high", -1)),
         "expr_content_sha256": str(meta.get("expr_content_sha256", "")),
     }
+    empty = {**{name: np.zeros(0, dtype=BASE_EDGE_DTYPES[name]) for name in _BASE_EDGE_FIELDS},
+             **{name: np.zeros(0, dtype=BOOT_EDGE_DTYPES[name]) for name in _BOOT_FIELDS}}
     if not Path(boot_path).exists():
         if n_base:
             raise InputError(f"gene {gene}: bootstrap (02b) file {boot_path} is missing but the base file has {n_base} edges")
-        edges = {name: np.zeros(0, dtype=BASE_EDGE_DTYPES[name]) for name in _BASE_EDGE_FIELDS}
-        for name in _BOOT_FIELDS:
-            edges[name] = np.zeros(0, dtype=_BOOT_DTYPES.get(name, np.float32))
-        return GeneInputs(gene_index, gene_name, n_genes, edges, upstream, n_candidates=0)
+        return GeneInputs(gene_index, gene_name, n_genes, empty, upstream, n_candidates=0)
     with _open(Path(boot_path), "bootstrap (02b)", gene) as f:
         try:
             bmeta = read_meta(f["meta"])
-            _check_gene(bmeta, boot_path, "bootstrap (02b)", gene, gene_index=gene_index, gene_name=gene_name,
-                        n_genes=n_genes)
-            mode = str(bmeta.get("edge_selection_mode", "sig_differential"))
-            if mode not in EDGE_SELECTIONS:
-                raise InputError(f"gene {gene}: bootstrap (02b) file {boot_path} has unknown edge_selection_mode {mode!r}")
-            boot_pairs = f["edges/pair_index"]
-            values = {name: f[dset] for name, dset in _BOOT_FIELDS.items()}
         except KeyError as exc:
             raise InputError(f"gene {gene}: bootstrap (02b) file {boot_path} lacks {exc}") from None
-        n_boot = int(boot_pairs.shape[0])
-        if any(v.shape != (n_boot,) for v in values.values()):
-            raise InputError(f"gene {gene}: bootstrap (02b) file {boot_path} has value datasets not of length {n_boot}")
-        for key in ("expr_content_sha256", "k_low", "k_high", "fdr_alpha"):
-            if key in bmeta and key in meta and bmeta[key] != meta[key]:
-                raise InputError(
-                    f"gene {gene}: base and bootstrap files disagree on {key} ({meta[key]!r} vs {bmeta[key]!r})"
-                )
-        parts: list[dict[str, np.ndarray]] = []
-        n0, last, differ, first = 0, -1, 0, None
-        try:
-            for chunk in iter_base_edges(Path(base_path), chunk_edges=chunk_edges):
-                pair = chunk["pair_index"].astype(np.int64)
-                gi, gj = chunk["gene_i"].astype(np.int64), chunk["gene_j"].astype(np.int64)
-                if pair.size and (pair[0] <= last or np.any(np.diff(pair) <= 0) or np.any(gi >= gj) or gi.min() < 0
-                                  or gj.max() >= n_genes
-                                  or np.any(pair != gi * (2 * n_genes - gi - 1) // 2 + (gj - gi - 1))):
-                    raise InputError(
-                        f"gene {gene}: base (02a) file {base_path} has unsorted, duplicate, out-of-range edges "
-                        "or pair_index not matching gene_i/gene_j"
-                    )
-                last = int(pair[-1]) if pair.size else last
-                e = {name: chunk[name] for name in _BASE_EDGE_FIELDS}
-                if mode == "sig_edges":
-                    chosen = e["sig_low"].astype(bool) | e["sig_high"].astype(bool)
-                    e = {k: v[chosen] for k, v in e.items()}
-                m = e["pair_index"].size
-                stop = min(n0 + m, n_boot)
-                theirs = boot_pairs[n0:stop].astype(np.int64)
-                ours = e["pair_index"][: stop - n0].astype(np.int64)
-                bad = np.flatnonzero(ours != theirs)
-                if bad.size and first is None:
-                    first = (n0 + int(bad[0]), int(ours[bad[0]]), int(theirs[bad[0]]))
-                differ += int(bad.size)
-                if stop - n0 == m:
-                    for name, dataset in values.items():
-                        e[name] = dataset[n0:stop]
-                    mask = np.ones(m, dtype=bool) if keep is None else np.asarray(keep(e), dtype=bool)
-                    parts.append({k: v[mask] for k, v in e.items()})
-                n0 += m
-        except ValueError as exc:
-            raise InputError(f"gene {gene}: base (02a) file: {exc}") from None
-    _check_edge_counts(n0, n_boot, differ=differ, first=first, gene=gene, mode=mode)
-    if not parts:
-        parts = [{**{name: np.zeros(0, dtype=BASE_EDGE_DTYPES[name]) for name in _BASE_EDGE_FIELDS},
-                  **{name: np.zeros(0, dtype=_BOOT_DTYPES.get(name, np.float32)) for name in _BOOT_FIELDS}}]
-    edges = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    _check_gene(bmeta, boot_path, "bootstrap (02b)", gene, gene_index=gene_index, gene_name=gene_name, n_genes=n_genes)
+    mode = str(bmeta.get("edge_selection_mode", "sig_differential"))
+    if mode not in EDGE_SELECTIONS:
+        raise InputError(f"gene {gene}: bootstrap (02b) file {boot_path} has unknown edge_selection_mode {mode!r}")
+    for key in ("expr_content_sha256", "k_low", "k_high", "fdr_alpha"):
+        if key in bmeta and key in meta and bmeta[key] != meta[key]:
+            raise InputError(f"gene {gene}: base and bootstrap files disagree on {key} ({meta[key]!r} vs {bmeta[key]!r})")
+    parts: list[dict[str, np.ndarray]] = []
+    masks: list[np.ndarray] = []
+    n0, last = 0, -1
+    try:
+        for chunk in iter_boot_edges(Path(base_path), Path(boot_path), chunk_edges=chunk_edges):
+            pair = chunk["pair_index"]
+            if pair.size and (pair[0] <= last or np.any(np.diff(pair) <= 0) or pair[-1] >= upstream["n_tests"]):
+                raise InputError(f"gene {gene}: base (02a) file {base_path} has unsorted, duplicate or out-of-range edges")
+            last = int(pair[-1]) if pair.size else last
+            e = {name: chunk[name] for name in (*_BASE_EDGE_FIELDS, *_BOOT_FIELDS)}
+            n0 += pair.size
+            mask = np.ones(pair.size, dtype=bool) if keep is None else np.asarray(keep(e), dtype=bool)
+            parts.append({k: v[mask] for k, v in e.items()})
+            masks.append(mask)
+    except ValueError as exc:
+        raise InputError(f"gene {gene}: {exc}") from None
+    edges = {name: np.concatenate([p[name] for p in parts]) if parts else col for name, col in empty.items()}
     upstream.update(
         edge_selection=mode,
         ci_alpha=float(bmeta.get("ci_alpha", float("nan"))),
         n_bootstrap=int(bmeta.get("n_bootstrap", -1)),
     )
-    return GeneInputs(gene_index, gene_name, n_genes, edges, upstream, n_candidates=n0)
-
-
-def _check_edge_counts(
-    n_base: int, n_boot: int, *, differ: int, first: tuple[int, int, int] | None, gene: str, mode: str
-) -> None:
-    """The 02b edges must be exactly the 02a edges that its edge_selection_mode selects
-    (``differ`` positions differ, the first at ``first`` = (position, base, bootstrap))."""
-    if n_base != n_boot:
-        raise InputError(
-            f"gene {gene}: edge sets differ: base (02a) file has {n_base} {mode} edges, "
-            f"bootstrap (02b) file has {n_boot} (edge_selection_mode={mode})"
-        )
-    if differ:
-        k, ours, theirs = first
-        raise InputError(
-            f"gene {gene}: edge sets differ at {differ} of {n_base} positions "
-            f"(first: position {k}, base pair_index {ours}, bootstrap {theirs}; "
-            f"edge_selection_mode={mode})"
-        )
+    selected = np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
+    return GeneInputs(gene_index, gene_name, n_genes, edges, upstream, n_candidates=n0, selected=selected)
 
 
 #: Established names of the focus edge-set statistics (``focus_gene/direct_stats`` …)
@@ -240,6 +206,57 @@ ESTABLISHED_STAT_ALIASES = {
 
 def _with_established_names(stats: Mapping[str, Any]) -> dict[str, Any]:
     return {**stats, **{alias: stats[name] for alias, name in ESTABLISHED_STAT_ALIASES.items()}}
+
+
+def iter_network_edges(network: h5py.File, *, chunk_edges: int = READ_CHUNK_EDGES) -> Iterator[dict[str, np.ndarray]]:
+    """The edges of an open stage 03 file, every NETWORK_EDGE_DTYPES column, in file order, in
+    chunks of at most ``chunk_edges`` (of its 02a file's edges: fewer network edges). Format 2
+    stores the selection of the candidate rows and the class codes; the rest comes from the
+    02a and 02b files named in ``meta`` (``base_file``, ``boot_file``, relative to the network
+    file's folder) through ``iter_boot_edges``. Format-1 files (every column stored) read as
+    they are. InputError (one line) if the inputs cannot be read or do not match."""
+    path = Path(network.filename)
+    try:
+        meta = read_meta(network["meta"])
+        group = network["edges"]
+        if "qual_label" in group:  # format 1: stored columns
+            n = int(group["pair_index"].shape[0])
+            for start in range(0, n, chunk_edges):
+                chunk = {name: group[name][start : start + chunk_edges] for name in NETWORK_EDGE_DTYPES}
+                chunk["qual_label"] = np.array([s.decode() if isinstance(s, bytes) else str(s)
+                                                for s in chunk["qual_label"]], dtype=object)
+                yield chunk
+            return
+        selected, codes = group["selected"], group["qual_score"]
+        n_rows, n_edges = int(selected.shape[0]), int(codes.shape[0])
+        base, boot = path.parent / str(meta["base_file"]), path.parent / str(meta["boot_file"])
+        tau = float(meta["corr_threshold"])
+    except KeyError as exc:
+        raise InputError(f"{path}: not a readable stage 03 network file (lacks {exc})") from None
+    row0 = net0 = 0
+    labels = np.asarray(CLASS_LABELS, dtype=object)
+    try:
+        chunks = iter_boot_edges(base, boot, chunk_edges=chunk_edges) if n_rows else iter(())
+        for chunk in chunks:
+            m = int(chunk["pair_index"].size)
+            sel = selected[row0 : row0 + m]
+            if sel.size != m:
+                break
+            row0 += m
+            k = int(np.count_nonzero(sel))
+            out = {name: np.asarray(chunk[source][sel], dtype=NETWORK_EDGE_DTYPES[name])
+                   for name, source in NETWORK_SOURCES.items()}
+            out["present_low"] = presence(out["r_low"], out["sig_low"], tau)
+            out["present_high"] = presence(out["r_high"], out["sig_high"], tau)
+            out["qual_score"] = codes[net0 : net0 + k].astype(np.int8)
+            out["qual_label"] = labels[out["qual_score"]]
+            net0 += k
+            yield out
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{path}: cannot read its network edges: {exc}") from None
+    if row0 != n_rows or net0 != n_edges:
+        raise InputError(f"{path}: its 02a/02b files ({base}, {boot}) hold other candidate edges than the "
+                         f"{n_rows} it selected {n_edges} network edges from (recompute stage 03)")
 
 
 def write_network(
@@ -260,6 +277,7 @@ def write_network(
         group = f.create_group("edges")
         for name, data in edges.items():
             write_dataset(group, name, data)
+        write_attrs(group, {"qual_labels": list(CLASS_LABELS)})
         write_attrs(group.create_group("qual_summary"), qual_summary)
         topo = f.create_group("topology")
         for name, (attrs, degrees) in topology.items():
@@ -273,7 +291,7 @@ def write_network(
         for name in ("direct_stats", "two_layer_stats", "full_stats"):
             write_attrs(fg.create_group(name), _with_established_names(focus[name]))
         write_attrs(fg.create_group("metrics"), focus["metrics"])
-        write_dataset(f, "gene_names", gene_names)
+        write_gene_names(f, gene_names)
         record = {"meta": {k: plain_attr(v) for k, v in meta.items()},
                   "metrics": {k: plain_attr(v) for k, v in focus["metrics"].items()}}
         write_attrs(f["meta"], {SUMMARY_ATTR: json.dumps(record, sort_keys=True)})

@@ -11,14 +11,17 @@ from __future__ import annotations
 from memfit.estimate import MemoryEstimate
 from memfit.units import MiB
 
-#: Interpreter with numpy, h5py, click and tqdm (no scipy, unlike the shared baseline):
-#: 48 MiB measured after the imports.
-PYTHON_BYTES = 48 * MiB
+#: Interpreter with numpy, h5py, click, tqdm and the 03 network reader (dcoex.edge_files with
+#: scipy.special for the derived p-values): 63 MiB measured after the imports.
+PYTHON_BYTES = 64 * MiB
 #: HDF5 library buffers of the open files.
 HDF5_BYTES = 6 * MiB
 BYTES_PER_GENE = 400
-#: Bytes per edge of one chunk: the columns read and the per-end temporaries.
-BYTES_PER_CHUNK_EDGE = 120
+#: Bytes per candidate edge of one chunk: the network file is read through its 02a/02b files
+#: (dcoex.stages.s03_network.io.iter_network_edges), a chunk of EDGE_CHUNK candidate rows with
+#: every joined column (~110 B), the network columns (~60 B), the derived p/q temporaries and the
+#: per-end temporaries.
+BYTES_PER_CHUNK_EDGE = 300
 #: Bytes per (reference gene, focus gene, metric) value: float64, the established int32 copies,
 #: the per-file rows and HDF5 write buffers (measured 300 x 300 x 10: 69 MiB in all).
 BYTES_PER_VALUE = 24
@@ -27,11 +30,12 @@ BYTES_PER_VALUE = 24
 def estimate(n_genes: int, n_ref_genes: int | None = None, n_focus: int = 10, n_edges: int | None = None,
              **_: object) -> MemoryEstimate:
     """Predicted peak RSS (bytes) of stage 04: ``n_ref_genes`` network files (default N),
-    ``n_focus`` focus genes, the largest file's ``n_edges`` (default: a whole chunk)."""
+    ``n_focus`` focus genes; ``n_edges`` (the largest file's) is recorded: edges are read a
+    whole chunk of candidate rows at a time."""
     from dcoex.stages.s04_focus_topology.science import EDGE_CHUNK, METRICS
 
     refs = int(n_genes) if n_ref_genes is None else int(n_ref_genes)
-    chunk = EDGE_CHUNK if n_edges is None else min(int(n_edges), EDGE_CHUNK)
+    chunk = EDGE_CHUNK  # candidate rows per chunk: a file's candidates are not known here, only its network edges
     components = {
         "python": PYTHON_BYTES,
         "hdf5": HDF5_BYTES,

@@ -20,6 +20,7 @@ from dcoex.genes import gene_file_path
 from dcoex.h5io import decode_strings
 from dcoex.progress import progress
 from dcoex.provenance import read_provenance
+from dcoex.stages.s03_network.io import iter_network_edges
 from dcoex.stages.s03b_collect.contract import networks_digest
 from dcoex.stages.upstream import FileUpstream
 from hpc.errors import InputError
@@ -31,8 +32,8 @@ METRICS: tuple[str, ...] = (
 )
 #: Metrics that are counts (written as integers in the TSV).
 INTEGER_METRICS = frozenset(METRICS[:-1])
-#: Edges read from a network file at a time.
-EDGE_CHUNK = 1 << 18
+#: Candidate edges (rows of a network's 02a/02b files) read at a time.
+EDGE_CHUNK = 1 << 16
 #: qual_score codes (docs/design.md §4.7) of the class counts, in METRICS order.
 _CLASS_CODES = {"n_disappear": 1, "n_new": 2, "n_sign_change": 3, "n_strengthen": 4, "n_weaken": 5}
 _REWIRE_CODES = (1, 2, 3)
@@ -107,18 +108,15 @@ def incident_metrics(network: h5py.File, position: np.ndarray, n_rows: int) -> n
     """(n_rows, len(METRICS)) float64: for every gene v with ``position[v] >= 0``, the METRICS
     of the edges of this stage 03 file that touch v, in row ``position[v]``."""
     out = np.zeros((n_rows, len(METRICS)), dtype=np.float64)
-    edges = network["edges"]
-    n_edges = int(edges["pair_index"].shape[0])
     col = {m: k for k, m in enumerate(METRICS)}
-    for start in range(0, n_edges, EDGE_CHUNK):
-        stop = min(n_edges, start + EDGE_CHUNK)
-        code = edges["qual_score"][start:stop].astype(np.int64)
-        low = edges["present_low"][start:stop].astype(np.float64)
-        high = edges["present_high"][start:stop].astype(np.float64)
-        abs_delta = np.abs(edges["delta_base"][start:stop].astype(np.float64))
+    for edges in iter_network_edges(network, chunk_edges=EDGE_CHUNK):
+        code = edges["qual_score"].astype(np.int64)
+        low = edges["present_low"].astype(np.float64)
+        high = edges["present_high"].astype(np.float64)
+        abs_delta = np.abs(edges["delta_base"].astype(np.float64))
         rewire = np.isin(code, _REWIRE_CODES).astype(np.float64)
         for end in ("gene_i", "gene_j"):
-            rows = position[edges[end][start:stop]]
+            rows = position[edges[end]]
             hit = rows >= 0
             if not hit.any():
                 continue

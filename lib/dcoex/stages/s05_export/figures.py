@@ -18,6 +18,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from dcoex.stages.s03_network.classify import CLASS_LABELS
+from dcoex.stages.s03_network.io import iter_network_edges
 from dcoex.stages.s05_export.permutation import HubPvalues, NullValues
 
 #: Colour of each edge class (qual_score order: unchanged, disappear, new, sign_change, strengthen, weaken).
@@ -140,10 +141,12 @@ def ego_network(stem: Path, graph: nx.Graph, ego: str) -> list[Path]:
 def delta_distribution(stem: Path, network: h5py.File, gene: str) -> list[Path]:
     """Δr = r_high − r_low over a hub's differential network, by edge class, and r_low
     against r_high (an even subsample of at most SCATTER_POINTS edges)."""
-    edges = network["edges"]
-    delta = edges["delta_base"][()].astype(np.float64)
-    r_low, r_high = edges["r_low"][()].astype(np.float64), edges["r_high"][()].astype(np.float64)
-    code = edges["qual_score"][()].astype(np.int64)
+    wanted = {"delta_base": np.float64, "r_low": np.float64, "r_high": np.float64, "qual_score": np.int64}
+    parts: dict[str, list[np.ndarray]] = {name: [np.zeros(0, dtype)] for name, dtype in wanted.items()}
+    for chunk in iter_network_edges(network):
+        for name, dtype in wanted.items():
+            parts[name].append(chunk[name].astype(dtype))
+    delta, r_low, r_high, code = (np.concatenate(parts[name]) for name in wanted)
     fig = Figure(figsize=(10, 4))
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     bins = np.linspace(-2, 2, 81)

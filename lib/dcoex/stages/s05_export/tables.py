@@ -18,6 +18,7 @@ import networkx as nx
 import numpy as np
 from networkx.readwrite.graphml import GraphMLWriter
 
+from dcoex.stages.s03_network.io import iter_network_edges
 from dcoex.stages.s04_focus_topology.science import METRICS, incident_metrics
 
 EDGE_FIELDS = ("gene_i", "gene_j", "delta_base", "r_low", "r_high", "ci_low", "ci_high", "qval_diff",
@@ -42,14 +43,9 @@ def _f4(v: float) -> str:
 
 
 def _chunks(network: h5py.File):
-    edges = network["edges"]
-    n = int(edges["pair_index"].shape[0])
-    for start in range(0, n, EXPORT_CHUNK):
-        stop = min(n, start + EXPORT_CHUNK)
-        chunk = {k: edges[k][start:stop] for k in EDGE_FIELDS}
-        chunk["qual_label"] = np.array([s.decode() if isinstance(s, bytes) else str(s) for s in chunk["qual_label"]],
-                                       dtype=object)
-        yield chunk
+    """The network's edges (``EDGE_FIELDS``) in chunks of at most EXPORT_CHUNK candidate edges."""
+    for chunk in iter_network_edges(network, chunk_edges=EXPORT_CHUNK):
+        yield {k: chunk[k] for k in EDGE_FIELDS}
 
 
 def write_edge_tables(network: h5py.File, folder: Path, names: Sequence[str]) -> None:

@@ -1,0 +1,88 @@
+"""Per-gene file helpers of dcoex.edge_files: gene names, q tables."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from dcoex.edge_files import q_from_table, write_gene_names
+from dcoex.h5io import write_dataset
+from dcoex.stages.s03_network.io import read_gene_names
+
+
+def test_gene_names_round_trip_and_size(tmp_path):
+    """Fixed-length UTF-8 names read back as written (multi-byte ones too) and take far less
+    space than the variable-length strings they replace."""
+    names = [f"G{i:05d}" for i in range(12_625)] + ["bé", "ü-γ", ""]
+    with h5py.File(tmp_path / "fixed.h5", "w") as f:
+        write_gene_names(f, names)
+        assert h5py.check_string_dtype(f["gene_names"].dtype).encoding == "utf-8"
+    with h5py.File(tmp_path / "vlen.h5", "w") as f:
+        write_dataset(f, "gene_names", np.array(names, dtype=object))
+    assert read_gene_names(tmp_path / "fixed.h5") == names == read_gene_names(tmp_path / "vlen.h5")
+    fixed, vlen = ((tmp_path / n).stat().st_size for n in ("fixed.h5", "vlen.h5"))
+    assert fixed < vlen / 5, (fixed, vlen)
+
+
+def test_q_from_table_is_the_last_entry_at_or_below():
+    """The q of a statistic is that of the last table entry <= it (naive loop), NaN below."""
+    rng = np.random.default_rng(3)
+    stat = np.sort(rng.uniform(0.2, 1.0, 50))
+    q = np.sort(rng.uniform(0, 0.05, 50))[::-1]
+    values = np.concatenate([rng.uniform(0, 1, 500), stat])
+    want = [q[max(i for i in range(stat.size) if stat[i] <= v)] if v >= stat[0] else np.nan for v in values]
+    np.testing.assert_array_equal(q_from_table((stat, q), values), want)
+    assert np.isnan(q_from_table((np.empty(0), np.empty(0)), values)).all()
+
+
+def _write_pair(tmp_path, r_low: np.ndarray, r_high: np.ndarray, *, sha_of: tuple[np.ndarray, np.ndarray]):
+    """A 02a file (format 3) with the given r's and a 02b file whose base_edges_sha is that of
+    ``sha_of`` (r_low, r_high) over the same pairs; returns their paths."""
+    from dcoex.edge_files import BaseEdgesSha, BaseEdgeWriter, BootFileWriter
+
+    n_genes, m = 40, r_low.size
+    pair = np.arange(0, 3 * m, 3, dtype=np.int64)
+    tables = {name: (np.array([0.0]), np.array([0.01])) for name in ("low", "high", "diff")}
+    meta = {"n_genes": n_genes, "k_low": 20, "k_high": 20, "cut_low": 0.0, "cut_high": 0.0}
+    base, boot = tmp_path / "base.h5", tmp_path / "boot.h5"
+    with h5py.File(base, "w") as f:
+        writer = BaseEdgeWriter(f, n_genes=n_genes, n_edges=m, tables=tables)
+        writer.append({"pair_index": pair, "r_low": r_low, "r_high": r_high, "q_diff": np.full(m, 0.01)})
+        writer.close(meta, [f"g{i}" for i in range(n_genes)])
+    sha = BaseEdgesSha()
+    sha.update({"pair_index": pair, "r_low": sha_of[0], "r_high": sha_of[1]})
+    minority = np.arange(m, dtype=np.int32) % 7
+    with h5py.File(boot, "w") as f:
+        writer = BootFileWriter(f, max_edges=m)
+        writer.append({"boot/delta_mean": r_high - r_low + np.float32(0.05), "boot/delta_std": np.full(m, 0.1, np.float32),
+                       "boot/ci_low": r_high - r_low - 0.2, "boot/ci_high": r_high - r_low + 0.2,
+                       "boot/n_finite": np.full(m, 50, np.int32), "boot/n_minority": minority})
+        writer.finish({"edge_selection_mode": "sig_differential", "base_edges_sha": sha.hexdigest()}, ["g"])
+    return base, boot
+
+
+def test_boot_join_derives_bias_and_pval_and_checks_the_edges(tmp_path):
+    """iter_boot_edges: the 02a columns of each row, bias = mean − (r_high − r_low) and
+    pval = max(2·m/n, 1/n) (naive); a 02a file with other r's than 02b was made from is one
+    ValueError naming the mismatch."""
+    from dcoex.edge_files import iter_boot_edges
+
+    rng = np.random.default_rng(4)
+    r_low, r_high = rng.uniform(-1, 1, 30).astype(np.float32), rng.uniform(-1, 1, 30).astype(np.float32)
+    base, boot = _write_pair(tmp_path, r_low, r_high, sha_of=(r_low, r_high))
+    chunks = list(iter_boot_edges(base, boot, chunk_edges=4))
+    got = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    np.testing.assert_array_equal(got["r_low"], r_low)
+    np.testing.assert_array_equal(got["pair_index"], np.arange(0, 90, 3))
+    mean = (r_high - r_low + np.float32(0.05)).astype(np.float32)
+    bias = (mean.astype(np.float64) - (r_high - r_low).astype(np.float64)).astype(np.float32)
+    np.testing.assert_array_equal(got["bias"], bias)
+    assert np.allclose(bias, 0.05, atol=1e-6)
+    minority = np.arange(30) % 7
+    np.testing.assert_array_equal(got["bootstrap_pval"], [max(2 * k / 50, 1 / 50) for k in minority])
+    other = r_low.copy()
+    other[5] += np.float32(0.01)
+    base, boot = _write_pair(tmp_path, other, r_high, sha_of=(r_low, r_high))
+    with pytest.raises(ValueError, match="edge sets differ.*base_edges_sha"):
+        list(iter_boot_edges(base, boot, chunk_edges=4))
