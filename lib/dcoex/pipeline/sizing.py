@@ -19,6 +19,7 @@ minimum, through the scheduler's ``request_bytes`` (one formula for the plan and
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -56,8 +57,7 @@ def apply_test_estimate_scale(stage: str, raw: MemoryEstimate) -> MemoryEstimate
         factor = float(scale)
     except ValueError:
         raise InputError(f"{TEST_ESTIMATE_SCALE_ENV}{stage.upper()}={scale!r}: not a number") from None
-    return MemoryEstimate(raw.stage, {k: int(v * factor) for k, v in raw.components.items()},
-                          dict(raw.params, test_estimate_scale=factor))
+    return dataclasses.replace(raw.scaled(factor), params=dict(raw.params, test_estimate_scale=factor))
 
 
 @dataclass(frozen=True)
