@@ -42,7 +42,9 @@ WINDOW_ITEMS = 1 << 22
 #: Edges per chunk handed to the sink (the HDF5 writer).
 CHUNK_EDGES = 1 << 16
 #: Tile cells of one emission slice (its buffers hold 24 bytes per cell).
-EMIT_CELLS = 1 << 16
+EMIT_CELLS = 1 << 18
+#: Entries (at least, per family) of each thread's private collection buffer (float64).
+LOCAL_ITEMS = 1 << 16
 TILE_BYTES_PER_CELL = 8
 RANK_TRANSIENT_BYTES = 64
 TABLE_ENTRIES = 1 << 17
