@@ -13,21 +13,30 @@ whichever kernel computes it. The three family statistics:
 A statistic s >= lo falls in bin min(nb − 1, int((s − lo)·inv)) (float64 arithmetic); every
 kernel computes bins the same way, so counts of bin ranges agree exactly between passes. The
 histogram also keeps each bin's smallest and largest statistic: a bin whose two are equal
-holds one value, and its count is all a BH family needs of it (no collection). A group whose
-non-constant genes have no ties (``exact``) is counted by its integer product instead:
+holds one value, and its count is all a BH family needs of it (no collection). A group pair
+of two genes without ties there (``tie_free``) is counted by its integer product instead:
 |d|/4 indexes its distinct |r| exactly (science.py).
 
 Threads: the tile's rows are split over ``parts`` (one per numba thread; part p takes rows p,
 p + P, …) with private histograms, summed afterwards; collection appends to private bounded
 buffers flushed in part order between rounds (the order of collected values does not matter:
 they are sorted); emission writes each row to its own segment and joins the segments in row
-order. Every result is therefore the same for any thread count.
+order. Every result is therefore the same for any thread count. Thread count: numba's
+(``numba.set_num_threads``, set by dcoex.threads.blas_threads to the task's CPUs).
 """
 
 from __future__ import annotations
 
+import os
+
+import numba
 import numpy as np
 from numba import njit, prange
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    # workers that sleep between parallel regions: OpenMP's spin (its default) burns CPU time
+    # between the many short regions of emission, 4x the kernels' own on a loaded node
+    numba.config.THREADING_LAYER = "workqueue"
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -44,18 +53,18 @@ def _bin(s: float, lo: float, inv: float, nb: int) -> int:
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def histogram_tile(d_low, d_high, a, scales, consts, bounds, clip, counts, mins, maxs, exact):  # noqa: PLR0917 - numba kernels take no keyword-only arguments
+def histogram_tile(d_low, d_high, a, scales, consts, tie_free, bounds, clip, counts, mins, maxs, exact):  # noqa: PLR0917 - numba kernels take no keyword-only arguments
     """Add the tile's statistics >= lo to each part's bins: ``counts``/``mins``/``maxs`` are
     (P, 3, nb) int64/float64/float64 (families low, high, diff). ``scales`` = (scale_low,
     scale_high), ``consts`` = (const_low, const_high), ``bounds`` = float64 [lo, inv] × 3.
-    ``exact`` = (P, 2, n) int64: when n > 1, the group families are counted by |d|/4 there
-    (every |r|, also below lo) instead of in bins."""
+    ``tie_free`` = (low, high) bool per gene: a group pair of two such genes is counted in
+    ``exact`` (P, 2, n) int64 at |d|/4 (every |r|, also below lo) instead of in the bins."""
     t, width = d_low.shape
     n_parts = counts.shape[0]
     nb = counts.shape[2]
-    by_d = exact.shape[2] > 1
     s_low, s_high = scales
     c_low, c_high = consts
+    e_low, e_high = tie_free
     lo_l, inv_l, lo_h, inv_h, lo_w, inv_w = bounds[0], bounds[1], bounds[2], bounds[3], bounds[4], bounds[5]
     for p in prange(n_parts):
         cnt, mn, mx, ex = counts[p], mins[p], maxs[p], exact[p]
@@ -63,6 +72,8 @@ def histogram_tile(d_low, d_high, a, scales, consts, bounds, clip, counts, mins,
             gi = a + ii
             cl_i = c_low[gi]
             ch_i = c_high[gi]
+            el_i = e_low[gi]
+            eh_i = e_high[gi]
             sl_i = s_low[gi]
             sh_i = s_high[gi]
             for jj in range(ii + 1, width):
@@ -74,20 +85,20 @@ def histogram_tile(d_low, d_high, a, scales, consts, bounds, clip, counts, mins,
                 rl = (dl * sl_i) * s_low[gj]
                 rh = (dh * sh_i) * s_high[gj]
                 # written out three times: a helper taking the arrays costs ~10x (reference counts)
-                if by_d:
-                    if ok_l:
+                if ok_l:
+                    if el_i and e_low[gj]:
                         ex[0, int(abs(dl)) >> 2] += 1
-                    if ok_h:
-                        ex[1, int(abs(dh)) >> 2] += 1
-                else:
-                    if ok_l:
+                    else:
                         s = np.float64(abs(rl))
                         if s >= lo_l:
                             b = _bin(s, lo_l, inv_l, nb)
                             cnt[0, b] += 1
                             mn[0, b] = min(mn[0, b], s)
                             mx[0, b] = max(mx[0, b], s)
-                    if ok_h:
+                if ok_h:
+                    if eh_i and e_high[gj]:
+                        ex[1, int(abs(dh)) >> 2] += 1
+                    else:
                         s = np.float64(abs(rh))
                         if s >= lo_h:
                             b = _bin(s, lo_h, inv_h, nb)
@@ -113,9 +124,10 @@ def _flush(out, n_out, f, local, local_n):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def collect_tile(d_low, d_high, a, scales, consts, bounds, clip, windows, masks, outs, n_out, local, local_n):  # noqa: PLR0917 - numba kernels take no keyword-only arguments
+def collect_tile(d_low, d_high, a, scales, consts, tie_free, bounds, clip, windows, masks, outs, n_out, local, local_n):  # noqa: PLR0917 - numba kernels take no keyword-only arguments
     """Append each family's statistics whose bin b is in its window [windows[2f],
-    windows[2f+1]) with masks[f, b] set to outs[f] (float64); n_out[f] counts them.
+    windows[2f+1]) with masks[f, b] set to outs[f] (float64); n_out[f] counts them. Group
+    pairs of two ``tie_free`` genes are not collected (histogram_tile counts them exactly).
     ``local`` (P, 3, cap) float64 with cap >= the tile width and ``local_n`` (P, 3) int64
     are the parts' private buffers: each part stops before a row that might not fit, and
     the buffers are flushed (part order) until every row is done."""
@@ -124,6 +136,7 @@ def collect_tile(d_low, d_high, a, scales, consts, bounds, clip, windows, masks,
     nb = masks.shape[1]
     s_low, s_high = scales
     c_low, c_high = consts
+    e_low, e_high = tie_free
     lo_l, inv_l, lo_h, inv_h, lo_w, inv_w = bounds[0], bounds[1], bounds[2], bounds[3], bounds[4], bounds[5]
     w0, w1, w2, w3, w4, w5 = windows[0], windows[1], windows[2], windows[3], windows[4], windows[5]
     use_l = w1 > w0
@@ -140,6 +153,8 @@ def collect_tile(d_low, d_high, a, scales, consts, bounds, clip, windows, masks,
                 gi = a + ii
                 cl_i = c_low[gi]
                 ch_i = c_high[gi]
+                el_i = e_low[gi]
+                eh_i = e_high[gi]
                 sl_i = s_low[gi]
                 sh_i = s_high[gi]
                 for jj in range(ii + 1, width):
@@ -148,14 +163,14 @@ def collect_tile(d_low, d_high, a, scales, consts, bounds, clip, windows, masks,
                     ok_h = not (ch_i or c_high[gj])
                     rl = (d_low[ii, jj] * sl_i) * s_low[gj]
                     rh = (d_high[ii, jj] * sh_i) * s_high[gj]
-                    if use_l and ok_l:
+                    if use_l and ok_l and not (el_i and e_low[gj]):
                         s = np.float64(abs(rl))
                         if s >= lo_l:
                             b = _bin(s, lo_l, inv_l, nb)
                             if w0 <= b < w1 and masks[0, b]:
                                 buf[0, k_l] = s
                                 k_l += 1
-                    if use_h and ok_h:
+                    if use_h and ok_h and not (eh_i and e_high[gj]):
                         s = np.float64(abs(rh))
                         if s >= lo_h:
                             b = _bin(s, lo_h, inv_h, nb)
@@ -175,11 +190,11 @@ def collect_tile(d_low, d_high, a, scales, consts, bounds, clip, windows, masks,
             local_n[p, 1] = k_h
             local_n[p, 2] = k_d
         done = True
-        for p in range(n_parts):  # written out: a tuple of the outputs here would be copied
-            _flush(o_l, n_out, 0, local[p, 0], local_n[p])
-            _flush(o_h, n_out, 1, local[p, 1], local_n[p])
-            _flush(o_d, n_out, 2, local[p, 2], local_n[p])
-            done = done and next_row[p] >= t
+        for part in range(n_parts):  # written out: a tuple of the outputs here would be copied
+            _flush(o_l, n_out, 0, local[part, 0], local_n[part])
+            _flush(o_h, n_out, 1, local[part, 1], local_n[part])
+            _flush(o_d, n_out, 2, local[part, 2], local_n[part])
+            done = done and next_row[part] >= t
         if done:
             return
 
@@ -195,9 +210,9 @@ def emit_rows(d_low, d_high, a, i0, i1, scales, const_any, clip, w_cut, outs, ro
     s_low, s_high = scales
     out_pair, out_rl, out_rh, out_w = outs
     two_n = 2 * np.int64(n_genes)
-    for ii in prange(i0, i1):
-        n = (ii - i0) * width
-        start = n
+    for ii in prange(i0, i1):  # names inside differ from those after: numba would share them
+        seg = (ii - i0) * width
+        at = seg
         gi = np.int64(a + ii)
         if not const_any[gi]:
             sl_i = s_low[gi]
@@ -211,16 +226,16 @@ def emit_rows(d_low, d_high, a, i0, i1, scales, const_any, clip, w_cut, outs, ro
                 rh = (d_high[ii, jj] * sh_i) * s_high[gj]
                 w = _w_stat(rl, rh, clip)
                 if w >= w_cut:
-                    out_pair[n] = row_start + gj
-                    out_rl[n] = rl
-                    out_rh[n] = rh
-                    out_w[n] = w
-                    n += 1
-        row_n[ii - i0] = n - start
+                    out_pair[at] = row_start + gj
+                    out_rl[at] = rl
+                    out_rh[at] = rh
+                    out_w[at] = w
+                    at += 1
+        row_n[ii - i0] = at - seg
     n = 0
-    for ii in range(i0, i1):  # join the row segments in row order (never overlapping: n <= the segment start)
-        start = (ii - i0) * width
-        k = row_n[ii - i0]
+    for row in range(i1 - i0):  # join the row segments in row order (never overlapping: n <= the segment start)
+        start = row * width
+        k = row_n[row]
         if n != start:
             for e in range(k):
                 out_pair[n + e] = out_pair[start + e]

@@ -11,10 +11,11 @@ stored:
 
 1. histogram pass: fine bin counts (``N_BINS``) of each family's statistic — |r_L|, |r_H|,
    and for the differential test w = |b − a|/(1 − ab) = tanh(|atanh b − atanh a|) — over
-   the tests that can have p <= alpha (all of them with ``exact_q``). When no non-constant
-   gene has ties in either group, every such gene has the same ||u||, |r| is a function of
-   the integer |d| (a multiple of 4), and the group families are counted exactly per |d|/4:
-   their distinct statistics are then known and need no collection;
+   the tests that can have p <= alpha (all of them with ``exact_q``). Genes without ties in a
+   group all have the same ||u||, so the |r| of a pair of two of them is a function of the
+   integer |d| (a multiple of 4): those pairs are counted exactly per |d|/4, and only the
+   pairs with a tied gene go to the bins of the group families (with realistic data, all but
+   a few: the group families then need almost no collection);
 2. BH cut: the counts bound p_(j)·m/j over each bin, which locates the cut to a few bins;
    collection passes gather the exact statistics of those bins (at most ``window_items``
    at a time) and fix the cut exactly;
@@ -151,22 +152,18 @@ class _Family:
         return np.minimum(((s - self.lo) * self.inv).astype(np.int64), N_BINS - 1)
 
     def set_exact(self, values: np.ndarray, counts: np.ndarray) -> None:
-        """The family's distinct statistics (ascending float64) and their counts, known without
-        collection: they fill the bins (those >= lo) and feed ``consume``."""
+        """Distinct statistics (ascending float64) of tests counted exactly outside the bins,
+        and their counts: added to the bins' counts, and to the values ``consume`` gets."""
         keep = values >= self.lo
         values, counts = values[keep], counts[keep]
-        bins = self.bins_of(values)
-        count, smin, smax = self.hist
-        np.add.at(count, bins, counts)
-        np.minimum.at(smin, bins, values)
-        np.maximum.at(smax, bins, values)
-        self.exact = (values, counts, bins)
+        self.exact = (values, counts, self.bins_of(values))
 
     def prepare(self, complete: bool) -> None:
-        """After the histogram pass: counts at or above each bin, the bins that need
-        collecting (more than one value), and the first group."""
+        """After the histogram pass (and ``set_exact``): counts at or above each bin, the bins
+        that need collecting (more than one value in the bins), and the first group."""
         count, smin, smax = self.hist
-        self.above = np.concatenate([np.cumsum(count[::-1])[::-1], [0]])  # above[b] = count in bins >= b
+        self.count = count if self.exact is None else count + np.bincount(self.exact[2], self.exact[1], N_BINS).astype(np.int64)
+        self.above = np.concatenate([np.cumsum(self.count[::-1])[::-1], [0]])  # above[b] = count in bins >= b
         self.mixed = (count > 0) & (smin < smax)
         mixed_count = np.where(self.mixed, count, 0)
         self.mixed_above = np.concatenate([np.cumsum(mixed_count[::-1])[::-1], [0]])
@@ -175,8 +172,7 @@ class _Family:
 
     def _start(self) -> tuple[int, int]:
         """First bin to collect and the bin below which the cut search stays."""
-        count = self.hist[0]
-        full = np.nonzero(count)[0]
+        full = np.nonzero(self.count)[0]
         if self.m == 0 or full.size == 0:
             return N_BINS, N_BINS
         if self.complete:
@@ -196,45 +192,36 @@ class _Family:
 
     def next_group(self) -> tuple[int, int] | None:
         """The next bin range [start, stop) to consume, with at most ``budget`` statistics in
-        bins that need collecting (a single bin may hold more; an exact family takes every
-        bin left at once); None when done."""
+        bins that need collecting (a single bin may hold more); None when done."""
         last = N_BINS if (self.found or self.complete) else self.limit
         start = self.pos
         if start >= last:
             return None
-        if self.exact is not None:
-            return start, last
         limit = self.mixed_above[start] - self.budget
         stop = start + int(np.searchsorted(-self.mixed_above[start + 1 : last + 1], -limit, side="right"))
         return start, min(max(stop, start + 1), last)
 
     def n_mixed(self, group: tuple[int, int] | None) -> int:
-        """Statistics a collection pass must gather for the group (0 for an exact family)."""
-        if group is None or self.exact is not None:
+        """Statistics a collection pass must gather for the group."""
+        if group is None:
             return 0
         return int(self.mixed_above[group[0]] - self.mixed_above[group[1]])
 
     def consume(self, group: tuple[int, int], values: np.ndarray, scratch: np.ndarray) -> None:
         """Statistics collected in the group's bins that need collecting (any order; sorted in
-        place; ignored for an exact family), ``scratch`` an int64 array at least as long.
-        Temporaries: two float64 arrays of the group's distinct values."""
-        if self.exact is not None:
-            exact_s, exact_n, exact_b = self.exact
-            first, last = np.searchsorted(exact_b, group)
-            self._consume_distinct(group, exact_s[first:last], exact_n[first:last])
-            return
+        place), ``scratch`` an int64 array at least as long. Temporaries: a few float64 arrays
+        of the group's distinct values."""
         count, smin, _ = self.hist
         single = np.nonzero(~self.mixed[group[0] : group[1]] & (count[group[0] : group[1]] > 0))[0] + group[0]
         values.sort()
         if scratch.size < values.size:
             scratch = np.empty(values.size, np.int64)
         k = kernels.unique_counts(values, scratch)
-        u, counts = values[:k], scratch[:k]
-        if single.size:  # bins are disjoint: merge the two sorted sets
-            u = np.concatenate([u, smin[single]])
-            counts = np.concatenate([counts, count[single]])
-            order = np.argsort(u, kind="stable")
-            u, counts = u[order], counts[order]
+        u, counts = _merge(values[:k], scratch[:k], smin[single], count[single])
+        if self.exact is not None:
+            exact_s, exact_n, exact_b = self.exact
+            first, last = np.searchsorted(exact_b, group)
+            u, counts = _merge(u, counts, exact_s[first:last], exact_n[first:last])
         self._consume_distinct(group, u, counts)
 
     def _consume_distinct(self, group: tuple[int, int], u: np.ndarray, counts: np.ndarray) -> None:
@@ -364,6 +351,23 @@ class _Family:
             self._spill.close()
 
 
+def _merge(u: np.ndarray, counts: np.ndarray, more_u: np.ndarray, more_counts: np.ndarray) -> tuple:
+    """Two sets of distinct ascending values with counts, as one (equal values: counts added)."""
+    if more_u.size == 0:
+        return u, counts
+    u = np.concatenate([u, more_u])
+    counts = np.concatenate([counts, more_counts])
+    order = np.argsort(u, kind="stable")
+    u, counts = u[order], counts[order]
+    new = np.empty(u.size, bool)
+    new[0] = True
+    np.not_equal(u[1:], u[:-1], out=new[1:])
+    if new.all():
+        return u, counts
+    starts = np.nonzero(new)[0]
+    return u[starts], np.add.reduceat(counts, starts)
+
+
 def differential_edges(
     x_low: np.ndarray,
     x_high: np.ndarray,
@@ -419,10 +423,10 @@ def differential_edges(
         bounds = np.array([v for f in fams for v in f.bounds], dtype=np.float64)
         tiles = _Tiles(ranks_low, ranks_high, tile_rows)
         parts = numba.get_num_threads()
-        _histogram(tiles, fams, bounds=bounds, parts=parts)
+        flags = _histogram(tiles, fams, bounds=bounds, parts=parts)
         for fam in fams:
             fam.prepare(exact_q)
-        _sweep(tiles, fams, bounds=bounds, size=min(budget, n_pairs(n)), parts=parts)
+        _sweep(tiles, fams, bounds=bounds, size=min(budget, n_pairs(n)), parts=parts, tie_free=(flags[0], flags[1]))
         for fam in fams:
             fam.finish()
         fam_low, fam_high, fam_diff = fams
@@ -461,46 +465,48 @@ def differential_edges(
     }
 
 
-def exact_index_size(ranks: IntegerRanks) -> int:
-    """Entries of the exact |d|/4 count of a group whose non-constant genes have no ties
-    (k(k²−1)/12 + 1: |d| <= ||u||² = (k³ − k)/3), else 0 (module docstring)."""
+def tie_free(ranks: IntegerRanks) -> np.ndarray:
+    """Genes without ties (nor constant) in the group: ||u||² = (k³ − k)/3, the same for all."""
     k = ranks.u.shape[1]
-    norm2 = (k**3 - k) // 3
-    live = ~ranks.constant
-    squares = np.einsum("ij,ij->i", ranks.u[live], ranks.u[live], dtype=np.float64)
-    # the tile holds d in float32: past 2**24 a product may round up, still a multiple of 4
-    return int(np.float32(norm2)) // 4 + 1 if live.any() and np.all(squares == norm2) else 0
+    squares = np.einsum("ij,ij->i", ranks.u, ranks.u, dtype=np.float64)
+    return ~ranks.constant & (squares == (k**3 - k) // 3)
 
 
-def _histogram(tiles: _Tiles, fams: tuple[_Family, ...], *, bounds: np.ndarray, parts: int) -> None:
-    """The histogram pass: each part's bins (and exact |d|/4 counts when both groups have no
-    ties), summed into the families' bins after the last tile."""
-    sizes = [exact_index_size(g) for g in (tiles.low, tiles.high)]
-    n_exact = max(sizes) if all(sizes) else 1
+def _histogram(tiles: _Tiles, fams: tuple[_Family, ...], *, bounds: np.ndarray, parts: int) -> np.ndarray:
+    """The histogram pass: each part's bins and exact |d|/4 counts (pairs of tie-free genes),
+    summed into the families after the last tile. Returns the tie-free flags (low, high)."""
+    flags = np.stack([tie_free(g) for g in (tiles.low, tiles.high)])
+    # |d| <= ||u||² = (k³ − k)/3; the tile holds d in float32: past 2**24 a product may round
+    # up, still to a multiple of 4
+    sizes = [int(np.float32((g.u.shape[1] ** 3 - g.u.shape[1]) // 3)) // 4 + 1 if f.any() else 1
+             for g, f in zip((tiles.low, tiles.high), flags)]
     counts = np.zeros((parts, 3, N_BINS), np.int64)
     mins = np.full((parts, 3, N_BINS), np.inf)
     maxs = np.full((parts, 3, N_BINS), -np.inf)
-    exact = np.zeros((parts, 2, n_exact), np.int64)
+    exact = np.zeros((parts, 2, max(sizes)), np.int64)
     for a, d_low, d_high in tiles:
-        kernels.histogram_tile(d_low, d_high, a, tiles.scales, tiles.consts, bounds, FISHER_CLIP, counts, mins, maxs,
-                               exact)
+        kernels.histogram_tile(d_low, d_high, a, tiles.scales, tiles.consts, (flags[0], flags[1]), bounds, FISHER_CLIP,
+                               counts, mins, maxs, exact)
     for f, fam in enumerate(fams):
         count, smin, smax = fam.hist
         count += counts[:, f].sum(axis=0)
         np.minimum(smin, mins[:, f].min(axis=0), out=smin)
         np.maximum(smax, maxs[:, f].max(axis=0), out=smax)
     del counts, mins, maxs
-    if n_exact > 1:
-        for f, ranks in enumerate((tiles.low, tiles.high)):
-            total = exact[:, f].sum(axis=0)
-            index = np.nonzero(total)[0]
-            scale = ranks.scale[~ranks.constant][0]  # every non-constant gene has this scale
-            r = (np.float32(4) * index.astype(np.float32) * scale) * scale  # as the kernels: (d·scale_i)·scale_j
-            values, inverse = np.unique(np.abs(r).astype(np.float64), return_inverse=True)
-            fams[f].set_exact(values, np.bincount(inverse, weights=total[index]).astype(np.int64))
+    for f, ranks in enumerate((tiles.low, tiles.high)):
+        if not flags[f].any():
+            continue
+        total = exact[:, f].sum(axis=0)
+        index = np.nonzero(total)[0]
+        scale = ranks.scale[flags[f]][0]  # every tie-free gene has this scale
+        r = (np.float32(4) * index.astype(np.float32) * scale) * scale  # as the kernels: (d·scale_i)·scale_j
+        values, inverse = np.unique(np.abs(r).astype(np.float64), return_inverse=True)
+        fams[f].set_exact(values, np.bincount(inverse, weights=total[index]).astype(np.int64))
+    return flags
 
 
-def _sweep(tiles: _Tiles, fams: tuple[_Family, ...], *, bounds: np.ndarray, size: int, parts: int) -> None:
+def _sweep(tiles: _Tiles, fams: tuple[_Family, ...], *, bounds: np.ndarray, size: int, parts: int,
+           tie_free: tuple[np.ndarray, np.ndarray]) -> None:
     """Cut search and q tables of the three families: collection passes over the tiles until
     every family is done. The collection buffers (``size`` entries each) are allocated and
     written once, so that the peak does not depend on the data (estimator.py), and freed on
@@ -513,7 +519,7 @@ def _sweep(tiles: _Tiles, fams: tuple[_Family, ...], *, bounds: np.ndarray, size
         if all(g is None for g in groups):
             return
         if any(f.n_mixed(g) for f, g in zip(fams, groups)):
-            found = _collect(tiles, fams, groups, bounds=bounds, buffers=buffers, local=local)
+            found = _collect(tiles, fams, groups, bounds=bounds, buffers=buffers, local=local, tie_free=tie_free)
         else:
             found = [b[:0] for b in buffers]
         for fam, group, values in zip(fams, groups, found):
@@ -522,10 +528,10 @@ def _sweep(tiles: _Tiles, fams: tuple[_Family, ...], *, bounds: np.ndarray, size
 
 
 def _collect(tiles: _Tiles, fams: tuple[_Family, ...], groups: list, *, bounds: np.ndarray,
-             buffers: tuple[np.ndarray, ...], local: np.ndarray) -> list[np.ndarray]:
+             buffers: tuple[np.ndarray, ...], local: np.ndarray, tie_free: tuple) -> list[np.ndarray]:
     """One pass over the tiles collecting each family's statistics in the bins of its group
-    that need collecting (None or an exact family: nothing), into the front of its buffer;
-    ``local`` holds the parts' private buffers."""
+    that need collecting (None: nothing), into the front of its buffer; ``local`` holds the
+    parts' private buffers."""
     windows = np.zeros(6, np.int64)
     sizes = [fam.n_mixed(group) for fam, group in zip(fams, groups)]
     for f, group in enumerate(groups):
@@ -537,8 +543,8 @@ def _collect(tiles: _Tiles, fams: tuple[_Family, ...], groups: list, *, bounds: 
     n_out = np.zeros(3, np.int64)
     local_n = np.zeros(local.shape[:2], np.int64)
     for a, d_low, d_high in tiles:
-        kernels.collect_tile(d_low, d_high, a, tiles.scales, tiles.consts, bounds, FISHER_CLIP, windows, masks,
-                             outs, n_out, local, local_n)
+        kernels.collect_tile(d_low, d_high, a, tiles.scales, tiles.consts, tie_free, bounds, FISHER_CLIP, windows,
+                             masks, outs, n_out, local, local_n)
     if list(n_out) != sizes:
         raise RuntimeError(f"02a: collected {list(n_out)} statistics where the histogram counted {sizes}")
     return list(outs)
@@ -548,6 +554,7 @@ def _emitted(tiles: _Tiles, const_any: np.ndarray, w_cut: float) -> Iterator[tup
     """The pairs with w >= w_cut, ascending: (pair, r_low, r_high, w) views of one emission
     slice (at most EMIT_CELLS tile cells) at a time, valid until the next."""
     buf = None
+    row_n = np.empty(0, np.int64)
     for a, d_low, d_high in tiles:
         width = d_low.shape[1]
         step = max(1, EMIT_CELLS // max(width, 1))
@@ -555,6 +562,7 @@ def _emitted(tiles: _Tiles, const_any: np.ndarray, w_cut: float) -> Iterator[tup
         if buf is None or buf[0].size < size:
             buf = (np.empty(size, np.int64), np.empty(size, np.float32), np.empty(size, np.float32),
                    np.empty(size, np.float64))
+        if row_n.size < step:
             row_n = np.empty(step, np.int64)
         for i0 in range(0, d_low.shape[0], step):
             i1 = min(i0 + step, d_low.shape[0])
