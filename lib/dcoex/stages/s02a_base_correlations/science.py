@@ -264,11 +264,30 @@ class _Family:
         if self._spill is None:
             self._pieces.append((values, q_new))
         else:
-            self._spilled.append((first_bin, self._spill_at, values.size, self._last_q))
-            for column in (values, q_new):
+            self._write_pieces(first_bin, values, q_new)
+        self._last_q = float(q[-1])
+
+    def _write_pieces(self, first_bin: int, values: np.ndarray, q: np.ndarray) -> None:
+        """Append table entries to the scratch file in pieces of at most ``budget`` entries,
+        cut at bin boundaries (a single bin may hold more), each with its first bin and the
+        q carried in from below."""
+        bins = self.bins_of(values)
+        carry = self._last_q
+        start = 0
+        while start < values.size:
+            end = min(start + self.budget, values.size)
+            if end < values.size:
+                end = int(np.searchsorted(bins, bins[end], side="left"))
+                if end <= start:
+                    end = int(np.searchsorted(bins, bins[start], side="right"))
+            self._spilled.append((first_bin if start == 0 else int(bins[start]), self._spill_at, end - start, carry))
+            for column in (values[start:end], q[start:end]):
                 os.pwrite(self._spill.fileno(), np.ascontiguousarray(column), self._spill_at)
                 self._spill_at += column.nbytes
-        self._last_q = float(q[-1])
+            carry = float(q[end - 1])
+            start = end
+        if values.size == 0:
+            self._spilled.append((first_bin, self._spill_at, 0, carry))
 
     def finish(self) -> None:
         """Join the q table's pieces (after the last group), freeing each once copied; a
