@@ -297,3 +297,56 @@ def unique_counts(values, counts):
             counts[k] = 1
             k += 1
     return k
+
+
+@njit(cache=True, nogil=True)
+def merge_counts(values, counts, k, more_values, more_counts):
+    """Merge ascending distinct ``more_values`` (with ``more_counts``) into values[:k] /
+    counts[:k] (ascending, distinct) in place, equal values adding their counts; both arrays
+    need room for k + more_values.size entries. Returns the merged length."""
+    i = k - 1
+    j = more_values.size - 1
+    out = k + more_values.size - 1
+    while j >= 0:  # from the back: out - i >= j + 1 > 0, so no value is overwritten before it is read
+        if i >= 0 and values[i] > more_values[j]:
+            values[out] = values[i]
+            counts[out] = counts[i]
+            i -= 1
+        elif i >= 0 and values[i] == more_values[j]:
+            values[out] = values[i]
+            counts[out] = counts[i] + more_counts[j]
+            i -= 1
+            j -= 1
+        else:
+            values[out] = more_values[j]
+            counts[out] = more_counts[j]
+            j -= 1
+        out -= 1
+    gap = out - i  # equal values merged: close the gap between values[:i + 1] and the merged tail
+    size = k + more_values.size - gap
+    if gap:
+        for e in range(i + 1, size):
+            values[e] = values[e + gap]
+            counts[e] = counts[e + gap]
+    return size
+
+
+@njit(cache=True, nogil=True)
+def q_runs(values, scaled, last_q, started):
+    """BH q's of a group of the table, in place: q = min(1, running minimum of ``scaled``
+    (p·m/C), also of ``last_q`` when the table has ``started``); values[:k] / scaled[:k]
+    become the first value and the q of each run of equal q. Returns (k, q of the last value)."""
+    k = 0
+    low = np.inf
+    prev = last_q
+    q = last_q
+    for i in range(values.size):
+        low = min(low, scaled[i])
+        q = min(low, last_q) if started else low
+        q = min(q, 1.0)
+        if (i == 0 and not (started and q == last_q)) or (i > 0 and q != prev):
+            values[k] = values[i]
+            scaled[k] = q
+            k += 1
+        prev = q
+    return k, q

@@ -207,22 +207,32 @@ class _Family:
             return 0
         return int(self.mixed_above[group[0]] - self.mixed_above[group[1]])
 
-    def consume(self, group: tuple[int, int], values: np.ndarray, scratch: np.ndarray) -> None:
-        """Statistics collected in the group's bins that need collecting (any order; sorted in
-        place), ``scratch`` an int64 array at least as long. Temporaries: a few float64 arrays
-        of the group's distinct values."""
+    def consume(self, group: tuple[int, int], values: np.ndarray, scratch: np.ndarray,
+                n_values: int | None = None) -> None:
+        """Statistics collected in the group's bins that need collecting: values[:n_values]
+        (default all; any order; sorted in place), ``scratch`` an int64 array. The distinct
+        values and their counts are made in place, merged with the bins of one value and the
+        exact counts in ``values``/``scratch`` when they have room (else in new arrays).
+        Temporaries: two float64 arrays of the group's distinct values."""
         count, smin, _ = self.hist
+        n_values = values.size if n_values is None else int(n_values)
         single = np.nonzero(~self.mixed[group[0] : group[1]] & (count[group[0] : group[1]] > 0))[0] + group[0]
-        values.sort()
-        if scratch.size < values.size:
-            scratch = np.empty(values.size, np.int64)
-        k = kernels.unique_counts(values, scratch)
-        u, counts = _merge(values[:k], scratch[:k], smin[single], count[single])
+        values[:n_values].sort()
+        if scratch.size < n_values:
+            scratch = np.empty(n_values, np.int64)
+        k = kernels.unique_counts(values[:n_values], scratch)
+        more = [(smin[single], count[single])]
         if self.exact is not None:
             exact_s, exact_n, exact_b = self.exact
             first, last = np.searchsorted(exact_b, group)
-            u, counts = _merge(u, counts, exact_s[first:last], exact_n[first:last])
-        self._consume_distinct(group, u, counts)
+            more.append((exact_s[first:last], exact_n[first:last]))
+        for more_s, more_n in more:
+            if more_s.size == 0:
+                continue
+            if k + more_s.size > min(values.size, scratch.size):
+                values, scratch = _grown(values, k, k + more_s.size), _grown(scratch, k, k + more_s.size)
+            k = kernels.merge_counts(values, scratch, k, more_s, more_n)
+        self._consume_distinct(group, values[:k], scratch[:k])
 
     def _consume_distinct(self, group: tuple[int, int], u: np.ndarray, counts: np.ndarray) -> None:
         """The group's distinct statistics (ascending) and their counts: the cut, the table."""
@@ -234,10 +244,10 @@ class _Family:
             scaled[a : a + P_BLOCK] = self.p_of(u[a : a + P_BLOCK]) * self.m / c[a : a + P_BLOCK]
         del c
         if not self.found:
-            hits = np.nonzero(scaled < self.alpha)[0]
-            if hits.size:
+            below = scaled < self.alpha
+            if below.any():
                 self.found = True
-                first = int(hits[0])
+                first = int(np.argmax(below))
                 self.cut, self.n_sig = float(u[first]), int(self.above[group[1]] + counts[first:].sum())
         if self.complete:
             self._add_table(group[0], u, scaled)
@@ -249,23 +259,16 @@ class _Family:
     def _add_table(self, first_bin: int, u: np.ndarray, scaled: np.ndarray) -> None:
         """Extend the q table (groups come lowest first, the group's bins from ``first_bin``):
         q = running minimum of p·m/C from the bottom of the table, capped at 1; one entry per run
-        of equal q. ``scaled`` is overwritten."""
+        of equal q. ``u`` and ``scaled`` are overwritten."""
         if u.size == 0:
             return
         started = bool(self._pieces or self._spilled)
-        q = np.minimum.accumulate(scaled, out=scaled)
-        if started:
-            np.minimum(q, self._last_q, out=q)
-        np.minimum(q, 1.0, out=q)
-        new = np.empty(q.size, bool)
-        new[0] = not (started and q[0] == self._last_q)
-        np.not_equal(q[1:], q[:-1], out=new[1:])
-        values, q_new = u[new], q[new]
+        k, last_q = kernels.q_runs(u, scaled, self._last_q, started)
         if self._spill is None:
-            self._pieces.append((values, q_new))
+            self._pieces.append((u[:k].copy(), scaled[:k].copy()))
         else:
-            self._write_pieces(first_bin, values, q_new)
-        self._last_q = float(q[-1])
+            self._write_pieces(first_bin, u[:k], scaled[:k])
+        self._last_q = float(last_q)
 
     def _write_pieces(self, first_bin: int, values: np.ndarray, q: np.ndarray) -> None:
         """Append table entries to the scratch file in pieces of at most ``budget`` entries,
@@ -370,21 +373,11 @@ class _Family:
             self._spill.close()
 
 
-def _merge(u: np.ndarray, counts: np.ndarray, more_u: np.ndarray, more_counts: np.ndarray) -> tuple:
-    """Two sets of distinct ascending values with counts, as one (equal values: counts added)."""
-    if more_u.size == 0:
-        return u, counts
-    u = np.concatenate([u, more_u])
-    counts = np.concatenate([counts, more_counts])
-    order = np.argsort(u, kind="stable")
-    u, counts = u[order], counts[order]
-    new = np.empty(u.size, bool)
-    new[0] = True
-    np.not_equal(u[1:], u[:-1], out=new[1:])
-    if new.all():
-        return u, counts
-    starts = np.nonzero(new)[0]
-    return u[starts], np.add.reduceat(counts, starts)
+def _grown(a: np.ndarray, k: int, size: int) -> np.ndarray:
+    """A new array of ``size`` entries starting with a[:k]."""
+    out = np.empty(size, a.dtype)
+    out[:k] = a[:k]
+    return out
 
 
 def differential_edges(
@@ -540,17 +533,17 @@ def _sweep(tiles: _Tiles, fams: tuple[_Family, ...], *, bounds: np.ndarray, size
         if any(f.n_mixed(g) for f, g in zip(fams, groups)):
             found = _collect(tiles, fams, groups, bounds=bounds, buffers=buffers, local=local, tie_free=tie_free)
         else:
-            found = [b[:0] for b in buffers]
-        for fam, group, values in zip(fams, groups, found):
+            found = [(b, 0) for b in buffers]
+        for fam, group, (values, n_values) in zip(fams, groups, found):
             if group is not None:
-                fam.consume(group, values, scratch)
+                fam.consume(group, values, scratch, n_values)
 
 
 def _collect(tiles: _Tiles, fams: tuple[_Family, ...], groups: list, *, bounds: np.ndarray,
-             buffers: tuple[np.ndarray, ...], local: np.ndarray, tie_free: tuple) -> list[np.ndarray]:
+             buffers: tuple[np.ndarray, ...], local: np.ndarray, tie_free: tuple) -> list[tuple[np.ndarray, int]]:
     """One pass over the tiles collecting each family's statistics in the bins of its group
     that need collecting (None: nothing), into the front of its buffer; ``local`` holds the
-    parts' private buffers."""
+    parts' private buffers. Returns (buffer, count) per family."""
     windows = np.zeros(6, np.int64)
     sizes = [fam.n_mixed(group) for fam, group in zip(fams, groups)]
     for f, group in enumerate(groups):
@@ -566,7 +559,7 @@ def _collect(tiles: _Tiles, fams: tuple[_Family, ...], groups: list, *, bounds: 
                              masks, outs, n_out, local, local_n)
     if list(n_out) != sizes:
         raise RuntimeError(f"02a: collected {list(n_out)} statistics where the histogram counted {sizes}")
-    return list(outs)
+    return [(buf if size <= buf.size else out, size) for buf, out, size in zip(buffers, outs, sizes)]
 
 
 def _emitted(tiles: _Tiles, const_any: np.ndarray, w_cut: float) -> Iterator[tuple[np.ndarray, ...]]:
