@@ -17,7 +17,7 @@ is read back in slices of at most W entries, and only fixed budgets are held.
   counts and the q-table offsets (8 B per bin each), and TABLE_ENTRIES entries of q table per
   group family;
 - ``r_tables``: per group family, at most one entry per distinct |r| (k(k²−1)/12 + 1 without
-  ties: ~1,300 at k = 25, 545,000 at k = 187) in the exact |d|/4 counts of the tie-free pairs
+  ties: ~1,300 at k = 25, 545,000 at k = 187) in the exact |d| // 4 counts of the tie-free pairs
   (values, counts, bins) and in the q table, with the temporaries of making them;
 - ``phases``: the largest of three phases, each freed before the next.
   Histogram: P private histograms (3 × N_BINS × 24 B) and exact counts (2 × (k³−k)/12 × 8 B).

@@ -15,7 +15,7 @@ kernel computes bins the same way, so counts of bin ranges agree exactly between
 histogram also keeps each bin's smallest and largest statistic: a bin whose two are equal
 holds one value, and its count is all a BH family needs of it (no collection). A group pair
 of two genes without ties there (``tie_free``) is counted by its integer product instead:
-|d|/4 indexes its distinct |r| exactly (science.py).
+|d| // 4 indexes its distinct |r| exactly (|d| mod 4 is the same for all: science.py).
 
 Threads: the tile's rows are split over ``parts`` (one per numba thread; part p takes rows p,
 p + P, …) with private histograms, summed afterwards; collection appends to private bounded
@@ -58,7 +58,7 @@ def histogram_tile(d_low, d_high, a, scales, consts, tie_free, bounds, clip, cou
     (P, 3, nb) int64/float64/float64 (families low, high, diff). ``scales`` = (scale_low,
     scale_high), ``consts`` = (const_low, const_high), ``bounds`` = float64 [lo, inv] × 3.
     ``tie_free`` = (low, high) bool per gene: a group pair of two such genes is counted in
-    ``exact`` (P, 2, n) int64 at |d|/4 (every |r|, also below lo) instead of in the bins."""
+    ``exact`` (P, 2, n) int64 at |d| // 4 (every |r|, also below lo) instead of in the bins."""
     t, width = d_low.shape
     n_parts = counts.shape[0]
     nb = counts.shape[2]

@@ -12,8 +12,9 @@ stored:
 1. histogram pass: fine bin counts (``N_BINS``) of each family's statistic — |r_L|, |r_H|,
    and for the differential test w = |b − a|/(1 − ab) = tanh(|atanh b − atanh a|) — over
    the tests that can have p <= alpha (all of them with ``exact_q``). Genes without ties in a
-   group all have the same ||u||, so the |r| of a pair of two of them is a function of the
-   integer |d| (a multiple of 4): those pairs are counted exactly per |d|/4, and only the
+   group all have the same ||u||² = (k³ − k)/3, so the |r| of a pair of two of them is a
+   function of the integer |d| = (k³ − k)/3 − 2·Σδ² (δ the rank differences, Σδ² even), so
+   |d| mod 4 = (k³ − k)/3 mod 4 (0 or 2): those pairs are counted exactly per |d| // 4, and only the
    pairs with a tied gene go to the bins of the group families (with realistic data, all but
    a few: the group families then need almost no collection);
 2. BH cut: the counts bound p_(j)·m/j over each bin, which locates the cut to a few bins;
@@ -478,19 +479,19 @@ def differential_edges(
 
 
 def tie_free(ranks: IntegerRanks) -> np.ndarray:
-    """Genes without ties (nor constant) in the group: ||u||² = (k³ − k)/3, the same for all."""
+    """Genes without ties (nor constant) in the group: ||u||² = (k³ − k)/3, the same for all.
+    None when (k³ − k)/3 >= 2**24 (k >= 370): the tile's float32 d is then not always the exact
+    integer, and the exact counts are not used."""
     k = ranks.u.shape[1]
     squares = np.einsum("ij,ij->i", ranks.u, ranks.u, dtype=np.float64)
-    return ~ranks.constant & (squares == (k**3 - k) // 3)
+    return ~ranks.constant & (squares == (k**3 - k) // 3) & ((k**3 - k) // 3 < 2**24)
 
 
 def _histogram(tiles: _Tiles, fams: tuple[_Family, ...], *, bounds: np.ndarray, parts: int) -> np.ndarray:
-    """The histogram pass: each part's bins and exact |d|/4 counts (pairs of tie-free genes),
+    """The histogram pass: each part's bins and exact |d| // 4 counts (pairs of tie-free genes),
     summed into the families after the last tile. Returns the tie-free flags (low, high)."""
     flags = np.stack([tie_free(g) for g in (tiles.low, tiles.high)])
-    # |d| <= ||u||² = (k³ − k)/3; the tile holds d in float32: past 2**24 a product may round
-    # up, still to a multiple of 4
-    sizes = [int(np.float32((g.u.shape[1] ** 3 - g.u.shape[1]) // 3)) // 4 + 1 if f.any() else 1
+    sizes = [(g.u.shape[1] ** 3 - g.u.shape[1]) // 12 + 1 if f.any() else 1  # |d| <= ||u||² = (k³ − k)/3
              for g, f in zip((tiles.low, tiles.high), flags)]
     counts = np.zeros((parts, 3, N_BINS), np.int64)
     mins = np.full((parts, 3, N_BINS), np.inf)
@@ -511,7 +512,9 @@ def _histogram(tiles: _Tiles, fams: tuple[_Family, ...], *, bounds: np.ndarray, 
         total = exact[:, f].sum(axis=0)
         index = np.nonzero(total)[0]
         scale = ranks.scale[flags[f]][0]  # every tie-free gene has this scale
-        r = (np.float32(4) * index.astype(np.float32) * scale) * scale  # as the kernels: (d·scale_i)·scale_j
+        k = ranks.u.shape[1]
+        d = (4 * index + ((k**3 - k) // 3) % 4).astype(np.float32)  # |d| mod 4 is that of ||u||² (module docstring)
+        r = (d * scale) * scale  # as the kernels: (d·scale_i)·scale_j
         values, inverse = np.unique(np.abs(r).astype(np.float64), return_inverse=True)
         fams[f].set_exact(values, np.bincount(inverse, weights=total[index]).astype(np.int64))
     return flags
