@@ -350,3 +350,17 @@ def q_runs(values, scaled, last_q, started):
             k += 1
         prev = q
     return k, q
+
+
+@njit(cache=True, nogil=True)
+def bin_run(values, at, lo, inv, nb):
+    """(first, stop, bin) of the run of ascending ``values`` around index ``at`` that share
+    values[at]'s bin."""
+    b = _bin(values[at], lo, inv, nb)
+    first = at
+    while first > 0 and _bin(values[first - 1], lo, inv, nb) == b:
+        first -= 1
+    stop = at + 1
+    while stop < values.size and _bin(values[stop], lo, inv, nb) == b:
+        stop += 1
+    return first, stop, b

@@ -275,16 +275,16 @@ class _Family:
         """Append table entries to the scratch file in pieces of at most ``budget`` entries,
         cut at bin boundaries (a single bin may hold more), each with its first bin and the
         q carried in from below."""
-        bins = self.bins_of(values)
         carry = self._last_q
         start = 0
         while start < values.size:
             end = min(start + self.budget, values.size)
             if end < values.size:
-                end = int(np.searchsorted(bins, bins[end], side="left"))
+                end = kernels.bin_run(values, end, self.lo, self.inv, N_BINS)[0]
                 if end <= start:
-                    end = int(np.searchsorted(bins, bins[start], side="right"))
-            self._spilled.append((first_bin if start == 0 else int(bins[start]), self._spill_at, end - start, carry))
+                    end = kernels.bin_run(values, start, self.lo, self.inv, N_BINS)[1]
+            piece_bin = first_bin if start == 0 else kernels.bin_run(values, start, self.lo, self.inv, N_BINS)[2]
+            self._spilled.append((piece_bin, self._spill_at, end - start, carry))
             for column in (values[start:end], q[start:end]):
                 os.pwrite(self._spill.fileno(), np.ascontiguousarray(column), self._spill_at)
                 self._spill_at += column.nbytes
