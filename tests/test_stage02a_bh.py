@@ -112,14 +112,14 @@ def test_stage_imports_no_scipy_stats():
 
 def test_spilled_table_in_slices_gives_the_same_q(tmp_path):
     """The differential family's table written to a scratch file and read back in slices of
-    at most ``budget`` entries (each with the q carried in from below) gives the q's of the
+    at most 2 × ``budget`` entries (each with the q carried in from below) gives the q's of the
     table held in memory, and the same table."""
     s = _family(30_000, 2_000, seed=5, ties=False)
     lo = stats.norm.isf(0.7 / 2) * (1 - 1e-5)
     held = _run_family(s, lo=lo, alpha=0.7, budget=300)
     spilled = _run_family(s, lo=lo, alpha=0.7, budget=300, spill_dir=str(tmp_path))
     assert len(spilled.slices()) > 3
-    assert all(sum(spilled._spilled[i][2] for i in ids) <= 300 for _, _, ids in spilled.slices())
+    assert all(sum(spilled._spilled[i][2] for i in ids) <= 600 for _, _, ids in spilled.slices())
     np.testing.assert_array_equal(spilled.q_values(s), held.q_values(s))
     for a, b in zip(spilled.table(), held.table()):
         np.testing.assert_array_equal(a, b)

@@ -3,7 +3,7 @@
 Memory model (N genes, S samples, k_L/k_H group sizes, T tile rows, P threads, m = N(N−1)/2,
 W = min(WINDOW_ITEMS, m)). Nothing depends on the number of candidates or edges: the
 statistics are streamed (science.py), the differential q table lives in a scratch file and
-is read back in slices of at most W entries, and only fixed budgets are held.
+is read back in slices of at most 2·W entries, and only fixed budgets are held.
 
 - ``python``: interpreter + numpy/scipy.special/h5py/numba (the compiled kernels loaded from
   numba's cache, its workqueue threads)/click imports (measured);
@@ -26,8 +26,8 @@ is read back in slices of at most W entries, and only fixed budgets are held.
   and P private buffers (3 × max(LOCAL_ITEMS, N) × 8 B).
   Emission: one emission slice (EMIT_CELLS tile cells, 24 B each), the pending edge chunks
   (CHUNK_EDGES + EMIT_CELLS edges, EDGE_CHUNK_BYTES each), the bitmap window of the writer and
-  the HDF5 chunk buffers (WRITER_BYTES), and one slice of the differential q table (W entries,
-  16 B each).
+  the HDF5 chunk buffers (WRITER_BYTES), and one slice of the differential q table (2·W
+  entries, 16 B each: science.SLICE_WINDOWS).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def estimate(
     histogram = parts * (3 * N_BINS * 24 + 2 * (k_max**3 // 12 + 1) * 8)
     collect = 6 * window * 8 + parts * 3 * max(LOCAL_ITEMS, n) * 8
     emit = (min(EMIT_CELLS, t * n) * 24 + min(CHUNK_EDGES + EMIT_CELLS, m) * EDGE_CHUNK_BYTES + WRITER_BYTES
-            + window * 16)
+            + 2 * window * 16)
     components = {
         "python": STAGE_BASELINE_BYTES,
         "expr": n * int(n_samples) * 4,

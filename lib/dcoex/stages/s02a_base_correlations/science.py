@@ -26,7 +26,7 @@ stored:
    their counts; the running minimum is carried from group to group. The table keeps
    one entry per run of equal q. The differential family's table (up to one entry per edge)
    is written to an unlinked scratch file as it is made and read back in slices of at most
-   ``window_items`` entries;
+   2 × ``window_items`` entries;
 4. emission: the significant differential pairs of each tile, in ascending pair index, get
    their q's from the tables and go to ``sink`` in chunks of ``chunk_edges``. With S slices
    of the differential table, S − 1 passes before it write the q_diff of the edges of their
@@ -58,6 +58,9 @@ from dcoex.stats import FISHER_CLIP, fisher_z, n_pairs, pair_from_flat, r_critic
 CUT_MARGIN = 1e-5
 #: Statistics whose p-values are computed at once (bounds the temporaries of p_of).
 P_BLOCK = 1 << 16
+#: Entries of one slice of the differential q table read back for emission, in collection
+#: windows: 16 B each, so that emission needs no more than the collection phase (estimator.py).
+SLICE_WINDOWS = 2
 #: Relative slack of the bin edges when bounding p over a bin (the kernels bin in float64).
 EDGE_SLACK = 1e-9
 EDGE_FIELDS = (
@@ -309,14 +312,15 @@ class _Family:
             at += values.size
 
     def slices(self) -> list[tuple[int, int, list[int]]]:
-        """The table in slices of at most ``budget`` entries (a piece is never split):
-        (first bin, end bin, pieces) covering the bins from the table's first to the last."""
+        """The table in slices of at most SLICE_WINDOWS × ``budget`` entries (pieces of at most
+        ``budget``, never split): (first bin, end bin, pieces) covering the bins from the
+        table's first to the last."""
         if self._spill is None:
             return [(-1, N_BINS, [])]
         out: list[tuple[int, int, list[int]]] = []
         size = 0
         for i, (first_bin, _, entries, _) in enumerate(self._spilled):
-            if not out or size + entries > self.budget:
+            if not out or size + entries > SLICE_WINDOWS * self.budget:
                 if out:
                     out[-1] = (out[-1][0], first_bin, out[-1][2])
                 out.append((first_bin, N_BINS, []))
