@@ -39,11 +39,11 @@ def test_q_from_table_is_the_last_entry_at_or_below():
 def _write_pair(tmp_path, r_low: np.ndarray, r_high: np.ndarray, *, sha_of: tuple[np.ndarray, np.ndarray]):
     """A 02a file (format 3) with the given r's and a 02b file whose base_edges_sha is that of
     ``sha_of`` (r_low, r_high) over the same pairs; returns their paths."""
-    from dcoex.edge_files import BaseEdgesSha, BaseEdgeWriter, BootFileWriter
+    from dcoex.edge_files import BaseEdgesSha, BaseEdgeWriter, BootFileWriter, QTable
 
     n_genes, m = 40, r_low.size
     pair = np.arange(0, 3 * m, 3, dtype=np.int64)
-    tables = {name: (np.array([0.0]), np.array([0.01])) for name in ("low", "high", "diff")}
+    tables = {name: QTable.of(np.array([0.0]), np.array([0.01])) for name in ("low", "high", "diff")}
     meta = {"n_genes": n_genes, "k_low": 20, "k_high": 20, "cut_low": 0.0, "cut_high": 0.0}
     base, boot = tmp_path / "base.h5", tmp_path / "boot.h5"
     with h5py.File(base, "w") as f:

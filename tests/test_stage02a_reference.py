@@ -163,3 +163,26 @@ def test_large_groups_use_exact_float64_products():
     want = stats.spearmanr(x_high, axis=1).statistic[iu, ju][res.edges["pair_index"]]
     assert res.edges["pair_index"].size > 0
     np.testing.assert_allclose(res.edges["r_high"], want, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [10, 11, 12])
+def test_exact_counts_for_even_and_odd_group_sizes(k):
+    """Pairs of tie-free genes are counted by |d| // 4 (|d| mod 4 = (k³ − k)/3 mod 4: 2 for
+    k = 10, 0 for k = 11 and 12): cuts, counts and q's equal the dense reference."""
+    from util_stage02 import reference_base
+
+    from dcoex.realistic import make_realistic
+    from dcoex.stages.s02a_base_correlations.science import base_correlations
+
+    x = make_realistic(60, 3 * k, seed=k).astype(np.float32)
+    low, high = np.arange(k), np.arange(2 * k, 3 * k)
+    res = base_correlations(x[:, low], x[:, high], 0.5, tile_rows=13, window_items=50)
+    ref = reference_base(x.astype(np.float64), low, high, 0.5)
+    sig = ref["sig_diff"]
+    np.testing.assert_array_equal(res.edges["pair_index"], sig)
+    for fam in ("low", "high"):
+        assert res.attrs[f"n_sig_{fam}"] == np.sum(ref[f"q_{fam}"] < 0.5) > 0
+        want = ref[f"q_{fam}"][sig]
+        below = want < 0.5
+        np.testing.assert_allclose(res.edges[f"q_{fam}"][below], want[below], rtol=1e-4)
+        assert np.all(np.isnan(res.edges[f"q_{fam}"][~below]))

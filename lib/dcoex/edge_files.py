@@ -9,7 +9,8 @@ Layouts are fixed in docs/design.md §3.4–§3.5 and docs/stage02a.md / docs/st
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -24,7 +25,6 @@ from dcoex.h5io import (
     plain_attr,
     read_meta,
     write_attrs,
-    write_dataset,
 )
 from dcoex.stats import (
     bootstrap_bias,
@@ -100,6 +100,21 @@ def write_gene_names(group: h5py.Group, gene_names: list[str] | np.ndarray) -> N
     group.create_dataset("gene_names", data=array, **dataset_options(array.shape, array.dtype))
 
 
+@dataclass(frozen=True)
+class QTable:
+    """A BH family's q table as 02a's science hands it to the writer: ``size`` entries, and
+    ``pieces()`` yielding them as (statistic, q) float64 arrays in ascending statistic, one
+    bounded piece at a time (the differential table may live in a scratch file)."""
+
+    size: int
+    pieces: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
+
+    @classmethod
+    def of(cls, stat: np.ndarray, q: np.ndarray) -> QTable:
+        """A table held in memory, one piece."""
+        return cls(len(stat), lambda: iter([(stat, q)]))
+
+
 class BaseEdgeWriter:
     """Writes a 02a file's edges into the open (new) h5py file ``f`` in bounded chunks.
 
@@ -110,15 +125,13 @@ class BaseEdgeWriter:
     ``BASE_EMITTED`` columns.
     """
 
-    def __init__(self, f: h5py.File, *, n_genes: int, n_edges: int,
-                 tables: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
-        """``tables``: each family of ``Q_FAMILIES`` → (statistic, q), float64 (02a science's
-        ``on_tables``)."""
+    def __init__(self, f: h5py.File, *, n_genes: int, n_edges: int, tables: Mapping[str, QTable]) -> None:
+        """``tables``: each family of ``Q_FAMILIES`` → its QTable (02a science's ``on_tables``)."""
         self.f = f
         self.n_tests = n_pairs(int(n_genes))
         self.n_edges = int(n_edges)
         self.form = edge_form(self.n_tests, self.n_edges)
-        self.q_diff_form = "column" if 2 * len(tables["diff"][0]) > self.n_edges else "table"
+        self.q_diff_form = "column" if 2 * tables["diff"].size > self.n_edges else "table"
         group = f.require_group("edges")
         stored = (("pair_index",) if self.form == "sparse" else ()) + BASE_STORED
         stored += ("q_diff",) if self.q_diff_form == "column" else ()
@@ -131,9 +144,7 @@ class BaseEdgeWriter:
         for family in Q_FAMILIES:
             if family == "diff" and self.q_diff_form == "column":
                 continue
-            stat, q = tables[family]
-            write_dataset(q_group, f"{family}_stat", np.asarray(stat, dtype=np.float64))
-            write_dataset(q_group, f"{family}_q", np.asarray(q, dtype=np.float64))
+            _write_table(q_group, family, tables[family])
         if self.form == "bitmap":
             n_bytes = (self.n_tests + 7) // 8
             self._bitmap = group.create_dataset("pair_bitmap", (n_bytes,), np.uint8,
@@ -186,6 +197,20 @@ class BaseEdgeWriter:
             if target in self.f:
                 link_dataset(self.f, alias, target)
         write_attrs(self.f.require_group("significant"), {k: meta[k] for k in _SIGNIFICANT_COUNTS if k in meta})
+
+
+def _write_table(group: h5py.Group, family: str, table: QTable) -> None:
+    """``{family}_stat`` and ``{family}_q`` (float64) written piece by piece."""
+    shape = (table.size,)
+    stat_ds, q_ds = (group.create_dataset(f"{family}_{name}", shape, np.float64,
+                                          **dataset_options(shape, np.float64)) for name in ("stat", "q"))
+    at = 0
+    for stat, q in table.pieces():
+        stat_ds[at : at + len(stat)] = stat
+        q_ds[at : at + len(q)] = q
+        at += len(stat)
+    if at != table.size:
+        raise RuntimeError(f"q table {family}: {at} entries written for {table.size}")
 
 
 def edge_form(n_tests: int, n_edges: int) -> str:

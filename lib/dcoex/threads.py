@@ -1,9 +1,10 @@
-"""How many CPU threads a task may use, and limiting BLAS/OpenMP to them."""
+"""How many CPU threads a task may use, and limiting BLAS/OpenMP (and numba) to them."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 
 
@@ -19,9 +20,18 @@ def default_threads() -> int:
 
 @contextlib.contextmanager
 def blas_threads(n_threads: int | None = None) -> Iterator[int]:
-    """Limit BLAS/OpenMP threads to ``n_threads`` (default: ``default_threads()``)."""
+    """Limit BLAS/OpenMP threads to ``n_threads`` (default: ``default_threads()``), and numba's
+    parallel kernels too when numba is loaded (at most its NUMBA_NUM_THREADS); restored on exit."""
     threads = n_threads or default_threads()
     from threadpoolctl import threadpool_limits
 
+    numba = sys.modules.get("numba")
+    before = numba.get_num_threads() if numba is not None else None
     with threadpool_limits(limits=threads):
-        yield threads
+        if numba is not None:
+            numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        try:
+            yield threads
+        finally:
+            if numba is not None:
+                numba.set_num_threads(before)

@@ -120,7 +120,7 @@ def run_base(
                         attrs = differential_edges(
                             expr[:, low], expr[:, high], fdr_alpha, tile_rows=plan.batch_size, exact_q=exact_q,
                             sink=lambda chunk: writer[0].append(chunk), on_count=start, on_tables=tables.update,
-                            columns=BASE_EMITTED, backend=backend,
+                            columns=BASE_EMITTED, backend=backend, scratch_dir=out,
                         )
                         if attrs["n_tests_low"] == 0 or attrs["n_tests_high"] == 0:
                             print(

@@ -1,34 +1,39 @@
 """Stage 02a (base correlations of one reference gene) peak-RSS estimate and output size, in bytes.
 
-Memory model (N genes, S samples, k_L/k_H group sizes, T tile rows, m = N(N−1)/2). Nothing
-depends on the number of candidates or edges: the statistics are streamed (science.py) and
-only fixed budgets are held.
+Memory model (N genes, S samples, k_L/k_H group sizes, T tile rows, P threads, m = N(N−1)/2,
+W = min(WINDOW_ITEMS, m)). Nothing depends on the number of candidates or edges: the
+statistics are streamed (science.py), the differential q table lives in a scratch file and
+is read back in slices of at most 2·W entries, and only fixed budgets are held.
 
 - ``python``: interpreter + numpy/scipy.special/h5py/numba (the compiled kernels loaded from
-  numba's cache)/click imports (measured);
+  numba's cache, its workqueue threads)/click imports (measured);
 - ``expr``: the whole N × S float32 matrix, loaded once per task;
 - ``ranks``: the integer ranks of both groups (float32), N·(k_L + k_H)·4, and the groups'
   expression copies (as much again), plus the float64 ranking transient of one block of
   dcoex.ranks.RANK_BLOCK_ROWS rows (~RANK_TRANSIENT_BYTES per cell);
 - ``tile``: the two reused float32 product buffers of T × N cells (8 B per cell; +8 per group
   of float64 products when k(k−1)² >= 2**24);
-- ``bins``: the three families' histograms (count, min, max: 24 B per bin) and the q-table
-  offsets, plus TABLE_ENTRIES entries of q table per family (one per run of equal q);
-- ``r_tables``: the q tables of the group families at most: one entry per distinct |r|,
-  k(k²−1)/6 + 1 without ties (~1,300 at k = 25, 545,000 at k = 187). The differential family's
-  table is not bounded a priori (up to one entry per edge when w takes a new value for each:
-  docs/stage02a.md, Bench);
-- ``collect_or_emit``: the larger of two phases. Collection: the buffers, three float64 and one
-  int64 of min(WINDOW_ITEMS, m) entries, allocated and written once, and the two float64
-  temporaries (counts at or above, p·m/C) of a group's distinct values; they are freed before
-  emission: one emission slice (EMIT_CELLS tile cells, 24 B each) and the pending edge chunks
+- ``bins``: the three families' histograms (count, min, max: 24 B per bin), their cumulative
+  counts and the q-table offsets (8 B per bin each), and TABLE_ENTRIES entries of q table per
+  group family;
+- ``r_tables``: per group family, at most one entry per distinct |r| (k(k²−1)/12 + 1 without
+  ties: ~1,300 at k = 25, 545,000 at k = 187) in the exact |d| // 4 counts of the tie-free pairs
+  (values, counts, bins) and in the q table, with the temporaries of making them;
+- ``phases``: the largest of three phases, each freed before the next.
+  Histogram: P private histograms (3 × N_BINS × 24 B) and exact counts (2 × (k³−k)/12 × 8 B).
+  Collection: the buffers, three float64 and one int64 of W entries, allocated and written
+  once, the two float64 temporaries (counts at or above, p·m/C) of a group's distinct values,
+  and P private buffers (3 × max(LOCAL_ITEMS, N) × 8 B).
+  Emission: one emission slice (EMIT_CELLS tile cells, 24 B each), the pending edge chunks
   (CHUNK_EDGES + EMIT_CELLS edges, EDGE_CHUNK_BYTES each), the bitmap window of the writer and
-  the HDF5 chunk buffers (WRITER_BYTES).
+  the HDF5 chunk buffers (WRITER_BYTES), and one slice of the differential q table (2·W
+  entries, 16 B each: science.SLICE_WINDOWS).
 """
 
 from __future__ import annotations
 
 from dcoex.ranks import RANK_BLOCK_ROWS
+from dcoex.threads import default_threads
 from memfit.estimate import MemoryEstimate
 from memfit.units import MiB
 
@@ -37,12 +42,15 @@ from memfit.units import MiB
 STAGE_BASELINE_BYTES = 180 * MiB
 #: Bins of each family's histogram (science.py).
 N_BINS = 1 << 16
-#: Statistics collected at once per family in a collection pass (bounded groups of bins).
+#: Statistics collected at once per family in a collection pass (bounded groups of bins); also
+#: the entries of one slice of the differential q table read back for emission.
 WINDOW_ITEMS = 1 << 22
 #: Edges per chunk handed to the sink (the HDF5 writer).
 CHUNK_EDGES = 1 << 16
 #: Tile cells of one emission slice (its buffers hold 24 bytes per cell).
 EMIT_CELLS = 1 << 16
+#: Entries (at least, per family) of each thread's private collection buffer (float64).
+LOCAL_ITEMS = 1 << 16
 TILE_BYTES_PER_CELL = 8
 RANK_TRANSIENT_BYTES = 64
 TABLE_ENTRIES = 1 << 17
@@ -76,32 +84,37 @@ def estimate(
     fdr_alpha: float = 0.05,
     tile_rows: int = 512,
     exact_q: bool = False,
+    threads: int | None = None,
 ) -> MemoryEstimate:
-    """Predicted peak RSS (bytes) of stage 02a for one reference gene at ``tile_rows``
-    (``fdr_alpha`` and ``exact_q`` change the time, not the memory)."""
+    """Predicted peak RSS (bytes) of stage 02a for one reference gene at ``tile_rows`` with
+    ``threads`` numba threads (default: dcoex.threads.default_threads(), as the stage uses);
+    ``fdr_alpha`` and ``exact_q`` change the time, not the memory."""
     n = int(n_genes)
     m = n * (n - 1) // 2
     t = max(1, min(int(tile_rows), max(n - 1, 1)))
+    parts = max(1, int(threads or default_threads()))
     k_max = max(int(k_low), int(k_high))
     wide = sum(8 for k in (int(k_low), int(k_high)) if k * (k - 1) ** 2 >= 2**24)  # float64 products (dcoex.ranks)
     window = min(WINDOW_ITEMS, m)
-    tile = t * n * (TILE_BYTES_PER_CELL + wide)
-    emit = min(EMIT_CELLS, t * n) * 24 + min(CHUNK_EDGES + EMIT_CELLS, m) * EDGE_CHUNK_BYTES + WRITER_BYTES
+    distinct = min(m, k_max * (k_max * k_max - 1) // 12 + 1)  # distinct |r| of a group without ties
+    histogram = parts * (3 * N_BINS * 24 + 2 * (k_max**3 // 12 + 1) * 8)
+    collect = 6 * window * 8 + parts * 3 * max(LOCAL_ITEMS, n) * 8
+    emit = (min(EMIT_CELLS, t * n) * 24 + min(CHUNK_EDGES + EMIT_CELLS, m) * EDGE_CHUNK_BYTES + WRITER_BYTES
+            + 2 * window * 16)
     components = {
         "python": STAGE_BASELINE_BYTES,
         "expr": n * int(n_samples) * 4,
         "ranks": n * (int(k_low) + int(k_high)) * 8 + min(n, RANK_BLOCK_ROWS) * k_max * RANK_TRANSIENT_BYTES,
-        "tile": tile,
-        "bins": 3 * N_BINS * (24 + 8) + 3 * TABLE_ENTRIES * 16,
-        # q tables of the group families: at most one entry per distinct r (k(k²−1)/6 + 1
-        # values without ties), and as much again for the temporaries of building them
-        "r_tables": 2 * min(m, k_max * (k_max * k_max - 1) // 6 + 1) * 16 * 2,
-        # the collection buffers are freed before the emission pass: the larger of the two phases
-        "collect_or_emit": max(6 * window * 8, emit),
+        "tile": t * n * (TILE_BYTES_PER_CELL + wide),
+        "bins": 3 * N_BINS * (24 + 8 + 8) + 2 * TABLE_ENTRIES * 16,
+        # exact counts (24 B), q table (16 B) and their temporaries, per group family
+        "r_tables": 2 * distinct * 64,
+        # histogram, collection and emission: each phase's buffers are freed before the next
+        "phases": max(histogram, collect, emit),
     }
     params = {
         "n_genes": n, "n_samples": int(n_samples), "k_low": int(k_low), "k_high": int(k_high),
-        "fdr_alpha": float(fdr_alpha), "tile_rows": t, "exact_q": bool(exact_q),
+        "fdr_alpha": float(fdr_alpha), "tile_rows": t, "exact_q": bool(exact_q), "threads": parts,
     }
     return MemoryEstimate("02a", components, params)
 

@@ -1,4 +1,4 @@
-"""Per-pair work of stage 02a, fused per correlation tile (numba, one thread).
+"""Per-pair work of stage 02a, fused per correlation tile (numba, parallel over tile rows).
 
 A tile holds the integer rank products of gene rows [a, a + T) against columns [a, N)
 (science._Tiles); entry (ii, jj) is the pair (a + ii, a + jj), used when jj > ii. The kernels
@@ -13,13 +13,30 @@ whichever kernel computes it. The three family statistics:
 A statistic s >= lo falls in bin min(nb − 1, int((s − lo)·inv)) (float64 arithmetic); every
 kernel computes bins the same way, so counts of bin ranges agree exactly between passes. The
 histogram also keeps each bin's smallest and largest statistic: a bin whose two are equal
-holds one value, and its count is all a BH family needs of it (no collection).
+holds one value, and its count is all a BH family needs of it (no collection). A group pair
+of two genes without ties there (``tie_free``) is counted by its integer product instead:
+|d| // 4 indexes its distinct |r| exactly (|d| mod 4 is the same for all: science.py).
+
+Threads: the tile's rows are split over ``parts`` (one per numba thread; part p takes rows p,
+p + P, …) with private histograms, summed afterwards; collection appends to private bounded
+buffers flushed in part order between rounds (the order of collected values does not matter:
+they are sorted); emission writes each row to its own segment and joins the segments in row
+order. Every result is therefore the same for any thread count. Thread count: numba's
+(``numba.set_num_threads``, set by dcoex.threads.blas_threads to the task's CPUs).
 """
 
 from __future__ import annotations
 
+import os
+
+import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    # workers that sleep between parallel regions: OpenMP's spin (its default) burns CPU time
+    # between the many short regions of emission, 4x the kernels' own on a loaded node
+    numba.config.THREADING_LAYER = "workqueue"
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -35,138 +52,197 @@ def _bin(s: float, lo: float, inv: float, nb: int) -> int:
     return nb - 1 if b >= nb else b
 
 
-@njit(cache=True, nogil=True)
-def histogram_tile(d_low, d_high, a, scales, consts, bounds, clip, hists):  # noqa: PLR0917 - numba kernels take no keyword-only arguments
-    """Add the tile's statistics >= lo to each family's bins. ``scales`` = (scale_low,
-    scale_high), ``consts`` = (const_low, const_high), ``bounds`` = float64 [lo, inv] × 3
-    (low, high, diff), ``hists`` = (count, min, max) × 3 (int64, float64, float64)."""
+@njit(cache=True, nogil=True, parallel=True)
+def histogram_tile(d_low, d_high, a, scales, consts, tie_free, bounds, clip, counts, mins, maxs, exact):  # noqa: PLR0917 - numba kernels take no keyword-only arguments
+    """Add the tile's statistics >= lo to each part's bins: ``counts``/``mins``/``maxs`` are
+    (P, 3, nb) int64/float64/float64 (families low, high, diff). ``scales`` = (scale_low,
+    scale_high), ``consts`` = (const_low, const_high), ``bounds`` = float64 [lo, inv] × 3.
+    ``tie_free`` = (low, high) bool per gene: a group pair of two such genes is counted in
+    ``exact`` (P, 2, n) int64 at |d| // 4 (every |r|, also below lo) instead of in the bins."""
     t, width = d_low.shape
+    n_parts = counts.shape[0]
+    nb = counts.shape[2]
     s_low, s_high = scales
     c_low, c_high = consts
+    e_low, e_high = tie_free
     lo_l, inv_l, lo_h, inv_h, lo_w, inv_w = bounds[0], bounds[1], bounds[2], bounds[3], bounds[4], bounds[5]
-    n_l, min_l, max_l, n_h, min_h, max_h, n_d, min_d, max_d = hists
-    nb = n_l.size
-    for ii in range(t):
-        gi = a + ii
-        cl_i = c_low[gi]
-        ch_i = c_high[gi]
-        sl_i = s_low[gi]
-        sh_i = s_high[gi]
-        for jj in range(ii + 1, width):
-            gj = a + jj
-            ok_l = not (cl_i or c_low[gj])
-            ok_h = not (ch_i or c_high[gj])
-            rl = (d_low[ii, jj] * sl_i) * s_low[gj]
-            rh = (d_high[ii, jj] * sh_i) * s_high[gj]
-            # written out three times: a helper taking the arrays costs ~10x (reference counts)
-            if ok_l:
-                s = np.float64(abs(rl))
-                if s >= lo_l:
-                    b = _bin(s, lo_l, inv_l, nb)
-                    n_l[b] += 1
-                    min_l[b] = min(min_l[b], s)
-                    max_l[b] = max(max_l[b], s)
-            if ok_h:
-                s = np.float64(abs(rh))
-                if s >= lo_h:
-                    b = _bin(s, lo_h, inv_h, nb)
-                    n_h[b] += 1
-                    min_h[b] = min(min_h[b], s)
-                    max_h[b] = max(max_h[b], s)
-            if ok_l and ok_h:
-                s = _w_stat(rl, rh, clip)
-                if s >= lo_w:
-                    b = _bin(s, lo_w, inv_w, nb)
-                    n_d[b] += 1
-                    min_d[b] = min(min_d[b], s)
-                    max_d[b] = max(max_d[b], s)
+    for p in prange(n_parts):
+        cnt, mn, mx, ex = counts[p], mins[p], maxs[p], exact[p]
+        for ii in range(p, t, n_parts):
+            gi = a + ii
+            cl_i = c_low[gi]
+            ch_i = c_high[gi]
+            el_i = e_low[gi]
+            eh_i = e_high[gi]
+            sl_i = s_low[gi]
+            sh_i = s_high[gi]
+            for jj in range(ii + 1, width):
+                gj = a + jj
+                ok_l = not (cl_i or c_low[gj])
+                ok_h = not (ch_i or c_high[gj])
+                dl = d_low[ii, jj]
+                dh = d_high[ii, jj]
+                rl = (dl * sl_i) * s_low[gj]
+                rh = (dh * sh_i) * s_high[gj]
+                # written out three times: a helper taking the arrays costs ~10x (reference counts)
+                if ok_l:
+                    if el_i and e_low[gj]:
+                        ex[0, int(abs(dl)) >> 2] += 1
+                    else:
+                        s = np.float64(abs(rl))
+                        if s >= lo_l:
+                            b = _bin(s, lo_l, inv_l, nb)
+                            cnt[0, b] += 1
+                            mn[0, b] = min(mn[0, b], s)
+                            mx[0, b] = max(mx[0, b], s)
+                if ok_h:
+                    if eh_i and e_high[gj]:
+                        ex[1, int(abs(dh)) >> 2] += 1
+                    else:
+                        s = np.float64(abs(rh))
+                        if s >= lo_h:
+                            b = _bin(s, lo_h, inv_h, nb)
+                            cnt[1, b] += 1
+                            mn[1, b] = min(mn[1, b], s)
+                            mx[1, b] = max(mx[1, b], s)
+                if ok_l and ok_h:
+                    s = _w_stat(rl, rh, clip)
+                    if s >= lo_w:
+                        b = _bin(s, lo_w, inv_w, nb)
+                        cnt[2, b] += 1
+                        mn[2, b] = min(mn[2, b], s)
+                        mx[2, b] = max(mx[2, b], s)
 
 
 @njit(cache=True, nogil=True)
-def collect_tile(d_low, d_high, a, scales, consts, bounds, clip, windows, masks, outs, n_out):  # noqa: PLR0917 - numba kernels take no keyword-only arguments
+def _flush(out, n_out, f, local, local_n):
+    """Append local[:local_n[f]] to out at n_out[f]; empty the local buffer."""
+    k = local_n[f]
+    out[n_out[f] : n_out[f] + k] = local[:k]
+    n_out[f] += k
+    local_n[f] = 0
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def collect_tile(d_low, d_high, a, scales, consts, tie_free, bounds, clip, windows, masks, outs, n_out, local, local_n):  # noqa: PLR0917 - numba kernels take no keyword-only arguments
     """Append each family's statistics whose bin b is in its window [windows[2f],
-    windows[2f+1]) with masks[f][b] set to outs[f] (float64); n_out[f] counts them."""
+    windows[2f+1]) with masks[f, b] set to outs[f] (float64); n_out[f] counts them. Group
+    pairs of two ``tie_free`` genes are not collected (histogram_tile counts them exactly).
+    ``local`` (P, 3, cap) float64 with cap >= the tile width and ``local_n`` (P, 3) int64
+    are the parts' private buffers: each part stops before a row that might not fit, and
+    the buffers are flushed (part order) until every row is done."""
     t, width = d_low.shape
+    n_parts, _, cap = local.shape
+    nb = masks.shape[1]
     s_low, s_high = scales
     c_low, c_high = consts
+    e_low, e_high = tie_free
     lo_l, inv_l, lo_h, inv_h, lo_w, inv_w = bounds[0], bounds[1], bounds[2], bounds[3], bounds[4], bounds[5]
-    m_l, m_h, m_d = masks
-    o_l, o_h, o_d = outs
     w0, w1, w2, w3, w4, w5 = windows[0], windows[1], windows[2], windows[3], windows[4], windows[5]
     use_l = w1 > w0
     use_h = w3 > w2
     use_d = w5 > w4
-    nb = m_l.size
-    k_l, k_h, k_d = n_out[0], n_out[1], n_out[2]
-    for ii in range(t):
-        gi = a + ii
-        cl_i = c_low[gi]
-        ch_i = c_high[gi]
-        sl_i = s_low[gi]
-        sh_i = s_high[gi]
-        for jj in range(ii + 1, width):
-            gj = a + jj
-            ok_l = not (cl_i or c_low[gj])
-            ok_h = not (ch_i or c_high[gj])
-            rl = (d_low[ii, jj] * sl_i) * s_low[gj]
-            rh = (d_high[ii, jj] * sh_i) * s_high[gj]
-            if use_l and ok_l:
-                s = np.float64(abs(rl))
-                if s >= lo_l:
-                    b = _bin(s, lo_l, inv_l, nb)
-                    if w0 <= b < w1 and m_l[b]:
-                        o_l[k_l] = s
-                        k_l += 1
-            if use_h and ok_h:
-                s = np.float64(abs(rh))
-                if s >= lo_h:
-                    b = _bin(s, lo_h, inv_h, nb)
-                    if w2 <= b < w3 and m_h[b]:
-                        o_h[k_h] = s
-                        k_h += 1
-            if use_d and ok_l and ok_h:
-                s = _w_stat(rl, rh, clip)
-                if s >= lo_w:
-                    b = _bin(s, lo_w, inv_w, nb)
-                    if w4 <= b < w5 and m_d[b]:
-                        o_d[k_d] = s
-                        k_d += 1
-    n_out[0] = k_l
-    n_out[1] = k_h
-    n_out[2] = k_d
+    o_l, o_h, o_d = outs
+    next_row = np.arange(n_parts)
+    while True:
+        for p in prange(n_parts):
+            buf = local[p]
+            k_l, k_h, k_d = local_n[p, 0], local_n[p, 1], local_n[p, 2]
+            ii = next_row[p]
+            while ii < t and cap - max(k_l, max(k_h, k_d)) >= width - ii - 1:
+                gi = a + ii
+                cl_i = c_low[gi]
+                ch_i = c_high[gi]
+                el_i = e_low[gi]
+                eh_i = e_high[gi]
+                sl_i = s_low[gi]
+                sh_i = s_high[gi]
+                for jj in range(ii + 1, width):
+                    gj = a + jj
+                    ok_l = not (cl_i or c_low[gj])
+                    ok_h = not (ch_i or c_high[gj])
+                    rl = (d_low[ii, jj] * sl_i) * s_low[gj]
+                    rh = (d_high[ii, jj] * sh_i) * s_high[gj]
+                    if use_l and ok_l and not (el_i and e_low[gj]):
+                        s = np.float64(abs(rl))
+                        if s >= lo_l:
+                            b = _bin(s, lo_l, inv_l, nb)
+                            if w0 <= b < w1 and masks[0, b]:
+                                buf[0, k_l] = s
+                                k_l += 1
+                    if use_h and ok_h and not (eh_i and e_high[gj]):
+                        s = np.float64(abs(rh))
+                        if s >= lo_h:
+                            b = _bin(s, lo_h, inv_h, nb)
+                            if w2 <= b < w3 and masks[1, b]:
+                                buf[1, k_h] = s
+                                k_h += 1
+                    if use_d and ok_l and ok_h:
+                        s = _w_stat(rl, rh, clip)
+                        if s >= lo_w:
+                            b = _bin(s, lo_w, inv_w, nb)
+                            if w4 <= b < w5 and masks[2, b]:
+                                buf[2, k_d] = s
+                                k_d += 1
+                ii += n_parts
+            next_row[p] = ii
+            local_n[p, 0] = k_l
+            local_n[p, 1] = k_h
+            local_n[p, 2] = k_d
+        done = True
+        for part in range(n_parts):  # written out: a tuple of the outputs here would be copied
+            _flush(o_l, n_out, 0, local[part, 0], local_n[part])
+            _flush(o_h, n_out, 1, local[part, 1], local_n[part])
+            _flush(o_d, n_out, 2, local[part, 2], local_n[part])
+            done = done and next_row[part] >= t
+        if done:
+            return
 
 
-@njit(cache=True, nogil=True)
-def emit_rows(d_low, d_high, a, i0, i1, scales, const_any, clip, w_cut, outs):  # noqa: PLR0917 - numba kernels take no keyword-only arguments
+@njit(cache=True, nogil=True, parallel=True)
+def emit_rows(d_low, d_high, a, i0, i1, scales, const_any, clip, w_cut, outs, row_n):  # noqa: PLR0917 - numba kernels take no keyword-only arguments
     """Pairs of tile rows [i0, i1) with w >= w_cut (no gene constant in either group), in
     row-major (= ascending pair index) order, into ``outs`` = (flat pair index int64, r_low,
-    r_high float32, w float64), each holding at least (i1 − i0)·width entries. Returns how many."""
+    r_high float32, w float64), each holding at least (i1 − i0)·width entries; ``row_n``
+    (int64, >= i1 − i0) is scratch. Returns how many."""
     width = d_low.shape[1]
     n_genes = const_any.size
     s_low, s_high = scales
     out_pair, out_rl, out_rh, out_w = outs
-    n = 0
     two_n = 2 * np.int64(n_genes)
-    for ii in range(i0, i1):
+    for ii in prange(i0, i1):  # names inside differ from those after: numba would share them
+        seg = (ii - i0) * width
+        at = seg
         gi = np.int64(a + ii)
-        if const_any[gi]:
-            continue
-        sl_i = s_low[gi]
-        sh_i = s_high[gi]
-        row_start = gi * (two_n - gi - 1) // 2 - gi - 1
-        for jj in range(ii + 1, width):
-            gj = a + jj
-            if const_any[gj]:
-                continue
-            rl = (d_low[ii, jj] * sl_i) * s_low[gj]
-            rh = (d_high[ii, jj] * sh_i) * s_high[gj]
-            w = _w_stat(rl, rh, clip)
-            if w >= w_cut:
-                out_pair[n] = row_start + gj
-                out_rl[n] = rl
-                out_rh[n] = rh
-                out_w[n] = w
-                n += 1
+        if not const_any[gi]:
+            sl_i = s_low[gi]
+            sh_i = s_high[gi]
+            row_start = gi * (two_n - gi - 1) // 2 - gi - 1
+            for jj in range(ii + 1, width):
+                gj = a + jj
+                if const_any[gj]:
+                    continue
+                rl = (d_low[ii, jj] * sl_i) * s_low[gj]
+                rh = (d_high[ii, jj] * sh_i) * s_high[gj]
+                w = _w_stat(rl, rh, clip)
+                if w >= w_cut:
+                    out_pair[at] = row_start + gj
+                    out_rl[at] = rl
+                    out_rh[at] = rh
+                    out_w[at] = w
+                    at += 1
+        row_n[ii - i0] = at - seg
+    n = 0
+    for row in range(i1 - i0):  # join the row segments in row order (never overlapping: n <= the segment start)
+        start = row * width
+        k = row_n[row]
+        if n != start:
+            for e in range(k):
+                out_pair[n + e] = out_pair[start + e]
+                out_rl[n + e] = out_rl[start + e]
+                out_rh[n + e] = out_rh[start + e]
+                out_w[n + e] = out_w[start + e]
+        n += k
     return n
 
 
@@ -182,17 +258,21 @@ def table_offsets(table_s, lo, inv, nb):
     return offsets
 
 
-@njit(cache=True, nogil=True)
-def lookup_q(values, lo, inv, offsets, table_s, table_q, out):  # noqa: PLR0917 - numba kernels take no keyword-only arguments
-    """out[i] = table_q of the last table value <= values[i] (NaN if none): the bin of the
-    value bounds the search (bins are monotone in the value)."""
+@njit(cache=True, nogil=True, parallel=True)
+def lookup_q(values, lo, inv, offsets, table_s, table_q, span, out):  # noqa: PLR0917 - numba kernels take no keyword-only arguments
+    """For values whose bin is in [span[0], span[1]) (a value < lo has bin −1): out[i] =
+    table_q of the last table value <= values[i], or span[2] if none (the q carried in from
+    below the table); other entries of ``out`` are left as they are. The bin of the value
+    bounds the search (bins are monotone in the value)."""
     nb = offsets.size - 1
-    for i in range(values.size):
+    b_lo, b_hi, carry = int(span[0]), int(span[1]), span[2]
+    for i in prange(values.size):
         s = values[i]
-        if s < lo:
-            at = -1
-        else:
-            b = _bin(s, lo, inv, nb)
+        b = _bin(s, lo, inv, nb) if s >= lo else -1
+        if b < b_lo or b >= b_hi:
+            continue
+        at = -1
+        if b >= 0:
             first, last = offsets[b], offsets[b + 1]
             while first < last:  # first entry of the bin with a value > s
                 mid = (first + last) // 2
@@ -201,7 +281,7 @@ def lookup_q(values, lo, inv, offsets, table_s, table_q, out):  # noqa: PLR0917 
                 else:
                     last = mid
             at = first - 1
-        out[i] = table_q[at] if at >= 0 else np.nan
+        out[i] = table_q[at] if at >= 0 else carry
 
 
 @njit(cache=True, nogil=True)
@@ -217,3 +297,70 @@ def unique_counts(values, counts):
             counts[k] = 1
             k += 1
     return k
+
+
+@njit(cache=True, nogil=True)
+def merge_counts(values, counts, k, more_values, more_counts):
+    """Merge ascending distinct ``more_values`` (with ``more_counts``) into values[:k] /
+    counts[:k] (ascending, distinct) in place, equal values adding their counts; both arrays
+    need room for k + more_values.size entries. Returns the merged length."""
+    i = k - 1
+    j = more_values.size - 1
+    out = k + more_values.size - 1
+    while j >= 0:  # from the back: out - i >= j + 1 > 0, so no value is overwritten before it is read
+        if i >= 0 and values[i] > more_values[j]:
+            values[out] = values[i]
+            counts[out] = counts[i]
+            i -= 1
+        elif i >= 0 and values[i] == more_values[j]:
+            values[out] = values[i]
+            counts[out] = counts[i] + more_counts[j]
+            i -= 1
+            j -= 1
+        else:
+            values[out] = more_values[j]
+            counts[out] = more_counts[j]
+            j -= 1
+        out -= 1
+    gap = out - i  # equal values merged: close the gap between values[:i + 1] and the merged tail
+    size = k + more_values.size - gap
+    if gap:
+        for e in range(i + 1, size):
+            values[e] = values[e + gap]
+            counts[e] = counts[e + gap]
+    return size
+
+
+@njit(cache=True, nogil=True)
+def q_runs(values, scaled, last_q, started):
+    """BH q's of a group of the table, in place: q = min(1, running minimum of ``scaled``
+    (p·m/C), also of ``last_q`` when the table has ``started``); values[:k] / scaled[:k]
+    become the first value and the q of each run of equal q. Returns (k, q of the last value)."""
+    k = 0
+    low = np.inf
+    prev = last_q
+    q = last_q
+    for i in range(values.size):
+        low = min(low, scaled[i])
+        q = min(low, last_q) if started else low
+        q = min(q, 1.0)
+        if (i == 0 and not (started and q == last_q)) or (i > 0 and q != prev):
+            values[k] = values[i]
+            scaled[k] = q
+            k += 1
+        prev = q
+    return k, q
+
+
+@njit(cache=True, nogil=True)
+def bin_run(values, at, lo, inv, nb):
+    """(first, stop, bin) of the run of ascending ``values`` around index ``at`` that share
+    values[at]'s bin."""
+    b = _bin(values[at], lo, inv, nb)
+    first = at
+    while first > 0 and _bin(values[first - 1], lo, inv, nb) == b:
+        first -= 1
+    stop = at + 1
+    while stop < values.size and _bin(values[stop], lo, inv, nb) == b:
+        stop += 1
+    return first, stop, b

@@ -5,12 +5,18 @@ Per reference gene (docs/design.md §4.2–§4.5, docs/stage02a.md): rank each g
 r = (U·Uᵀ)·scaleᵢ·scaleⱼ with scale = 1/||u|| one tile of ``tile_rows`` gene rows at a time
 (upper triangle only). The integer products are exact in float32 (float64 when
 k(k−1)² >= 2**24), so r is identical for any tile size and thread count. The per-pair work
-is fused per tile in numba kernels (kernels.py); the tiles are recomputed for each pass
-(the products are cheap), never stored:
+is fused per tile in numba kernels (kernels.py, parallel over tile rows, results independent
+of the thread count); the tiles are recomputed for each pass (the products are cheap), never
+stored:
 
 1. histogram pass: fine bin counts (``N_BINS``) of each family's statistic — |r_L|, |r_H|,
    and for the differential test w = |b − a|/(1 − ab) = tanh(|atanh b − atanh a|) — over
-   the tests that can have p <= alpha (all of them with ``exact_q``);
+   the tests that can have p <= alpha (all of them with ``exact_q``). Genes without ties in a
+   group all have the same ||u||² = (k³ − k)/3, so the |r| of a pair of two of them is a
+   function of the integer |d| = (k³ − k)/3 − 2·Σδ² (δ the rank differences, Σδ² even), so
+   |d| mod 4 = (k³ − k)/3 mod 4 (0 or 2): those pairs are counted exactly per |d| // 4, and only the
+   pairs with a tied gene go to the bins of the group families (with realistic data, all but
+   a few: the group families then need almost no collection);
 2. BH cut: the counts bound p_(j)·m/j over each bin, which locates the cut to a few bins;
    collection passes gather the exact statistics of those bins (at most ``window_items``
    at a time) and fix the cut exactly;
@@ -18,33 +24,46 @@ is fused per tile in numba kernels (kernels.py); the tiles are recomputed for ea
    the number of tests with statistic >= s' — a function of the statistic. Collection
    passes from the cut upward (bounded groups of bins) give the distinct values with
    their counts; the running minimum is carried from group to group. The table keeps
-   one entry per run of equal q;
-4. emission pass: the significant differential pairs of each tile, in ascending pair index,
-   get their q's from the tables and go to ``sink`` in chunks of ``chunk_edges``.
+   one entry per run of equal q. The differential family's table (up to one entry per edge)
+   is written to an unlinked scratch file as it is made and read back in slices of at most
+   2 × ``window_items`` entries;
+4. emission: the significant differential pairs of each tile, in ascending pair index, get
+   their q's from the tables and go to ``sink`` in chunks of ``chunk_edges``. With S slices
+   of the differential table, S − 1 passes before it write the q_diff of the edges of their
+   slice by edge ordinal into a scratch file (8 B per edge, on disk), which the last pass
+   completes and reads.
 
-Memory: O(N·k) ranks + O(tile_rows·N) tile + O(window_items) collection + O(chunk_edges)
-edges + the q tables (one entry per distinct statistic at or above the cut with a new q);
-never an N×N or N(N−1)/2 array, and no per-edge array beyond one tile and one chunk.
+Memory: O(N·k) ranks + O(tile_rows·N) tile + O(window_items) collection or table slice +
+O(chunk_edges) edges + the group families' q tables (one entry per distinct |r| at or above
+the cut with a new q: at most k(k²−1)/6 + 1); never an N×N or N(N−1)/2 array, and nothing
+per edge beyond one tile and one chunk.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numba
 import numpy as np
 
 from dcoex.backend import Backend, NumpyBackend
+from dcoex.edge_files import QTable
 from dcoex.ranks import IntegerRanks
 from dcoex.stages.s02a_base_correlations import kernels
-from dcoex.stages.s02a_base_correlations.estimator import CHUNK_EDGES, EMIT_CELLS, N_BINS, WINDOW_ITEMS
+from dcoex.stages.s02a_base_correlations.estimator import CHUNK_EDGES, EMIT_CELLS, LOCAL_ITEMS, N_BINS, WINDOW_ITEMS
 from dcoex.stats import FISHER_CLIP, fisher_z, n_pairs, pair_from_flat, r_critical, t_pvalue, z_critical, z_pvalue
 
 #: Candidate cuts are lowered by this relative margin so float rounding never drops a test.
 CUT_MARGIN = 1e-5
 #: Statistics whose p-values are computed at once (bounds the temporaries of p_of).
 P_BLOCK = 1 << 16
+#: Entries of one slice of the differential q table read back for emission, in collection
+#: windows: 16 B each, so that emission needs no more than the collection phase (estimator.py).
+SLICE_WINDOWS = 2
 #: Relative slack of the bin edges when bounding p over a bin (the kernels bin in float64).
 EDGE_SLACK = 1e-9
 EDGE_FIELDS = (
@@ -107,20 +126,28 @@ class _Family:
     """One BH family: bins of its statistic s >= lo, then its exact cut and q table.
 
     ``p_of`` maps statistics (float64 array) to p and is non-increasing; ``top`` bounds s.
-    After the histogram pass, ``next_group`` gives bin groups (lowest first) and ``consume``
-    takes the statistics collected in one: first the groups that can hold the BH cut, then,
-    from the cut (the lowest bin of a complete family) upward, the groups of the q table.
+    After the histogram pass (or ``set_exact``), ``next_group`` gives bin groups (lowest
+    first) and ``consume`` takes the statistics collected in one: first the groups that can
+    hold the BH cut, then, from the cut (the lowest bin of a complete family) upward, the
+    groups of the q table. With ``spill_dir`` (a folder, or "" for the system's temporary
+    folder) the table goes to an unlinked scratch file piece by piece and is read back in
+    ``slices`` of at most ``budget`` entries; else ``finish`` joins it into
+    ``table_s``/``table_q``.
     """
 
     def __init__(self, m: int, lo: float, top: float, p_of: Callable[[np.ndarray], np.ndarray], *, alpha: float,
-                 budget: int) -> None:
+                 budget: int, spill_dir: str | None = None) -> None:
         self.m, self.lo, self.p_of, self.alpha, self.budget = int(m), float(lo), p_of, float(alpha), int(budget)
         self.inv = N_BINS / max(top - self.lo, 1e-12)
         self.hist = (np.zeros(N_BINS, np.int64), np.full(N_BINS, np.inf), np.full(N_BINS, -np.inf))
         self.cut = np.inf
         self.n_sig = 0
         self.found = False
+        self.exact: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._pieces: list[tuple[np.ndarray, np.ndarray]] = []
+        self._spilled: list[tuple[int, int, int, float]] = []  # (first bin, offset, entries, q carried in)
+        self._spill = None if spill_dir is None else tempfile.TemporaryFile(dir=spill_dir or None)
+        self._spill_at = 0
         self._last_q = np.nan
         self.table_s = np.empty(0)
         self.table_q = np.empty(0)
@@ -130,11 +157,23 @@ class _Family:
     def bounds(self) -> tuple[float, float]:
         return self.lo, self.inv
 
+    def bins_of(self, s: np.ndarray) -> np.ndarray:
+        """Bins of statistics s >= lo (float64), as the kernels compute them."""
+        return np.minimum(((s - self.lo) * self.inv).astype(np.int64), N_BINS - 1)
+
+    def set_exact(self, values: np.ndarray, counts: np.ndarray) -> None:
+        """Distinct statistics (ascending float64) of tests counted exactly outside the bins,
+        and their counts: added to the bins' counts, and to the values ``consume`` gets."""
+        keep = values >= self.lo
+        values, counts = values[keep], counts[keep]
+        self.exact = (values, counts, self.bins_of(values))
+
     def prepare(self, complete: bool) -> None:
-        """After the histogram pass: counts at or above each bin, the bins that need
-        collecting (more than one value), and the first group."""
+        """After the histogram pass (and ``set_exact``): counts at or above each bin, the bins
+        that need collecting (more than one value in the bins), and the first group."""
         count, smin, smax = self.hist
-        self.above = np.concatenate([np.cumsum(count[::-1])[::-1], [0]])  # above[b] = count in bins >= b
+        self.count = count if self.exact is None else count + np.bincount(self.exact[2], self.exact[1], N_BINS).astype(np.int64)
+        self.above = np.concatenate([np.cumsum(self.count[::-1])[::-1], [0]])  # above[b] = count in bins >= b
         self.mixed = (count > 0) & (smin < smax)
         mixed_count = np.where(self.mixed, count, 0)
         self.mixed_above = np.concatenate([np.cumsum(mixed_count[::-1])[::-1], [0]])
@@ -143,8 +182,7 @@ class _Family:
 
     def _start(self) -> tuple[int, int]:
         """First bin to collect and the bin below which the cut search stays."""
-        count = self.hist[0]
-        full = np.nonzero(count)[0]
+        full = np.nonzero(self.count)[0]
         if self.m == 0 or full.size == 0:
             return N_BINS, N_BINS
         if self.complete:
@@ -174,24 +212,40 @@ class _Family:
         return start, min(max(stop, start + 1), last)
 
     def n_mixed(self, group: tuple[int, int] | None) -> int:
-        return 0 if group is None else int(self.mixed_above[group[0]] - self.mixed_above[group[1]])
+        """Statistics a collection pass must gather for the group."""
+        if group is None:
+            return 0
+        return int(self.mixed_above[group[0]] - self.mixed_above[group[1]])
 
-    def consume(self, group: tuple[int, int], values: np.ndarray, scratch: np.ndarray) -> None:
-        """Statistics collected in the group's bins that need collecting (any order; sorted in
-        place), ``scratch`` an int64 array at least as long. Temporaries: two float64 arrays
-        of the group's distinct values."""
+    def consume(self, group: tuple[int, int], values: np.ndarray, scratch: np.ndarray,
+                n_values: int | None = None) -> None:
+        """Statistics collected in the group's bins that need collecting: values[:n_values]
+        (default all; any order; sorted in place), ``scratch`` an int64 array. The distinct
+        values and their counts are made in place, merged with the bins of one value and the
+        exact counts in ``values``/``scratch`` when they have room (else in new arrays).
+        Temporaries: two float64 arrays of the group's distinct values."""
         count, smin, _ = self.hist
+        n_values = values.size if n_values is None else int(n_values)
         single = np.nonzero(~self.mixed[group[0] : group[1]] & (count[group[0] : group[1]] > 0))[0] + group[0]
-        values.sort()
-        if scratch.size < values.size:
-            scratch = np.empty(values.size, np.int64)
-        k = kernels.unique_counts(values, scratch)
-        u, counts = values[:k], scratch[:k]
-        if single.size:  # bins are disjoint: merge the two sorted sets
-            u = np.concatenate([u, smin[single]])
-            counts = np.concatenate([counts, count[single]])
-            order = np.argsort(u, kind="stable")
-            u, counts = u[order], counts[order]
+        values[:n_values].sort()
+        if scratch.size < n_values:
+            scratch = np.empty(n_values, np.int64)
+        k = kernels.unique_counts(values[:n_values], scratch)
+        more = [(smin[single], count[single])]
+        if self.exact is not None:
+            exact_s, exact_n, exact_b = self.exact
+            first, last = np.searchsorted(exact_b, group)
+            more.append((exact_s[first:last], exact_n[first:last]))
+        for more_s, more_n in more:
+            if more_s.size == 0:
+                continue
+            if k + more_s.size > min(values.size, scratch.size):
+                values, scratch = _grown(values, k, k + more_s.size), _grown(scratch, k, k + more_s.size)
+            k = kernels.merge_counts(values, scratch, k, more_s, more_n)
+        self._consume_distinct(group, values[:k], scratch[:k])
+
+    def _consume_distinct(self, group: tuple[int, int], u: np.ndarray, counts: np.ndarray) -> None:
+        """The group's distinct statistics (ascending) and their counts: the cut, the table."""
         c = np.cumsum(counts[::-1])
         c += self.above[group[1]]
         c = c[::-1]  # tests with a statistic >= u
@@ -200,35 +254,59 @@ class _Family:
             scaled[a : a + P_BLOCK] = self.p_of(u[a : a + P_BLOCK]) * self.m / c[a : a + P_BLOCK]
         del c
         if not self.found:
-            hits = np.nonzero(scaled < self.alpha)[0]
-            if hits.size:
+            below = scaled < self.alpha
+            if below.any():
                 self.found = True
-                first = int(hits[0])
+                first = int(np.argmax(below))
                 self.cut, self.n_sig = float(u[first]), int(self.above[group[1]] + counts[first:].sum())
         if self.complete:
-            self._add_table(u, scaled)
+            self._add_table(group[0], u, scaled)
         elif self.found:
             keep = int(np.searchsorted(u, self.cut, side="left"))
-            self._add_table(u[keep:], scaled[keep:])
+            self._add_table(group[0], u[keep:], scaled[keep:])
         self.pos = group[1]
 
-    def _add_table(self, u: np.ndarray, scaled: np.ndarray) -> None:
-        """Extend the q table (groups come lowest first): q = running minimum of p·m/C from the
-        bottom of the table, capped at 1; one entry per run of equal q. ``scaled`` is overwritten."""
+    def _add_table(self, first_bin: int, u: np.ndarray, scaled: np.ndarray) -> None:
+        """Extend the q table (groups come lowest first, the group's bins from ``first_bin``):
+        q = running minimum of p·m/C from the bottom of the table, capped at 1; one entry per run
+        of equal q. ``u`` and ``scaled`` are overwritten."""
         if u.size == 0:
             return
-        q = np.minimum.accumulate(scaled, out=scaled)
-        if self._pieces:
-            np.minimum(q, self._last_q, out=q)
-        np.minimum(q, 1.0, out=q)
-        new = np.empty(q.size, bool)
-        new[0] = not (self._pieces and q[0] == self._last_q)
-        np.not_equal(q[1:], q[:-1], out=new[1:])
-        self._pieces.append((u[new], q[new]))
-        self._last_q = float(q[-1])
+        started = bool(self._pieces or self._spilled)
+        k, last_q = kernels.q_runs(u, scaled, self._last_q, started)
+        if self._spill is None:
+            self._pieces.append((u[:k].copy(), scaled[:k].copy()))
+        else:
+            self._write_pieces(first_bin, u[:k], scaled[:k])
+        self._last_q = float(last_q)
+
+    def _write_pieces(self, first_bin: int, values: np.ndarray, q: np.ndarray) -> None:
+        """Append table entries to the scratch file in pieces of at most ``budget`` entries,
+        cut at bin boundaries (a single bin may hold more), each with its first bin and the
+        q carried in from below."""
+        carry = self._last_q
+        start = 0
+        while start < values.size:
+            end = min(start + self.budget, values.size)
+            if end < values.size:
+                end = kernels.bin_run(values, end, self.lo, self.inv, N_BINS)[0]
+                if end <= start:
+                    end = kernels.bin_run(values, start, self.lo, self.inv, N_BINS)[1]
+            piece_bin = first_bin if start == 0 else kernels.bin_run(values, start, self.lo, self.inv, N_BINS)[2]
+            self._spilled.append((piece_bin, self._spill_at, end - start, carry))
+            for column in (values[start:end], q[start:end]):
+                os.pwrite(self._spill.fileno(), np.ascontiguousarray(column), self._spill_at)
+                self._spill_at += column.nbytes
+            carry = float(q[end - 1])
+            start = end
+        if values.size == 0:
+            self._spilled.append((first_bin, self._spill_at, 0, carry))
 
     def finish(self) -> None:
-        """Join the q table's pieces (after the last group), freeing each once copied."""
+        """Join the q table's pieces (after the last group), freeing each once copied; a
+        spilled table stays in its file (``slices``)."""
+        if self._spill is not None:
+            return
         size = sum(piece[0].size for piece in self._pieces)
         self.table_s, self.table_q = np.empty(size), np.empty(size)
         at = 0
@@ -239,17 +317,85 @@ class _Family:
             self.table_q[at : at + values.size] = q
             at += values.size
 
+    def slices(self) -> list[tuple[int, int, list[int]]]:
+        """The table in slices of at most SLICE_WINDOWS × ``budget`` entries (pieces of at most
+        ``budget``, never split): (first bin, end bin, pieces) covering the bins from the
+        table's first to the last."""
+        if self._spill is None:
+            return [(-1, N_BINS, [])]
+        out: list[tuple[int, int, list[int]]] = []
+        size = 0
+        for i, (first_bin, _, entries, _) in enumerate(self._spilled):
+            if not out or size + entries > SLICE_WINDOWS * self.budget:
+                if out:
+                    out[-1] = (out[-1][0], first_bin, out[-1][2])
+                out.append((first_bin, N_BINS, []))
+                size = 0
+            out[-1][2].append(i)
+            size += entries
+        return out or [(-1, N_BINS, [])]
+
+    def table_slice(self, piece_ids: list[int], first_bin: int, end_bin: int) -> tuple:
+        """(table_s, table_q, offsets, span) of one slice, for kernels.lookup_q."""
+        if self._spill is None:
+            table_s, table_q = self.table_s, self.table_q
+            carry = np.nan
+        else:
+            size = sum(self._spilled[i][2] for i in piece_ids)
+            table_s, table_q = np.empty(size), np.empty(size)
+            at = 0
+            for i in piece_ids:
+                _, offset, entries, _ = self._spilled[i]
+                os.preadv(self._spill.fileno(), [table_s[at : at + entries]], offset)
+                os.preadv(self._spill.fileno(), [table_q[at : at + entries]], offset + 8 * entries)
+                at += entries
+            carry = self._spilled[piece_ids[0]][3] if piece_ids else np.nan
+        offsets = kernels.table_offsets(table_s, self.lo, self.inv, N_BINS)
+        return table_s, table_q, offsets, np.array([first_bin, end_bin, carry], dtype=np.float64)
+
+    def q_table(self) -> QTable:
+        """The q table as dcoex.edge_files.QTable: its size and its slices, read one at a time."""
+        if self._spill is None:
+            return QTable.of(self.table_s, self.table_q)
+        size = sum(entries for _, _, entries, _ in self._spilled)
+        return QTable(size, lambda: (self.table_slice(ids, lo, hi)[:2] for lo, hi, ids in self.slices()))
+
+    def table(self) -> tuple[np.ndarray, np.ndarray]:
+        """The whole q table: ascending statistics and their q (one entry per run of equal q)."""
+        if self._spill is None:
+            return self.table_s, self.table_q
+        parts = [self.table_slice(ids, lo, hi)[:2] for lo, hi, ids in self.slices()]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
     def q_values(self, s: np.ndarray) -> np.ndarray:
         """q of statistics s (float64): exact in the table, NaN below its first value."""
-        if self._offsets is None:
-            self._offsets = kernels.table_offsets(self.table_s, self.lo, self.inv, N_BINS)
         s = np.ascontiguousarray(s, dtype=np.float64)
-        q = np.empty(s.shape)
-        kernels.lookup_q(s, self.lo, self.inv, self._offsets, self.table_s, self.table_q, q)
+        q = np.full(s.shape, np.nan)
+        if self._spill is None:
+            if self._offsets is None:
+                self._offsets = kernels.table_offsets(self.table_s, self.lo, self.inv, N_BINS)
+            kernels.lookup_q(s, self.lo, self.inv, self._offsets, self.table_s, self.table_q,
+                             np.array([-1.0, N_BINS, np.nan]), q)
+            return q
+        for lo, hi, ids in self.slices():
+            table_s, table_q, offsets, span = self.table_slice(ids, lo, hi)
+            kernels.lookup_q(s, self.lo, self.inv, offsets, table_s, table_q, span, q)
         return q
 
     def is_significant(self, s: np.ndarray) -> np.ndarray:
         return np.asarray(s, dtype=np.float64) >= self.cut
+
+    def close(self) -> None:
+        """Remove the scratch file of a spilled table."""
+        if self._spill is not None:
+            self._spill.close()
+
+
+def _grown(a: np.ndarray, k: int, size: int) -> np.ndarray:
+    """A new array of ``size`` entries starting with a[:k]."""
+    out = np.empty(size, a.dtype)
+    out[:k] = a[:k]
+    return out
 
 
 def differential_edges(
@@ -264,8 +410,9 @@ def differential_edges(
     window_items: int | None = None,
     columns: tuple[str, ...] = EDGE_FIELDS,
     on_count: Callable[[int], None] | None = None,
-    on_tables: Callable[[dict[str, tuple[np.ndarray, np.ndarray]]], None] | None = None,
+    on_tables: Callable[[dict[str, QTable]], None] | None = None,
     backend: Backend | None = None,
+    scratch_dir: str | os.PathLike | None = None,
 ) -> dict[str, object]:
     """Stream the significant differential edges of one reference gene to ``sink``.
 
@@ -274,10 +421,14 @@ def differential_edges(
     most ``chunk_edges`` edges each, in ascending pair_index, with exact q's (q at or above
     alpha is NaN unless ``exact_q``); ``on_count(n_edges)``, if given, is called once before the
     first chunk (also when there are none); ``on_tables(tables)``, if given, before it with each
-    family's q table {"low" | "high" | "diff": (statistic, q)} (float64, ascending statistic: the q
-    of a statistic s is that of the last entry <= s). Returns the attrs (counts, cuts). Memory does not
-    depend on the number of edges (module docstring); ``window_items`` overrides WINDOW_ITEMS (tests);
-    ``backend`` computes the rank products (dcoex.backend; default numpy on the host).
+    family's q table {"low" | "high" | "diff": QTable} (ascending statistic: the q of a statistic s
+    is that of the last entry <= s; the differential one read from its scratch file in bounded
+    pieces). Returns the attrs (counts, cuts). Memory does not depend on the number of edges
+    (module docstring); ``window_items`` overrides WINDOW_ITEMS (tests); ``backend`` computes the
+    rank products (dcoex.backend; default numpy on the host).
+    The differential q table and, when it has several slices, the q's of the edges go to
+    unlinked scratch files in ``scratch_dir`` (default: the system's temporary folder).
+    Threads: numba's (``numba.set_num_threads``; dcoex.threads.blas_threads sets them).
     """
     n, k_low = x_low.shape
     k_high = x_high.shape[1]
@@ -301,27 +452,31 @@ def differential_edges(
     fams = (
         _Family(n_pairs(n - int(const_low.sum())), lo_low, 1.0, lambda s: t_pvalue(s, df_low), alpha=alpha, budget=budget),
         _Family(n_pairs(n - int(const_high.sum())), lo_high, 1.0, lambda s: t_pvalue(s, df_high), alpha=alpha, budget=budget),
-        _Family(n_pairs(n - int(const_any.sum())), lo_w, w_top, p_w, alpha=alpha, budget=budget),
+        _Family(n_pairs(n - int(const_any.sum())), lo_w, w_top, p_w, alpha=alpha, budget=budget,
+                spill_dir="" if scratch_dir is None else os.fspath(scratch_dir)),
     )
-    bounds = np.array([v for f in fams for v in f.bounds], dtype=np.float64)
-    tiles = _Tiles(ranks_low, ranks_high, tile_rows, NumpyBackend() if backend is None else backend)
-    hists = tuple(h for f in fams for h in f.hist)
-    for a, d_low, d_high in tiles:
-        kernels.histogram_tile(d_low, d_high, a, tiles.scales, tiles.consts, bounds, FISHER_CLIP, hists)
-    for fam in fams:
-        fam.prepare(exact_q)
-    _sweep(tiles, fams, bounds=bounds, size=min(budget, n_pairs(n)))
-    for fam in fams:
-        fam.finish()
-    fam_low, fam_high, fam_diff = fams
-    if on_tables is not None:
-        on_tables({name: (fam.table_s, fam.table_q) for name, fam in zip(("low", "high", "diff"), fams)})
-    n_sig_edges = 0
-    if on_count is not None:
-        on_count(fam_diff.n_sig)
-    if fam_diff.n_sig:
-        n_sig_edges = _emit(tiles, fams, const_any, sink, chunk_edges=chunk_edges, columns=columns,
-                            df=(df_low, df_high), k=(k_low, k_high))
+    try:
+        bounds = np.array([v for f in fams for v in f.bounds], dtype=np.float64)
+        tiles = _Tiles(ranks_low, ranks_high, tile_rows, NumpyBackend() if backend is None else backend)
+        parts = numba.get_num_threads()
+        flags = _histogram(tiles, fams, bounds=bounds, parts=parts)
+        for fam in fams:
+            fam.prepare(exact_q)
+        _sweep(tiles, fams, bounds=bounds, size=min(budget, n_pairs(n)), parts=parts, tie_free=(flags[0], flags[1]))
+        for fam in fams:
+            fam.finish()
+        fam_low, fam_high, fam_diff = fams
+        if on_tables is not None:
+            on_tables({name: fam.q_table() for name, fam in zip(("low", "high", "diff"), fams)})
+        n_sig_edges = 0
+        if on_count is not None:
+            on_count(fam_diff.n_sig)
+        if fam_diff.n_sig:
+            n_sig_edges = _emit(tiles, fams, const_any, sink, chunk_edges=chunk_edges, columns=columns,
+                                df=(df_low, df_high), k=(k_low, k_high), scratch_dir=scratch_dir)
+    finally:
+        for fam in fams:
+            fam.close()
     return {
         "n_genes": n,
         "n_tests": n_pairs(n),
@@ -348,57 +503,98 @@ def differential_edges(
     }
 
 
-def _sweep(tiles: _Tiles, fams: tuple[_Family, ...], *, bounds: np.ndarray, size: int) -> None:
+def tie_free(ranks: IntegerRanks) -> np.ndarray:
+    """Genes without ties (nor constant) in the group: ||u||² = (k³ − k)/3, the same for all.
+    None when (k³ − k)/3 >= 2**24 (k >= 370): the tile's float32 d is then not always the exact
+    integer, and the exact counts are not used."""
+    k = ranks.u.shape[1]
+    squares = np.einsum("ij,ij->i", ranks.u, ranks.u, dtype=np.float64)
+    return ~ranks.constant & (squares == (k**3 - k) // 3) & ((k**3 - k) // 3 < 2**24)
+
+
+def _histogram(tiles: _Tiles, fams: tuple[_Family, ...], *, bounds: np.ndarray, parts: int) -> np.ndarray:
+    """The histogram pass: each part's bins and exact |d| // 4 counts (pairs of tie-free genes),
+    summed into the families after the last tile. Returns the tie-free flags (low, high)."""
+    flags = np.stack([tie_free(g) for g in (tiles.low, tiles.high)])
+    sizes = [(g.u.shape[1] ** 3 - g.u.shape[1]) // 12 + 1 if f.any() else 1  # |d| <= ||u||² = (k³ − k)/3
+             for g, f in zip((tiles.low, tiles.high), flags)]
+    counts = np.zeros((parts, 3, N_BINS), np.int64)
+    mins = np.full((parts, 3, N_BINS), np.inf)
+    maxs = np.full((parts, 3, N_BINS), -np.inf)
+    exact = np.zeros((parts, 2, max(sizes)), np.int64)
+    for a, d_low, d_high in tiles:
+        kernels.histogram_tile(d_low, d_high, a, tiles.scales, tiles.consts, (flags[0], flags[1]), bounds, FISHER_CLIP,
+                               counts, mins, maxs, exact)
+    for f, fam in enumerate(fams):
+        count, smin, smax = fam.hist
+        count += counts[:, f].sum(axis=0)
+        np.minimum(smin, mins[:, f].min(axis=0), out=smin)
+        np.maximum(smax, maxs[:, f].max(axis=0), out=smax)
+    del counts, mins, maxs
+    for f, ranks in enumerate((tiles.low, tiles.high)):
+        if not flags[f].any():
+            continue
+        total = exact[:, f].sum(axis=0)
+        index = np.nonzero(total)[0]
+        scale = ranks.scale[flags[f]][0]  # every tie-free gene has this scale
+        k = ranks.u.shape[1]
+        d = (4 * index + ((k**3 - k) // 3) % 4).astype(np.float32)  # |d| mod 4 is that of ||u||² (module docstring)
+        r = (d * scale) * scale  # as the kernels: (d·scale_i)·scale_j
+        values, inverse = np.unique(np.abs(r).astype(np.float64), return_inverse=True)
+        fams[f].set_exact(values, np.bincount(inverse, weights=total[index]).astype(np.int64))
+    return flags
+
+
+def _sweep(tiles: _Tiles, fams: tuple[_Family, ...], *, bounds: np.ndarray, size: int, parts: int,
+           tie_free: tuple[np.ndarray, np.ndarray]) -> None:
     """Cut search and q tables of the three families: collection passes over the tiles until
     every family is done. The collection buffers (``size`` entries each) are allocated and
     written once, so that the peak does not depend on the data (estimator.py), and freed on
     return."""
     buffers = tuple(np.full(size, 0.0) for _ in range(3))  # np.full writes every page (np.zeros may not)
     scratch = np.full(size, 0, np.int64)
+    local = np.full((parts, 3, max(LOCAL_ITEMS, tiles.n)), 0.0)
     while True:
         groups = [f.next_group() for f in fams]
         if all(g is None for g in groups):
             return
         if any(f.n_mixed(g) for f, g in zip(fams, groups)):
-            found = _collect(tiles, fams, groups, bounds=bounds, buffers=buffers)
+            found = _collect(tiles, fams, groups, bounds=bounds, buffers=buffers, local=local, tie_free=tie_free)
         else:
-            found = [b[:0] for b in buffers]
-        for fam, group, values in zip(fams, groups, found):
+            found = [(b, 0) for b in buffers]
+        for fam, group, (values, n_values) in zip(fams, groups, found):
             if group is not None:
-                fam.consume(group, values, scratch)
+                fam.consume(group, values, scratch, n_values)
 
 
 def _collect(tiles: _Tiles, fams: tuple[_Family, ...], groups: list, *, bounds: np.ndarray,
-             buffers: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+             buffers: tuple[np.ndarray, ...], local: np.ndarray, tie_free: tuple) -> list[tuple[np.ndarray, int]]:
     """One pass over the tiles collecting each family's statistics in the bins of its group
-    that need collecting (None: nothing), into the front of its buffer."""
+    that need collecting (None: nothing), into the front of its buffer; ``local`` holds the
+    parts' private buffers. Returns (buffer, count) per family."""
     windows = np.zeros(6, np.int64)
-    sizes = []
+    sizes = [fam.n_mixed(group) for fam, group in zip(fams, groups)]
     for f, group in enumerate(groups):
-        if group is not None:
+        if sizes[f]:
             windows[2 * f], windows[2 * f + 1] = group
-        sizes.append(fams[f].n_mixed(group))
     # a single bin with more than the budget gets its own buffer
     outs = tuple(buf[:size] if size <= buf.size else np.empty(size) for buf, size in zip(buffers, sizes))
-    masks = tuple(f.mixed for f in fams)
+    masks = np.stack([f.mixed for f in fams])
     n_out = np.zeros(3, np.int64)
+    local_n = np.zeros(local.shape[:2], np.int64)
     for a, d_low, d_high in tiles:
-        kernels.collect_tile(d_low, d_high, a, tiles.scales, tiles.consts, bounds, FISHER_CLIP, windows, masks,
-                             outs, n_out)
+        kernels.collect_tile(d_low, d_high, a, tiles.scales, tiles.consts, tie_free, bounds, FISHER_CLIP, windows,
+                             masks, outs, n_out, local, local_n)
     if list(n_out) != sizes:
         raise RuntimeError(f"02a: collected {list(n_out)} statistics where the histogram counted {sizes}")
-    return list(outs)
+    return [(buf if size <= buf.size else out, size) for buf, out, size in zip(buffers, outs, sizes)]
 
 
-def _emit(tiles: _Tiles, fams: tuple[_Family, ...], const_any: np.ndarray, sink: Callable, *, chunk_edges: int,
-          columns: tuple[str, ...], df: tuple[int, int], k: tuple[int, int]) -> int:
-    """Emission pass: the edges (w >= the diff cut) to ``sink`` in chunks; returns n_sig_edges."""
-    fam_low, fam_high, fam_diff = fams
-    n = tiles.n
+def _emitted(tiles: _Tiles, const_any: np.ndarray, w_cut: float) -> Iterator[tuple[np.ndarray, ...]]:
+    """The pairs with w >= w_cut, ascending: (pair, r_low, r_high, w) views of one emission
+    slice (at most EMIT_CELLS tile cells) at a time, valid until the next."""
     buf = None
-    pending: list[dict[str, np.ndarray]] = []
-    n_pending = 0
-    n_sig_edges = n_emitted = 0
+    row_n = np.empty(0, np.int64)
     for a, d_low, d_high in tiles:
         width = d_low.shape[1]
         step = max(1, EMIT_CELLS // max(width, 1))
@@ -406,34 +602,73 @@ def _emit(tiles: _Tiles, fams: tuple[_Family, ...], const_any: np.ndarray, sink:
         if buf is None or buf[0].size < size:
             buf = (np.empty(size, np.int64), np.empty(size, np.float32), np.empty(size, np.float32),
                    np.empty(size, np.float64))
+        if row_n.size < step:
+            row_n = np.empty(step, np.int64)
         for i0 in range(0, d_low.shape[0], step):
             i1 = min(i0 + step, d_low.shape[0])
-            count = kernels.emit_rows(d_low, d_high, a, i0, i1, tiles.scales, const_any, FISHER_CLIP,
-                                      fam_diff.cut, buf)
-            if count == 0:
-                continue
-            pair, rl, rh, w = (b[:count].copy() for b in buf)
+            count = kernels.emit_rows(d_low, d_high, a, i0, i1, tiles.scales, const_any, FISHER_CLIP, w_cut, buf,
+                                      row_n)
+            if count:
+                yield tuple(b[:count] for b in buf)
+
+
+def _emit(tiles: _Tiles, fams: tuple[_Family, ...], const_any: np.ndarray, sink: Callable, *, chunk_edges: int,
+          columns: tuple[str, ...], df: tuple[int, int], k: tuple[int, int], scratch_dir) -> int:
+    """Emission: the edges (w >= the diff cut) to ``sink`` in chunks; returns n_sig_edges. One
+    pass per slice of the differential q table: the passes before the last write the q_diff
+    of their slice's edges into a scratch file by edge ordinal; the last completes them."""
+    fam_low, fam_high, fam_diff = fams
+    n = tiles.n
+    slices = fam_diff.slices()
+    scratch = tempfile.TemporaryFile(dir=scratch_dir) if len(slices) > 1 else None
+    try:
+        for p, (first_bin, end_bin, ids) in enumerate(slices[:-1]):
+            table = fam_diff.table_slice(ids, first_bin, end_bin)
+            at = 0
+            for _, _, _, w in _emitted(tiles, const_any, fam_diff.cut):
+                q = np.full(w.size, np.nan)
+                if p:
+                    os.preadv(scratch.fileno(), [q], at)
+                kernels.lookup_q(w, fam_diff.lo, fam_diff.inv, table[2], table[0], table[1], table[3], q)
+                os.pwrite(scratch.fileno(), q, at)
+                at += q.nbytes
+            del table
+        first_bin, end_bin, ids = slices[-1]
+        table = fam_diff.table_slice(ids, first_bin, end_bin)
+        pending: list[dict[str, np.ndarray]] = []
+        n_pending = 0
+        n_sig_edges = n_emitted = 0
+        for pair, rl, rh, w in _emitted(tiles, const_any, fam_diff.cut):
+            count = pair.size
+            q_diff = np.full(count, np.nan)
+            if scratch is not None:
+                os.preadv(scratch.fileno(), [q_diff], 8 * n_emitted)
+            kernels.lookup_q(w, fam_diff.lo, fam_diff.inv, table[2], table[0], table[1], table[3], q_diff)
+            pair, rl, rh = pair.copy(), rl.copy(), rh.copy()
             sig_low = fam_low.is_significant(np.abs(rl))
             sig_high = fam_high.is_significant(np.abs(rh))
             n_sig_edges += int(np.count_nonzero(sig_low | sig_high))
-            pending.append(_columns(pair, rl, rh, w, sig_low=sig_low, sig_high=sig_high, fams=fams,
+            pending.append(_columns(pair, rl, rh, q_diff, sig_low=sig_low, sig_high=sig_high, fams=fams,
                                     columns=columns, n=n, df=df, k=k))
             n_pending += count
             n_emitted += count
             while n_pending >= chunk_edges:
                 head, pending, n_pending = _split(pending, chunk_edges)
                 sink(head)
-    if n_pending:
-        sink(_split(pending, n_pending)[0])
+        if n_pending:
+            sink(_split(pending, n_pending)[0])
+    finally:
+        if scratch is not None:
+            scratch.close()
     if n_emitted != fam_diff.n_sig:
         raise RuntimeError(f"02a: emitted {n_emitted} edges where BH found {fam_diff.n_sig}")
     return n_sig_edges
 
 
-def _columns(pair: np.ndarray, rl: np.ndarray, rh: np.ndarray, w: np.ndarray, *, sig_low: np.ndarray,
+def _columns(pair: np.ndarray, rl: np.ndarray, rh: np.ndarray, q_diff: np.ndarray, *, sig_low: np.ndarray,
              sig_high: np.ndarray, fams: tuple[_Family, ...], columns: tuple[str, ...], n: int,
              df: tuple[int, int], k: tuple[int, int]) -> dict[str, np.ndarray]:
-    fam_low, fam_high, fam_diff = fams
+    fam_low, fam_high, _ = fams
     make = {
         "pair_index": lambda: pair,
         "gene_i": lambda: pair_from_flat(pair, n)[0].astype(np.int32),
@@ -446,7 +681,7 @@ def _columns(pair: np.ndarray, rl: np.ndarray, rh: np.ndarray, w: np.ndarray, *,
         "p_diff": lambda: z_pvalue(fisher_z(rl, rh, k[0], k[1])),
         "q_low": lambda: fam_low.q_values(np.abs(rl)),
         "q_high": lambda: fam_high.q_values(np.abs(rh)),
-        "q_diff": lambda: fam_diff.q_values(w),
+        "q_diff": lambda: q_diff,
         "sig_low": lambda: sig_low,
         "sig_high": lambda: sig_high,
     }
