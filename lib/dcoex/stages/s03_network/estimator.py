@@ -27,21 +27,22 @@ from memfit.units import MiB
 #: Resident bytes of stage 03's imports beyond the Python baseline (scipy.sparse, csgraph, h5py).
 IMPORTS_BYTES = 4 * MiB
 #: Bytes per network edge (|E|) while the network is built: columns 74, masks, codes and
-#: labels 11, topology of the differential network ~85 (measured 168-182 B per edge above the
-#: imports at 0.8-5.7 million edges, the two-path blocks included).
-BYTES_PER_EDGE = 170
+#: labels 11, topology of the differential network ~90 (measured 168-182 B per edge above the
+#: imports at 0.8-5.7 million edges of random pairs, 178 on realistic data: 4.7 million
+#: network edges of 2.2·10^7 candidates, the two-path blocks included).
+BYTES_PER_EDGE = 180
 #: Bytes per gene of the universe (names, degree/clustering vectors, component labels).
 BYTES_PER_GENE = 300
 #: The clustering step's row chunks hold at most this many two-path entries (the
 #: topology module's cap), at about BYTES_PER_TWO_PATH bytes each.
 TWO_PATH_CHUNK_ENTRIES = 1_000_000
-BYTES_PER_TWO_PATH = 24
+BYTES_PER_TWO_PATH = 12
 #: Candidate edges read from the 02a/02b files at a time (dcoex.stages.s03_network.io).
 READ_CHUNK_EDGES = 65_536
 #: Bytes per edge of one read chunk: the 02a and 02b columns, int64 checks and masks, and
-#: the HDF5 chunk caches and decompression buffers of the 21 datasets read (measured on
-#: stage 02a/02b files of realistic data: ~47 MiB for a full chunk).
-READ_BYTES_PER_EDGE = 760
+#: the HDF5 chunk caches and decompression buffers of the datasets read (measured: ~20 MiB
+#: for a full chunk, on files of realistic data and on synthetic ones).
+READ_BYTES_PER_EDGE = 330
 #: Bytes per kept (network) edge while reading: its columns (74 B) and the chunk's masked copy.
 KEPT_BYTES_PER_EDGE = 82
 #: Candidate edges assumed when the caller does not know them yet (before 02a has run).
