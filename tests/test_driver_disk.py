@@ -22,7 +22,7 @@ from dcoex.genes import gene_file_path
 from dcoex.pipeline.disk import disk_refusal, expected_edge_fraction
 from dcoex.pipeline.options import parse_args
 from dcoex.pipeline.plan import make_plan
-from dcoex.pipeline.sizing import TIME_FLOOR_SECONDS, TIME_SAFETY, time_for, worth_retiming
+from dcoex.pipeline.sizing import TIME_FLOOR_SECONDS, TIME_SAFETY, time_for, time_scale_knob, worth_retiming
 from dcoex.stages.s02b_bootstrap_edges import estimator as e02b
 from dcoex.stages.s03_network import estimator as e03
 from dcoex.synthetic import make_synthetic, write_tsv
@@ -96,9 +96,10 @@ def test_time_model_floor_safety_and_upper_bound(monkeypatch):
     limits = [time_limit_seconds(time_for("02b", {"n_bootstrap": b}, [e], n_genes=n, bound="999:00:00").time_limit)
               for e in (10**2, 10**4, 10**6, 10**7, 3 * 10**7)]
     assert limits == sorted(limits) and limits[-1] > limits[0]
-    monkeypatch.setenv("DCOEX_TEST_TIME_SCALE_03", "10")
-    assert time_for("03", {}, [5], n_genes=n, bound="24:00:00").seconds == pytest.approx(
+    assert time_for("03", {}, [5], n_genes=n, bound="24:00:00", scale=10).seconds == pytest.approx(
         10 * (e03.TASK_FIXED_SECONDS + e03.GENE_FIXED_SECONDS + 5 * e03.SECONDS_PER_EDGE))
+    monkeypatch.setenv("DCOEX_TEST_TIME_SCALE_03", "10")
+    assert time_scale_knob("03") == 10 and time_scale_knob("02b") is None
     # SLURM changes any difference in place; SGE moves a task only for more than 25 % less, or more
     assert worth_retiming("01:00:00", "00:59:00", in_place=True)
     assert not worth_retiming("01:00:00", "01:00:00", in_place=True)

@@ -93,6 +93,7 @@ class StageEntry(TypedDict, total=False):
     time_limit_bound: str  # the upper bound of every sized time limit (--time-<stage> or the default)
     task_time_limits: dict[str, str]  # each task's sized time limit (H:MM:SS, before any test scale)
     task_seconds: dict[str, float]  # each task's modelled run time (seconds, before safety and bounds)
+    test_time_scale: float | None  # DCOEX_TEST_TIME_SCALE_<STAGE> at planning (the resize uses it too)
     test_scale: float | None  # DCOEX_TEST_MEM_SCALE_<STAGE> of the first attempt
     disk_check: dict[str, Any]  # 02a: the check of the disk from the real counts (finaliser)
     # label transfer

@@ -98,6 +98,7 @@ def stage_entry(plan: RunPlan, p: StagePlan) -> StageEntry:
             "task_raw_estimate_bytes": {str(t): r for t, r in p.task_raw_estimates.items()}} if p.task_requests else {}),
         **({"test_scale": p.test_scale} if p.test_scale else {}),
         **({"time_limit_bound": p.time_limit_bound} if p.time_limit_bound else {}),
+        **({"test_time_scale": p.test_time_scale} if p.test_time_scale else {}),
         **({"task_time_limits": {str(t): v for t, v in p.task_time_limits.items()},
             "task_seconds": {str(t): round(v, 3) for t, v in p.task_seconds.items()}} if p.task_time_limits else {}),
     }

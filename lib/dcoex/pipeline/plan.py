@@ -14,7 +14,15 @@ from dcoex.pipeline.currency import PlanUpstream, StageStatus, stage_status
 from dcoex.pipeline.disk import StageDisk, disk_refusal, free_bytes, stage_disk
 from dcoex.pipeline.options import Options
 from dcoex.pipeline.shapes import DataShape, read_shape
-from dcoex.pipeline.sizing import EDGE_SIZED, Request, TimeRequest, request_for, scaled_request, time_for
+from dcoex.pipeline.sizing import (
+    EDGE_SIZED,
+    Request,
+    TimeRequest,
+    request_for,
+    scaled_request,
+    time_for,
+    time_scale_knob,
+)
 from dcoex.pipeline.stages import HUBS_TSV, STAGE_ORDER, STAGES, is_array, stage_argv
 from hpc.calibration import find_calibration, load_calibration
 from hpc.errors import InputError
@@ -56,6 +64,7 @@ class StagePlan:
     #: 02a counts are known (dcoex.pipeline.sizing.time_for); the others have ``time_limit``
     task_time_limits: dict[int, str] = field(default_factory=dict)
     task_seconds: dict[int, float] = field(default_factory=dict)
+    test_time_scale: float | None = None  # DCOEX_TEST_TIME_SCALE_<STAGE> (the resize uses it too)
 
     @property
     def estimate(self) -> MemoryEstimate:
@@ -364,6 +373,7 @@ def _size_stages(plan: RunPlan, scheduler: Scheduler) -> None:
         task_raw: dict[int, int] = {}
         timed: dict[int, TimeRequest] = {}
         bound = o.times.get(s, o.default_time)
+        time_scale = time_scale_knob(s) if s in EDGE_SIZED else None
         time_limit = bound
         sizing = ""
         if s in EDGE_SIZED:
@@ -373,7 +383,8 @@ def _size_stages(plan: RunPlan, scheduler: Scheduler) -> None:
                 if counts and None not in counts:
                     edges = [c for c in counts if c is not None]
                     known[t] = sized(max(edges))
-                    timed[t] = time_for(s, o.params, edges, n_genes=plan.shape.n_genes, bound=bound)
+                    timed[t] = time_for(s, o.params, edges, n_genes=plan.shape.n_genes, bound=bound,
+                                        scale=time_scale)
             task_requests = {t: r.requested_bytes for t, r in known.items()}
             task_raw = {t: r.raw.total_bytes for t, r in known.items()}
             unknown = len(tasks or []) - len(known)
@@ -405,7 +416,8 @@ def _size_stages(plan: RunPlan, scheduler: Scheduler) -> None:
             request=scheduler.request_string(req.requested_bytes, o.slots),
             argv=stage_argv(s, Path(o.out_dir), plan.expr_h5, params),
             test_scale=test_scale, task_requests=task_requests, task_raw_estimates=task_raw, sizing=sizing,
-            time_limit_bound=bound, task_time_limits={t: r.time_limit for t, r in timed.items()},
+            time_limit_bound=bound, test_time_scale=time_scale,
+            task_time_limits={t: r.time_limit for t, r in timed.items()},
             task_seconds={t: r.seconds for t, r in timed.items()},
         )
     limit = None if o.local else scheduler.max_request_bytes()

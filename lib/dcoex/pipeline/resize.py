@@ -87,7 +87,8 @@ def resize_successors(out: Path, task: int) -> list[str]:
                               safety=params["mem_safety"], slots=entry["slots"], n_edges=n_edges)
             sized = req.requested_bytes
             timed = time_for(s, params, counts, n_genes=shape.n_genes,
-                             bound=entry.get("time_limit_bound") or entry["time_limit"])
+                             bound=entry.get("time_limit_bound") or entry["time_limit"],
+                             scale=entry.get("test_time_scale"))
             entry.setdefault("task_requests", {})[str(task)] = sized
             entry.setdefault("task_raw_estimate_bytes", {})[str(task)] = req.raw.total_bytes
             entry.setdefault("task_edges", {})[str(task)] = n_edges

@@ -111,11 +111,24 @@ class TimeRequest:
     time_limit: str
 
 
+def time_scale_knob(stage: str) -> float | None:
+    """The testing knob ``DCOEX_TEST_TIME_SCALE_<STAGE>`` (None when unset). Read at planning
+    and recorded in the manifest, so that the resize, run inside a 02a job whose environment
+    the scheduler may not pass on (SGE), uses the same."""
+    scale = os.environ.get(f"{TEST_TIME_SCALE_ENV}{stage.upper()}")
+    if not scale:
+        return None
+    try:
+        return float(scale)
+    except ValueError:
+        raise InputError(f"{TEST_TIME_SCALE_ENV}{stage.upper()}={scale!r}: not a number") from None
+
+
 def time_for(stage: str, params: Mapping[str, Any], gene_edges: Sequence[int], *, n_genes: int,
-             bound: str) -> TimeRequest:
+             bound: str, scale: float | None = None) -> TimeRequest:
     """The time limit of a ``stage`` (02b, 03) task whose genes have ``gene_edges`` edges (|E0|
-    each; the task runs them one after another): the stage's model × TIME_SAFETY, in whole
-    minutes, at least TIME_FLOOR_SECONDS, at most ``bound`` (H:MM:SS)."""
+    each; the task runs them one after another): the stage's model (× ``scale``, the testing
+    knob) × TIME_SAFETY, in whole minutes, at least TIME_FLOOR_SECONDS, at most ``bound`` (H:MM:SS)."""
     edges = [int(e) for e in gene_edges]
     if stage == "02b":
         seconds = estimator_02b.runtime_seconds(n_genes=n_genes, gene_edges=edges,
@@ -124,12 +137,8 @@ def time_for(stage: str, params: Mapping[str, Any], gene_edges: Sequence[int], *
         seconds = estimator_03.runtime_seconds(gene_edges=edges)
     else:
         raise ValueError(f"stage {stage}: no run-time model")
-    scale = os.environ.get(f"{TEST_TIME_SCALE_ENV}{stage.upper()}")
     if scale:
-        try:
-            seconds *= float(scale)
-        except ValueError:
-            raise InputError(f"{TEST_TIME_SCALE_ENV}{stage.upper()}={scale!r}: not a number") from None
+        seconds *= float(scale)
     wanted = max(TIME_FLOOR_SECONDS, 60 * math.ceil(TIME_SAFETY * seconds / 60))
     return TimeRequest(seconds, format_time_limit(min(wanted, time_limit_seconds(bound))))
 

@@ -49,8 +49,9 @@ GATHER_WORK_BYTES = 48 * MiB
 #: Sign matrices (g·k × k float32) of one gene block of the ranking product.
 SIGN_WORK_BYTES = 64 * MiB
 #: Bytes per edge of one tile (02a columns ~78 B, selected copy, int64 rows, statistics,
-#: hashes and output conversions).
-TILE_EDGE_BYTES = 320
+#: hashes and output conversions; 280 puts the estimate 8-24 % above the measured peak from
+#: 3 to 2.2·10^7 edges, bench/results/stage02b_03_realistic.json).
+TILE_EDGE_BYTES = 280
 #: Statistics temporaries per value of a row block (C-ordered copy 4, mask 1, centred 4, ...).
 STATS_BYTES_PER_VALUE = 14
 #: HDF5 chunk buffers and caches of the output datasets.
