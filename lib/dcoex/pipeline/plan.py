@@ -388,8 +388,16 @@ def _size_stages(plan: RunPlan, scheduler: Scheduler) -> None:
             task_requests = {t: r.requested_bytes for t, r in known.items()}
             task_raw = {t: r.raw.total_bytes for t, r in known.items()}
             unknown = len(tasks or []) - len(known)
-            if timed and not unknown:  # the array asks for its longest task; SLURM lowers the others
-                time_limit = max((r.time_limit for r in timed.values()), key=time_limit_seconds)
+            # the array asks for its longest task; SLURM lowers the others. Tasks pending 02a: SLURM
+            # asks for the bound and lowers each task once its count is known (a user cannot raise a
+            # limit); SGE asks for the time of the planning bound of edges (moving a task to an
+            # array of its own for a shorter limit is not worth it; a longer one moves it)
+            limits = [r.time_limit for r in timed.values()]
+            if unknown:
+                limits.append(bound if scheduler.name != "sge" else time_for(
+                    s, o.params, [int(req.raw.params["n_edges"])] * plan.genes_per_task, n_genes=plan.shape.n_genes,
+                    bound=bound, scale=time_scale).time_limit)
+            time_limit = max(limits, key=time_limit_seconds) if limits else bound
             # the job's own request covers its largest task (SGE asks once per array)
             candidates = list(known.values()) + ([req] if unknown else [])
             req = max(candidates, key=lambda r: r.requested_bytes) if candidates else req

@@ -12,8 +12,9 @@ so the tasks it changes have not started:
   made to wait for the new array too (``qalter -hold_jid``) and finalises both. 03 moves before
   02b, so the moved 02b task releases the moved 03 task.
 
-A request or time limit changes when it differs (SLURM), or (SGE, for either) when the sized one
-is larger or smaller by more than RESIZE_SLACK; a moved SGE task takes both. Every sized request
+A request or time limit changes when it differs (SLURM), or (SGE) when the sized request is larger
+or smaller by more than RESIZE_SLACK or the sized time limit is longer; a moved SGE task takes
+both. Every sized request
 is recorded in the manifest (``task_requests``, ``task_time_limits``, ``task_seconds``,
 ``task_edges`` of the stage, and the attempt's ``task_requests`` / ``task_time_limits`` or the
 new attempt).

@@ -19,8 +19,10 @@ minimum, through the scheduler's ``request_bytes`` (one formula for the plan and
 The time limits of the same tasks are sized alongside (``time_for``): the stage's run-time model
 (``runtime_seconds`` in its estimator.py: a fixed part, per gene, per edge or edge·replicate)
 summed over the task's genes, × TIME_SAFETY, rounded up to minutes, at least TIME_FLOOR_SECONDS
-and at most the stage's limit as planned (``--time-<stage>``, else the default), which stays the
-upper bound: SLURM lets a user lower a pending job's time limit, not raise it.
+and at most ``--time-<stage>`` (else the default), which stays the upper bound: SLURM lets a user
+lower a pending job's time limit, not raise it, so its arrays ask for the bound and each task is
+lowered; SGE arrays ask for the time of the planning bound of edges, and a task moves to an array
+of its own for a longer limit (or for its memory, taking its sized limit along).
 """
 
 from __future__ import annotations
@@ -145,12 +147,11 @@ def time_for(stage: str, params: Mapping[str, Any], gene_edges: Sequence[int], *
 
 def worth_retiming(current: str, sized: str, *, in_place: bool) -> bool:
     """Whether to change a pending task's time limit (H:MM:SS): when it differs and the
-    scheduler changes a task in place (SLURM), else when it is longer or shorter by more than
-    RESIZE_SLACK (SGE moves the task to an array of its own)."""
+    scheduler changes a task in place (SLURM), else only when it is longer (SGE moves the task
+    to an array of its own: not worth it for a shorter limit alone; a task moved for its memory
+    takes its sized limit too)."""
     now, new = time_limit_seconds(current), time_limit_seconds(sized)
-    if in_place:
-        return new != now
-    return new > now or new < now * (1 - RESIZE_SLACK)
+    return new != now if in_place else new > now
 
 
 def scaled_request(requested_bytes: int, scale: float | None, slots: int) -> int:
