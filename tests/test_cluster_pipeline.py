@@ -63,16 +63,27 @@ def _need(runs, key: str):
 
 # --- accounting ------------------------------------------------------------------------
 
+def _limit_s(text: str) -> int | None:
+    """Seconds of a time limit as sacct (``[D-]HH:MM:SS``) or SGE (``h_rt`` seconds) write it."""
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+):(\d+):(\d+)", text)
+    if match:
+        d, h, m, sec = (int(x or 0) for x in match.groups())
+        return ((d * 24 + h) * 60 + m) * 60 + sec
+    return int(text) if text.isdigit() else None
+
+
 def slurm_accounting(job_ids: list[str]) -> dict[str, dict]:
-    """{"<job>_<task>" or "<job>": {start, end, req_mem (MiB), state}} from sacct."""
+    """{"<job>_<task>" or "<job>": {start, end, req_mem (MiB), state, time_limit_s}} from sacct."""
     text = subprocess.run(["sacct", "-X", "-n", "-P", "-j", ",".join(job_ids), "--units=M",
-                           "-o", "JobID,Start,End,ReqMem,State"], capture_output=True, text=True, check=True).stdout
+                           "-o", "JobID,Start,End,ReqMem,State,Timelimit"], capture_output=True, text=True,
+                          check=True).stdout
     rows = {}
     for line in text.splitlines():
-        job, start, end, req, state = line.split("|")
+        job, start, end, req, state, limit = line.split("|")
         rows[job] = {"start": dt.datetime.fromisoformat(start).timestamp(),
                      "end": dt.datetime.fromisoformat(end).timestamp(),
-                     "req_mib": float(re.match(r"([0-9.]+)", req).group(1)), "state": state}
+                     "req_mib": float(re.match(r"([0-9.]+)", req).group(1)), "state": state,
+                     "time_limit_s": _limit_s(limit)}
     return rows
 
 
@@ -86,8 +97,9 @@ def sge_accounting(job_ids: list[str]) -> dict[str, dict]:
         task = f[35]
         key = f"{f[5]}_{task}" if task != "0" else f[5]
         vmem = re.search(r"h_vmem=(\d+)M", f[39])
+        h_rt = re.search(r"h_rt=([0-9:]+)", f[39])
         rows[key] = {"start": int(f[9]), "end": int(f[10]), "req_mib": float(vmem.group(1)) if vmem else None,
-                     "failed": f[11], "exit": f[12]}
+                     "failed": f[11], "exit": f[12], "time_limit_s": _limit_s(h_rt.group(1)) if h_rt else None}
     return rows
 
 

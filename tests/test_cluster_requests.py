@@ -6,7 +6,12 @@ edges 02b is planned at before 02a has run. Two reference genes, one per task: t
 (many edges) and a noise gene (few). When its 02a task ends, each task's 02b and 03 requests are
 sized from its gene's edge count before they start (SLURM: scontrol update of the pending task;
 SGE: the task moved to an array of its own): the gene with many edges gets more memory than
-planned and more than the other gene, and no task runs out of memory.
+planned and more than the other gene, and no task runs out of memory. Their time limits are
+sized alongside from the run-time model (scaled by DCOEX_TEST_TIME_SCALE_* so that the sizes of
+this tiny data show above the 15-minute floor): the gene with many edges gets a longer limit than
+the gene with few, both below 24 h (SLURM: each task lowered from the 24 h bound; SGE: the array
+asks for the time of the planning bound of 200,000 edges, and the big gene's task moves with its
+own, longer one), and no task is killed.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 import h5py
 import pytest
 from cluster_util import cluster_status, require_cluster, run_driver, wait_for_run
-from test_cluster_pipeline import accounting
+from test_cluster_pipeline import _limit_s, accounting
 
 from dcoex.genes import gene_file_path
 from dcoex.synthetic import make_synthetic, write_tsv
@@ -27,8 +32,10 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 SCHEDULERS = ("slurm", "sge")
 N_GENES, MODULE = 1000, 700
 ARGS = ["--n-bootstrap", "20", "--seed", "7", "--genes-per-task", "1", "--fdr-alpha", "0.1"]
-#: A lower SLURM floor than the default 256 MiB, so that the sizes themselves show.
-ENV = {"DCOEX_MIN_REQUEST": "64M"}
+#: A lower SLURM floor than the default 256 MiB, and modelled run times × 100, so that the sizes
+#: themselves show.
+ENV = {"DCOEX_MIN_REQUEST": "64M", "DCOEX_TEST_TIME_SCALE_02B": "1000", "DCOEX_TEST_TIME_SCALE_03": "1000"}
+DAY_S = 24 * 3600
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +77,22 @@ def _stored_edges(out: Path, gene: int, names: list[str]) -> int:
         return f["edges/r_low"].shape[0]  # both edge forms store r_low per edge
 
 
+def _task_row(sched: str, entry: dict, task: int) -> dict:
+    """The scheduler's accounting of task ``task``'s last attempt."""
+    attempt = latest_attempt(entry, task)
+    return accounting(sched, [attempt["job_id"]])[f"{attempt['job_id']}_{task}"]
+
+
 def _task_request_mib(sched: str, entry: dict, task: int) -> float:
     """What the scheduler's accounting says task ``task`` asked for (MiB; SGE h_vmem per slot)."""
-    attempt = latest_attempt(entry, task)
-    row = accounting(sched, [attempt["job_id"]])[f"{attempt['job_id']}_{task}"]
-    return row["req_mib"]
+    return _task_row(sched, entry, task)["req_mib"]
+
+
+def _task_time_limit_s(sched: str, entry: dict, task: int) -> int:
+    """The time limit the scheduler's accounting records for task ``task`` (seconds)."""
+    limit = _task_row(sched, entry, task)["time_limit_s"]
+    assert limit, (sched, task)
+    return limit
 
 
 @pytest.mark.parametrize("sched", SCHEDULERS)
@@ -102,14 +120,27 @@ def test_many_edges_get_a_larger_request_and_nothing_runs_out_of_memory(sized_ru
             sidecar = json.loads(next((out / {"02b": "bootstrap_significant", "03": "networks"}[stage] / "memory")
                                       .glob(f"{stage}.genes_{g:04d}-{g:04d}.memory.json")).read_text())
             assert sidecar["peak_rss_bytes"] < asked[g] * 2**20, (stage, g, sidecar["peak_rss_bytes"])
+        # time limits sized from the counts: longer for more edges, below the 24 h bound
+        assert entry["time_limit_bound"] == "24:00:00"
+        limits = {g: _task_time_limit_s(sched, entry, tasks[g]) for g in (big, small)}
+        sized_limits = {g: _limit_s(entry["task_time_limits"][str(tasks[g])]) for g in (big, small)}
+        assert entry["task_seconds"][str(tasks[big])] > entry["task_seconds"][str(tasks[small])]
+        assert limits[big] == sized_limits[big] > sized_limits[small] >= 15 * 60, (stage, limits, sized_limits)
+        if sched == "slurm":  # the array asked for the bound; each task was lowered in place
+            assert entry["time_limit"] == "24:00:00" and limits[small] == sized_limits[small]
+        else:  # the array asked for the planning bound's time; the small task kept it
+            assert limits[small] == _limit_s(entry["time_limit"]) >= sized_limits[small]
+        assert limits[small] < limits[big] < DAY_S, (stage, limits)
     # the big gene's 03 task was sized again from its count when its 02a task ended
     entry = manifest["stages"]["03"]
     if sched == "sge":  # SGE changes no single array task: the big one moved to an array of its own
         moved = [a for a in entry["attempts"] if a["reason"] == "resize"]
         assert [a["task_list"] for a in moved] == [[tasks[big]]] and moved[0]["split_of"] == 1
         assert tasks[big] not in entry["attempts"][0]["task_list"]
+        assert moved[0]["time_limit"] == entry["task_time_limits"][str(tasks[big])]
     else:
         assert len(entry["attempts"]) == 1 and str(tasks[big]) in entry["attempts"][0]["task_requests"]
+        assert set(entry["attempts"][0]["task_time_limits"]) == {str(tasks[big]), str(tasks[small])}
 
 
 @pytest.mark.parametrize("sched", SCHEDULERS)
@@ -130,8 +161,12 @@ def test_a_rerun_is_sized_from_the_02a_outputs_at_planning(sized_runs, sched):
         asked = {g: _task_request_mib(sched, entry, tasks[g]) for g in (big, small)}
         per_slot = entry["slots"] if sched == "sge" else 1
         assert asked[big] == pytest.approx(entry["task_requests"][str(tasks[big])] / 2**20 / per_slot)
+        limits = {g: _task_time_limit_s(sched, entry, tasks[g]) for g in (big, small)}
+        sized_limits = {g: _limit_s(entry["task_time_limits"][str(tasks[g])]) for g in (big, small)}
+        assert limits[big] == sized_limits[big] > sized_limits[small], (stage, limits, sized_limits)
         if sched == "slurm":
             assert asked[small] == pytest.approx(entry["task_requests"][str(tasks[small])] / 2**20)
             assert asked[small] < asked[big] if stage == "03" else asked[small] <= asked[big]
+            assert limits[small] == sized_limits[small]  # lowered at submission
         else:
-            assert asked[small] == asked[big]
+            assert asked[small] == asked[big] and limits[small] == limits[big]  # the array asks for its largest

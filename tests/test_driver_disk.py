@@ -1,7 +1,8 @@
 """Requests and disk from what 02a found (issue 11, items 3 and 4), without a scheduler.
 
 * 02b and 03 requests sized at planning from current 02a files (a resume): a reference gene with a
-  planted strongly rewired module (many edges) gets a larger request than a noise gene (few);
+  planted strongly rewired module (many edges) gets a larger request and time limit than a noise
+  gene (few); the time model's floor, safety factor and upper bound;
 * each stage's ``output_bytes`` against the files a real run wrote;
 * the plan table's disk per stage and in total; the refusal as a function of given free bytes;
   the refusal end to end on a real 3 MiB file system, and ``--ignore-disk-check``.
@@ -19,11 +20,25 @@ from test_driver_faults import small_disk  # noqa: F401 (fixture)
 
 from dcoex.genes import gene_file_path
 from dcoex.pipeline.disk import disk_refusal, expected_edge_fraction
+from dcoex.pipeline.estimates import PLAN_EDGES
 from dcoex.pipeline.options import parse_args
 from dcoex.pipeline.plan import make_plan
+from dcoex.pipeline.sizing import TIME_FLOOR_SECONDS, TIME_SAFETY, time_for, time_scale_knob, worth_retiming
+from dcoex.stages.s02b_bootstrap_edges import estimator as e02b
+from dcoex.stages.s03_network import estimator as e03
 from dcoex.synthetic import make_synthetic, write_tsv
-from hpc.schedulers import Slurm
+from hpc.schedulers import Sge, Slurm, time_limit_seconds
 from memfit.units import MiB
+
+#: Scales the modelled run times so that tasks of tiny data are sized above the floor.
+TIME_SCALE = {"DCOEX_TEST_TIME_SCALE_02B": "1000", "DCOEX_TEST_TIME_SCALE_03": "1000"}
+
+
+def _model_limit(seconds: float, bound: str = "24:00:00") -> int:
+    """The limit (seconds) the driver should ask for a modelled run time: × safety, whole
+    minutes, floor, bound (written out here, independent of sizing.time_for)."""
+    minutes = -(-seconds * TIME_SAFETY // 60)
+    return int(min(max(TIME_FLOOR_SECONDS, 60 * minutes), time_limit_seconds(bound)))
 
 ARGS = ["--n-bootstrap", "20", "--seed", "5", "--genes-per-task", "1", "--fdr-alpha", "0.1"]
 DIRS = {"02a": "base_correlations", "02b": "bootstrap_significant", "03": "networks"}
@@ -58,8 +73,45 @@ def _options(r, *extra, scheduler="slurm"):
                        str(r["subset"]), *map(str, extra)], scheduler)
 
 
+def test_time_model_floor_safety_and_upper_bound(monkeypatch):
+    """02b: fixed parts + edge·replicates + per replicate the tile's genes; 03: fixed parts +
+    edges; the task's genes add up (they run one after another); × safety, floor, bound."""
+    n, b = 12_625, 1000
+    tile = e02b.max_chunk(b)
+    big = 30 * tile + 10
+    seconds = (e02b.TASK_FIXED_SECONDS + 2 * e02b.GENE_FIXED_SECONDS
+               + e02b.SECONDS_PER_EDGE_REPLICATE * (big + 100) * b
+               + e02b.SECONDS_PER_TILE_GENE_REPLICATE * b * (30 * n + 20 + 200))
+    t = time_for("02b", {"n_bootstrap": b}, [big, 100], n_genes=n, bound="99:00:00")
+    assert t.seconds == pytest.approx(seconds)
+    assert time_limit_seconds(t.time_limit) == _model_limit(seconds, "99:00:00") > TIME_FLOOR_SECONDS
+    t03 = time_for("03", {}, [7_000_000, 10], n_genes=n, bound="24:00:00")
+    assert t03.seconds == pytest.approx(e03.TASK_FIXED_SECONDS + 2 * e03.GENE_FIXED_SECONDS
+                                        + e03.SECONDS_PER_EDGE * 7_000_010)
+    assert time_limit_seconds(t03.time_limit) == _model_limit(t03.seconds)
+    # a tiny gene gets the floor; the user's limit (the bound) caps everything
+    assert time_limit_seconds(time_for("03", {}, [5], n_genes=n, bound="24:00:00").time_limit) == TIME_FLOOR_SECONDS
+    assert time_for("02b", {"n_bootstrap": b}, [big], n_genes=n, bound="00:20:00").time_limit == "00:20:00"
+    assert time_for("03", {}, [5], n_genes=n, bound="00:05:00").time_limit == "00:05:00"
+    # more edges never ask for less
+    limits = [time_limit_seconds(time_for("02b", {"n_bootstrap": b}, [e], n_genes=n, bound="999:00:00").time_limit)
+              for e in (10**2, 10**4, 10**6, 10**7, 3 * 10**7)]
+    assert limits == sorted(limits) and limits[-1] > limits[0]
+    assert time_for("03", {}, [5], n_genes=n, bound="24:00:00", scale=10).seconds == pytest.approx(
+        10 * (e03.TASK_FIXED_SECONDS + e03.GENE_FIXED_SECONDS + 5 * e03.SECONDS_PER_EDGE))
+    monkeypatch.setenv("DCOEX_TEST_TIME_SCALE_03", "10")
+    assert time_scale_knob("03") == 10 and time_scale_knob("02b") is None
+    # SLURM changes any difference in place; SGE moves a task for a longer limit only
+    assert worth_retiming("01:00:00", "00:59:00", in_place=True)
+    assert not worth_retiming("01:00:00", "01:00:00", in_place=True)
+    assert not worth_retiming("01:00:00", "00:10:00", in_place=False)
+    assert worth_retiming("01:00:00", "01:01:00", in_place=False)
+
+
 def test_02b_and_03_are_sized_from_the_02a_counts_of_their_genes(rewired, monkeypatch):
     monkeypatch.setenv("DCOEX_MIN_REQUEST", "0")  # the sizes themselves, not SLURM's floor
+    for name, value in TIME_SCALE.items():
+        monkeypatch.setenv(name, value)
     big, small = rewired["big"], rewired["small"]
     assert rewired["edges"][big] >= 11_175 > 50 * max(rewired["edges"][small], 1)
     plan = make_plan(_options(rewired, "--stages", "02b,03,03b"), Slurm(dry_run=True))
@@ -78,9 +130,31 @@ def test_02b_and_03_are_sized_from_the_02a_counts_of_their_genes(rewired, monkey
     assert boot.task_requests[task_of[big]] >= boot.task_requests[task_of[small]]
     tile = boot.raw_estimate.params["edge_chunk"]
     assert tile <= rewired["edges"][big] and boot.raw_estimate.params["n_edges"] == rewired["edges"][big]
+    # time limits: each task's from its gene's count, the array asks for the longest
+    edges = rewired["edges"]
+    for stage, p in plan.stages.items():
+        if stage not in ("02b", "03"):
+            assert not p.task_time_limits and p.time_limit == "24:00:00"
+            continue
+        model = {g: 1000 * (e02b.runtime_seconds(n_genes=240, gene_edges=[edges[g]], n_bootstrap=20) if stage == "02b"
+                            else e03.runtime_seconds(gene_edges=[edges[g]])) for g in (big, small)}
+        limits = {g: time_limit_seconds(p.task_time_limits[task_of[g]]) for g in (big, small)}
+        assert limits == {g: _model_limit(model[g]) for g in (big, small)}, stage
+        assert limits[big] > limits[small] >= TIME_FLOOR_SECONDS, (stage, limits)
+        assert time_limit_seconds(p.time_limit) == limits[big] and p.time_limit_bound == "24:00:00"
     # planned before 02a: the bound, marked as such
     fresh = make_plan(_options(rewired, "--force"), Slurm(dry_run=True))
     assert fresh.stages["02b"].sizing.startswith("bound") and not fresh.stages["02b"].task_requests
+    # pending 02a, SLURM asks for the bound (it lowers each task later; a user cannot raise a
+    # limit), SGE for the modelled time of the planning bound of edges (a task moves for more)
+    fresh_sge = make_plan(_options(rewired, "--force", scheduler="sge"), Sge(dry_run=True))
+    for stage in ("02b", "03"):
+        assert fresh.stages[stage].time_limit == "24:00:00" and not fresh.stages[stage].task_time_limits
+        bound_edges = min(240 * 239 // 2, PLAN_EDGES)
+        model = 1000 * (e02b.runtime_seconds(n_genes=240, gene_edges=[bound_edges], n_bootstrap=20) if stage == "02b"
+                        else e03.runtime_seconds(gene_edges=[bound_edges]))
+        assert time_limit_seconds(fresh_sge.stages[stage].time_limit) == _model_limit(model) < 24 * 3600, stage
+        assert fresh_sge.stages[stage].time_limit_bound == "24:00:00"
     assert "* upper bound for tasks whose 02a edge counts are not known yet (pending 02a)" in fresh.table()
     # --force rewrites every output there is: their space comes back as the run goes
     out = rewired["out"]
@@ -93,13 +167,22 @@ def test_submission_gives_each_sized_task_its_own_request(rewired, monkeypatch):
     start (scontrol update ... MinMemoryNode, printed by the dry run)."""
     monkeypatch.setenv("DCOEX_MIN_REQUEST", "0")
     done = run_driver("slurm", ["--expr-tsv", rewired["tsv"], "--out-dir", rewired["out"], *ARGS, "--gene-subset",
-                                rewired["subset"], "--stages", "02b,03,03b", "--dry-run"], env={"DCOEX_MIN_REQUEST": "0"})
+                                rewired["subset"], "--stages", "02b,03,03b", "--dry-run"],
+                      env={"DCOEX_MIN_REQUEST": "0", **TIME_SCALE})
     assert done.returncode == 0, done.stderr
+    for name, value in TIME_SCALE.items():
+        monkeypatch.setenv(name, value)
     plan = make_plan(_options(rewired, "--stages", "02b,03,03b"), Slurm(dry_run=True))
     small_task = next(t for t, genes in plan.task_genes.items() if genes == [rewired["small"]])
+    big_task = next(t for t, genes in plan.task_genes.items() if genes == [rewired["big"]])
     for stage, job in (("02b", "DRYRUN1"), ("03", "DRYRUN3")):
-        mib = -(-plan.stages[stage].task_requests[small_task] // MiB)
+        p = plan.stages[stage]
+        mib = -(-p.task_requests[small_task] // MiB)
         assert f"scontrol update JobId={job}_{small_task} MinMemoryNode={mib}" in done.stdout, done.stdout
+        # the array asks for the longest task's time; the shorter one is lowered before it starts
+        assert f"--time={p.task_time_limits[big_task]}" in done.stdout
+        assert f"scontrol update JobId={job}_{small_task} TimeLimit={p.task_time_limits[small_task]}" in done.stdout
+        assert f"JobId={job}_{big_task} TimeLimit" not in done.stdout
 
 
 def test_disk_is_checked_again_from_the_real_counts_after_02a(rewired):

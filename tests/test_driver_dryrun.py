@@ -83,7 +83,10 @@ def test_sge_dry_run_commands(tmp_path, tsv):
         assert "-w" in c and _opt(c, "-w") == "e"  # unschedulable requests are refused at submission
         resources = [c[i + 1] for i, a in enumerate(c) if a == "-l"]
         assert any(re.fullmatch(r"h_vmem=\d+M", r) for r in resources)
-        assert f"h_rt={'01:30:00' if stage == '02b' else '24:00:00'}" in resources
+        # 02b and 03 pending 02a ask for the modelled time of the planning bound of edges (here the
+        # 15-minute floor), within --time-02b / the default; the other stages for their limit as given
+        limit = "00:15:00" if stage in ("02b", "03") else "24:00:00"
+        assert f"h_rt={limit}" in resources
     holds = {s: (_opt(c, "-hold_jid"), _opt(c, "-hold_jid_ad"), "-h" in c) for s, c in zip(STAGES, stage_cmds)}
     assert holds == {"00": (None, None, True), "01": ("DRYRUN2", None, False), "02a": ("DRYRUN4", None, False),
                      "02b": (None, "DRYRUN5", True), "03": (None, "DRYRUN7", True), "03b": ("DRYRUN10", None, False),

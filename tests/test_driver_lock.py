@@ -14,9 +14,9 @@ from pathlib import Path
 
 from cluster_util import DRIVERS, write_dataset
 
-from dcoex.pipeline.finalise import classify, format_time_limit, time_limit_seconds
+from dcoex.pipeline.finalise import classify
 from dcoex.pipeline.leftovers import parse_qstat_scripts, parse_qstat_xml, parse_squeue
-from hpc.schedulers import get_scheduler
+from hpc.schedulers import format_time_limit, get_scheduler, time_limit_seconds
 from memfit.accounting.fetch import read_accounting_file
 
 ROOT = Path(__file__).resolve().parents[1]

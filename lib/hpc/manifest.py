@@ -54,6 +54,9 @@ class Attempt(TypedDict, total=False):
     #: tasks whose request was changed before they started (SLURM scontrol update), bytes by
     #: task id (JSON keys are strings); the others asked ``requested_bytes``
     task_requests: dict[str, int]
+    #: tasks whose time limit was changed before they started (SLURM scontrol update), H:MM:SS
+    #: by task id; the others have ``time_limit``
+    task_time_limits: dict[str, str]
     #: SGE: the attempt whose tasks this one took over to give them their own request
     #: ("resize"); that attempt's finaliser finalises both
     split_of: int
@@ -87,6 +90,10 @@ class StageEntry(TypedDict, total=False):
     task_requests: dict[str, int]  # each task's sized request, bytes (before any test scale)
     task_edges: dict[str, int]  # the largest |E0| of each task's genes
     task_raw_estimate_bytes: dict[str, int]  # each sized task's raw estimate (memory review calibrates on it)
+    time_limit_bound: str  # the upper bound of every sized time limit (--time-<stage> or the default)
+    task_time_limits: dict[str, str]  # each task's sized time limit (H:MM:SS, before any test scale)
+    task_seconds: dict[str, float]  # each task's modelled run time (seconds, before safety and bounds)
+    test_time_scale: float | None  # DCOEX_TEST_TIME_SCALE_<STAGE> at planning (the resize uses it too)
     test_scale: float | None  # DCOEX_TEST_MEM_SCALE_<STAGE> of the first attempt
     disk_check: dict[str, Any]  # 02a: the check of the disk from the real counts (finaliser)
     # label transfer
@@ -230,6 +237,13 @@ def latest_attempt(stage_entry: Mapping[str, Any], task: int | None) -> Attempt 
         if task is None or tasks is None or task in tasks:
             return attempt
     return None
+
+
+def attempt_time_limit(attempt: Mapping[str, Any], task: int | None) -> str | None:
+    """The time limit (H:MM:SS) task ``task`` of ``attempt`` had: its own if it was changed
+    before it started (``task_time_limits``), else the attempt's."""
+    own = (attempt.get("task_time_limits") or {}).get(str(task)) if task is not None else None
+    return str(own) if own is not None else attempt.get("time_limit")
 
 
 def attempt_request(attempt: Mapping[str, Any], task: int | None) -> int | None:

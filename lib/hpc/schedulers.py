@@ -160,6 +160,17 @@ def accounting_record(scheduler: str, text: str, job_id: str, task: int | None):
     return None
 
 
+def time_limit_seconds(text: str) -> int:
+    """Seconds of a time limit ``H:MM:SS`` (hours may exceed 24)."""
+    h, m, sec = (int(part) for part in text.split(":"))
+    return 3600 * h + 60 * m + sec
+
+
+def format_time_limit(seconds: int) -> str:
+    """``H:MM:SS`` (at least two digits of hours) for both ``sbatch --time`` and ``qsub -l h_rt``."""
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
 @dataclass
 class JobSpec:
     """One submission: a job script (``script``) or a command line (``command``: SLURM
@@ -310,6 +321,11 @@ class Scheduler:
         Only SLURM can change one task of an array; SGE's qalter changes the whole array."""
         raise NotImplementedError(f"{self.name} cannot change the request of one array task")
 
+    def set_task_time(self, job_id: str, task: int, time_limit: str) -> None:
+        """Change the time limit (``H:MM:SS``) of pending array task ``task`` of ``job_id``.
+        Only SLURM can change one task of an array; SGE's qalter changes the whole array."""
+        raise NotImplementedError(f"{self.name} cannot change the time limit of one array task")
+
     def killed_for_memory(self, job_id: str, task: int | None, log_text: str) -> bool:
         """Whether a task that left no status was killed for memory (its log, then accounting)."""
         if log_shows_memory_kill(log_text):
@@ -425,6 +441,13 @@ class Slurm(Scheduler):
 
     def set_task_memory(self, job_id: str, task: int, request_bytes: int) -> None:
         argv = ["scontrol", "update", f"JobId={job_id}_{task}", f"MinMemoryNode={math.ceil(request_bytes / MiB)}"]
+        if self.dry_run:
+            print(shlex.join(argv), file=self.out)
+            return
+        _run(argv, "scontrol update")
+
+    def set_task_time(self, job_id: str, task: int, time_limit: str) -> None:
+        argv = ["scontrol", "update", f"JobId={job_id}_{task}", f"TimeLimit={time_limit}"]
         if self.dry_run:
             print(shlex.join(argv), file=self.out)
             return

@@ -31,7 +31,15 @@ from typing import Any
 import numpy as np
 
 from hpc.errors import EXIT_OUT_OF_MEMORY, InputError
-from hpc.manifest import MANIFEST_VERSION, ManifestError, attempt_request, manifest_path, read_manifest
+from hpc.manifest import (
+    MANIFEST_VERSION,
+    ManifestError,
+    attempt_request,
+    attempt_time_limit,
+    manifest_path,
+    read_manifest,
+)
+from hpc.schedulers import time_limit_seconds
 from memfit.accounting import TaskAccounting, expand_task_range
 from memfit.accounting.records import AccountingError
 from memfit.allocation import SAFETY_SCHEDULER, VIRTUAL_OVERHEAD_BYTES
@@ -58,6 +66,8 @@ class AttemptReview:
     requested_bytes: int | None
     accounting: TaskAccounting | None = None
     sidecar: dict[str, Any] | None = None
+    #: the time limit the task had (seconds): its own when the driver sized it from 02a's counts
+    time_limit_s: int | None = None
 
     @property
     def used_bytes(self) -> int | None:
@@ -119,6 +129,7 @@ class AttemptReview:
             "used_metric": acct.used_metric if acct else None,
             "peak_rss_bytes": self.peak_rss_bytes,
             "elapsed_s": self.elapsed_s,
+            "time_limit_s": self.time_limit_s,
         }
 
 
@@ -318,6 +329,7 @@ def review_stage(
                     or (record.requested_bytes if record else None)
                 ),
                 accounting=record,
+                time_limit_s=_limit_seconds(attempt_time_limit(attempt, task)),
             )
             tasks.setdefault(task, TaskReview(task)).attempts.append(entry)
     if not tasks and stage.get("n_tasks"):
@@ -327,6 +339,14 @@ def review_stage(
         _attach_sidecars(review, stage, out_dir, tasks)
     review.tasks = [tasks[t] for t in sorted(tasks)]
     return review
+
+
+def _limit_seconds(text: str | None) -> int | None:
+    """Seconds of a time limit H:MM:SS (None when absent or unreadable)."""
+    try:
+        return time_limit_seconds(text) if text else None
+    except ValueError:
+        return None
 
 
 def _attach_sidecars(
@@ -412,6 +432,8 @@ def summarize_stage(review: StageReview, margin: float = DEFAULT_MARGIN, q: floa
     error = [a.rss_bytes / review.estimate_bytes for a in finals if a.rss_bytes and review.estimate_bytes]
     ratios = calibration_ratios(review)
     walls = [a.elapsed_s for a in finals if a.elapsed_s is not None]
+    limits = [a.time_limit_s for a in finals if a.time_limit_s]
+    used_time = [a.elapsed_s / a.time_limit_s for a in finals if a.elapsed_s is not None and a.time_limit_s]
     recommended, request_text, why = _recommend(review, basis_values, oom_attempts, tasks, margin=margin, q=q)
     statuses = [a.status for a in finals]
     return {
@@ -445,6 +467,9 @@ def summarize_stage(review: StageReview, margin: float = DEFAULT_MARGIN, q: floa
         "calibration_ratio_n": len(ratios),
         "wall_max_s": max(walls) if walls else None,
         "wall_median_s": float(np.median(walls)) if walls else None,
+        "time_limit_max_s": max(limits) if limits else None,
+        "time_limit_min_s": min(limits) if limits else None,
+        "wall_over_time_limit_max": round(max(used_time), 4) if used_time else None,
         "recommendation_basis": basis,
         "recommended_bytes": recommended,
         "recommended_request": request_text,

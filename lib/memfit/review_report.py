@@ -23,6 +23,7 @@ TSV_COLUMNS = (
     "calibration_factor", "used_metric", "used_max_bytes", "used_median_bytes", "used_p95_bytes",
     "peak_rss_max_bytes", "peak_rss_median_bytes", "peak_rss_p95_bytes", "efficiency_median",
     "efficiency_max", "estimate_error_median", "estimate_error_max", "wall_max_s", "wall_median_s",
+    "time_limit_min_s", "time_limit_max_s", "wall_over_time_limit_max",
     "recommended_bytes", "recommended_request", "recommendation_basis",
 )
 

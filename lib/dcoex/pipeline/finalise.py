@@ -37,13 +37,21 @@ from hpc.manifest import (
     ManifestError,
     attempt_record,
     attempt_request,
+    attempt_time_limit,
     latest_attempt,
     locked_manifest,
     manifest_path,
     now_iso,
     read_manifest,
 )
-from hpc.schedulers import Scheduler, SubmitError, get_scheduler, log_shows_memory_kill
+from hpc.schedulers import (
+    Scheduler,
+    SubmitError,
+    format_time_limit,
+    get_scheduler,
+    log_shows_memory_kill,
+    time_limit_seconds,
+)
 from memfit.accounting.records import TaskAccounting
 from memfit.units import MiB, format_bytes
 
@@ -77,7 +85,7 @@ def classify(out: Path, scheduler: Scheduler, stage: str, attempt: dict, *, task
     said = f"{scheduler.name.upper()} reports {' '.join((record.state_raw or record.state).split())}" \
         if record is not None else ""
     if record is not None and record.state == "TIMEOUT":
-        limit = attempt.get("time_limit") or "its time limit"
+        limit = attempt_time_limit(attempt, task) or "its time limit"
         return "timeout", (f"TIMEOUT: killed at its time limit {limit} ({said}"
                            + (", after the task had written status ok)" if state == "ok" else ")"))
     text = ""
@@ -93,17 +101,6 @@ def classify(out: Path, scheduler: Scheduler, stage: str, attempt: dict, *, task
             return "ok", ""
         return "failed", f"the task wrote status ok but {said}"
     return "failed", "killed or did not run (no status written" + (f"; {said})" if said else ")")
-
-
-def time_limit_seconds(text: str) -> int:
-    """Seconds of a time limit ``H:MM:SS`` (hours may exceed 24)."""
-    h, m, sec = (int(part) for part in text.split(":"))
-    return 3600 * h + 60 * m + sec
-
-
-def format_time_limit(seconds: int) -> str:
-    """``H:MM:SS`` (at least two digits of hours) for both ``sbatch --time`` and ``qsub -l h_rt``."""
-    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def attempts_of(entry: dict, task: int | None) -> int:
@@ -144,10 +141,13 @@ def finalise(out: Path, stage: str, attempt_no: int, scheduler: Scheduler | None
         if retry:
             failed = max(attempt_request(owner[t], t) or 0 for t in retry)
             sized = [int((entry.get("task_requests") or {}).get(str(t), 0)) for t in retry]
+            failed_time = max((attempt_time_limit(owner[t], t) or entry["time_limit"] for t in retry),
+                              key=time_limit_seconds)
             try:
-                _resubmit(m, scheduler, out, stage, attempt, retry=retry, kinds={results[t][0] for t in retry},
+                _resubmit(m, scheduler, out, stage, retry=retry, kinds={results[t][0] for t in retry},
                           per_task_next=per_task_next, later=later, actions=actions,
-                          failed_bytes=failed, floor_bytes=max([int(entry["requested_bytes"]), *sized]))
+                          failed_bytes=failed, floor_bytes=max([int(entry["requested_bytes"]), *sized]),
+                          failed_time=failed_time)
             except SubmitError as exc:
                 for t in retry:
                     give_up[t] = f"{results[t][1]}; the retry could not be submitted: {exc}"
@@ -188,19 +188,20 @@ def finalise(out: Path, stage: str, attempt_no: int, scheduler: Scheduler | None
     return 0
 
 
-def _resubmit(m: dict, scheduler: Scheduler, out: Path, stage: str, attempt: dict, *, retry: list, kinds: set[str],
+def _resubmit(m: dict, scheduler: Scheduler, out: Path, stage: str, *, retry: list, kinds: set[str],
               per_task_next: str | None, later: list[str], actions: list[str], failed_bytes: int,
-              floor_bytes: int) -> None:
+              floor_bytes: int, failed_time: str) -> None:
     """Submit the retry of ``retry`` tasks, its finaliser, and re-point what waited on the failed
     attempt. ``kinds`` ("oom", "timeout"): out of memory gets 1.5x the memory the tasks had
     (``failed_bytes``, the largest), at least ``floor_bytes`` (the plan, and the tasks' requests
-    sized from 02a's counts); a time-limit kill 2x the time limit; one job retries both kinds."""
+    sized from 02a's counts); a time-limit kill 2x the time limit the tasks had (``failed_time``, the
+    longest, H:MM:SS; a task's own when it was sized from 02a's counts); one job retries both kinds."""
     entry = m["stages"][stage]
     new_attempt = len(entry["attempts"]) + 1
     request = failed_bytes
     if "oom" in kinds:
         request = max(int(math.ceil(request * RETRY_FACTOR / MiB)) * MiB, floor_bytes)
-    time_limit = attempt.get("time_limit") or entry["time_limit"]
+    time_limit = failed_time
     if "timeout" in kinds:
         time_limit = format_time_limit(TIME_RETRY_FACTOR * time_limit_seconds(time_limit))
     reason = "+".join(k for k in ("oom", "timeout") if k in kinds) + "-retry"

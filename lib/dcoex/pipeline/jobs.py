@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dcoex.genes import index_entry
 from dcoex.pipeline.plan import RunPlan, StagePlan, first_request
-from dcoex.pipeline.sizing import scaled_request, worth_resizing
+from dcoex.pipeline.sizing import scaled_request, worth_resizing, worth_retiming
 from dcoex.pipeline.stages import PER_GENE_CHAIN, STAGES, dependencies
 from dcoex.pipeline.task import LINGER_ENV
 from hpc.manifest import (
@@ -97,6 +97,10 @@ def stage_entry(plan: RunPlan, p: StagePlan) -> StageEntry:
         **({"task_requests": {str(t): r for t, r in p.task_requests.items()},
             "task_raw_estimate_bytes": {str(t): r for t, r in p.task_raw_estimates.items()}} if p.task_requests else {}),
         **({"test_scale": p.test_scale} if p.test_scale else {}),
+        **({"time_limit_bound": p.time_limit_bound} if p.time_limit_bound else {}),
+        **({"test_time_scale": p.test_time_scale} if p.test_time_scale else {}),
+        **({"task_time_limits": {str(t): v for t, v in p.task_time_limits.items()},
+            "task_seconds": {str(t): round(v, 3) for t, v in p.task_seconds.items()}} if p.task_time_limits else {}),
     }
 
 
@@ -181,9 +185,11 @@ def submit_all(plan: RunPlan, scheduler: Scheduler, on_submit: Callable[[str], N
                                     request=scheduler.request_string(request, p.slots), argv=argv, reason="initial",
                                     time_limit=p.time_limit)
             if p.task_requests and scheduler.name == "slurm":  # tasks sized from 02a counts (a resume)
-                own = _size_tasks(scheduler, job_id, p, request)
+                own, own_times = _size_tasks(scheduler, job_id, p, request)
                 if own:
                     record["task_requests"] = own
+                if own_times:
+                    record["task_time_limits"] = own_times
             fin = finaliser_job(scheduler, s, out, attempt=1, after=job_id, mem_safety=o.mem_safety, queue=o.queue,
                                 account=o.account, write=not scheduler.dry_run)
             fin_id, fin_argv = scheduler.submit(fin)
@@ -211,16 +217,24 @@ def submit_all(plan: RunPlan, scheduler: Scheduler, on_submit: Callable[[str], N
     return manifest
 
 
-def _size_tasks(scheduler: Scheduler, job_id: str, p: StagePlan, request: int) -> dict[str, int]:
-    """SLURM: give each task sized from known 02a counts its own request (the array asked
-    ``request``, its largest); returns the changed ones by task id."""
+def _size_tasks(scheduler: Scheduler, job_id: str, p: StagePlan, request: int) -> tuple[dict[str, int], dict[str, str]]:
+    """SLURM: give each task sized from known 02a counts its own request and time limit (the
+    array asked ``request`` and ``p.time_limit``, its largest task's); returns the changed
+    requests (bytes) and time limits (H:MM:SS) by task id."""
     own: dict[str, int] = {}
+    own_times: dict[str, str] = {}
     for t, sized in sorted(p.task_requests.items()):
+        if t not in (p.tasks or []):
+            continue
         wanted = scaled_request(sized, p.test_scale, p.slots)
-        if t in (p.tasks or []) and worth_resizing(request, wanted, in_place=True):
+        if worth_resizing(request, wanted, in_place=True):
             scheduler.set_task_memory(job_id, t, wanted)
             own[str(t)] = wanted
-    return own
+        limit = p.task_time_limits.get(t)
+        if limit and worth_retiming(p.time_limit, limit, in_place=True):
+            scheduler.set_task_time(job_id, t, limit)
+            own_times[str(t)] = limit
+    return own, own_times
 
 
 def keep_history(out: Path) -> None:

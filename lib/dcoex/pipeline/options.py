@@ -49,7 +49,8 @@ input/output:
   --queue/--partition Q   queue (SGE) or partition (SLURM)
   --account/--project A   account (SLURM) or project (SGE)
   --slots N               CPU slots per task; sets OMP/OPENBLAS/MKL threads ({slots})
-  --time-<stage> HH:MM:SS time limit of a stage, e.g. --time-02a 02:00:00 ({time})
+  --time-<stage> HH:MM:SS time limit of a stage, e.g. --time-02a 02:00:00 ({time}); for 02b and 03
+                          the upper bound of limits sized from 02a's edge counts
   -h, --help              this help
 
 SLURM requests are at least 256 MiB; DCOEX_MIN_REQUEST (e.g. 128M, 0) changes that floor.

@@ -14,11 +14,19 @@ from dcoex.pipeline.currency import PlanUpstream, StageStatus, stage_status
 from dcoex.pipeline.disk import StageDisk, disk_refusal, free_bytes, stage_disk
 from dcoex.pipeline.options import Options
 from dcoex.pipeline.shapes import DataShape, read_shape
-from dcoex.pipeline.sizing import EDGE_SIZED, Request, request_for, scaled_request
+from dcoex.pipeline.sizing import (
+    EDGE_SIZED,
+    Request,
+    TimeRequest,
+    request_for,
+    scaled_request,
+    time_for,
+    time_scale_knob,
+)
 from dcoex.pipeline.stages import HUBS_TSV, STAGE_ORDER, STAGES, is_array, stage_argv
 from hpc.calibration import find_calibration, load_calibration
 from hpc.errors import InputError
-from hpc.schedulers import Scheduler, compress_tasks
+from hpc.schedulers import Scheduler, compress_tasks, time_limit_seconds
 from memfit.estimate import MemoryEstimate
 from memfit.units import format_bytes
 
@@ -50,6 +58,13 @@ class StagePlan:
     task_requests: dict[int, int] = field(default_factory=dict)
     task_raw_estimates: dict[int, int] = field(default_factory=dict)  # their raw estimates (bytes)
     sizing: str = ""  # what the request rests on: "" (shape), "02a edge counts", "bound ..."
+    #: the upper bound of the sized time limits (--time-<stage> or the default), H:MM:SS
+    time_limit_bound: str = ""
+    #: 02b, 03: time limits (H:MM:SS) and modelled run times (seconds) of the tasks whose genes'
+    #: 02a counts are known (dcoex.pipeline.sizing.time_for); the others have ``time_limit``
+    task_time_limits: dict[int, str] = field(default_factory=dict)
+    task_seconds: dict[int, float] = field(default_factory=dict)
+    test_time_scale: float | None = None  # DCOEX_TEST_TIME_SCALE_<STAGE> (the resize uses it too)
 
     @property
     def estimate(self) -> MemoryEstimate:
@@ -98,7 +113,10 @@ class RunPlan:
                 pending = True
             elif p.task_requests and len(set(p.task_requests.values())) > 1:
                 req += f" (max; tasks {format_bytes(min(p.task_requests.values()))}..)"
-            rows.append((s, jobs, str(p.genes_per_task or "-"), req, peak, p.time_limit, self._disk_cell(s)))
+            time_cell = p.time_limit
+            if p.task_time_limits and len(set(p.task_time_limits.values())) > 1:
+                time_cell += f" (max; tasks {min(p.task_time_limits.values(), key=time_limit_seconds)}..)"
+            rows.append((s, jobs, str(p.genes_per_task or "-"), req, peak, time_cell, self._disk_cell(s)))
         if self.disk:
             total = sum(d.expected_bytes for d in self.disk.values())
             bound = sum(d.bound_bytes for d in self.disk.values())
@@ -353,16 +371,33 @@ def _size_stages(plan: RunPlan, scheduler: Scheduler) -> None:
         req = sized(None)
         task_requests: dict[int, int] = {}
         task_raw: dict[int, int] = {}
+        timed: dict[int, TimeRequest] = {}
+        bound = o.times.get(s, o.default_time)
+        time_scale = time_scale_knob(s) if s in EDGE_SIZED else None
+        time_limit = bound
         sizing = ""
         if s in EDGE_SIZED:
             known = {}
             for t in tasks or []:
                 counts = [plan.selected_edges.get(g) for g in plan.task_genes[t]]
                 if counts and None not in counts:
-                    known[t] = sized(max(c for c in counts if c is not None))
+                    edges = [c for c in counts if c is not None]
+                    known[t] = sized(max(edges))
+                    timed[t] = time_for(s, o.params, edges, n_genes=plan.shape.n_genes, bound=bound,
+                                        scale=time_scale)
             task_requests = {t: r.requested_bytes for t, r in known.items()}
             task_raw = {t: r.raw.total_bytes for t, r in known.items()}
             unknown = len(tasks or []) - len(known)
+            # the array asks for its longest task; SLURM lowers the others. Tasks pending 02a: SLURM
+            # asks for the bound and lowers each task once its count is known (a user cannot raise a
+            # limit); SGE asks for the time of the planning bound of edges (moving a task to an
+            # array of its own for a shorter limit is not worth it; a longer one moves it)
+            limits = [r.time_limit for r in timed.values()]
+            if unknown:
+                limits.append(bound if scheduler.name != "sge" else time_for(
+                    s, o.params, [int(req.raw.params["n_edges"])] * plan.genes_per_task, n_genes=plan.shape.n_genes,
+                    bound=bound, scale=time_scale).time_limit)
+            time_limit = max(limits, key=time_limit_seconds) if limits else bound
             # the job's own request covers its largest task (SGE asks once per array)
             candidates = list(known.values()) + ([req] if unknown else [])
             req = max(candidates, key=lambda r: r.requested_bytes) if candidates else req
@@ -384,11 +419,14 @@ def _size_stages(plan: RunPlan, scheduler: Scheduler) -> None:
         plan.stages[s] = StagePlan(
             stage=s, per_gene=spec.per_gene, genes_per_task=plan.genes_per_task if spec.per_gene else None,
             n_tasks=n_tasks, tasks=tasks if is_array(s) else None,
-            slots=o.slots, time_limit=o.times.get(s, o.default_time), raw_estimate=req.raw,
+            slots=o.slots, time_limit=time_limit, raw_estimate=req.raw,
             minimum_estimate=req.minimum, calibration_factor=factor, requested_bytes=req.requested_bytes,
             request=scheduler.request_string(req.requested_bytes, o.slots),
             argv=stage_argv(s, Path(o.out_dir), plan.expr_h5, params),
             test_scale=test_scale, task_requests=task_requests, task_raw_estimates=task_raw, sizing=sizing,
+            time_limit_bound=bound, test_time_scale=time_scale,
+            task_time_limits={t: r.time_limit for t, r in timed.items()},
+            task_seconds={t: r.seconds for t, r in timed.items()},
         )
     limit = None if o.local else scheduler.max_request_bytes()
     if limit:

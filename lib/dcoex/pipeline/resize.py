@@ -1,21 +1,23 @@
 """Resize the pending 02b and 03 tasks of a reference-gene task once its 02a task has counted
-the edges (docs/drivers.md, "Requests from what 02a found").
+the edges: their memory and their time limit (docs/drivers.md, "Requests from what 02a found").
 
 Called by the task runner of a 02a task that succeeded, before it exits (SLURM starts the
 ``aftercorr`` successor only then) and before it releases its SGE successor (held until then),
 so the tasks it changes have not started:
 
-* SLURM: ``scontrol update JobId=<job>_<task> MinMemoryNode=<MiB>``;
+* SLURM: ``scontrol update JobId=<job>_<task> MinMemoryNode=<MiB>`` and ``TimeLimit=<H:MM:SS>``;
 * SGE (``qalter`` changes every pending task of an array, never one): the task moves to an array
   of its own, ``-t i-i``, submitted user-held with the new request (attempt reason ``resize``,
   ``split_of`` the attempt it left); the task is deleted from its old array, whose finaliser is
   made to wait for the new array too (``qalter -hold_jid``) and finalises both. 03 moves before
   02b, so the moved 02b task releases the moved 03 task.
 
-A request changes when it differs (SLURM), or (SGE) when the sized one is larger or smaller by
-more than RESIZE_SLACK. Every
-sized request is recorded in the manifest (``task_requests``, ``task_edges`` of the stage, and
-the attempt's ``task_requests`` or the new attempt).
+A request or time limit changes when it differs (SLURM), or (SGE) when the sized request is larger
+or smaller by more than RESIZE_SLACK or the sized time limit is longer; a moved SGE task takes
+both. Every sized request
+is recorded in the manifest (``task_requests``, ``task_time_limits``, ``task_seconds``,
+``task_edges`` of the stage, and the attempt's ``task_requests`` / ``task_time_limits`` or the
+new attempt).
 """
 
 from __future__ import annotations
@@ -29,15 +31,18 @@ from dcoex.pipeline.sizing import (
     EDGE_SIZED,
     request_for,
     scaled_request,
-    task_edge_count,
+    task_edge_counts,
     task_genes_of,
+    time_for,
     worth_resizing,
+    worth_retiming,
 )
 from dcoex.pipeline.stages import STAGES
 from hpc.manifest import (
     RunManifest,
     attempt_record,
     attempt_request,
+    attempt_time_limit,
     latest_attempt,
     locked_manifest,
     read_manifest,
@@ -69,9 +74,10 @@ def resize_successors(out: Path, task: int) -> list[str]:
     shape = run_shape(out, manifest)
     params = manifest["parameters"]
     genes = task_genes_of(shape.n_genes, int(params["genes_per_task"]), run_universe(out, manifest, shape), task)
-    n_edges = task_edge_count(STAGES["02a"].output_path(out), genes, shape.gene_names, params["edge_selection"])
-    if n_edges is None:
+    counts = task_edge_counts(STAGES["02a"].output_path(out), genes, shape.gene_names, params["edge_selection"])
+    if counts is None:
         return [f"02a task {task}: an edge count is missing; the requests of its 02b/03 tasks stay as planned"]
+    n_edges = max(counts)
     scheduler = get_scheduler(manifest["scheduler"])
     lines = []
     with locked_manifest(out) as m:
@@ -81,42 +87,57 @@ def resize_successors(out: Path, task: int) -> list[str]:
             req = request_for(s, shape, params, scheduler, factor=factors.get(s, 1.0),
                               safety=params["mem_safety"], slots=entry["slots"], n_edges=n_edges)
             sized = req.requested_bytes
+            timed = time_for(s, params, counts, n_genes=shape.n_genes,
+                             bound=entry.get("time_limit_bound") or entry["time_limit"],
+                             scale=entry.get("test_time_scale"))
             entry.setdefault("task_requests", {})[str(task)] = sized
             entry.setdefault("task_raw_estimate_bytes", {})[str(task)] = req.raw.total_bytes
             entry.setdefault("task_edges", {})[str(task)] = n_edges
+            entry.setdefault("task_time_limits", {})[str(task)] = timed.time_limit
+            entry.setdefault("task_seconds", {})[str(task)] = round(timed.seconds, 3)
             a = latest_attempt(entry, task)
             if scheduler.name == "local" or a is None or entry.get("cancelled") or task in entry.get("cancelled_tasks", []):
                 continue
             wanted = scaled_request(sized, entry.get("test_scale") if a["reason"] in ("initial", "resize") else None,
                                     entry["slots"])
             current = attempt_request(a, task) or 0
-            what = (f"{s} task {task}: {n_edges} edges (largest gene) -> "
-                    f"{scheduler.request_string(wanted, entry['slots'])}")
-            if not worth_resizing(current, wanted, in_place=scheduler.name == "slurm"):
-                lines.append(f"{what}; keeps {scheduler.request_string(current, entry['slots'])}")
+            current_time = attempt_time_limit(a, task) or entry["time_limit"]
+            in_place = scheduler.name == "slurm"
+            memory, timing = (worth_resizing(current, wanted, in_place=in_place),
+                              worth_retiming(current_time, timed.time_limit, in_place=in_place))
+            what = (f"{s} task {task}: {n_edges} edges (largest gene), {sum(counts)} in all -> "
+                    f"{scheduler.request_string(wanted, entry['slots'])}, time limit {timed.time_limit}")
+            was = f"was {format_bytes(current)}, {current_time}"
+            if not memory and not timing:
+                lines.append(f"{what}; keeps {scheduler.request_string(current, entry['slots'])}, {current_time}")
                 continue
             try:
                 if scheduler.name == "slurm":
-                    scheduler.set_task_memory(a["job_id"], task, wanted)
-                    a.setdefault("task_requests", {})[str(task)] = wanted
-                    lines.append(f"{what} (was {format_bytes(current)}; scontrol update of job {a['job_id']}_{task})")
+                    if memory:
+                        scheduler.set_task_memory(a["job_id"], task, wanted)
+                        a.setdefault("task_requests", {})[str(task)] = wanted
+                    if timing:
+                        scheduler.set_task_time(a["job_id"], task, timed.time_limit)
+                        a.setdefault("task_time_limits", {})[str(task)] = timed.time_limit
+                    lines.append(f"{what} ({was}; scontrol update of job {a['job_id']}_{task})")
                 elif scheduler.name == "sge":
-                    job_id = _move_task(m, scheduler, out, s, a=a, task=task, request=wanted)
-                    lines.append(f"{what} (was {format_bytes(current)}; moved from job {a['job_id']} to job {job_id})")
+                    job_id = _move_task(m, scheduler, out, s, a=a, task=task, request=wanted,
+                                        time_limit=timed.time_limit)
+                    lines.append(f"{what} ({was}; moved from job {a['job_id']} to job {job_id})")
             except SubmitError as exc:
-                lines.append(f"{what}: could not resize ({exc}); it keeps {format_bytes(current)}")
+                lines.append(f"{what}: could not resize ({exc}); it keeps {format_bytes(current)}, {current_time}")
     return lines
 
 
 def _move_task(m: RunManifest, scheduler: Scheduler, out: Path, stage: str, *, a: dict, task: int,
-               request: int) -> str:
-    """SGE: task ``task`` of attempt ``a`` becomes an array of its own with ``request`` bytes."""
+               request: int, time_limit: str) -> str:
+    """SGE: task ``task`` of attempt ``a`` becomes an array of its own with ``request`` bytes and
+    ``time_limit`` (H:MM:SS)."""
     entry = m["stages"][stage]
     root_no = a.get("split_of", a["attempt"])
     root = entry["attempts"][root_no - 1]
     params = m["parameters"]
     number = len(entry["attempts"]) + 1
-    time_limit = a.get("time_limit") or entry["time_limit"]
     job = stage_job(entry, stage, out, attempt=number, tasks=[task], request_bytes=request,
                     mem_safety=params["mem_safety"], queue=params.get("queue"), account=params.get("account"),
                     only_tasks=[task], time_limit=time_limit)

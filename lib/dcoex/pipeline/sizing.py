@@ -15,6 +15,14 @@ and the tasks are sized from it:
 
 Every request is ``request_for``: the stage's own estimate × calibration, never under its
 minimum, through the scheduler's ``request_bytes`` (one formula for the plan and the resize).
+
+The time limits of the same tasks are sized alongside (``time_for``): the stage's run-time model
+(``runtime_seconds`` in its estimator.py: a fixed part, per gene, per edge or edge·replicate)
+summed over the task's genes, × TIME_SAFETY, rounded up to minutes, at least TIME_FLOOR_SECONDS
+and at most ``--time-<stage>`` (else the default), which stays the upper bound: SLURM lets a user
+lower a pending job's time limit, not raise it, so its arrays ask for the bound and each task is
+lowered; SGE arrays ask for the time of the planning bound of edges, and a task moves to an array
+of its own for a longer limit (or for its memory, taking its sized limit along).
 """
 
 from __future__ import annotations
@@ -31,8 +39,10 @@ from dcoex.edge_files import read_selected_count
 from dcoex.genes import gene_file_path
 from dcoex.pipeline.estimates import stage_estimate
 from dcoex.pipeline.shapes import DataShape
+from dcoex.stages.s02b_bootstrap_edges import estimator as estimator_02b
+from dcoex.stages.s03_network import estimator as estimator_03
 from hpc.errors import InputError
-from hpc.schedulers import Scheduler
+from hpc.schedulers import Scheduler, format_time_limit, time_limit_seconds
 from memfit.estimate import MemoryEstimate
 from memfit.units import MiB
 
@@ -43,6 +53,13 @@ EDGE_SIZED = ("02b", "03")
 RESIZE_SLACK = 0.25
 #: Testing knob: ``DCOEX_TEST_ESTIMATE_SCALE_<STAGE>=0.5`` scales the planned raw estimate of one stage.
 TEST_ESTIMATE_SCALE_ENV = "DCOEX_TEST_ESTIMATE_SCALE_"
+#: Sized time limits are the modelled run time × this (slower nodes, load, file systems).
+TIME_SAFETY = 3.0
+#: No sized time limit is below this (seconds): start-up, scheduler and file-system delays.
+TIME_FLOOR_SECONDS = 15 * 60
+#: Testing knob: ``DCOEX_TEST_TIME_SCALE_<STAGE>=100`` scales the modelled run time of one stage
+#: (so that tests on tiny data see the sizes above the floor).
+TEST_TIME_SCALE_ENV = "DCOEX_TEST_TIME_SCALE_"
 
 
 def apply_test_estimate_scale(stage: str, raw: MemoryEstimate) -> MemoryEstimate:
@@ -87,6 +104,56 @@ def request_for(stage: str, shape: DataShape, params: Mapping[str, Any], schedul
     return Request(raw, minimum, factor, peak, scheduler.request_bytes(peak, safety, slots))
 
 
+@dataclass(frozen=True)
+class TimeRequest:
+    """A task's time limit sized from its genes' edge counts: the modelled run time (seconds,
+    before the safety factor and bounds) and the limit asked for (H:MM:SS)."""
+
+    seconds: float
+    time_limit: str
+
+
+def time_scale_knob(stage: str) -> float | None:
+    """The testing knob ``DCOEX_TEST_TIME_SCALE_<STAGE>`` (None when unset). Read at planning
+    and recorded in the manifest, so that the resize, run inside a 02a job whose environment
+    the scheduler may not pass on (SGE), uses the same."""
+    scale = os.environ.get(f"{TEST_TIME_SCALE_ENV}{stage.upper()}")
+    if not scale:
+        return None
+    try:
+        return float(scale)
+    except ValueError:
+        raise InputError(f"{TEST_TIME_SCALE_ENV}{stage.upper()}={scale!r}: not a number") from None
+
+
+def time_for(stage: str, params: Mapping[str, Any], gene_edges: Sequence[int], *, n_genes: int,
+             bound: str, scale: float | None = None) -> TimeRequest:
+    """The time limit of a ``stage`` (02b, 03) task whose genes have ``gene_edges`` edges (|E0|
+    each; the task runs them one after another): the stage's model (× ``scale``, the testing
+    knob) × TIME_SAFETY, in whole minutes, at least TIME_FLOOR_SECONDS, at most ``bound`` (H:MM:SS)."""
+    edges = [int(e) for e in gene_edges]
+    if stage == "02b":
+        seconds = estimator_02b.runtime_seconds(n_genes=n_genes, gene_edges=edges,
+                                                n_bootstrap=int(params["n_bootstrap"]))
+    elif stage == "03":
+        seconds = estimator_03.runtime_seconds(gene_edges=edges)
+    else:
+        raise ValueError(f"stage {stage}: no run-time model")
+    if scale:
+        seconds *= float(scale)
+    wanted = max(TIME_FLOOR_SECONDS, 60 * math.ceil(TIME_SAFETY * seconds / 60))
+    return TimeRequest(seconds, format_time_limit(min(wanted, time_limit_seconds(bound))))
+
+
+def worth_retiming(current: str, sized: str, *, in_place: bool) -> bool:
+    """Whether to change a pending task's time limit (H:MM:SS): when it differs and the
+    scheduler changes a task in place (SLURM), else only when it is longer (SGE moves the task
+    to an array of its own: not worth it for a shorter limit alone; a task moved for its memory
+    takes its sized limit too)."""
+    now, new = time_limit_seconds(current), time_limit_seconds(sized)
+    return new != now if in_place else new > now
+
+
 def scaled_request(requested_bytes: int, scale: float | None, slots: int) -> int:
     """The first attempt's request under the test knob ``DCOEX_TEST_MEM_SCALE_<STAGE>`` (whole MiB
     per slot, as the schedulers are asked); ``requested_bytes`` when ``scale`` is None."""
@@ -105,16 +172,16 @@ def worth_resizing(current: int, sized: int, *, in_place: bool) -> bool:
     return sized > current or sized < current * (1 - RESIZE_SLACK)
 
 
-def task_edge_count(base_dir: Path, genes: Sequence[int], gene_names: Sequence[str],
-                    edge_selection: str) -> int | None:
-    """The largest |E0| over a task's genes from their 02a files (attributes only); None when
-    a gene's file or count is missing. A task runs its genes one after another, so its peak is
-    its largest gene's."""
+def task_edge_counts(base_dir: Path, genes: Sequence[int], gene_names: Sequence[str],
+                     edge_selection: str) -> list[int] | None:
+    """|E0| of each of a task's genes from their 02a files (attributes only); None when a gene's
+    file or count is missing. A task runs its genes one after another, so its peak is its
+    largest gene's and its run time the sum of its genes'."""
     n = len(gene_names)
     counts = [read_selected_count(gene_file_path(base_dir, g, gene_names[g], n), edge_selection) for g in genes]
     if not counts or any(c is None for c in counts):
         return None
-    return max(c for c in counts if c is not None)
+    return [int(c) for c in counts if c is not None]
 
 
 def task_genes_of(n_genes: int, genes_per_task: int, gene_list: Sequence[int] | None, task: int) -> list[int]:

@@ -6,6 +6,9 @@ touching n_c <= min(N, 2c) genes; nothing is proportional to the gene's total ed
 tiles are read from the 02a file and appended to the output one at a time):
 
 - ``python``: interpreter + numpy/h5py/click imports (measured; 02b does not import scipy);
+- ``first_tile``: what the first tile of a gene with edges adds whatever its size (the BLAS
+  threads' buffers, the ranking code's first allocations; measured: a gene of 8 edges peaks
+  ~11 MiB above one of none);
 - ``expr``: the whole N × S float32 matrix, loaded once per task, and its LOW/HIGH columns;
 - ``indices``: the gene's bootstrap indices and positions (int64) and the resample counts;
 - ``tile_edges``: one tile's 02a columns, the selected copy, row indices, statistics and
@@ -30,8 +33,11 @@ from memfit.estimate import MemoryEstimate
 from memfit.units import MiB
 
 #: Resident bytes of the stage before data (interpreter, numpy, h5py, click, psutil,
-#: threadpoolctl; no scipy), measured on CPython 3.11: 49 MiB + recorder and HDF5 state.
-STAGE_BASELINE_BYTES = 56 * MiB
+#: threadpoolctl; no scipy), measured on CPython 3.11: 49 MiB + recorder, HDF5 state and
+#: the index file's reads (a gene with no edges peaks at 84 MiB with a 12,625 × 128 matrix).
+STAGE_BASELINE_BYTES = 60 * MiB
+#: Fixed resident bytes of the first tile of a gene with edges (BLAS buffers, first work arrays).
+FIRST_TILE_BYTES = 8 * MiB
 #: Temporaries of the per-edge statistics (dcoex.stages.s02b_bootstrap_edges.science works in row blocks of this).
 STATS_WORK_BYTES = 64 * MiB
 #: Largest Δ matrix of one tile (bytes): bigger tiles amortise the ranking a little more.
@@ -43,8 +49,9 @@ GATHER_WORK_BYTES = 48 * MiB
 #: Sign matrices (g·k × k float32) of one gene block of the ranking product.
 SIGN_WORK_BYTES = 64 * MiB
 #: Bytes per edge of one tile (02a columns ~78 B, selected copy, int64 rows, statistics,
-#: hashes and output conversions).
-TILE_EDGE_BYTES = 320
+#: hashes and output conversions; 280 puts the estimate 8-24 % above the measured peak from
+#: 3 to 2.2·10^7 edges, bench/results/stage02b_03_realistic.json).
+TILE_EDGE_BYTES = 280
 #: Statistics temporaries per value of a row block (C-ordered copy 4, mask 1, centred 4, ...).
 STATS_BYTES_PER_VALUE = 14
 #: HDF5 chunk buffers and caches of the output datasets.
@@ -115,6 +122,7 @@ def estimate(
     stats_rows = max(1, min(c, STATS_WORK_BYTES // max(16 * b, 1)))
     components = {
         "python": STAGE_BASELINE_BYTES,
+        "first_tile": FIRST_TILE_BYTES if e else 0,
         "expr": n * int(n_samples) * 4 + n * sum(ks) * 4,
         "indices": b * (int(kr_low) + int(kr_high)) * 16 + b * sum(ks) * 20,
         "tile_edges": c * TILE_EDGE_BYTES if e else 0,
@@ -150,3 +158,33 @@ def output_bytes(*, n_genes: int, n_edges: int, n_boot: int, store_replicates: b
     if store_replicates:
         total += 4 * int(n_edges) * int(n_boot)
     return int(total)
+
+
+#: Run-time model of one 02b task, in CPU seconds of the development machine (2 cores, shared;
+#: measured with bench/stage02b_tiles.py and bench/whole_run.py at N = 12,625, S = 128, B = 100:
+#: 0 to 2.2·10^7 edges, bench/results/time_model.json). The driver multiplies it by a safety
+#: factor and bounds it (dcoex.pipeline.sizing.time_for). Fixed part of a task (interpreter,
+#: imports, the expression matrix read), seconds:
+TASK_FIXED_SECONDS = 10.0
+#: Fixed part of each gene (its 02a header, index rows, output file), seconds.
+GENE_FIXED_SECONDS = 1.0
+#: Seconds per edge·replicate (gathers, statistics, writing; measured 0.9-1.3·10^-7 on large genes).
+SECONDS_PER_EDGE_REPLICATE = 1.5e-7
+#: Seconds per gene touched by a tile, per replicate (each tile ranks its genes' resamples once
+#: per replicate; measured ~0.045 s per replicate for a tile touching all 12,625 genes).
+SECONDS_PER_TILE_GENE_REPLICATE = 4.0e-6
+
+
+def runtime_seconds(*, n_genes: int, gene_edges: list[int], n_bootstrap: int) -> float:
+    """Modelled run time (seconds) of a 02b task whose genes have ``gene_edges`` edges (|E0|
+    each, run one after another) at B = ``n_bootstrap``, N = ``n_genes``: the fixed parts, per
+    edge·replicate, and per replicate the ranking of each tile's genes (tiles of max_chunk edges)."""
+    b = max(int(n_bootstrap), 1)
+    total = TASK_FIXED_SECONDS
+    for e in (max(int(x), 0) for x in gene_edges):
+        total += GENE_FIXED_SECONDS + SECONDS_PER_EDGE_REPLICATE * e * b
+        tile = max_chunk(b)
+        full, rest = divmod(e, tile)
+        touched = full * min(int(n_genes), 2 * tile) + (min(int(n_genes), 2 * rest) if rest else 0)
+        total += SECONDS_PER_TILE_GENE_REPLICATE * touched * b
+    return float(total)

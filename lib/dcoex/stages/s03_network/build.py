@@ -58,28 +58,29 @@ def reconstruct(inputs: GeneInputs, options: NetworkOptions) -> Network:
     n = inputs.n_genes
     und = options.undefined
     keep = select_edges(e0["delta"], e0["ci_low"], e0["ci_high"], options.min_effect, options.ci_filter)
-    e = {k: v[keep] for k, v in e0.items()}
+    # the reader usually applied the same filter: then the columns are used as read (no copy)
+    e = e0 if keep.all() else {k: v[keep] for k, v in e0.items()}
     present_low = presence(e["r_low"], e["sig_low"], options.corr_threshold)
     present_high = presence(e["r_high"], e["sig_high"], options.corr_threshold)
     codes = classify(e["r_low"], e["r_high"], present_low, present_high)
-    gi, gj = e["gene_i"].astype(np.int32), e["gene_j"].astype(np.int32)
+    gi, gj = e["gene_i"].astype(np.int32, copy=False), e["gene_j"].astype(np.int32, copy=False)
     edges = {
-        "pair_index": e["pair_index"].astype(np.int64),
+        "pair_index": e["pair_index"].astype(np.int64, copy=False),
         "gene_i": gi,
         "gene_j": gj,
-        "delta_base": e["delta"].astype(np.float32),
-        "delta_boot_mean": e["delta_mean"].astype(np.float32),
-        "delta_boot_std": e["delta_std"].astype(np.float32),
-        "ci_low": e["ci_low"].astype(np.float32),
-        "ci_high": e["ci_high"].astype(np.float32),
-        "bias": e["bias"].astype(np.float32),
-        "r_low": e["r_low"].astype(np.float32),
-        "r_high": e["r_high"].astype(np.float32),
-        "pval_diff": e["p_diff"].astype(np.float64),
-        "qval_diff": e["q_diff"].astype(np.float64),
-        "pval_boot": e["bootstrap_pval"].astype(np.float64),
-        "sig_low": e["sig_low"].astype(bool),
-        "sig_high": e["sig_high"].astype(bool),
+        "delta_base": e["delta"].astype(np.float32, copy=False),
+        "delta_boot_mean": e["delta_mean"].astype(np.float32, copy=False),
+        "delta_boot_std": e["delta_std"].astype(np.float32, copy=False),
+        "ci_low": e["ci_low"].astype(np.float32, copy=False),
+        "ci_high": e["ci_high"].astype(np.float32, copy=False),
+        "bias": e["bias"].astype(np.float32, copy=False),
+        "r_low": e["r_low"].astype(np.float32, copy=False),
+        "r_high": e["r_high"].astype(np.float32, copy=False),
+        "pval_diff": e["p_diff"].astype(np.float64, copy=False),
+        "qval_diff": e["q_diff"].astype(np.float64, copy=False),
+        "pval_boot": e["bootstrap_pval"].astype(np.float64, copy=False),
+        "sig_low": e["sig_low"].astype(bool, copy=False),
+        "sig_high": e["sig_high"].astype(bool, copy=False),
         "present_low": present_low,
         "present_high": present_high,
         "qual_score": codes,
@@ -111,7 +112,7 @@ def reconstruct(inputs: GeneInputs, options: NetworkOptions) -> Network:
         "full_stats": stats["full"],
         "metrics": metrics,
     }
-    abs_delta = np.abs(e["delta"].astype(np.float64))
+    abs_delta = np.abs(e["delta"].astype(np.float64, copy=False))
     meta: dict[str, Any] = {
         "format": NETWORK_FORMAT,
         "n_genes": n,

@@ -40,6 +40,7 @@ from dcoex.stages.upstream import FileUpstream
 from hpc.atomic import atomic_output, ensure_writable_dir
 from hpc.errors import InputError
 from memfit.allocation import detect_allocation
+from memfit.heap import fix_mmap_threshold
 from memfit.plan import MemoryPlanError
 from memfit.record import H5_GROUP as MEMFIT_GROUP
 from memfit.record import PeakRecorder, h5_attrs, task_sidecar_path, write_sidecar
@@ -91,6 +92,7 @@ def run_network(
     if bad:
         raise InputError(f"gene index {bad[0]} out of range 0..{n - 1}")
     ensure_writable_dir(out_dir)
+    fix_mmap_threshold()  # freed per-edge temporaries leave the resident set (the estimate adds no two phases)
     params = options.meta()
     allocation = detect_allocation()
     names_array = np.asarray(names, dtype=object)
@@ -101,10 +103,12 @@ def run_network(
         return select_edges(e["delta"], e["ci_low"], e["ci_high"], options.min_effect, options.ci_filter)
 
     max_edges = max_candidates = 0
+    network_edges: dict[int, int | None] = {}
     for g in genes:
         n_candidates, upstream_of[g] = base_summary(gene_file_path(base_dir, g, names[g], n))
         n_network = network_edge_count(gene_file_path(base_dir, g, names[g], n), gene_file_path(boot_dir, g, names[g], n),
                                        keep) if n_candidates else 0
+        network_edges[g] = n_network
         max_edges = max(max_edges, n_candidates if n_network is None else n_network)
         max_candidates = max(max_candidates, n_candidates)
     est = estimate(n_genes=n, n_edges=max_edges, n_candidates=max_candidates)
@@ -132,7 +136,7 @@ def run_network(
             t0 = time.monotonic()
             name = names[g]
             base_path, boot_path = gene_file_path(base_dir, g, name, n), gene_file_path(boot_dir, g, name, n)
-            inputs = read_gene_inputs(base_path, boot_path, g, name, n, keep=keep)
+            inputs = read_gene_inputs(base_path, boot_path, g, name, n, keep=keep, expected_kept=network_edges.get(g))
             if expr_sha and inputs.upstream.get("expr_content_sha256") not in ("", expr_sha):
                 raise InputError(f"gene {g} ({name}): base file was made from another expression matrix than {expr_h5}")
             network = reconstruct(inputs, options)

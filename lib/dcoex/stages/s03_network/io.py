@@ -126,15 +126,19 @@ def read_gene_inputs(
     *,
     keep: Callable[[Mapping[str, np.ndarray]], np.ndarray] | None = None,
     chunk_edges: int = READ_CHUNK_EDGES,
+    expected_kept: int | None = None,
 ) -> GeneInputs:
     """Read E0 of one gene from its 02a and 02b files (``dcoex.edge_files.iter_boot_edges``),
     check that they agree, and keep the edges for which ``keep`` (a mask of a chunk of E0's
     columns; default: all) is true.
 
-    The files are read ``chunk_edges`` edges at a time, so memory is one chunk plus the
-    kept edges. Raises InputError naming the gene and the disagreement (gene, n_genes,
-    expression checksum, group sizes, or the edge set). A missing 02b file is accepted only
-    when the 02a file has no edges.
+    The files are read ``chunk_edges`` edges at a time into columns allocated once for
+    ``expected_kept`` edges (the count of kept edges when the caller knows it; grown if
+    exceeded; all of E0 without ``keep``), so memory is one chunk plus the kept edges, with no
+    copy of them and no heap left fragmented by chunk-sized pieces, plus one bool per candidate
+    (``selected``, what the network file stores). Raises InputError naming the gene and the
+    disagreement (gene, n_genes, expression checksum, group sizes, or the edge set). A missing
+    02b file is accepted only when the 02a file has no edges.
     """
     gene = f"{gene_index} ({gene_name})"
     try:
@@ -167,7 +171,7 @@ def read_gene_inputs(
     for key in ("expr_content_sha256", "k_low", "k_high", "fdr_alpha"):
         if key in bmeta and key in meta and bmeta[key] != meta[key]:
             raise InputError(f"gene {gene}: base and bootstrap files disagree on {key} ({meta[key]!r} vs {bmeta[key]!r})")
-    parts: list[dict[str, np.ndarray]] = []
+    kept: _Columns | None = None
     masks: list[np.ndarray] = []
     n0, last = 0, -1
     try:
@@ -179,11 +183,14 @@ def read_gene_inputs(
             e = {name: chunk[name] for name in (*_BASE_EDGE_FIELDS, *_BOOT_FIELDS)}
             n0 += pair.size
             mask = np.ones(pair.size, dtype=bool) if keep is None else np.asarray(keep(e), dtype=bool)
-            parts.append({k: v[mask] for k, v in e.items()})
+            if kept is None:
+                kept = _Columns(n_base if keep is None else expected_kept if expected_kept is not None
+                                else chunk_edges)
+            kept.append({k: v[mask] for k, v in e.items()})
             masks.append(mask)
     except ValueError as exc:
         raise InputError(f"gene {gene}: {exc}") from None
-    edges = {name: np.concatenate([p[name] for p in parts]) if parts else col for name, col in empty.items()}
+    edges = kept.result() if kept is not None and kept.columns else dict(empty)
     upstream.update(
         edge_selection=mode,
         ci_alpha=float(bmeta.get("ci_alpha", float("nan"))),
@@ -191,6 +198,38 @@ def read_gene_inputs(
     )
     selected = np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
     return GeneInputs(gene_index, gene_name, n_genes, edges, upstream, n_candidates=n0, selected=selected)
+
+
+class _Columns:
+    """Edge columns filled chunk by chunk: allocated at the first chunk for ``capacity`` edges,
+    grown by half when a chunk does not fit (only when the expected count was too small)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(int(capacity), 1)
+        self.columns: dict[str, np.ndarray] = {}
+        self.filled = 0
+
+    def append(self, part: Mapping[str, np.ndarray]) -> None:
+        m = int(next(iter(part.values())).size)
+        if not self.columns:
+            self.columns = {k: np.empty(max(self.capacity, m), dtype=v.dtype) for k, v in part.items()}
+        size = next(iter(self.columns.values())).size
+        if self.filled + m > size:
+            grown = max(self.filled + m, size + size // 2)
+            for k, old in self.columns.items():
+                new = np.empty(grown, dtype=old.dtype)
+                new[: self.filled] = old[: self.filled]
+                self.columns[k] = new
+        for k, v in part.items():
+            self.columns[k][self.filled : self.filled + m] = v
+        self.filled += m
+
+    def result(self) -> dict[str, np.ndarray]:
+        """The filled columns (views; a copy only where far fewer edges came than allocated)."""
+        size = next(iter(self.columns.values())).size
+        if self.filled < size // 2:
+            return {k: v[: self.filled].copy() for k, v in self.columns.items()}
+        return {k: v[: self.filled] for k, v in self.columns.items()}
 
 
 #: Established names of the focus edge-set statistics (``focus_gene/direct_stats`` …)
