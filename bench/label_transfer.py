@@ -363,6 +363,8 @@ DCOEX_VARIANTS = {"dcoex_old": ("--method", "scvi-xgb", "--unknown-rule", "proba
 COMPARE_ROWS = RESULTS.with_name("label_transfer_compare_rows.jsonl")
 COMPARE_RESULTS = RESULTS.with_name("label_transfer_compare.json")
 RULES = ("distance", "probability", "both", "none")
+#: Latents of compare-paired, kept for novelty-rules (not results: large, regenerable).
+LATENT_CACHE = Path(os.environ.get("LT_LATENT_CACHE", "/tmp/lt_latent_cache"))
 
 
 def dcoex_run(ref: Path, qry: Path, seed: int, out: Path, *, n_hvg: int, min_common: int, max_epochs: int,
@@ -447,7 +449,7 @@ def compare_rows(splits: list[str], seeds: list[int], max_epochs: int) -> None:
                 fh.write(json.dumps(row) + "\n")
 
 
-def paired_row(ref: Path, qry: Path, seed: int, max_epochs: int, folder: Path) -> dict:
+def paired_row(ref: Path, qry: Path, seed: int, max_epochs: int, folder: Path, *, cache: Path | None = None) -> dict:
     """Every method from ONE scVI pre-training (this package's own functions, in this process):
     the scVI model (labels registered, query unlabelled) then SCANVI, as ``run --method
     scanvi-xgb`` trains them. dcoex_old = XGBoost on the scVI latent, unknown = probability < 0.5;
@@ -474,6 +476,8 @@ def paired_row(ref: Path, qry: Path, seed: int, max_epochs: int, folder: Path) -
     train_s = time.monotonic() - t0
     row = {"epochs": trained.epochs_trained, "scanvi_epochs": trained.scanvi_epochs,
            "seconds_per_epoch": round(trained.seconds_per_epoch, 3), "train_s": round(train_s, 1)}
+    if cache is not None:  # the latents, for the unknown-rule analysis (novelty-rules)
+        np.savez(cache, scvi=trained.scvi_latent, scanvi=trained.latent, ref_labels=ref_labels, truth=truth)
     distance = fit_type_distance(trained.scvi_latent[:n_ref], ref_labels, 0.99, seed=seed)
     novelty = distance.novelty(trained.scvi_latent[n_ref:])
     keys = ("accuracy", "macro_f1", "known_macro_f1", "unknown_recall", "known_called_unknown", "n_unknown")
@@ -500,6 +504,7 @@ def paired_row(ref: Path, qry: Path, seed: int, max_epochs: int, folder: Path) -
 
 def compare_paired(splits: list[str], seeds: list[int], max_epochs: int) -> None:
     """paired_row on every (split, seed); one JSON line each in COMPARE_ROWS."""
+    LATENT_CACHE.mkdir(parents=True, exist_ok=True)
     for name in splits:
         make = COMPARE_SPLITS[name][0]
         for seed in seeds:
@@ -507,7 +512,8 @@ def compare_paired(splits: list[str], seeds: list[int], max_epochs: int) -> None
                 ref, qry, _ = make(seed, Path(tmp))
                 t0 = time.monotonic()
                 row = {"split": name, "seed": seed, "max_epochs": max_epochs, "design": "paired",
-                       **paired_row(ref, qry, seed, max_epochs, Path(tmp))}
+                       **paired_row(ref, qry, seed, max_epochs, Path(tmp),
+                                    cache=LATENT_CACHE / f"{name}_{seed}_{max_epochs}.npz")}
                 row["wall_s"] = round(time.monotonic() - t0, 1)
             print(name, seed, {m: (row[m]["argmax"]["macro_f1"], row[m]["output"]["macro_f1"])
                                for m in ("dcoex_old", "dcoex_new", "scanvi")}, file=sys.stderr, flush=True)
@@ -601,9 +607,12 @@ def large(folder: Path, max_epochs: int) -> dict:
                              "--device", "cpu", "--json"])
     diag = json.loads(stdout)
     out = folder / "out"
-    wall, _ = _peak_of([PY, str(CLI), "run", "--reference", str(ref), "--query", str(qry), "--out-dir", str(out),
+    start = time.monotonic()
+    with (folder / "run.log").open("w") as log:  # per-step progress while it runs
+        subprocess.run([PY, str(CLI), "run", "--reference", str(ref), "--query", str(qry), "--out-dir", str(out),
                         "--max-epochs", str(max_epochs), "--device", "cpu", "--query-label-key", "cell_type",
-                        "--quiet", "--ignore-memory-check"])
+                        "--ignore-memory-check"], stdout=log, stderr=subprocess.STDOUT, check=True)
+    wall = time.monotonic() - start
     report = json.loads((out / "report.json").read_text())
     measured = report["peak_rss_bytes"]
     row = {

@@ -12,6 +12,7 @@ genes (variable genes are the expressed ones): HVG_NNZ_RATIO × n_hvg / n_common
 
 from __future__ import annotations
 
+from labeltransfer.novelty import DEFAULT_K, KNN_WORKING_BYTES
 from memfit.estimate import MemoryEstimate
 from memfit.units import MiB
 
@@ -66,6 +67,7 @@ def step_estimates(
     batch_size: int = 128,
     n_classes: int = 10,
     device: str = "cpu",
+    unknown_k: int = DEFAULT_K,
     **_: object,
 ) -> dict[str, MemoryEstimate]:
     """One MemoryEstimate (named components, bytes) per step of ``run``."""
@@ -87,6 +89,7 @@ def step_estimates(
         nnz_query=nnz_query, n_genes_reference=n_genes_reference, n_genes_query=n_genes_query,
         dense_reference=dense_reference, dense_query=dense_query, n_hvg=n_hvg, n_latent=n_latent,
         latent_samples=latent_samples, batch_size=batch_size, n_classes=n_classes, device=device,
+        unknown_k=unknown_k,
     )
     libs = {step: {"libraries": LIBRARY_BYTES[step]} for step in STEPS}
     if n_genes == n_common:
@@ -117,6 +120,8 @@ def step_estimates(
     steps["xgboost"] = {
         **libs["xgboost"], "per_cell": n_cells * PER_CELL_BYTES["xgboost"], "latent": latent, "scvi_latent": latent,
         "query_latent_samples": query_samples, "xgb_quantised": n_reference * (n_latent + n_classes) * 8, "probabilities": n_query * n_classes * 8 * 2,
+        # the knn unknown rule: float32 reference copy, chunked distances, (k + 1) neighbours per cell
+        "knn": n_reference * n_latent * 4 + KNN_WORKING_BYTES + n_cells * (unknown_k + 1) * 16,
     }
     steps["outputs"] = {
         **libs["outputs"], "per_cell": n_cells * PER_CELL_BYTES["outputs"], "latent": latent,
