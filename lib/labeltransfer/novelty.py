@@ -26,7 +26,7 @@ MIN_CELLS_FOR_OWN_COVARIANCE = 20
 #: Unknown rules of --unknown-rule (the first is the default).
 UNKNOWN_RULES = ("knn", "distance", "probability", "both", "none")
 #: Reference neighbours of the knn rule (--unknown-k).
-DEFAULT_K = 15
+DEFAULT_K = 30
 #: Working memory (bytes) of scikit-learn's chunked brute-force neighbour search.
 KNN_WORKING_BYTES = 64 * 2**20
 
