@@ -365,7 +365,7 @@ COMPARE_SPLITS = {  # name -> (maker, n_hvg, min_common_genes)
 DCOEX_VARIANTS = {"dcoex_old": ("--method", "scvi-xgb", "--unknown-rule", "probability"), "dcoex_new": ()}
 COMPARE_ROWS = RESULTS.with_name("label_transfer_compare_rows.jsonl")
 COMPARE_RESULTS = RESULTS.with_name("label_transfer_compare.json")
-RULES = ("distance", "probability", "both", "none")
+RULES = ("knn", "distance", "probability", "both", "none")
 #: Latents of compare-paired, kept for novelty-rules (not results: large, regenerable).
 LATENT_CACHE = Path(os.environ.get("LT_LATENT_CACHE", "/tmp/lt_latent_cache"))
 
@@ -456,7 +456,7 @@ def paired_row(ref: Path, qry: Path, seed: int, max_epochs: int, folder: Path, *
     """Every method from ONE scVI pre-training (this package's own functions, in this process):
     the scVI model (labels registered, query unlabelled) then SCANVI, as ``run --method
     scanvi-xgb`` trains them. dcoex_old = XGBoost on the scVI latent, unknown = probability < 0.5;
-    dcoex_new = XGBoost on the SCANVI latent, unknown = distance in the scVI latent; scanvi =
+    dcoex_new = XGBoost on the SCANVI latent, unknown = the knn rule in the scVI latent; scanvi =
     SCANVI's own classifier. Posterior mean only (--latent-samples 0) for both dcoex rows (the
     draws would come from different models). Same epochs, threads and data for all three."""
     import scvi
@@ -464,7 +464,7 @@ def paired_row(ref: Path, qry: Path, seed: int, max_epochs: int, folder: Path, *
     from labeltransfer.classify import fit_classifier, predict
     from labeltransfer.evaluate import evaluate
     from labeltransfer.latent import UNLABELLED, train_latent
-    from labeltransfer.novelty import fit_type_distance, unknown_mask
+    from labeltransfer.novelty import novelty_scores, unknown_mask
 
     a, b, joint = _joint(ref, qry)
     n_ref = a.n_obs
@@ -481,18 +481,19 @@ def paired_row(ref: Path, qry: Path, seed: int, max_epochs: int, folder: Path, *
            "seconds_per_epoch": round(trained.seconds_per_epoch, 3), "train_s": round(train_s, 1)}
     if cache is not None:  # the latents, for the unknown-rule analysis (novelty-rules)
         np.savez(cache, scvi=trained.scvi_latent, scanvi=trained.latent, ref_labels=ref_labels, truth=truth)
-    distance = fit_type_distance(trained.scvi_latent[:n_ref], ref_labels, 0.99, seed=seed)
-    novelty = distance.novelty(trained.scvi_latent[n_ref:])
+    scvi_ref, scvi_query = trained.scvi_latent[:n_ref], trained.scvi_latent[n_ref:]
+    novelty = {r: novelty_scores(r, scvi_ref, ref_labels, scvi_query, seed=seed) for r in ("knn", "distance")}
     keys = ("accuracy", "macro_f1", "known_macro_f1", "unknown_recall", "known_called_unknown", "n_unknown")
     for name, latent, rule in (("dcoex_old", trained.scvi_latent, "probability"),
-                               ("dcoex_new", trained.latent, "distance")):
+                               ("dcoex_new", trained.latent, "knn")):
         clf = fit_classifier(latent[:n_ref], ref_labels, seed=seed)
         _, max_prob, _, proba = predict(clf, latent[n_ref:], 0.0)
         argmax = np.asarray(clf.classes, dtype=object)[proba.argmax(axis=1)]
         entry = {"argmax": {k: v for k, v in evaluate(truth, argmax, known=classes).items() if k in keys},
                  "rules": {}}
         for r in RULES:
-            unknown = unknown_mask(r, max_prob=max_prob, novelty=novelty, threshold=0.5)
+            unknown = unknown_mask(r, max_prob=max_prob, novelty=novelty["distance" if r == "distance" else "knn"],
+                                   threshold=0.5)
             m = evaluate(truth, np.where(unknown, "unknown", argmax), known=classes)
             entry["rules"][r] = {k: m[k] for k in keys}
         entry["output"] = entry["rules"][rule]
@@ -552,7 +553,7 @@ def summarize_compare() -> dict:
                 entry[method]["rules"] = {
                     rule: {k: _mean_sd([r[method]["rules"][rule][k] for r in mine])
                            for k in ("accuracy", "macro_f1", "known_macro_f1", "unknown_recall", "known_called_unknown")}
-                    for rule in RULES}
+                    for rule in RULES if all(rule in r[method]["rules"] for r in mine)}
                 for key in ("epochs", "seconds_per_epoch"):
                     entry[method][key] = _mean_sd([r[method].get(key, r.get(key)) for r in mine])
         out[name] = entry

@@ -39,6 +39,10 @@ LOAD_CHUNK_BYTES = 64 * MiB
 CUDA_CONTEXT_BYTES = 512 * MiB
 #: Ratio of the HVG share of nnz to the HVG share of genes.
 HVG_NNZ_RATIO = 1.3
+#: CSR copies of the largest batch alive while seurat_v3 works on it: measured 2.83 GiB (VmHWM)
+#: through HVG at 50 000 + 60 000 cells × 30 000 genes, 5 % dense (bench/label_transfer.py large),
+#: 0.48 GiB above one copy.
+HVG_BATCH_COPIES = 1.5
 #: Dense float32 mini-batch copies alive in one scVI step (input, rates, gradients, ...).
 SCVI_BATCH_COPIES = 12
 CSR_BYTES_PER_NNZ = 8
@@ -102,8 +106,9 @@ def step_estimates(
                        "read_chunk": chunk},
         "concatenate": {**libs["concatenate"], "reference_csr": ref, "query_csr": query, "joint_csr": joint},
     }
-    # seurat_v3 copies one batch at a time, then the matrix is cut to the HVGs
-    hvg_work = 0 if n_genes == n_common else int(max(ref, query) + joint_hvg)
+    # seurat_v3 copies one batch at a time (with scipy's row-indexing temporaries), then the
+    # matrix is cut to the HVGs
+    hvg_work = 0 if n_genes == n_common else int(HVG_BATCH_COPIES * max(ref, query) + joint_hvg)
     steps["hvg"] = {**libs["hvg"], "joint_csr": joint, "batch_copy_and_subset": hvg_work}
     # scVI (q(z|x) encoder, decoder; Adam keeps 2 moments + grads: 4 copies of the weights)
     weights = 4 * 4 * (2 * (n_genes + 2) * 128 + 128 * 2 * n_latent + (n_latent + 2) * 128 + 4 * 128 * n_genes)
