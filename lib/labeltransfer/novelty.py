@@ -25,6 +25,8 @@ import numpy as np
 MIN_CELLS_FOR_OWN_COVARIANCE = 20
 #: Unknown rules of --unknown-rule (the first is the default).
 UNKNOWN_RULES = ("knn", "distance", "probability", "both", "none")
+#: --unknown-latent: the distances in the classifier's latent (SCANVI's for scanvi-xgb) or scVI's.
+UNKNOWN_LATENTS = ("classifier", "scvi")
 #: Reference neighbours of the knn rule (--unknown-k).
 DEFAULT_K = 30
 #: Working memory (bytes) of scikit-learn's chunked brute-force neighbour search.
