@@ -456,7 +456,7 @@ def paired_row(ref: Path, qry: Path, seed: int, max_epochs: int, folder: Path, *
     """Every method from ONE scVI pre-training (this package's own functions, in this process):
     the scVI model (labels registered, query unlabelled) then SCANVI, as ``run --method
     scanvi-xgb`` trains them. dcoex_old = XGBoost on the scVI latent, unknown = probability < 0.5;
-    dcoex_new = XGBoost on the SCANVI latent, unknown = the knn rule in the scVI latent; scanvi =
+    dcoex_new = XGBoost on the SCANVI latent, unknown = the knn rule in that latent; scanvi =
     SCANVI's own classifier. Posterior mean only (--latent-samples 0) for both dcoex rows (the
     draws would come from different models). Same epochs, threads and data for all three."""
     import scvi
@@ -481,8 +481,6 @@ def paired_row(ref: Path, qry: Path, seed: int, max_epochs: int, folder: Path, *
            "seconds_per_epoch": round(trained.seconds_per_epoch, 3), "train_s": round(train_s, 1)}
     if cache is not None:  # the latents, for the unknown-rule analysis (novelty-rules)
         np.savez(cache, scvi=trained.scvi_latent, scanvi=trained.latent, ref_labels=ref_labels, truth=truth)
-    scvi_ref, scvi_query = trained.scvi_latent[:n_ref], trained.scvi_latent[n_ref:]
-    novelty = {r: novelty_scores(r, scvi_ref, ref_labels, scvi_query, seed=seed) for r in ("knn", "distance")}
     keys = ("accuracy", "macro_f1", "known_macro_f1", "unknown_recall", "known_called_unknown", "n_unknown")
     for name, latent, rule in (("dcoex_old", trained.scvi_latent, "probability"),
                                ("dcoex_new", trained.latent, "knn")):
@@ -491,6 +489,8 @@ def paired_row(ref: Path, qry: Path, seed: int, max_epochs: int, folder: Path, *
         argmax = np.asarray(clf.classes, dtype=object)[proba.argmax(axis=1)]
         entry = {"argmax": {k: v for k, v in evaluate(truth, argmax, known=classes).items() if k in keys},
                  "rules": {}}
+        # the unknown distances in the classifier's latent (--unknown-latent classifier)
+        novelty = {r: novelty_scores(r, latent[:n_ref], ref_labels, latent[n_ref:], seed=seed) for r in ("knn", "distance")}
         for r in RULES:
             unknown = unknown_mask(r, max_prob=max_prob, novelty=novelty["distance" if r == "distance" else "knn"],
                                    threshold=0.5)
