@@ -6,6 +6,9 @@
   python bench/label_transfer.py summarize                     # tables from the accuracy rows (several processes)
   python bench/label_transfer.py ablation --seeds 0,...,9      # this pipeline's classifier choices (pbmc)
   python bench/label_transfer.py memory-heldout                # estimator vs measured on sizes not fitted
+  python bench/label_transfer.py compare-paired --splits S --accuracy-max-epochs 20   # issue 13: methods x splits
+  python bench/label_transfer.py unknown-rules --accuracy-max-epochs 20   # unknown rules on compare-paired's latents
+  python bench/label_transfer.py large --max-epochs 1          # the seed's scale: diagnose vs measured, per epoch
 
 Accuracy: this pipeline (scVI latent + XGBoost), SCANVI (scvi-tools, from the same kind of
 scVI model) and CellTypist (use_SGD=True; bench-only dependency) trained on the same
@@ -362,7 +365,9 @@ COMPARE_SPLITS = {  # name -> (maker, n_hvg, min_common_genes)
 DCOEX_VARIANTS = {"dcoex_old": ("--method", "scvi-xgb", "--unknown-rule", "probability"), "dcoex_new": ()}
 COMPARE_ROWS = RESULTS.with_name("label_transfer_compare_rows.jsonl")
 COMPARE_RESULTS = RESULTS.with_name("label_transfer_compare.json")
-RULES = ("distance", "probability", "both", "none")
+RULES = ("knn", "distance", "probability", "both", "none")
+#: Latents of compare-paired, kept for novelty-rules (not results: large, regenerable).
+LATENT_CACHE = Path(os.environ.get("LT_LATENT_CACHE", "/tmp/lt_latent_cache"))
 
 
 def dcoex_run(ref: Path, qry: Path, seed: int, out: Path, *, n_hvg: int, min_common: int, max_epochs: int,
@@ -447,11 +452,11 @@ def compare_rows(splits: list[str], seeds: list[int], max_epochs: int) -> None:
                 fh.write(json.dumps(row) + "\n")
 
 
-def paired_row(ref: Path, qry: Path, seed: int, max_epochs: int, folder: Path) -> dict:
+def paired_row(ref: Path, qry: Path, seed: int, max_epochs: int, folder: Path, *, cache: Path | None = None) -> dict:
     """Every method from ONE scVI pre-training (this package's own functions, in this process):
     the scVI model (labels registered, query unlabelled) then SCANVI, as ``run --method
     scanvi-xgb`` trains them. dcoex_old = XGBoost on the scVI latent, unknown = probability < 0.5;
-    dcoex_new = XGBoost on the SCANVI latent, unknown = distance in the scVI latent; scanvi =
+    dcoex_new = XGBoost on the SCANVI latent, unknown = the knn rule in that latent; scanvi =
     SCANVI's own classifier. Posterior mean only (--latent-samples 0) for both dcoex rows (the
     draws would come from different models). Same epochs, threads and data for all three."""
     import scvi
@@ -459,7 +464,7 @@ def paired_row(ref: Path, qry: Path, seed: int, max_epochs: int, folder: Path) -
     from labeltransfer.classify import fit_classifier, predict
     from labeltransfer.evaluate import evaluate
     from labeltransfer.latent import UNLABELLED, train_latent
-    from labeltransfer.novelty import fit_type_distance, unknown_mask
+    from labeltransfer.novelty import novelty_scores, unknown_mask
 
     a, b, joint = _joint(ref, qry)
     n_ref = a.n_obs
@@ -474,18 +479,21 @@ def paired_row(ref: Path, qry: Path, seed: int, max_epochs: int, folder: Path) -
     train_s = time.monotonic() - t0
     row = {"epochs": trained.epochs_trained, "scanvi_epochs": trained.scanvi_epochs,
            "seconds_per_epoch": round(trained.seconds_per_epoch, 3), "train_s": round(train_s, 1)}
-    distance = fit_type_distance(trained.scvi_latent[:n_ref], ref_labels, 0.99, seed=seed)
-    novelty = distance.novelty(trained.scvi_latent[n_ref:])
+    if cache is not None:  # the latents, for the unknown-rule analysis (novelty-rules)
+        np.savez(cache, scvi=trained.scvi_latent, scanvi=trained.latent, ref_labels=ref_labels, truth=truth)
     keys = ("accuracy", "macro_f1", "known_macro_f1", "unknown_recall", "known_called_unknown", "n_unknown")
     for name, latent, rule in (("dcoex_old", trained.scvi_latent, "probability"),
-                               ("dcoex_new", trained.latent, "distance")):
+                               ("dcoex_new", trained.latent, "knn")):
         clf = fit_classifier(latent[:n_ref], ref_labels, seed=seed)
         _, max_prob, _, proba = predict(clf, latent[n_ref:], 0.0)
         argmax = np.asarray(clf.classes, dtype=object)[proba.argmax(axis=1)]
         entry = {"argmax": {k: v for k, v in evaluate(truth, argmax, known=classes).items() if k in keys},
                  "rules": {}}
+        # the unknown distances in the classifier's latent (--unknown-latent classifier)
+        novelty = {r: novelty_scores(r, latent[:n_ref], ref_labels, latent[n_ref:], seed=seed) for r in ("knn", "distance")}
         for r in RULES:
-            unknown = unknown_mask(r, max_prob=max_prob, novelty=novelty, threshold=0.5)
+            unknown = unknown_mask(r, max_prob=max_prob, novelty=novelty["distance" if r == "distance" else "knn"],
+                                   threshold=0.5)
             m = evaluate(truth, np.where(unknown, "unknown", argmax), known=classes)
             entry["rules"][r] = {k: m[k] for k in keys}
         entry["output"] = entry["rules"][rule]
@@ -500,6 +508,7 @@ def paired_row(ref: Path, qry: Path, seed: int, max_epochs: int, folder: Path) -
 
 def compare_paired(splits: list[str], seeds: list[int], max_epochs: int) -> None:
     """paired_row on every (split, seed); one JSON line each in COMPARE_ROWS."""
+    LATENT_CACHE.mkdir(parents=True, exist_ok=True)
     for name in splits:
         make = COMPARE_SPLITS[name][0]
         for seed in seeds:
@@ -507,7 +516,8 @@ def compare_paired(splits: list[str], seeds: list[int], max_epochs: int) -> None
                 ref, qry, _ = make(seed, Path(tmp))
                 t0 = time.monotonic()
                 row = {"split": name, "seed": seed, "max_epochs": max_epochs, "design": "paired",
-                       **paired_row(ref, qry, seed, max_epochs, Path(tmp))}
+                       **paired_row(ref, qry, seed, max_epochs, Path(tmp),
+                                    cache=LATENT_CACHE / f"{name}_{seed}_{max_epochs}.npz")}
                 row["wall_s"] = round(time.monotonic() - t0, 1)
             print(name, seed, {m: (row[m]["argmax"]["macro_f1"], row[m]["output"]["macro_f1"])
                                for m in ("dcoex_old", "dcoex_new", "scanvi")}, file=sys.stderr, flush=True)
@@ -543,7 +553,7 @@ def summarize_compare() -> dict:
                 entry[method]["rules"] = {
                     rule: {k: _mean_sd([r[method]["rules"][rule][k] for r in mine])
                            for k in ("accuracy", "macro_f1", "known_macro_f1", "unknown_recall", "known_called_unknown")}
-                    for rule in RULES}
+                    for rule in RULES if all(rule in r[method]["rules"] for r in mine)}
                 for key in ("epochs", "seconds_per_epoch"):
                     entry[method][key] = _mean_sd([r[method].get(key, r.get(key)) for r in mine])
         out[name] = entry
@@ -575,6 +585,77 @@ def compare_tables(summary: dict) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- issue 13: the unknown rule
+UNKNOWN_RESULTS = RESULTS.with_name("label_transfer_unknown_rules.json")
+#: Candidate rules: (distance, latent, k, quantile); distance knn / centroid (the distance rule).
+UNKNOWN_CANDIDATES = [("centroid", lat, None, q) for lat in ("scvi", "scanvi") for q in (0.99, 0.95)] + [
+    ("knn", lat, k, q) for lat in ("scvi", "scanvi") for k in (5, 15, 30) for q in (0.99, 0.975, 0.95)]
+
+
+def unknown_rules(max_epochs: int) -> dict:
+    """Every candidate unknown rule on the latents compare-paired kept (LATENT_CACHE): XGBoost on
+    the SCANVI latent (the default classifier, posterior mean), then each rule's unknown calls;
+    per split, mean ± sd over seeds of unknown recall, known-type macro-F1 minus the argmax's and
+    the share of known-type cells called unknown. Also probability < 0.5 and knn-or-probability."""
+    from labeltransfer.classify import fit_classifier, predict
+    from labeltransfer.evaluate import evaluate
+    from labeltransfer.novelty import fit_reference_neighbours, fit_type_distance
+
+    rows = []
+    for path in sorted(LATENT_CACHE.glob(f"*_{max_epochs}.npz")):
+        split, seed = path.stem.rsplit("_", 2)[:2]
+        z = np.load(path, allow_pickle=True)
+        ref_labels, truth = z["ref_labels"].astype(str), z["truth"].astype(str)
+        n_ref, classes = len(ref_labels), sorted(set(ref_labels))
+        clf = fit_classifier(z["scanvi"][:n_ref], ref_labels, seed=int(seed))
+        _, max_prob, _, proba = predict(clf, z["scanvi"][n_ref:], 0.0)
+        argmax = np.asarray(clf.classes, dtype=object)[proba.argmax(axis=1)].astype(str)
+        base = evaluate(truth, argmax, known=classes)["known_macro_f1"]
+        scores = {"probability_0.5": 0.5 / np.maximum(max_prob, 1e-12)}
+        for kind, lat, k, q in UNKNOWN_CANDIDATES:
+            x = z[lat]
+            if kind == "centroid":
+                scores[f"centroid_{lat}_q{q}"] = fit_type_distance(x[:n_ref], ref_labels, q, seed=int(seed)).novelty(x[n_ref:])
+            else:
+                scores[f"knn_{lat}_k{k}_q{q}"] = fit_reference_neighbours(x[:n_ref], ref_labels, q, k).novelty(x[n_ref:])
+        for name in [n for n in scores if n.startswith("knn_scvi")]:
+            scores[f"{name}_or_probability"] = np.maximum(scores[name], scores["probability_0.5"])
+        row = {"split": split, "seed": int(seed), "argmax_known_macro_f1": base, "rules": {}}
+        for name, score in scores.items():
+            m = evaluate(truth, np.where(score > 1, "unknown", argmax), known=classes)
+            row["rules"][name] = {"unknown_recall": m["unknown_recall"], "known_f1_minus_argmax": m["known_macro_f1"] - base,
+                                  "known_called_unknown": m["known_called_unknown"]}
+        rows.append(row)
+        print(split, seed, file=sys.stderr, flush=True)
+    out: dict = {"max_epochs": max_epochs, "splits": {}}
+    for split in sorted({r["split"] for r in rows}):
+        mine = [r for r in rows if r["split"] == split]
+        out["splits"][split] = {"seeds": [r["seed"] for r in mine], "rules": {
+            name: {key: _mean_sd([r["rules"][name][key] for r in mine]) for key in mine[0]["rules"][name]}
+            for name in mine[0]["rules"]}}
+    out["machine"] = {"cpus": os.cpu_count(), "note": "2 cores shared with other agents (loaded)"}
+    UNKNOWN_RESULTS.write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+def unknown_tables(out: dict, names: list[str] | None = None) -> str:
+    """Markdown: per split, each rule's unknown recall, known-type macro-F1 − argmax, known → unknown."""
+    def f(x):
+        return "–" if x is None else f"{x[0]:.3f} ± {x[1]:.3f}"
+
+    lines = []
+    for split, entry in out["splits"].items():
+        lines += [f"**{split}** (seeds {entry['seeds']}, {out['max_epochs']} scVI epochs)", "",
+                  "| rule | unknown recall | known-type macro-F1 − argmax | known cells called unknown |",
+                  "|---|---|---|---|"]
+        for name, r in entry["rules"].items():
+            if names is None or name in names:
+                lines.append(f"| {name} | {f(r['unknown_recall'])} | {f(r['known_f1_minus_argmax'])} | "
+                             f"{f(r['known_called_unknown'])} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- issue 13: the seed's scale
 LARGE_SHAPE = (50_000, 60_000, 30_000, 0.05)  # reference cells, query cells, genes, density
 LARGE_RESULTS = RESULTS.with_name("label_transfer_large.json")
@@ -601,9 +682,12 @@ def large(folder: Path, max_epochs: int) -> dict:
                              "--device", "cpu", "--json"])
     diag = json.loads(stdout)
     out = folder / "out"
-    wall, _ = _peak_of([PY, str(CLI), "run", "--reference", str(ref), "--query", str(qry), "--out-dir", str(out),
+    start = time.monotonic()
+    with (folder / "run.log").open("w") as log:  # per-step progress while it runs
+        subprocess.run([PY, str(CLI), "run", "--reference", str(ref), "--query", str(qry), "--out-dir", str(out),
                         "--max-epochs", str(max_epochs), "--device", "cpu", "--query-label-key", "cell_type",
-                        "--quiet", "--ignore-memory-check"])
+                        "--ignore-memory-check"], stdout=log, stderr=subprocess.STDOUT, check=True)
+    wall = time.monotonic() - start
     report = json.loads((out / "report.json").read_text())
     measured = report["peak_rss_bytes"]
     row = {
@@ -812,7 +896,8 @@ def tables(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["accuracy", "memory", "naive-compare", "all", "naive", "summarize", "tables",
-                                             "ablation", "memory-heldout", "compare", "compare-tables", "compare-paired", "large"])
+                                             "ablation", "memory-heldout", "compare", "compare-tables", "compare-paired", "large",
+                                             "unknown-rules"])
     parser.add_argument("--datasets", default=",".join(SPLITS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--max-epochs", type=int, default=5, help="scVI epochs of the memory runs")
@@ -837,6 +922,9 @@ def main() -> None:
         summary = summarize_compare()
         COMPARE_RESULTS.write_text(json.dumps({"splits": summary, "machine": {"cpus": os.cpu_count()}}, indent=1) + "\n")
         print(compare_tables(summary))
+        return
+    if args.what == "unknown-rules":
+        print(unknown_tables(unknown_rules(args.accuracy_max_epochs)))
         return
     if args.what == "large":
         large(Path(args.large_dir), args.max_epochs)

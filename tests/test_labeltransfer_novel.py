@@ -55,7 +55,7 @@ def test_novel_type_becomes_unknown_and_known_types_keep_their_f1(novel_run):
     assert m["unknown_recall"] == pytest.approx(recall)
     assert m["known_macro_f1"] == pytest.approx(f1_out) and m["argmax"]["known_macro_f1"] == pytest.approx(f1_argmax)
     assert m["novel_types"] == [novel]
-    assert report["method"] == "scanvi-xgb" and report["unknown"]["rule"] == "distance"
+    assert report["method"] == "scanvi-xgb" and report["unknown"]["rule"] == "knn"
     assert (pred["is_unknown"] == (pred["novelty"] > 1)).all()
     assert report["scvi"]["max_epochs"] == 20 and report["scvi"]["scanvi_epochs"] == 7
     assert 1 <= report["scvi"]["epochs_trained"] <= 20 and report["scvi"]["seconds_per_epoch"] > 0

@@ -61,6 +61,7 @@ def test_rules_combine_as_documented():
     assert unknown_mask("distance", max_prob=prob, novelty=novelty, threshold=0.5).tolist() == [0, 0, 1, 1]
     assert unknown_mask("probability", max_prob=prob, novelty=novelty, threshold=0.5).tolist() == [0, 1, 0, 1]
     assert unknown_mask("both", max_prob=prob, novelty=novelty, threshold=0.5).tolist() == [0, 1, 1, 1]
+    assert unknown_mask("knn", max_prob=prob, novelty=novelty, threshold=0.5).tolist() == [0, 0, 1, 1]
     with pytest.raises(ValueError):
         unknown_mask("maybe", max_prob=prob, novelty=novelty, threshold=0.5)
 
@@ -75,3 +76,40 @@ def test_default_epochs_follow_scvi_tools():
         assert default_max_epochs(n) == get_max_epochs_heuristic(n)
     assert default_max_epochs(110_000) == 73
     assert [scanvi_epochs(e) for e in (1, 6, 9, 30, 73, 400)] == [2, 2, 3, 10, 10, 10]
+
+
+def test_knn_novelty_matches_a_naive_loop():
+    """The knn rule against scipy's cdist: leave-one-out cut-offs per type, then each query cell's
+    mean distance to its k nearest reference cells over the cut-off of its nearest cell's type."""
+    from scipy.spatial.distance import cdist
+
+    from labeltransfer.novelty import fit_reference_neighbours
+
+    x, y = clusters(60, 5)
+    k, q = 4, 0.9
+    fit = fit_reference_neighbours(x, y, q, k)
+    d = cdist(x, x)
+    held = np.array([np.sort(np.delete(d[i], i))[:k].mean() for i in range(len(x))])
+    names = sorted(set(y))
+    cut = {n: np.quantile(held[y == n], q) for n in names}
+    np.testing.assert_allclose(fit.cutoffs, [cut[n] for n in names], rtol=1e-5)
+    query = np.random.default_rng(6).normal(size=(25, DIMS)) * 6
+    dq = cdist(query, x)
+    want = [np.sort(row)[:k].mean() / cut[y[np.argmin(row)]] for row in dq]
+    np.testing.assert_allclose(fit.novelty(query), want, rtol=1e-5)
+
+
+def test_knn_flags_about_one_percent_of_new_known_cells_and_every_planted_novel_cell():
+    from labeltransfer.novelty import fit_reference_neighbours, novelty_scores, unknown_mask
+
+    x, y = clusters(400, 1)
+    fit = fit_reference_neighbours(x, y, 0.99, 15)
+    fresh, _ = clusters(4000, 2)
+    assert 0.002 < (fit.novelty(fresh) > 1).mean() < 0.03
+    novel = np.random.default_rng(4).normal(size=(300, DIMS)) + 40.0
+    got = novelty_scores("knn", x, y, novel, quantile=0.99, k=15)
+    assert (got > 1).all()
+    np.testing.assert_allclose(got, fit.novelty(novel))
+    prob = np.full(300, 0.99)
+    assert unknown_mask("knn", max_prob=prob, novelty=got, threshold=0.5).all()
+    assert unknown_mask("both", max_prob=prob, novelty=got, threshold=0.5).all()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from hpc.device import DEVICES
+from labeltransfer.novelty import DEFAULT_K, UNKNOWN_LATENTS, UNKNOWN_RULES
 
 DEVICE = click.Choice(DEVICES)
 TUNING = click.Choice(["none", "quick", "full"])
@@ -39,8 +40,10 @@ def run_options(func):
         click.option("--xgb-tuning", default="none", show_default=True, type=TUNING, help="Stratified K-fold grid search: quick (4 combos, 3 folds), full (48 combos, 5 folds); none = depth 4, learning rate 0.1, 200 trees."),
         click.option("--class-weight", default="balanced", show_default=True, type=click.Choice(["balanced", "none"]), help="XGBoost sample weights: balanced = each type weighs the same in total (helps rare types)."),
         click.option("--features", default="latent+lda", show_default=True, type=click.Choice(["latent+lda", "latent"]), help="XGBoost input: the latent plus the reference's shrinkage-LDA coordinates, or the latent alone."),
-        click.option("--unknown-rule", default="distance", show_default=True, type=click.Choice(["distance", "probability", "both", "none"]), help="'unknown' = not in the reference: distance = further in the latent from every reference type than --unknown-quantile of its own cells; probability = max probability below --unknown-threshold; both = either."),
-        click.option("--unknown-quantile", default=0.99, show_default=True, type=float, help="Distance rule: the quantile of a type's held-out reference distances beyond which a cell is not of that type."),
+        click.option("--unknown-rule", default="knn", show_default=True, type=click.Choice(list(UNKNOWN_RULES)), help="'unknown' = not in the reference: knn = mean distance to the --unknown-k nearest reference cells beyond --unknown-quantile of the nearest type's own cells; distance = Mahalanobis distance to every type's centroid beyond --unknown-quantile of its own cells; probability = max probability below --unknown-threshold; both = knn or probability."),
+        click.option("--unknown-quantile", default=0.99, show_default=True, type=float, help="knn / distance rules: the quantile of a type's held-out reference distances beyond which a cell is not of that type."),
+        click.option("--unknown-latent", default="classifier", show_default=True, type=click.Choice(list(UNKNOWN_LATENTS)), help="knn / distance rules: distances in the classifier's latent (SCANVI's with scanvi-xgb) or the unsupervised scVI latent."),
+        click.option("--unknown-k", default=DEFAULT_K, show_default=True, type=click.IntRange(1, None), help="knn rule: reference neighbours averaged."),
         click.option("--unknown-threshold", default=0.5, show_default=True, type=float, help="Probability rule: max probability below this -> 'unknown'."),
         click.option("--seed", default=0, show_default=True, type=int),
         click.option("--allow-non-integer", is_flag=True, help="Accept non-integer / negative values in the counts."),

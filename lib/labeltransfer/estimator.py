@@ -12,6 +12,7 @@ genes (variable genes are the expressed ones): HVG_NNZ_RATIO × n_hvg / n_common
 
 from __future__ import annotations
 
+from labeltransfer.novelty import DEFAULT_K, KNN_WORKING_BYTES
 from memfit.estimate import MemoryEstimate
 from memfit.units import MiB
 
@@ -38,6 +39,10 @@ LOAD_CHUNK_BYTES = 64 * MiB
 CUDA_CONTEXT_BYTES = 512 * MiB
 #: Ratio of the HVG share of nnz to the HVG share of genes.
 HVG_NNZ_RATIO = 1.3
+#: CSR copies of the largest batch alive while seurat_v3 works on it: measured 2.83 GiB (VmHWM)
+#: through HVG at 50 000 + 60 000 cells × 30 000 genes, 5 % dense (bench/label_transfer.py large),
+#: 0.48 GiB above one copy.
+HVG_BATCH_COPIES = 1.5
 #: Dense float32 mini-batch copies alive in one scVI step (input, rates, gradients, ...).
 SCVI_BATCH_COPIES = 12
 CSR_BYTES_PER_NNZ = 8
@@ -66,6 +71,7 @@ def step_estimates(
     batch_size: int = 128,
     n_classes: int = 10,
     device: str = "cpu",
+    unknown_k: int = DEFAULT_K,
     **_: object,
 ) -> dict[str, MemoryEstimate]:
     """One MemoryEstimate (named components, bytes) per step of ``run``."""
@@ -87,6 +93,7 @@ def step_estimates(
         nnz_query=nnz_query, n_genes_reference=n_genes_reference, n_genes_query=n_genes_query,
         dense_reference=dense_reference, dense_query=dense_query, n_hvg=n_hvg, n_latent=n_latent,
         latent_samples=latent_samples, batch_size=batch_size, n_classes=n_classes, device=device,
+        unknown_k=unknown_k,
     )
     libs = {step: {"libraries": LIBRARY_BYTES[step]} for step in STEPS}
     if n_genes == n_common:
@@ -99,8 +106,9 @@ def step_estimates(
                        "read_chunk": chunk},
         "concatenate": {**libs["concatenate"], "reference_csr": ref, "query_csr": query, "joint_csr": joint},
     }
-    # seurat_v3 copies one batch at a time, then the matrix is cut to the HVGs
-    hvg_work = 0 if n_genes == n_common else int(max(ref, query) + joint_hvg)
+    # seurat_v3 copies one batch at a time (with scipy's row-indexing temporaries), then the
+    # matrix is cut to the HVGs
+    hvg_work = 0 if n_genes == n_common else int(HVG_BATCH_COPIES * max(ref, query) + joint_hvg)
     steps["hvg"] = {**libs["hvg"], "joint_csr": joint, "batch_copy_and_subset": hvg_work}
     # scVI (q(z|x) encoder, decoder; Adam keeps 2 moments + grads: 4 copies of the weights)
     weights = 4 * 4 * (2 * (n_genes + 2) * 128 + 128 * 2 * n_latent + (n_latent + 2) * 128 + 4 * 128 * n_genes)
@@ -117,6 +125,8 @@ def step_estimates(
     steps["xgboost"] = {
         **libs["xgboost"], "per_cell": n_cells * PER_CELL_BYTES["xgboost"], "latent": latent, "scvi_latent": latent,
         "query_latent_samples": query_samples, "xgb_quantised": n_reference * (n_latent + n_classes) * 8, "probabilities": n_query * n_classes * 8 * 2,
+        # the knn unknown rule: float32 reference copy, chunked distances, (k + 1) neighbours per cell
+        "knn": n_reference * n_latent * 4 + KNN_WORKING_BYTES + n_cells * (unknown_k + 1) * 16,
     }
     steps["outputs"] = {
         **libs["outputs"], "per_cell": n_cells * PER_CELL_BYTES["outputs"], "latent": latent,

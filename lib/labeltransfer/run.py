@@ -21,7 +21,7 @@ from hpc.device import resolve_device
 from hpc.errors import InputError
 from labeltransfer.classify import FEATURES
 from labeltransfer.io import H5adHeader, load_csr, read_header
-from labeltransfer.novelty import UNKNOWN_RULES
+from labeltransfer.novelty import DEFAULT_K, UNKNOWN_LATENTS, UNKNOWN_RULES
 from labeltransfer.prepare import (
     GeneOverlap,
     TypeFilter,
@@ -74,8 +74,10 @@ class RunOptions:
     features: str = "latent+lda"
     latent_samples: int = 10
     unknown_threshold: float = 0.5
-    unknown_rule: str = "distance"
+    unknown_rule: str = "knn"
     unknown_quantile: float = 0.99
+    unknown_k: int = DEFAULT_K
+    unknown_latent: str = "classifier"
     seed: int = 0
     allow_non_integer: bool = False
     min_common_genes: int = 200
@@ -89,9 +91,11 @@ class RunOptions:
             raise InputError(f"--unknown-quantile must be in (0, 1), got {self.unknown_quantile}")
         if self.method not in METHODS:
             raise InputError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.unknown_latent not in UNKNOWN_LATENTS:
+            raise InputError(f"--unknown-latent must be one of {', '.join(UNKNOWN_LATENTS)}, got {self.unknown_latent!r}")
         if self.unknown_rule not in UNKNOWN_RULES:
             raise InputError(f"--unknown-rule must be one of {', '.join(UNKNOWN_RULES)}, got {self.unknown_rule!r}")
-        for name in ("n_latent", "max_epochs", "batch_size", "min_cells_per_type"):
+        for name in ("n_latent", "max_epochs", "batch_size", "min_cells_per_type", "unknown_k"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.latent_samples < 0:
@@ -147,6 +151,7 @@ def estimate_params(inputs: Inputs, opts: RunOptions, device: str) -> dict:
         "batch_size": opts.batch_size,
         "n_classes": len(inputs.types.kept),
         "device": device,
+        "unknown_k": opts.unknown_k,
     }
 
 
@@ -288,22 +293,23 @@ def _pipeline(opts: RunOptions, inputs: Inputs, device: str, staging: Path, log:
             sample_rows=np.arange(n_ref, n_ref + n_query), model=METHODS[opts.method], labels=latent_labels,
         )
         latent, query_samples = trained.latent, trained.samples
-        unsupervised = latent if trained.scvi_latent is None else trained.scvi_latent
+        # the latent of the unknown distances: the classifier's (SCANVI for scanvi-xgb) or scVI's
+        space = latent if opts.unknown_latent == "classifier" or trained.scvi_latent is None else trained.scvi_latent
         del joint
     log.say(f"scVI trained {trained.epochs_trained} of {max_epochs} epochs (early stopped: {trained.early_stopped}, "
             f"{trained.seconds_per_epoch:.2f} s per epoch)"
             + (f"; SCANVI {trained.scanvi_epochs} epochs" if trained.scanvi_epochs else ""))
     with log.step("xgboost"):
         from labeltransfer.classify import fit_classifier, predict
-        from labeltransfer.novelty import fit_type_distance, unknown_mask
+        from labeltransfer.novelty import novelty_scores, unknown_mask
 
         classifier = fit_classifier(latent[:n_ref], ref_labels, tuning=opts.xgb_tuning, device=device, seed=opts.seed,
                                     class_weight=opts.class_weight, features=opts.features)
         _, max_prob, _, proba = predict(classifier, latent[n_ref:], 0.0, samples=query_samples)
-        # distances in the unsupervised scVI latent (docs/label_transfer.md, "unknown")
-        distance = fit_type_distance(unsupervised[:n_ref], ref_labels, opts.unknown_quantile, seed=opts.seed)
-        novelty = distance.novelty(unsupervised[n_ref:])
-        del unsupervised
+        # docs/label_transfer.md, "unknown"
+        novelty = novelty_scores(opts.unknown_rule, space[:n_ref], ref_labels, space[n_ref:],
+                                 quantile=opts.unknown_quantile, k=opts.unknown_k, seed=opts.seed)
+        del space
         is_unknown = unknown_mask(opts.unknown_rule, max_prob=max_prob, novelty=novelty,
                                   threshold=opts.unknown_threshold)
         labels = np.where(is_unknown, "unknown", np.asarray(classifier.classes, dtype=object)[proba.argmax(axis=1)])
@@ -342,7 +348,8 @@ def _pipeline(opts: RunOptions, inputs: Inputs, device: str, staging: Path, log:
             "final_elbo_validation": (trained.history.get("elbo_validation") or [None])[-1],
         },
         "unknown": {"rule": opts.unknown_rule, "probability_threshold": opts.unknown_threshold,
-                    "distance_quantile": opts.unknown_quantile, "n_unknown": int(is_unknown.sum()),
+                    "distance_quantile": opts.unknown_quantile, "k": opts.unknown_k, "latent": opts.unknown_latent,
+                    "novelty_distance": "distance" if opts.unknown_rule == "distance" else "knn", "n_unknown": int(is_unknown.sum()),
                     "n_far": int((novelty > 1).sum()), "n_unsure": int((max_prob < opts.unknown_threshold).sum())},
         "xgboost": xgb_facts,
         "predictions": {
@@ -419,6 +426,7 @@ def _write_outputs(
     )
     annotated.uns["label_transfer"] = {"classes": np.asarray(classes), "unknown_threshold": opts.unknown_threshold,
                                        "unknown_rule": opts.unknown_rule, "unknown_quantile": opts.unknown_quantile,
+                                       "unknown_k": opts.unknown_k, "unknown_latent": opts.unknown_latent,
                                        "method": opts.method}
     annotated.obs["novelty"] = novelty.astype(np.float32)
     annotated.write_h5ad(staging / "query_annotated.h5ad")

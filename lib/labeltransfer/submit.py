@@ -35,7 +35,7 @@ TORCH_VIRTUAL_BYTES = 1024 * MiB
 RUN_FLAGS = (
     "label_key", "counts_layer", "query_label_key", "min_cells_per_type", "n_hvg", "n_latent", "latent_samples",
     "batch_size", "min_common_genes", "method", "max_epochs", "xgb_tuning", "class_weight", "features", "unknown_rule",
-    "unknown_quantile", "unknown_threshold", "seed",
+    "unknown_quantile", "unknown_k", "unknown_latent", "unknown_threshold", "seed",
 )
 RUN_SWITCHES = ("allow_non_integer",)
 
