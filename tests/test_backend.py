@@ -237,3 +237,18 @@ def test_unexact_dtypes_are_refused_for_torch_too():
     t = torch.zeros((2, 3), dtype=torch.bfloat16)
     with pytest.raises(ValueError):
         TorchBackend("cpu").products(t, t)
+
+
+def test_auto_on_a_node_without_the_nvidia_driver_does_not_import_torch():
+    """``--device auto`` on a CPU node resolves to numpy without importing torch (its import
+    alone is ~130 MiB of RSS that the stages' host estimates do not hold)."""
+    import subprocess
+    import sys
+
+    from hpc.device import nvidia_driver_present
+
+    if nvidia_driver_present():
+        pytest.skip("the NVIDIA driver is present here")
+    code = "import sys; from dcoex.backend import resolve; print(resolve('auto').name, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["numpy", "False"]
