@@ -176,29 +176,11 @@ class ResampleSide:
         return u, scale
 
 
-def edge_correlations(
-    u: np.ndarray, counts: np.ndarray, li: np.ndarray, lj: np.ndarray, work: np.ndarray | None = None
-) -> np.ndarray:
+def edge_correlations(u: np.ndarray, counts: np.ndarray, li: np.ndarray, lj: np.ndarray) -> np.ndarray:
     """Σ_p c_p·u_i,p·u_j,p, (nb, E), of edges (li, lj) from integer ranks u (nb, g, k) and
-    counts (nb, k), in edge sub-blocks held in ``work`` (a flat scratch of u's dtype;
-    GATHER_WORK_BYTES when not given) (exact: integer products and sums)."""
-    nb, k = u.shape[0], u.shape[2]
-    if work is None:
-        work = np.empty(GATHER_WORK_BYTES // u.itemsize, dtype=u.dtype)
-    step = int(max(1, work.size // (2 * nb * k)))
-    if 2 * nb * k * min(step, li.size) > work.size:
-        work = np.empty(2 * nb * k, dtype=u.dtype)
-    out = np.empty((nb, li.size), dtype=u.dtype)
-    weights = counts[:, None, :]
-    for e0 in range(0, li.size, step):
-        e1 = min(e0 + step, li.size)
-        prod = work[: nb * (e1 - e0) * k].reshape(nb, e1 - e0, k)
-        other = work[nb * step * k : nb * (step + e1 - e0) * k].reshape(nb, e1 - e0, k)
-        np.take(u, li[e0:e1], axis=1, out=prod)
-        np.take(u, lj[e0:e1], axis=1, out=other)
-        prod *= other
-        prod *= weights
-        prod.sum(axis=2, out=out[:, e0:e1])
+    counts (nb, k) (kernels.gathered_sums: exact integer products and sums)."""
+    out = np.empty((u.shape[0], li.size), dtype=u.dtype)
+    kernels.gathered_sums(u, np.ascontiguousarray(counts, dtype=u.dtype), li, lj, out)
     return out
 
 
@@ -287,8 +269,7 @@ class EdgeLayout:
         edges' sums, scaled here group by group."""
         for (u, scale, counts), subtract in ((high, False), (low, True)):
             if self.rest_edges.size:
-                work = self._buffer("products", (GATHER_WORK_BYTES // u.itemsize,), u.dtype)
-                raw = edge_correlations(u, counts, self.rest_i, self.rest_j, work)
+                raw = edge_correlations(u, counts, self.rest_i, self.rest_j)
                 kernels.scale_into(raw, self.rest_index, self.rest_edges, scale, self.gene_i, self.gene_j, out,
                                    subtract)
         if not self.core_edges.size:
