@@ -33,9 +33,11 @@ from memfit.estimate import MemoryEstimate
 from memfit.units import MiB
 
 #: Resident bytes of the stage before data (interpreter, numpy, h5py, click, psutil,
-#: threadpoolctl; no scipy), measured on CPython 3.11: 49 MiB + recorder, HDF5 state and
-#: the index file's reads (a gene with no edges peaks at 84 MiB with a 12,625 × 128 matrix).
-STAGE_BASELINE_BYTES = 60 * MiB
+#: threadpoolctl; no scipy) and numba with the stage's four parallel kernels loaded from its
+#: cache and their threading layer started, measured on CPython 3.11: 173 MiB after the
+#: kernels ran once (38 MiB before numba), + recorder and HDF5 state. An 8-edge gene of a
+#: 12,625 × 128 matrix at B = 1,000 peaks at 200 MiB.
+STAGE_BASELINE_BYTES = 170 * MiB
 #: Fixed resident bytes of the first tile of a gene with edges (BLAS buffers, first work arrays).
 FIRST_TILE_BYTES = 8 * MiB
 #: Temporaries of the per-edge statistics (dcoex.stages.s02b_bootstrap_edges.science works in row blocks of this).
