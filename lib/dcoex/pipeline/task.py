@@ -198,10 +198,6 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _address_space_limited() -> bool:
     """Whether the process runs under an address-space limit (SGE h_vmem sets RLIMIT_AS): a
     shared library that cannot be loaded there (llvmlite's names no reason) is the limit."""
@@ -209,3 +205,7 @@ def _address_space_limited() -> bool:
 
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     return soft != resource.RLIM_INFINITY
+
+
+if __name__ == "__main__":
+    sys.exit(main())
