@@ -176,6 +176,40 @@ def pbmc_depth_split(seed: int, out: Path) -> tuple[Path, Path, str]:
 PBMC_NOVEL_TYPE = "CD19+ B"
 
 
+HSMM_DIR = ROOT / "bench" / "work"  # bench/data/export_hsmm.sh writes hsmm_counts.tsv.gz, hsmm_cells.tsv here
+HSMM_HVG = 2000
+
+
+def _hsmm_counts():
+    """The exported HSMM cells (bench/data/export_hsmm.sh): count-like values, cells × genes, and
+    the capture time as the label ("0h" … "72h")."""
+    import pandas as pd
+
+    path = HSMM_DIR / "hsmm_counts.tsv.gz"
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: run bash bench/data/export_hsmm.sh (needs r-bioc-hsmmsinglecell)")
+    table = pd.read_csv(path, sep="\t", index_col=0)
+    cells = pd.read_csv(HSMM_DIR / "hsmm_cells.tsv", sep="\t", index_col=0).loc[table.columns]
+    labels = np.asarray([f"{h}h" for h in cells["hours"]], dtype=object).astype(str)
+    return (table.to_numpy(dtype=np.float32).T, labels, table.index.to_numpy().astype(str),
+            table.columns.to_numpy().astype(str))
+
+
+def hsmm_thinned_split(seed: int, out: Path) -> tuple[Path, Path, str]:
+    """HSMM (real Smart-seq myoblasts, labels = capture time): stratified 50/50, the query
+    binomially thinned per gene as in pbmc_thinned, the 2,000 most variable genes of the
+    reference half (log1p of counts per 10⁴), 5 % of those dropped from each side."""
+    counts, labels, genes, cells = _hsmm_counts()
+    rng = np.random.default_rng(seed)
+    is_query = _stratified_half(labels, rng)
+    ref = counts[~is_query]
+    norm = np.log1p(ref / np.maximum(ref.sum(axis=1, keepdims=True), 1) * 1e4)
+    keep = np.sort(np.argsort(-norm.var(axis=0), kind="stable")[:HSMM_HVG])
+    data = (counts[:, keep], labels, genes[keep], cells)
+    thinned = _thin(data[0][is_query], rng)
+    return _pbmc_write(data, is_query, thinned, rng, out, name="hsmm_thinned")
+
+
 def synthetic_novel_split(seed: int, out: Path) -> tuple[Path, Path, str]:
     """labeltransfer.synthetic.novel_type_split: 4 reference types, the query has a fifth."""
     from labeltransfer.synthetic import novel_type_split
@@ -360,9 +394,15 @@ COMPARE_SPLITS = {  # name -> (maker, n_hvg, min_common_genes)
     "pbmc_depth": (pbmc_depth_split, 0, 200),
     "pbmc_novel": (partial(pbmc_thinned_split, novel=PBMC_NOVEL_TYPE), 0, 200),
     "synthetic_novel": (synthetic_novel_split, 0, 200),
+    "hsmm_thinned": (hsmm_thinned_split, 0, 200),
 }
 #: dcoex before issue 13 (scVI latent, unknown = probability < 0.5) and now (the defaults).
 DCOEX_VARIANTS = {"dcoex_old": ("--method", "scvi-xgb", "--unknown-rule", "probability"), "dcoex_new": ()}
+#: compare-paired only: XGBoost + knn on the SCANVI latent after the longer SCANVI training
+#: (scanvi_long); dcoex_new's probabilities averaged with SCANVI's (short / long) soft predictions.
+PAIRED_EXTRA = ("dcoex_long", "dcoex_ens", "dcoex_ens_long")
+#: The peers: SCANVI's own classifier after scvi-tools' SCANVI epochs, and after up to the scVI budget.
+PEERS = ("scanvi", "scanvi_long")
 COMPARE_ROWS = RESULTS.with_name("label_transfer_compare_rows.jsonl")
 COMPARE_RESULTS = RESULTS.with_name("label_transfer_compare.json")
 RULES = ("knn", "distance", "probability", "both", "none")
@@ -457,14 +497,15 @@ def paired_row(ref: Path, qry: Path, seed: int, max_epochs: int, folder: Path, *
     the scVI model (labels registered, query unlabelled) then SCANVI, as ``run --method
     scanvi-xgb`` trains them. dcoex_old = XGBoost on the scVI latent, unknown = probability < 0.5;
     dcoex_new = XGBoost on the SCANVI latent, unknown = the knn rule in that latent; scanvi =
-    SCANVI's own classifier. Posterior mean only (--latent-samples 0) for both dcoex rows (the
-    draws would come from different models). Same epochs, threads and data for all three."""
+    SCANVI's own classifier. Posterior mean only (--latent-samples 0) for the dcoex rows (the
+    draws would come from different models). Same epochs, threads and data for all three.
+    Sensitivity to SCANVI's short training (scvi-tools gives a SCANVI continued from scVI
+    scanvi_epochs(E) epochs): the same SCANVI trained up to E more epochs (early stopping), its
+    own classifier (scanvi_long) and XGBoost + knn on its latent (dcoex_long)."""
     import scvi
 
-    from labeltransfer.classify import fit_classifier, predict
     from labeltransfer.evaluate import evaluate
     from labeltransfer.latent import UNLABELLED, train_latent
-    from labeltransfer.novelty import novelty_scores, unknown_mask
 
     a, b, joint = _joint(ref, qry)
     n_ref = a.n_obs
@@ -482,28 +523,68 @@ def paired_row(ref: Path, qry: Path, seed: int, max_epochs: int, folder: Path, *
     if cache is not None:  # the latents, for the unknown-rule analysis (novelty-rules)
         np.savez(cache, scvi=trained.scvi_latent, scanvi=trained.latent, ref_labels=ref_labels, truth=truth)
     keys = ("accuracy", "macro_f1", "known_macro_f1", "unknown_recall", "known_called_unknown", "n_unknown")
+    proba_new = {}
     for name, latent, rule in (("dcoex_old", trained.scvi_latent, "probability"),
                                ("dcoex_new", trained.latent, "knn")):
-        clf = fit_classifier(latent[:n_ref], ref_labels, seed=seed)
-        _, max_prob, _, proba = predict(clf, latent[n_ref:], 0.0)
-        argmax = np.asarray(clf.classes, dtype=object)[proba.argmax(axis=1)]
-        entry = {"argmax": {k: v for k, v in evaluate(truth, argmax, known=classes).items() if k in keys},
-                 "rules": {}}
-        # the unknown distances in the classifier's latent (--unknown-latent classifier)
-        novelty = {r: novelty_scores(r, latent[:n_ref], ref_labels, latent[n_ref:], seed=seed) for r in ("knn", "distance")}
-        for r in RULES:
-            unknown = unknown_mask(r, max_prob=max_prob, novelty=novelty["distance" if r == "distance" else "knn"],
-                                   threshold=0.5)
-            m = evaluate(truth, np.where(unknown, "unknown", argmax), known=classes)
-            entry["rules"][r] = {k: m[k] for k in keys}
-        entry["output"] = entry["rules"][rule]
-        row[name] = entry
+        row[name] = _xgboost_entry(latent, n_ref, ref_labels, truth, classes, rule=rule, seed=seed, keys=keys,
+                                   keep=proba_new if name == "dcoex_new" else None)
     joint.obs["_label_transfer_label"] = labels
     model = scvi.model.SCANVI.load(str(folder / "model"), adata=joint)
     pred = np.asarray(model.predict(joint[n_ref:]), dtype=str)
     m = evaluate(truth, pred, known=classes)
     row["scanvi"] = {"argmax": {k: m[k] for k in keys}, "output": {k: m[k] for k in keys}}
+    row["dcoex_ens"] = _ensemble_entry(proba_new, model.predict(joint[n_ref:], soft=True), truth, classes, keys=keys)
+    # sensitivity: SCANVI's classifier given the scVI budget too (up to max_epochs more SCANVI
+    # epochs, early stopping), where scvi-tools' rule gives it only scanvi_epochs(max_epochs)
+    model.train(max_epochs=max_epochs, n_samples_per_label=100, early_stopping=True, early_stopping_patience=10,
+                enable_progress_bar=False, accelerator="cpu")
+    pred = np.asarray(model.predict(joint[n_ref:]), dtype=str)
+    m = evaluate(truth, pred, known=classes)
+    row["scanvi_long"] = {"argmax": {k: m[k] for k in keys}, "output": {k: m[k] for k in keys},
+                          "scanvi_epochs": trained.scanvi_epochs + len(model.history.get("elbo_train", []))}
+    # and this pipeline's classifier on that longer-trained SCANVI latent
+    latent = np.asarray(model.get_latent_representation(joint), dtype=np.float32)
+    row["dcoex_long"] = _xgboost_entry(latent, n_ref, ref_labels, truth, classes, rule="knn", seed=seed, keys=keys)
+    row["dcoex_ens_long"] = _ensemble_entry(proba_new, model.predict(joint[n_ref:], soft=True), truth, classes,
+                                            keys=keys)
     return row
+
+
+def _ensemble_entry(kept: dict, soft, truth: np.ndarray, classes: list[str], *, keys: tuple[str, ...]) -> dict:
+    """The mean of XGBoost's probabilities (``kept`` by _xgboost_entry) and SCANVI's soft
+    prediction (a DataFrame, one column per reference type); unknown = the kept knn novelty > 1."""
+    from labeltransfer.evaluate import evaluate
+
+    proba = 0.5 * (kept["proba"] + soft[list(kept["classes"])].to_numpy(dtype=np.float64))
+    argmax = np.asarray(kept["classes"], dtype=object)[proba.argmax(axis=1)]
+    entry = {"argmax": {k: v for k, v in evaluate(truth, argmax, known=classes).items() if k in keys}}
+    m = evaluate(truth, np.where(kept["knn"] > 1, "unknown", argmax), known=classes)
+    entry["output"] = {k: m[k] for k in keys}
+    return entry
+
+
+def _xgboost_entry(latent: np.ndarray, n_ref: int, ref_labels: np.ndarray, truth: np.ndarray, classes: list[str], *,
+                   rule: str, seed: int, keys: tuple[str, ...], keep: dict | None = None) -> dict:
+    """XGBoost (this package's classifier) on ``latent``'s reference rows; the argmax's metrics and
+    every unknown rule's (distances in the same latent); ``output`` = ``rule``'s."""
+    from labeltransfer.classify import fit_classifier, predict
+    from labeltransfer.evaluate import evaluate
+    from labeltransfer.novelty import novelty_scores, unknown_mask
+
+    clf = fit_classifier(latent[:n_ref], ref_labels, seed=seed)
+    _, max_prob, _, proba = predict(clf, latent[n_ref:], 0.0)
+    argmax = np.asarray(clf.classes, dtype=object)[proba.argmax(axis=1)]
+    entry = {"argmax": {k: v for k, v in evaluate(truth, argmax, known=classes).items() if k in keys}, "rules": {}}
+    novelty = {r: novelty_scores(r, latent[:n_ref], ref_labels, latent[n_ref:], seed=seed) for r in ("knn", "distance")}
+    for r in RULES:
+        unknown = unknown_mask(r, max_prob=max_prob, novelty=novelty["distance" if r == "distance" else "knn"],
+                               threshold=0.5)
+        m = evaluate(truth, np.where(unknown, "unknown", argmax), known=classes)
+        entry["rules"][r] = {k: m[k] for k in keys}
+    entry["output"] = entry["rules"][rule]
+    if keep is not None:
+        keep.update(proba=proba, classes=list(clf.classes), knn=novelty["knn"])
+    return entry
 
 
 def compare_paired(splits: list[str], seeds: list[int], max_epochs: int) -> None:
@@ -520,7 +601,7 @@ def compare_paired(splits: list[str], seeds: list[int], max_epochs: int) -> None
                                     cache=LATENT_CACHE / f"{name}_{seed}_{max_epochs}.npz")}
                 row["wall_s"] = round(time.monotonic() - t0, 1)
             print(name, seed, {m: (row[m]["argmax"]["macro_f1"], row[m]["output"]["macro_f1"])
-                               for m in ("dcoex_old", "dcoex_new", "scanvi")}, file=sys.stderr, flush=True)
+                               for m in ("dcoex_old", "dcoex_new", *PAIRED_EXTRA, *PEERS)}, file=sys.stderr, flush=True)
             with COMPARE_ROWS.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
 
@@ -542,7 +623,7 @@ def summarize_compare() -> dict:
         if not mine:
             continue
         entry = {"seeds": [r["seed"] for r in mine], "max_epochs": sorted({r["max_epochs"] for r in mine})}
-        for method in (*DCOEX_VARIANTS, "scanvi"):
+        for method in (m for m in (*DCOEX_VARIANTS, *PAIRED_EXTRA, *PEERS) if all(m in r for r in mine)):
             entry[method] = {
                 part: {k: _mean_sd([r[method][part].get(k) for r in mine])
                        for k in ("accuracy", "macro_f1", "known_macro_f1", "unknown_recall", "known_called_unknown")
@@ -570,7 +651,7 @@ def compare_tables(summary: dict) -> str:
         lines += [f"**{name}** (seeds {entry['seeds']}, --max-epochs {entry['max_epochs']})", "",
                   "| method | argmax accuracy | argmax macro-F1 | output accuracy | output macro-F1 | "
                   "known-type macro-F1 (output) | unknown recall |", "|---|---|---|---|---|---|---|"]
-        for method in (*DCOEX_VARIANTS, "scanvi"):
+        for method in (m for m in (*DCOEX_VARIANTS, *PAIRED_EXTRA, *PEERS) if m in entry):
             a, o = entry[method]["argmax"], entry[method]["output"]
             lines.append(f"| {method} | {f(a['accuracy'])} | {f(a['macro_f1'])} | {f(o['accuracy'])} | "
                          f"{f(o['macro_f1'])} | {f(o.get('known_macro_f1'))} | {f(o.get('unknown_recall'))} |")

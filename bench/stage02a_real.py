@@ -32,6 +32,7 @@ FRAC = 0.2
 GEMM_CODE = """
 import json, sys, time
 import h5py, numpy as np
+from dcoex.backend import NumpyBackend
 from dcoex.expression_store import open_expression
 from dcoex.ranks import IntegerRanks
 from dcoex.stages.s02a_base_correlations.science import _Tiles
@@ -40,7 +41,7 @@ with open_expression(expr) as store:
     x = store.read_all()
 with h5py.File(idx, "r") as f:
     low, high = f["indices/low"][gene], f["indices/high"][gene]
-tiles = _Tiles(IntegerRanks(x[:, low]), IntegerRanks(x[:, high]), rows)
+tiles = _Tiles(IntegerRanks(x[:, low]), IntegerRanks(x[:, high]), rows, NumpyBackend())
 wall, cpu = time.perf_counter(), time.process_time()
 for _ in tiles:
     pass
@@ -97,6 +98,8 @@ def _run_02a(dataset: str, expr: Path, idx: Path, folder: Path, *, gene: int, al
     with h5py.File(path, "r") as f:
         meta = f["meta"].attrs
         n_genes, edges, form = int(meta["n_genes"]), int(meta["n_sig_differential"]), str(meta["edge_form"])
+        q_form = str(meta["q_diff_form"])
+        table_entries = int(f["q_tables/diff_q"].shape[0]) if "q_tables/diff_q" in f else None
         k_low, k_high = int(meta["k_low"]), int(meta["k_high"])
     file_bytes = path.stat().st_size
     path.unlink()  # large at alpha 0.7
@@ -104,17 +107,18 @@ def _run_02a(dataset: str, expr: Path, idx: Path, folder: Path, *, gene: int, al
     return {
         "dataset": dataset, "n_genes": n_genes, "gene": gene, "k_low": k_low, "k_high": k_high, "fdr_alpha": alpha,
         "edges": edges, "density": edges / (n_genes * (n_genes - 1) / 2), "edge_form": form,
+        "q_diff_form": q_form, "q_diff_table_entries": table_entries,
         "stage_wall_s": rec["wall_s"], "stage_cpu_s": rec["cpu_s"], "process_wall_s": round(process_wall, 2),
         "peak_rss_bytes": rec["peak_rss_bytes"], "estimate_bytes": rec["estimate_bytes"],
         "used_over_estimate": rec.get("used_over_estimate"), "tile_rows": rec["batch_size"],
-        "file_bytes": file_bytes, "output_bytes_estimate": output_bytes(n_genes, edges),
+        "file_bytes": file_bytes, "output_bytes_estimate": output_bytes(n_genes, edges, k_low=k_low, k_high=k_high),
         **{k: round(v, 3) for k, v in gemm.items()}, "load_avg_before": load,
     }
 
 
 def _fmt(row: dict) -> str:
     return (f"{row['dataset']:>16} gene {row['gene']:5} alpha {row['fdr_alpha']:<4} edges {row['edges']:>9} "
-            f"({row['edge_form']})  wall {row['stage_wall_s']:6.2f} s cpu {row['stage_cpu_s']:6.2f} s  "
+            f"({row['edge_form']}, q {row.get('q_diff_form')})  wall {row['stage_wall_s']:6.2f} s cpu {row['stage_cpu_s']:6.2f} s  "
             f"gemm {row['gemm_wall_s']:5.2f} s  peak {row['peak_rss_bytes'] / 2**20:6.0f} MiB "
             f"est {row['estimate_bytes'] / 2**20:6.0f} MiB  file {row['file_bytes'] / 2**20:7.1f} MiB "
             f"(est {row['output_bytes_estimate'] / 2**20:7.1f})  load {row['load_avg_before']}")

@@ -39,7 +39,7 @@ EXAMPLE = StageContract(
 
 
 def test_device_is_declared_once_not_content_and_validated():
-    assert DEVICE.default == "cpu" and not DEVICE.content and not DEVICE.driver
+    assert DEVICE.default == "cpu" and not DEVICE.content and DEVICE.driver  # the driver requests GPUs for it
     wanted = {d: EXAMPLE.wanted({"device": d}, _NoUpstream()) for d in ("cpu", "gpu", "auto")}
     assert "device" not in wanted["cpu"].params and "fdr_alpha" in wanted["cpu"].params
     assert len({w.digest for w in wanted.values()}) == 1

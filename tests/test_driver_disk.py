@@ -225,7 +225,10 @@ def test_output_bytes_predict_the_files_a_run_writes(rewired):
     assert 0.8 * size <= out00(240, 60) <= 2 * size
     g = rewired["big"]
     e = rewired["edges"][g]
-    for stage, predicted in (("02a", out02a(240, e)), ("02b", out02b(n_genes=240, n_edges=e, n_boot=20)),
+    with h5py.File(gene_file_path(out / DIRS["02a"], g, rewired["names"][g], 240), "r") as f:
+        k = int(f["meta"].attrs["k_low"]), int(f["meta"].attrs["k_high"])
+    for stage, predicted in (("02a", out02a(240, e, k_low=k[0], k_high=k[1])),
+                             ("02b", out02b(n_genes=240, n_edges=e, n_boot=20)),
                              ("03", out03(n_genes=240, n_edges=e))):
         size = gene_file_path(out / DIRS[stage], g, rewired["names"][g], 240).stat().st_size
         assert 0.8 * size <= predicted <= 2 * size, (stage, predicted, size)

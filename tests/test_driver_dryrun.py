@@ -118,3 +118,49 @@ def test_dry_run_plan_table_and_stage_selection(tmp_path, tsv):
                                 "--dry-run"])
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "stage 02b needs the outputs of stage 02a" in done.stderr
+
+
+@pytest.mark.parametrize("scheduler", ["slurm", "sge"])
+def test_device_gpu_requests_a_gpu_for_the_device_stages(tmp_path, tsv, scheduler):
+    """--device gpu: 02a, 02b and 07 ask for one GPU (SLURM --gres, SGE -l; the site's names by
+    --gres / --gpu-resource), their commands carry --device gpu and their memory holds torch and
+    the CUDA context (dcoex.backend's figures, as the stage adds them); the other stages are as on CPUs."""
+    from dcoex.backend import CUDA_CONTEXT_HOST_BYTES, TORCH_IMPORT_BYTES
+    from dcoex.pipeline.options import parse_args
+    from dcoex.pipeline.plan import make_plan
+    from hpc.schedulers import get_scheduler
+
+    stages = ["00", "01", "02a", "02b", "03", "07"]
+    site = ("--gres", "gpu:a100:1") if scheduler == "slurm" else ("--gpu-resource", "cuda=1")
+    args = ["--stages", ",".join(stages), "--device", "gpu"]
+    _, cmds = dry_run(scheduler, tsv, tmp_path / "run", *args, *site)
+    for stage, c in zip(stages, cmds[0::2]):
+        wants = stage in ("02a", "02b", "07")
+        if scheduler == "slurm":
+            assert (_opt(c, "--gres") == "gpu:a100:1") == wants, (stage, c)
+        else:
+            assert ("cuda=1" in c) == wants, (stage, c)
+    assert not any(_opt(c, "--gres") or "cuda=1" in c for c in cmds[1::2])  # finalisers: CPU only
+    argv = ["--expr-tsv", str(tsv), "--out-dir", str(tmp_path / "plan"), "--stages", ",".join(stages)]
+    on_cpu = make_plan(parse_args(argv, scheduler), get_scheduler(scheduler, dry_run=True))
+    on_gpu = make_plan(parse_args([*argv, "--device", "gpu"], scheduler), get_scheduler(scheduler, dry_run=True))
+    for stage in stages:
+        cpu, gpu = on_cpu.stages[stage], on_gpu.stages[stage]
+        if stage in ("02a", "02b", "07"):
+            assert gpu.argv[gpu.argv.index("--device") + 1] == "gpu"
+            extra = gpu.raw_estimate.total_bytes - cpu.raw_estimate.total_bytes
+            assert extra == gpu.raw_estimate.components["backend"] == TORCH_IMPORT_BYTES + CUDA_CONTEXT_HOST_BYTES
+            assert gpu.requested_bytes > cpu.requested_bytes
+        else:
+            assert "--device" not in gpu.argv and gpu.requested_bytes == cpu.requested_bytes
+
+
+def test_device_auto_and_a_missing_gpu_are_refused(tmp_path, tsv):
+    from hpc.device import gpu_available
+
+    done = run_driver("slurm", ["--expr-tsv", tsv, "--out-dir", tmp_path / "a", "--dry-run", "--device", "auto"])
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "--device auto is for a stage run by hand" in done.stderr
+    if not gpu_available():
+        done = run_driver("slurm", ["--expr-tsv", tsv, "--out-dir", tmp_path / "b", "--local", "--device", "gpu"])
+        assert done.returncode == 2 and "torch sees no CUDA GPU" in done.stderr and not (tmp_path / "b").exists()

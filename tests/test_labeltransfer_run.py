@@ -181,3 +181,36 @@ def test_balanced_weights_match_sklearn():
     w = _weights(y, "balanced")
     totals = [w[y == c].sum() for c in range(3)]
     np.testing.assert_allclose(totals, len(y) / 3)  # every class weighs the same in total
+
+
+def test_ensemble_averages_xgboost_with_the_saved_scanvi(result):
+    """The default ensemble: probabilities.tsv.gz is the mean of XGBoost's and SCANVI's class
+    probabilities (both kept in query_annotated.h5ad), and SCANVI's are what scvi-tools' own
+    predict gives from the saved model on the same cells (recomputed here from the model's genes)."""
+    import scvi
+    import torch
+
+    from labeltransfer.latent import UNLABELLED
+
+    ref, qry, out, _ = result
+    report = json.loads((out / "report.json").read_text())
+    assert report["ensemble"]["kind"] == "scanvi" and 1 <= report["ensemble"]["scanvi_classifier_epochs"] <= 25
+    ann = anndata.read_h5ad(out / "query_annotated.h5ad")
+    xgb, scanvi = ann.obsm["proba_xgboost"], ann.obsm["proba_scanvi"]
+    np.testing.assert_allclose(scanvi.sum(axis=1), 1.0, atol=1e-5)
+    with gzip.open(out / "probabilities.tsv.gz", "rt") as fh:
+        prob = pd.read_csv(fh, sep="\t").drop(columns="cell")
+    np.testing.assert_allclose(prob.to_numpy(), 0.5 * (xgb.astype(np.float64) + scanvi), atol=2e-6)
+
+    genes = list(torch.load(out / "model" / "model.pt", weights_only=False)["var_names"])
+    kept = ref.obs["cell_type"].astype(str) != "rare"
+    a, b = ref[kept.to_numpy(), genes], qry[:, genes]
+    joint = anndata.AnnData(sp.vstack([sp.csr_matrix(dense_of(a)), sp.csr_matrix(dense_of(b))]).astype(np.float32),
+                            var=pd.DataFrame(index=genes))
+    joint.obs["dataset"] = pd.Categorical(["reference"] * a.n_obs + ["query"] * b.n_obs,
+                                          categories=["reference", "query"])
+    joint.obs["_label_transfer_label"] = pd.Categorical(
+        np.concatenate([a.obs["cell_type"].astype(str), [UNLABELLED] * b.n_obs]))
+    model = scvi.model.SCANVI.load(str(out / "model"), adata=joint)
+    soft = model.predict(indices=np.arange(a.n_obs, joint.n_obs), soft=True)
+    np.testing.assert_allclose(soft[list(prob.columns)].to_numpy(), scanvi, atol=1e-5)

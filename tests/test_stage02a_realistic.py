@@ -244,3 +244,31 @@ def test_stage_threads_follow_the_allocation():
     with blas_threads(1) as threads:
         assert threads == 1 and numba.get_num_threads() == 1
     assert numba.get_num_threads() == before
+
+
+@pytest.mark.parametrize(("n_samples", "alpha", "q_diff_form"), [(128, 0.7, "table"), (300, 0.7, None),
+                                                                 (600, 0.7, "column"), (600, 0.05, "column")])
+def test_file_bytes_within_the_prediction(tmp_path, n_samples, alpha, q_diff_form):
+    """The stage's file on realistic data against ``output_bytes`` from its edge count and k:
+    never below, at most 3× above (small files: the group tables' bound). The q tables grow with k (k = 25: a differential table;
+    k = 60: a long one; k = 120: q_diff per edge and group tables of ~10⁵ entries), which an
+    edge-only model under-predicted by up to 2×."""
+    from util_stage02 import SCRIPT_02A, run_script, write_inputs
+
+    from dcoex.stages.s02a_base_correlations.estimator import output_bytes
+
+    x = make_realistic(1000, n_samples, seed=2).astype(np.float32)
+    expr, idx = write_inputs(tmp_path, x, n_bootstrap=2)
+    out = tmp_path / "base"
+    done = run_script(SCRIPT_02A, "--expr-h5", expr, "--indices-h5", idx, "--out-dir", out, "--fdr-alpha", alpha,
+                      "--gene-index", 0, "--quiet")
+    assert done.returncode == 0, done.stderr
+    path = next(out.glob("*.h5"))
+    with h5py.File(path, "r") as f:
+        meta = f["meta"].attrs
+        edges, k_low, k_high, form = (int(meta["n_sig_differential"]), int(meta["k_low"]), int(meta["k_high"]),
+                                      str(meta["q_diff_form"]))
+    assert edges > 10_000
+    assert form == (q_diff_form or form)
+    ratio = output_bytes(1000, edges, k_low=k_low, k_high=k_high) / path.stat().st_size
+    assert 1.0 <= ratio <= 3.0, (ratio, edges, form)

@@ -96,6 +96,7 @@ class StageEntry(TypedDict, total=False):
     test_time_scale: float | None  # DCOEX_TEST_TIME_SCALE_<STAGE> at planning (the resize uses it too)
     test_scale: float | None  # DCOEX_TEST_MEM_SCALE_<STAGE> of the first attempt
     disk_check: dict[str, Any]  # 02a: the check of the disk from the real counts (finaliser)
+    gpu_request: str | None  # 02a, 02b, 07 with --device gpu: the scheduler's GPU request (--gres / -l)
     # label transfer
     gpu: bool
 

@@ -41,6 +41,10 @@ THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
 #: SGE parallel environment for jobs of more than one slot unless the job names one.
 SGE_PE_ENV = "DCOEX_SGE_PE"
 #: Defaults when the scheduler does not print the setting (SLURM MaxArraySize, SGE max_aj_tasks).
+#: One GPU per job, as the schedulers are asked for it by default: SLURM ``--gres`` and SGE
+#: ``-l`` (sites name the SGE resource differently: gpu, gpus, cuda, ...; both are options).
+DEFAULT_SLURM_GRES = "gpu:1"
+DEFAULT_SGE_GPU_RESOURCE = "gpu=1"
 SLURM_DEFAULT_MAX_ARRAY_SIZE = 1001
 SGE_DEFAULT_MAX_AJ_TASKS = 75000
 
@@ -193,7 +197,7 @@ class JobSpec:
     account: str | None = None
     command: list[str] | None = None  # argv run instead of a script
     env: dict[str, str] = field(default_factory=dict)  # exported to the job
-    gpu: str | None = None  # SLURM --gres value ("gpu:1") / SGE -l resource ("gpu=1")
+    gpu: str | None = None  # SLURM --gres value (DEFAULT_SLURM_GRES) / SGE -l resource (DEFAULT_SGE_GPU_RESOURCE)
     parallel_env: str | None = None  # SGE PE for slots > 1 (default: $DCOEX_SGE_PE or smp)
 
     def __post_init__(self) -> None:

@@ -60,7 +60,9 @@ def recommendations(
                       f"{max(steps[worst].components.items(), key=lambda kv: kv[1])[0]}")
     n_cells = params["n_reference"] + params["n_query"]
     if n_cells >= GPU_RECOMMEND_CELLS and device != "gpu":
-        advice.append(f"{n_cells} cells: scVI trains several times faster on a GPU (--device gpu, --gpu in the submit scripts)")
+        advice.append(f"{n_cells} cells: scVI trains several times faster on a GPU (--device gpu, --gpu in the submit scripts); "
+                      "on CPUs, run --ensemble none skips SCANVI's classifier epochs (up to the scVI budget again, "
+                      "each ~2x a scVI epoch)")
     if device == "gpu" and not gpu_seen:
         advice.append("--device gpu was asked but torch sees no GPU here: run will fail with exit 2 (use auto)")
     if not advice:

@@ -57,6 +57,12 @@ class LatentResult:
     #: SCANVI epochs trained (0 for the scvi method) and their wall seconds.
     scanvi_epochs: int = 0
     scanvi_s: float = 0.0
+    #: SCANVI's own class probabilities (rows ``predict_rows`` × ``scanvi_classes``, float64)
+    #: after ``classifier_epochs`` more SCANVI epochs (None without), their count and seconds.
+    scanvi_proba: np.ndarray | None = None
+    scanvi_classes: tuple[str, ...] = ()
+    classifier_epochs: int = 0
+    classifier_s: float = 0.0
     #: The scVI latent (cells × n_latent float32) before SCANVI training (None for the scvi
     #: method, where ``latent`` is that already): SCANVI's classifier loss pulls query cells of a
     #: type the reference lacks onto the reference types, the unsupervised latent does not.
@@ -82,11 +88,19 @@ def train_latent(
     sample_rows: np.ndarray | None = None,
     model: str = "scvi",
     labels: np.ndarray | None = None,
+    classifier_epochs: int = 0,
+    predict_rows: np.ndarray | None = None,
 ) -> LatentResult:
     """Train scVI (``batch_key`` batches, early stopping) on ``adata.X`` counts; save to ``model_dir``.
 
     ``model="scanvi"`` continues as SCANVI with ``labels`` (one per row; query rows UNLABELLED)
     for scanvi_epochs(max_epochs) epochs; the latent and draws are then SCANVI's.
+
+    ``classifier_epochs`` (scanvi only): after the latent and draws are taken, SCANVI trains
+    up to that many more epochs (early stopping) and gives its class probabilities for
+    ``predict_rows`` (``scanvi_proba``, one column per labelled class, rows summing to 1): its
+    classifier needs more epochs than scvi-tools' SCANVI rule gives, the latent does not
+    (docs/label_transfer.md, "Ensemble"). The saved model is the SCANVI after them.
 
     ``progress`` shows the epoch bar on stderr (the CLI turns it on for a TTY without --quiet).
     ``n_samples`` draws from the posterior q(z|x) of the rows ``sample_rows`` (all rows if None)
@@ -143,6 +157,17 @@ def train_latent(
         samples = np.empty((n_samples, len(rows), n_latent), dtype=np.float32)
         for draw in range(n_samples):
             samples[draw] = net.get_latent_representation(indices=rows, give_mean=False, batch_size=batch_size)
+        proba, classes, n_classifier, classifier_s = None, (), 0, 0.0
+        if model == "scanvi" and classifier_epochs > 0:
+            start = time.monotonic()
+            net.train(max_epochs=int(classifier_epochs), n_samples_per_label=100, **train)
+            classifier_s = time.monotonic() - start
+            n_classifier = len(net.history.get("elbo_train", [])) or int(classifier_epochs)
+            at = np.arange(adata.n_obs) if predict_rows is None else np.asarray(predict_rows)
+            soft = net.predict(indices=at, soft=True, batch_size=batch_size)
+            classes = tuple(str(c) for c in soft.columns if str(c) != UNLABELLED)
+            proba = soft[list(classes)].to_numpy(dtype=np.float64)
+            proba /= np.maximum(proba.sum(axis=1, keepdims=True), np.finfo(np.float64).tiny)
         net.save(str(model_dir), overwrite=True, save_anndata=False)
     early = epochs < max_epochs
     net.trainer = None
@@ -151,4 +176,6 @@ def train_latent(
     if device == "gpu":
         torch.cuda.empty_cache()
     return LatentResult(latent, samples, epochs, early, history, train_s=round(train_s, 3),
-                        scanvi_epochs=n_scanvi, scanvi_s=round(scanvi_s, 3), scvi_latent=scvi_latent)
+                        scanvi_epochs=n_scanvi, scanvi_s=round(scanvi_s, 3), scanvi_proba=proba,
+                        scanvi_classes=classes, classifier_epochs=n_classifier,
+                        classifier_s=round(classifier_s, 3), scvi_latent=scvi_latent)

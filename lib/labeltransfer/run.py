@@ -41,6 +41,8 @@ from memfit.units import format_bytes
 STAGE = "label_transfer"
 #: --method: the latent (scVI, or SCANVI trained on from it with the reference labels) + XGBoost.
 METHODS = {"scanvi-xgb": "scanvi", "scvi-xgb": "scvi"}
+#: --ensemble: XGBoost's probabilities averaged with SCANVI's own classifier's (scanvi-xgb only).
+ENSEMBLES = ("scanvi", "none")
 OUTPUT_FILES = (
     "predictions.tsv",
     "probabilities.tsv.gz",
@@ -67,6 +69,7 @@ class RunOptions:
     n_latent: int = 30
     max_epochs: int | None = None
     method: str = "scanvi-xgb"
+    ensemble: str = "scanvi"
     batch_size: int = 128
     device: str = "auto"
     xgb_tuning: str = "none"
@@ -91,6 +94,13 @@ class RunOptions:
             raise InputError(f"--unknown-quantile must be in (0, 1), got {self.unknown_quantile}")
         if self.method not in METHODS:
             raise InputError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.ensemble not in ENSEMBLES:
+            raise InputError(f"--ensemble must be one of {', '.join(ENSEMBLES)}, got {self.ensemble!r}")
+
+    @property
+    def ensemble_used(self) -> str:
+        """The ensemble this run makes: SCANVI's classifier exists only with scanvi-xgb."""
+        return self.ensemble if self.method == "scanvi-xgb" else "none"
         if self.unknown_latent not in UNKNOWN_LATENTS:
             raise InputError(f"--unknown-latent must be one of {', '.join(UNKNOWN_LATENTS)}, got {self.unknown_latent!r}")
         if self.unknown_rule not in UNKNOWN_RULES:
@@ -291,6 +301,8 @@ def _pipeline(opts: RunOptions, inputs: Inputs, device: str, staging: Path, log:
             batch_size=opts.batch_size, device=device, seed=opts.seed,
             progress=not opts.quiet and sys.stderr.isatty(), n_samples=opts.latent_samples,
             sample_rows=np.arange(n_ref, n_ref + n_query), model=METHODS[opts.method], labels=latent_labels,
+            classifier_epochs=max_epochs if opts.ensemble_used == "scanvi" else 0,
+            predict_rows=np.arange(n_ref, n_ref + n_query),
         )
         latent, query_samples = trained.latent, trained.samples
         # the latent of the unknown distances: the classifier's (SCANVI for scanvi-xgb) or scVI's
@@ -298,7 +310,8 @@ def _pipeline(opts: RunOptions, inputs: Inputs, device: str, staging: Path, log:
         del joint
     log.say(f"scVI trained {trained.epochs_trained} of {max_epochs} epochs (early stopped: {trained.early_stopped}, "
             f"{trained.seconds_per_epoch:.2f} s per epoch)"
-            + (f"; SCANVI {trained.scanvi_epochs} epochs" if trained.scanvi_epochs else ""))
+            + (f"; SCANVI {trained.scanvi_epochs} epochs" if trained.scanvi_epochs else "")
+            + (f" + {trained.classifier_epochs} for its classifier" if trained.classifier_epochs else ""))
     with log.step("xgboost"):
         from labeltransfer.classify import fit_classifier, predict
         from labeltransfer.novelty import novelty_scores, unknown_mask
@@ -306,6 +319,12 @@ def _pipeline(opts: RunOptions, inputs: Inputs, device: str, staging: Path, log:
         classifier = fit_classifier(latent[:n_ref], ref_labels, tuning=opts.xgb_tuning, device=device, seed=opts.seed,
                                     class_weight=opts.class_weight, features=opts.features)
         _, max_prob, _, proba = predict(classifier, latent[n_ref:], 0.0, samples=query_samples)
+        parts = {}
+        if trained.scanvi_proba is not None:  # docs/label_transfer.md, "Ensemble"
+            scanvi = trained.scanvi_proba[:, [trained.scanvi_classes.index(c) for c in classifier.classes]]
+            parts = {"xgboost": proba, "scanvi": scanvi}
+            proba = 0.5 * (proba + scanvi)
+            max_prob = proba.max(axis=1)
         # docs/label_transfer.md, "unknown"
         novelty = novelty_scores(opts.unknown_rule, space[:n_ref], ref_labels, space[n_ref:],
                                  quantile=opts.unknown_quantile, k=opts.unknown_k, seed=opts.seed)
@@ -322,7 +341,7 @@ def _pipeline(opts: RunOptions, inputs: Inputs, device: str, staging: Path, log:
         metrics = _write_outputs(
             opts, inputs, staging, latent=latent, n_ref=n_ref, ref_labels=ref_labels, labels=labels,
             max_prob=max_prob, is_unknown=is_unknown, proba=proba, novelty=novelty,
-            classes=sorted(inputs.types.kept),
+            classes=sorted(inputs.types.kept), parts=parts,
         )
     return {
         "inputs": {"reference": inputs.reference.summary(), "query": inputs.query.summary()},
@@ -336,6 +355,9 @@ def _pipeline(opts: RunOptions, inputs: Inputs, device: str, staging: Path, log:
         "matrices": facts,
         "n_genes_used": int(mask.sum()),
         "method": opts.method,
+        "ensemble": {"kind": opts.ensemble_used, "scanvi_classifier_epochs": trained.classifier_epochs,
+                     "scanvi_classifier_max_epochs": max_epochs if opts.ensemble_used == "scanvi" else 0,
+                     "scanvi_classifier_s": trained.classifier_s},
         "scvi": {
             "max_epochs": max_epochs,
             "max_epochs_source": "--max-epochs" if opts.max_epochs else "default_max_epochs(n_cells)",
@@ -376,6 +398,7 @@ def _write_outputs(
     proba: np.ndarray,
     novelty: np.ndarray,
     classes: list[str],
+    parts: dict[str, np.ndarray] | None = None,
 ) -> dict | None:
     import anndata
 
@@ -422,12 +445,13 @@ def _write_outputs(
     var["in_reference"] = np.isin(var.index, inputs.overlap.names)
     annotated = anndata.AnnData(
         X=counts_x, obs=obs, var=var,
-        obsm={"X_scvi": latent[n_ref:], "X_umap": coords[n_ref:]},
+        obsm={"X_scvi": latent[n_ref:], "X_umap": coords[n_ref:],
+              **{f"proba_{name}": part.astype(np.float32) for name, part in (parts or {}).items()}},
     )
     annotated.uns["label_transfer"] = {"classes": np.asarray(classes), "unknown_threshold": opts.unknown_threshold,
                                        "unknown_rule": opts.unknown_rule, "unknown_quantile": opts.unknown_quantile,
                                        "unknown_k": opts.unknown_k, "unknown_latent": opts.unknown_latent,
-                                       "method": opts.method}
+                                       "method": opts.method, "ensemble": opts.ensemble_used}
     annotated.obs["novelty"] = novelty.astype(np.float32)
     annotated.write_h5ad(staging / "query_annotated.h5ad")
     return metrics

@@ -23,7 +23,14 @@ from hpc.atomic import ensure_writable_dir
 from hpc.calibration import load_calibration
 from hpc.errors import InputError
 from hpc.manifest import CalibrationRecord, attempt_record, locked_manifest, manifest_path, new_manifest, read_manifest
-from hpc.schedulers import JobSpec, Scheduler, get_scheduler, thread_env
+from hpc.schedulers import (
+    DEFAULT_SGE_GPU_RESOURCE,
+    DEFAULT_SLURM_GRES,
+    JobSpec,
+    Scheduler,
+    get_scheduler,
+    thread_env,
+)
 from labeltransfer.cli import common_options, run_options
 from memfit.allocation import SAFETY_SCHEDULER
 from memfit.units import MiB, format_bytes, parse_bytes
@@ -34,7 +41,7 @@ TORCH_VIRTUAL_BYTES = 1024 * MiB
 #: The options of ``run`` forwarded to the job (name -> click flag).
 RUN_FLAGS = (
     "label_key", "counts_layer", "query_label_key", "min_cells_per_type", "n_hvg", "n_latent", "latent_samples",
-    "batch_size", "min_common_genes", "method", "max_epochs", "xgb_tuning", "class_weight", "features", "unknown_rule",
+    "batch_size", "min_common_genes", "method", "ensemble", "max_epochs", "xgb_tuning", "class_weight", "features", "unknown_rule",
     "unknown_quantile", "unknown_k", "unknown_latent", "unknown_threshold", "seed",
 )
 RUN_SWITCHES = ("allow_non_integer",)
@@ -153,8 +160,8 @@ def submit(scheduler_name: str, opts: dict) -> dict:
 @click.option("--out-dir", required=True, type=click.Path())
 @run_options
 @click.option("--gpu", is_flag=True, help="Request one GPU and run scVI/XGBoost on it (--device gpu).")
-@click.option("--gres", default="gpu:1", show_default=True, help="SLURM GPU request (with --gpu).")
-@click.option("--gpu-resource", default="gpu=1", show_default=True, help="SGE resource for a GPU, as given to -l (with --gpu).")
+@click.option("--gres", default=DEFAULT_SLURM_GRES, show_default=True, help="SLURM GPU request (with --gpu).")
+@click.option("--gpu-resource", default=DEFAULT_SGE_GPU_RESOURCE, show_default=True, help="SGE resource for a GPU, as given to -l (with --gpu).")
 @click.option("--time", "time", default="24:00:00", show_default=True, help="Wall-clock limit (SLURM --time, SGE h_rt).")
 @click.option("--partition", default=None, help="SLURM partition.")
 @click.option("--queue", default=None, help="SGE queue.")

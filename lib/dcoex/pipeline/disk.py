@@ -49,13 +49,13 @@ class StageDisk:
     basis: str  # "shape", "02a edge counts", "assumed density" or a mix
 
 
-def _gene_bytes(stage: str, n_genes: int, n_edges: int, n_bootstrap: int) -> int:
+def _gene_bytes(stage: str, n_genes: int, n_edges: int, n_bootstrap: int, k: tuple[int, int]) -> int:
     from dcoex.stages.s02a_base_correlations.estimator import output_bytes as out02a
     from dcoex.stages.s02b_bootstrap_edges.estimator import output_bytes as out02b
     from dcoex.stages.s03_network.estimator import output_bytes as out03
 
     if stage == "02a":
-        return out02a(n_genes, n_edges)
+        return out02a(n_genes, n_edges, k_low=k[0], k_high=k[1])
     if stage == "02b":
         return out02b(n_genes=n_genes, n_edges=n_edges, n_boot=n_bootstrap)
     return out03(n_genes=n_genes, n_edges=n_edges)
@@ -97,13 +97,15 @@ def stage_disk(stage: str, shape: DataShape, params: Mapping[str, Any], *, genes
         return StageDisk(stage, size, size, "shape")
     pairs = n * (n - 1) // 2
     assumed = int(pairs * expected_edge_fraction(params["fdr_alpha"]))
+    sizes = group_sizes(s, params["low_frac"], params["high_frac"], params["bootstrap_frac"])
+    k = (sizes.k_low, sizes.k_high)
     expected = bound = 0
     known = 0
     for g in genes:
         count = counts.get(g)
         known += count is not None
-        expected += _gene_bytes(stage, n, assumed if count is None else count, params["n_bootstrap"])
-        bound += _gene_bytes(stage, n, pairs if count is None else count, params["n_bootstrap"])
+        expected += _gene_bytes(stage, n, assumed if count is None else count, params["n_bootstrap"], k)
+        bound += _gene_bytes(stage, n, pairs if count is None else count, params["n_bootstrap"], k)
     basis = ("02a edge counts" if known == len(genes) else "assumed density" if not known
              else f"02a edge counts ({known} genes), assumed density ({len(genes) - known})")
     return StageDisk(stage, expected, bound, basis)

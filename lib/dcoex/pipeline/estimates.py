@@ -21,7 +21,7 @@ replaces the bound (:mod:`dcoex.pipeline.sizing`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from dcoex.pipeline.shapes import DataShape
 from dcoex.stages import get_estimator, stage_contract
@@ -59,13 +59,35 @@ def _batched(fn: Callable[[int], MemoryEstimate], batch: int | str | None, max_b
 def stage_estimate(stage: str, shape: DataShape, *, n_bootstrap: int, low_frac: float, high_frac: float,
                    bootstrap_frac: float, fdr_alpha: float, batch_size: int | str | None,
                    slots: int, n_edges: int | None = None, n_permutations: int = 1000,
-                   perms_per_task: int = 50, focus_genes: str | None = None, n_hubs: int = 10) -> StageEstimate:
+                   perms_per_task: int = 50, focus_genes: str | None = None, n_hubs: int = 10,
+                   device: str = "cpu") -> StageEstimate:
     """The estimate stage ``stage`` will compute for itself, from the data shape and the run's flags;
     ``n_edges``: the selected edges of the largest gene (02b, 03) when 02a has counted them, else
-    None (planned at the bound).
+    None (planned at the bound). ``device`` gpu: the stages with a device (02a, 02b, 07) hold
+    torch and a CUDA context on the host too (dcoex.backend.for_backend, as the stage adds them).
 
     Raises InputError (from group_sizes) when the groups would be too small.
     """
+    own = _host_estimate(stage, shape, n_bootstrap=n_bootstrap, low_frac=low_frac, high_frac=high_frac,
+                         bootstrap_frac=bootstrap_frac, fdr_alpha=fdr_alpha, batch_size=batch_size, slots=slots,
+                         n_edges=n_edges, n_permutations=n_permutations, perms_per_task=perms_per_task,
+                         focus_genes=focus_genes, n_hubs=n_hubs)
+    if device != "gpu" or not any(p.name == "device" for p in stage_contract(stage).params):
+        return own
+    from dcoex.backend import CUDA_CONTEXT_HOST_BYTES, TORCH_IMPORT_BYTES
+
+    def on_gpu(estimate: MemoryEstimate) -> MemoryEstimate:
+        return replace(estimate, components={**estimate.components,
+                                             "backend": TORCH_IMPORT_BYTES + CUDA_CONTEXT_HOST_BYTES})
+
+    return StageEstimate(on_gpu(own.planned), on_gpu(own.minimum))
+
+
+def _host_estimate(stage: str, shape: DataShape, *, n_bootstrap: int, low_frac: float, high_frac: float,
+                   bootstrap_frac: float, fdr_alpha: float, batch_size: int | str | None, slots: int,
+                   n_edges: int | None, n_permutations: int, perms_per_task: int, focus_genes: str | None,
+                   n_hubs: int) -> StageEstimate:
+    """stage_estimate on the host (numpy backend)."""
     n, s = shape.n_genes, shape.n_samples
     estimate = get_estimator(stage)
     defaults = stage_contract(stage).defaults()

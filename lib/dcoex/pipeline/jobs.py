@@ -91,6 +91,7 @@ def stage_entry(plan: RunPlan, p: StagePlan) -> StageEntry:
         "minimum_estimate_bytes": p.minimum_estimate.total_bytes, "planned_peak_bytes": p.planned_peak_bytes,
         "estimate": p.estimate.to_dict(), "requested_bytes": p.requested_bytes, "request": p.request,
         "sidecars": sidecars, "stage_command": [sys.executable, "-m", spec.module, *p.argv],
+        "gpu_request": plan.options.gpu_request(p.stage),
         "tasks_planned": compress_tasks(p.tasks) if p.tasks is not None else None,
         "output": str(out / spec.output), "attempts": [], "cancelled_tasks": [], "failures": [],
         **({"sizing": p.sizing} if p.sizing else {}),
@@ -130,7 +131,8 @@ def stage_job(plan_entry: dict, stage: str, out_dir: Path, *, attempt: int, task
     suffix = f"_r{attempt - 1}" if attempt > 1 else ""
     return JobSpec(name=f"dcoex_{stage}{suffix}_{job_tag(out_dir)}", script=script, log=out_dir / "logs",
                    log_stem=stage, mem_bytes=request_bytes, slots=plan_entry["slots"],
-                   time_limit=time_limit or plan_entry["time_limit"], tasks=tasks, queue=queue, account=account)
+                   time_limit=time_limit or plan_entry["time_limit"], tasks=tasks, queue=queue, account=account,
+                   gpu=plan_entry.get("gpu_request"))
 
 
 def finaliser_job(scheduler: Scheduler, stage: str, out_dir: Path, *, attempt: int, after: str, mem_safety: float,

@@ -13,6 +13,7 @@ from dcoex.cli import parse_positive_int
 from dcoex.pipeline.stages import STAGE_ORDER, STAGES
 from dcoex.stages.contract import Param
 from hpc.errors import InputError
+from hpc.schedulers import DEFAULT_SGE_GPU_RESOURCE, DEFAULT_SLURM_GRES
 from memfit.allocation import SAFETY_SCHEDULER
 
 _TIME = re.compile(r"^\d+:[0-5]\d:[0-5]\d$")
@@ -49,6 +50,9 @@ input/output:
   --queue/--partition Q   queue (SGE) or partition (SLURM)
   --account/--project A   account (SLURM) or project (SGE)
   --slots N               CPU slots per task; sets OMP/OPENBLAS/MKL threads ({slots})
+  --gres G                with --device gpu: the GPU each 02a/02b/07 task asks SLURM for
+                          (--gres={gres})
+  --gpu-resource R        with --device gpu: the GPU each 02a/02b/07 task asks SGE for (-l {gpu_resource})
   --time-<stage> HH:MM:SS time limit of a stage, e.g. --time-02a 02:00:00 ({time}); for 02b and 03
                           the upper bound of limits sized from 02a's edge counts
   -h, --help              this help
@@ -88,7 +92,7 @@ USAGE = USAGE_TEMPLATE.format(science=_science_help(), chain=" -> ".join(s for s
                               stage_list=",".join(STAGE_ORDER),
                               optional=", ".join(s for s in STAGE_ORDER if STAGES[s].optional), genes_per_task=DEFAULT_GENES_PER_TASK,
                               mem_safety=DEFAULT_MEM_SAFETY, max_retries=DEFAULT_MAX_RETRIES, slots=DEFAULT_SLOTS,
-                              time=DEFAULT_TIME)
+                              time=DEFAULT_TIME, gres=DEFAULT_SLURM_GRES, gpu_resource=DEFAULT_SGE_GPU_RESOURCE)
 
 
 @dataclass
@@ -113,6 +117,15 @@ class Options:
     slots: int = DEFAULT_SLOTS
     times: dict[str, str] = field(default_factory=dict)
     default_time: str = DEFAULT_TIME
+    gres: str = DEFAULT_SLURM_GRES
+    gpu_resource: str = DEFAULT_SGE_GPU_RESOURCE
+
+    def gpu_request(self, stage: str) -> str | None:
+        """What a task of ``stage`` asks the scheduler for besides CPUs and memory: one GPU
+        (``--gres`` on SLURM, ``-l`` on SGE) for the stages taking --device when it is gpu."""
+        if self.params.get("device") != "gpu" or not any(p.name == "device" for p in STAGES[stage].params):
+            return None
+        return self.gpu_resource if self.scheduler == "sge" else self.gres
 
     def __getattr__(self, name: str) -> Any:
         """Science parameters read as attributes (``options.fdr_alpha``)."""
@@ -196,6 +209,8 @@ def parse_args(argv: list[str], scheduler: str) -> Options | None:
     p.add_argument("--queue", "--partition", dest="queue")
     p.add_argument("--account", "--project", dest="account")
     p.add_argument("--slots", default=str(DEFAULT_SLOTS))
+    p.add_argument("--gres", default=DEFAULT_SLURM_GRES)
+    p.add_argument("--gpu-resource", default=DEFAULT_SGE_GPU_RESOURCE)
     ns, unknown = p.parse_known_args(rest)
     if unknown:
         raise InputError(f"unknown option {unknown[0]!r} (see --help)")
@@ -217,6 +232,14 @@ def parse_args(argv: list[str], scheduler: str) -> Options | None:
     params = {param.name: param.value(getattr(ns, param.name)) for param in driver_params()}
     if params["low_frac"] + params["high_frac"] > 1:
         raise InputError("--low-frac + --high-frac > 1: the groups would overlap")
+    if params["device"] == "auto":
+        raise InputError("--device auto is for a stage run by hand: the driver asks the scheduler for a GPU only "
+                         "with --device gpu (or computes on CPUs with cpu)")
+    if params["device"] == "gpu" and ns.local and not ns.dry_run:
+        from hpc.device import gpu_available
+
+        if not gpu_available():
+            raise InputError("--device gpu --local: torch sees no CUDA GPU on this machine (use --device cpu)")
     try:
         max_retries = int(ns.max_retries)
     except ValueError:
@@ -228,5 +251,5 @@ def parse_args(argv: list[str], scheduler: str) -> Options | None:
         expr_tsv=ns.expr_tsv, expr_h5=ns.expr_h5, params=params, genes_per_task=gpt, gene_subset=ns.gene_subset, stages=stages,
         local=ns.local, dry_run=ns.dry_run, force=ns.force, ignore_disk_check=ns.ignore_disk_check, mem_safety=_fraction("--mem-safety", ns.mem_safety),
         max_retries=max_retries, calibration=ns.calibration, queue=ns.queue, account=ns.account,
-        slots=parse_positive_int("--slots", ns.slots), times=times,
+        slots=parse_positive_int("--slots", ns.slots), times=times, gres=ns.gres, gpu_resource=ns.gpu_resource,
     )

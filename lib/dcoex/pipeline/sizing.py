@@ -98,7 +98,7 @@ def request_for(stage: str, shape: DataShape, params: Mapping[str, Any], schedul
                          fdr_alpha=params["fdr_alpha"], batch_size=params.get("batch_size"), slots=slots,
                          n_edges=n_edges, n_permutations=params["n_permutations"],
                          perms_per_task=params["perms_per_task"], focus_genes=params["focus_genes"],
-                         n_hubs=params["n_hubs"])
+                         n_hubs=params["n_hubs"], device=params.get("device", "cpu"))
     raw, minimum = apply_test_estimate_scale(stage, own.planned), apply_test_estimate_scale(stage, own.minimum)
     peak = max(int(raw.total_bytes * factor), minimum.total_bytes)
     return Request(raw, minimum, factor, peak, scheduler.request_bytes(peak, safety, slots))

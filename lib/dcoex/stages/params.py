@@ -92,13 +92,13 @@ BATCH_SIZE = Param("batch_size", "auto",
                    _batch, content=False, metavar="N/auto")
 #: The exact rank GEMMs' device (dcoex.backend.resolve; docs/gpu.md). Not content: every device
 #: gives identical outputs. Default cpu: ``auto`` would import torch in every job and use a GPU
-#: the scheduler did not allocate wherever one is visible; the driver does not request GPUs,
-#: so it does not offer the flag (driver=False): a stage is run with --device gpu by hand or
-#: in a GPU job.
+#: the scheduler did not allocate wherever one is visible. The driver offers it: with gpu it
+#: asks the scheduler for a GPU for the stages that take it (02a, 02b, 07); it refuses auto.
 DEVICE = Param("device", "cpu",
-               "Device of the exact rank products: cpu (numpy), gpu (CUDA through torch; exit 2 without one) "
-               "or auto (a GPU when torch sees one). Outputs are identical on every device.",
-               choice("--device", DEVICES), content=False, driver=False, metavar="D")
+               "Device of the exact rank products (02a, 02b, 07): cpu (numpy), gpu (CUDA through torch; "
+               "the driver requests a GPU per task; exit 2 without one) or auto (a stage run by hand: a GPU "
+               "when torch sees one). Outputs are identical on every device.",
+               choice("--device", DEVICES), content=False, metavar="D")
 
 
 def _gene_names(text: str) -> str:

@@ -59,20 +59,26 @@ TABLE_ENTRIES = 1 << 17
 EDGE_CHUNK_BYTES = 100
 #: The writer's bitmap window (8 MiB of booleans, 1 MiB packed) and HDF5 chunk buffers.
 WRITER_BYTES = 16 * MiB
-#: Output size (output_bytes), format 3, shuffle + gzip 4, measured on realistic data (12,625 × 128,
-#: docs/stage02a.md "Storage"): bytes per edge of r_low, r_high (float32; 6.7 measured); of the
-#: differential q table, which has about one entry per edge in sparse (low-density) files (4.7
-#: measured at α 0.05) and few in dense ones (0.21 at α 0.7: 147,240 entries for 7.0 M edges);
-#: of the sparse int64 pair index (at most, density >= 0.5 %); of the packed bitmap per pair (at
-#: most, density >= 1/32); fixed bytes (meta, provenance, HDF5 structure, the group q tables)
-#: and bytes per gene name.
+#: Output size (output_bytes), format 3, shuffle + gzip 4, measured on realistic data from
+#: 1,500 × 128 to 8,763 × 938 (docs/stage02a.md "Storage"): bytes per edge of r_low, r_high
+#: (float32; 6.7–6.9 measured); of the sparse int64 pair index (at most, density >= 0.5 %); of the
+#: packed bitmap per pair (at most, density >= 1/32); of ``edges/q_diff`` (float64, the "column"
+#: form; 7.0 measured); per q-table entry (stat + q float64: 6.3–6.5 measured for the group
+#: tables, 10 for the differential one); fixed bytes (meta, provenance, HDF5 structure) and bytes
+#: per gene name.
 FILE_EDGE_VALUE_BYTES = 7.0
-FILE_Q_DIFF_SPARSE_BYTES = 5.0
-FILE_Q_DIFF_BITMAP_BYTES = 0.25
 FILE_SPARSE_INDEX_BYTES = 1.7
 FILE_BITMAP_BYTES_PER_PAIR = 0.125
+FILE_Q_DIFF_COLUMN_BYTES = 7.0
+FILE_GROUP_TABLE_ENTRY_BYTES = 6.5
+FILE_DIFF_TABLE_ENTRY_BYTES = 12.0
 FILE_FIXED_BYTES = 64 * 1024
 FILE_NAME_BYTES = 4
+#: Entries of the differential q table per edge, t/E = min(1/2, a·(S/E)^b), S the number of
+#: distinct (r_low, r_high) pairs: fitted to realistic data at k = 25, 60 (t/E 0.021 at S/E 1,
+#: 0.16 at 42, 0.27 at 950, 0.42 at 2,300), rounded up; at 1/2 the stage stores the column.
+DIFF_TABLE_A = 0.03
+DIFF_TABLE_B = 0.45
 
 
 def estimate(
@@ -119,16 +125,31 @@ def estimate(
     return MemoryEstimate("02a", components, params)
 
 
-def output_bytes(n_genes: int, n_edges: int) -> int:
-    """Predicted size (bytes) of one 02a file with ``n_edges`` edges over N = ``n_genes`` genes
-    (docs/stage02a.md, "Storage"): an upper bound within ~20 % on realistic data."""
+def distinct_r(k: int | None) -> float:
+    """Distinct Spearman r values of a group of ``k`` samples without ties (k(k²−1)/6 + 1);
+    unbounded (inf) when k is unknown."""
+    return float("inf") if k is None else k * (k * k - 1) / 6 + 1
+
+
+def output_bytes(n_genes: int, n_edges: int, *, k_low: int | None = None, k_high: int | None = None) -> int:
+    """Predicted size (bytes) of one 02a file with ``n_edges`` differential edges over N =
+    ``n_genes`` genes, groups of ``k_low`` and ``k_high`` samples (docs/stage02a.md, "Storage").
+
+    The q tables grow with k: each group family has at most one entry per distinct |r| (counted
+    as min(distinct r, N(N−1)/4)), the differential one t/E per edge (``DIFF_TABLE_A``) or, past
+    half the edges, the per-edge column. Unknown k: the column and full group tables (a bound).
+    """
     from dcoex.edge_files import edge_form
 
     n = int(n_genes)
     m = n * (n - 1) // 2
     e = int(n_edges)
     if edge_form(m, e) == "bitmap":
-        index = m * FILE_BITMAP_BYTES_PER_PAIR + e * FILE_Q_DIFF_BITMAP_BYTES
+        index = m * FILE_BITMAP_BYTES_PER_PAIR
     else:
-        index = e * (FILE_SPARSE_INDEX_BYTES + FILE_Q_DIFF_SPARSE_BYTES)
-    return int(FILE_FIXED_BYTES + n * FILE_NAME_BYTES + e * FILE_EDGE_VALUE_BYTES + index)
+        index = e * FILE_SPARSE_INDEX_BYTES
+    d_low, d_high = distinct_r(k_low), distinct_r(k_high)
+    group_tables = sum(min(d, m / 2) for d in (d_low, d_high)) * FILE_GROUP_TABLE_ENTRY_BYTES
+    share = min(0.5, DIFF_TABLE_A * (d_low * d_high / max(e, 1)) ** DIFF_TABLE_B)
+    q_diff = e * (FILE_Q_DIFF_COLUMN_BYTES if share >= 0.5 else share * FILE_DIFF_TABLE_ENTRY_BYTES)
+    return int(FILE_FIXED_BYTES + n * FILE_NAME_BYTES + e * FILE_EDGE_VALUE_BYTES + index + group_tables + q_diff)

@@ -38,6 +38,10 @@ from memfit.units import MiB
 #: kernels ran once (38 MiB before numba), + recorder and HDF5 state. An 8-edge gene of a
 #: 12,625 × 128 matrix at B = 1,000 peaks at 200 MiB.
 STAGE_BASELINE_BYTES = 170 * MiB
+#: The same when no gene of the task has edges: numba is imported but its kernels never load
+#: nor start threads (measured: 128 MiB peak for a 0-edge gene of realistic 2,000 × 128 at
+#: B = 200, where the full baseline gave estimate/peak 1.46).
+NO_EDGE_BASELINE_BYTES = 120 * MiB
 #: Fixed resident bytes of the first tile of a gene with edges (BLAS buffers, first work arrays).
 FIRST_TILE_BYTES = 8 * MiB
 #: Temporaries of the per-edge statistics (dcoex.stages.s02b_bootstrap_edges.science works in row blocks of this).
@@ -123,7 +127,7 @@ def estimate(
     products = min(GATHER_WORK_BYTES, b * c * max(ks) * 2 * itemsize)
     stats_rows = max(1, min(c, STATS_WORK_BYTES // max(16 * b, 1)))
     components = {
-        "python": STAGE_BASELINE_BYTES,
+        "python": STAGE_BASELINE_BYTES if e else NO_EDGE_BASELINE_BYTES,
         "first_tile": FIRST_TILE_BYTES if e else 0,
         "expr": n * int(n_samples) * 4 + n * sum(ks) * 4,
         "indices": b * (int(kr_low) + int(kr_high)) * 16 + b * sum(ks) * 20,
