@@ -779,8 +779,9 @@ def large(folder: Path, max_epochs: int) -> dict:
         "steps": {k: {"measured_bytes": v["peak_rss_bytes"], "estimated_bytes": diag["steps"][k]["total_bytes"],
                       "wall_s": v["wall_s"]} for k, v in report["steps"].items()},
         "max_epochs": max_epochs, "scvi": report["scvi"], "method": report["method"],
+        "ensemble": report.get("ensemble"),
         "run_wall_s": round(wall, 1), "accuracy": report["metrics"]["accuracy"],
-        "machine": {"cpus": os.cpu_count(), "note": "2 cores shared with other agents (loaded)"},
+        "machine": {"cpus": os.cpu_count(), "load_avg_after": " ".join(open("/proc/loadavg").read().split()[:3])},
     }
     LARGE_RESULTS.write_text(json.dumps(row, indent=1) + "\n")
     print(json.dumps(row, indent=1))

@@ -62,7 +62,7 @@ def recommendations(
     if n_cells >= GPU_RECOMMEND_CELLS and device != "gpu":
         advice.append(f"{n_cells} cells: scVI trains several times faster on a GPU (--device gpu, --gpu in the submit scripts); "
                       "on CPUs, run --ensemble none skips SCANVI's classifier epochs (up to the scVI budget again, "
-                      "each ~2x a scVI epoch)")
+                      "each ~1.4x a scVI epoch)")
     if device == "gpu" and not gpu_seen:
         advice.append("--device gpu was asked but torch sees no GPU here: run will fail with exit 2 (use auto)")
     if not advice:

@@ -159,10 +159,12 @@ def train_latent(
             samples[draw] = net.get_latent_representation(indices=rows, give_mean=False, batch_size=batch_size)
         proba, classes, n_classifier, classifier_s = None, (), 0, 0.0
         if model == "scanvi" and classifier_epochs > 0:
+            before = len(net.history.get("elbo_train", []))
             start = time.monotonic()
             net.train(max_epochs=int(classifier_epochs), n_samples_per_label=100, **train)
             classifier_s = time.monotonic() - start
-            n_classifier = len(net.history.get("elbo_train", [])) or int(classifier_epochs)
+            after = len(net.history.get("elbo_train", []))  # scvi-tools appends to the history
+            n_classifier = (after - before if after > before else after) or int(classifier_epochs)
             at = np.arange(adata.n_obs) if predict_rows is None else np.asarray(predict_rows)
             soft = net.predict(indices=at, soft=True, batch_size=batch_size)
             classes = tuple(str(c) for c in soft.columns if str(c) != UNLABELLED)
