@@ -161,6 +161,9 @@ def test_device_auto_and_a_missing_gpu_are_refused(tmp_path, tsv):
     done = run_driver("slurm", ["--expr-tsv", tsv, "--out-dir", tmp_path / "a", "--dry-run", "--device", "auto"])
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
     assert "--device auto is for a stage run by hand" in done.stderr
+    for bad in (["--gres", ""], ["--gpu-resource", "gpu = 1"]):
+        done = run_driver("slurm", ["--expr-tsv", tsv, "--out-dir", tmp_path / "c", "--dry-run", "--device", "gpu", *bad])
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and bad[0] in done.stderr
     if not gpu_available():
         done = run_driver("slurm", ["--expr-tsv", tsv, "--out-dir", tmp_path / "b", "--local", "--device", "gpu"])
         assert done.returncode == 2 and "torch sees no CUDA GPU" in done.stderr and not (tmp_path / "b").exists()

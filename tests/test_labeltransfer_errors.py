@@ -72,6 +72,8 @@ CASES = [
     ("not h5ad (hdf5)", {"ref": "plain"}, [], 2, "not an .h5ad file"),
     ("missing file", {"ref": "nothing"}, [], 2, "no such file"),
     ("bad threshold", {}, ["--unknown-threshold", "1.5"], 2, "--unknown-threshold must be in [0, 1]"),
+    ("ensemble without SCANVI", {}, ["--method", "scvi-xgb", "--ensemble", "scanvi"], 2,
+     "--ensemble scanvi needs --method scanvi-xgb"),
 ]
 
 

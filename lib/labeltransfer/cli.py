@@ -36,7 +36,7 @@ def run_options(func):
     """Options of the run itself, shared by ``run`` and the cluster submit scripts."""
     options = [
         click.option("--method", default="scanvi-xgb", show_default=True, type=click.Choice(["scanvi-xgb", "scvi-xgb"]), help="Latent + classifier: SCANVI (scVI trained on with the reference labels) or scVI alone, then XGBoost."),
-        click.option("--ensemble", default="scanvi", show_default=True, type=click.Choice(["scanvi", "none"]), help="scanvi-xgb only: average XGBoost's class probabilities with SCANVI's own classifier's, trained up to the scVI epoch budget more (early stopping); none = XGBoost alone."),
+        click.option("--ensemble", default=None, type=click.Choice(["scanvi", "none"]), help="scanvi (default with scanvi-xgb): average XGBoost's class probabilities with SCANVI's own classifier's, trained up to the scVI epoch budget more (early stopping); none (default with scvi-xgb) = XGBoost alone."),
         click.option("--max-epochs", default=None, type=click.IntRange(1, None), help="scVI epochs at most (early stopping, patience 10); default: scvi-tools' min(round(20000 / cells × 400), 400)."),
         click.option("--xgb-tuning", default="none", show_default=True, type=TUNING, help="Stratified K-fold grid search: quick (4 combos, 3 folds), full (48 combos, 5 folds); none = depth 4, learning rate 0.1, 200 trees."),
         click.option("--class-weight", default="balanced", show_default=True, type=click.Choice(["balanced", "none"]), help="XGBoost sample weights: balanced = each type weighs the same in total (helps rare types)."),

@@ -69,7 +69,7 @@ class RunOptions:
     n_latent: int = 30
     max_epochs: int | None = None
     method: str = "scanvi-xgb"
-    ensemble: str = "scanvi"
+    ensemble: str | None = None
     batch_size: int = 128
     device: str = "auto"
     xgb_tuning: str = "none"
@@ -94,13 +94,18 @@ class RunOptions:
             raise InputError(f"--unknown-quantile must be in (0, 1), got {self.unknown_quantile}")
         if self.method not in METHODS:
             raise InputError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.ensemble not in ENSEMBLES:
+        if self.ensemble is not None and self.ensemble not in ENSEMBLES:
             raise InputError(f"--ensemble must be one of {', '.join(ENSEMBLES)}, got {self.ensemble!r}")
+        if self.ensemble == "scanvi" and self.method != "scanvi-xgb":
+            raise InputError("--ensemble scanvi needs --method scanvi-xgb (it averages with SCANVI's classifier)")
 
     @property
     def ensemble_used(self) -> str:
-        """The ensemble this run makes: SCANVI's classifier exists only with scanvi-xgb."""
-        return self.ensemble if self.method == "scanvi-xgb" else "none"
+        """The ensemble this run makes: by default SCANVI's with scanvi-xgb (its classifier
+        exists only there), none with scvi-xgb."""
+        if self.ensemble is not None:
+            return self.ensemble
+        return "scanvi" if self.method == "scanvi-xgb" else "none"
         if self.unknown_latent not in UNKNOWN_LATENTS:
             raise InputError(f"--unknown-latent must be one of {', '.join(UNKNOWN_LATENTS)}, got {self.unknown_latent!r}")
         if self.unknown_rule not in UNKNOWN_RULES:

@@ -235,6 +235,10 @@ def parse_args(argv: list[str], scheduler: str) -> Options | None:
     if params["device"] == "auto":
         raise InputError("--device auto is for a stage run by hand: the driver asks the scheduler for a GPU only "
                          "with --device gpu (or computes on CPUs with cpu)")
+    for flag, value in (("--gres", ns.gres), ("--gpu-resource", ns.gpu_resource)):
+        if not value or any(ch.isspace() for ch in value):
+            raise InputError(f"{flag} {value!r}: expected the scheduler's GPU request, e.g. "
+                             f"{DEFAULT_SLURM_GRES if flag == '--gres' else DEFAULT_SGE_GPU_RESOURCE}")
     if params["device"] == "gpu" and ns.local and not ns.dry_run:
         from hpc.device import gpu_available
 
