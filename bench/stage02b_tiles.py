@@ -71,18 +71,30 @@ def prepare(work: Path, n_genes: int, n_samples: int, n_boot: int, gene: int) ->
         write_provenance(f, stage_contract("01").wanted(values, FileUpstream(files={"00": work / "expression.h5"})))
 
 
+def tile_shapes(gene_i, gene_j, edge_chunk: int) -> list[tuple[int, int]]:
+    """(rows, columns) of each 2-D tile of a band as 02b cuts it (science.column_tiles)."""
+    import numpy as np
+
+    from dcoex.stages.s02b_bootstrap_edges.science import column_tiles
+
+    return [(np.unique(gene_i[at]).size, np.unique(gene_j[at]).size) for at in column_tiles(gene_i, gene_j, edge_chunk)]
+
+
 def gemm_bound(base_file: str, edge_chunk: int, n_boot: int, k_low: int, k_high: int) -> dict:
-    """FLOPs of the tiles' per-replicate products, the float32 rate on the median tile
-    shape (measured now) and their quotient (seconds)."""
+    """FLOPs of the tiles' per-replicate products (the 2-D tiles of each band, as the stage
+    cuts them), the float32 rate on the median tile shape (measured now) and their quotient
+    (seconds)."""
     import time
 
     import numpy as np
 
     from dcoex.edge_files import iter_base_edges
+    from dcoex.stages.s02b_bootstrap_edges.estimator import band_edges
 
     shapes = []
-    for chunk in iter_base_edges(Path(base_file), chunk_edges=edge_chunk):
-        shapes.append((np.unique(chunk["gene_i"]).size, np.unique(chunk["gene_j"]).size))
+    for chunk in iter_base_edges(Path(base_file), chunk_edges=band_edges(edge_chunk, n_boot),
+                                 columns=("gene_i", "gene_j")):
+        shapes += tile_shapes(chunk["gene_i"], chunk["gene_j"], edge_chunk)
     if not shapes:
         return {"tiles": 0, "flops": 0, "gflops_rate": None, "bound_s": 0.0}
     flops = sum(2.0 * t * c * (k_low + k_high) * n_boot for t, c in shapes)
@@ -103,9 +115,10 @@ def gemm_bound(base_file: str, edge_chunk: int, n_boot: int, k_low: int, k_high:
 
 
 def time_tiles(work: Path, alpha: float, gene: int, n_tiles: int, tile: int) -> dict:
-    """In this process: 02b's science (replicate_deltas + boot_stats) on the first
-    ``n_tiles`` tiles of the gene's 02a file, wall and CPU seconds, and the GEMM bound of the
-    same tiles at the float32 rate measured right after; extrapolated to all the edges."""
+    """In this process: 02b's science (bootstrap_band: the 2-D tiles of each band,
+    replicate Δ's and statistics) on the first bands of the gene's 02a file until
+    ``n_tiles`` tiles ran, wall and CPU seconds, and the GEMM bound of the same tiles at the
+    float32 rate measured right after; extrapolated to all the edges."""
     import time
 
     import h5py
@@ -113,10 +126,11 @@ def time_tiles(work: Path, alpha: float, gene: int, n_tiles: int, tile: int) -> 
 
     from dcoex.edge_files import iter_base_edges, read_base_meta
     from dcoex.expression_store import open_expression
-    from dcoex.stages.s02b_bootstrap_edges.science import boot_stats, positions_in_group, replicate_deltas
+    from dcoex.stages.s02b_bootstrap_edges.estimator import band_edges
+    from dcoex.stages.s02b_bootstrap_edges.science import bootstrap_band, positions_in_group, replicate_deltas
 
     base_file = next((work / f"base_{alpha}").glob(f"*_g{gene}.h5"))
-    with open_expression(str(work / "expression.h5")) as store:
+    with open_expression(work / "expression.h5") as store:
         expr = store.read_all()
     with h5py.File(work / "bootstrap_indices.h5", "r") as f:
         low, high = np.sort(f["indices/low"][gene]), np.sort(f["indices/high"][gene])
@@ -126,18 +140,20 @@ def time_tiles(work: Path, alpha: float, gene: int, n_tiles: int, tile: int) -> 
     pos_low, pos_high = positions_in_group(lb, low), positions_in_group(hb, high)
     _, n_edges = read_base_meta(base_file)
     buffer, pool, shapes = np.empty((n_boot, tile), dtype=np.float32), {}, []
-    first = next(iter(iter_base_edges(base_file, chunk_edges=1000)))  # warm-up: compiled kernels loaded
+    columns = ("gene_i", "gene_j", "r_low", "r_high")
+    first = next(iter(iter_base_edges(base_file, chunk_edges=1000, columns=columns)))  # warm-up: kernels loaded
     replicate_deltas(x_low, x_high, pos_low[:2], pos_high[:2], gene_i=first["gene_i"].astype(np.int64),
                      gene_j=first["gene_j"].astype(np.int64))
     done = wall = cpu = 0.0
-    for i, chunk in enumerate(iter_base_edges(base_file, chunk_edges=tile)):
-        if i == n_tiles:
+    for chunk in iter_base_edges(base_file, chunk_edges=band_edges(tile, n_boot), columns=columns):
+        if len(shapes) >= n_tiles:
             break
         gi, gj = chunk["gene_i"].astype(np.int64), chunk["gene_j"].astype(np.int64)
-        shapes.append((np.unique(gi).size, np.unique(gj).size))
+        shapes += tile_shapes(gi, gj, tile)
+        delta_base = (chunk["r_high"] - chunk["r_low"]).astype(np.float32)
         w0, c0 = time.perf_counter(), time.process_time()
-        deltas = replicate_deltas(x_low, x_high, pos_low, pos_high, gene_i=gi, gene_j=gj, out=buffer, pool=pool)
-        boot_stats(deltas, (chunk["r_high"] - chunk["r_low"]).astype(np.float32), 0.05)
+        bootstrap_band(x_low, x_high, pos_low, pos_high, gene_i=gi, gene_j=gj, delta_base=delta_base, ci_alpha=0.05,
+                       tile_edges=tile, buffer=buffer, pool=pool)
         wall += time.perf_counter() - w0
         cpu += time.process_time() - c0
         done += gi.size

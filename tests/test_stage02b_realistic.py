@@ -87,6 +87,60 @@ def test_realistic_density_matches_naive_loop(run):
     assert 0 < dense < total  # both the core products and the gathered dot products ran
 
 
+def test_band_tiles_give_every_edge_the_statistics_of_one_tile(run, monkeypatch, tmp_path):
+    """A band of whole gene rows cut into 2-D tiles (its rows × runs of columns) gives every
+    edge the statistics it gets in one tile, bit for bit, while each tile ranks far fewer
+    genes than a tile of whole rows; the stage run in bands of several tiles writes the same
+    statistics as the run above (one tile per band)."""
+    from dcoex.stages.s02b_bootstrap_edges import estimator
+    from dcoex.stages.s02b_bootstrap_edges.science import (
+        BootStats,
+        boot_stats,
+        bootstrap_band,
+        column_tiles,
+        positions_in_group,
+        replicate_deltas,
+    )
+
+    x, idx, genes, folder = run
+    n = x.shape[0]
+    _, base = read_edges(gene_file_path(folder / "base", 0, "g0", n))
+    gi, gj = base["edges/gene_i"].astype(np.int64), base["edges/gene_j"].astype(np.int64)
+    delta_base = base["edges/r_high"].astype(np.float32) - base["edges/r_low"].astype(np.float32)
+    with h5py.File(idx, "r") as f:
+        low, high = np.sort(f["indices/low"][0]), np.sort(f["indices/high"][0])
+        pos_low = positions_in_group(f["indices/low_boot"][0], low)
+        pos_high = positions_in_group(f["indices/high_boot"][0], high)
+    args = (x[:, low], x[:, high], pos_low, pos_high)
+    whole = boot_stats(replicate_deltas(*args, gene_i=gi, gene_j=gj), delta_base, CI_ALPHA)
+    tile = 700
+    tiles = column_tiles(gi, gj, tile)
+    assert len(tiles) >= 4 and np.array_equal(np.sort(np.concatenate(tiles)), np.arange(gi.size))
+    assert all(np.all(np.diff(at) > 0) and at.size <= tile for at in tiles)
+    span = 8 * tile  # a band of 8 tiles, as the stage reads them
+    ranked = max(np.unique(np.concatenate([gi[at], gj[at]])).size for at in column_tiles(gi[:span], gj[:span], tile))
+    rows = max(np.unique(np.concatenate([gi[e0 : e0 + tile], gj[e0 : e0 + tile]])).size for e0 in range(0, span, tile))
+    assert ranked < 0.8 * rows  # tiles of whole rows touch nearly every gene
+    band = bootstrap_band(*args, gene_i=gi, gene_j=gj, delta_base=delta_base, ci_alpha=CI_ALPHA, tile_edges=tile,
+                          buffer=np.empty((B, tile), np.float32), pool={})
+    for name in BootStats.__dataclass_fields__:
+        assert getattr(band, name).tobytes() == getattr(whole, name).tobytes(), name
+
+    monkeypatch.setattr(estimator, "BAND_EDGE_BYTES", 1)  # bands of BAND_TILES tiles even at this small B
+    assert estimator.band_edges(400, B) == 400 * estimator.BAND_TILES
+    done = run_inproc(SCRIPT_02B, "--expr-h5", folder / "expression.h5", "--indices-h5", idx, "--gene-range", "0:2",
+                      "--base-dir", folder / "base", "--out-dir", tmp_path / "boot", "--ci-alpha", CI_ALPHA,
+                      "--batch-size", 400)
+    assert done.returncode == 0, done.stderr
+    for gene in genes:
+        with h5py.File(gene_file_path(folder / "boot", gene, f"g{gene}", n), "r") as one, \
+                h5py.File(gene_file_path(tmp_path / "boot", gene, f"g{gene}", n), "r") as banded:
+            assert banded["boot/delta_mean"].shape[0] > 3 * 400 * estimator.BAND_TILES // 4
+            for name in one["boot"]:
+                if name != "delta_replicates":
+                    np.testing.assert_array_equal(banded[f"boot/{name}"][()], one[f"boot/{name}"][()], err_msg=name)
+
+
 def test_sorted_rank_path_equals_sign_products(monkeypatch):
     """Genes whose sign matrices do not fit are ranked from cumulative counts: same Δ bits."""
     from dcoex.stages.s02b_bootstrap_edges import estimator
@@ -111,8 +165,8 @@ def test_sorted_rank_path_equals_sign_products(monkeypatch):
 
 def test_output_sizes_and_bounded_estimate(run, tmp_path):
     """output_bytes of 02b and 03 bound the files written (within 3×); 02b's memory
-    estimate depends on the tile, not on the gene's edge count."""
-    from dcoex.stages.s02b_bootstrap_edges.estimator import estimate
+    estimate depends on the tile and its band, not on the gene's edge count."""
+    from dcoex.stages.s02b_bootstrap_edges.estimator import band_edges, estimate
     from dcoex.stages.s02b_bootstrap_edges.estimator import output_bytes as boot_bytes
     from dcoex.stages.s03_network.cli import run_network
     from dcoex.stages.s03_network.estimator import output_bytes as network_bytes
@@ -130,5 +184,5 @@ def test_output_sizes_and_bounded_estimate(run, tmp_path):
             n_network = int(f["meta"].attrs["n_significant"])
         assert 0 < n_network and net.stat().st_size <= network_bytes(n_genes=n, n_edges=n_network) <= 3 * net.stat().st_size
     shape = dict(n_genes=12625, n_samples=128, n_bootstrap=1000, k_low=25, k_high=25, kr_low=20, kr_high=20)
-    tile = estimate(**shape, n_edges=134_217, edge_chunk=134_217).total_bytes
-    assert estimate(**shape, n_edges=24_700_000, edge_chunk=134_217).total_bytes == tile < 2 * 1024**3
+    band = estimate(**shape, n_edges=band_edges(134_217, 1000), edge_chunk=134_217).total_bytes
+    assert estimate(**shape, n_edges=24_700_000, edge_chunk=134_217).total_bytes == band < 2 * 1024**3

@@ -9,7 +9,7 @@ Layouts are fixed in docs/design.md §3.4–§3.5 and docs/stage02a.md / docs/st
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -218,12 +218,18 @@ def edge_form(n_tests: int, n_edges: int) -> str:
     return "bitmap" if n_tests and n_edges >= BITMAP_DENSITY * n_tests else "sparse"
 
 
-def iter_base_edges(path: Path, *, chunk_edges: int) -> Iterator[dict[str, np.ndarray]]:
-    """Every edge column of a 02a file (BASE_EDGE_DTYPES, derived ones computed), in chunks
-    of at most ``chunk_edges`` edges, ascending pair_index. ValueError naming the file if
-    it is unreadable or incomplete. At most one chunk (and one bitmap window) is in memory."""
+def iter_base_edges(path: Path, *, chunk_edges: int,
+                    columns: Iterable[str] | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """Every edge column of a 02a file (BASE_EDGE_DTYPES, derived ones computed), or only
+    ``columns`` (names of BASE_EDGE_DTYPES; the others are then neither read nor computed),
+    in chunks of at most ``chunk_edges`` edges, ascending pair_index. ValueError naming the
+    file if it is unreadable or incomplete. At most one chunk (and one bitmap window) is in memory."""
     if chunk_edges < 1:
         raise ValueError(f"chunk_edges {chunk_edges}: must be >= 1")
+    wanted = tuple(BASE_EDGE_DTYPES) if columns is None else tuple(columns)
+    unknown = sorted(set(wanted) - set(BASE_EDGE_DTYPES))
+    if unknown:
+        raise ValueError(f"unknown 02a edge columns {unknown}")
     with open_h5_input(path, "base correlations file") as f:
         try:
             meta = read_meta(f["meta"])
@@ -236,7 +242,7 @@ def iter_base_edges(path: Path, *, chunk_edges: int) -> Iterator[dict[str, np.nd
             start = 0
             for pair in pairs:
                 end = start + pair.size
-                yield _edge_chunk(group, meta, pair, start, end, tables=tables)
+                yield _edge_chunk(group, meta, pair, start, end, tables=tables, columns=wanted)
                 start = end
             if start != n_edges:
                 raise ValueError(f"base correlations file {path}: {start} pairs for {n_edges} edges")
@@ -292,12 +298,16 @@ def _pair_chunks(group: h5py.Group, n_edges: int, chunk_edges: int) -> Iterator[
 
 
 def _edge_chunk(group: h5py.Group, meta: Mapping[str, object], pair: np.ndarray, start: int, end: int, *,
-                tables: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Edge columns [start, end) with the derived ones (docs/stage02a.md, "Storage")."""
-    stored = {name: group[name][start:end] for name in BASE_EDGE_DTYPES if name in group and name != "pair_index"}
+                tables: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                columns: tuple[str, ...] = tuple(BASE_EDGE_DTYPES)) -> dict[str, np.ndarray]:
+    """Edge ``columns`` [start, end), derived ones computed (docs/stage02a.md, "Storage")."""
+    needed = set(columns) | set(BASE_STORED)
+    stored = {name: group[name][start:end] for name in BASE_EDGE_DTYPES
+              if name in needed and name in group and name != "pair_index"}
     n_genes, k_low, k_high = int(meta["n_genes"]), int(meta["k_low"]), int(meta["k_high"])
     r_low, r_high = stored["r_low"], stored["r_high"]
-    gene_i, gene_j = pair_from_flat(pair, n_genes)
+    genes = pair_from_flat(pair, n_genes) if {"gene_i", "gene_j"} & set(columns) else (None, None)
+    gene_i, gene_j = genes
     derived = {
         "q_low": lambda: q_from_table(tables["low"], np.abs(r_low)),
         "q_high": lambda: q_from_table(tables["high"], np.abs(r_high)),
@@ -313,9 +323,9 @@ def _edge_chunk(group: h5py.Group, meta: Mapping[str, object], pair: np.ndarray,
         "sig_high": lambda: np.abs(r_high) >= np.float32(meta["cut_high"]),
     }
     out = {}
-    for name, dtype in BASE_EDGE_DTYPES.items():
+    for name in columns:
         value = stored[name] if name in stored else derived[name]
-        out[name] = np.asarray(value() if callable(value) else value, dtype=dtype)
+        out[name] = np.asarray(value() if callable(value) else value, dtype=BASE_EDGE_DTYPES[name])
     return out
 
 

@@ -31,9 +31,15 @@ from dcoex.pergene import resolve_genes, run_genes
 from dcoex.provenance import why_stale, write_provenance
 from dcoex.stages.params import EDGE_SELECTIONS
 from dcoex.stages.s02b_bootstrap_edges.contract import CONTRACT
-from dcoex.stages.s02b_bootstrap_edges.estimator import estimate, max_chunk
+from dcoex.stages.s02b_bootstrap_edges.estimator import band_edges, estimate, max_chunk
 from dcoex.stages.s02b_bootstrap_edges.kernels import set_threads
-from dcoex.stages.s02b_bootstrap_edges.science import boot_stats, device_bytes, positions_in_group, replicate_deltas
+from dcoex.stages.s02b_bootstrap_edges.science import (
+    boot_stats,
+    bootstrap_band,
+    device_bytes,
+    positions_in_group,
+    replicate_deltas,
+)
 from dcoex.stages.upstream import FileUpstream
 from dcoex.threads import blas_threads
 from hpc.atomic import atomic_output, ensure_writable_dir
@@ -46,6 +52,8 @@ from memfit.record import PeakRecorder, h5_attrs, task_sidecar_path, write_sidec
 
 STAGE = "02b"
 CI_METHOD = "percentile (numpy linear interpolation over the finite replicates)"
+#: The 02a columns 02b reads (selection, hash, genes, Δ_base); the others are not computed.
+BASE_COLUMNS = ("pair_index", "gene_i", "gene_j", "r_low", "r_high", "sig_low", "sig_high")
 STAT_NAMES = ("delta_mean", "delta_std", "ci_low", "ci_high", "n_finite", "n_minority")
 
 
@@ -161,21 +169,29 @@ def run_bootstrap(
                 base_sha = BaseEdgesSha()
                 with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
                     writer = BootFileWriter(f, max_edges=n_base, n_boot_stored=n_boot if store_replicates else None)
-                    for chunk in iter_base_edges(inputs["path"], chunk_edges=plan.batch_size):
+                    band = band_edges(plan.batch_size, n_boot, store_replicates=store_replicates)
+                    for chunk in iter_base_edges(inputs["path"], chunk_edges=band, columns=BASE_COLUMNS):
                         keep = selected_rows(chunk, edge_selection)
                         e = {name: col[keep] for name, col in chunk.items()}
                         del chunk
                         gi, gj = e["gene_i"].astype(np.int64), e["gene_j"].astype(np.int64)
                         base_sha.update(e)
                         delta_base = e["r_high"].astype(np.float32) - e["r_low"].astype(np.float32)
-                        if buffer is None or buffer.shape[1] < gi.size:
+                        tile = min(plan.batch_size, gi.size)
+                        if buffer is None or buffer.shape[1] < tile:
                             buffer = None
-                            buffer = np.empty((n_boot, gi.size), dtype=np.float32)
-                        deltas = replicate_deltas(x_low, x_high, pos_low, pos_high, gene_i=gi, gene_j=gj, out=buffer,
-                                                  pool=pool, backend=backend)
-                        stats = boot_stats(deltas, delta_base, ci_alpha)
+                            buffer = np.empty((n_boot, tile), dtype=np.float32)
+                        deltas = None
+                        if store_replicates:  # one tile per band: the replicates in the 02a order
+                            deltas = replicate_deltas(x_low, x_high, pos_low, pos_high, gene_i=gi, gene_j=gj,
+                                                      out=buffer, pool=pool, backend=backend)
+                            stats = boot_stats(deltas, delta_base, ci_alpha)
+                        else:
+                            stats = bootstrap_band(x_low, x_high, pos_low, pos_high, gene_i=gi, gene_j=gj,
+                                                   delta_base=delta_base, ci_alpha=ci_alpha, tile_edges=plan.batch_size,
+                                                   buffer=buffer, pool=pool, backend=backend)
                         columns = {f"boot/{name}": getattr(stats, name) for name in STAT_NAMES}
-                        writer.append(columns, deltas if store_replicates else None)
+                        writer.append(columns, deltas)
                         del deltas, stats, columns, e
                     meta = expected_meta(gene, inputs, _sha(lb, hb), base_sha.hexdigest())
                     meta.update(

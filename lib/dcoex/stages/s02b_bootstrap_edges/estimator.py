@@ -13,6 +13,8 @@ tiles are read from the 02a file and appended to the output one at a time):
 - ``indices``: the gene's bootstrap indices and positions (int64) and the resample counts;
 - ``tile_edges``: one tile's 02a columns, the selected copy, row indices, statistics and
   output conversions: TILE_EDGE_BYTES per edge;
+- ``band``: the rest of the band of whole gene rows the tile is cut from (band_edges,
+  BAND_EDGE_BYTES per edge);
 - ``deltas``: the (B × c) float32 replicate buffer, reused by every tile;
 - ``signs``: per group the tile genes' sign matrices (n_c·k × k float32) when they fit
   SIGN_WORK_BYTES, else their sort order and rank index (int64), and their values;
@@ -58,6 +60,14 @@ SIGN_WORK_BYTES = 64 * MiB
 #: hashes and output conversions; 280 puts the estimate 8-24 % above the measured peak from
 #: 3 to 2.2·10^7 edges, bench/results/stage02b_03_realistic.json).
 TILE_EDGE_BYTES = 280
+#: Tiles per band: 02b reads the 02a edges in bands of whole gene rows and cuts each band into
+#: 2-D tiles of its rows × a run of columns (science.bootstrap_band), so a tile ranks the
+#: resamples of ~R + C genes for R·C pairs instead of all N genes for a few rows.
+BAND_TILES = 8
+#: Bytes per edge of a band beyond its first tile: the 02a columns read (pair index, genes,
+#: r's, significance flags), the selected copy, int64 gene rows, Δ_base, the tile positions
+#: and the band's statistics before they are written.
+BAND_EDGE_BYTES = 128
 #: Statistics temporaries per value of a row block (C-ordered copy 4, mask 1, centred 4, ...).
 STATS_BYTES_PER_VALUE = 14
 #: HDF5 chunk buffers and caches of the output datasets.
@@ -67,6 +77,16 @@ HDF5_BYTES = 16 * MiB
 def max_chunk(n_bootstrap: int) -> int:
     """Most edges per tile: MAX_CHUNK_DELTA_BYTES of float32 Δ."""
     return max(1, MAX_CHUNK_DELTA_BYTES // (4 * max(int(n_bootstrap), 1)))
+
+
+def band_edges(edge_chunk: int, n_bootstrap: int, *, store_replicates: bool = False) -> int:
+    """Edges per band at ``edge_chunk`` edges per tile: BAND_TILES tiles, fewer when B is
+    small (the band's BAND_EDGE_BYTES per edge stay under half the tile's Δ bytes); one tile
+    with ``store_replicates`` (the replicates are written in the 02a order, tile by tile)."""
+    if store_replicates:
+        return max(1, int(edge_chunk))
+    tiles = max(1, min(BAND_TILES, (4 * int(n_bootstrap)) // (2 * BAND_EDGE_BYTES)))
+    return max(1, int(edge_chunk)) * tiles
 
 
 def signs_fit(n_genes: int, k: int) -> bool:
@@ -132,6 +152,7 @@ def estimate(
         "expr": n * int(n_samples) * 4 + n * sum(ks) * 4,
         "indices": b * (int(kr_low) + int(kr_high)) * 16 + b * sum(ks) * 20,
         "tile_edges": c * TILE_EDGE_BYTES if e else 0,
+        "band": (min(band_edges(c, b, store_replicates=store_replicates), e) - c) * BAND_EDGE_BYTES if e > c else 0,
         "deltas": c * b * 4 if e else 0,
         "signs": sum((n_c * k * k * 4 if fit else n_c * k * 24) + n_c * k * 4 for k, fit in zip(ks, cached, strict=True)),
         "work": block * per_rep + products if e else 0,

@@ -4,6 +4,8 @@
   rows, both groups' products (BLAS, small enough to stay in cache) and at once each edge's
   r_H, r_L and Δ = r_H − r_L, where NumPy wrote each whole product to memory and made six
   passes over the edges (two gathers, four scale gathers and products, the subtraction);
+- :func:`rank_products`, :func:`rank_scales`: the resamples' integer ranks (one BLAS
+  product per run of replicates, the runs in parallel) and each gene's scale in one pass;
 - :func:`row_moments`: the per-edge counts and float64 sums of the statistics
   (science.boot_stats) with numpy's summation order, and the C-ordered copy numpy's sort
   then orders for the percentiles (a SIMD sort beats a compiled selection here);
@@ -23,6 +25,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+import dcoex.threads  # noqa: F401 - OMP_WAIT_POLICY before numba starts OpenMP (dcoex.threads)
+
 #: numpy's pairwise summation block (PW_BLOCKSIZE).
 PAIRWISE_BLOCK = 128
 #: numpy's ufunc buffer (elements): a float32 → float64 sum is added in chunks of it.
@@ -36,6 +40,34 @@ def set_threads(n_threads: int) -> int:
     n = max(1, min(int(n_threads), numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(n)
     return n
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def rank_products(counts, signs_t, out, n_parts):
+    """out[b0:b1] = counts[b0:b1] · signs_t for ``n_parts`` runs of replicates in parallel
+    (BLAS inside each, single-threaded): the resamples' integer ranks from the sign matrices,
+    exact integer sums whatever the blocking."""
+    nb = counts.shape[0]
+    step = (nb + n_parts - 1) // n_parts
+    for part in prange(n_parts):
+        b0 = part * step
+        b1 = min(b0 + step, nb)
+        if b0 < b1:
+            np.dot(counts[b0:b1], signs_t, out[b0:b1])
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def rank_scales(u, counts, scale):
+    """scale[b, g] = float32(1 / sqrt(Σ_p counts[b, p]·u[b, g, p]²)), the sum an exact integer
+    in float64; NaN where it is 0 (a gene constant in the resample)."""
+    nb, g, k = u.shape
+    for b in prange(nb):
+        for i in range(g):
+            total = 0.0
+            for p in range(k):
+                v = np.float64(u[b, i, p])
+                total += np.float64(counts[b, p]) * (v * v)
+            scale[b, i] = np.float32(1.0 / np.sqrt(total)) if total > 0 else np.float32(np.nan)
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -119,91 +151,136 @@ def core_deltas(rows_h, cols_h, scale_h, rows_l, cols_l, scale_l, row_ptr, row_g
 
 
 @njit(cache=True, nogil=True)
-def _pairwise(a, lo, n):
-    """numpy's pairwise float64 sum of a[lo:lo + n] (float32 values converted): the same
-    additions in the same order (numpy's pairwise_sum, blocks of PAIRWISE_BLOCK, 8 lanes)."""
-    if n < 8:
-        res = -0.0
-        for i in range(lo, lo + n):
-            res += np.float64(a[i])
-        return res
-    if n <= PAIRWISE_BLOCK:
-        r0, r1 = np.float64(a[lo]), np.float64(a[lo + 1])
-        r2, r3 = np.float64(a[lo + 2]), np.float64(a[lo + 3])
-        r4, r5 = np.float64(a[lo + 4]), np.float64(a[lo + 5])
-        r6, r7 = np.float64(a[lo + 6]), np.float64(a[lo + 7])
-        stop = n - n % 8
-        i = 8
-        while i < stop:
-            r0 += np.float64(a[lo + i])
-            r1 += np.float64(a[lo + i + 1])
-            r2 += np.float64(a[lo + i + 2])
-            r3 += np.float64(a[lo + i + 3])
-            r4 += np.float64(a[lo + i + 4])
-            r5 += np.float64(a[lo + i + 5])
-            r6 += np.float64(a[lo + i + 6])
-            r7 += np.float64(a[lo + i + 7])
-            i += 8
-        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-        while i < n:
-            res += np.float64(a[lo + i])
-            i += 1
-        return res
-    n2 = n // 2
-    n2 -= n2 % 8
-    return _pairwise(a, lo, n2) + _pairwise(a, lo + n2, n - n2)
+def _value(x, mean, squared):
+    """A replicate as summed: x, or (x − mean)² in float32 when ``squared``; 0 if not finite."""
+    if not np.isfinite(x):
+        return 0.0
+    if squared:
+        c = x - mean
+        return np.float64(c * c)
+    return np.float64(x)
+
+
+def sum_program(n_boot: int) -> np.ndarray:
+    """numpy's ``sum(dtype=np.float64)`` of n_boot float32 values as a postfix program for
+    row_moments (rows (op, lo, n); compiled code runs it without recursion): op 0 pushes the
+    pairwise sum of values lo..lo + n (n <= PAIRWISE_BLOCK: 8 lanes, numpy's pairwise_sum
+    leaf), 1 pops two sums and pushes theirs, 2 pops one and adds it to the total. The blocks
+    split as numpy splits them (halves rounded down to a multiple of 8); numpy casts in chunks
+    of its buffer (UFUNC_BUFFER values), each summed pairwise and added to the total in order."""
+    ops: list[tuple[int, int, int]] = []
+
+    def node(lo: int, n: int) -> None:
+        if n <= PAIRWISE_BLOCK:
+            ops.append((0, lo, n))
+            return
+        half = n // 2
+        half -= half % 8
+        node(lo, half)
+        node(lo + half, n - half)
+        ops.append((1, 0, 0))
+
+    for c0 in range(0, int(n_boot), UFUNC_BUFFER):
+        node(c0, min(UFUNC_BUFFER, int(n_boot) - c0))
+        ops.append((2, 0, 0))
+    return np.array(ops, dtype=np.int64).reshape(-1, 3)
 
 
 @njit(cache=True, nogil=True)
-def _row_sum(a, n):
-    """numpy's ``a[:n].sum(dtype=np.float64)`` of a float32 row: pairwise within each chunk of
-    numpy's cast buffer (UFUNC_BUFFER elements), chunks added in order."""
-    total = 0.0
-    for c0 in range(0, n, UFUNC_BUFFER):
-        total += _pairwise(a, c0, min(UFUNC_BUFFER, n - c0))
-    return total
+def _leaf(a, lo, n, s0, w, means, squared, out, acc):  # noqa: PLR0917 - numba kernels take no keyword-only arguments
+    """out[e] = numpy's pairwise_sum leaf (n <= PAIRWISE_BLOCK) of _value(a[lo:lo + n, s0 + e])
+    for e < w: in order below 8 values, else 8 lanes combined as numpy combines them."""
+    if n < 8:
+        for e in range(w):
+            out[e] = -0.0
+        for i in range(lo, lo + n):
+            for e in range(w):
+                out[e] += _value(a[i, s0 + e], means[e], squared)
+        return
+    for j in range(8):
+        for e in range(w):
+            acc[j, e] = _value(a[lo + j, s0 + e], means[e], squared)
+    stop = n - n % 8
+    i = 8
+    while i < stop:
+        for j in range(8):
+            row = lo + i + j
+            for e in range(w):
+                acc[j, e] += _value(a[row, s0 + e], means[e], squared)
+        i += 8
+    for e in range(w):
+        out[e] = ((acc[0, e] + acc[1, e]) + (acc[2, e] + acc[3, e])) + ((acc[4, e] + acc[5, e]) + (acc[6, e] + acc[7, e]))
+    while i < n:
+        for e in range(w):
+            out[e] += _value(a[lo + i, s0 + e], means[e], squared)
+        i += 1
+
+
+@njit(cache=True, nogil=True)
+def _column_sums(a, s0, w, means, squared, program, out, stack, acc):  # noqa: PLR0917 - numba kernels take no keyword-only arguments
+    """out[e] = numpy's float64 sum of _value over all B rows of column s0 + e (e < w), the
+    columns side by side (contiguous in ``a``'s rows), by ``program`` (sum_program);
+    ``stack`` (depth, >= w) and ``acc`` (8, >= w) are scratch."""
+    for e in range(w):
+        out[e] = 0.0
+    top = 0
+    for step in range(program.shape[0]):
+        op = program[step, 0]
+        if op == 0:
+            _leaf(a, program[step, 1], program[step, 2], s0, w, means, squared, stack[top], acc)
+            top += 1
+        elif op == 1:
+            for e in range(w):
+                stack[top - 2, e] += stack[top - 1, e]
+            top -= 1
+        else:
+            for e in range(w):
+                out[e] += stack[top - 1, e]
+            top -= 1
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def row_moments(deltas, e0, block, total, squares, n_finite, n_pos, n_neg, n_workers):  # noqa: PLR0917 - numba kernels take no keyword-only arguments
-    """For rows e0..e0 + n of ``deltas`` (E, B), any strides (the transposed (B, E) buffer):
-    a C-ordered copy into ``block`` (n, B), and per row over its finite values: the count,
-    how many are > 0 and < 0, the float64 sum and the float64 sum of (x − float32(sum/count))²
-    (float32 differences and squares) — the sums numpy's ``sum(axis=1, dtype=np.float64)``
-    gives, bit for bit, for the row with its non-finite values as 0. Rows are copied in runs
-    of EDGE_RUN (whole pages of the strided source); workers take runs in turn."""
+def row_moments(by_replicate, e0, block, total, squares, n_finite, n_pos, n_neg, program, n_workers):  # noqa: PLR0917 - numba kernels take no keyword-only arguments
+    """For edges e0..e0 + n (n = len(block)) of ``by_replicate`` (B, E), any row stride: a
+    C-ordered copy of their replicates into ``block`` (n, B), and per edge over its finite
+    replicates: the count, how many are > 0 and < 0, the float64 sum and the float64 sum of
+    (x − float32(sum/count))² (float32 differences and squares) — the sums numpy's
+    ``sum(axis=1, dtype=np.float64)`` gives, bit for bit, for the edge's row with its
+    non-finite values as 0 (``program``: sum_program(B)). Edges go in runs of EDGE_RUN,
+    computed side by side from the replicate rows (contiguous); workers take runs in turn."""
     n, n_boot = block.shape
     n_runs = (n + EDGE_RUN - 1) // EDGE_RUN
     for worker in prange(n_workers):
-        work = np.empty(n_boot, np.float32)
+        acc = np.empty((8, EDGE_RUN))
+        stack = np.empty((program.shape[0] + 1, EDGE_RUN))
+        sums = np.empty(EDGE_RUN)
+        means = np.zeros(EDGE_RUN, np.float32)
+        nf = np.empty(EDGE_RUN, np.int64)
+        pos = np.empty(EDGE_RUN, np.int64)
+        neg = np.empty(EDGE_RUN, np.int64)
         for run in range(worker, n_runs, n_workers):
-            s0 = run * EDGE_RUN
-            s1 = min(s0 + EDGE_RUN, n)
-            for b in range(n_boot):
-                for e in range(s0, s1):
-                    block[e, b] = deltas[e0 + e, b]
-            for e in range(s0, s1):
-                row = block[e]
-                nf = pos = neg = 0
-                for b in range(n_boot):  # branch-free (NaN compares false)
+            s0 = e0 + run * EDGE_RUN
+            w = min(EDGE_RUN, n - run * EDGE_RUN)
+            r0 = run * EDGE_RUN
+            for b0 in range(0, n_boot, 16):  # the copy, in 16-replicate strips
+                b1 = min(b0 + 16, n_boot)
+                for e in range(w):
+                    for b in range(b0, b1):
+                        block[r0 + e, b] = by_replicate[b, s0 + e]
+            for e in range(w):  # from the copy's rows; branch-free (NaN compares false)
+                row = block[r0 + e]
+                count = above = below = 0
+                for b in range(n_boot):
                     x = row[b]
-                    nf += np.isfinite(x)
-                    pos += x > 0
-                    neg += x < 0
-                if nf == n_boot:
-                    sum1 = _row_sum(row, n_boot)
-                    m32 = np.float32(sum1 / max(nf, 1))
-                    for b in range(n_boot):
-                        c = row[b] - m32
-                        work[b] = c * c
-                else:
-                    for b in range(n_boot):
-                        work[b] = row[b] if np.isfinite(row[b]) else np.float32(0)
-                    sum1 = _row_sum(work, n_boot)
-                    m32 = np.float32(sum1 / max(nf, 1))
-                    for b in range(n_boot):
-                        x = row[b]
-                        c = x - m32
-                        work[b] = c * c if np.isfinite(x) else np.float32(0)
-                total[e], squares[e] = sum1, _row_sum(work, n_boot)
-                n_finite[e], n_pos[e], n_neg[e] = nf, pos, neg
+                    count += np.isfinite(x)
+                    above += x > 0
+                    below += x < 0
+                nf[e], pos[e], neg[e] = count, above, below
+            _column_sums(by_replicate, s0, w, means, False, program, sums, stack, acc)
+            for e in range(w):
+                means[e] = np.float32(sums[e] / max(nf[e], 1))
+                total[r0 + e] = sums[e]
+                n_finite[r0 + e], n_pos[r0 + e], n_neg[r0 + e] = nf[e], pos[e], neg[e]
+            _column_sums(by_replicate, s0, w, means, True, program, sums, stack, acc)
+            for e in range(w):
+                squares[r0 + e] = sums[e]

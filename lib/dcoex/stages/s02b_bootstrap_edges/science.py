@@ -32,6 +32,7 @@ the finite replicates (``n_finite``).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -56,7 +57,7 @@ GATHER_COST_RATIO = 24.0
 #: Fixed cost of a core matrix product (per replicate), in pairs: small cores are not worth it.
 CORE_OVERHEAD_PAIRS = 4096
 #: Bytes of the core product computed at once on the host (a block of rows; kept in cache).
-CORE_BLOCK_BYTES = 128 * 1024
+CORE_BLOCK_BYTES = 512 * 1024
 #: Candidate core sizes tried per axis (geometric grid up to all rows / columns).
 CORE_GRID = 40
 
@@ -159,20 +160,14 @@ class ResampleSide:
         resample. r_ij = (Σ_p c_p·u_i,p·u_j,p)·scale_i·scale_j, an exact integer sum."""
         nb, g, k = b1 - b0, self.n_genes, self.k
         counts = self.counts32[b0:b1]
-        work = work_buffer(self.pool, self.name, (2, nb, g, k), np.float32)
-        u, squares = work[0], work[1]
+        u = work_buffer(self.pool, self.name, (nb, g, k), np.float32)
         if self._signs is not None:
-            np.matmul(counts, self._signs.T, out=u.reshape(nb, g * k))
+            kernels.rank_products(counts, self._signs.T, u.reshape(nb, g * k), numba.get_num_threads())
         else:
             self._sorted_ranks(counts, u)
         u = u.astype(self.dtype, copy=False)
-        if u.dtype == np.float32:
-            np.multiply(u, u, out=squares)
-        else:
-            squares = u * u
-        sums = np.matmul(squares, self.counts[b0:b1, :, None])[..., 0].astype(np.float64)  # exact integers
-        with np.errstate(divide="ignore"):
-            scale = np.where(sums > 0, 1.0 / np.sqrt(sums), np.nan).astype(np.float32)
+        scale = np.empty((nb, g), np.float32)
+        kernels.rank_scales(u, counts, scale)  # exact integer sums Σ c·u²
         return u, scale
 
 
@@ -280,9 +275,8 @@ class EdgeLayout:
             rows_l, cols_l = self._core_factors("low", u_l, counts_l)
             itemsize = max(u_h.itemsize, u_l.itemsize)
             row_block = max(1, CORE_BLOCK_BYTES // (2 * itemsize * self.core_cols.size))
-            with blas_limit(1 if numba.get_num_threads() > 1 else None):  # small BLAS calls inside numba's threads
-                kernels.core_deltas(rows_h, cols_h, scale_h, rows_l, cols_l, scale_l, self.core_ptr, self.core_rows,
-                                    self.core_col, self.core_gene_j, self.core_edges, out, row_block)
+            kernels.core_deltas(rows_h, cols_h, scale_h, rows_l, cols_l, scale_l, self.core_ptr, self.core_rows,
+                                self.core_col, self.core_gene_j, self.core_edges, out, row_block)
             return
         if self._pairs is None:
             self._pairs = (backend.put(self.core_row), backend.put(self.core_col))
@@ -330,11 +324,58 @@ def replicate_deltas(
                                   n_edges=n_edges,
                                   cumulative=low.uses_sorted_ranks or high.uses_sorted_ranks)
     step = replicate_block(per_replicate=per_rep, n_boot=n_boot)
-    for b0 in range(0, n_boot, step):
-        b1 = min(b0 + step, n_boot)
-        layout.deltas_into((*high.integer_ranks(b0, b1), high.counts[b0:b1]),
-                           (*low.integer_ranks(b0, b1), low.counts[b0:b1]), by_replicate[b0:b1], backend=backend)
+    # BLAS single-threaded: its calls run inside numba's threads (rank products, core
+    # products), and idle BLAS workers spinning beside them cost numba's threads up to half the CPU
+    with blas_limit(1 if numba.get_num_threads() > 1 else None):
+        for b0 in range(0, n_boot, step):
+            b1 = min(b0 + step, n_boot)
+            layout.deltas_into((*high.integer_ranks(b0, b1), high.counts[b0:b1]),
+                               (*low.integer_ranks(b0, b1), low.counts[b0:b1]), by_replicate[b0:b1], backend=backend)
     return by_replicate.T
+
+
+def column_tiles(gene_i: np.ndarray, gene_j: np.ndarray, tile_edges: int) -> list[np.ndarray]:
+    """A band's edges (ascending pairs: whole gene rows) cut into 2-D tiles of at most
+    ``tile_edges`` edges: ordered by column (gene_j), then row, and cut into runs, so a tile
+    holds the band's rows × a run of columns. Returns each tile's positions in the band,
+    ascending (pair order). A tile ranks the genes of its rows and columns only: a band of R
+    rows cut this way ranks ~R + C genes per tile of R·C pairs, where a tile of whole rows
+    (C = all N genes) ranks all of them for a few rows."""
+    n = int(gene_i.size)
+    size = max(1, int(tile_edges))
+    if n <= size:
+        return [np.arange(n)]
+    order = np.lexsort((gene_i, gene_j))
+    return [np.sort(order[s : s + size]) for s in range(0, n, size)]
+
+
+def bootstrap_band(
+    x_low: np.ndarray, x_high: np.ndarray, pos_low: np.ndarray, pos_high: np.ndarray,
+    *,
+    gene_i: np.ndarray, gene_j: np.ndarray, delta_base: np.ndarray, ci_alpha: float, tile_edges: int,
+    buffer: np.ndarray, pool: dict[str, np.ndarray], backend: Backend | None = None,
+) -> BootStats:
+    """boot_stats of a band of edges (ascending pairs), computed tile by tile (column_tiles):
+    each tile's B replicate Δ's (replicate_deltas, into ``buffer``, a (B, >= tile) float32
+    array) and statistics, placed at the tile's positions. Every edge's replicates are exact
+    integer sums, so the statistics do not depend on the tiling."""
+    tiles = column_tiles(gene_i, gene_j, tile_edges)
+    if len(tiles) == 1:
+        deltas = replicate_deltas(x_low, x_high, pos_low, pos_high, gene_i=gene_i, gene_j=gene_j, out=buffer,
+                                  pool=pool, backend=backend)
+        return boot_stats(deltas, delta_base, ci_alpha)
+    fields = BootStats.__dataclass_fields__
+    band: dict[str, np.ndarray] = {}
+    for at in tiles:
+        deltas = replicate_deltas(x_low, x_high, pos_low, pos_high, gene_i=gene_i[at], gene_j=gene_j[at], out=buffer,
+                                  pool=pool, backend=backend)
+        stats = boot_stats(deltas, delta_base[at], ci_alpha)
+        for name in fields:
+            part = getattr(stats, name)
+            if name not in band:
+                band[name] = np.empty(gene_i.size, dtype=part.dtype)
+            band[name][at] = part
+    return BootStats(**band)
 
 
 @dataclass
@@ -355,6 +396,23 @@ def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     """numpy.percentile's linear interpolation (same formula, float64)."""
     diff = b - a
     return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
+
+
+_SORT_POOL: list[ThreadPoolExecutor] = []
+
+
+def _sort_rows(block: np.ndarray, workers: int) -> None:
+    """Sort each row of ``block`` in place (numpy's sort, NaN last), runs of rows on
+    ``workers`` threads (numpy releases the GIL while it sorts)."""
+    if workers < 2 or block.shape[0] < 2 * workers:
+        block.sort(axis=1)
+        return
+    if not _SORT_POOL or _SORT_POOL[0]._max_workers < workers:
+        _SORT_POOL[:] = [ThreadPoolExecutor(max_workers=workers)]
+    step = -(-block.shape[0] // workers)
+    parts = [block[r : r + step] for r in range(0, block.shape[0], step)]
+    for done in _SORT_POOL[0].map(lambda part: part.sort(axis=1), parts):
+        del done
 
 
 def boot_stats(deltas: np.ndarray, delta_base: np.ndarray, ci_alpha: float) -> BootStats:
@@ -384,12 +442,13 @@ def _block_stats(deltas: np.ndarray, e0: int, e1: int, copy: np.ndarray, *, delt
     block = copy[: e1 - e0]
     total, squares = np.empty(e1 - e0), np.empty(e1 - e0)
     n_f, pos, neg = (np.empty(e1 - e0, np.int64) for _ in range(3))
-    kernels.row_moments(deltas, e0, block, total, squares, n_f, pos, neg, numba.get_num_threads())
+    kernels.row_moments(deltas.T, e0, block, total, squares, n_f, pos, neg, kernels.sum_program(deltas.shape[1]),
+                        numba.get_num_threads())
     n_safe = np.maximum(n_f, 1)
     mean = total / n_safe
     var = squares / np.maximum(n_f - 1, 1)
     minority = np.minimum(pos, neg)
-    block.sort(axis=1)  # NaN last
+    _sort_rows(block, numba.get_num_threads())  # NaN last
     bounds = []
     rows = np.arange(block.shape[0])
     for q in (ci_alpha / 2.0, 1.0 - ci_alpha / 2.0):
