@@ -111,42 +111,50 @@ def scale_into(raw, index, edges, scale, gene_i, gene_j, out, subtract):  # noqa
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def core_deltas(rows_h, cols_h, scale_h, rows_l, cols_l, scale_l, row_ptr, row_gene, edge_col, edge_gene_j, edges,  # noqa: PLR0917 - numba kernels take no keyword-only arguments
-                out, row_block):
+def core_deltas(u_h, counts_h, scale_h, u_l, counts_l, scale_l, n_rows, n_cols, row_ptr, edge_col, edges, out,  # noqa: PLR0917 - numba kernels take no keyword-only arguments
+                row_block):
     """The core edges' Δ of a replicate block, both groups' products and the Δ fused per
     block of rows.
 
-    For replicate b and each run of ``row_block`` core rows [r0, r1): the products
-    rows[b, r0:r1] · cols[b]ᵀ of both groups (BLAS, exact integer sums; small enough to stay
-    in cache), then for each row r (gene row_gene[r]) its edges e in row_ptr[r]..row_ptr[r + 1]:
-    r_G = (float32(product_G[r − r0, edge_col[e]])·scale_G[b, gene_i])·scale_G[b, edge_gene_j[e]]
-    and out[b, edges[e]] = r_H − r_L (float32, numpy's operations in numpy's order). Rows
+    The core's rows are ranks u[b, 0:n_rows] and its columns u[b, n_rows:n_rows + n_cols]
+    (EdgeLayout's ranked order). For replicate b and each run of ``row_block`` rows
+    [r0, r1): the rows weighted by the resample's counts, their products with the columns
+    (BLAS, exact integer sums; small enough to stay in cache) in both groups, then for each
+    row r its edges e in row_ptr[r]..row_ptr[r + 1] (column c = edge_col[e]):
+    r_G = (float32(product_G[r − r0, c])·scale_G[b, r])·scale_G[b, n_rows + c] and
+    out[b, edges[e]] = r_H − r_L (float32, numpy's operations in numpy's order). Rows
     without edges are skipped."""
-    nb, n_rows = rows_h.shape[0], rows_h.shape[1]
-    n_cols = cols_h.shape[1]
+    nb, k_h, k_l = u_h.shape[0], u_h.shape[2], u_l.shape[2]
     for b in prange(nb):
-        prod_h = np.empty((row_block, n_cols), rows_h.dtype)
-        prod_l = np.empty((row_block, n_cols), rows_l.dtype)
+        prod_h = np.empty((row_block, n_cols), u_h.dtype)
+        prod_l = np.empty((row_block, n_cols), u_l.dtype)
+        left_h = np.empty((row_block, k_h), u_h.dtype)
+        left_l = np.empty((row_block, k_l), u_l.dtype)
         sh, sl, o = scale_h[b], scale_l[b], out[b]
-        right_h, right_l = cols_h[b].T, cols_l[b].T
+        right_h, right_l = u_h[b, n_rows : n_rows + n_cols].T, u_l[b, n_rows : n_rows + n_cols].T
+        ch, cl = counts_h[b], counts_l[b]
         for r0 in range(0, n_rows, row_block):
             r1 = min(r0 + row_block, n_rows)
             if row_ptr[r0] == row_ptr[r1]:
                 continue
-            np.dot(rows_h[b, r0:r1], right_h, prod_h[: r1 - r0])
-            np.dot(rows_l[b, r0:r1], right_l, prod_l[: r1 - r0])
             for r in range(r0, r1):
-                gene = row_gene[r]
-                sh_i, sl_i = sh[gene], sl[gene]
+                for p in range(k_h):
+                    left_h[r - r0, p] = u_h[b, r, p] * ch[p]
+                for p in range(k_l):
+                    left_l[r - r0, p] = u_l[b, r, p] * cl[p]
+            np.dot(left_h[: r1 - r0], right_h, prod_h[: r1 - r0])
+            np.dot(left_l[: r1 - r0], right_l, prod_l[: r1 - r0])
+            for r in range(r0, r1):
+                sh_i, sl_i = sh[r], sl[r]
                 ph, pl = prod_h[r - r0], prod_l[r - r0]
                 for e in range(row_ptr[r], row_ptr[r + 1]):
-                    c, gene_j = edge_col[e], edge_gene_j[e]
+                    c = edge_col[e]
                     vh = np.float32(ph[c])
                     vh *= sh_i
-                    vh *= sh[gene_j]
+                    vh *= sh[n_rows + c]
                     vl = np.float32(pl[c])
                     vl *= sl_i
-                    vl *= sl[gene_j]
+                    vl *= sl[n_rows + c]
                     o[edges[e]] = vh - vl
 
 

@@ -221,18 +221,25 @@ class EdgeLayout:
             n_r, n_c = int(rows[m]), int(cols[n])
         in_core = (a < n_r) & (b < n_c)
         # core rows by gene, core edges by row: each run of rows owns a run of core edges
-        self.core_rows, self.core_cols = np.sort(row_order[:n_r]), col_order[:n_c]
-        core_row = np.searchsorted(self.core_rows, li[in_core])
+        core_rows, core_cols = np.sort(row_order[:n_r]), col_order[:n_c]
+        core_row = np.searchsorted(core_rows, li[in_core])
         by_row = np.argsort(core_row, kind="stable")
         self.core_edges = np.flatnonzero(in_core)[by_row]
         self.core_row, self.core_col = core_row[by_row], b[in_core][by_row]
         self.core_ptr = np.searchsorted(self.core_row, np.arange(n_r + 1))
-        self.core_gene_j = lj[self.core_edges]
+        # the genes as ranked: core rows, core columns (a gene that is both is ranked twice),
+        # the others, so the core's rows and columns are contiguous slices of the ranks
+        others = np.setdiff1d(np.arange(n_genes), np.concatenate([core_rows, core_cols]), assume_unique=False)
+        self.order = np.concatenate([core_rows, core_cols, others]).astype(np.int64)
+        position = np.empty(n_genes, dtype=np.int64)
+        position[self.order[::-1]] = np.arange(self.order.size - 1, -1, -1)  # first occurrence
+        self.n_rows, self.n_cols = n_r, n_c
+        self.core_rows, self.core_cols = np.arange(n_r), n_r + np.arange(n_c)  # positions in the ranked order
         self.rest_edges = np.flatnonzero(~in_core)
-        self.rest_i, self.rest_j = li[~in_core], lj[~in_core]
+        self.rest_i, self.rest_j = position[li[~in_core]], position[lj[~in_core]]
         self.rest_index = np.arange(self.rest_edges.size)
         self.core_index = np.arange(self.core_edges.size)
-        self.gene_i, self.gene_j = li, lj
+        self.gene_i, self.gene_j = position[li], position[lj]
         self._pairs: tuple | None = None  # the core pairs (row, column) on a gathering backend's device
         self.n_edges = li.size
         self._buffers = {} if pool is None else pool
@@ -271,12 +278,10 @@ class EdgeLayout:
             return
         if not backend.gathers_on_device:
             (u_h, scale_h, counts_h), (u_l, scale_l, counts_l) = high, low
-            rows_h, cols_h = self._core_factors("high", u_h, counts_h)
-            rows_l, cols_l = self._core_factors("low", u_l, counts_l)
             itemsize = max(u_h.itemsize, u_l.itemsize)
-            row_block = max(1, CORE_BLOCK_BYTES // (2 * itemsize * self.core_cols.size))
-            kernels.core_deltas(rows_h, cols_h, scale_h, rows_l, cols_l, scale_l, self.core_ptr, self.core_rows,
-                                self.core_col, self.core_gene_j, self.core_edges, out, row_block)
+            row_block = max(1, CORE_BLOCK_BYTES // (2 * itemsize * self.n_cols))
+            kernels.core_deltas(u_h, counts_h, scale_h, u_l, counts_l, scale_l, self.n_rows, self.n_cols,
+                                self.core_ptr, self.core_col, self.core_edges, out, row_block)
             return
         if self._pairs is None:
             self._pairs = (backend.put(self.core_row), backend.put(self.core_col))
@@ -314,13 +319,14 @@ def replicate_deltas(
     backend = NumpyBackend() if backend is None else backend
     genes = np.unique(np.concatenate([gene_i, gene_j]))
     layout = EdgeLayout(np.searchsorted(genes, gene_i), np.searchsorted(genes, gene_j), genes.size, pool)
-    low = ResampleSide(x_low[genes], pos_low, pool, "low")
-    high = ResampleSide(x_high[genes], pos_high, pool, "high")
+    ranked = genes[layout.order]  # core rows, core columns, the others (EdgeLayout)
+    low = ResampleSide(x_low[ranked], pos_low, pool, "low")
+    high = ResampleSide(x_high[ranked], pos_high, pool, "high")
     n_edges, n_boot = gene_i.size, low.n_boot
     by_replicate = np.empty((n_boot, n_edges), dtype=np.float32) if out is None else out[:, :n_edges]
-    per_rep = per_replicate_bytes(n_genes=genes.size, k_low=low.k, k_high=high.k,
+    per_rep = per_replicate_bytes(n_genes=ranked.size, k_low=low.k, k_high=high.k,
                                   itemsize=max(np.dtype(low.dtype).itemsize, np.dtype(high.dtype).itemsize),
-                                  core_genes=2 * (layout.core_rows.size + layout.core_cols.size),  # both groups
+                                  core_genes=(layout.n_rows + layout.n_cols) if backend.gathers_on_device else 0,  # copies
                                   n_edges=n_edges,
                                   cumulative=low.uses_sorted_ranks or high.uses_sorted_ranks)
     step = replicate_block(per_replicate=per_rep, n_boot=n_boot)
