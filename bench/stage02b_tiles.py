@@ -233,6 +233,8 @@ def main() -> None:
         from threadpoolctl import threadpool_limits
 
         sys.path.insert(0, str(REPO / "lib"))
+        import dcoex  # noqa: F401 - its process defaults (dcoex/__init__.py) before numpy loads
+
         threadpool_limits(args.threads)  # BLAS; numba's threads: NUMBA_NUM_THREADS (set it to --threads)
         rows = [time_tiles(work, float(a), gene, args.time_tiles, args.tile) for a in args.alphas.split(",")]
         print(json.dumps(rows))

@@ -7,13 +7,6 @@ import os
 import sys
 from collections.abc import Iterator
 
-#: OpenMP threads (numba's parallel kernels run on them) sleep as soon as a parallel region
-#: ends instead of spinning: spinning workers took up to 40 % of the CPU from the numpy sorts
-#: and BLAS calls that run between 02b's kernels (measured: the statistics' sort at 1.0 ns per
-#: value with passive waiting, 1.7 with the default). Read by OpenMP when it starts, so set
-#: on import; a value the user set wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 
 def default_threads() -> int:
     """The CPUs this process may use (scheduler slots if set), 1..16."""

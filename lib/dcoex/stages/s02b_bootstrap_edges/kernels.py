@@ -25,8 +25,6 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-import dcoex.threads  # noqa: F401 - OMP_WAIT_POLICY before numba starts OpenMP (dcoex.threads)
-
 #: numpy's pairwise summation block (PW_BLOCKSIZE).
 PAIRWISE_BLOCK = 128
 #: numpy's ufunc buffer (elements): a float32 → float64 sum is added in chunks of it.
