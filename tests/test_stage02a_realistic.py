@@ -138,6 +138,13 @@ def test_edge_file_round_trip(data, tmp_path, alpha, exact_q):
     assert all(c["pair_index"].size == 123 for c in chunks[:-1])
     for name in BASE_EDGE_DTYPES:
         np.testing.assert_array_equal(np.concatenate([c[name] for c in chunks]), res.edges[name], err_msg=name)
+    some = ("gene_j", "sig_high", "q_diff")  # a subset: only those come back, with the same values
+    chunks = list(iter_base_edges(path, chunk_edges=500, columns=some))
+    assert all(tuple(c) == some for c in chunks)
+    for name in some:
+        np.testing.assert_array_equal(np.concatenate([c[name] for c in chunks]), res.edges[name], err_msg=name)
+    with pytest.raises(ValueError, match="unknown 02a edge columns"):
+        next(iter_base_edges(path, chunk_edges=10, columns=("r_low", "rho")))
 
 
 def test_peak_rss_within_the_estimate(tmp_path):

@@ -404,7 +404,8 @@ def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
 
 
-_SORT_POOL: list[ThreadPoolExecutor] = []
+#: Thread pools of _sort_rows by number of workers (made on first use, kept for the process).
+_SORT_POOLS: dict[int, ThreadPoolExecutor] = {}
 
 
 def _sort_rows(block: np.ndarray, workers: int) -> None:
@@ -413,11 +414,12 @@ def _sort_rows(block: np.ndarray, workers: int) -> None:
     if workers < 2 or block.shape[0] < 2 * workers:
         block.sort(axis=1)
         return
-    if not _SORT_POOL or _SORT_POOL[0]._max_workers < workers:
-        _SORT_POOL[:] = [ThreadPoolExecutor(max_workers=workers)]
+    if workers not in _SORT_POOLS:
+        _SORT_POOLS[workers] = ThreadPoolExecutor(max_workers=workers)
+    pool = _SORT_POOLS[workers]
     step = -(-block.shape[0] // workers)
     parts = [block[r : r + step] for r in range(0, block.shape[0], step)]
-    for done in _SORT_POOL[0].map(lambda part: part.sort(axis=1), parts):
+    for done in pool.map(lambda part: part.sort(axis=1), parts):
         del done
 
 
