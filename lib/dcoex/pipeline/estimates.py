@@ -71,7 +71,7 @@ def stage_estimate(stage: str, shape: DataShape, *, n_bootstrap: int, low_frac: 
     own = _host_estimate(stage, shape, n_bootstrap=n_bootstrap, low_frac=low_frac, high_frac=high_frac,
                          bootstrap_frac=bootstrap_frac, fdr_alpha=fdr_alpha, batch_size=batch_size, slots=slots,
                          n_edges=n_edges, n_permutations=n_permutations, perms_per_task=perms_per_task,
-                         focus_genes=focus_genes, n_hubs=n_hubs)
+                         focus_genes=focus_genes, n_hubs=n_hubs, device=device)
     if device != "gpu" or not any(p.name == "device" for p in stage_contract(stage).params):
         return own
     from dcoex.backend import CUDA_CONTEXT_HOST_BYTES, TORCH_IMPORT_BYTES
@@ -86,8 +86,8 @@ def stage_estimate(stage: str, shape: DataShape, *, n_bootstrap: int, low_frac: 
 def _host_estimate(stage: str, shape: DataShape, *, n_bootstrap: int, low_frac: float, high_frac: float,
                    bootstrap_frac: float, fdr_alpha: float, batch_size: int | str | None, slots: int,
                    n_edges: int | None, n_permutations: int, perms_per_task: int, focus_genes: str | None,
-                   n_hubs: int) -> StageEstimate:
-    """stage_estimate on the host (numpy backend)."""
+                   n_hubs: int, device: str = "cpu") -> StageEstimate:
+    """stage_estimate's host bytes (``device`` gpu: 02b's core products come back to a host buffer)."""
     n, s = shape.n_genes, shape.n_samples
     estimate = get_estimator(stage)
     defaults = stage_contract(stage).defaults()
@@ -144,7 +144,7 @@ def _host_estimate(stage: str, shape: DataShape, *, n_bootstrap: int, low_frac: 
         def fn(chunk: int) -> MemoryEstimate:
             return estimate(n, s, n_bootstrap=n_bootstrap, k_low=sizes.k_low, k_high=sizes.k_high, kr_low=sizes.kr_low,
                             kr_high=sizes.kr_high, n_edges=n_edges, edge_chunk=chunk,
-                            store_replicates=defaults["store_replicates"])
+                            store_replicates=defaults["store_replicates"], gathers_on_device=device == "gpu")
 
         return _batched(fn, batch_size, min(max(n_edges, 1), max_chunk(n_bootstrap)), AUTO_EDGE_CHUNK_02B)
     raise KeyError(f"unknown stage {stage!r}")

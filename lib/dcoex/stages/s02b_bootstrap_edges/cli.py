@@ -106,7 +106,7 @@ def run_bootstrap(
         def estimate_for(n_edges: int, chunk: int) -> MemoryEstimate:
             host = estimate(n, n_samples, n_bootstrap=n_boot, k_low=indices.k_low, k_high=indices.k_high,
                             kr_low=indices.kr_low, kr_high=indices.kr_high, n_edges=n_edges, edge_chunk=chunk,
-                            store_replicates=store_replicates)
+                            store_replicates=store_replicates, gathers_on_device=backend.gathers_on_device)
             return for_backend(host, backend, device_bytes(min(chunk, max(n_edges, 1)), kr_low=indices.kr_low,
                                                            kr_high=indices.kr_high))
 

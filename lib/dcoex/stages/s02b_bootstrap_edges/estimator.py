@@ -21,7 +21,8 @@ tiles are read from the 02a file and appended to the output one at a time):
 - ``work``: the replicate block (per_replicate_bytes × replicate_block: both groups'
   ranks and squares, the core rows/columns, per edge the scale gather, LOW r and raw
   sums; the science sizes its blocks with these same functions, from the tile's real
-  genes and core) and the core product or gathered products (GATHER_WORK_BYTES);
+  genes and core) and the core products (per-thread row blocks on the host,
+  GATHER_WORK_BYTES with a device backend);
 - ``stats``: a C-ordered copy of one statistics row block and its temporaries
   (STATS_WORK_BYTES);
 - ``hdf5``: chunk buffers of the resizable output datasets.
@@ -51,9 +52,15 @@ STATS_WORK_BYTES = 64 * MiB
 #: Largest Δ matrix of one tile (bytes): bigger tiles amortise the ranking a little more.
 MAX_CHUNK_DELTA_BYTES = 512 * MiB
 #: Ranking temporaries of one block of replicates (dcoex.stages.s02b_bootstrap_edges.science sizes blocks to it).
-RANK_WORK_BYTES = 96 * MiB
-#: Edge-gather temporaries of one sub-block of edges (dcoex.stages.s02b_bootstrap_edges.science sizes them to it).
+RANK_WORK_BYTES = 32 * MiB
+#: Host buffer of the core products a gathering device backend returns (its replicate steps
+#: are sized to it: dcoex.stages.s02b_bootstrap_edges.science).
 GATHER_WORK_BYTES = 48 * MiB
+#: Both groups' products of one block of core rows in the host's fused kernel
+#: (kernels.core_deltas), per numba thread: kept in cache.
+CORE_BLOCK_BYTES = 512 * 1024
+#: Numba threads the host products are counted for (dcoex.threads.default_threads' cap).
+MAX_THREADS = 16
 #: Sign matrices (g·k × k float32) of one gene block of the ranking product.
 SIGN_WORK_BYTES = 64 * MiB
 #: Bytes per edge of one tile (02a columns ~78 B, selected copy, int64 rows, statistics,
@@ -68,8 +75,9 @@ BAND_TILES = 8
 #: r's, significance flags), the selected copy, int64 gene rows, Δ_base, the tile positions
 #: and the band's statistics before they are written.
 BAND_EDGE_BYTES = 128
-#: Statistics temporaries per value of a row block (C-ordered copy 4, mask 1, centred 4, ...).
-STATS_BYTES_PER_VALUE = 14
+#: Statistics bytes per value of a row block: the C-ordered copy (4; the sums run on the
+#: replicate buffer itself and the sort in place) and the per-row arrays (kernels.row_moments).
+STATS_BYTES_PER_VALUE = 5
 #: HDF5 chunk buffers and caches of the output datasets.
 HDF5_BYTES = 16 * MiB
 
@@ -128,9 +136,12 @@ def estimate(
     n_edges: int,
     edge_chunk: int,
     store_replicates: bool = False,
+    gathers_on_device: bool = False,
 ) -> MemoryEstimate:
     """Predicted peak RSS (bytes) of stage 02b for one gene at ``edge_chunk`` edges per tile
-    (``n_edges``: the gene's 02a edges, an upper bound of the selected ones)."""
+    (``n_edges``: the gene's 02a edges, an upper bound of the selected ones);
+    ``gathers_on_device``: a GPU backend computes the core products (its host buffer for them
+    is counted; on the host they are per-thread blocks)."""
     n, b = int(n_genes), int(n_bootstrap)
     e = max(0, int(n_edges))
     c = max(1, min(int(edge_chunk), max(e, 1)))
@@ -142,9 +153,12 @@ def estimate(
     per_rep = per_replicate_bytes(n_genes=n_c, k_low=ks[0], k_high=ks[1], itemsize=itemsize,
                                   core_genes=min(2 * n_c, n_c + c), n_edges=c, cumulative=not all(cached))
     block = replicate_block(per_replicate=per_rep, n_boot=b)
-    # the core product or the gathered products' temporaries (one GATHER_WORK_BYTES scratch);
-    # a tile touching fewer genes than n_c runs larger blocks, up to all B replicates
-    products = min(GATHER_WORK_BYTES, b * c * max(ks) * 2 * itemsize)
+    # the core products: a device backend's host buffer (GATHER_WORK_BYTES at most), or the
+    # host kernel's per-thread row blocks (the gathered edges' sums are in per_rep)
+    if gathers_on_device:
+        products = min(GATHER_WORK_BYTES, b * c * max(ks) * 2 * itemsize)
+    else:
+        products = MAX_THREADS * CORE_BLOCK_BYTES
     stats_rows = max(1, min(c, STATS_WORK_BYTES // max(16 * b, 1)))
     components = {
         "python": STAGE_BASELINE_BYTES if e else NO_EDGE_BASELINE_BYTES,
@@ -163,6 +177,7 @@ def estimate(
         "n_genes": n, "n_samples": int(n_samples), "n_bootstrap": b, "k_low": int(k_low),
         "k_high": int(k_high), "kr_low": int(kr_low), "kr_high": int(kr_high),
         "n_edges": e, "edge_chunk": c, "store_replicates": bool(store_replicates),
+        "gathers_on_device": bool(gathers_on_device),
     }
     return MemoryEstimate("02b", components, params)
 

@@ -16,9 +16,10 @@ ranked:
   k_r resampled columns. The sums are exact integers in float32 (float64 when
   k_r(k_r−1)² >= 2**24), so r does not depend on how edges are tiled or computed.
 
-Edges come in tiles (contiguous runs of the 02a file's ascending pair index: a band of
-gene rows); within a tile, replicates in blocks, so each edge's B replicates are complete
-when its tile ends (memory O(tile × B)). In a tile, rows (gene_i) and columns (gene_j) are
+Edges come in bands (contiguous runs of the 02a file's ascending pair index: whole gene
+rows), each cut into 2-D tiles of its rows × a run of columns (column_tiles), so a tile
+ranks the resamples of few genes; within a tile, replicates in blocks, so each edge's B
+replicates are complete when its tile ends (memory O(tile × B + band)). In a tile, rows (gene_i) and columns (gene_j) are
 ordered by degree and the rectangle of the top rows × top columns that minimises
 R·C + GATHER_COST_RATIO·(edges outside it) is computed by matrix products per replicate
 (BLAS; the whole tile when it is dense), the other edges by gathered dot products. On the
@@ -43,6 +44,7 @@ from dcoex.backend import Backend, NumpyBackend
 from dcoex.ranks import exact_dtype, tie_bounds
 from dcoex.stages.s02b_bootstrap_edges import kernels
 from dcoex.stages.s02b_bootstrap_edges.estimator import (
+    CORE_BLOCK_BYTES,
     GATHER_WORK_BYTES,
     RANK_WORK_BYTES,
     STATS_WORK_BYTES,
@@ -56,8 +58,6 @@ from dcoex.stats import bootstrap_bias, bootstrap_pvalue
 GATHER_COST_RATIO = 24.0
 #: Fixed cost of a core matrix product (per replicate), in pairs: small cores are not worth it.
 CORE_OVERHEAD_PAIRS = 4096
-#: Bytes of the core product computed at once on the host (a block of rows; kept in cache).
-CORE_BLOCK_BYTES = 512 * 1024
 #: Candidate core sizes tried per axis (geometric grid up to all rows / columns).
 CORE_GRID = 40
 
