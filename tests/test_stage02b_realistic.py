@@ -141,6 +141,29 @@ def test_band_tiles_give_every_edge_the_statistics_of_one_tile(run, monkeypatch,
                     np.testing.assert_array_equal(banded[f"boot/{name}"][()], one[f"boot/{name}"][()], err_msg=name)
 
 
+def test_touched_genes_bound_the_estimate(run):
+    """touched_genes counts the distinct genes of a 02a file's edges (numpy's unique of the
+    pairs); the 02b estimate takes it as a bound on a tile's genes, and the stage's own estimate
+    (its sidecar) is made with it."""
+    import json
+
+    from dcoex.edge_files import touched_genes
+    from dcoex.stages.s02b_bootstrap_edges.estimator import estimate
+
+    x, idx, genes, folder = run
+    n = x.shape[0]
+    path = gene_file_path(folder / "base", 0, "g0", n)
+    _, base = read_edges(path)
+    assert touched_genes(path) == np.unique(np.concatenate([base["edges/gene_i"], base["edges/gene_j"]])).size
+    shape = dict(n_genes=12_625, n_samples=128, n_bootstrap=1000, k_low=25, k_high=25, kr_low=20, kr_high=20,
+                 n_edges=17_187, edge_chunk=17_187)
+    bound, known = estimate(**shape).total_bytes, estimate(**shape, n_touched=3_000).total_bytes
+    assert known < bound == estimate(**shape, n_touched=12_625).total_bytes
+    record = json.loads(next((folder / "boot" / "memory").glob("02b.*.memory.json")).read_text())
+    touched = {touched_genes(gene_file_path(folder / "base", g, f"g{g}", n)) for g in genes}
+    assert record["estimate"]["params"]["n_touched"] in touched  # the stage's own estimate used it
+
+
 def test_sorted_rank_path_equals_sign_products(monkeypatch):
     """Genes whose sign matrices do not fit are ranked from cumulative counts: same Δ bits."""
     from dcoex.stages.s02b_bootstrap_edges import estimator

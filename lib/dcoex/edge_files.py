@@ -355,6 +355,17 @@ def read_base_meta(path: Path) -> tuple[dict[str, object], int]:
             raise ValueError(f"base correlations file {path} is unreadable or truncated ({exc})") from None
 
 
+def touched_genes(path: Path, *, chunk_edges: int = 1 << 22) -> int:
+    """How many genes the edges of a 02a file touch (distinct gene_i and gene_j), read in
+    chunks of the pair index; ValueError naming the file if unreadable or incomplete."""
+    meta, _ = read_base_meta(path)
+    touched = np.zeros(int(meta["n_genes"]), dtype=bool)
+    for chunk in iter_base_edges(path, chunk_edges=chunk_edges, columns=("gene_i", "gene_j")):
+        touched[chunk["gene_i"]] = True
+        touched[chunk["gene_j"]] = True
+    return int(np.count_nonzero(touched))
+
+
 def meta_matches(path: Path, expected: Mapping[str, object], datasets: list[str]) -> bool:
     """True if the file opens, its meta attrs equal ``expected`` and the datasets exist."""
     with h5py.File(path, "r") as f:

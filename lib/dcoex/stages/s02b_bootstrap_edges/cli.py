@@ -22,7 +22,14 @@ import numpy as np
 
 from dcoex.backend import Backend, for_backend, resolve
 from dcoex.cli import gene_selection_options, parse_batch_size
-from dcoex.edge_files import BaseEdgesSha, BootFileWriter, iter_base_edges, read_base_meta, selected_rows
+from dcoex.edge_files import (
+    BaseEdgesSha,
+    BootFileWriter,
+    iter_base_edges,
+    read_base_meta,
+    selected_rows,
+    touched_genes,
+)
 from dcoex.expression_store import open_expression
 from dcoex.genes import gene_file_path, index_width
 from dcoex.h5io import write_attrs
@@ -103,10 +110,11 @@ def run_bootstrap(
             raise InputError(f"{indices_h5}: holds B = {n_boot} bootstrap replicates, --n-bootstrap asks {n_bootstrap}")
         genes = resolve_genes(n, names, selection or {"gene_index": [0]})
 
-        def estimate_for(n_edges: int, chunk: int) -> MemoryEstimate:
+        def estimate_for(n_edges: int, chunk: int, n_touched: int | None = None) -> MemoryEstimate:
             host = estimate(n, n_samples, n_bootstrap=n_boot, k_low=indices.k_low, k_high=indices.k_high,
                             kr_low=indices.kr_low, kr_high=indices.kr_high, n_edges=n_edges, edge_chunk=chunk,
-                            store_replicates=store_replicates, gathers_on_device=backend.gathers_on_device)
+                            store_replicates=store_replicates, gathers_on_device=backend.gathers_on_device,
+                            n_touched=n_touched)
             return for_backend(host, backend, device_bytes(min(chunk, max(n_edges, 1)), kr_low=indices.kr_low,
                                                            kr_high=indices.kr_high))
 
@@ -157,7 +165,8 @@ def run_bootstrap(
                 lb, hb = indices.boot(gene)
                 low, high = inputs["low"], inputs["high"]
                 n_base = inputs["n_base"]
-                plan = plan_batch(batch_size, lambda c: estimate_for(n_base, c),
+                n_touched = touched_genes(inputs["path"]) if n_base else 0
+                plan = plan_batch(batch_size, lambda c: estimate_for(n_base, c, n_touched),
                                   max(1, min(n_base, max_chunk(n_boot))), allocation, what="edge chunk",
                                   device=device_limit)
                 if plan.estimate.total_bytes > largest["estimate"].total_bytes:

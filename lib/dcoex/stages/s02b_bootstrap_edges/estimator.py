@@ -2,7 +2,7 @@
 and its output size.
 
 Memory model (N genes, S samples, B replicates, k_L/k_H group sizes, a tile of c edges
-touching n_c <= min(N, 2c) genes; nothing is proportional to the gene's total edge count:
+touching n_c <= min(N, 2c, the genes the gene's edges touch when known) genes; nothing is proportional to the gene's total edge count:
 tiles are read from the 02a file and appended to the output one at a time):
 
 - ``python``: interpreter + numpy/h5py/click imports (measured; 02b does not import scipy);
@@ -137,15 +137,17 @@ def estimate(
     edge_chunk: int,
     store_replicates: bool = False,
     gathers_on_device: bool = False,
+    n_touched: int | None = None,
 ) -> MemoryEstimate:
     """Predicted peak RSS (bytes) of stage 02b for one gene at ``edge_chunk`` edges per tile
     (``n_edges``: the gene's 02a edges, an upper bound of the selected ones);
     ``gathers_on_device``: a GPU backend computes the core products (its host buffer for them
-    is counted; on the host they are per-thread blocks)."""
+    is counted; on the host they are per-thread blocks); ``n_touched``: the genes the gene's
+    edges touch (dcoex.edge_files.touched_genes), when known, bounds a tile's genes."""
     n, b = int(n_genes), int(n_bootstrap)
     e = max(0, int(n_edges))
     c = max(1, min(int(edge_chunk), max(e, 1)))
-    n_c = min(n, 2 * c) if e else 0
+    n_c = min(n, 2 * c, n if n_touched is None else max(int(n_touched), 0)) if e else 0
     ks = (int(k_low), int(k_high))
     kr = max(int(kr_low), int(kr_high))
     itemsize = 4 if kr * (kr - 1) ** 2 < 2**24 else 8  # exact integer rank sums (dcoex.ranks)
@@ -177,7 +179,7 @@ def estimate(
         "n_genes": n, "n_samples": int(n_samples), "n_bootstrap": b, "k_low": int(k_low),
         "k_high": int(k_high), "kr_low": int(kr_low), "kr_high": int(kr_high),
         "n_edges": e, "edge_chunk": c, "store_replicates": bool(store_replicates),
-        "gathers_on_device": bool(gathers_on_device),
+        "gathers_on_device": bool(gathers_on_device), "n_touched": None if n_touched is None else int(n_touched),
     }
     return MemoryEstimate("02b", components, params)
 

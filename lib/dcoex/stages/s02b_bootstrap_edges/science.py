@@ -201,7 +201,10 @@ class EdgeLayout:
     GATHER_COST_RATIO·(edges outside it) (no core if gathering every edge is cheaper). Core
     edges come from one matrix product per replicate (BLAS); the others from gathered dot
     products. Both are exact integer sums, so r does not depend on the layout, the tile or
-    the BLAS threads.
+    the BLAS threads. ``order`` lists the tile's genes as they are ranked: the core rows, the
+    core columns (a gene that is both appears twice), then the others, so the core's rows and
+    columns are the slices [0, n_rows) and [n_rows, n_rows + n_cols) of the ranks; every
+    index kept here (gene_i, gene_j, rest_i, rest_j, core_rows, core_cols) is a position in it.
     """
 
     def __init__(self, li: np.ndarray, lj: np.ndarray, n_genes: int, pool: dict[str, np.ndarray] | None = None) -> None:
