@@ -92,7 +92,7 @@ def gemm_bound(base_file: str, edge_chunk: int, n_boot: int, k_low: int, k_high:
     from dcoex.stages.s02b_bootstrap_edges.estimator import band_edges
 
     shapes = []
-    for chunk in iter_base_edges(Path(base_file), chunk_edges=band_edges(edge_chunk, n_boot),
+    for chunk in iter_base_edges(Path(base_file), chunk_edges=band_edges(edge_chunk),
                                  columns=("gene_i", "gene_j")):
         shapes += tile_shapes(chunk["gene_i"], chunk["gene_j"], edge_chunk)
     if not shapes:
@@ -145,7 +145,7 @@ def time_tiles(work: Path, alpha: float, gene: int, n_tiles: int, tile: int) -> 
     replicate_deltas(x_low, x_high, pos_low[:2], pos_high[:2], gene_i=first["gene_i"].astype(np.int64),
                      gene_j=first["gene_j"].astype(np.int64))
     done = wall = cpu = 0.0
-    for chunk in iter_base_edges(base_file, chunk_edges=band_edges(tile, n_boot), columns=columns):
+    for chunk in iter_base_edges(base_file, chunk_edges=band_edges(tile), columns=columns):
         if len(shapes) >= n_tiles:
             break
         gi, gj = chunk["gene_i"].astype(np.int64), chunk["gene_j"].astype(np.int64)
@@ -214,7 +214,8 @@ def main() -> None:
     parser.add_argument("--skip-03", action="store_true")
     parser.add_argument("--time-tiles", type=int, default=0,
                         help="Instead: time 02b's science on this many tiles of existing base files (in process).")
-    parser.add_argument("--tile", type=int, default=134_217, help="Edges per tile for --time-tiles.")
+    parser.add_argument("--tile", type=int, default=None,
+                        help="Edges per tile for --time-tiles (default: the stage's own, max_chunk(B)).")
     parser.add_argument("--work-dir", default="/tmp/dcoex_bench_stage02b_tiles")
     parser.add_argument("--out", default=str(REPO / "bench/results/stage02b_tiles.json"))
     args = parser.parse_args()
@@ -236,7 +237,10 @@ def main() -> None:
         import dcoex  # noqa: F401 - its process defaults (dcoex/__init__.py) before numpy loads
 
         threadpool_limits(args.threads)  # BLAS; numba's threads: NUMBA_NUM_THREADS (set it to --threads)
-        rows = [time_tiles(work, float(a), gene, args.time_tiles, args.tile) for a in args.alphas.split(",")]
+        from dcoex.stages.s02b_bootstrap_edges.estimator import max_chunk
+
+        tile = args.tile or max_chunk(args.n_boot)
+        rows = [time_tiles(work, float(a), gene, args.time_tiles, tile) for a in args.alphas.split(",")]
         print(json.dumps(rows))
         Path(args.out).write_text(json.dumps({"shape": {"n_genes": args.n_genes, "n_samples": args.n_samples},
                                               "threads": args.threads, "mode": "time_tiles",

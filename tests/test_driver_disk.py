@@ -23,6 +23,7 @@ from dcoex.pipeline.disk import disk_refusal, expected_edge_fraction
 from dcoex.pipeline.estimates import PLAN_EDGES
 from dcoex.pipeline.options import parse_args
 from dcoex.pipeline.plan import make_plan
+from dcoex.pipeline.shapes import DataShape
 from dcoex.pipeline.sizing import TIME_FLOOR_SECONDS, TIME_SAFETY, time_for, time_scale_knob, worth_retiming
 from dcoex.stages.s02b_bootstrap_edges import estimator as e02b
 from dcoex.stages.s03_network import estimator as e03
@@ -74,30 +75,39 @@ def _options(r, *extra, scheduler="slurm"):
 
 
 def test_time_model_floor_safety_and_upper_bound(monkeypatch):
-    """02b: fixed parts + edge·replicates + per replicate the tile's genes; 03: fixed parts +
+    """02b: fixed parts + per edge·replicate the statistics and min(1/density, 24) product
+    pairs of k_r,L + k_r,H samples + per replicate the genes its tiles rank; 03: fixed parts +
     edges; the task's genes add up (they run one after another); × safety, floor, bound."""
     n, b = 12_625, 1000
+    shape = DataShape(n, 128, ())
+    params = {"n_bootstrap": b, "low_frac": 0.2, "high_frac": 0.2, "bootstrap_frac": 0.8}  # k = 25, k_r = 20
     tile = e02b.max_chunk(b)
-    big = 30 * tile + 10
+    band = 8 * tile  # B = 1,000: bands of 8 tiles
+    big, pairs = 30 * tile + 10, n * (n - 1) // 2
+    big_genes = 31 * min(n, -(-band * n // big) - (-n // 8))  # 31 tiles: the band's rows + an eighth of the columns
     seconds = (e02b.TASK_FIXED_SECONDS + 2 * e02b.GENE_FIXED_SECONDS
-               + e02b.SECONDS_PER_EDGE_REPLICATE * (big + 100) * b
-               + e02b.SECONDS_PER_TILE_GENE_REPLICATE * b * (30 * n + 20 + 200))
-    t = time_for("02b", {"n_bootstrap": b}, [big, 100], n_genes=n, bound="99:00:00")
+               + b * big * (e02b.SECONDS_PER_EDGE_REPLICATE + e02b.SECONDS_PER_PAIR_SAMPLE_REPLICATE * 40 * pairs / big)
+               + b * 100 * (e02b.SECONDS_PER_EDGE_REPLICATE + e02b.SECONDS_PER_PAIR_SAMPLE_REPLICATE * 40 * 24)
+               + e02b.SECONDS_PER_TILE_GENE_SAMPLE_REPLICATE * 40 * b * (big_genes + 200))
+    t = time_for("02b", params, [big, 100], shape=shape, bound="99:00:00")
     assert t.seconds == pytest.approx(seconds)
     assert time_limit_seconds(t.time_limit) == _model_limit(seconds, "99:00:00") > TIME_FLOOR_SECONDS
-    t03 = time_for("03", {}, [7_000_000, 10], n_genes=n, bound="24:00:00")
+    # larger resamples cost more: k = 187 (938 samples)
+    wide = time_for("02b", params, [big, 100], shape=DataShape(n, 938, ()), bound="99:00:00")
+    assert wide.seconds > 3 * t.seconds
+    t03 = time_for("03", {}, [7_000_000, 10], shape=shape, bound="24:00:00")
     assert t03.seconds == pytest.approx(e03.TASK_FIXED_SECONDS + 2 * e03.GENE_FIXED_SECONDS
                                         + e03.SECONDS_PER_EDGE * 7_000_010)
     assert time_limit_seconds(t03.time_limit) == _model_limit(t03.seconds)
     # a tiny gene gets the floor; the user's limit (the bound) caps everything
-    assert time_limit_seconds(time_for("03", {}, [5], n_genes=n, bound="24:00:00").time_limit) == TIME_FLOOR_SECONDS
-    assert time_for("02b", {"n_bootstrap": b}, [big], n_genes=n, bound="00:20:00").time_limit == "00:20:00"
-    assert time_for("03", {}, [5], n_genes=n, bound="00:05:00").time_limit == "00:05:00"
+    assert time_limit_seconds(time_for("03", {}, [5], shape=shape, bound="24:00:00").time_limit) == TIME_FLOOR_SECONDS
+    assert time_for("02b", params, [big], shape=shape, bound="00:20:00").time_limit == "00:20:00"
+    assert time_for("03", {}, [5], shape=shape, bound="00:05:00").time_limit == "00:05:00"
     # more edges never ask for less
-    limits = [time_limit_seconds(time_for("02b", {"n_bootstrap": b}, [e], n_genes=n, bound="999:00:00").time_limit)
+    limits = [time_limit_seconds(time_for("02b", params, [e], shape=shape, bound="999:00:00").time_limit)
               for e in (10**2, 10**4, 10**6, 10**7, 3 * 10**7)]
     assert limits == sorted(limits) and limits[-1] > limits[0]
-    assert time_for("03", {}, [5], n_genes=n, bound="24:00:00", scale=10).seconds == pytest.approx(
+    assert time_for("03", {}, [5], shape=shape, bound="24:00:00", scale=10).seconds == pytest.approx(
         10 * (e03.TASK_FIXED_SECONDS + e03.GENE_FIXED_SECONDS + 5 * e03.SECONDS_PER_EDGE))
     monkeypatch.setenv("DCOEX_TEST_TIME_SCALE_03", "10")
     assert time_scale_knob("03") == 10 and time_scale_knob("02b") is None
@@ -136,7 +146,8 @@ def test_02b_and_03_are_sized_from_the_02a_counts_of_their_genes(rewired, monkey
         if stage not in ("02b", "03"):
             assert not p.task_time_limits and p.time_limit == "24:00:00"
             continue
-        model = {g: 1000 * (e02b.runtime_seconds(n_genes=240, gene_edges=[edges[g]], n_bootstrap=20) if stage == "02b"
+        model = {g: 1000 * (e02b.runtime_seconds(n_genes=240, gene_edges=[edges[g]], n_bootstrap=20, kr_low=9,
+                                                 kr_high=9) if stage == "02b"
                             else e03.runtime_seconds(gene_edges=[edges[g]])) for g in (big, small)}
         limits = {g: time_limit_seconds(p.task_time_limits[task_of[g]]) for g in (big, small)}
         assert limits == {g: _model_limit(model[g]) for g in (big, small)}, stage
@@ -151,7 +162,8 @@ def test_02b_and_03_are_sized_from_the_02a_counts_of_their_genes(rewired, monkey
     for stage in ("02b", "03"):
         assert fresh.stages[stage].time_limit == "24:00:00" and not fresh.stages[stage].task_time_limits
         bound_edges = min(240 * 239 // 2, PLAN_EDGES)
-        model = 1000 * (e02b.runtime_seconds(n_genes=240, gene_edges=[bound_edges], n_bootstrap=20) if stage == "02b"
+        model = 1000 * (e02b.runtime_seconds(n_genes=240, gene_edges=[bound_edges], n_bootstrap=20, kr_low=9,
+                                             kr_high=9) if stage == "02b"
                         else e03.runtime_seconds(gene_edges=[bound_edges]))
         assert time_limit_seconds(fresh_sge.stages[stage].time_limit) == _model_limit(model) < 24 * 3600, stage
         assert fresh_sge.stages[stage].time_limit_bound == "24:00:00"

@@ -126,8 +126,7 @@ def test_band_tiles_give_every_edge_the_statistics_of_one_tile(run, monkeypatch,
     for name in BootStats.__dataclass_fields__:
         assert getattr(band, name).tobytes() == getattr(whole, name).tobytes(), name
 
-    monkeypatch.setattr(estimator, "BAND_EDGE_BYTES", 1)  # bands of BAND_TILES tiles even at this small B
-    assert estimator.band_edges(400, B) == 400 * estimator.BAND_TILES
+    assert estimator.band_edges(400) == 400 * estimator.BAND_TILES  # bands of BAND_TILES tiles at any B
     done = run_inproc(SCRIPT_02B, "--expr-h5", folder / "expression.h5", "--indices-h5", idx, "--gene-range", "0:2",
                       "--base-dir", folder / "base", "--out-dir", tmp_path / "boot", "--ci-alpha", CI_ALPHA,
                       "--batch-size", 400)
@@ -207,5 +206,30 @@ def test_output_sizes_and_bounded_estimate(run, tmp_path):
             n_network = int(f["meta"].attrs["n_significant"])
         assert 0 < n_network and net.stat().st_size <= network_bytes(n_genes=n, n_edges=n_network) <= 3 * net.stat().st_size
     shape = dict(n_genes=12625, n_samples=128, n_bootstrap=1000, k_low=25, k_high=25, kr_low=20, kr_high=20)
-    band = estimate(**shape, n_edges=band_edges(134_217, 1000), edge_chunk=134_217).total_bytes
-    assert estimate(**shape, n_edges=24_700_000, edge_chunk=134_217).total_bytes == band < 2 * 1024**3
+    band = estimate(**shape, n_edges=band_edges(131_072), edge_chunk=131_072).total_bytes
+    assert estimate(**shape, n_edges=24_700_000, edge_chunk=131_072).total_bytes == band < 2 * 1024**3
+
+
+@pytest.mark.parametrize("tile", [400, 1500, 6000])
+def test_run_time_model_counts_the_genes_the_tiles_rank(run, monkeypatch, tile):
+    """The run-time model's ranking term (estimator.tile_genes) bounds the genes the stage's
+    tiles really rank — bands of BAND_TILES tiles of consecutive edges, cut by column_tiles,
+    counted here — from above, within 3×, for the realistic genes and for sparse ones (every
+    20th of their edges)."""
+    from dcoex.stages.s02b_bootstrap_edges import estimator
+    from dcoex.stages.s02b_bootstrap_edges.science import column_tiles
+
+    x, idx, genes, folder = run
+    n = x.shape[0]
+    monkeypatch.setattr(estimator, "MAX_TILE_EDGES", tile)
+    for gene in genes:
+        _, base = read_edges(gene_file_path(folder / "base", gene, f"g{gene}", n))
+        for step in (1, 20):
+            gi = base["edges/gene_i"][::step].astype(np.int64)
+            gj = base["edges/gene_j"][::step].astype(np.int64)
+            band = estimator.band_edges(tile)
+            ranked = sum(np.unique(np.concatenate([gi[b0 : b0 + band][at], gj[b0 : b0 + band][at]])).size
+                         for b0 in range(0, gi.size, band)
+                         for at in column_tiles(gi[b0 : b0 + band], gj[b0 : b0 + band], tile))
+            modelled = estimator.tile_genes(n_genes=n, n_edges=gi.size, n_bootstrap=B)
+            assert ranked <= modelled <= 3 * ranked, (gene, step, gi.size, ranked, modelled)

@@ -16,6 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from dcoex.h5chunks import DirectColumns
 from dcoex.h5io import (
     CHUNK_BYTES,
     dataset_options,
@@ -125,9 +126,12 @@ class BaseEdgeWriter:
     ``BASE_EMITTED`` columns.
     """
 
-    def __init__(self, f: h5py.File, *, n_genes: int, n_edges: int, tables: Mapping[str, QTable]) -> None:
-        """``tables``: each family of ``Q_FAMILIES`` → its QTable (02a science's ``on_tables``)."""
+    def __init__(self, f: h5py.File, *, n_genes: int, n_edges: int, tables: Mapping[str, QTable],
+                 threads: int = 1) -> None:
+        """``tables``: each family of ``Q_FAMILIES`` → its QTable (02a science's ``on_tables``);
+        ``threads`` compress the chunks while the caller computes (dcoex.h5chunks.DirectColumns)."""
         self.f = f
+        self._direct = DirectColumns(threads=threads)
         self.n_tests = n_pairs(int(n_genes))
         self.n_edges = int(n_edges)
         self.form = edge_form(self.n_tests, self.n_edges)
@@ -144,7 +148,7 @@ class BaseEdgeWriter:
         for family in Q_FAMILIES:
             if family == "diff" and self.q_diff_form == "column":
                 continue
-            _write_table(q_group, family, tables[family])
+            _write_table(q_group, family, tables[family], self._direct)
         if self.form == "bitmap":
             n_bytes = (self.n_tests + 7) // 8
             self._bitmap = group.create_dataset("pair_bitmap", (n_bytes,), np.uint8,
@@ -162,7 +166,7 @@ class BaseEdgeWriter:
         if end > self.n_edges:
             raise ValueError(f"more edges than the {self.n_edges} announced")
         for name, ds in self._columns.items():
-            ds[self._written : end] = np.asarray(chunk[name], dtype=BASE_EDGE_DTYPES[name])
+            self._direct.write(ds, self._written, np.asarray(chunk[name], dtype=BASE_EDGE_DTYPES[name]))
         if self.form == "bitmap":
             self._set_bits(np.asarray(chunk["pair_index"], dtype=np.int64))
         self._written = end
@@ -182,8 +186,12 @@ class BaseEdgeWriter:
         packed = np.packbits(self._window, bitorder="little")
         end = min(self._window_start + packed.size, self._bitmap.shape[0])
         if packed[: end - self._window_start].any():
-            self._bitmap[self._window_start : end] = packed[: end - self._window_start]
+            self._direct.write(self._bitmap, self._window_start, packed[: end - self._window_start])
         self._window[:] = False
+
+    def abandon(self) -> None:
+        """Stop the compression threads of a writer whose file is being discarded (after an error)."""
+        self._direct.abandon()
 
     def close(self, meta: Mapping[str, object], gene_names: list[str]) -> None:
         """Write meta (plus ``edge_form``), the gene names and the established links."""
@@ -191,6 +199,7 @@ class BaseEdgeWriter:
             raise ValueError(f"{self._written} edges written of the {self.n_edges} announced")
         if self.form == "bitmap":
             self._flush_window()
+        self._direct.close()
         write_attrs(self.f.require_group("meta"), {**meta, "edge_form": self.form, "q_diff_form": self.q_diff_form})
         write_gene_names(self.f, gene_names)
         for alias, target in ESTABLISHED_BASE_LINKS.items():
@@ -199,15 +208,15 @@ class BaseEdgeWriter:
         write_attrs(self.f.require_group("significant"), {k: meta[k] for k in _SIGNIFICANT_COUNTS if k in meta})
 
 
-def _write_table(group: h5py.Group, family: str, table: QTable) -> None:
+def _write_table(group: h5py.Group, family: str, table: QTable, direct: DirectColumns) -> None:
     """``{family}_stat`` and ``{family}_q`` (float64) written piece by piece."""
     shape = (table.size,)
     stat_ds, q_ds = (group.create_dataset(f"{family}_{name}", shape, np.float64,
                                           **dataset_options(shape, np.float64)) for name in ("stat", "q"))
     at = 0
     for stat, q in table.pieces():
-        stat_ds[at : at + len(stat)] = stat
-        q_ds[at : at + len(q)] = q
+        direct.write(stat_ds, at, stat)
+        direct.write(q_ds, at, q)
         at += len(stat)
     if at != table.size:
         raise RuntimeError(f"q table {family}: {at} entries written for {table.size}")

@@ -1,9 +1,9 @@
 """Compress HDF5 chunks in worker threads and write them with ``write_direct_chunk``.
 
 HDF5 runs its filters in the writing thread, one chunk at a time. For big, write-bound
-outputs (stage 01: 10 GB of int32 at production shape) we apply the same built-in
-filters ourselves — byte shuffle, then deflate — in a thread pool (zlib releases the
-GIL) and hand HDF5 the finished bytes. The file is an ordinary shuffle+gzip dataset:
+outputs (stage 01: 10 GB of int32 at production shape; 02a's edge columns and q tables,
+``DirectColumns``) we apply the same built-in filters ourselves — byte shuffle, then
+deflate — in a thread pool (zlib releases the GIL) and hand HDF5 the finished bytes. The file is an ordinary shuffle+gzip dataset:
 any HDF5 reader decodes it without plugins.
 
 Deflate strategies for the shuffled bytes (all produce one standard zlib stream):
@@ -26,6 +26,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TypeVar
 
 import h5py
@@ -147,3 +148,112 @@ def ordered_parallel_map(
 def write_chunk(dataset: h5py.Dataset, offset: tuple[int, ...], data: bytes) -> None:
     """Store pre-encoded bytes as the chunk at ``offset`` (all filters applied)."""
     dataset.id.write_direct_chunk(offset, data, 0)
+
+
+
+@dataclass
+class _OpenChunk:
+    """The chunk of ``dataset`` starting at element ``first`` being filled."""
+
+    dataset: h5py.Dataset
+    encoder: ChunkEncoder
+    first: int
+    values: np.ndarray
+
+
+def direct_encoder(dataset: h5py.Dataset) -> ChunkEncoder | None:
+    """The encoder of a 1-D chunked dataset filtered with exactly shuffle + gzip (its level, zlib's
+    default strategy: the bytes HDF5's deflate filter would store), else None."""
+    if dataset.ndim != 1 or dataset.chunks is None or dataset.compression != "gzip" or not dataset.shuffle:
+        return None
+    if dataset.fletcher32 or dataset.scaleoffset is not None:
+        return None
+    return ChunkEncoder("gzip", int(dataset.compression_opts), "default")
+
+
+class DirectColumns:
+    """Writes 1-D chunked datasets chunk by chunk, their shuffle + gzip done on ``threads``
+    worker threads while the caller goes on computing (HDF5 itself filters in the writing
+    thread, and again at close for the chunks left in its cache).
+
+    ``write(dataset, start, values)`` takes each dataset's values at increasing offsets (gaps
+    allowed); a chunk is encoded once the writes move past it and written in order on the
+    calling thread (h5py is not thread-safe). Chunks that get no values are never written: they
+    read as the fill value, 0. At most ``window`` encoded chunks per dataset are in flight
+    (memory: window + 1 chunks per dataset). A dataset not chunked with exactly shuffle + gzip
+    is written through h5py. ``close()`` writes the rest (the last chunk padded with 0, as HDF5
+    pads it).
+    """
+
+    def __init__(self, *, threads: int, window: int = 2) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=max(1, int(threads)), thread_name_prefix="dcoex-chunk")
+        self._window = max(1, int(window))
+        self._open: dict[int, _OpenChunk] = {}
+        self._pending: dict[int, deque[tuple[h5py.Dataset, tuple[int], Future]]] = {}
+
+    def write(self, dataset: h5py.Dataset, start: int, values: np.ndarray) -> None:
+        """Store ``values`` at [start, start + len) of ``dataset`` (after every earlier write to it)."""
+        values = np.asarray(values, dtype=dataset.dtype)
+        if values.size == 0:
+            return
+        key = id(dataset)
+        current = self._open.get(key)
+        encoder = current.encoder if current is not None else direct_encoder(dataset)
+        if encoder is None:
+            dataset[start : start + values.size] = values
+            return
+        size = dataset.chunks[0]
+        at = 0
+        while at < values.size:
+            offset = start + at
+            first = offset - offset % size
+            if current is not None and current.first != first:
+                if first < current.first:
+                    raise ValueError(f"{dataset.name}: writes must move forward ({offset} after {current.first})")
+                self._submit(key)
+                current = None
+            if current is None:
+                current = self._open[key] = _OpenChunk(dataset, encoder, first, np.zeros(size, dataset.dtype))
+            take = min(values.size - at, first + size - offset)
+            current.values[offset - first : offset - first + take] = values[at : at + take]
+            at += take
+        self._drain(key, block=False)
+
+    def _submit(self, key: int) -> None:
+        chunk = self._open.pop(key)
+        queue = self._pending.setdefault(key, deque())
+        queue.append((chunk.dataset, (chunk.first,), self._pool.submit(chunk.encoder.encode, chunk.values)))
+        while len(queue) > self._window:
+            dataset, offset, future = queue.popleft()
+            write_chunk(dataset, offset, future.result())
+
+    def _drain(self, key: int, *, block: bool) -> None:
+        queue = self._pending.get(key)
+        while queue and (block or queue[0][2].done()):
+            dataset, offset, future = queue.popleft()
+            write_chunk(dataset, offset, future.result())
+
+    def close(self) -> None:
+        """Encode and write every chunk still open or in flight; stop the threads."""
+        try:
+            for key in list(self._open):
+                self._submit(key)
+            for key in list(self._pending):
+                self._drain(key, block=True)
+        finally:
+            self.abandon()
+
+    def __enter__(self) -> DirectColumns:
+        return self
+
+    def __exit__(self, kind: object, *rest: object) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abandon()
+
+    def abandon(self) -> None:
+        """Stop the threads without writing what is left (the file is being discarded)."""
+        self._open.clear()
+        self._pending.clear()
+        self._pool.shutdown(wait=True, cancel_futures=True)

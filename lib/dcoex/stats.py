@@ -68,20 +68,22 @@ def flat_index(i: np.ndarray, j: np.ndarray, n_genes: int) -> np.ndarray:
 
 
 def pair_from_flat(k: np.ndarray, n_genes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of flat_index in exact int64 arithmetic: (i, j) as int64 arrays."""
+    """Inverse of flat_index in exact int64 arithmetic: (i, j) as int64 arrays. Row i starts at
+    flat index i·(2N − i − 1)/2; ascending ``k`` (as the edge files store them) is cut at the
+    row starts in one pass, any other order looks each up (binary search)."""
     k64 = np.asarray(k, dtype=np.int64)
-    n = np.int64(n_genes)
-    # float estimate of the row, then exact integer correction
-    disc = (2 * n - 1) ** 2 - 8 * k64.astype(np.float64)
-    i = np.floor(((2 * n - 1) - np.sqrt(np.maximum(disc, 0.0))) / 2).astype(np.int64)
-    i = np.clip(i, 0, n - 2)
-    for _ in range(3):
-        start = i * (2 * n - i - 1) // 2
-        i = np.where(start > k64, i - 1, i)
-        nxt = (i + 1) * (2 * n - i - 2) // 2
-        i = np.where(nxt <= k64, i + 1, i)
-    j = k64 - i * (2 * n - i - 1) // 2 + i + 1
-    return i, j
+    shape = k64.shape
+    k64 = k64.ravel()
+    n = int(n_genes)
+    rows = np.arange(max(n - 1, 1), dtype=np.int64)
+    starts = rows * (2 * n - rows - 1) // 2
+    if k64.size and bool(np.all(k64[1:] >= k64[:-1])):
+        bounds = np.searchsorted(k64, starts, side="left")
+        i = np.repeat(rows, np.diff(np.append(bounds, k64.size)))
+    else:
+        i = np.searchsorted(starts, k64, side="right") - 1
+    j = k64 - starts[i] + i + 1
+    return i.reshape(shape), j.reshape(shape)
 
 
 def bootstrap_pvalue(n_minority: np.ndarray, n_finite: np.ndarray) -> np.ndarray:

@@ -383,7 +383,7 @@ def _size_stages(plan: RunPlan, scheduler: Scheduler) -> None:
                 if counts and None not in counts:
                     edges = [c for c in counts if c is not None]
                     known[t] = sized(max(edges))
-                    timed[t] = time_for(s, o.params, edges, n_genes=plan.shape.n_genes, bound=bound,
+                    timed[t] = time_for(s, o.params, edges, shape=plan.shape, bound=bound,
                                         scale=time_scale)
             task_requests = {t: r.requested_bytes for t, r in known.items()}
             task_raw = {t: r.raw.total_bytes for t, r in known.items()}
@@ -395,7 +395,7 @@ def _size_stages(plan: RunPlan, scheduler: Scheduler) -> None:
             limits = [r.time_limit for r in timed.values()]
             if unknown:
                 limits.append(bound if scheduler.name != "sge" else time_for(
-                    s, o.params, [int(req.raw.params["n_edges"])] * plan.genes_per_task, n_genes=plan.shape.n_genes,
+                    s, o.params, [int(req.raw.params["n_edges"])] * plan.genes_per_task, shape=plan.shape,
                     bound=bound, scale=time_scale).time_limit)
             time_limit = max(limits, key=time_limit_seconds) if limits else bound
             # the job's own request covers its largest task (SGE asks once per array)

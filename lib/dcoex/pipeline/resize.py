@@ -87,7 +87,7 @@ def resize_successors(out: Path, task: int) -> list[str]:
             req = request_for(s, shape, params, scheduler, factor=factors.get(s, 1.0),
                               safety=params["mem_safety"], slots=entry["slots"], n_edges=n_edges)
             sized = req.requested_bytes
-            timed = time_for(s, params, counts, n_genes=shape.n_genes,
+            timed = time_for(s, params, counts, shape=shape,
                              bound=entry.get("time_limit_bound") or entry["time_limit"],
                              scale=entry.get("test_time_scale"))
             entry.setdefault("task_requests", {})[str(task)] = sized

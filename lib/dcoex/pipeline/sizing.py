@@ -39,6 +39,7 @@ from dcoex.edge_files import read_selected_count
 from dcoex.genes import gene_file_path
 from dcoex.pipeline.estimates import stage_estimate
 from dcoex.pipeline.shapes import DataShape
+from dcoex.stages.s01_bootstrap_indices.science import group_sizes
 from dcoex.stages.s02b_bootstrap_edges import estimator as estimator_02b
 from dcoex.stages.s03_network import estimator as estimator_03
 from hpc.errors import InputError
@@ -126,15 +127,18 @@ def time_scale_knob(stage: str) -> float | None:
         raise InputError(f"{TEST_TIME_SCALE_ENV}{stage.upper()}={scale!r}: not a number") from None
 
 
-def time_for(stage: str, params: Mapping[str, Any], gene_edges: Sequence[int], *, n_genes: int,
+def time_for(stage: str, params: Mapping[str, Any], gene_edges: Sequence[int], *, shape: DataShape,
              bound: str, scale: float | None = None) -> TimeRequest:
     """The time limit of a ``stage`` (02b, 03) task whose genes have ``gene_edges`` edges (|E0|
     each; the task runs them one after another): the stage's model (× ``scale``, the testing
-    knob) × TIME_SAFETY, in whole minutes, at least TIME_FLOOR_SECONDS, at most ``bound`` (H:MM:SS)."""
+    knob) × TIME_SAFETY, in whole minutes, at least TIME_FLOOR_SECONDS, at most ``bound`` (H:MM:SS).
+    02b's model takes the resample sizes from ``shape`` and the group fractions in ``params``."""
     edges = [int(e) for e in gene_edges]
     if stage == "02b":
-        seconds = estimator_02b.runtime_seconds(n_genes=n_genes, gene_edges=edges,
-                                                n_bootstrap=int(params["n_bootstrap"]))
+        sizes = group_sizes(shape.n_samples, params["low_frac"], params["high_frac"], params["bootstrap_frac"])
+        seconds = estimator_02b.runtime_seconds(n_genes=shape.n_genes, gene_edges=edges,
+                                                n_bootstrap=int(params["n_bootstrap"]), kr_low=sizes.kr_low,
+                                                kr_high=sizes.kr_high)
     elif stage == "03":
         seconds = estimator_03.runtime_seconds(gene_edges=edges)
     else:

@@ -115,13 +115,19 @@ def run_base(
                         tables: dict = {}
 
                         def start(n_edges: int) -> None:
-                            writer.append(BaseEdgeWriter(f, n_genes=n, n_edges=n_edges, tables=tables))
+                            writer.append(BaseEdgeWriter(f, n_genes=n, n_edges=n_edges, tables=tables,
+                                                         threads=threads))
 
-                        attrs = differential_edges(
-                            expr[:, low], expr[:, high], fdr_alpha, tile_rows=plan.batch_size, exact_q=exact_q,
-                            sink=lambda chunk: writer[0].append(chunk), on_count=start, on_tables=tables.update,
-                            columns=BASE_EMITTED, backend=backend, scratch_dir=out,
-                        )
+                        try:
+                            attrs = differential_edges(
+                                expr[:, low], expr[:, high], fdr_alpha, tile_rows=plan.batch_size, exact_q=exact_q,
+                                sink=lambda chunk: writer[0].append(chunk), on_count=start, on_tables=tables.update,
+                                columns=BASE_EMITTED, backend=backend, scratch_dir=out,
+                            )
+                        except BaseException:
+                            if writer:
+                                writer[0].abandon()
+                            raise
                         if attrs["n_tests_low"] == 0 or attrs["n_tests_high"] == 0:
                             print(
                                 f"warning: gene {gene} ({names[gene]}): {attrs['n_const_low']} genes constant in "

@@ -57,8 +57,9 @@ TABLE_ENTRIES = 1 << 17
 #: Bytes per pending edge: the kernel's outputs copied, the stored columns and significance
 #: flags, and the concatenation of a chunk.
 EDGE_CHUNK_BYTES = 100
-#: The writer's bitmap window (8 MiB of booleans, 1 MiB packed) and HDF5 chunk buffers.
-WRITER_BYTES = 16 * MiB
+#: The writer's bitmap window (8 MiB of booleans, 1 MiB packed) and the chunks being compressed
+#: (dcoex.h5chunks.DirectColumns: up to 3 chunks of 1 MiB for each of 4 columns, and their bytes).
+WRITER_BYTES = 24 * MiB
 #: Output size (output_bytes), format 3, shuffle + gzip 4, measured on realistic data from
 #: 1,500 × 128 to 8,763 × 938 (docs/stage02a.md "Storage"): bytes per edge of r_low, r_high
 #: (float32; 6.7–6.9 measured); of the sparse int64 pair index (at most, density >= 0.5 %); of the

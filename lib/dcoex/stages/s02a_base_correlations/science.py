@@ -202,11 +202,12 @@ class _Family:
 
     def next_group(self) -> tuple[int, int] | None:
         """The next bin range [start, stop) to consume, with at most ``budget`` statistics in
-        bins that need collecting (a single bin may hold more); None when done."""
-        last = N_BINS if (self.found or self.complete) else self.limit
+        bins that need collecting (a single bin may hold more); None when done. A group may run
+        past the cut's last possible bin, so that one pass finds the cut and starts the q table."""
         start = self.pos
-        if start >= last:
+        if start >= (N_BINS if (self.found or self.complete) else self.limit):
             return None
+        last = N_BINS
         limit = self.mixed_above[start] - self.budget
         stop = start + int(np.searchsorted(-self.mixed_above[start + 1 : last + 1], -limit, side="right"))
         return start, min(max(stop, start + 1), last)

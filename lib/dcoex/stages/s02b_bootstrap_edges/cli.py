@@ -178,7 +178,7 @@ def run_bootstrap(
                 base_sha = BaseEdgesSha()
                 with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
                     writer = BootFileWriter(f, max_edges=n_base, n_boot_stored=n_boot if store_replicates else None)
-                    band = band_edges(plan.batch_size, n_boot, store_replicates=store_replicates)
+                    band = band_edges(plan.batch_size, store_replicates=store_replicates)
                     for chunk in iter_base_edges(inputs["path"], chunk_edges=band, columns=BASE_COLUMNS):
                         keep = selected_rows(chunk, edge_selection)
                         e = {name: col[keep] for name, col in chunk.items()}

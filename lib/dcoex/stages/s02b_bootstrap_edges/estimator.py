@@ -27,7 +27,7 @@ tiles are read from the 02a file and appended to the output one at a time):
   (STATS_WORK_BYTES);
 - ``hdf5``: chunk buffers of the resizable output datasets.
 
-The tile is at most MAX_CHUNK_DELTA_BYTES of Δ.
+The tile is at most MAX_TILE_EDGES edges and MAX_CHUNK_DELTA_BYTES of Δ.
 """
 
 from __future__ import annotations
@@ -51,6 +51,10 @@ FIRST_TILE_BYTES = 8 * MiB
 STATS_WORK_BYTES = 64 * MiB
 #: Largest Δ matrix of one tile (bytes): bigger tiles amortise the ranking a little more.
 MAX_CHUNK_DELTA_BYTES = 512 * MiB
+#: Most edges of one tile whatever B: at small B a tile of MAX_CHUNK_DELTA_BYTES would hold a
+#: band of whole rows (every gene ranked, a sparse core); 2-D tiles of this size in bands of
+#: BAND_TILES keep both small (realistic 12,625 × 128, B = 100, 9.3 M edges: 43 → 17 s wall).
+MAX_TILE_EDGES = 1 << 17
 #: Ranking temporaries of one block of replicates (dcoex.stages.s02b_bootstrap_edges.science sizes blocks to it).
 RANK_WORK_BYTES = 32 * MiB
 #: Host buffer of the core products a gathering device backend returns (its replicate steps
@@ -83,18 +87,16 @@ HDF5_BYTES = 16 * MiB
 
 
 def max_chunk(n_bootstrap: int) -> int:
-    """Most edges per tile: MAX_CHUNK_DELTA_BYTES of float32 Δ."""
-    return max(1, MAX_CHUNK_DELTA_BYTES // (4 * max(int(n_bootstrap), 1)))
+    """Most edges per tile: MAX_CHUNK_DELTA_BYTES of float32 Δ, at most MAX_TILE_EDGES."""
+    return max(1, min(MAX_TILE_EDGES, MAX_CHUNK_DELTA_BYTES // (4 * max(int(n_bootstrap), 1))))
 
 
-def band_edges(edge_chunk: int, n_bootstrap: int, *, store_replicates: bool = False) -> int:
-    """Edges per band at ``edge_chunk`` edges per tile: BAND_TILES tiles, fewer when B is
-    small (the band's BAND_EDGE_BYTES per edge stay under half the tile's Δ bytes); one tile
-    with ``store_replicates`` (the replicates are written in the 02a order, tile by tile)."""
+def band_edges(edge_chunk: int, *, store_replicates: bool = False) -> int:
+    """Edges per band at ``edge_chunk`` edges per tile: BAND_TILES tiles; one tile with
+    ``store_replicates`` (the replicates are written in the 02a order, tile by tile)."""
     if store_replicates:
         return max(1, int(edge_chunk))
-    tiles = max(1, min(BAND_TILES, (4 * int(n_bootstrap)) // (2 * BAND_EDGE_BYTES)))
-    return max(1, int(edge_chunk)) * tiles
+    return max(1, int(edge_chunk)) * BAND_TILES
 
 
 def signs_fit(n_genes: int, k: int) -> bool:
@@ -168,7 +170,7 @@ def estimate(
         "expr": n * int(n_samples) * 4 + n * sum(ks) * 4,
         "indices": b * (int(kr_low) + int(kr_high)) * 16 + b * sum(ks) * 20,
         "tile_edges": c * TILE_EDGE_BYTES if e else 0,
-        "band": (min(band_edges(c, b, store_replicates=store_replicates), e) - c) * BAND_EDGE_BYTES if e > c else 0,
+        "band": (min(band_edges(c, store_replicates=store_replicates), e) - c) * BAND_EDGE_BYTES if e > c else 0,
         "deltas": c * b * 4 if e else 0,
         "signs": sum((n_c * k * k * 4 if fit else n_c * k * 24) + n_c * k * 4 for k, fit in zip(ks, cached, strict=True)),
         "work": block * per_rep + products if e else 0,
@@ -204,31 +206,57 @@ def output_bytes(*, n_genes: int, n_edges: int, n_boot: int, store_replicates: b
     return int(total)
 
 
-#: Run-time model of one 02b task, in CPU seconds of the development machine (2 cores, shared;
-#: measured with bench/stage02b_tiles.py and bench/whole_run.py at N = 12,625, S = 128, B = 100:
-#: 0 to 2.2·10^7 edges, bench/results/time_model.json). The driver multiplies it by a safety
-#: factor and bounds it (dcoex.pipeline.sizing.time_for). Fixed part of a task (interpreter,
-#: imports, the expression matrix read), seconds:
+#: Run-time model of one 02b task, in CPU seconds of the development machine (2 cores; float32
+#: GEMM ≈ 35 GFLOP/s per core), fitted with bench/time_model_02b.py (bench/results/time_model_02b.json:
+#: k from 25 to 187, 683 to 22.8 M edges, B = 100 and 1,000). The driver multiplies it by a
+#: safety factor and bounds it (dcoex.pipeline.sizing.time_for). Fixed part of a task
+#: (interpreter, imports, numba's kernels, the expression matrix read), seconds:
 TASK_FIXED_SECONDS = 10.0
 #: Fixed part of each gene (its 02a header, index rows, output file), seconds.
 GENE_FIXED_SECONDS = 1.0
-#: Seconds per edge·replicate (gathers, statistics, writing; measured 0.9-1.3·10^-7 on large genes).
-SECONDS_PER_EDGE_REPLICATE = 1.5e-7
-#: Seconds per gene touched by a tile, per replicate (each tile ranks its genes' resamples once
-#: per replicate; measured ~0.045 s per replicate for a tile touching all 12,625 genes).
-SECONDS_PER_TILE_GENE_REPLICATE = 4.0e-6
+#: Seconds per edge·replicate outside the products (the statistics and their sort, the
+#: replicate buffer, reading and writing).
+SECONDS_PER_EDGE_REPLICATE = 2.5e-8
+#: Seconds per product pair·replicate per resampled sample (both groups counted: k_r,L + k_r,H
+#: multiply-adds of one pair of a core product); an edge costs min(1/density, GATHER_COST_RATIO)
+#: pairs: dense edges come from core matrix products that also compute the pairs between them,
+#: sparse ones from gathered dot products (GATHER_COST_RATIO core pairs each).
+SECONDS_PER_PAIR_SAMPLE_REPLICATE = 1.0e-10
+#: Cost of one gathered edge relative to one pair of a core matrix product (the science's
+#: choice of core, and the run-time model).
+GATHER_COST_RATIO = 24.0
+#: Seconds per gene a tile ranks, per replicate and resampled sample (both groups counted).
+SECONDS_PER_TILE_GENE_SAMPLE_REPLICATE = 1.0e-8
 
 
-def runtime_seconds(*, n_genes: int, gene_edges: list[int], n_bootstrap: int) -> float:
-    """Modelled run time (seconds) of a 02b task whose genes have ``gene_edges`` edges (|E0|
-    each, run one after another) at B = ``n_bootstrap``, N = ``n_genes``: the fixed parts, per
-    edge·replicate, and per replicate the ranking of each tile's genes (tiles of max_chunk edges)."""
+def tile_genes(*, n_genes: int, n_edges: int, n_bootstrap: int) -> int:
+    """Genes ranked by the tiles of a gene with ``n_edges`` edges, summed over its tiles: each
+    band of whole rows (band_edges) is cut into tiles of max_chunk edges, a run of its columns
+    each, so a tile ranks about its band's rows (band·N/E, rows holding E/N edges on average)
+    plus its share of the columns (N·tile/band), at most N and 2 per edge."""
+    n, e = int(n_genes), max(int(n_edges), 0)
+    if e == 0:
+        return 0
+    tile = max_chunk(n_bootstrap)
+    band = band_edges(tile)
+    tiles = -(-e // tile)
+    per_tile = min(n, 2 * min(e, tile), -(-band * n // e) + -(-n * tile // band))
+    return tiles * per_tile
+
+
+def runtime_seconds(*, n_genes: int, gene_edges: list[int], n_bootstrap: int, kr_low: int, kr_high: int) -> float:
+    """Modelled CPU seconds of a 02b task whose genes have ``gene_edges`` edges (|E0| each, run
+    one after another) at B = ``n_bootstrap``, N = ``n_genes``, resamples of kr_low/kr_high
+    samples: the fixed parts; per edge·replicate the statistics and its product pairs
+    (min(1/density, GATHER_COST_RATIO) pairs of k_r,L + k_r,H multiply-adds); per replicate the
+    ranking of each tile's genes (tile_genes)."""
     b = max(int(n_bootstrap), 1)
+    samples = int(kr_low) + int(kr_high)
+    pairs = max(int(n_genes) * (int(n_genes) - 1) // 2, 1)
     total = TASK_FIXED_SECONDS
     for e in (max(int(x), 0) for x in gene_edges):
-        total += GENE_FIXED_SECONDS + SECONDS_PER_EDGE_REPLICATE * e * b
-        tile = max_chunk(b)
-        full, rest = divmod(e, tile)
-        touched = full * min(int(n_genes), 2 * tile) + (min(int(n_genes), 2 * rest) if rest else 0)
-        total += SECONDS_PER_TILE_GENE_REPLICATE * touched * b
+        per_edge = min(pairs / e, GATHER_COST_RATIO) if e else 0.0
+        total += GENE_FIXED_SECONDS + b * (
+            e * (SECONDS_PER_EDGE_REPLICATE + SECONDS_PER_PAIR_SAMPLE_REPLICATE * samples * per_edge)
+            + SECONDS_PER_TILE_GENE_SAMPLE_REPLICATE * samples * tile_genes(n_genes=n_genes, n_edges=e, n_bootstrap=b))
     return float(total)

@@ -55,6 +55,36 @@ def rank_products(counts, signs_t, out, n_parts):
 
 
 @njit(cache=True, nogil=True, parallel=True)
+def sorted_ranks(counts, order, tie_row, first, last, kr, u):  # noqa: PLR0917 - numba kernels take no keyword-only arguments
+    """u[b, g, order[g, s]] = 2·cum_s − w_s − kr along gene g's sorted order (w_s the count of
+    its s-th smallest value in resample b, cum_s the inclusive cumulative count: below minus
+    above); a gene with ties (tie_row[g] = t >= 0) gives every value of a tie run spanning
+    sorted positions f..l = first[t, s]..last[t, s] (cum_f − w_f) + cum_l − kr. Integer counts
+    in float32 (exact); the (replicate, gene) pairs in parallel."""
+    nb, g, k = u.shape
+    for t in prange(nb * g):
+        b = t // g
+        i = t % g
+        row = tie_row[i]
+        if row < 0:
+            cum = np.float32(0.0)
+            for s in range(k):
+                p = order[i, s]
+                w = counts[b, p]
+                cum += w
+                u[b, i, p] = (cum * np.float32(2.0) - w) - kr
+        else:
+            cums = np.empty(k, np.float32)
+            cum = np.float32(0.0)
+            for s in range(k):
+                cum += counts[b, order[i, s]]
+                cums[s] = cum
+            for s in range(k):
+                f, la = first[row, s], last[row, s]
+                u[b, i, order[i, s]] = ((cums[f] - counts[b, order[i, f]]) + cums[la]) - kr
+
+
+@njit(cache=True, nogil=True, parallel=True)
 def rank_scales(u, counts, scale):
     """scale[b, g] = float32(1 / sqrt(Σ_p counts[b, p]·u[b, g, p]²)), the sum an exact integer
     in float64; NaN where it is 0 (a gene constant in the resample)."""
@@ -110,7 +140,7 @@ def scale_into(raw, index, edges, scale, gene_i, gene_j, out, subtract):  # noqa
 
 @njit(cache=True, nogil=True, parallel=True)
 def core_deltas(u_h, counts_h, scale_h, u_l, counts_l, scale_l, n_rows, n_cols, row_ptr, edge_col, edges, out,  # noqa: PLR0917 - numba kernels take no keyword-only arguments
-                row_block):
+                row_block, n_runs):
     """The core edges' Δ of a replicate block, both groups' products and the Δ fused per
     block of rows.
 
@@ -121,39 +151,52 @@ def core_deltas(u_h, counts_h, scale_h, u_l, counts_l, scale_l, n_rows, n_cols, 
     row r its edges e in row_ptr[r]..row_ptr[r + 1] (column c = edge_col[e]):
     r_G = (float32(product_G[r − r0, c])·scale_G[b, r])·scale_G[b, n_rows + c] and
     out[b, edges[e]] = r_H − r_L (float32, numpy's operations in numpy's order). Rows
-    without edges are skipped."""
+    without edges are skipped. ``n_runs`` runs of (replicate, row block) pairs (the caller
+    gives 4 per thread) run in parallel, each with its own buffers, so a block of one replicate
+    (large groups, many genes) still uses every thread; the results do not depend on the runs."""
     nb, k_h, k_l = u_h.shape[0], u_h.shape[2], u_l.shape[2]
-    for b in prange(nb):
+    n_blocks = (n_rows + row_block - 1) // row_block
+    total = nb * n_blocks
+    n_runs = max(1, min(total, n_runs))
+    for run in prange(n_runs):  # runs of (replicate, row block) pairs: parallel even for one replicate
         prod_h = np.empty((row_block, n_cols), u_h.dtype)
         prod_l = np.empty((row_block, n_cols), u_l.dtype)
         left_h = np.empty((row_block, k_h), u_h.dtype)
         left_l = np.empty((row_block, k_l), u_l.dtype)
-        sh, sl, o = scale_h[b], scale_l[b], out[b]
-        right_h, right_l = u_h[b, n_rows : n_rows + n_cols].T, u_l[b, n_rows : n_rows + n_cols].T
-        ch, cl = counts_h[b], counts_l[b]
-        for r0 in range(0, n_rows, row_block):
+        for t in range(run * total // n_runs, (run + 1) * total // n_runs):
+            b = t // n_blocks
+            r0 = (t % n_blocks) * row_block
             r1 = min(r0 + row_block, n_rows)
-            if row_ptr[r0] == row_ptr[r1]:
-                continue
-            for r in range(r0, r1):
-                for p in range(k_h):
-                    left_h[r - r0, p] = u_h[b, r, p] * ch[p]
-                for p in range(k_l):
-                    left_l[r - r0, p] = u_l[b, r, p] * cl[p]
-            np.dot(left_h[: r1 - r0], right_h, prod_h[: r1 - r0])
-            np.dot(left_l[: r1 - r0], right_l, prod_l[: r1 - r0])
-            for r in range(r0, r1):
-                sh_i, sl_i = sh[r], sl[r]
-                ph, pl = prod_h[r - r0], prod_l[r - r0]
-                for e in range(row_ptr[r], row_ptr[r + 1]):
-                    c = edge_col[e]
-                    vh = np.float32(ph[c])
-                    vh *= sh_i
-                    vh *= sh[n_rows + c]
-                    vl = np.float32(pl[c])
-                    vl *= sl_i
-                    vl *= sl[n_rows + c]
-                    o[edges[e]] = vh - vl
+            if row_ptr[r0] != row_ptr[r1]:
+                _core_block(u_h[b], counts_h[b], scale_h[b], u_l[b], counts_l[b], scale_l[b], n_rows, n_cols, r0,
+                            r1, row_ptr, edge_col, edges, out[b], prod_h[: r1 - r0], prod_l[: r1 - r0],
+                            left_h[: r1 - r0], left_l[: r1 - r0])
+
+
+@njit(cache=True, nogil=True)
+def _core_block(u_h, ch, sh, u_l, cl, sl, n_rows, n_cols, r0, r1, row_ptr, edge_col, edges, o, prod_h, prod_l,  # noqa: PLR0917 - numba kernels take no keyword-only arguments
+                left_h, left_l):
+    """core_deltas for one replicate's rows [r0, r1), in the caller's buffers of r1 − r0 rows."""
+    k_h, k_l = left_h.shape[1], left_l.shape[1]
+    for r in range(r0, r1):
+        for p in range(k_h):
+            left_h[r - r0, p] = u_h[r, p] * ch[p]
+        for p in range(k_l):
+            left_l[r - r0, p] = u_l[r, p] * cl[p]
+    np.dot(left_h, u_h[n_rows : n_rows + n_cols].T, prod_h)
+    np.dot(left_l, u_l[n_rows : n_rows + n_cols].T, prod_l)
+    for r in range(r0, r1):
+        sh_i, sl_i = sh[r], sl[r]
+        ph, pl = prod_h[r - r0], prod_l[r - r0]
+        for e in range(row_ptr[r], row_ptr[r + 1]):
+            c = edge_col[e]
+            vh = np.float32(ph[c])
+            vh *= sh_i
+            vh *= sh[n_rows + c]
+            vl = np.float32(pl[c])
+            vl *= sl_i
+            vl *= sl[n_rows + c]
+            o[edges[e]] = vh - vl
 
 
 @njit(cache=True, nogil=True)

@@ -45,6 +45,7 @@ from dcoex.ranks import exact_dtype, tie_bounds
 from dcoex.stages.s02b_bootstrap_edges import kernels
 from dcoex.stages.s02b_bootstrap_edges.estimator import (
     CORE_BLOCK_BYTES,
+    GATHER_COST_RATIO,
     GATHER_WORK_BYTES,
     RANK_WORK_BYTES,
     STATS_WORK_BYTES,
@@ -54,8 +55,6 @@ from dcoex.stages.s02b_bootstrap_edges.estimator import (
 )
 from dcoex.stats import bootstrap_bias, bootstrap_pvalue
 
-#: Cost of one gathered edge relative to one pair of a core matrix product.
-GATHER_COST_RATIO = 24.0
 #: Fixed cost of a core matrix product (per replicate), in pairs: small cores are not worth it.
 CORE_OVERHEAD_PAIRS = 4096
 #: Candidate core sizes tried per axis (geometric grid up to all rows / columns).
@@ -128,30 +127,13 @@ class ResampleSide:
             self.rank_index = np.arange(self.n_genes)[:, None] * self.k + sorted_position
             self.tied = np.flatnonzero(np.any(first != last, axis=1))
             self.first, self.last = first[self.tied], last[self.tied]
+            self.tie_row = np.full(self.n_genes, -1, np.int64)
+            self.tie_row[self.tied] = np.arange(self.tied.size)
 
     @property
     def uses_sorted_ranks(self) -> bool:
         """True when ranks come from cumulative counts (sign matrices too large to keep)."""
         return self._signs is None
-
-    def _sorted_ranks(self, counts: np.ndarray, u: np.ndarray) -> None:
-        """u (nb, g, k) from the counts (nb, k) along each gene's sorted order: with cum the
-        inclusive cumulative counts and w the counts in sorted order, a value whose tie run
-        spans sorted positions f..l has u = (cum_f − w_f) + cum_l − k_r (below minus above)."""
-        nb, g, k = u.shape
-        w = counts[:, self.order]  # (nb, g, k)
-        cum = np.cumsum(w, axis=2)
-        if self.tied.size:
-            cum_t, w_t = cum[:, self.tied], w[:, self.tied]
-            tied_u = (np.take_along_axis(cum_t, self.first[None], 2) - np.take_along_axis(w_t, self.first[None], 2)
-                      + np.take_along_axis(cum_t, self.last[None], 2) - self.kr)
-        cum *= 2
-        cum -= w
-        cum -= self.kr
-        del w
-        if self.tied.size:
-            cum[:, self.tied] = tied_u
-        np.take(cum.reshape(nb, g * k), self.rank_index, axis=1, out=u)
 
     def integer_ranks(self, b0: int, b1: int) -> tuple[np.ndarray, np.ndarray]:
         """(u, scale) of replicates b0..b1: u (nb, g, k) = 2·rank − (k_r + 1) of each gene's
@@ -164,7 +146,7 @@ class ResampleSide:
         if self._signs is not None:
             kernels.rank_products(counts, self._signs.T, u.reshape(nb, g * k), numba.get_num_threads())
         else:
-            self._sorted_ranks(counts, u)
+            kernels.sorted_ranks(counts, self.order, self.tie_row, self.first, self.last, np.float32(self.kr), u)
         u = u.astype(self.dtype, copy=False)
         scale = np.empty((nb, g), np.float32)
         kernels.rank_scales(u, counts, scale)  # exact integer sums Σ c·u²
@@ -284,7 +266,8 @@ class EdgeLayout:
             itemsize = max(u_h.itemsize, u_l.itemsize)
             row_block = max(1, CORE_BLOCK_BYTES // (2 * itemsize * self.n_cols))
             kernels.core_deltas(u_h, counts_h, scale_h, u_l, counts_l, scale_l, self.n_rows, self.n_cols,
-                                self.core_ptr, self.core_col, self.core_edges, out, row_block)
+                                self.core_ptr, self.core_col, self.core_edges, out, row_block,
+                                4 * numba.get_num_threads())
             return
         if self._pairs is None:
             self._pairs = (backend.put(self.core_row), backend.put(self.core_col))
