@@ -233,3 +233,20 @@ def test_run_time_model_counts_the_genes_the_tiles_rank(run, monkeypatch, tile):
                          for at in column_tiles(gi[b0 : b0 + band], gj[b0 : b0 + band], tile))
             modelled = estimator.tile_genes(n_genes=n, n_edges=gi.size, n_bootstrap=B)
             assert ranked <= modelled <= 3 * ranked, (gene, step, gi.size, ranked, modelled)
+
+
+def test_sign_matrices_only_where_the_estimate_counts_them(monkeypatch):
+    """A tile of few genes in a task whose planned tile bound does not fit the sign matrices
+    ranks from the sorted order, as the estimator (sign_bytes at the bound) counted it."""
+    from dcoex.stages.s02b_bootstrap_edges import estimator
+    from dcoex.stages.s02b_bootstrap_edges.science import ResampleSide
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(40, 30)).astype(np.float32)
+    positions = rng.integers(0, 30, size=(5, 24))
+    monkeypatch.setattr(estimator, "SIGN_WORK_BYTES", 40 * 30 * 30 * 4)  # exactly 40 genes fit
+    assert not ResampleSide(x, positions).uses_sorted_ranks
+    assert not ResampleSide(x, positions, genes_bound=40).uses_sorted_ranks
+    assert ResampleSide(x, positions, genes_bound=41).uses_sorted_ranks
+    assert estimator.sign_bytes(40, 30) == 40 * 30 * 30 * 4 + 40 * 30 * 4
+    assert estimator.sign_bytes(41, 30) == 41 * 30 * 24 + 41 * 30 * 4 < 40 * 30 * 30 * 4

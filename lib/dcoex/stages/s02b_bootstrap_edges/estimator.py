@@ -17,7 +17,8 @@ tiles are read from the 02a file and appended to the output one at a time):
   BAND_EDGE_BYTES per edge);
 - ``deltas``: the (B × c) float32 replicate buffer, reused by every tile;
 - ``signs``: per group the tile genes' sign matrices (n_c·k × k float32) when they fit
-  SIGN_WORK_BYTES, else their sort order and rank index (int64), and their values;
+  SIGN_WORK_BYTES for n_c genes (the science decides on the same bound), else their sort
+  order and rank index (int64), and their values (sign_bytes);
 - ``work``: the replicate block (per_replicate_bytes × replicate_block: both groups'
   ranks and squares, the core rows/columns, per edge the scale gather, LOW r and raw
   sums; the science sizes its blocks with these same functions, from the tile's real
@@ -53,7 +54,7 @@ STATS_WORK_BYTES = 64 * MiB
 MAX_CHUNK_DELTA_BYTES = 512 * MiB
 #: Most edges of one tile whatever B: at small B a tile of MAX_CHUNK_DELTA_BYTES would hold a
 #: band of whole rows (every gene ranked, a sparse core); 2-D tiles of this size in bands of
-#: BAND_TILES keep both small (realistic 12,625 × 128, B = 100, 9.3 M edges: 43 → 17 s wall).
+#: BAND_TILES keep both small (realistic 12,625 × 128, B = 100, 9.3 M edges: 43 → 31 s wall).
 MAX_TILE_EDGES = 1 << 17
 #: Ranking temporaries of one block of replicates (dcoex.stages.s02b_bootstrap_edges.science sizes blocks to it).
 RANK_WORK_BYTES = 32 * MiB
@@ -103,6 +104,14 @@ def signs_fit(n_genes: int, k: int) -> bool:
     """Whether a tile's sign matrices (n_genes·k × k float32) are kept (<= SIGN_WORK_BYTES);
     else ranks come from cumulative counts in each gene's sorted order."""
     return int(n_genes) * int(k) * int(k) * 4 <= SIGN_WORK_BYTES
+
+
+def sign_bytes(n_genes: int, k: int) -> int:
+    """One group's ranking data of a tile of at most ``n_genes`` genes (bytes): its values, and
+    its sign matrices when they fit for ``n_genes`` (the science decides on the same bound,
+    whatever the tile's own genes), else its sort order and rank index."""
+    n, k = int(n_genes), int(k)
+    return (n * k * k * 4 if signs_fit(n, k) else n * k * 24) + n * k * 4
 
 
 def per_replicate_bytes(
@@ -172,7 +181,7 @@ def estimate(
         "tile_edges": c * TILE_EDGE_BYTES if e else 0,
         "band": (min(band_edges(c, store_replicates=store_replicates), e) - c) * BAND_EDGE_BYTES if e > c else 0,
         "deltas": c * b * 4 if e else 0,
-        "signs": sum((n_c * k * k * 4 if fit else n_c * k * 24) + n_c * k * 4 for k, fit in zip(ks, cached, strict=True)),
+        "signs": sum(sign_bytes(n_c, k) for k in ks),
         "work": block * per_rep + products if e else 0,
         "stats": stats_rows * b * STATS_BYTES_PER_VALUE if e else 0,
         "hdf5": HDF5_BYTES + (16 * MiB if store_replicates else 0),

@@ -100,11 +100,13 @@ class ResampleSide:
 
     def __init__(
         self, x_group: np.ndarray, boot_positions: np.ndarray, pool: dict[str, np.ndarray] | None = None,
-        name: str = "side",
+        name: str = "side", genes_bound: int | None = None,
     ) -> None:
         """``x_group``: (g, k) values of the genes in the group's samples; ``boot_positions``:
         (B, k_r) positions (0..k−1) of each resample; ``pool``/``name``: where work arrays
-        are kept."""
+        are kept; ``genes_bound`` (default g): the sign matrices are used only if they fit for
+        this many genes — the planned tile's bound, as the estimator counts them, so a tile of
+        few genes does not hold sign matrices its estimate did not count."""
         self.pool = {} if pool is None else pool
         self.name = name
         self.x = np.atleast_2d(x_group)
@@ -116,8 +118,10 @@ class ResampleSide:
         self.counts = counts.astype(self.dtype)
         self.counts32 = counts.astype(np.float32)  # |u| <= k_r: exact in float32
         self._signs: np.ndarray | None = None
-        if signs_fit(self.n_genes, self.k):
-            signs = np.sign(self.x[:, :, None] - self.x[:, None, :]).astype(np.float32)
+        if signs_fit(self.n_genes if genes_bound is None else max(int(genes_bound), self.n_genes), self.k):
+            signs = np.empty((self.n_genes, self.k, self.k), np.float32)  # in place: no temporaries of its size
+            np.subtract(self.x[:, :, None], self.x[:, None, :], out=signs, casting="unsafe")
+            np.sign(signs, out=signs)
             self._signs = signs.reshape(self.n_genes * self.k, self.k)
         else:  # sign matrices too large to keep: ranks from cumulative counts in sorted order
             self.order = np.argsort(self.x, axis=1, kind="stable")
@@ -300,14 +304,17 @@ def replicate_deltas(
 
     The result is the transposed view of a (B, E) array, ``out[:, :E]`` when ``out`` (a
     (B, >= E) float32 buffer, reused across tiles) is given; ``pool`` keeps the work arrays
-    for the next tile; ``backend`` computes the core products (default numpy on the host)."""
+    for the next tile; ``backend`` computes the core products (default numpy on the host).
+    The ranks come from sign matrices only when they fit for min(g, 2 × the buffer's edges)
+    genes (the estimator's bound of a tile's genes), else from the sorted order."""
     pool = {} if pool is None else pool
     backend = NumpyBackend() if backend is None else backend
     genes = np.unique(np.concatenate([gene_i, gene_j]))
     layout = EdgeLayout(np.searchsorted(genes, gene_i), np.searchsorted(genes, gene_j), genes.size, pool)
     ranked = genes[layout.order]  # core rows, core columns, the others (EdgeLayout)
-    low = ResampleSide(x_low[ranked], pos_low, pool, "low")
-    high = ResampleSide(x_high[ranked], pos_high, pool, "high")
+    bound = min(x_low.shape[0], 2 * (gene_i.size if out is None else max(out.shape[1], gene_i.size)))
+    low = ResampleSide(x_low[ranked], pos_low, pool, "low", genes_bound=bound)
+    high = ResampleSide(x_high[ranked], pos_high, pool, "high", genes_bound=bound)
     n_edges, n_boot = gene_i.size, low.n_boot
     by_replicate = np.empty((n_boot, n_edges), dtype=np.float32) if out is None else out[:, :n_edges]
     per_rep = per_replicate_bytes(n_genes=ranked.size, k_low=low.k, k_high=high.k,
