@@ -74,7 +74,7 @@ def _need(runs, sched):
 def _stored_edges(out: Path, gene: int, names: list[str]) -> int:
     """The edges 02a stored for a gene: the length of its edge table (not the count attribute)."""
     with h5py.File(gene_file_path(out / "base_correlations", gene, names[gene], N_GENES), "r") as f:
-        return f["edges/r_low"].shape[0]  # both edge forms store r_low per edge
+        return f["edges/r_low" if "edges/r_low" in f else "edges/d_low"].shape[0]  # float or product r form
 
 
 def _task_row(sched: str, entry: dict, task: int) -> dict:

@@ -65,7 +65,7 @@ def rewired(tmp_path_factory):
     edges = {}
     for g in (big, small):  # independent of the attribute the driver reads: the stored edge table
         with h5py.File(gene_file_path(out / DIRS["02a"], g, names[g], 240), "r") as f:
-            edges[g] = f["edges/r_low"].shape[0]  # both edge forms store r_low per edge
+            edges[g] = f["edges/r_low" if "edges/r_low" in f else "edges/d_low"].shape[0]  # float or product r form
     return {"tsv": tsv, "out": out, "subset": subset, "big": big, "small": small, "edges": edges, "names": names}
 
 

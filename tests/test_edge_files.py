@@ -86,3 +86,64 @@ def test_boot_join_derives_bias_and_pval_and_checks_the_edges(tmp_path):
     base, boot = _write_pair(tmp_path, other, r_high, sha_of=(r_low, r_high))
     with pytest.raises(ValueError, match="edge sets differ.*base_edges_sha"):
         list(iter_boot_edges(base, boot, chunk_edges=4))
+
+
+@pytest.mark.parametrize("k_high", [20, 60])
+def test_product_form_reads_back_the_stage_r_bits(tmp_path, k_high):
+    """Dense edges stored as integer rank products and per-gene scales (r_form "product": int16
+    at k = 20, int32 at k = 60) read back as the float32 r's the float form stores, bit for bit,
+    and those are scipy's Spearman r; the sparse form keeps float r's."""
+    from scipy.stats import spearmanr
+
+    from dcoex.edge_files import BaseEdgeWriter, QTable, iter_base_edges
+    from dcoex.ranks import IntegerRanks
+
+    rng = np.random.default_rng(7)
+    n_genes, k_low = 50, 20
+    x = {"low": rng.normal(size=(n_genes, k_low)), "high": rng.normal(size=(n_genes, k_high))}
+    x["high"][3] = np.round(x["high"][3])  # ties
+    upper = np.triu_indices(n_genes, 1)
+    ranks = {g: IntegerRanks(v) for g, v in x.items()}
+    products = {g: (rk.u.astype(np.int64) @ rk.u.astype(np.int64).T)[upper] for g, rk in ranks.items()}
+    r = {g: (products[g].astype(np.float32) * rk.scale[upper[0]]) * rk.scale[upper[1]] for g, rk in ranks.items()}
+    tables = {name: QTable.of(np.array([0.0]), np.array([0.01])) for name in ("low", "high", "diff")}
+    meta = {"n_genes": n_genes, "k_low": k_low, "k_high": k_high, "cut_low": 0.0, "cut_high": 0.0}
+    for keep_every, want_form in ((2, "product"), (97, "float")):
+        pair = np.arange(0, upper[0].size, keep_every, dtype=np.int64)
+        path = tmp_path / f"base_{keep_every}.h5"
+        with h5py.File(path, "w") as f:
+            writer = BaseEdgeWriter(f, n_genes=n_genes, n_edges=pair.size, tables=tables, threads=2,
+                                    scales=(ranks["low"].scale, ranks["high"].scale), group_sizes=(k_low, k_high))
+            for a in range(0, pair.size, 100):
+                at = pair[a : a + 100]
+                writer.append({"pair_index": at, "r_low": r["low"][at], "r_high": r["high"][at],
+                               "q_diff": np.full(at.size, 0.01), "d_low": products["low"][at].astype(np.float32),
+                               "d_high": products["high"][at].astype(np.float32)})
+            writer.close(meta, [f"g{i}" for i in range(n_genes)])
+        with h5py.File(path, "r") as f:
+            assert f["meta"].attrs["r_form"] == want_form
+            if want_form == "product":
+                assert "edges/r_low" not in f and f["edges/d_low"].dtype == np.int16
+                assert f["edges/d_high"].dtype == (np.int16 if k_high == 20 else np.int32)
+            else:
+                assert "edges/d_low" not in f and f["edges/r_low"].dtype == np.float32
+        chunks = list(iter_base_edges(path, chunk_edges=37, columns=("pair_index", "r_low", "r_high")))
+        for g in ("low", "high"):
+            got = np.concatenate([c[f"r_{g}"] for c in chunks])
+            np.testing.assert_array_equal(got, r[g][pair])
+            reference = spearmanr(x[g].T).statistic[upper][pair]
+            np.testing.assert_allclose(got, reference, rtol=0, atol=2e-6)
+
+
+def test_product_dtype_holds_every_rank_product():
+    """int16 while the largest |u_i·u_j| = Σ(2·rank − k − 1)² (no ties, computed here) fits,
+    then int32; past int32 the float form."""
+    from dcoex.edge_files import product_dtype, r_form
+
+    for k in (2, 25, 46, 47, 187, 1861, 1862):
+        largest = sum((2 * rank - k - 1) ** 2 for rank in range(1, k + 1))
+        want = np.int16 if largest <= 32767 else np.int32 if largest <= 2**31 - 1 else None
+        assert product_dtype(k) is want, k
+    assert product_dtype(46) is np.int16 and product_dtype(47) is np.int32 and product_dtype(1862) is None
+    assert r_form("bitmap", (25, 1862)) == "float" and r_form("bitmap", (25, 187)) == "product"
+    assert r_form("sparse", (25, 25)) == "float" and r_form("bitmap", None) == "float"

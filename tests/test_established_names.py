@@ -150,16 +150,34 @@ def test_bootstrap_indices(run):
 
 def _n_edges(path: Path) -> int:
     with h5py.File(path, "r") as f:
-        return int(f["edges/pair_index" if "edges/pair_index" in f else "edges/r_low"].shape[0])
+        return int(f["meta"].attrs["n_sig_differential"])
+
+
+def _spearman(run: Path, gene: int) -> dict[str, np.ndarray]:
+    """scipy's Spearman r of every gene pair (upper triangle, row-major) in the reference gene's
+    LOW and HIGH samples: the reference for the stored r's."""
+    from scipy.stats import spearmanr
+
+    from dcoex.expression_store import open_expression
+
+    with open_expression(str(run / "expression.h5")) as store:
+        x = store.read_all()
+    with h5py.File(run / "bootstrap_indices.h5", "r") as f:
+        groups = {"low": f["indices/low"][gene], "high": f["indices/high"][gene]}
+    upper = np.triu_indices(N_GENES, 1)
+    return {g: spearmanr(x[:, cols].T).statistic[upper] for g, cols in groups.items()}
 
 
 def test_base_correlations_02a(run):
     """Every 02a file: the established names its edge form allows are hard links to the
     dcoex datasets; the pair set (int64 indices or the packed bitmap, decoded here) and the
-    derived columns read_base_edges gives agree with the stored ones."""
+    derived columns read_base_edges gives agree with the stored ones. In the bitmap form the
+    r's are integer rank products and per-gene scales: r = (d·scale_i)·scale_j, as scipy's
+    Spearman r, and read_base_edges gives those bits."""
     from dcoex.edge_files import read_base_edges
 
-    forms = set()
+    forms, r_forms = set(), set()
+    upper = np.triu_indices(N_GENES, 1)
     for path in _per_gene_files(run / "base_correlations"):
         with h5py.File(path, "r") as f:
             meta = f["meta"].attrs
@@ -169,7 +187,7 @@ def test_base_correlations_02a(run):
             assert meta["n_tests"] == N_GENES * (N_GENES - 1) // 2
             form = meta["edge_form"]
             forms.add(form)
-            n = int(f["edges/r_low"].shape[0])
+            n = int(meta["n_sig_differential"])
             if form == "sparse":
                 pairs = f["edges/pair_index"][()]
                 assert f["significant/indices"].id == f["edges/pair_index"].id
@@ -178,7 +196,24 @@ def test_base_correlations_02a(run):
                 bits = np.unpackbits(f["edges/pair_bitmap"][()], bitorder="little")[: meta["n_tests"]]
                 pairs = np.flatnonzero(bits)
             assert pairs.size == n == meta["n_sig_differential"]
-            links = [("low/corr_sig", "edges/r_low"), ("high/corr_sig", "edges/r_high")]
+            r_forms.add(meta["r_form"])
+            if meta["r_form"] == "product":  # no float r per edge: no established name to link
+                assert form == "bitmap" and "low/corr_sig" not in f and "edges/r_low" not in f
+                gi, gj = upper[0][pairs], upper[1][pairs]
+                r = {}
+                for g in ("low", "high"):
+                    d, scale = f[f"edges/d_{g}"][()], f[f"scales/{g}"][()]
+                    k = int(meta[f"k_{g}"])
+                    assert d.dtype == (np.int16 if (k**3 - k) // 3 < 2**15 else np.int32) and scale.dtype == np.float32
+                    r[g] = (d.astype(np.float32) * scale[gi]) * scale[gj]
+                r_low, r_high = r["low"], r["high"]
+                reference = _spearman(run, int(meta["gene_index_used"]))
+                np.testing.assert_allclose(r_low, reference["low"][pairs], rtol=0, atol=2e-6)
+                np.testing.assert_allclose(r_high, reference["high"][pairs], rtol=0, atol=2e-6)
+                links = []
+            else:
+                r_low, r_high = f["edges/r_low"][()], f["edges/r_high"][()]
+                links = [("low/corr_sig", "edges/r_low"), ("high/corr_sig", "edges/r_high")]
             if meta["q_diff_form"] == "column":
                 links.append(("diff/qval_sig", "edges/q_diff"))
                 assert np.all(f["diff/qval_sig"][()] < meta["fdr_alpha"])
@@ -188,7 +223,6 @@ def test_base_correlations_02a(run):
                 ds = f[established]
                 assert ds.id == f[dcoex].id and ds.dtype.kind == "f" and ds.shape == (n,), established
             sig = dict(f["significant"].attrs)
-            r_low, r_high = f["edges/r_low"][()], f["edges/r_high"][()]
             alpha = meta["fdr_alpha"]
         _, edges = read_base_edges(path)
         q_low, q_high = edges["q_low"], edges["q_high"]
@@ -196,6 +230,8 @@ def test_base_correlations_02a(run):
         np.testing.assert_array_equal(edges["pair_index"], pairs)
         gi, gj = edges["gene_i"].astype(np.int64), edges["gene_j"].astype(np.int64)
         np.testing.assert_array_equal(pairs, gi * (2 * N_GENES - gi - 1) // 2 + (gj - gi - 1))
+        np.testing.assert_array_equal(edges["r_low"], r_low)
+        np.testing.assert_array_equal(edges["r_high"], r_high)
         np.testing.assert_array_equal(edges["delta"], r_high - r_low)
         # sig from the stored cut equals sig from the stored q (BH: q < alpha)
         np.testing.assert_array_equal(edges["sig_low"], q_low < alpha)
@@ -203,7 +239,7 @@ def test_base_correlations_02a(run):
         assert sig["n_sig_differential"] == n
         assert sig["n_sig_edges"] == int((edges["sig_low"] | edges["sig_high"]).sum())
         assert sig["n_sig_low"] >= int(edges["sig_low"].sum())
-    assert "bitmap" in forms
+    assert "bitmap" in forms and r_forms == {"float", "product"}
 
 
 def test_bootstrap_significant_02b(run):

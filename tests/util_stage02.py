@@ -213,7 +213,7 @@ def read_edges(path: Path, base_path: Path | None = None) -> tuple[dict, dict]:
         f.visit_links(names.append)
         data = {name: f[name][()] for name in names
                 if isinstance(f[name], h5py.Dataset) and not name.startswith("memfit")}
-        base = "edges/r_low" in f
+        base = "edges/r_low" in f or "edges/d_low" in f  # a 02a file, either r form
     if base:  # a 02a file: the columns it derives on read (dcoex.edge_files) under edges/
         from dcoex.edge_files import read_base_edges
 

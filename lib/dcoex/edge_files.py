@@ -23,7 +23,6 @@ from dcoex.h5io import (
     filter_options,
     link_dataset,
     open_h5_input,
-    plain_attr,
     read_meta,
     write_attrs,
 )
@@ -45,12 +44,19 @@ BASE_EDGE_DTYPES = {
     "q_low": np.float64, "q_high": np.float64, "q_diff": np.float64,
     "sig_low": np.bool_, "sig_high": np.bool_,
 }
-#: Per-edge columns every 02a file stores (format 3); the others are computed on read
-#: (docs/stage02a.md, "Storage"): q_low, q_high and q_diff from the q tables below, q_diff
-#: stored per edge instead when that is smaller (``Q_DIFF_FORMS``).
+#: Per-edge columns a 02a file stores (format 4) in the "float" r form (``R_FORMS``); the others
+#: are computed on read (docs/stage02a.md, "Storage"): q_low, q_high and q_diff from the q tables
+#: below, q_diff stored per edge instead when that is smaller (``Q_DIFF_FORMS``).
 BASE_STORED = ("r_low", "r_high")
-#: Columns the 02a writer takes (``BaseEdgeWriter.append``).
-BASE_EMITTED = ("pair_index", "r_low", "r_high", "q_diff")
+#: How a 02a file stores its r's (meta ``r_form``): "float", ``edges/r_low`` and ``edges/r_high``
+#: (float32); or, in the bitmap edge form, "product": the integer rank products d = u_i·u_j
+#: (``edges/d_low``, ``edges/d_high``: int16 when every |d| <= (k³ − k)/3 fits, else int32;
+#: ``product_dtype``) and each group's per-gene scale 1/||u|| (``scales/low``, ``scales/high``,
+#: float32), r = (d·scale_i)·scale_j in float32: the bits 02a computed (dcoex.ranks.IntegerRanks).
+R_FORMS = ("float", "product")
+#: Columns the 02a writer takes (``BaseEdgeWriter.append``): d_low/d_high are the rank products
+#: (float32 holding integers), stored in the "product" r form.
+BASE_EMITTED = ("pair_index", "r_low", "r_high", "q_diff", "d_low", "d_high")
 #: BH families with a q table: ``q_tables/{family}_stat`` (ascending statistic: |r_low|,
 #: |r_high|, w) and ``q_tables/{family}_q`` (float64); the q of a statistic s is that of the
 #: last entry <= s, NaN below the first.
@@ -121,28 +127,40 @@ class BaseEdgeWriter:
 
     ``n_edges`` (known before the edges are emitted) and the density n_edges / N(N−1)/2
     choose the form (``edge_form``): the sparse int64 ``edges/pair_index`` or, at density
-    >= ``BITMAP_DENSITY``, the packed ``edges/pair_bitmap``. The q tables are written at once
-    (``q_tables/``); ``append`` takes chunks in ascending pair order holding the
-    ``BASE_EMITTED`` columns.
+    >= ``BITMAP_DENSITY``, the packed ``edges/pair_bitmap``, where the r's are stored as
+    integer rank products when the caller gives the groups' ``scales`` (``R_FORMS``). The q
+    tables are written at once (``q_tables/``); ``append`` takes chunks in ascending pair order
+    holding the ``BASE_EMITTED`` columns.
     """
 
     def __init__(self, f: h5py.File, *, n_genes: int, n_edges: int, tables: Mapping[str, QTable],
-                 threads: int = 1) -> None:
+                 threads: int = 1, scales: tuple[np.ndarray, np.ndarray] | None = None,
+                 group_sizes: tuple[int, int] | None = None) -> None:
         """``tables``: each family of ``Q_FAMILIES`` → its QTable (02a science's ``on_tables``);
-        ``threads`` compress the chunks while the caller computes (dcoex.h5chunks.DirectColumns)."""
+        ``threads`` compress the chunks while the caller computes (dcoex.h5chunks.DirectColumns);
+        ``scales`` (float32 per gene, LOW and HIGH) and ``group_sizes`` (k_low, k_high) allow the
+        "product" r form."""
         self.f = f
         self._direct = DirectColumns(threads=threads)
         self.n_tests = n_pairs(int(n_genes))
         self.n_edges = int(n_edges)
         self.form = edge_form(self.n_tests, self.n_edges)
         self.q_diff_form = "column" if 2 * tables["diff"].size > self.n_edges else "table"
+        self.r_form = r_form(self.form, group_sizes if scales is not None else None)
         group = f.require_group("edges")
-        stored = (("pair_index",) if self.form == "sparse" else ()) + BASE_STORED
-        stored += ("q_diff",) if self.q_diff_form == "column" else ()
+        dtypes = {name: BASE_EDGE_DTYPES[name] for name in BASE_STORED}
+        if self.r_form == "product":
+            dtypes = {f"d_{g}": product_dtype(k) for g, k in zip(("low", "high"), group_sizes)}
+            for name, scale in zip(("low", "high"), scales):
+                scale = np.asarray(scale, dtype=np.float32)
+                f.create_dataset(f"scales/{name}", data=scale, **dataset_options(scale.shape, scale.dtype))
+        if self.form == "sparse":
+            dtypes = {"pair_index": BASE_EDGE_DTYPES["pair_index"], **dtypes}
+        if self.q_diff_form == "column":
+            dtypes["q_diff"] = BASE_EDGE_DTYPES["q_diff"]
         self._columns = {
-            name: group.create_dataset(name, (self.n_edges,), BASE_EDGE_DTYPES[name],
-                                       **dataset_options((self.n_edges,), BASE_EDGE_DTYPES[name]))
-            for name in stored
+            name: (group.create_dataset(name, (self.n_edges,), dtype, **dataset_options((self.n_edges,), dtype)), dtype)
+            for name, dtype in dtypes.items()
         }
         q_group = f.require_group("q_tables")
         for family in Q_FAMILIES:
@@ -165,8 +183,8 @@ class BaseEdgeWriter:
         end = self._written + count
         if end > self.n_edges:
             raise ValueError(f"more edges than the {self.n_edges} announced")
-        for name, ds in self._columns.items():
-            self._direct.write(ds, self._written, np.asarray(chunk[name], dtype=BASE_EDGE_DTYPES[name]))
+        for name, (ds, dtype) in self._columns.items():
+            self._direct.write(ds, self._written, np.asarray(chunk[name]).astype(dtype, copy=False))
         if self.form == "bitmap":
             self._set_bits(np.asarray(chunk["pair_index"], dtype=np.int64))
         self._written = end
@@ -200,7 +218,8 @@ class BaseEdgeWriter:
         if self.form == "bitmap":
             self._flush_window()
         self._direct.close()
-        write_attrs(self.f.require_group("meta"), {**meta, "edge_form": self.form, "q_diff_form": self.q_diff_form})
+        write_attrs(self.f.require_group("meta"), {**meta, "edge_form": self.form, "q_diff_form": self.q_diff_form,
+                                                   "r_form": self.r_form})
         write_gene_names(self.f, gene_names)
         for alias, target in ESTABLISHED_BASE_LINKS.items():
             if target in self.f:
@@ -220,6 +239,30 @@ def _write_table(group: h5py.Group, family: str, table: QTable, direct: DirectCo
         at += len(stat)
     if at != table.size:
         raise RuntimeError(f"q table {family}: {at} entries written for {table.size}")
+
+
+def product_dtype(k: int) -> type | None:
+    """Integer dtype holding every rank product of a group of ``k`` samples (|u_i·u_j| <=
+    ||u||² <= (k³ − k)/3 with u = 2·rank − (k + 1)): int16 up to k = 46, int32 up to k = 1,861,
+    else None."""
+    bound = (int(k) ** 3 - int(k)) // 3
+    for dtype in (np.int16, np.int32):
+        if bound <= np.iinfo(dtype).max:
+            return dtype
+    return None
+
+
+def r_form(form: str, group_sizes: tuple[int, int] | None) -> str:
+    """"product" for the bitmap edge form when both groups' products fit an integer dtype
+    (``group_sizes`` known), else "float" (``R_FORMS``)."""
+    if form != "bitmap" or group_sizes is None:
+        return "float"
+    return "product" if all(product_dtype(k) is not None for k in group_sizes) else "float"
+
+
+def stored_edges(group: h5py.Group) -> int:
+    """Number of edges of a 02a file's ``edges`` group, whatever its edge and r forms."""
+    return int(group["r_low" if "r_low" in group else "d_low"].shape[0])
 
 
 def edge_form(n_tests: int, n_edges: int) -> str:
@@ -243,15 +286,16 @@ def iter_base_edges(path: Path, *, chunk_edges: int,
         try:
             meta = read_meta(f["meta"])
             group = f["edges"]
-            n_edges = group["r_low"].shape[0]
-            if any(group[name].shape != (n_edges,) for name in BASE_STORED if name in group):
+            n_edges = stored_edges(group)
+            if any(group[name].shape != (n_edges,) for name in (*BASE_STORED, "d_low", "d_high") if name in group):
                 raise ValueError(f"base correlations file {path}: edge columns have different lengths")
             tables = _q_tables(f)
+            scales = (f["scales/low"][()], f["scales/high"][()]) if "d_low" in group else None
             pairs = _pair_chunks(group, n_edges, chunk_edges)
             start = 0
             for pair in pairs:
                 end = start + pair.size
-                yield _edge_chunk(group, meta, pair, start, end, tables=tables, columns=wanted)
+                yield _edge_chunk(group, meta, pair, start, end, tables=tables, scales=scales, columns=wanted)
                 start = end
             if start != n_edges:
                 raise ValueError(f"base correlations file {path}: {start} pairs for {n_edges} edges")
@@ -307,16 +351,24 @@ def _pair_chunks(group: h5py.Group, n_edges: int, chunk_edges: int) -> Iterator[
 
 
 def _edge_chunk(group: h5py.Group, meta: Mapping[str, object], pair: np.ndarray, start: int, end: int, *,
-                tables: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                tables: Mapping[str, tuple[np.ndarray, np.ndarray]], scales: tuple[np.ndarray, np.ndarray] | None,
                 columns: tuple[str, ...] = tuple(BASE_EDGE_DTYPES)) -> dict[str, np.ndarray]:
-    """Edge ``columns`` [start, end), derived ones computed (docs/stage02a.md, "Storage")."""
-    needed = set(columns) | set(BASE_STORED)
+    """Edge ``columns`` [start, end), derived ones computed (docs/stage02a.md, "Storage"); the
+    r's from the rank products and ``scales`` in the "product" r form."""
+    needs_r = bool(set(columns) - {"pair_index", "gene_i", "gene_j"})
+    needed = set(columns) | (set(BASE_STORED) if needs_r else set())
     stored = {name: group[name][start:end] for name in BASE_EDGE_DTYPES
               if name in needed and name in group and name != "pair_index"}
     n_genes, k_low, k_high = int(meta["n_genes"]), int(meta["k_low"]), int(meta["k_high"])
-    r_low, r_high = stored["r_low"], stored["r_high"]
-    genes = pair_from_flat(pair, n_genes) if {"gene_i", "gene_j"} & set(columns) else (None, None)
+    genes = (None, None)
+    if (scales is not None and needs_r) or {"gene_i", "gene_j"} & set(columns):
+        genes = pair_from_flat(pair, n_genes)
     gene_i, gene_j = genes
+    if scales is not None and needs_r:  # as 02a's kernels: (d·scale_i)·scale_j in float32
+        stored["r_low"], stored["r_high"] = (
+            (group[f"d_{g}"][start:end].astype(np.float32) * scale[gene_i]) * scale[gene_j]
+            for g, scale in zip(("low", "high"), scales))
+    r_low, r_high = stored.get("r_low"), stored.get("r_high")
     derived = {
         "q_low": lambda: q_from_table(tables["low"], np.abs(r_low)),
         "q_high": lambda: q_from_table(tables["high"], np.abs(r_high)),
@@ -357,7 +409,7 @@ def read_base_meta(path: Path) -> tuple[dict[str, object], int]:
     if unreadable or incomplete."""
     with open_h5_input(path, "base correlations file") as f:
         try:
-            return read_meta(f["meta"]), int(f["edges/r_low"].shape[0])  # both edge forms
+            return read_meta(f["meta"]), stored_edges(f["edges"])
         except KeyError as exc:
             raise ValueError(f"base correlations file {path} lacks {exc}") from None
         except OSError as exc:
@@ -373,27 +425,6 @@ def touched_genes(path: Path, *, chunk_edges: int = 1 << 22) -> int:
         touched[chunk["gene_i"]] = True
         touched[chunk["gene_j"]] = True
     return int(np.count_nonzero(touched))
-
-
-def meta_matches(path: Path, expected: Mapping[str, object], datasets: list[str]) -> bool:
-    """True if the file opens, its meta attrs equal ``expected`` and the datasets exist."""
-    with h5py.File(path, "r") as f:
-        meta = read_meta(f["meta"])
-        for key, value in expected.items():
-            if key not in meta:
-                return False
-            got = meta[key]
-            if isinstance(value, float):
-                if not np.isclose(float(got), value, rtol=0, atol=1e-12):
-                    return False
-            elif got != plain_attr(value):
-                return False
-        return all(name in f for name in datasets) and "gene_names" in f
-
-
-def base_datasets() -> list[str]:
-    """Datasets every 02a file has (whatever its edge form)."""
-    return [f"edges/{name}" for name in BASE_STORED]
 
 
 def read_selected_count(path: Path, edge_selection: str = "sig_differential") -> int | None:

@@ -113,15 +113,18 @@ def run_base(
                     with h5py.File(tmp, "w") as f:
                         writer: list[BaseEdgeWriter] = []
                         tables: dict = {}
+                        scales: list[np.ndarray] = []
 
                         def start(n_edges: int) -> None:
-                            writer.append(BaseEdgeWriter(f, n_genes=n, n_edges=n_edges, tables=tables,
-                                                         threads=threads))
+                            writer.append(BaseEdgeWriter(f, n_genes=n, n_edges=n_edges, tables=tables, threads=threads,
+                                                         scales=(scales[0], scales[1]),
+                                                         group_sizes=(low.size, high.size)))
 
                         try:
                             attrs = differential_edges(
                                 expr[:, low], expr[:, high], fdr_alpha, tile_rows=plan.batch_size, exact_q=exact_q,
                                 sink=lambda chunk: writer[0].append(chunk), on_count=start, on_tables=tables.update,
+                                on_scales=lambda *pair: scales.extend(pair),
                                 columns=BASE_EMITTED, backend=backend, scratch_dir=out,
                             )
                         except BaseException:

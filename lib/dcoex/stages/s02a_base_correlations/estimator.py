@@ -23,14 +23,17 @@ is read back in slices of at most 2·W entries, and only fixed budgets are held.
   Histogram: P private histograms (3 × N_BINS × 24 B) and exact counts (2 × (k³−k)/12 × 8 B).
   Collection: the buffers, three float64 and one int64 of W entries, allocated and written
   once, the two float64 temporaries (counts at or above, p·m/C) of a group's distinct values,
-  and P private buffers (3 × max(LOCAL_ITEMS, N) × 8 B).
-  Emission: one emission slice (EMIT_CELLS tile cells, 24 B each), the pending edge chunks
+  P private buffers (3 × max(LOCAL_ITEMS, N) × 8 B) and the p-value temporaries of P blocks
+  of P_BLOCK statistics (P_TEMPORARIES float64 arrays each).
+  Emission: one emission slice (EMIT_CELLS tile cells, 32 B each), the pending edge chunks
   (CHUNK_EDGES + EMIT_CELLS edges, EDGE_CHUNK_BYTES each), the bitmap window of the writer and
   the HDF5 chunk buffers (WRITER_BYTES), and one slice of the differential q table (2·W
   entries, 16 B each: science.SLICE_WINDOWS).
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from dcoex.ranks import RANK_BLOCK_ROWS
 from dcoex.threads import default_threads
@@ -47,8 +50,12 @@ N_BINS = 1 << 16
 WINDOW_ITEMS = 1 << 22
 #: Edges per chunk handed to the sink (the HDF5 writer).
 CHUNK_EDGES = 1 << 16
-#: Tile cells of one emission slice (its buffers hold 24 bytes per cell).
+#: Tile cells of one emission slice (its buffers hold 32 bytes per cell).
 EMIT_CELLS = 1 << 16
+#: Statistics whose p-values one thread computes at once (science._scaled_p), and the float64
+#: temporaries of a block (t-test p: |r|, r², 1 − r², t, p, p·m/C).
+P_BLOCK = 1 << 16
+P_TEMPORARIES = 6
 #: Entries (at least, per family) of each thread's private collection buffer (float64).
 LOCAL_ITEMS = 1 << 16
 TILE_BYTES_PER_CELL = 8
@@ -60,7 +67,7 @@ EDGE_CHUNK_BYTES = 100
 #: The writer's bitmap window (8 MiB of booleans, 1 MiB packed) and the chunks being compressed
 #: (dcoex.h5chunks.DirectColumns: up to 3 chunks of 1 MiB for each of 4 columns, and their bytes).
 WRITER_BYTES = 24 * MiB
-#: Output size (output_bytes), format 3, shuffle + gzip 4, measured on realistic data from
+#: Output size (output_bytes), format 3–4, shuffle + gzip 4, measured on realistic data from
 #: 1,500 × 128 to 8,763 × 938 (docs/stage02a.md "Storage"): bytes per edge of r_low, r_high
 #: (float32; 6.7–6.9 measured); of the sparse int64 pair index (at most, density >= 0.5 %); of the
 #: packed bitmap per pair (at most, density >= 1/32); of ``edges/q_diff`` (float64, the "column"
@@ -68,6 +75,11 @@ WRITER_BYTES = 24 * MiB
 #: tables, 10 for the differential one); fixed bytes (meta, provenance, HDF5 structure) and bytes
 #: per gene name.
 FILE_EDGE_VALUE_BYTES = 7.0
+#: Bytes per edge and group of the "product" r form (bitmap edge form: dcoex.edge_files.R_FORMS),
+#: by the itemsize of the rank products: int16 1.43–1.44 measured (k = 25), int32 2.65–2.68
+#: (k = 187); rounded up. Each group's scales add 4 B per gene.
+FILE_PRODUCT_BYTES = {2: 1.6, 4: 2.9}
+FILE_SCALE_BYTES = 4
 FILE_SPARSE_INDEX_BYTES = 1.7
 FILE_BITMAP_BYTES_PER_PAIR = 0.125
 FILE_Q_DIFF_COLUMN_BYTES = 7.0
@@ -105,8 +117,8 @@ def estimate(
     window = min(WINDOW_ITEMS, m)
     distinct = min(m, k_max * (k_max * k_max - 1) // 12 + 1)  # distinct |r| of a group without ties
     histogram = parts * (3 * N_BINS * 24 + 2 * (k_max**3 // 12 + 1) * 8)
-    collect = 6 * window * 8 + parts * 3 * max(LOCAL_ITEMS, n) * 8
-    emit = (min(EMIT_CELLS, t * n) * 24 + min(CHUNK_EDGES + EMIT_CELLS, m) * EDGE_CHUNK_BYTES + WRITER_BYTES
+    collect = 6 * window * 8 + parts * 3 * max(LOCAL_ITEMS, n) * 8 + parts * P_BLOCK * P_TEMPORARIES * 8
+    emit = (min(EMIT_CELLS, t * n) * 32 + min(CHUNK_EDGES + EMIT_CELLS, m) * EDGE_CHUNK_BYTES + WRITER_BYTES
             + 2 * window * 16)
     components = {
         "python": STAGE_BASELINE_BYTES,
@@ -138,19 +150,27 @@ def output_bytes(n_genes: int, n_edges: int, *, k_low: int | None = None, k_high
 
     The q tables grow with k: each group family has at most one entry per distinct |r| (counted
     as min(distinct r, N(N−1)/4)), the differential one t/E per edge (``DIFF_TABLE_A``) or, past
-    half the edges, the per-edge column. Unknown k: the column and full group tables (a bound).
+    half the edges, the per-edge column. The r's are float32 per edge, or in the bitmap form
+    integer rank products (``FILE_PRODUCT_BYTES``). Unknown k: float r's, the column and full
+    group tables (a bound).
     """
-    from dcoex.edge_files import edge_form
+    from dcoex.edge_files import edge_form, product_dtype, r_form
 
     n = int(n_genes)
     m = n * (n - 1) // 2
     e = int(n_edges)
-    if edge_form(m, e) == "bitmap":
+    form = edge_form(m, e)
+    if form == "bitmap":
         index = m * FILE_BITMAP_BYTES_PER_PAIR
     else:
         index = e * FILE_SPARSE_INDEX_BYTES
+    values = e * FILE_EDGE_VALUE_BYTES
+    groups = (k_low, k_high) if k_low is not None and k_high is not None else None
+    if r_form(form, groups) == "product":
+        values = sum(e * FILE_PRODUCT_BYTES[np.dtype(product_dtype(k)).itemsize] + n * FILE_SCALE_BYTES
+                     for k in (k_low, k_high))
     d_low, d_high = distinct_r(k_low), distinct_r(k_high)
     group_tables = sum(min(d, m / 2) for d in (d_low, d_high)) * FILE_GROUP_TABLE_ENTRY_BYTES
     share = min(0.5, DIFF_TABLE_A * (d_low * d_high / max(e, 1)) ** DIFF_TABLE_B)
     q_diff = e * (FILE_Q_DIFF_COLUMN_BYTES if share >= 0.5 else share * FILE_DIFF_TABLE_ENTRY_BYTES)
-    return int(FILE_FIXED_BYTES + n * FILE_NAME_BYTES + e * FILE_EDGE_VALUE_BYTES + index + group_tables + q_diff)
+    return int(FILE_FIXED_BYTES + n * FILE_NAME_BYTES + values + index + group_tables + q_diff)

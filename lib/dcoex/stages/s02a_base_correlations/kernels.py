@@ -203,12 +203,12 @@ def collect_tile(d_low, d_high, a, scales, consts, tie_free, bounds, clip, windo
 def emit_rows(d_low, d_high, a, i0, i1, scales, const_any, clip, w_cut, outs, row_n):  # noqa: PLR0917 - numba kernels take no keyword-only arguments
     """Pairs of tile rows [i0, i1) with w >= w_cut (no gene constant in either group), in
     row-major (= ascending pair index) order, into ``outs`` = (flat pair index int64, r_low,
-    r_high float32, w float64), each holding at least (i1 − i0)·width entries; ``row_n``
-    (int64, >= i1 − i0) is scratch. Returns how many."""
+    r_high float32, w float64, d_low, d_high float32: the integer rank products), each holding
+    at least (i1 − i0)·width entries; ``row_n`` (int64, >= i1 − i0) is scratch. Returns how many."""
     width = d_low.shape[1]
     n_genes = const_any.size
     s_low, s_high = scales
-    out_pair, out_rl, out_rh, out_w = outs
+    out_pair, out_rl, out_rh, out_w, out_dl, out_dh = outs
     two_n = 2 * np.int64(n_genes)
     for ii in prange(i0, i1):  # names inside differ from those after: numba would share them
         seg = (ii - i0) * width
@@ -222,14 +222,18 @@ def emit_rows(d_low, d_high, a, i0, i1, scales, const_any, clip, w_cut, outs, ro
                 gj = a + jj
                 if const_any[gj]:
                     continue
-                rl = (d_low[ii, jj] * sl_i) * s_low[gj]
-                rh = (d_high[ii, jj] * sh_i) * s_high[gj]
+                dl = d_low[ii, jj]
+                dh = d_high[ii, jj]
+                rl = (dl * sl_i) * s_low[gj]
+                rh = (dh * sh_i) * s_high[gj]
                 w = _w_stat(rl, rh, clip)
                 if w >= w_cut:
                     out_pair[at] = row_start + gj
                     out_rl[at] = rl
                     out_rh[at] = rh
                     out_w[at] = w
+                    out_dl[at] = dl
+                    out_dh[at] = dh
                     at += 1
         row_n[ii - i0] = at - seg
     n = 0
@@ -242,6 +246,8 @@ def emit_rows(d_low, d_high, a, i0, i1, scales, const_any, clip, w_cut, outs, ro
                 out_rl[n + e] = out_rl[start + e]
                 out_rh[n + e] = out_rh[start + e]
                 out_w[n + e] = out_w[start + e]
+                out_dl[n + e] = out_dl[start + e]
+                out_dh[n + e] = out_dh[start + e]
         n += k
     return n
 

@@ -13,7 +13,14 @@ from typing import Any
 import h5py
 import numpy as np
 
-from dcoex.edge_files import BASE_EDGE_DTYPES, BOOT_EDGE_DTYPES, iter_boot_edges, read_base_meta, write_gene_names
+from dcoex.edge_files import (
+    BASE_EDGE_DTYPES,
+    BOOT_EDGE_DTYPES,
+    iter_boot_edges,
+    read_base_meta,
+    stored_edges,
+    write_gene_names,
+)
 from dcoex.h5io import attr_value, open_h5_input, plain_attr, read_meta, write_attrs, write_dataset
 from dcoex.stages.params import EDGE_SELECTIONS
 from dcoex.stages.s03_network.classify import CLASS_LABELS, presence
@@ -100,7 +107,7 @@ def base_summary(base_path: Path) -> tuple[int, dict[str, Any]]:
         with h5py.File(base_path, "r") as f:
             meta = f["meta"].attrs
             upstream = {k: attr_value(meta[k]) for k in ("expr_content_sha256", "fdr_alpha", "k_low", "k_high") if k in meta}
-            return int(f["edges/r_low"].shape[0]), upstream
+            return stored_edges(f["edges"]), upstream
     except (OSError, KeyError):
         return 0, {}
 
