@@ -44,7 +44,7 @@ BASE_EDGE_DTYPES = {
     "q_low": np.float64, "q_high": np.float64, "q_diff": np.float64,
     "sig_low": np.bool_, "sig_high": np.bool_,
 }
-#: Per-edge columns a 02a file stores (format 4) in the "float" r form (``R_FORMS``); the others
+#: Per-edge columns a 02a file stores (format 3) in the "float" r form (``R_FORMS``); the others
 #: are computed on read (docs/stage02a.md, "Storage"): q_low, q_high and q_diff from the q tables
 #: below, q_diff stored per edge instead when that is smaller (``Q_DIFF_FORMS``).
 BASE_STORED = ("r_low", "r_high")

@@ -22,5 +22,5 @@ def _inputs(values: Mapping[str, Any], upstream: Upstream, gene: int | None) -> 
 CONTRACT = StageContract(
     stage="02a", package="s02a_base_correlations", title="base correlations", output="base_correlations",
     per_gene=True, upstream=("00", "01"), params=(FDR_ALPHA, BATCH_SIZE, EXACT_Q, DEVICE),
-    format="dcoex.base_correlations", format_version=4, inputs_of=_inputs,
+    format="dcoex.base_correlations", format_version=3, inputs_of=_inputs,
 )
