@@ -66,7 +66,7 @@ def test_boot_join_derives_bias_and_pval_and_checks_the_edges(tmp_path):
     """iter_boot_edges: the 02a columns of each row, bias = mean − (r_high − r_low) and
     pval = max(2·m/n, 1/n) (naive); a 02a file with other r's than 02b was made from is one
     ValueError naming the mismatch."""
-    from dcoex.edge_files import iter_boot_edges
+    from dcoex.edge_files import BOOT_EDGE_DTYPES, iter_boot_edges
 
     rng = np.random.default_rng(4)
     r_low, r_high = rng.uniform(-1, 1, 30).astype(np.float32), rng.uniform(-1, 1, 30).astype(np.float32)
@@ -78,6 +78,10 @@ def test_boot_join_derives_bias_and_pval_and_checks_the_edges(tmp_path):
     mean = (r_high - r_low + np.float32(0.05)).astype(np.float32)
     bias = (mean.astype(np.float64) - (r_high - r_low).astype(np.float64)).astype(np.float32)
     np.testing.assert_array_equal(got["bias"], bias)
+    narrow = list(iter_boot_edges(base, boot, chunk_edges=4, base_columns=("gene_i",)))
+    assert set(narrow[0]) == {"pair_index", "r_low", "r_high", "delta", "gene_i", *BOOT_EDGE_DTYPES}
+    for name in narrow[0]:
+        np.testing.assert_array_equal(np.concatenate([c[name] for c in narrow]), got[name])
     assert np.allclose(bias, 0.05, atol=1e-6)
     minority = np.arange(30) % 7
     np.testing.assert_array_equal(got["bootstrap_pval"], [max(2 * k / 50, 1 / 50) for k in minority])

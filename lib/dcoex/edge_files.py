@@ -532,10 +532,12 @@ class BaseEdgesSha:
         return hashlib.sha256(b"".join(sha.digest() for sha in self._hashes)).hexdigest()
 
 
-def iter_boot_edges(base_path: Path, boot_path: Path, *, chunk_edges: int) -> Iterator[dict[str, np.ndarray]]:
+def iter_boot_edges(base_path: Path, boot_path: Path, *, chunk_edges: int,
+                    base_columns: Iterable[str] | None = None) -> Iterator[dict[str, np.ndarray]]:
     """The edges of a 02b file joined with its 02a file, in chunks of at most ``chunk_edges``
-    02a edges (before the selection): every BASE_EDGE_DTYPES and BOOT_EDGE_DTYPES column, bias
-    and bootstrap_pval computed. ValueError (one line, naming the files) if a file is unreadable
+    02a edges (before the selection): every BASE_EDGE_DTYPES column (or ``base_columns`` and
+    those the join needs: the others are neither read nor derived) and every BOOT_EDGE_DTYPES
+    column, bias and bootstrap_pval computed. ValueError (one line, naming the files) if a file is unreadable
     or the 02b rows are not the 02a edges its ``edge_selection_mode`` selects (count, stored pairs
     of format-2 files, or ``base_edges_sha``); the last is known only after the last chunk."""
     with open_h5_input(boot_path, "bootstrap (02b) file") as f:
@@ -555,7 +557,11 @@ def iter_boot_edges(base_path: Path, boot_path: Path, *, chunk_edges: int) -> It
             raise ValueError(f"bootstrap (02b) file {boot_path} has value datasets not of length {n_rows}")
         sha = BaseEdgesSha()
         n0, differ, first = 0, 0, None
-        for chunk in iter_base_edges(Path(base_path), chunk_edges=chunk_edges):
+        wanted = None
+        if base_columns is not None:
+            join = ("pair_index", "r_low", "r_high", "delta") + (("sig_low", "sig_high") if mode == "sig_edges" else ())
+            wanted = tuple(dict.fromkeys((*join, *base_columns)))
+        for chunk in iter_base_edges(Path(base_path), chunk_edges=chunk_edges, columns=wanted):
             keep = selected_rows(chunk, mode)
             e = {name: col[keep] for name, col in chunk.items()} if not keep.all() else chunk
             m = int(e["pair_index"].size)
