@@ -23,6 +23,7 @@ import h5py
 import pytest
 from cluster_util import cluster_status, require_cluster, run_driver, wait_for_run
 from test_cluster_pipeline import _limit_s, accounting
+from util_stage02 import stored_edge_count
 
 from dcoex.genes import gene_file_path
 from dcoex.synthetic import make_synthetic, write_tsv
@@ -74,7 +75,7 @@ def _need(runs, sched):
 def _stored_edges(out: Path, gene: int, names: list[str]) -> int:
     """The edges 02a stored for a gene: the length of its edge table (not the count attribute)."""
     with h5py.File(gene_file_path(out / "base_correlations", gene, names[gene], N_GENES), "r") as f:
-        return f["edges/r_low" if "edges/r_low" in f else "edges/d_low"].shape[0]  # float or product r form
+        return stored_edge_count(f)
 
 
 def _task_row(sched: str, entry: dict, task: int) -> dict:

@@ -17,6 +17,7 @@ import h5py
 import pytest
 from cluster_util import run_driver, write_dataset
 from test_driver_faults import small_disk  # noqa: F401 (fixture)
+from util_stage02 import stored_edge_count
 
 from dcoex.genes import gene_file_path
 from dcoex.pipeline.disk import disk_refusal, expected_edge_fraction
@@ -65,7 +66,7 @@ def rewired(tmp_path_factory):
     edges = {}
     for g in (big, small):  # independent of the attribute the driver reads: the stored edge table
         with h5py.File(gene_file_path(out / DIRS["02a"], g, names[g], 240), "r") as f:
-            edges[g] = f["edges/r_low" if "edges/r_low" in f else "edges/d_low"].shape[0]  # float or product r form
+            edges[g] = stored_edge_count(f)
     return {"tsv": tsv, "out": out, "subset": subset, "big": big, "small": small, "edges": edges, "names": names}
 
 

@@ -92,32 +92,36 @@ def test_boot_join_derives_bias_and_pval_and_checks_the_edges(tmp_path):
         list(iter_boot_edges(base, boot, chunk_edges=4))
 
 
-@pytest.mark.parametrize("k_high", [20, 60])
-def test_product_form_reads_back_the_stage_r_bits(tmp_path, k_high):
-    """Dense edges stored as integer rank products and per-gene scales (r_form "product": int16
-    at k = 20, int32 at k = 60) read back as the float32 r's the float form stores, bit for bit,
-    and those are scipy's Spearman r; the sparse form keeps float r's."""
+@pytest.mark.parametrize("k_high", [20, 60, 200])
+def test_dense_r_forms_read_back_the_stage_r_bits(tmp_path, k_high):
+    """Dense edges stored as the groups' ranks (r_form "ranks": int8 ranks, int16 at k = 200)
+    or as integer rank products (r_form "product": int16 at k = 20, int32 above), with per-gene
+    scales, read back as the float32 r's the float form stores, bit for bit, and those are
+    scipy's Spearman r; the sparse form keeps float r's."""
     from scipy.stats import spearmanr
 
     from dcoex.edge_files import BaseEdgeWriter, QTable, iter_base_edges
     from dcoex.ranks import IntegerRanks
 
     rng = np.random.default_rng(7)
-    n_genes, k_low = 50, 20
+    n_genes, k_low = 160, 20
     x = {"low": rng.normal(size=(n_genes, k_low)), "high": rng.normal(size=(n_genes, k_high))}
     x["high"][3] = np.round(x["high"][3])  # ties
+    x["low"][5] = 1.0  # a constant gene
     upper = np.triu_indices(n_genes, 1)
     ranks = {g: IntegerRanks(v) for g, v in x.items()}
     products = {g: (rk.u.astype(np.int64) @ rk.u.astype(np.int64).T)[upper] for g, rk in ranks.items()}
     r = {g: (products[g].astype(np.float32) * rk.scale[upper[0]]) * rk.scale[upper[1]] for g, rk in ranks.items()}
     tables = {name: QTable.of(np.array([0.0]), np.array([0.01])) for name in ("low", "high", "diff")}
     meta = {"n_genes": n_genes, "k_low": k_low, "k_high": k_high, "cut_low": 0.0, "cut_high": 0.0}
-    for keep_every, want_form in ((2, "product"), (97, "float")):
+    # ranks, 160 genes x (20 + k) cells of 1-2 B, against products, 4-6 B per edge
+    cases = [(1, "ranks"), (20, "product"), (97, "float")]
+    for keep_every, want_form in cases:
         pair = np.arange(0, upper[0].size, keep_every, dtype=np.int64)
         path = tmp_path / f"base_{keep_every}.h5"
         with h5py.File(path, "w") as f:
             writer = BaseEdgeWriter(f, n_genes=n_genes, n_edges=pair.size, tables=tables, threads=2,
-                                    scales=(ranks["low"].scale, ranks["high"].scale), group_sizes=(k_low, k_high))
+                                    ranks=(ranks["low"], ranks["high"]))
             for a in range(0, pair.size, 100):
                 at = pair[a : a + 100]
                 writer.append({"pair_index": at, "r_low": r["low"][at], "r_high": r["high"][at],
@@ -126,28 +130,49 @@ def test_product_form_reads_back_the_stage_r_bits(tmp_path, k_high):
             writer.close(meta, [f"g{i}" for i in range(n_genes)])
         with h5py.File(path, "r") as f:
             assert f["meta"].attrs["r_form"] == want_form
+            assert ("edges/r_low" in f) == (want_form == "float") and ("edges/d_low" in f) == (want_form == "product")
+            assert ("ranks" in f) == (want_form == "ranks")
             if want_form == "product":
-                assert "edges/r_low" not in f and f["edges/d_low"].dtype == np.int16
+                assert f["edges/d_low"].dtype == np.int16
                 assert f["edges/d_high"].dtype == (np.int16 if k_high == 20 else np.int32)
-            else:
-                assert "edges/d_low" not in f and f["edges/r_low"].dtype == np.float32
+            if want_form == "ranks":
+                assert f["ranks/low"].dtype == np.int8 and f["ranks/high"].shape == (n_genes, k_high)
+                assert f["ranks/high"].dtype == (np.int8 if k_high <= 128 else np.int16)
         chunks = list(iter_base_edges(path, chunk_edges=37, columns=("pair_index", "r_low", "r_high")))
         for g in ("low", "high"):
             got = np.concatenate([c[f"r_{g}"] for c in chunks])
             np.testing.assert_array_equal(got, r[g][pair])
-            reference = spearmanr(x[g].T).statistic[upper][pair]
+            with np.errstate(invalid="ignore"):
+                reference = np.nan_to_num(spearmanr(x[g].T).statistic[upper][pair])  # constant gene: r 0
             np.testing.assert_allclose(got, reference, rtol=0, atol=2e-6)
+        narrow = list(iter_base_edges(path, chunk_edges=1000, columns=("gene_j",)))
+        np.testing.assert_array_equal(np.concatenate([c["gene_j"] for c in narrow]), upper[1][pair])
+
+
+def test_r_form_stores_the_smaller_of_ranks_and_products():
+    """Bitmap form: the groups' ranks (genes x k cells of 1-2 B) when smaller than the rank
+    products (edges x 2-4 B per group), else the products; past int32 products, and in the
+    sparse form, float r's."""
+    from dcoex.edge_files import r_form
+
+    # 12,625 genes, k = 25: ranks 631 kB, products 4 B per edge
+    assert r_form("bitmap", (25, 25), n_genes=12_625, n_edges=157_812) == "product"
+    assert r_form("bitmap", (25, 25), n_genes=12_625, n_edges=157_813) == "ranks"
+    # 8,763 genes, k = 187: int16 ranks 6.55 MB, int32 products 8 B per edge
+    assert r_form("bitmap", (187, 187), n_genes=8_763, n_edges=819_341) == "ranks"
+    assert r_form("bitmap", (187, 187), n_genes=8_763, n_edges=819_340) == "product"
+    assert r_form("bitmap", (25, 1862), n_genes=100, n_edges=10**6) == "float"
+    assert r_form("sparse", (25, 25), n_genes=100, n_edges=10) == "float"
+    assert r_form("bitmap", None, n_genes=100, n_edges=4000) == "float"
 
 
 def test_product_dtype_holds_every_rank_product():
     """int16 while the largest |u_i·u_j| = Σ(2·rank − k − 1)² (no ties, computed here) fits,
     then int32; past int32 the float form."""
-    from dcoex.edge_files import product_dtype, r_form
+    from dcoex.edge_files import product_dtype
 
     for k in (2, 25, 46, 47, 187, 1861, 1862):
         largest = sum((2 * rank - k - 1) ** 2 for rank in range(1, k + 1))
         want = np.int16 if largest <= 32767 else np.int32 if largest <= 2**31 - 1 else None
         assert product_dtype(k) is want, k
     assert product_dtype(46) is np.int16 and product_dtype(47) is np.int32 and product_dtype(1862) is None
-    assert r_form("bitmap", (25, 1862)) == "float" and r_form("bitmap", (25, 187)) == "product"
-    assert r_form("sparse", (25, 25)) == "float" and r_form("bitmap", None) == "float"

@@ -172,8 +172,8 @@ def test_base_correlations_02a(run):
     """Every 02a file: the established names its edge form allows are hard links to the
     dcoex datasets; the pair set (int64 indices or the packed bitmap, decoded here) and the
     derived columns read_base_edges gives agree with the stored ones. In the bitmap form the
-    r's are integer rank products and per-gene scales: r = (d·scale_i)·scale_j, as scipy's
-    Spearman r, and read_base_edges gives those bits."""
+    r's come from integer rank products (stored, or from the stored ranks) and per-gene scales:
+    r = (d·scale_i)·scale_j, as scipy's Spearman r, and read_base_edges gives those bits."""
     from dcoex.edge_files import read_base_edges
 
     forms, r_forms = set(), set()
@@ -197,14 +197,20 @@ def test_base_correlations_02a(run):
                 pairs = np.flatnonzero(bits)
             assert pairs.size == n == meta["n_sig_differential"]
             r_forms.add(meta["r_form"])
-            if meta["r_form"] == "product":  # no float r per edge: no established name to link
+            if meta["r_form"] in ("product", "ranks"):  # no float r per edge: no established name to link
                 assert form == "bitmap" and "low/corr_sig" not in f and "edges/r_low" not in f
                 gi, gj = upper[0][pairs], upper[1][pairs]
                 r = {}
                 for g in ("low", "high"):
-                    d, scale = f[f"edges/d_{g}"][()], f[f"scales/{g}"][()]
-                    k = int(meta[f"k_{g}"])
-                    assert d.dtype == (np.int16 if (k**3 - k) // 3 < 2**15 else np.int32) and scale.dtype == np.float32
+                    scale, k = f[f"scales/{g}"][()], int(meta[f"k_{g}"])
+                    if meta["r_form"] == "product":
+                        d = f[f"edges/d_{g}"][()]
+                        assert d.dtype == (np.int16 if (k**3 - k) // 3 < 2**15 else np.int32)
+                    else:  # the groups' ranks u = 2·rank − k − 1: d = u_i·u_j, summed here in int64
+                        u = f[f"ranks/{g}"][()]
+                        assert u.dtype == (np.int8 if k <= 128 else np.int16) and u.shape == (N_GENES, k)
+                        d = np.einsum("ij,ij->i", u[gi].astype(np.int64), u[gj].astype(np.int64))
+                    assert scale.dtype == np.float32
                     r[g] = (d.astype(np.float32) * scale[gi]) * scale[gj]
                 r_low, r_high = r["low"], r["high"]
                 reference = _spearman(run, int(meta["gene_index_used"]))
@@ -239,7 +245,7 @@ def test_base_correlations_02a(run):
         assert sig["n_sig_differential"] == n
         assert sig["n_sig_edges"] == int((edges["sig_low"] | edges["sig_high"]).sum())
         assert sig["n_sig_low"] >= int(edges["sig_low"].sum())
-    assert "bitmap" in forms and r_forms == {"float", "product"}
+    assert "bitmap" in forms and "float" in r_forms and r_forms & {"product", "ranks"}
 
 
 def test_bootstrap_significant_02b(run):

@@ -13,6 +13,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from dcoex.edge_files import BASE_EDGE_DTYPES, BaseEdgeWriter, QTable, iter_base_edges, read_base_edges
+from dcoex.ranks import IntegerRanks
 from dcoex.realistic import make_realistic
 from dcoex.stages.s01_bootstrap_indices.science import extreme_groups
 from dcoex.stages.s02a_base_correlations.science import EDGE_FIELDS, base_correlations, differential_edges
@@ -103,8 +104,8 @@ def test_stream_is_the_same_for_any_tile_and_chunk(data):
 @pytest.mark.parametrize(("alpha", "exact_q"), [(0.05, False), (0.7, False), (0.05, True)])
 def test_edge_file_round_trip(data, tmp_path, alpha, exact_q):
     """Written in chunks and read back (whole and in chunks), the columns equal the stage's
-    (q's from the stored q tables); alpha 0.05 gives the sparse form, 0.7 the bitmap and a
-    differential q table; with exact q's that table (every test) is longer than the edges:
+    (q's from the stored q tables); alpha 0.05 gives the sparse form, 0.7 the bitmap form with
+    the r's from the groups' stored ranks and a differential q table; with exact q's that table (every test) is longer than the edges:
     q_diff per edge."""
     x, low, high = data
     res = base_correlations(x[:, low[0]], x[:, high[0]], alpha, tile_rows=50, exact_q=exact_q)
@@ -120,11 +121,13 @@ def test_edge_file_round_trip(data, tmp_path, alpha, exact_q):
     path = tmp_path / "edges.h5"
     n = res.edges["pair_index"].size
     with h5py.File(path, "w") as f:
-        writer = BaseEdgeWriter(f, n_genes=N_GENES, n_edges=n, tables=tables)
+        writer = BaseEdgeWriter(f, n_genes=N_GENES, n_edges=n, tables=tables,
+                                ranks=(IntegerRanks(x[:, low[0]]), IntegerRanks(x[:, high[0]])))
         for start in range(0, n, 777):
             writer.append({k: v[start : start + 777] for k, v in res.edges.items()})
         writer.close(res.attrs, [f"g{i}" for i in range(N_GENES)])
         assert writer.form == ("bitmap" if alpha == 0.7 else "sparse")
+        assert writer.r_form == ("ranks" if alpha == 0.7 else "float")  # dense: r's from the stored ranks
         assert writer.q_diff_form == ("column" if 2 * tables["diff"].size > n else "table")
         if alpha == 0.7 or exact_q:  # dense: few q runs per edge; exact: every test in the table
             assert writer.q_diff_form == ("column" if exact_q else "table")

@@ -213,7 +213,7 @@ def read_edges(path: Path, base_path: Path | None = None) -> tuple[dict, dict]:
         f.visit_links(names.append)
         data = {name: f[name][()] for name in names
                 if isinstance(f[name], h5py.Dataset) and not name.startswith("memfit")}
-        base = "edges/r_low" in f or "edges/d_low" in f  # a 02a file, either r form
+        base = any(name in f for name in ("edges/r_low", "edges/d_low", "ranks"))  # a 02a file, any r form
     if base:  # a 02a file: the columns it derives on read (dcoex.edge_files) under edges/
         from dcoex.edge_files import read_base_edges
 
@@ -244,3 +244,12 @@ def corrupt_chunk(path: Path, dataset: str, gene: int) -> None:
 def no_temporaries(folder: Path) -> bool:
     """True if no hidden temporary output is left in ``folder``."""
     return not [p for p in folder.rglob(".*tmp*")]
+
+
+def stored_edge_count(f: h5py.File) -> int:
+    """The edges an open 02a file stores, from its edge table (not the count attributes): the
+    length of its per-edge r or rank-product column, or the set bits of its pair bitmap."""
+    for name in ("edges/r_low", "edges/d_low"):
+        if name in f:
+            return int(f[name].shape[0])
+    return int(np.unpackbits(f["edges/pair_bitmap"][()]).sum())

@@ -26,6 +26,7 @@ from dcoex.h5io import (
     read_meta,
     write_attrs,
 )
+from dcoex.ranks import IntegerRanks, exact_dtype
 from dcoex.stats import (
     bootstrap_bias,
     bootstrap_pvalue,
@@ -49,11 +50,14 @@ BASE_EDGE_DTYPES = {
 #: below, q_diff stored per edge instead when that is smaller (``Q_DIFF_FORMS``).
 BASE_STORED = ("r_low", "r_high")
 #: How a 02a file stores its r's (meta ``r_form``): "float", ``edges/r_low`` and ``edges/r_high``
-#: (float32); or, in the bitmap edge form, "product": the integer rank products d = u_i·u_j
+#: (float32); or, in the bitmap edge form, from the integer rank products d = u_i·u_j and each
+#: group's per-gene scale 1/||u|| (``scales/low``, ``scales/high``, float32), r = (d·scale_i)·scale_j
+#: in float32, the bits 02a computed (dcoex.ranks.IntegerRanks): "product" stores d per edge
 #: (``edges/d_low``, ``edges/d_high``: int16 when every |d| <= (k³ − k)/3 fits, else int32;
-#: ``product_dtype``) and each group's per-gene scale 1/||u|| (``scales/low``, ``scales/high``,
-#: float32), r = (d·scale_i)·scale_j in float32: the bits 02a computed (dcoex.ranks.IntegerRanks).
-R_FORMS = ("float", "product")
+#: ``product_dtype``), "ranks" stores each group's ranks u (``ranks/low``, ``ranks/high``: genes ×
+#: k, int8 up to k = 128, else int16; ``rank_dtype``) and readers compute d
+#: (dcoex.rank_products), whichever is smaller (``r_form``).
+R_FORMS = ("float", "product", "ranks")
 #: Columns the 02a writer takes (``BaseEdgeWriter.append``): d_low/d_high are the rank products
 #: (float32 holding integers), stored in the "product" r form.
 BASE_EMITTED = ("pair_index", "r_low", "r_high", "q_diff", "d_low", "d_high")
@@ -79,6 +83,9 @@ BOOT_EDGE_DTYPES = {
     "delta_mean": np.float32, "delta_std": np.float32, "ci_low": np.float32, "ci_high": np.float32,
     "bias": np.float32, "bootstrap_pval": np.float64, "n_finite": np.int32,
 }
+#: Most bytes a reader of a "ranks" r-form 02a file holds for its r's (``ranks_read_bytes``);
+#: the writer stores the products instead past it. Readers' memory estimators count it.
+RANKS_READ_BYTES = 20 * 2**20
 #: Density (edges / pairs) from which the bitmap form is stored (docs/stage02a.md, "Storage").
 BITMAP_DENSITY = 1 / 32
 #: Bytes of the bitmap held in memory while writing or reading (one window).
@@ -128,32 +135,39 @@ class BaseEdgeWriter:
     ``n_edges`` (known before the edges are emitted) and the density n_edges / N(N−1)/2
     choose the form (``edge_form``): the sparse int64 ``edges/pair_index`` or, at density
     >= ``BITMAP_DENSITY``, the packed ``edges/pair_bitmap``, where the r's are stored as
-    integer rank products when the caller gives the groups' ``scales`` (``R_FORMS``). The q
+    integer rank products or the groups' ranks when the caller gives them (``R_FORMS``). The q
     tables are written at once (``q_tables/``); ``append`` takes chunks in ascending pair order
     holding the ``BASE_EMITTED`` columns.
     """
 
     def __init__(self, f: h5py.File, *, n_genes: int, n_edges: int, tables: Mapping[str, QTable],
-                 threads: int = 1, scales: tuple[np.ndarray, np.ndarray] | None = None,
-                 group_sizes: tuple[int, int] | None = None) -> None:
+                 threads: int = 1, ranks: tuple[IntegerRanks, IntegerRanks] | None = None) -> None:
         """``tables``: each family of ``Q_FAMILIES`` → its QTable (02a science's ``on_tables``);
         ``threads`` compress the chunks while the caller computes (dcoex.h5chunks.DirectColumns);
-        ``scales`` (float32 per gene, LOW and HIGH) and ``group_sizes`` (k_low, k_high) allow the
-        "product" r form."""
+        ``ranks`` (LOW, HIGH: the ranks 02a's products came from) allow the "product" and
+        "ranks" r forms."""
         self.f = f
         self._direct = DirectColumns(threads=threads)
         self.n_tests = n_pairs(int(n_genes))
         self.n_edges = int(n_edges)
         self.form = edge_form(self.n_tests, self.n_edges)
         self.q_diff_form = "column" if 2 * tables["diff"].size > self.n_edges else "table"
-        self.r_form = r_form(self.form, group_sizes if scales is not None else None)
+        group_sizes = None if ranks is None else tuple(int(rk.u.shape[1]) for rk in ranks)
+        self.r_form = r_form(self.form, group_sizes, n_genes=int(n_genes), n_edges=self.n_edges)
         group = f.require_group("edges")
+        group.attrs["n_edges"] = self.n_edges
         dtypes = {name: BASE_EDGE_DTYPES[name] for name in BASE_STORED}
-        if self.r_form == "product":
-            dtypes = {f"d_{g}": product_dtype(k) for g, k in zip(("low", "high"), group_sizes)}
-            for name, scale in zip(("low", "high"), scales):
-                scale = np.asarray(scale, dtype=np.float32)
+        if self.r_form != "float":
+            dtypes = {}
+            for name, rk in zip(("low", "high"), ranks):
+                scale = np.asarray(rk.scale, dtype=np.float32)
                 f.create_dataset(f"scales/{name}", data=scale, **dataset_options(scale.shape, scale.dtype))
+                k = int(rk.u.shape[1])
+                if self.r_form == "product":
+                    dtypes[f"d_{name}"] = product_dtype(k)
+                else:
+                    u = rk.u.astype(rank_dtype(k))
+                    f.create_dataset(f"ranks/{name}", data=u, **dataset_options(u.shape, u.dtype))
         if self.form == "sparse":
             dtypes = {"pair_index": BASE_EDGE_DTYPES["pair_index"], **dtypes}
         if self.q_diff_form == "column":
@@ -252,16 +266,59 @@ def product_dtype(k: int) -> type | None:
     return None
 
 
-def r_form(form: str, group_sizes: tuple[int, int] | None) -> str:
-    """"product" for the bitmap edge form when both groups' products fit an integer dtype
-    (``group_sizes`` known), else "float" (``R_FORMS``)."""
-    if form != "bitmap" or group_sizes is None:
+def rank_dtype(k: int) -> type:
+    """Integer dtype of a group's stored ranks u = 2·rank − (k + 1), |u| <= k − 1: int8 up to
+    k = 128, else int16."""
+    return np.int8 if int(k) - 1 <= np.iinfo(np.int8).max else np.int16
+
+
+def ranks_read_bytes(n_genes: int, group_sizes: tuple[int, int]) -> int:
+    """Bytes a reader of a "ranks" r-form file holds for its r's: both groups' ranks in the
+    dtype of their exact products (dcoex.ranks.exact_dtype) and one block of products
+    (dcoex.rank_products.BLOCK_CELLS)."""
+    from dcoex.rank_products import BLOCK_CELLS
+
+    widths = [np.dtype(exact_dtype(k, max(int(k) - 1, 1))).itemsize for k in group_sizes]
+    return sum(int(n_genes) * int(k) * w for k, w in zip(group_sizes, widths)) + BLOCK_CELLS * max(widths)
+
+
+def base_read_bytes(n_genes: int, n_edges: int | None = None, group_sizes: tuple[int, int] | None = None) -> int:
+    """Bytes a reader of a 02a file holds for its r's beyond one chunk: ``ranks_read_bytes`` when
+    the file is in the "ranks" r form, else 0. With ``n_edges`` or ``group_sizes`` unknown, a
+    bound: at most RANKS_READ_BYTES, and at most what a file of n_genes genes (n_edges edges) in
+    that form can hold (its integer ranks take fewer bytes than 8 B per edge, the exact-dtype
+    copies at most 4× that, the block at most one product per pair)."""
+    n = int(n_genes)
+    pairs = n_pairs(n)
+    if n_edges is not None and edge_form(pairs, int(n_edges)) != "bitmap":
+        return 0
+    if n_edges is not None and group_sizes is not None:
+        dense = r_form("bitmap", group_sizes, n_genes=n, n_edges=int(n_edges)) == "ranks"
+        return ranks_read_bytes(n, group_sizes) if dense else 0
+    from dcoex.rank_products import BLOCK_CELLS
+
+    edges = pairs if n_edges is None else min(pairs, int(n_edges))
+    return int(min(RANKS_READ_BYTES, 32 * edges + 8 * min(BLOCK_CELLS, pairs)))
+
+
+def r_form(form: str, group_sizes: tuple[int, int] | None, *, n_genes: int, n_edges: int) -> str:
+    """How a 02a file stores its r's (``R_FORMS``): in the bitmap edge form with the groups'
+    ranks known (``group_sizes``) and every product fitting an integer dtype, "ranks" when the
+    ranks (n_genes × k per group) take fewer bytes than the products (n_edges per group) and a
+    reader holds at most ``RANKS_READ_BYTES`` for them (``ranks_read_bytes``), else "product";
+    otherwise "float"."""
+    if form != "bitmap" or group_sizes is None or any(product_dtype(k) is None for k in group_sizes):
         return "float"
-    return "product" if all(product_dtype(k) is not None for k in group_sizes) else "float"
+    rank_bytes = sum(int(n_genes) * int(k) * np.dtype(rank_dtype(k)).itemsize for k in group_sizes)
+    product_bytes = sum(int(n_edges) * np.dtype(product_dtype(k)).itemsize for k in group_sizes)
+    small = rank_bytes < product_bytes and ranks_read_bytes(n_genes, group_sizes) <= RANKS_READ_BYTES
+    return "ranks" if small else "product"
 
 
 def stored_edges(group: h5py.Group) -> int:
     """Number of edges of a 02a file's ``edges`` group, whatever its edge and r forms."""
+    if "n_edges" in group.attrs:
+        return int(group.attrs["n_edges"])
     return int(group["r_low" if "r_low" in group else "d_low"].shape[0])
 
 
@@ -290,12 +347,12 @@ def iter_base_edges(path: Path, *, chunk_edges: int,
             if any(group[name].shape != (n_edges,) for name in (*BASE_STORED, "d_low", "d_high") if name in group):
                 raise ValueError(f"base correlations file {path}: edge columns have different lengths")
             tables = _q_tables(f)
-            scales = (f["scales/low"][()], f["scales/high"][()]) if "d_low" in group else None
+            products = _RankProducts(f, meta) if "scales" in f else None
             pairs = _pair_chunks(group, n_edges, chunk_edges)
             start = 0
             for pair in pairs:
                 end = start + pair.size
-                yield _edge_chunk(group, meta, pair, start, end, tables=tables, scales=scales, columns=wanted)
+                yield _edge_chunk(group, meta, pair, start, end, tables=tables, products=products, columns=wanted)
                 start = end
             if start != n_edges:
                 raise ValueError(f"base correlations file {path}: {start} pairs for {n_edges} edges")
@@ -350,24 +407,50 @@ def _pair_chunks(group: h5py.Group, n_edges: int, chunk_edges: int) -> Iterator[
         yield np.concatenate(pending)
 
 
+class _RankProducts:
+    """The r's of a 02a file in the "product" or "ranks" r form (``R_FORMS``): (d·scale_i)·scale_j
+    in float32, as 02a's kernels compute them, with d read per edge or computed from the stored
+    ranks (dcoex.rank_products.PairProducts: the ranks and one block of products in memory,
+    at most ``RANKS_READ_BYTES``)."""
+
+    def __init__(self, f: h5py.File, meta: Mapping[str, object]) -> None:
+        from dcoex.rank_products import PairProducts
+
+        self.edges = f["edges"]
+        self.scales = (f["scales/low"][()], f["scales/high"][()])
+        self.ranks = None
+        if "ranks" in f:
+            n_genes = int(meta["n_genes"])
+            u = (f["ranks/low"], f["ranks/high"])
+            if any(v.shape != (n_genes, int(meta[f"k_{g}"])) for g, v in zip(("low", "high"), u)):
+                raise ValueError(f"{f.filename}: ranks/low or ranks/high is not genes x group size")
+            self.ranks = tuple(PairProducts(v[()]) for v in u)
+
+    def r(self, start: int, end: int, gene_i: np.ndarray, gene_j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(r_low, r_high) of edges [start, end) between genes ``gene_i`` and ``gene_j``."""
+        out = []
+        for at, (g, scale) in enumerate(zip(("low", "high"), self.scales)):
+            d = self.edges[f"d_{g}"][start:end] if self.ranks is None else self.ranks[at].of(gene_i, gene_j)
+            out.append((d.astype(np.float32) * scale[gene_i]) * scale[gene_j])
+        return out[0], out[1]
+
+
 def _edge_chunk(group: h5py.Group, meta: Mapping[str, object], pair: np.ndarray, start: int, end: int, *,
-                tables: Mapping[str, tuple[np.ndarray, np.ndarray]], scales: tuple[np.ndarray, np.ndarray] | None,
+                tables: Mapping[str, tuple[np.ndarray, np.ndarray]], products: _RankProducts | None,
                 columns: tuple[str, ...] = tuple(BASE_EDGE_DTYPES)) -> dict[str, np.ndarray]:
     """Edge ``columns`` [start, end), derived ones computed (docs/stage02a.md, "Storage"); the
-    r's from the rank products and ``scales`` in the "product" r form."""
+    r's from the rank products and scales in the "product" and "ranks" r forms."""
     needs_r = bool(set(columns) - {"pair_index", "gene_i", "gene_j"})
     needed = set(columns) | (set(BASE_STORED) if needs_r else set())
     stored = {name: group[name][start:end] for name in BASE_EDGE_DTYPES
               if name in needed and name in group and name != "pair_index"}
     n_genes, k_low, k_high = int(meta["n_genes"]), int(meta["k_low"]), int(meta["k_high"])
     genes = (None, None)
-    if (scales is not None and needs_r) or {"gene_i", "gene_j"} & set(columns):
+    if (products is not None and needs_r) or {"gene_i", "gene_j"} & set(columns):
         genes = pair_from_flat(pair, n_genes)
     gene_i, gene_j = genes
-    if scales is not None and needs_r:  # as 02a's kernels: (d·scale_i)·scale_j in float32
-        stored["r_low"], stored["r_high"] = (
-            (group[f"d_{g}"][start:end].astype(np.float32) * scale[gene_i]) * scale[gene_j]
-            for g, scale in zip(("low", "high"), scales))
+    if products is not None and needs_r:
+        stored["r_low"], stored["r_high"] = products.r(start, end, gene_i, gene_j)
     r_low, r_high = stored.get("r_low"), stored.get("r_high")
     derived = {
         "q_low": lambda: q_from_table(tables["low"], np.abs(r_low)),

@@ -26,7 +26,7 @@ from dcoex.h5io import write_attrs
 from dcoex.indices_file import IndicesFile, check_groups, groups_sha
 from dcoex.pergene import resolve_genes, run_genes
 from dcoex.provenance import why_stale, write_provenance
-from dcoex.ranks import exact_dtype
+from dcoex.ranks import IntegerRanks, exact_dtype
 from dcoex.stages.s02a_base_correlations.contract import CONTRACT
 from dcoex.stages.s02a_base_correlations.estimator import estimate
 from dcoex.stages.s02a_base_correlations.science import differential_edges
@@ -113,18 +113,17 @@ def run_base(
                     with h5py.File(tmp, "w") as f:
                         writer: list[BaseEdgeWriter] = []
                         tables: dict = {}
-                        scales: list[np.ndarray] = []
+                        ranks: list[IntegerRanks] = []
 
                         def start(n_edges: int) -> None:
                             writer.append(BaseEdgeWriter(f, n_genes=n, n_edges=n_edges, tables=tables, threads=threads,
-                                                         scales=(scales[0], scales[1]),
-                                                         group_sizes=(low.size, high.size)))
+                                                         ranks=(ranks[0], ranks[1])))
 
                         try:
                             attrs = differential_edges(
                                 expr[:, low], expr[:, high], fdr_alpha, tile_rows=plan.batch_size, exact_q=exact_q,
                                 sink=lambda chunk: writer[0].append(chunk), on_count=start, on_tables=tables.update,
-                                on_scales=lambda *pair: scales.extend(pair),
+                                on_ranks=lambda *pair: ranks.extend(pair),
                                 columns=BASE_EMITTED, backend=backend, scratch_dir=out,
                             )
                         except BaseException:

@@ -77,8 +77,11 @@ WRITER_BYTES = 24 * MiB
 FILE_EDGE_VALUE_BYTES = 7.0
 #: Bytes per edge and group of the "product" r form (bitmap edge form: dcoex.edge_files.R_FORMS),
 #: by the itemsize of the rank products: int16 1.43–1.44 measured (k = 25), int32 2.65–2.68
-#: (k = 187); rounded up. Each group's scales add 4 B per gene.
+#: (k = 187); rounded up. Bytes per gene and sample of a group of the "ranks" r form, by the
+#: itemsize of the ranks: int8 0.63 measured (k = 25), int16 1.06 (k = 187); rounded up. Each
+#: group's scales add 4 B per gene in both.
 FILE_PRODUCT_BYTES = {2: 1.6, 4: 2.9}
+FILE_RANK_BYTES = {1: 0.7, 2: 1.2}
 FILE_SCALE_BYTES = 4
 FILE_SPARSE_INDEX_BYTES = 1.7
 FILE_BITMAP_BYTES_PER_PAIR = 0.125
@@ -151,10 +154,11 @@ def output_bytes(n_genes: int, n_edges: int, *, k_low: int | None = None, k_high
     The q tables grow with k: each group family has at most one entry per distinct |r| (counted
     as min(distinct r, N(N−1)/4)), the differential one t/E per edge (``DIFF_TABLE_A``) or, past
     half the edges, the per-edge column. The r's are float32 per edge, or in the bitmap form
-    integer rank products (``FILE_PRODUCT_BYTES``). Unknown k: float r's, the column and full
+    integer rank products (``FILE_PRODUCT_BYTES``) or the groups' ranks (``FILE_RANK_BYTES``),
+    whichever dcoex.edge_files.r_form stores. Unknown k: float r's, the column and full
     group tables (a bound).
     """
-    from dcoex.edge_files import edge_form, product_dtype, r_form
+    from dcoex.edge_files import edge_form, product_dtype, r_form, rank_dtype
 
     n = int(n_genes)
     m = n * (n - 1) // 2
@@ -166,8 +170,12 @@ def output_bytes(n_genes: int, n_edges: int, *, k_low: int | None = None, k_high
         index = e * FILE_SPARSE_INDEX_BYTES
     values = e * FILE_EDGE_VALUE_BYTES
     groups = (k_low, k_high) if k_low is not None and k_high is not None else None
-    if r_form(form, groups) == "product":
+    stored_r = r_form(form, groups, n_genes=n, n_edges=e)
+    if stored_r == "product":
         values = sum(e * FILE_PRODUCT_BYTES[np.dtype(product_dtype(k)).itemsize] + n * FILE_SCALE_BYTES
+                     for k in (k_low, k_high))
+    elif stored_r == "ranks":
+        values = sum(n * (k * FILE_RANK_BYTES[np.dtype(rank_dtype(k)).itemsize] + FILE_SCALE_BYTES)
                      for k in (k_low, k_high))
     d_low, d_high = distinct_r(k_low), distinct_r(k_high)
     group_tables = sum(min(d, m / 2) for d in (d_low, d_high)) * FILE_GROUP_TABLE_ENTRY_BYTES

@@ -436,7 +436,7 @@ def differential_edges(
     columns: tuple[str, ...] = EDGE_FIELDS,
     on_count: Callable[[int], None] | None = None,
     on_tables: Callable[[dict[str, QTable]], None] | None = None,
-    on_scales: Callable[[np.ndarray, np.ndarray], None] | None = None,
+    on_ranks: Callable[[IntegerRanks, IntegerRanks], None] | None = None,
     backend: Backend | None = None,
     scratch_dir: str | os.PathLike | None = None,
 ) -> dict[str, object]:
@@ -449,9 +449,9 @@ def differential_edges(
     first chunk (also when there are none); ``on_tables(tables)``, if given, before it with each
     family's q table {"low" | "high" | "diff": QTable} (ascending statistic: the q of a statistic s
     is that of the last entry <= s; the differential one read from its scratch file in bounded
-    pieces); ``on_scales(scale_low, scale_high)``, if given, before that with each group's
-    per-gene 1/||u|| (float32, 0 for a constant gene: r = (d·scale_i)·scale_j, the "product" r
-    form of dcoex.edge_files). Returns the attrs (counts, cuts). Memory does not depend on the number of edges
+    pieces); ``on_ranks(ranks_low, ranks_high)``, if given, before that with each group's
+    dcoex.ranks.IntegerRanks (r = (u_i·u_j·scale_i)·scale_j: the "product" and "ranks" r forms
+    of dcoex.edge_files). Returns the attrs (counts, cuts). Memory does not depend on the number of edges
     (module docstring); ``window_items`` overrides WINDOW_ITEMS (tests); ``backend`` computes the
     rank products (dcoex.backend; default numpy on the host).
     The differential q table and, when it has several slices, the q's of the edges go to
@@ -494,8 +494,8 @@ def differential_edges(
         for fam in fams:
             fam.finish()
         fam_low, fam_high, fam_diff = fams
-        if on_scales is not None:
-            on_scales(ranks_low.scale, ranks_high.scale)
+        if on_ranks is not None:
+            on_ranks(ranks_low, ranks_high)
         if on_tables is not None:
             on_tables({name: fam.q_table() for name, fam in zip(("low", "high", "diff"), fams)})
         n_sig_edges = 0

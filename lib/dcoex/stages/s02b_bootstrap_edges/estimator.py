@@ -33,6 +33,7 @@ The tile is at most MAX_TILE_EDGES edges and MAX_CHUNK_DELTA_BYTES of Δ.
 
 from __future__ import annotations
 
+from dcoex.edge_files import base_read_bytes
 from memfit.estimate import MemoryEstimate
 from memfit.units import MiB
 
@@ -185,6 +186,8 @@ def estimate(
         "work": block * per_rep + products if e else 0,
         "stats": stats_rows * b * STATS_BYTES_PER_VALUE if e else 0,
         "hdf5": HDF5_BYTES + (16 * MiB if store_replicates else 0),
+        # a dense 02a file's ranks and one block of their products (the "ranks" r form)
+        "base_ranks": base_read_bytes(n, e, ks) if e else 0,
     }
     params = {
         "n_genes": n, "n_samples": int(n_samples), "n_bootstrap": b, "k_low": int(k_low),

@@ -21,6 +21,7 @@ stage 02a/02b files of realistic data (bench/stage02b_tiles.py, bench/whole_run.
 
 from __future__ import annotations
 
+from dcoex.edge_files import base_read_bytes
 from memfit.estimate import PYTHON_BASELINE_BYTES, MemoryEstimate
 from memfit.units import MiB
 
@@ -83,6 +84,8 @@ def estimate(n_genes: int, n_edges: int | None = None, n_candidates: int | None 
         "clustering_two_paths": two_paths,
         "reading_beyond_network": max(0, reading - network),
         "selection": SELECTION_BYTES_PER_CANDIDATE * candidates,
+        # a dense 02a file's ranks and one block of their products (the "ranks" r form)
+        "base_ranks": base_read_bytes(n_genes, candidates),
     }
     return MemoryEstimate("03", components, {"n_genes": int(n_genes), "n_edges": edges, "n_candidates": candidates})
 

@@ -8,6 +8,7 @@ one at a time, edges in chunks: nothing grows with the number of edges.
 
 from __future__ import annotations
 
+from dcoex.edge_files import base_read_bytes
 from memfit.estimate import MemoryEstimate
 from memfit.units import MiB
 
@@ -41,6 +42,7 @@ def estimate(n_genes: int, n_ref_genes: int | None = None, n_focus: int = 10, n_
         "hdf5": HDF5_BYTES,
         "genes": BYTES_PER_GENE * int(n_genes),
         "edge_chunk": BYTES_PER_CHUNK_EDGE * chunk,
+        "base_ranks": base_read_bytes(n_genes),  # a dense 02a file's ranks (the "ranks" r form): a bound
         "values": BYTES_PER_VALUE * refs * int(n_focus) * len(METRICS),
     }
     return MemoryEstimate("04", components, {"n_genes": int(n_genes), "n_ref_genes": refs, "n_focus": int(n_focus),

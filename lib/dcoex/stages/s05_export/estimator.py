@@ -8,6 +8,7 @@ figures being drawn.
 
 from __future__ import annotations
 
+from dcoex.edge_files import base_read_bytes
 from memfit.estimate import PYTHON_BASELINE_BYTES, MemoryEstimate
 from memfit.units import MiB
 
@@ -44,6 +45,7 @@ def estimate(n_genes: int, n_edges: int | None = None, n_ego_edges: int | None =
         "figures": FIGURES_BYTES + BYTES_PER_FOCUS_COLUMN * min(int(n_focus), HEATMAP_FOCUS),
         "genes": BYTES_PER_GENE * int(n_genes),
         "edge_chunk": BYTES_PER_CHUNK_EDGE * min(edges, EXPORT_CHUNK),
+        "base_ranks": base_read_bytes(n_genes),  # a dense 02a file's ranks (the "ranks" r form): a bound
         "network_columns": BYTES_PER_EDGE * edges,
         "ego_graph": BYTES_PER_EGO_EDGE * ego,
     }

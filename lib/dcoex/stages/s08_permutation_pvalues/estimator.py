@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from dcoex.edge_files import base_read_bytes
 from dcoex.stages.s03_network.estimator import DEFAULT_PLANNING_EDGES
 from dcoex.stages.s07_permutation_null.science import METRICS
 from memfit.estimate import PYTHON_BASELINE_BYTES, MemoryEstimate
@@ -32,6 +33,7 @@ def estimate(n_genes: int, n_permutations: int, n_edges: int | None = None, **_:
         "imports": IMPORTS_BYTES,
         "null": p * n * NULL_BYTES_PER_CELL,
         "base_file": edges * EDGE_BYTES,
+        "base_ranks": base_read_bytes(n),  # a dense 02a file's ranks (the "ranks" r form): a bound
         "table": n * len(METRICS) * TABLE_BYTES_PER_GENE_METRIC,
     }
     return MemoryEstimate("08", components, {"n_genes": n, "n_permutations": p, "n_edges": edges})
