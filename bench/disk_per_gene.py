@@ -2,6 +2,7 @@
 
     python bench/disk_per_gene.py [--n-genes 12625] [--n-samples 128] [--genes 9325]
         [--alphas 0.05 0.7] [--n-bootstrap 100] [--seed 1] [--work-dir DIR] [--out FILE]
+        [--boot-precision float32|compact]
 
 Generates ``python -m dcoex.realistic`` data (docs/realistic_data.md) once under ``--work-dir``
 (default ``disk_per_gene`` in bench's git-ignored work folder), runs 00 and 01 once, then 02a, 02b
@@ -56,6 +57,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--work-dir", default=str(WORK / "disk_per_gene"))
     parser.add_argument("--out", default=None, help="JSON file of the results (default: print only)")
+    parser.add_argument("--boot-precision", choices=("float32", "compact"), default="float32",
+                        help="02b's --boot-precision (docs/stage02b.md)")
     args = parser.parse_args()
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -75,7 +78,7 @@ def main() -> None:
             _run(MODULES["02a"], ["--expr-h5", str(expr), "--indices-h5", str(idx), "--out-dir", str(base),
                                   "--fdr-alpha", str(alpha), *common], env)
             _run(MODULES["02b"], ["--expr-h5", str(expr), "--indices-h5", str(idx), "--base-dir", str(base),
-                                  "--out-dir", str(boot), *common], env)
+                                  "--out-dir", str(boot), "--boot-precision", args.boot_precision, *common], env)
             _run(MODULES["03"], ["--base-dir", str(base), "--boot-dir", str(boot), "--out-dir", str(net),
                                  "--expr-h5", str(expr), *common], env)
             row: dict = {"gene": gene, "alpha": alpha, "stages": {}}
@@ -96,7 +99,8 @@ def main() -> None:
             rows.append(row)
     if args.out:
         Path(args.out).write_text(json.dumps({"n_genes": args.n_genes, "n_samples": args.n_samples,
-                                              "n_bootstrap": args.n_bootstrap, "rows": rows}, indent=1) + "\n")
+                                              "n_bootstrap": args.n_bootstrap,
+                                              "boot_precision": args.boot_precision, "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

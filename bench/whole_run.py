@@ -3,6 +3,7 @@
     python bench/whole_run.py [--dataset generated|real|both] [--n-genes 12625] [--n-samples 128]
         [--n-ref 3] [--alphas 0.05 0.7] [--n-bootstrap 1000] [--seed 1] [--work-dir DIR]
         [--out bench/results/whole_run.json] [--threads 2] [--skip-02b-above EDGES]
+        [--boot-precision float32|compact]
 
 Datasets (inputs and outputs under ``--work-dir``, default: ``whole_run`` in bench's git-ignored work folder):
 - ``generated``: ``python -m dcoex.realistic`` at ``--n-genes`` × ``--n-samples`` (its default
@@ -147,7 +148,8 @@ def _prepare(name: str, tsv: Path, folder: Path, *, n_boot: int, env: dict) -> d
     return rows
 
 
-def _per_gene(name: str, folder: Path, *, gene: int, alpha: float, env: dict, skip_02b_above: int | None) -> dict:
+def _per_gene(name: str, folder: Path, *, gene: int, alpha: float, env: dict, skip_02b_above: int | None,
+              boot_precision: str = "float32") -> dict:
     expr, idx = folder / "expression.h5", folder / "bootstrap_indices.h5"
     base, boot, net = (folder / f"{s}_{alpha}" for s in ("base", "boot", "net"))
     common = ["--gene-index", str(gene), "--force"]
@@ -161,7 +163,7 @@ def _per_gene(name: str, folder: Path, *, gene: int, alpha: float, env: dict, sk
     if skip_02b_above is None or edges <= skip_02b_above:
         load = _load()
         wall = _run("02b", ["--expr-h5", str(expr), "--indices-h5", str(idx), "--base-dir", str(base),
-                            "--out-dir", str(boot), *common], env)
+                            "--out-dir", str(boot), "--boot-precision", boot_precision, *common], env)
         boot_file = _gene_file(boot, gene)
         rows["02b"] = _stage_row("02b", _sidecar(boot, "02b"), wall=wall, out_bytes=boot_file.stat().st_size, load=load)
         load = _load()
@@ -246,6 +248,8 @@ def main() -> None:
     parser.add_argument("--work-dir", default=str(WORK / "whole_run"))
     parser.add_argument("--out", default=str(REPO / "bench/results/whole_run.json"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--boot-precision", choices=("float32", "compact"), default="float32",
+                        help="02b's --boot-precision (docs/stage02b.md)")
     args = parser.parse_args()
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -275,8 +279,8 @@ def main() -> None:
         block: dict = {"name": name, "n_genes": n, "n_samples": n_samples, "k": k, "kr": kr, "n_bootstrap": n_boot,
                        "reference_genes": genes, "once": once, "alphas": {}}
         for alpha in args.alphas:
-            measured = [_per_gene(name, folder, gene=g, alpha=alpha, env=env, skip_02b_above=args.skip_02b_above)
-                        for g in genes]
+            measured = [_per_gene(name, folder, gene=g, alpha=alpha, env=env, skip_02b_above=args.skip_02b_above,
+                                  boot_precision=args.boot_precision) for g in genes]
             block["alphas"][str(alpha)] = {
                 "genes": measured,
                 "projection": _projection(measured, n=n, k=k, kr=kr, n_boot=n_boot, gflops=gflops),
@@ -288,7 +292,7 @@ def main() -> None:
             print(f"{name} alpha {alpha}: whole run ≈ {total_cpu:.1f} CPU-h, {total_disk / 1e9:.2f} GB", flush=True)
         datasets.append(block)
     result = {"gemm_gflops_float32": gflops, "threads": args.threads, "host_cpus": os.cpu_count(),
-              "n_bootstrap": args.n_bootstrap, "datasets": datasets}
+              "n_bootstrap": args.n_bootstrap, "boot_precision": args.boot_precision, "datasets": datasets}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(_table(result))

@@ -36,8 +36,10 @@ def test_q_from_table_is_the_last_entry_at_or_below():
     assert np.isnan(q_from_table((np.empty(0), np.empty(0)), values)).all()
 
 
-def _write_pair(tmp_path, r_low: np.ndarray, r_high: np.ndarray, *, sha_of: tuple[np.ndarray, np.ndarray]):
-    """A 02a file (format 3) with the given r's and a 02b file whose base_edges_sha is that of
+def _write_pair(tmp_path, r_low: np.ndarray, r_high: np.ndarray, *, sha_of: tuple[np.ndarray, np.ndarray],
+                precision: str = "float32", mean: np.ndarray | None = None):
+    """A 02a file (format 3) with the given r's and a 02b file (statistics stored at
+    ``precision``; delta_mean ``mean``, default Δ + 0.05) whose base_edges_sha is that of
     ``sha_of`` (r_low, r_high) over the same pairs; returns their paths."""
     from dcoex.edge_files import BaseEdgesSha, BaseEdgeWriter, BootFileWriter, QTable
 
@@ -54,8 +56,9 @@ def _write_pair(tmp_path, r_low: np.ndarray, r_high: np.ndarray, *, sha_of: tupl
     sha.update({"pair_index": pair, "r_low": sha_of[0], "r_high": sha_of[1]})
     minority = np.arange(m, dtype=np.int32) % 7
     with h5py.File(boot, "w") as f:
-        writer = BootFileWriter(f, max_edges=m)
-        writer.append({"boot/delta_mean": r_high - r_low + np.float32(0.05), "boot/delta_std": np.full(m, 0.1, np.float32),
+        writer = BootFileWriter(f, max_edges=m, precision=precision)
+        writer.append({"boot/delta_mean": r_high - r_low + np.float32(0.05) if mean is None else mean,
+                       "boot/delta_std": np.full(m, 0.1, np.float32),
                        "boot/ci_low": r_high - r_low - 0.2, "boot/ci_high": r_high - r_low + 0.2,
                        "boot/n_finite": np.full(m, 50, np.int32), "boot/n_minority": minority})
         writer.finish({"edge_selection_mode": "sig_differential", "base_edges_sha": sha.hexdigest()}, ["g"])
@@ -176,3 +179,28 @@ def test_product_dtype_holds_every_rank_product():
         want = np.int16 if largest <= 32767 else np.int32 if largest <= 2**31 - 1 else None
         assert product_dtype(k) is want, k
     assert product_dtype(46) is np.int16 and product_dtype(47) is np.int32 and product_dtype(1862) is None
+
+
+def test_compact_codes_round_away_from_zero_and_keep_nan(tmp_path):
+    """encode_quanta: ceil / floor of value / 2^-14 (naive loop here), ±2 clipped to ±32,767
+    steps, NaN to the NaN code; a compact 02b column reads back as those steps (float32)."""
+    import math
+
+    from dcoex.edge_files import BOOT_NAN_CODE, encode_quanta
+
+    values = np.array([0.0, 1e-9, -1e-9, 2.0, -2.0, np.nan, 0.5, -0.12345, 1.99, -0.0], dtype=np.float32)
+    want = []
+    for v in values.astype(np.float64):
+        if math.isnan(v):
+            want.append(BOOT_NAN_CODE)
+            continue
+        steps = v * 2**14
+        want.append(max(-32767, min(32767, math.ceil(steps) if steps > 0 else math.floor(steps))))
+    np.testing.assert_array_equal(encode_quanta(values), want)
+    r = np.linspace(-0.9, 0.9, 40, dtype=np.float32)
+    mean = np.where(np.arange(40) == 7, np.nan, r * np.float32(0.31)).astype(np.float32)
+    base, boot = _write_pair(tmp_path, r, -r, sha_of=(r, -r), precision="compact", mean=mean)
+    from dcoex.edge_files import iter_boot_edges
+
+    got = np.concatenate([c["delta_mean"] for c in iter_boot_edges(base, boot, chunk_edges=9)])
+    np.testing.assert_array_equal(got, np.where(np.isnan(mean), np.nan, encode_quanta(mean) * np.float32(2**-14)))

@@ -105,6 +105,7 @@ def _expected_counts(stages: set[str]) -> dict[str, int]:
     (["--fdr-alpha", "0.3"], {"02a"}, "fdr_alpha 0.05 → 0.3"),
     (["--edge-selection", "sig_edges"], {"02b"}, "edge_selection sig_differential → sig_edges"),
     (["--ci-alpha", "0.2"], {"02b"}, "ci_alpha 0.05 → 0.2"),
+    (["--boot-precision", "compact"], {"02b"}, "boot_precision (unset) → compact"),
     (["--corr-threshold", "0.3"], {"03"}, "corr_threshold 0.0001 → 0.3"),
     (["--min-effect", "0.2"], {"03"}, "min_effect 0 → 0.2"),
     (["--n-bootstrap", "30"], {"01:boot"}, "n_bootstrap 20 → 30"),

@@ -250,3 +250,55 @@ def test_sign_matrices_only_where_the_estimate_counts_them(monkeypatch):
     assert ResampleSide(x, positions, genes_bound=41).uses_sorted_ranks
     assert estimator.sign_bytes(40, 30) == 40 * 30 * 30 * 4 + 40 * 30 * 4
     assert estimator.sign_bytes(41, 30) == 41 * 30 * 24 + 41 * 30 * 4 < 40 * 30 * 30 * 4
+
+
+def test_compact_precision_bounds_the_statistics_and_keeps_the_network(run):
+    """--boot-precision compact: delta_mean, ci_low, ci_high within one 2^-14 step of the
+    float32 run's, rounded away from zero (sign and zero exact: 03's CI filter keeps the same
+    edges), delta_std within 2^-11 relative, the rest identical; about half the bytes. The
+    default is not recorded in provenance (files from before the option stay current), compact is."""
+    from dcoex.edge_files import iter_boot_edges
+    from dcoex.provenance import read_provenance
+    from dcoex.stages.s02b_bootstrap_edges.estimator import output_bytes
+    from dcoex.stages.s03_network.classify import select_edges
+
+    x, idx, genes, folder = run
+    n = x.shape[0]
+    args = ["--expr-h5", idx.parent / "expression.h5", "--indices-h5", idx, "--gene-range", "0:2",
+            "--base-dir", folder / "base", "--ci-alpha", CI_ALPHA]
+    done = run_inproc(SCRIPT_02B, *args, "--out-dir", folder / "boot_compact", "--boot-precision", "compact")
+    assert done.returncode == 0, done.stderr
+    step = 2.0**-14
+    for gene in genes:
+        base = gene_file_path(folder / "base", gene, f"g{gene}", n)
+        exact, compact = (gene_file_path(folder / name, gene, f"g{gene}", n) for name in ("boot", "boot_compact"))
+        got = [{k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+               for chunks in (list(iter_boot_edges(base, p, chunk_edges=5000)) for p in (exact, compact))]
+        want, have = got
+        assert want["delta_mean"].size > 10_000
+        for name in ("delta_mean", "ci_low", "ci_high"):
+            w, h = want[name].astype(np.float64), have[name].astype(np.float64)
+            np.testing.assert_array_equal(np.isnan(h), np.isnan(w))
+            ok = ~np.isnan(w)
+            assert np.all(np.abs(h[ok] - w[ok]) <= step), name
+            np.testing.assert_array_equal(np.sign(h[ok]), np.sign(w[ok]))
+            assert np.all(np.abs(h[ok]) >= np.abs(w[ok])), name  # away from zero
+        w, h = want["delta_std"].astype(np.float64), have["delta_std"].astype(np.float64)
+        ok = ~np.isnan(w)
+        assert np.all(np.abs(h[ok] - w[ok]) <= np.maximum(2.0**-11 * w[ok], 3e-8))
+        for name in ("n_finite", "bootstrap_pval", "pair_index", "r_low", "r_high"):
+            np.testing.assert_array_equal(have[name], want[name], err_msg=name)
+        for min_effect in (0.0, 0.3):
+            np.testing.assert_array_equal(
+                select_edges(have["delta"], have["ci_low"], have["ci_high"], min_effect, True),
+                select_edges(want["delta"], want["ci_low"], want["ci_high"], min_effect, True))
+        with h5py.File(exact, "r") as f, h5py.File(compact, "r") as g:
+            stats_bytes = [sum(h5[f"boot/{s}"].id.get_storage_size() for s in ("delta_mean", "delta_std", "ci_low",
+                                                                                 "ci_high")) for h5 in (f, g)]
+            assert g["boot/ci_low"].dtype == np.int16 and g["boot/delta_std"].dtype == np.float16
+            assert g["meta"].attrs["boot_precision"] == "compact"
+        assert stats_bytes[1] < 0.6 * stats_bytes[0], stats_bytes
+        predicted = output_bytes(n_genes=n, n_edges=want["delta_mean"].size, n_boot=B, boot_precision="compact")
+        assert compact.stat().st_size <= predicted <= 3 * compact.stat().st_size
+        assert "boot_precision" not in read_provenance(exact).params
+        assert read_provenance(compact).params["boot_precision"] == "compact"

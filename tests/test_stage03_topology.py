@@ -31,10 +31,21 @@ def graph_cases():
 CASES = graph_cases()
 
 
+@pytest.mark.parametrize("path", ["sparse", "bits"])
 @pytest.mark.parametrize("chunk", [topology.TWO_PATH_CHUNK_ENTRIES, 5])
 @pytest.mark.parametrize("name,n,gi,gj", CASES, ids=[c[0] for c in CASES])
-def test_topology_matches_networkx(monkeypatch, chunk, *, name, n, gi, gj):
+def test_topology_matches_networkx(monkeypatch, chunk, path, *, name, n, gi, gj):
+    """Both triangle counts (sparse two-path products; bit adjacency, 1–2 words per row),
+    whole and in small chunks, against networkx."""
     monkeypatch.setattr(topology, "TWO_PATH_CHUNK_ENTRIES", chunk)
+    if path == "sparse":
+        monkeypatch.setattr(topology, "bitset_bytes", lambda *_: 0)
+    else:
+        monkeypatch.setattr(topology, "bitset_bytes", lambda *_: 1)
+        monkeypatch.setattr(topology, "WORD_NS", 0.0)
+        if chunk == 5:
+            monkeypatch.setattr(topology, "CHUNK_WORDS", 3)
+            monkeypatch.setattr(topology, "BUILD_BITS", 200)
     attrs, deg = topology.global_topology(gi, gj, n)
     full = nx.Graph()
     full.add_nodes_from(range(n))

@@ -78,6 +78,17 @@ BOOT_DATASETS = {
     "boot/delta_mean": np.float32, "boot/delta_std": np.float32, "boot/ci_low": np.float32,
     "boot/ci_high": np.float32, "boot/n_finite": np.int32, "boot/n_minority": np.int32,
 }
+#: How a 02b file stores its four bootstrap statistics (meta ``boot_precision``; 02b's
+#: ``--boot-precision``): "float32" as computed, or "compact": ``boot/delta_mean``, ``ci_low``,
+#: ``ci_high`` as int16 multiples of BOOT_QUANTUM (dataset attr ``quantum``) rounded away from
+#: zero (so the sign, and zero, are exact; error below one quantum, 6.1·10⁻⁵; |value| up to
+#: 32,767 quanta; BOOT_NAN_CODE is NaN) and ``boot/delta_std`` as float16 (relative error at
+#: most 2⁻¹¹ above 6.1·10⁻⁵, absolute at most 3·10⁻⁸ below). Readers get float32 either way.
+BOOT_PRECISIONS = ("float32", "compact")
+BOOT_QUANTUM = 2.0**-14
+BOOT_NAN_CODE = -32768
+_COMPACT_DTYPES = {"boot/delta_mean": np.int16, "boot/ci_low": np.int16, "boot/ci_high": np.int16,
+                   "boot/delta_std": np.float16}
 #: The 02b columns ``iter_boot_edges`` adds to the 02a ones.
 BOOT_EDGE_DTYPES = {
     "delta_mean": np.float32, "delta_std": np.float32, "ci_low": np.float32, "ci_high": np.float32,
@@ -530,12 +541,18 @@ class BootFileWriter:
     by one chunk of edges whatever the gene's edge count. Rows are held until a whole HDF5
     chunk is complete, so each chunk is compressed and written once (no dead space)."""
 
-    def __init__(self, f: h5py.File, *, max_edges: int, n_boot_stored: int | None = None) -> None:
-        """``max_edges``: an upper bound of the edges to come (chunks are no longer)."""
+    def __init__(self, f: h5py.File, *, max_edges: int, n_boot_stored: int | None = None,
+                 precision: str = "float32") -> None:
+        """``max_edges``: an upper bound of the edges to come (chunks are no longer);
+        ``precision``: how the bootstrap statistics are stored (BOOT_PRECISIONS)."""
+        if precision not in BOOT_PRECISIONS:
+            raise ValueError(f"boot precision {precision!r}: expected one of {', '.join(BOOT_PRECISIONS)}")
         self.f, self.n_edges = f, 0
         filters = filter_options()
         cap = max(1, int(max_edges))
         names = dict(BOOT_DATASETS)
+        if precision == "compact":
+            names.update(_COMPACT_DTYPES)
         if n_boot_stored is not None:
             names["boot/delta_replicates"] = np.float32
         self._pending: dict[str, list[np.ndarray]] = {name: [] for name in names}
@@ -544,7 +561,10 @@ class BootFileWriter:
             tail = () if name in BOOT_DATASETS else (int(n_boot_stored),)
             row_bytes = np.dtype(dtype).itemsize * int(np.prod(tail, dtype=np.int64))
             rows = min(cap, max(1, CHUNK_BYTES // row_bytes))
-            f.create_dataset(name, (0, *tail), dtype=dtype, maxshape=(None, *tail), chunks=(rows, *tail), **filters)
+            ds = f.create_dataset(name, (0, *tail), dtype=dtype, maxshape=(None, *tail), chunks=(rows, *tail),
+                                  **filters)
+            if dtype is np.int16:
+                ds.attrs["quantum"] = BOOT_QUANTUM
 
     def _write(self, name: str, rows: np.ndarray) -> None:
         dataset, e0 = self.f[name], self._written[name]
@@ -575,7 +595,8 @@ class BootFileWriter:
         """Append one chunk of edges: every BOOT_DATASETS column (and the (E, B) replicates
         when stored)."""
         for name in BOOT_DATASETS:
-            self._push(name, np.asarray(columns[name]))
+            values = np.asarray(columns[name])
+            self._push(name, encode_quanta(values) if self.f[name].dtype == np.int16 else values)
         if replicates is not None:
             self._push("boot/delta_replicates", replicates)
         self.n_edges += int(np.asarray(columns["boot/delta_mean"]).shape[0])
@@ -588,6 +609,25 @@ class BootFileWriter:
                 pending.clear()
         write_attrs(self.f.require_group("meta"), meta)
         write_gene_names(self.f, gene_names)
+
+
+def encode_quanta(values: np.ndarray) -> np.ndarray:
+    """int16 codes of ``values`` in BOOT_QUANTUM steps, rounded away from zero (sign exact),
+    clipped to ±32,767 steps; NaN → BOOT_NAN_CODE."""
+    steps = np.asarray(values, dtype=np.float64) / BOOT_QUANTUM
+    codes = np.clip(np.where(steps > 0, np.ceil(steps), np.floor(steps)), -32767, 32767)
+    codes[np.isnan(codes)] = BOOT_NAN_CODE
+    return codes.astype(np.int16)
+
+
+def _boot_values(ds: h5py.Dataset, start: int, end: int) -> np.ndarray:
+    """Rows [start, end) of a 02b statistic as float32, whichever BOOT_PRECISIONS stored it."""
+    raw = ds[start:end]
+    if raw.dtype != np.int16:
+        return raw.astype(np.float32, copy=False)
+    out = raw.astype(np.float32) * np.float32(ds.attrs["quantum"])
+    out[raw == BOOT_NAN_CODE] = np.nan
+    return out
 
 
 def selected_rows(edges: Mapping[str, np.ndarray], mode: str) -> np.ndarray:
@@ -658,7 +698,7 @@ def iter_boot_edges(base_path: Path, boot_path: Path, *, chunk_edges: int,
                 differ += int(bad.size)
             if stop - n0 == m and not differ:
                 for name, ds in values.items():
-                    e[name.split("/")[1]] = ds[n0:stop]
+                    e[name.split("/")[1]] = ds[n0:stop] if name == "boot/n_finite" else _boot_values(ds, n0, stop)
                 e["bias"] = stored["boot/bias"][n0:stop] if "boot/bias" in stored \
                     else bootstrap_bias(e["delta_mean"], e["delta"])
                 e["bootstrap_pval"] = stored["pval/bootstrap_pval"][n0:stop] if "pval/bootstrap_pval" in stored \

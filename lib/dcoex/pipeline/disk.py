@@ -49,7 +49,7 @@ class StageDisk:
     basis: str  # "shape", "02a edge counts", "assumed density" or a mix
 
 
-def _gene_bytes(stage: str, n_genes: int, n_edges: int, n_bootstrap: int, k: tuple[int, int]) -> int:
+def _gene_bytes(stage: str, n_genes: int, n_edges: int, params: Mapping[str, Any], k: tuple[int, int]) -> int:
     from dcoex.stages.s02a_base_correlations.estimator import output_bytes as out02a
     from dcoex.stages.s02b_bootstrap_edges.estimator import output_bytes as out02b
     from dcoex.stages.s03_network.estimator import output_bytes as out03
@@ -57,7 +57,8 @@ def _gene_bytes(stage: str, n_genes: int, n_edges: int, n_bootstrap: int, k: tup
     if stage == "02a":
         return out02a(n_genes, n_edges, k_low=k[0], k_high=k[1])
     if stage == "02b":
-        return out02b(n_genes=n_genes, n_edges=n_edges, n_boot=n_bootstrap)
+        return out02b(n_genes=n_genes, n_edges=n_edges, n_boot=params["n_bootstrap"],
+                      boot_precision=params.get("boot_precision", "float32"))
     return out03(n_genes=n_genes, n_edges=n_edges)
 
 
@@ -104,8 +105,8 @@ def stage_disk(stage: str, shape: DataShape, params: Mapping[str, Any], *, genes
     for g in genes:
         count = counts.get(g)
         known += count is not None
-        expected += _gene_bytes(stage, n, assumed if count is None else count, params["n_bootstrap"], k)
-        bound += _gene_bytes(stage, n, pairs if count is None else count, params["n_bootstrap"], k)
+        expected += _gene_bytes(stage, n, assumed if count is None else count, params, k)
+        bound += _gene_bytes(stage, n, pairs if count is None else count, params, k)
     basis = ("02a edge counts" if known == len(genes) else "assumed density" if not known
              else f"02a edge counts ({known} genes), assumed density ({len(genes) - known})")
     return StageDisk(stage, expected, bound, basis)
@@ -131,7 +132,8 @@ def disk_refusal(needed_bytes: int, free: int, *, path: str | os.PathLike, bound
     replaced = f" (+ {format_bytes(replaced_bytes)} of outputs it replaces)" if replaced_bytes else ""
     return (f"not enough disk{when}: the outputs need {format_bytes(needed_bytes)} (expected{bound}) but "
             f"{path} has {format_bytes(free)} free on its file system{replaced}; free space, choose another "
-            "--out-dir, lower --fdr-alpha, or pass --ignore-disk-check")
+            "--out-dir, lower --fdr-alpha, store 02b's statistics with --boot-precision compact (about half "
+            "of 02b's bytes), or pass --ignore-disk-check")
 
 
 def check_after_02a(out: Path, manifest: Mapping[str, Any], *, stages: Sequence[str],

@@ -27,7 +27,10 @@ from hpc.errors import InputError
 class Param:
     """One parameter of a stage. ``parse`` turns command-line text into the value (raising
     InputError with one line); ``content``: it changes the output (enters provenance);
-    ``driver``: ``run_bootstrap_pipeline.sh`` offers it and passes it on."""
+    ``driver``: ``run_bootstrap_pipeline.sh`` offers it and passes it on; ``added``: a content
+    parameter added after outputs without it were written, whose default is what they hold:
+    it enters provenance only when set to another value, so those outputs stay current
+    (docs/design.md §7.2)."""
 
     name: str
     default: Any
@@ -37,6 +40,7 @@ class Param:
     driver: bool = True
     switch: bool = False
     metavar: str = "X"
+    added: bool = False
 
     @property
     def flag(self) -> str:
@@ -126,7 +130,8 @@ class StageContract:
     def content_params(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """The parameters that enter provenance, with their values (defaults filled in)."""
         resolved = self.resolve(values)
-        return {p.name: resolved[p.name] for p in self.params if p.content}
+        return {p.name: resolved[p.name] for p in self.params
+                if p.content and not (p.added and resolved[p.name] == p.default)}
 
     def wanted(self, values: Mapping[str, Any], upstream: Upstream, gene: int | None = None) -> Provenance:
         """The provenance this stage records for its output (of ``gene``) given ``values``."""

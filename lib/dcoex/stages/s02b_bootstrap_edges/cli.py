@@ -23,6 +23,7 @@ import numpy as np
 from dcoex.backend import Backend, for_backend, resolve
 from dcoex.cli import gene_selection_options, parse_batch_size
 from dcoex.edge_files import (
+    BOOT_PRECISIONS,
     BaseEdgesSha,
     BootFileWriter,
     iter_base_edges,
@@ -83,6 +84,7 @@ def run_bootstrap(
     n_bootstrap: int | None,
     batch_size: int | str | None,
     store_replicates: bool,
+    boot_precision: str = "float32",
     selection: dict[str, Any] | None = None,
     force: bool = False,
     quiet: bool = True,
@@ -94,6 +96,8 @@ def run_bootstrap(
         raise InputError(f"--edge-selection {edge_selection!r}: expected one of {', '.join(EDGE_SELECTIONS)}")
     if not 0 < ci_alpha < 1:
         raise InputError(f"--ci-alpha {ci_alpha}: must be in (0, 1)")
+    if boot_precision not in BOOT_PRECISIONS:
+        raise InputError(f"--boot-precision {boot_precision!r}: expected one of {', '.join(BOOT_PRECISIONS)}")
     base = Path(base_dir)
     if not base.is_dir():
         raise InputError(f"{base}: base correlations folder does not exist (run 02a first)")
@@ -151,11 +155,13 @@ def run_bootstrap(
                     "fdr_alpha": float(inputs["meta"]["fdr_alpha"]), "expr_content_sha256": expr_sha,
                     "indices_sha": groups_sha(inputs["low"], inputs["high"]), "bootstrap_sha": boot_sha,
                     "base_edges_sha": base_sha, "store_replicates": bool(store_replicates),
+                    "boot_precision": boot_precision,
                 }
 
             upstream = FileUpstream(files={"00": Path(expr_h5), "01": Path(indices_h5)}, dirs={"02a": base},
                                     gene_names=names)
-            values = {"edge_selection": edge_selection, "ci_alpha": ci_alpha, "store_replicates": store_replicates}
+            values = {"edge_selection": edge_selection, "ci_alpha": ci_alpha, "store_replicates": store_replicates,
+                      "boot_precision": boot_precision}
 
             def is_valid(gene: int, path: Path) -> bool:
                 return why_stale(path, CONTRACT.wanted(values, upstream, gene)) is None
@@ -177,7 +183,8 @@ def run_bootstrap(
                 pool: dict[str, np.ndarray] = {}  # work arrays kept across tiles
                 base_sha = BaseEdgesSha()
                 with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
-                    writer = BootFileWriter(f, max_edges=n_base, n_boot_stored=n_boot if store_replicates else None)
+                    writer = BootFileWriter(f, max_edges=n_base, n_boot_stored=n_boot if store_replicates else None,
+                                            precision=boot_precision)
                     band = band_edges(plan.batch_size, store_replicates=store_replicates)
                     for chunk in iter_base_edges(inputs["path"], chunk_edges=band, columns=BASE_COLUMNS):
                         keep = selected_rows(chunk, edge_selection)
@@ -236,14 +243,14 @@ def run_bootstrap(
 @CONTRACT.click_options
 @gene_selection_options
 def main(*, expr_h5, indices_h5, base_dir, out_dir, edge_selection, ci_alpha, fdr_alpha, n_bootstrap, batch_size,
-         store_replicates, device, gene_index, gene_range, genes_per_task, task_id, gene_list, force, quiet) -> None:
+         store_replicates, boot_precision, device, gene_index, gene_range, genes_per_task, task_id, gene_list, force, quiet) -> None:
     """Bootstrap CI and statistics of Δ = r_H − r_L for each gene's selected edges (docs/design.md §4.6)."""
     selection = {"gene_index": list(gene_index) or None, "gene_range": gene_range,
                  "genes_per_task": genes_per_task, "task_id": task_id, "gene_list": gene_list}
     info = run_bootstrap(expr_h5, indices_h5, base_dir, out_dir, edge_selection=edge_selection, ci_alpha=ci_alpha,
                          fdr_alpha=fdr_alpha, n_bootstrap=n_bootstrap, batch_size=parse_batch_size(str(batch_size)),
-                         store_replicates=store_replicates, selection=selection, force=force, quiet=quiet,
-                         device=device)
+                         store_replicates=store_replicates, boot_precision=boot_precision, selection=selection,
+                         force=force, quiet=quiet, device=device)
     if not quiet:
         print(
             f"02b: {len(info['written'])} written, {len(info['skipped'])} skipped; edge chunk {info['edge_chunk']}; "

@@ -198,21 +198,24 @@ def estimate(
     return MemoryEstimate("02b", components, params)
 
 
-#: Output bytes per edge (format 3): the BOOT_DATASETS columns are 24 B before compression
-#: (4 float32 + n_finite + n_minority int32); shuffle + gzip leave ~13 (measured on realistic
-#: data, 12,625 × 128, B = 100: docs/stage02b.md), 16 with a margin.
-OUTPUT_BYTES_PER_EDGE = 16
+#: Output bytes per edge (format 3) by ``--boot-precision`` (dcoex.edge_files.BOOT_PRECISIONS):
+#: the BOOT_DATASETS columns are 24 B before compression (4 float32 + n_finite + n_minority
+#: int32); shuffle + gzip leave ~13 (measured on realistic data, 12,625 × 128, B = 100:
+#: docs/stage02b.md), 16 with a margin; "compact" (3 int16 + float16 + 2 int32, 16 B) ~7.2, 9.
+OUTPUT_BYTES_PER_EDGE = {"float32": 16, "compact": 9}
 #: Fixed part of an output file: HDF5 structure, meta, provenance, memfit attributes.
 OUTPUT_FIXED_BYTES = 64 * 1024
 #: gene_names: about this many bytes per gene (fixed-length UTF-8, gzip: ~1 measured).
 OUTPUT_BYTES_PER_GENE = 4
 
 
-def output_bytes(*, n_genes: int, n_edges: int, n_boot: int, store_replicates: bool = False) -> int:
+def output_bytes(*, n_genes: int, n_edges: int, n_boot: int, store_replicates: bool = False,
+                 boot_precision: str = "float32") -> int:
     """Predicted size (bytes) of one gene's 02b file: the compressed columns with a margin
-    (OUTPUT_BYTES_PER_EDGE per edge), the gene names and the fixed part; with
-    ``store_replicates`` also the (E, B) float32 replicates (uncompressed: an upper bound)."""
-    total = OUTPUT_FIXED_BYTES + OUTPUT_BYTES_PER_GENE * int(n_genes) + OUTPUT_BYTES_PER_EDGE * int(n_edges)
+    (OUTPUT_BYTES_PER_EDGE per edge at ``boot_precision``), the gene names and the fixed part;
+    with ``store_replicates`` also the (E, B) float32 replicates (uncompressed: an upper bound)."""
+    total = (OUTPUT_FIXED_BYTES + OUTPUT_BYTES_PER_GENE * int(n_genes)
+             + OUTPUT_BYTES_PER_EDGE[boot_precision] * int(n_edges))
     if store_replicates:
         total += 4 * int(n_edges) * int(n_boot)
     return int(total)

@@ -10,7 +10,7 @@ largest gene (genes run one after another), the larger of two phases:
   (11 B), and the topology of the differential network: int64 edge ends, the CSR adjacency
   and its construction, the degree-oriented copy of the triangle count (~85 B); plus the
   two-path products of the triangle count, formed in row blocks of at most
-  TWO_PATH_CHUNK_ENTRIES entries.
+  TWO_PATH_CHUNK_ENTRIES entries, or for dense networks its bit adjacency (``bitset_bytes``).
 
 Freed per-edge temporaries leave the resident set at once (the stage fixes glibc's mmap
 threshold, memfit.heap), so the phases do not add up. Nothing is proportional to |E0|
@@ -38,6 +38,13 @@ BYTES_PER_GENE = 300
 #: topology module's cap), at about BYTES_PER_TWO_PATH bytes each.
 TWO_PATH_CHUNK_ENTRIES = 1_000_000
 BYTES_PER_TWO_PATH = 12
+#: The bit adjacency of the triangle count (N rows of ⌈N/64⌉ uint64 words) is used only when it
+#: takes at most this many bytes and at most BITSET_EDGE_SHARE of the network's per-edge bytes.
+BITSET_MAX_BYTES = 64 * MiB
+BITSET_EDGE_SHARE = 0.1
+#: Its working buffers: the bool block it is built from (4 MiB), its packed copy, and the
+#: gathered rows of one intersection chunk (3 × 4 MiB).
+BITSET_WORK_BYTES = 20 * MiB
 #: Candidate edges read from the 02a/02b files at a time (dcoex.stages.s03_network.io).
 READ_CHUNK_EDGES = 65_536
 #: Bytes per edge of one read chunk: the 02a and 02b columns, int64 checks and masks, and
@@ -51,6 +58,16 @@ KEPT_BYTES_PER_EDGE = 82
 SELECTION_BYTES_PER_CANDIDATE = 2
 #: Candidate edges assumed when the caller does not know them yet (before 02a has run).
 DEFAULT_PLANNING_EDGES = 500_000
+
+
+def bitset_bytes(n_genes: int, n_edges: int) -> int:
+    """Bytes of the triangle count's bit adjacency and its buffers for a network of
+    ``n_edges`` edges over ``n_genes`` genes, or 0 where it is not used (too large in itself or
+    against the network's edges)."""
+    rows = int(n_genes) * ((int(n_genes) + 63) // 64) * 8
+    if rows > BITSET_MAX_BYTES or rows > BITSET_EDGE_SHARE * BYTES_PER_EDGE * int(n_edges):
+        return 0
+    return rows + BITSET_WORK_BYTES
 
 
 def two_path_entries(n_genes: int, n_edges: int) -> int:
@@ -73,7 +90,7 @@ def estimate(n_genes: int, n_edges: int | None = None, n_candidates: int | None 
     edges = DEFAULT_PLANNING_EDGES if n_edges is None else int(n_edges)
     candidates = edges if n_candidates is None else max(int(n_candidates), edges)
     reading = READ_BYTES_PER_EDGE * min(READ_CHUNK_EDGES, candidates) + KEPT_BYTES_PER_EDGE * edges
-    two_paths = BYTES_PER_TWO_PATH * two_path_entries(n_genes, edges)
+    two_paths = max(BYTES_PER_TWO_PATH * two_path_entries(n_genes, edges), bitset_bytes(n_genes, edges))
     network = BYTES_PER_EDGE * edges + two_paths
     components = {
         "python": PYTHON_BASELINE_BYTES,
