@@ -72,3 +72,23 @@ def test_bad_values_are_one_line_from_the_contract(tmp_path, flag, value, words)
         parse_args(["--expr-tsv", str(tsv), "--out-dir", str(tmp_path / "o"), flag, value], "slurm")
     for word in words:
         assert word in str(info.value)
+
+
+def test_added_parameter_enters_provenance_only_when_set():
+    """A content parameter added later (Param.added) is not recorded at its default, so the
+    provenance, digest included, of an output written before it existed is still wanted; set to
+    another value it is recorded and the output differs."""
+    from dcoex.provenance import Provenance
+    from dcoex.stages.s02b_bootstrap_edges.contract import CONTRACT
+
+    default = CONTRACT.content_params({})
+    assert "boot_precision" not in default and "ci_alpha" in default
+    before = Provenance(stage="02b", format=CONTRACT.format, format_version=CONTRACT.format_version,
+                        params=dict(default), inputs={"expression": "e"})
+    wanted = Provenance(stage="02b", format=CONTRACT.format, format_version=CONTRACT.format_version,
+                        params=CONTRACT.content_params({"boot_precision": "float32"}), inputs={"expression": "e"})
+    assert before.differences(wanted) == [] and before.digest == wanted.digest
+    compact = Provenance(stage="02b", format=CONTRACT.format, format_version=CONTRACT.format_version,
+                         params=CONTRACT.content_params({"boot_precision": "compact"}), inputs={"expression": "e"})
+    assert before.differences(compact) == ["boot_precision (unset) → compact"]
+    assert before.digest != compact.digest
