@@ -187,7 +187,9 @@ def test_sorted_rank_path_equals_sign_products(monkeypatch):
 
 def test_output_sizes_and_bounded_estimate(run, tmp_path):
     """output_bytes of 02b and 03 bound the files written (within 3×); 02b's memory
-    estimate depends on the tile and its band, not on the gene's edge count."""
+    estimate depends on the tile and its band, not on the gene's edge count, beyond the ranks
+    of a dense 02a file (at most RANKS_READ_BYTES)."""
+    from dcoex.edge_files import RANKS_READ_BYTES, base_read_bytes
     from dcoex.stages.s02b_bootstrap_edges.estimator import band_edges, estimate
     from dcoex.stages.s02b_bootstrap_edges.estimator import output_bytes as boot_bytes
     from dcoex.stages.s03_network.cli import run_network
@@ -207,7 +209,10 @@ def test_output_sizes_and_bounded_estimate(run, tmp_path):
         assert 0 < n_network and net.stat().st_size <= network_bytes(n_genes=n, n_edges=n_network) <= 3 * net.stat().st_size
     shape = dict(n_genes=12625, n_samples=128, n_bootstrap=1000, k_low=25, k_high=25, kr_low=20, kr_high=20)
     band = estimate(**shape, n_edges=band_edges(131_072), edge_chunk=131_072).total_bytes
-    assert estimate(**shape, n_edges=24_700_000, edge_chunk=131_072).total_bytes == band < 2 * 1024**3
+    dense = estimate(**shape, n_edges=24_700_000, edge_chunk=131_072).total_bytes
+    ranks = base_read_bytes(12625, 24_700_000, (25, 25))
+    assert 0 < ranks <= RANKS_READ_BYTES and base_read_bytes(12625, band_edges(131_072), (25, 25)) == 0
+    assert dense - ranks == band < 2 * 1024**3
 
 
 @pytest.mark.parametrize("tile", [400, 1500, 6000])
