@@ -99,25 +99,34 @@ def triangles(adj: sparse.csr_matrix, degrees: np.ndarray) -> np.ndarray:
 def _bit_triangles(adj: sparse.csr_matrix) -> np.ndarray:
     """Triangles through each node from the bit adjacency (N rows of ⌈N/64⌉ uint64 words):
     an edge's support |N(i) ∩ N(j)| is the popcount of row i AND row j, and a node's
-    triangles are half the supports of its edges."""
+    triangles are half the supports of its edges. The working buffers are allocated once
+    (the stage maps large allocations afresh each time: memfit.heap)."""
     n = adj.shape[0]
     width = (n + 63) // 64
     rows = np.empty((n, width), dtype=np.uint64)
     step = max(1, BUILD_BITS // (width * 64))
+    block = np.zeros((min(step, n), width * 64), dtype=bool)
     for a in range(0, n, step):
         b = min(n, a + step)
-        block = np.zeros((b - a, width * 64), dtype=bool)
         lo, hi = adj.indptr[a], adj.indptr[b]
-        block[np.repeat(np.arange(b - a), np.diff(adj.indptr[a : b + 1])), adj.indices[lo:hi]] = True
-        rows[a:b] = np.packbits(block, axis=1, bitorder="little").view(np.uint64)
+        at = (np.repeat(np.arange(b - a), np.diff(adj.indptr[a : b + 1])), adj.indices[lo:hi])
+        block[at] = True
+        rows[a:b] = np.packbits(block[: b - a], axis=1, bitorder="little").view(np.uint64)
+        block[at] = False
     upper = sparse.triu(adj, k=1, format="coo")
     gene_i, gene_j = upper.row.astype(np.int64), upper.col.astype(np.int64)
+    del upper
     support = np.empty(gene_i.size, dtype=np.int64)
     chunk = max(1, CHUNK_WORDS // width)
+    left, right = np.empty((chunk, width), np.uint64), np.empty((chunk, width), np.uint64)
+    counts = np.empty((chunk, width), np.uint8)
     for a in range(0, gene_i.size, chunk):
-        common = rows[gene_i[a : a + chunk]]
-        common &= rows[gene_j[a : a + chunk]]
-        support[a : a + chunk] = np.bitwise_count(common).sum(axis=1, dtype=np.int64)
+        m = min(chunk, gene_i.size - a)
+        np.take(rows, gene_i[a : a + m], axis=0, out=left[:m], mode="clip")  # "raise" would buffer
+        np.take(rows, gene_j[a : a + m], axis=0, out=right[:m], mode="clip")
+        np.bitwise_and(left[:m], right[:m], out=left[:m])
+        np.bitwise_count(left[:m], out=counts[:m])
+        counts[:m].sum(axis=1, dtype=np.int64, out=support[a : a + m])
     both = np.bincount(gene_i, support, minlength=n) + np.bincount(gene_j, support, minlength=n)
     return (np.rint(both).astype(np.int64)) // 2
 
