@@ -20,7 +20,13 @@ fi
 # finding makes the whole run fail.
 lint=0
 "$VENV/bin/ruff" check lib src tests bench || lint=$?
-"$VENV/bin/python" -m pytest -ra "$@"
+# Parallel workers (pytest-xdist; tests/conftest.py keeps each module, and all the cluster
+# modules together, on one worker): the cluster tests mostly wait on the schedulers, so the
+# other worker runs the rest meanwhile. DCOEX_TEST_WORKERS=0 runs everything in one process.
+workers=${DCOEX_TEST_WORKERS:-2}
+parallel=()
+((workers > 0)) && parallel=(-n "$workers" --dist loadgroup)
+"$VENV/bin/python" -m pytest -ra "${parallel[@]}" "$@"
 rc=$?
 ((rc == 0 && lint != 0)) && { echo "test: ruff check found problems (see above)" >&2; rc=1; }
 if ((clusters)) && [[ -f tests/cluster/clusters_down.sh && -z ${DCOEX_KEEP_CLUSTERS:-} ]]; then

@@ -85,6 +85,10 @@ def test_no_full_matrix_is_densified(tmp_path, monkeypatch):
     for cls in (sp.csr_matrix, sp.csc_matrix, sp.coo_matrix, sp.csr_array, sp.csc_array, sp.coo_array):
         for name in ("toarray", "todense"):
             monkeypatch.setattr(cls, name, guard(getattr(cls, name)))
+    # the UMAP figure embeds the dense (cells × 30) latent only: its 10 000-cell fit (~1.5 min
+    # here) says nothing about densifying the counts, so two latent columns stand in for it
+    monkeypatch.setattr("labeltransfer.plots.umap_coordinates",
+                        lambda latent, seed=0, n_neighbors=15: np.ascontiguousarray(latent[:, :2], dtype=np.float32))
     report = run_label_transfer(RunOptions(
         reference=str(tmp_path / "ref.h5ad"), query=str(tmp_path / "query.h5ad"), label_key="cell_type",
         out_dir=str(tmp_path / "out"), max_epochs=1, n_hvg=2000, latent_samples=1, device="cpu", quiet=True,

@@ -57,15 +57,17 @@ def review_rows(out: Path) -> dict[str, dict]:
 
 
 def sacct_maxrss(job_ids: list[str]) -> dict[str, int]:
-    """{'123' or '123_4': largest step MaxRSS in bytes}, from our own sacct call."""
+    """{'123' or '123_4': largest step MaxRSS in bytes}, from our own sacct call. A MaxRSS of 0
+    is a step the accounting never sampled (e.g. killed within its first poll): no figure."""
     out = subprocess.run(["sacct", "-P", "-n", "--units=K", "-j", ",".join(job_ids), "--format=JobID,MaxRSS"],
                          capture_output=True, text=True, check=True).stdout
     result: dict[str, int] = {}
     for line in out.splitlines():
         job, _, rss = line.partition("|")
-        if "." in job and rss:
+        value = int(float(rss.rstrip("K")) * 1024) if rss else 0
+        if "." in job and value:
             key = job.split(".")[0]
-            result[key] = max(result.get(key, 0), int(float(rss.rstrip("K")) * 1024))
+            result[key] = max(result.get(key, 0), value)
     return result
 
 
