@@ -25,7 +25,7 @@ lint=0
 # other worker runs the rest meanwhile. DCOEX_TEST_WORKERS=0 runs everything in one process.
 workers=${DCOEX_TEST_WORKERS:-2}
 parallel=()
-((workers > 0)) && parallel=(-n "$workers" --dist loadgroup)
+((workers > 0)) && parallel=(-n "$workers")
 "$VENV/bin/python" -m pytest -ra "${parallel[@]}" "$@"
 rc=$?
 ((rc == 0 && lint != 0)) && { echo "test: ruff check found problems (see above)" >&2; rc=1; }
