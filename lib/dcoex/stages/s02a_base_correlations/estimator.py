@@ -20,7 +20,8 @@ is read back in slices of at most 2·W entries, and only fixed budgets are held.
   ties: ~1,300 at k = 25, 545,000 at k = 187) in the exact |d| // 4 counts of the tie-free pairs
   (values, counts, bins) and in the q table, with the temporaries of making them;
 - ``phases``: the largest of three phases, each freed before the next.
-  Histogram: P private histograms (3 × N_BINS × 24 B) and exact counts (2 × (k³−k)/12 × 8 B).
+  Histogram: P private histograms (3 × N_BINS × 24 B), exact counts (2 × (k³−k)/12 × 8 B)
+  and a row of three float64 statistics and five int32 slots (N × 44 B).
   Collection: the buffers, three float64 and one int64 of W entries, allocated and written
   once, the two float64 temporaries (counts at or above, p·m/C) of a group's distinct values,
   P private buffers (3 × max(LOCAL_ITEMS, N) × 8 B) and the p-value temporaries of P blocks
@@ -28,7 +29,7 @@ is read back in slices of at most 2·W entries, and only fixed budgets are held.
   Emission: one emission slice (EMIT_CELLS tile cells, 32 B each), the pending edge chunks
   (CHUNK_EDGES + EMIT_CELLS edges, EDGE_CHUNK_BYTES each), the bitmap window of the writer and
   the HDF5 chunk buffers (WRITER_BYTES), and one slice of the differential q table (2·W
-  entries, 16 B each: science.SLICE_WINDOWS).
+  entries, 16 B each: science.SLICE_WINDOWS) with its index (at most FINE_BINS int32).
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ N_BINS = 1 << 16
 #: Statistics collected at once per family in a collection pass (bounded groups of bins); also
 #: the entries of one slice of the differential q table read back for emission.
 WINDOW_ITEMS = 1 << 22
+#: Bins (at most) of the index of a differential q-table slice read back for emission (int32
+#: offsets: 16 MiB), about one table entry per bin (science._fine_bins).
+FINE_BINS = 1 << 22
 #: Edges per chunk handed to the sink (the HDF5 writer).
 CHUNK_EDGES = 1 << 16
 #: Tile cells of one emission slice (its buffers hold 32 bytes per cell).
@@ -119,10 +123,10 @@ def estimate(
     wide = sum(8 for k in (int(k_low), int(k_high)) if k * (k - 1) ** 2 >= 2**24)  # float64 products (dcoex.ranks)
     window = min(WINDOW_ITEMS, m)
     distinct = min(m, k_max * (k_max * k_max - 1) // 12 + 1)  # distinct |r| of a group without ties
-    histogram = parts * (3 * N_BINS * 24 + 2 * (k_max**3 // 12 + 1) * 8)
+    histogram = parts * (3 * N_BINS * 24 + 2 * (k_max**3 // 12 + 1) * 8 + n * (3 * 8 + 5 * 4))
     collect = 6 * window * 8 + parts * 3 * max(LOCAL_ITEMS, n) * 8 + parts * P_BLOCK * P_TEMPORARIES * 8
     emit = (min(EMIT_CELLS, t * n) * 32 + min(CHUNK_EDGES + EMIT_CELLS, m) * EDGE_CHUNK_BYTES + WRITER_BYTES
-            + 2 * window * 16)
+            + 2 * window * 16 + 4 * min(FINE_BINS, max(N_BINS, 2 * window)))
     components = {
         "python": STAGE_BASELINE_BYTES,
         "expr": n * int(n_samples) * 4,

@@ -53,65 +53,83 @@ def _bin(s: float, lo: float, inv: float, nb: int) -> int:
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def histogram_tile(d_low, d_high, a, scales, consts, tie_free, bounds, clip, counts, mins, maxs, exact):  # noqa: PLR0917 - numba kernels take no keyword-only arguments
-    """Add the tile's statistics >= lo to each part's bins: ``counts``/``mins``/``maxs`` are
-    (P, 3, nb) int64/float64/float64 (families low, high, diff). ``scales`` = (scale_low,
-    scale_high), ``consts`` = (const_low, const_high), ``bounds`` = float64 [lo, inv] × 3.
-    ``tie_free`` = (low, high) bool per gene: a group pair of two such genes is counted in
-    ``exact`` (P, 2, n) int64 at |d| // 4 (every |r|, also below lo) instead of in the bins."""
+def histogram_tile(d_low, d_high, a, scales, consts, tie_free, bounds, clip, hist, exact, rows, slots):  # noqa: PLR0917 - numba kernels take no keyword-only arguments
+    """Add the tile's statistics >= lo to each part's bins: ``hist`` is (P, 3, nb + 1, 3)
+    float64, per family (low, high, diff) and bin its count (float64: exact below 2**53),
+    smallest and largest statistic side by side (one cache line per update); bin nb is a
+    sink for the statistics below lo. ``scales`` = (scale_low, scale_high), ``consts`` =
+    (const_low, const_high), ``bounds`` = float64 [lo, inv] × 3. ``tie_free`` = (low, high)
+    bool per gene: a group pair of two such genes with |r| >= lo is counted in ``exact``
+    (P, 2, n + 1) int32 or int64 at |d| // 4 instead of in the bins (slot n: a sink).
+
+    ``rows`` (P, 3, >= width) float64 and ``slots`` (P, 5, >= width) int32 are scratch. A
+    row is taken in two loops: the first, without branches (vectorised), computes each pair's
+    statistics and the slot each one goes to (exact count, bin, or a sink); the second adds
+    them, also without branches but for the pairs with a tied gene (few in real data): a branch
+    per pair and family that goes either way costs more than the always-taken sink."""
     t, width = d_low.shape
-    n_parts = counts.shape[0]
-    nb = counts.shape[2]
+    n_parts = hist.shape[0]
+    nb = hist.shape[2] - 1
+    sink = exact.shape[2] - 1
     s_low, s_high = scales
     c_low, c_high = consts
     e_low, e_high = tie_free
     lo_l, inv_l, lo_h, inv_h, lo_w, inv_w = bounds[0], bounds[1], bounds[2], bounds[3], bounds[4], bounds[5]
     for p in prange(n_parts):
-        cnt, mn, mx, ex = counts[p], mins[p], maxs[p], exact[p]
+        h, ex = hist[p], exact[p]
+        abs_l, abs_h, stat_w = rows[p, 0], rows[p, 1], rows[p, 2]
+        x_l, x_h, b_l, b_h, b_w = slots[p, 0], slots[p, 1], slots[p, 2], slots[p, 3], slots[p, 4]
         for ii in range(p, t, n_parts):
             gi = a + ii
-            cl_i = c_low[gi]
-            ch_i = c_high[gi]
+            ok_li = not c_low[gi]
+            ok_hi = not c_high[gi]
             el_i = e_low[gi]
             eh_i = e_high[gi]
             sl_i = s_low[gi]
             sh_i = s_high[gi]
             for jj in range(ii + 1, width):
                 gj = a + jj
-                ok_l = not (cl_i or c_low[gj])
-                ok_h = not (ch_i or c_high[gj])
                 dl = d_low[ii, jj]
                 dh = d_high[ii, jj]
                 rl = (dl * sl_i) * s_low[gj]
                 rh = (dh * sh_i) * s_high[gj]
-                # written out three times: a helper taking the arrays costs ~10x (reference counts)
-                if ok_l:
-                    if el_i and e_low[gj]:
-                        ex[0, int(abs(dl)) >> 2] += 1
-                    else:
-                        s = np.float64(abs(rl))
-                        if s >= lo_l:
-                            b = _bin(s, lo_l, inv_l, nb)
-                            cnt[0, b] += 1
-                            mn[0, b] = min(mn[0, b], s)
-                            mx[0, b] = max(mx[0, b], s)
-                if ok_h:
-                    if eh_i and e_high[gj]:
-                        ex[1, int(abs(dh)) >> 2] += 1
-                    else:
-                        s = np.float64(abs(rh))
-                        if s >= lo_h:
-                            b = _bin(s, lo_h, inv_h, nb)
-                            cnt[1, b] += 1
-                            mn[1, b] = min(mn[1, b], s)
-                            mx[1, b] = max(mx[1, b], s)
-                if ok_l and ok_h:
-                    s = _w_stat(rl, rh, clip)
-                    if s >= lo_w:
-                        b = _bin(s, lo_w, inv_w, nb)
-                        cnt[2, b] += 1
-                        mn[2, b] = min(mn[2, b], s)
-                        mx[2, b] = max(mx[2, b], s)
+                sl = np.float64(abs(rl))
+                sh = np.float64(abs(rh))
+                sw = _w_stat(rl, rh, clip)
+                abs_l[jj] = sl
+                abs_h[jj] = sh
+                stat_w[jj] = sw
+                in_l = ok_li and not c_low[gj] and sl >= lo_l
+                in_h = ok_hi and not c_high[gj] and sh >= lo_h
+                exact_l = el_i and e_low[gj]
+                exact_h = eh_i and e_high[gj]
+                x_l[jj] = (np.int32(abs(dl)) >> 2) if (in_l and exact_l) else sink
+                x_h[jj] = (np.int32(abs(dh)) >> 2) if (in_h and exact_h) else sink
+                b_l[jj] = _bin(sl, lo_l, inv_l, nb) if (in_l and not exact_l) else -1
+                b_h[jj] = _bin(sh, lo_h, inv_h, nb) if (in_h and not exact_h) else -1
+                in_w = ok_li and ok_hi and not (c_low[gj] or c_high[gj]) and sw >= lo_w
+                b_w[jj] = _bin(sw, lo_w, inv_w, nb) if in_w else nb
+            for jj in range(ii + 1, width):
+                ex[0, x_l[jj]] += 1
+                ex[1, x_h[jj]] += 1
+                b = b_w[jj]
+                s = stat_w[jj]
+                h[2, b, 0] += 1.0
+                h[2, b, 1] = min(h[2, b, 1], s)
+                h[2, b, 2] = max(h[2, b, 2], s)
+                # written out twice: a helper taking the arrays costs ~10x (reference counts)
+                b = b_l[jj]
+                if b >= 0:
+                    s = abs_l[jj]
+                    h[0, b, 0] += 1.0
+                    h[0, b, 1] = min(h[0, b, 1], s)
+                    h[0, b, 2] = max(h[0, b, 2], s)
+                b = b_h[jj]
+                if b >= 0:
+                    s = abs_h[jj]
+                    h[1, b, 0] += 1.0
+                    h[1, b, 1] = min(h[1, b, 1], s)
+                    h[1, b, 2] = max(h[1, b, 2], s)
 
 
 @njit(cache=True, nogil=True)
@@ -253,24 +271,26 @@ def emit_rows(d_low, d_high, a, i0, i1, scales, const_any, clip, w_cut, outs, ro
 
 
 @njit(cache=True, nogil=True)
-def table_offsets(table_s, lo, inv, nb):
-    """offsets[b] = index of the first table value (ascending) in bin >= b; length nb + 1."""
-    offsets = np.empty(nb + 1, np.int64)
+def table_offsets(table_s, lo, inv, offsets):
+    """offsets[b] = index of the first table value (ascending) in bin >= b of the bins of width
+    1/inv from lo, b < offsets.size (the last entry: the table's size)."""
+    nb = offsets.size - 1
     i = 0
     for b in range(nb + 1):
         while i < table_s.size and _bin(table_s[i], lo, inv, nb) < b:
             i += 1
         offsets[b] = i
-    return offsets
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def lookup_q(values, lo, inv, offsets, table_s, table_q, span, out):  # noqa: PLR0917 - numba kernels take no keyword-only arguments
-    """For values whose bin is in [span[0], span[1]) (a value < lo has bin −1): out[i] =
-    table_q of the last table value <= values[i], or span[2] if none (the q carried in from
-    below the table); other entries of ``out`` are left as they are. The bin of the value
-    bounds the search (bins are monotone in the value)."""
-    nb = offsets.size - 1
+def lookup_q(values, lo, inv, nb, offsets, inv_o, table_s, table_q, span, out):  # noqa: PLR0917 - numba kernels take no keyword-only arguments
+    """For values whose bin (of the family's nb bins, width 1/inv) is in [span[0], span[1]) (a
+    value < lo has bin −1): out[i] = table_q of the last table value <= values[i], or span[2]
+    if none (the q carried in from below the table); other entries of ``out`` are left as they
+    are. ``offsets`` indexes the table by bins of width 1/inv_o (table_offsets): the value's
+    bin there bounds the search (bins are monotone in the value), so a finer index leaves
+    fewer steps of binary search, each a cache miss in a large table."""
+    no = offsets.size - 1
     b_lo, b_hi, carry = int(span[0]), int(span[1]), span[2]
     for i in prange(values.size):
         s = values[i]
@@ -279,7 +299,8 @@ def lookup_q(values, lo, inv, offsets, table_s, table_q, span, out):  # noqa: PL
             continue
         at = -1
         if b >= 0:
-            first, last = offsets[b], offsets[b + 1]
+            fb = _bin(s, lo, inv_o, no)
+            first, last = np.int64(offsets[fb]), np.int64(offsets[fb + 1])
             while first < last:  # first entry of the bin with a value > s
                 mid = (first + last) // 2
                 if table_s[mid] <= s:

@@ -58,6 +58,7 @@ from dcoex.stages.s02a_base_correlations import kernels
 from dcoex.stages.s02a_base_correlations.estimator import (
     CHUNK_EDGES,
     EMIT_CELLS,
+    FINE_BINS,
     LOCAL_ITEMS,
     N_BINS,
     P_BLOCK,
@@ -355,7 +356,9 @@ class _Family:
                 os.preadv(self._spill.fileno(), [table_q[at : at + entries]], offset + 8 * entries)
                 at += entries
             carry = self._spilled[piece_ids[0]][3] if piece_ids else np.nan
-        offsets = kernels.table_offsets(table_s, self.lo, self.inv, N_BINS)
+        fine = _fine_bins(table_s.size)
+        offsets = np.empty(fine + 1, np.int32 if table_s.size < 2**31 else np.int64)
+        kernels.table_offsets(table_s, self.lo, self.inv * (fine / N_BINS), offsets)
         return table_s, table_q, offsets, np.array([first_bin, end_bin, carry], dtype=np.float64)
 
     def q_table(self) -> QTable:
@@ -378,13 +381,15 @@ class _Family:
         q = np.full(s.shape, np.nan)
         if self._spill is None:
             if self._offsets is None:
-                self._offsets = kernels.table_offsets(self.table_s, self.lo, self.inv, N_BINS)
-            kernels.lookup_q(s, self.lo, self.inv, self._offsets, self.table_s, self.table_q,
+                self._offsets = np.empty(N_BINS + 1, np.int64)
+                kernels.table_offsets(self.table_s, self.lo, self.inv, self._offsets)
+            kernels.lookup_q(s, self.lo, self.inv, N_BINS, self._offsets, self.inv, self.table_s, self.table_q,
                              np.array([-1.0, N_BINS, np.nan]), q)
             return q
         for lo, hi, ids in self.slices():
             table_s, table_q, offsets, span = self.table_slice(ids, lo, hi)
-            kernels.lookup_q(s, self.lo, self.inv, offsets, table_s, table_q, span, q)
+            kernels.lookup_q(s, self.lo, self.inv, N_BINS, offsets, self.inv * ((offsets.size - 1) / N_BINS),
+                             table_s, table_q, span, q)
         return q
 
     def is_significant(self, s: np.ndarray) -> np.ndarray:
@@ -414,6 +419,12 @@ def _scaled_p(p_of: Callable[[np.ndarray], np.ndarray], u: np.ndarray, c: np.nda
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(block, starts))
     return scaled
+
+
+def _fine_bins(size: int) -> int:
+    """Bins of the index of a differential q-table slice of ``size`` entries (kernels.lookup_q):
+    about one entry per bin, from N_BINS to FINE_BINS."""
+    return max(N_BINS, min(FINE_BINS, 1 << max(int(size) - 1, 0).bit_length()))
 
 
 def _grown(a: np.ndarray, k: int, size: int) -> np.ndarray:
@@ -548,23 +559,28 @@ def _histogram(tiles: _Tiles, fams: tuple[_Family, ...], *, bounds: np.ndarray, 
     flags = np.stack([tie_free(g) for g in (tiles.low, tiles.high)])
     sizes = [(g.u.shape[1] ** 3 - g.u.shape[1]) // 12 + 1 if f.any() else 1  # |d| <= ||u||² = (k³ − k)/3
              for g, f in zip((tiles.low, tiles.high), flags)]
-    counts = np.zeros((parts, 3, N_BINS), np.int64)
-    mins = np.full((parts, 3, N_BINS), np.inf)
-    maxs = np.full((parts, 3, N_BINS), -np.inf)
-    exact = np.zeros((parts, 2, max(sizes)), np.int64)
+    hist = np.empty((parts, 3, N_BINS + 1, 3))  # count, smallest, largest per bin; the last bin a sink
+    hist[..., 0] = 0.0
+    hist[..., 1] = np.inf
+    hist[..., 2] = -np.inf
+    # a counter counts at most all the pairs: int32 while they stay below 2**31; the last slot a sink
+    exact = np.zeros((parts, 2, max(sizes) + 1), np.int32 if n_pairs(tiles.n) < 2**31 else np.int64)
+    rows = np.empty((parts, 3, tiles.n))
+    slots = np.empty((parts, 5, tiles.n), np.int32)
     for a, d_low, d_high in tiles:
         kernels.histogram_tile(d_low, d_high, a, tiles.scales, tiles.consts, (flags[0], flags[1]), bounds, FISHER_CLIP,
-                               counts, mins, maxs, exact)
+                               hist, exact, rows, slots)
     for f, fam in enumerate(fams):
         count, smin, smax = fam.hist
-        count += counts[:, f].sum(axis=0)
-        np.minimum(smin, mins[:, f].min(axis=0), out=smin)
-        np.maximum(smax, maxs[:, f].max(axis=0), out=smax)
-    del counts, mins, maxs
+        count += hist[:, f, :N_BINS, 0].sum(axis=0).astype(np.int64)
+        np.minimum(smin, hist[:, f, :N_BINS, 1].min(axis=0), out=smin)
+        np.maximum(smax, hist[:, f, :N_BINS, 2].max(axis=0), out=smax)
+    del hist, rows, slots
+    exact = exact[:, :, :-1]
     for f, ranks in enumerate((tiles.low, tiles.high)):
         if not flags[f].any():
             continue
-        total = exact[:, f].sum(axis=0)
+        total = exact[:, f].sum(axis=0, dtype=np.int64)
         index = np.nonzero(total)[0]
         scale = ranks.scale[flags[f]][0]  # every tie-free gene has this scale
         k = ranks.u.shape[1]
@@ -650,6 +666,10 @@ def _emit(tiles: _Tiles, fams: tuple[_Family, ...], const_any: np.ndarray, sink:
     fam_low, fam_high, fam_diff = fams
     n = tiles.n
     slices = fam_diff.slices()
+
+    def fine_inv(table: tuple) -> float:
+        return fam_diff.inv * ((table[2].size - 1) / N_BINS)
+
     scratch = tempfile.TemporaryFile(dir=scratch_dir) if len(slices) > 1 else None
     try:
         for p, (first_bin, end_bin, ids) in enumerate(slices[:-1]):
@@ -659,7 +679,8 @@ def _emit(tiles: _Tiles, fams: tuple[_Family, ...], const_any: np.ndarray, sink:
                 q = np.full(w.size, np.nan)
                 if p:
                     os.preadv(scratch.fileno(), [q], at)
-                kernels.lookup_q(w, fam_diff.lo, fam_diff.inv, table[2], table[0], table[1], table[3], q)
+                kernels.lookup_q(w, fam_diff.lo, fam_diff.inv, N_BINS, table[2], fine_inv(table), table[0], table[1],
+                                 table[3], q)
                 os.pwrite(scratch.fileno(), q, at)
                 at += q.nbytes
             del table
@@ -673,7 +694,8 @@ def _emit(tiles: _Tiles, fams: tuple[_Family, ...], const_any: np.ndarray, sink:
             q_diff = np.full(count, np.nan)
             if scratch is not None:
                 os.preadv(scratch.fileno(), [q_diff], 8 * n_emitted)
-            kernels.lookup_q(w, fam_diff.lo, fam_diff.inv, table[2], table[0], table[1], table[3], q_diff)
+            kernels.lookup_q(w, fam_diff.lo, fam_diff.inv, N_BINS, table[2], fine_inv(table), table[0], table[1],
+                             table[3], q_diff)
             pair, rl, rh = pair.copy(), rl.copy(), rh.copy()
             products = (dl.copy(), dh.copy()) if "d_low" in columns else (dl, dh)
             sig_low = fam_low.is_significant(np.abs(rl))
